@@ -1,0 +1,161 @@
+//! Login sessions and refresh-token rotation. A session is one refresh-token
+//! family: each refresh replaces the stored hash (single use), and replaying
+//! an already-used token revokes the whole session, since only a thief would
+//! hold an old one.
+
+use super::tokens::{random_token, token_hash};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use rapport_store::entities::{membership, session};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use uuid::Uuid;
+
+/// Tokens handed to the client after login, sign-up or refresh.
+pub struct Issued {
+    pub access_token: String,
+    pub access_expires_at: DateTime<Utc>,
+    pub refresh_token: String,
+    pub session_id: Uuid,
+}
+
+const BAD_REFRESH: ApiError =
+    ApiError::Unauthenticated("refresh token is invalid, expired, used or revoked");
+
+fn refresh_expiry(state: &AppState) -> ApiResult<DateTime<Utc>> {
+    Ok(Utc::now()
+        + chrono::Duration::from_std(state.settings.refresh_token_ttl)
+            .map_err(ApiError::internal)?)
+}
+
+/// Opens a session for a member and issues its first pair of tokens.
+pub async fn start(
+    state: &AppState,
+    agency_id: Uuid,
+    user_id: Uuid,
+    role: &str,
+) -> ApiResult<Issued> {
+    let refresh = random_token()?;
+    let now = Utc::now();
+    let id = Uuid::now_v7();
+    session::ActiveModel {
+        id: Set(id),
+        agency_id: Set(agency_id),
+        user_id: Set(user_id),
+        refresh_hash: Set(token_hash(&refresh)),
+        previous_hash: Set(None),
+        expires_at: Set(refresh_expiry(state)?),
+        last_used_at: Set(now),
+        revoked_at: Set(None),
+        created_at: Set(now),
+    }
+    .insert(&state.db)
+    .await?;
+    let (access, exp) = state.jwt.issue(
+        user_id,
+        agency_id,
+        role,
+        id,
+        state.settings.access_token_ttl,
+    )?;
+    Ok(Issued {
+        access_token: access,
+        access_expires_at: exp,
+        refresh_token: refresh,
+        session_id: id,
+    })
+}
+
+/// Exchanges a refresh token for a new pair; the old one stops working.
+/// Returns the session and the member's current membership row.
+pub async fn rotate(
+    state: &AppState,
+    refresh_token: &str,
+) -> ApiResult<(session::Model, membership::Model, Issued)> {
+    let old_hash = token_hash(refresh_token.trim());
+    let Some(sess) = session::Entity::find()
+        .filter(session::Column::RefreshHash.eq(&old_hash))
+        .one(&state.db)
+        .await?
+    else {
+        // A token that was valid once and already rotated: theft. Revoke.
+        if let Some(reused) = session::Entity::find()
+            .filter(session::Column::PreviousHash.eq(&old_hash))
+            .one(&state.db)
+            .await?
+        {
+            tracing::warn!(session = %reused.id, "refresh token replayed; revoking session");
+            revoke(state, reused.id).await?;
+        }
+        return Err(BAD_REFRESH);
+    };
+    if sess.revoked_at.is_some() || sess.expires_at <= Utc::now() {
+        return Err(BAD_REFRESH);
+    }
+    let member = membership::Entity::find()
+        .filter(membership::Column::AgencyId.eq(sess.agency_id))
+        .filter(membership::Column::UserId.eq(sess.user_id))
+        .one(&state.db)
+        .await?
+        .ok_or(BAD_REFRESH)?;
+
+    let refresh = random_token()?;
+    // Conditional on the old hash: of two concurrent refreshes with the same
+    // token, exactly one wins.
+    let updated = session::Entity::update_many()
+        .col_expr(
+            session::Column::RefreshHash,
+            Expr::value(token_hash(&refresh)),
+        )
+        .col_expr(session::Column::PreviousHash, Expr::value(old_hash.clone()))
+        .col_expr(session::Column::LastUsedAt, Expr::value(Utc::now()))
+        .col_expr(
+            session::Column::ExpiresAt,
+            Expr::value(refresh_expiry(state)?),
+        )
+        .filter(session::Column::Id.eq(sess.id))
+        .filter(session::Column::RefreshHash.eq(old_hash))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(&state.db)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(BAD_REFRESH);
+    }
+    let (access, exp) = state.jwt.issue(
+        sess.user_id,
+        sess.agency_id,
+        &member.role,
+        sess.id,
+        state.settings.access_token_ttl,
+    )?;
+    let issued = Issued {
+        access_token: access,
+        access_expires_at: exp,
+        refresh_token: refresh,
+        session_id: sess.id,
+    };
+    Ok((sess, member, issued))
+}
+
+pub async fn revoke(state: &AppState, session_id: Uuid) -> ApiResult<()> {
+    session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(session::Column::Id.eq(session_id))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(&state.db)
+        .await?;
+    Ok(())
+}
+
+/// Ends every session of a user in an agency (the member was removed).
+pub async fn revoke_all(state: &AppState, agency_id: Uuid, user_id: Uuid) -> ApiResult<()> {
+    session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(session::Column::AgencyId.eq(agency_id))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(&state.db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Who is asking: the bearer token checked against its session and the
+//! member's current role and workspace restriction. Role changes, removals
+//! and logouts take effect on the next request, not when the token expires.
+
+use super::tokens::Claims;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use chrono::Utc;
+use rapport_domain::Role;
+use rapport_store::entities::{membership, membership_workspace, session};
+use rapport_store::{Scope, WorkspaceAccess};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub user_id: Uuid,
+    pub agency_id: Uuid,
+    pub membership_id: Uuid,
+    pub session_id: Uuid,
+    pub role: Role,
+    pub scope: Scope,
+}
+
+/// The outcome of reading the Authorization header, kept per request.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    Anonymous,
+    Invalid,
+    Member(Box<Viewer>),
+}
+
+impl Auth {
+    pub fn viewer(&self) -> ApiResult<&Viewer> {
+        match self {
+            Auth::Member(v) => Ok(v),
+            Auth::Anonymous => Err(ApiError::Unauthenticated(
+                "sign in: send an access token as `Authorization: Bearer <token>`",
+            )),
+            Auth::Invalid => Err(ApiError::Unauthenticated(
+                "access token is invalid, expired or revoked",
+            )),
+        }
+    }
+}
+
+impl Viewer {
+    pub fn require_manager(&self) -> ApiResult<()> {
+        if self.role.is_manager() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this needs the OWNER or ADMIN role"))
+        }
+    }
+
+    pub fn require_writer(&self) -> ApiResult<()> {
+        if self.role.can_write() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("client viewers have read-only access"))
+        }
+    }
+}
+
+pub async fn authenticate(state: &AppState, header: Option<&str>) -> ApiResult<Auth> {
+    let Some(header) = header else {
+        return Ok(Auth::Anonymous);
+    };
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .unwrap_or("")
+        .trim();
+    let Some(claims) = state.jwt.verify(token) else {
+        return Ok(Auth::Invalid);
+    };
+    Ok(load(state, &claims)
+        .await?
+        .map_or(Auth::Invalid, |v| Auth::Member(Box::new(v))))
+}
+
+async fn load(state: &AppState, c: &Claims) -> ApiResult<Option<Viewer>> {
+    let live = session::Entity::find_by_id(c.sid)
+        .one(&state.db)
+        .await?
+        .filter(|s| {
+            s.revoked_at.is_none()
+                && s.agency_id == c.agency
+                && s.user_id == c.sub
+                && s.expires_at > Utc::now()
+        });
+    if live.is_none() {
+        return Ok(None);
+    }
+    let Some(m) = membership::Entity::find()
+        .filter(membership::Column::AgencyId.eq(c.agency))
+        .filter(membership::Column::UserId.eq(c.sub))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let role = Role::parse(&m.role).map_err(ApiError::internal)?;
+    let workspaces = if m.restricted {
+        let ids = membership_workspace::Entity::find()
+            .filter(membership_workspace::Column::MembershipId.eq(m.id))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|mw| mw.workspace_id)
+            .collect();
+        WorkspaceAccess::Only(ids)
+    } else {
+        WorkspaceAccess::All
+    };
+    Ok(Some(Viewer {
+        user_id: c.sub,
+        agency_id: c.agency,
+        membership_id: m.id,
+        session_id: c.sid,
+        role,
+        scope: Scope {
+            agency_id: c.agency,
+            workspaces,
+        },
+    }))
+}

@@ -1,0 +1,119 @@
+//! The API's one error type, mapped once to the wire: a GraphQL error with a
+//! typed `extensions.code`. Internal details are logged, never sent.
+
+use async_graphql::ErrorExtensions;
+use rapport_domain::ParseError;
+use rapport_store::StoreError;
+/// Deliberately not `Display`: async-graphql converts any `Display` error
+/// into a code-less message, and this type must always carry its code.
+#[derive(Debug, Clone)]
+pub enum ApiError {
+    Unauthenticated(&'static str),
+    Forbidden(&'static str),
+    NotFound,
+    BadInput {
+        field: Option<&'static str>,
+        message: String,
+    },
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// Logged with its detail; the client sees only "internal error".
+    Internal(String),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn bad_input(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadInput {
+            field: Some(field),
+            message: format!("{field}: {}", message.into()),
+        }
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        ApiError::Internal(err.to_string())
+    }
+
+    /// The message clients see.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Unauthenticated(m) | ApiError::Forbidden(m) => m.to_string(),
+            ApiError::NotFound => "not found".into(),
+            ApiError::BadInput { message, .. } => message.clone(),
+            ApiError::RateLimited { retry_after_secs } => {
+                format!("too many attempts; retry in {retry_after_secs} seconds")
+            }
+            ApiError::Internal(_) => "internal error".into(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NotFound => "NOT_FOUND",
+            ApiError::BadInput { .. } => "BAD_USER_INPUT",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(e: ParseError) -> Self {
+        ApiError::bad_input(e.field, e.reason)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::Conflict(msg) => ApiError::BadInput {
+                field: None,
+                message: msg.to_string(),
+            },
+            StoreError::Db(db) => ApiError::Internal(db.to_string()),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        ApiError::Internal(format!("redis: {e}"))
+    }
+}
+
+impl ErrorExtensions for ApiError {
+    fn extend(&self) -> async_graphql::Error {
+        if let ApiError::Internal(detail) = self {
+            tracing::error!(%detail, "internal error while resolving a GraphQL field");
+        }
+        async_graphql::Error::new(self.message()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            match self {
+                ApiError::BadInput {
+                    field: Some(field), ..
+                } => ext.set("field", *field),
+                ApiError::RateLimited { retry_after_secs } => {
+                    ext.set("retryAfterSeconds", *retry_after_secs)
+                }
+                _ => {}
+            }
+        })
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(e: ApiError) -> Self {
+        e.extend()
+    }
+}

@@ -1,0 +1,353 @@
+//! Sign-up, login, token refresh, logout, accepting invitations, and `me`.
+
+use super::types::{Agency, GqlRole, Member, User, decode, load_user, stored_role};
+use super::{auth, client_ip, state};
+use crate::audit::AuditEvent;
+use crate::auth::sessions::{self, Issued};
+use crate::auth::{password, tokens};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use rapport_domain::{Email, Kind, Name, Password, Role};
+use rapport_store::entities::{agency, membership, user};
+use rapport_store::tenancy::begin_for_agency;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
+};
+use uuid::Uuid;
+
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    /// Short-lived JWT: send as `Authorization: Bearer <accessToken>`.
+    access_token: String,
+    access_token_expires_at: DateTime<Utc>,
+    /// Single use: exchange it with `refreshToken` for a new pair.
+    refresh_token: String,
+    user: User,
+    agency: Agency,
+    role: GqlRole,
+}
+
+async fn payload(
+    state: &AppState,
+    issued: Issued,
+    user_id: Uuid,
+    agency_id: Uuid,
+    role: &str,
+) -> ApiResult<AuthPayload> {
+    let user = user::Entity::find_by_id(user_id)
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let agency = agency::Entity::find_by_id(agency_id)
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(AuthPayload {
+        access_token: issued.access_token,
+        access_token_expires_at: issued.access_expires_at,
+        refresh_token: issued.refresh_token,
+        user: User(user),
+        agency: Agency(agency),
+        role: stored_role(role)?,
+    })
+}
+
+#[derive(InputObject)]
+pub struct SignUpInput {
+    agency_name: String,
+    name: String,
+    email: String,
+    password: String,
+}
+
+#[derive(InputObject)]
+pub struct LoginInput {
+    email: String,
+    password: String,
+    /// Which agency to sign in to, for people in several; default: the first joined.
+    agency_id: Option<ID>,
+}
+
+#[derive(InputObject)]
+pub struct AcceptInvitationInput {
+    /// The invitation token returned by `inviteMember`.
+    token: String,
+    /// Your name (kept as given at invitation when omitted).
+    name: Option<String>,
+    /// A new password, or the current one if you already have an account.
+    password: String,
+}
+
+/// Who is signed in.
+#[derive(SimpleObject)]
+pub struct Me {
+    user: User,
+    agency: Agency,
+    role: GqlRole,
+    member: Member,
+}
+
+#[derive(Default)]
+pub struct AuthQuery;
+
+#[Object]
+impl AuthQuery {
+    /// The signed-in member: user, agency and role.
+    async fn me(&self, ctx: &Context<'_>) -> ApiResult<Me> {
+        let v = auth(ctx).viewer()?;
+        let db = &state(ctx).db;
+        let m = membership::Entity::find_by_id(v.membership_id)
+            .one(db)
+            .await?
+            .ok_or(ApiError::Unauthenticated("membership no longer exists"))?;
+        let a = agency::Entity::find_by_id(v.agency_id)
+            .one(db)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        Ok(Me {
+            user: User(load_user(ctx, v.user_id).await?),
+            agency: Agency(a),
+            role: v.role.into(),
+            member: Member(m),
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct AuthMutation;
+
+async fn limit(state: &AppState, key: String, limit: u64) -> ApiResult<()> {
+    let window = state.settings.login_window.as_secs();
+    match state.kv.over_limit(&key, limit, window).await? {
+        Some(retry_after_secs) => Err(ApiError::RateLimited { retry_after_secs }),
+        None => Ok(()),
+    }
+}
+
+#[Object]
+impl AuthMutation {
+    /// Creates an agency and its first member, the OWNER, and signs them in.
+    async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> ApiResult<AuthPayload> {
+        let st = state(ctx);
+        let agency_name = Name::parse("agencyName", &input.agency_name)?;
+        let name = Name::parse("name", &input.name)?;
+        let email = Email::parse(&input.email)?;
+        let pw = Password::parse(&input.password)?;
+        limit(
+            st,
+            format!("rl:signup:ip:{}", client_ip(ctx)),
+            st.settings.login_limit_per_ip,
+        )
+        .await?;
+        let hash = password::hash(&pw).await?;
+
+        let now = Utc::now();
+        let (agency_id, user_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let txn = begin_for_agency(&st.db, agency_id).await?;
+        user::ActiveModel {
+            id: Set(user_id),
+            email: Set(email.as_str().to_string()),
+            name: Set(name.into_string()),
+            password_hash: Set(Some(hash)),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        agency::ActiveModel {
+            id: Set(agency_id),
+            name: Set(agency_name.into_string()),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        let member_id = Uuid::now_v7();
+        membership::ActiveModel {
+            id: Set(member_id),
+            agency_id: Set(agency_id),
+            user_id: Set(user_id),
+            role: Set(Role::Owner.as_str().into()),
+            restricted: Set(false),
+            invitation_hash: Set(None),
+            accepted_at: Set(Some(now)),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        AuditEvent::new("signUp")
+            .target("Agency", agency_id)
+            .record(&txn, agency_id, Some(user_id))
+            .await?;
+        txn.commit().await?;
+
+        let issued = sessions::start(st, agency_id, user_id, Role::Owner.as_str()).await?;
+        payload(st, issued, user_id, agency_id, Role::Owner.as_str()).await
+    }
+
+    /// Signs in with e-mail and password. Attempts are rate limited per
+    /// account and per client IP.
+    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> ApiResult<AuthPayload> {
+        const WRONG: ApiError = ApiError::Unauthenticated("e-mail or password is wrong");
+        let st = state(ctx);
+        let email = Email::parse(&input.email)?;
+        limit(
+            st,
+            format!("rl:login:ip:{}", client_ip(ctx)),
+            st.settings.login_limit_per_ip,
+        )
+        .await?;
+        limit(
+            st,
+            format!("rl:login:account:{}", email.as_str()),
+            st.settings.login_limit_per_account,
+        )
+        .await?;
+        let found = user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .one(&st.db)
+            .await?;
+        let stored = found.as_ref().and_then(|u| u.password_hash.as_deref());
+        if !password::verify(&input.password, stored).await {
+            return Err(WRONG);
+        }
+        let user = found.ok_or(WRONG)?;
+        let mut q = membership::Entity::find()
+            .filter(membership::Column::UserId.eq(user.id))
+            .filter(membership::Column::InvitationHash.is_null());
+        if let Some(a) = &input.agency_id {
+            q = q.filter(membership::Column::AgencyId.eq(decode(Kind::Agency, a)?));
+        }
+        let m = q
+            .order_by_asc(membership::Column::Id)
+            .one(&st.db)
+            .await?
+            .ok_or(ApiError::Unauthenticated(
+                "this account is not a member of that agency",
+            ))?;
+        let txn = begin_for_agency(&st.db, m.agency_id).await?;
+        AuditEvent::new("login")
+            .target("Member", m.id)
+            .record(&txn, m.agency_id, Some(user.id))
+            .await?;
+        txn.commit().await?;
+        let issued = sessions::start(st, m.agency_id, user.id, &m.role).await?;
+        payload(st, issued, user.id, m.agency_id, &m.role).await
+    }
+
+    /// Exchanges a refresh token for a new access and refresh token. Each
+    /// refresh token works once; replaying a used one ends the session.
+    async fn refresh_token(&self, ctx: &Context<'_>, token: String) -> ApiResult<AuthPayload> {
+        let st = state(ctx);
+        let (sess, m, issued) = sessions::rotate(st, &token).await?;
+        let txn = begin_for_agency(&st.db, sess.agency_id).await?;
+        AuditEvent::new("refreshToken")
+            .record(&txn, sess.agency_id, Some(sess.user_id))
+            .await?;
+        txn.commit().await?;
+        payload(st, issued, sess.user_id, sess.agency_id, &m.role).await
+    }
+
+    /// Ends the current session: its refresh token and every access token
+    /// issued for it stop working at once.
+    async fn logout(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        let st = state(ctx);
+        let v = auth(ctx).viewer()?;
+        sessions::revoke(st, v.session_id).await?;
+        let txn = v.scope.begin(&st.db).await?;
+        AuditEvent::new("logout")
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Accepts an invitation from `inviteMember` and signs in to that agency.
+    async fn accept_invitation(
+        &self,
+        ctx: &Context<'_>,
+        input: AcceptInvitationInput,
+    ) -> ApiResult<AuthPayload> {
+        const BAD: ApiError = ApiError::Unauthenticated("invitation is invalid or already used");
+        let st = state(ctx);
+        limit(
+            st,
+            format!("rl:invite:ip:{}", client_ip(ctx)),
+            st.settings.login_limit_per_ip,
+        )
+        .await?;
+        let name = input
+            .name
+            .as_deref()
+            .map(|n| Name::parse("name", n))
+            .transpose()?;
+        let m = membership::Entity::find()
+            .filter(membership::Column::InvitationHash.eq(tokens::token_hash(input.token.trim())))
+            .one(&st.db)
+            .await?
+            .ok_or(BAD)?;
+        let u = user::Entity::find_by_id(m.user_id)
+            .one(&st.db)
+            .await?
+            .ok_or(BAD)?;
+        let new_hash = match &u.password_hash {
+            // An existing account proves itself with its current password.
+            Some(h) => {
+                if !password::verify(&input.password, Some(h)).await {
+                    return Err(ApiError::Unauthenticated(
+                        "password does not match your existing account",
+                    ));
+                }
+                None
+            }
+            None => Some(password::hash(&Password::parse(&input.password)?).await?),
+        };
+        let txn = begin_for_agency(&st.db, m.agency_id).await?;
+        let now = Utc::now();
+        let updated = membership::Entity::update_many()
+            .col_expr(
+                membership::Column::InvitationHash,
+                sea_orm::sea_query::Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                membership::Column::AcceptedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(membership::Column::Id.eq(m.id))
+            .filter(membership::Column::InvitationHash.is_not_null())
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            return Err(BAD);
+        }
+        if new_hash.is_some() || name.is_some() {
+            let mut am = u.clone().into_active_model();
+            if let Some(h) = new_hash {
+                am.password_hash = Set(Some(h));
+            }
+            if let Some(n) = name {
+                am.name = Set(n.into_string());
+            }
+            am.update(&txn).await?;
+        }
+        AuditEvent::new("acceptInvitation")
+            .target("Member", m.id)
+            .record(&txn, m.agency_id, Some(u.id))
+            .await?;
+        txn.commit().await?;
+        let issued = sessions::start(st, m.agency_id, u.id, &m.role).await?;
+        payload(st, issued, u.id, m.agency_id, &m.role).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn role_names_match_the_domain() {
+        use rapport_domain::Role;
+        for r in [Role::Owner, Role::Admin, Role::Agent, Role::ClientViewer] {
+            assert_eq!(super::stored_role(r.as_str()).unwrap(), r.into());
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Members of the agency: invitations, roles, workspace restrictions, removal.
+
+use super::paging::{Order, keyset};
+use super::types::{Member, decode};
+use super::{auth, state};
+use crate::audit::AuditEvent;
+use crate::auth::sessions;
+use crate::auth::tokens::{random_token, token_hash};
+use crate::auth::viewer::Viewer;
+use crate::error::{ApiError, ApiResult};
+use async_graphql::connection::Connection;
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use chrono::Utc;
+use rapport_domain::{Email, Kind, Name, PageRequest, Role};
+use rapport_store::entities::{membership, membership_workspace, user};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, Set,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::types::GqlRole;
+
+#[derive(InputObject)]
+pub struct InviteMemberInput {
+    email: String,
+    name: String,
+    role: GqlRole,
+    /// Restrict the member to these workspaces. Required for CLIENT_VIEWER,
+    /// optional for AGENT, not allowed for OWNER and ADMIN.
+    workspace_ids: Option<Vec<ID>>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateMemberRoleInput {
+    member_id: ID,
+    role: GqlRole,
+    /// As in `inviteMember`; null lifts the restriction where the role allows.
+    workspace_ids: Option<Vec<ID>>,
+}
+
+#[derive(InputObject)]
+pub struct RemoveMemberInput {
+    member_id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct InviteMemberPayload {
+    member: Member,
+    /// Give this to the invited person; they call `acceptInvitation` with it.
+    /// Shown only once.
+    invitation_token: String,
+}
+
+#[derive(SimpleObject)]
+pub struct RemoveMemberPayload {
+    removed_member_id: ID,
+}
+
+#[derive(Default)]
+pub struct MemberQuery;
+
+#[Object]
+impl MemberQuery {
+    /// The agency's members, oldest first. Not for CLIENT_VIEWER.
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Member>> {
+        let v = auth(ctx).viewer()?;
+        v.require_writer()?;
+        let page = PageRequest::parse(first, after.as_deref())?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let conn = keyset(
+            &txn,
+            v.scope.select::<membership::Entity>(),
+            membership::Column::Id,
+            page,
+            Order::OldestFirst,
+            |m| m.id,
+            Member,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(conn)
+    }
+
+    async fn member(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Member> {
+        let v = auth(ctx).viewer()?;
+        v.require_writer()?;
+        let id = decode(Kind::Member, &id)?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let m = v.scope.find::<membership::Entity, _>(&txn, id).await?;
+        txn.commit().await?;
+        Ok(Member(m))
+    }
+}
+
+/// Checks the restriction list against the role and resolves each ID to a
+/// workspace of this agency. `None`: unrestricted.
+async fn restriction(
+    v: &Viewer,
+    txn: &DatabaseTransaction,
+    role: Role,
+    ids: Option<&[ID]>,
+) -> ApiResult<Option<Vec<Uuid>>> {
+    match (ids, role) {
+        (None, Role::ClientViewer) => Err(ApiError::bad_input(
+            "workspaceIds",
+            "a CLIENT_VIEWER must be restricted to listed workspaces",
+        )),
+        (None, _) => Ok(None),
+        (Some(_), r) if !r.may_be_restricted() => Err(ApiError::bad_input(
+            "workspaceIds",
+            "OWNER and ADMIN always see every workspace",
+        )),
+        (Some(ids), _) => {
+            if ids.len() > 1_000 {
+                return Err(ApiError::bad_input("workspaceIds", "at most 1000 entries"));
+            }
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let w = v.scope.workspace(txn, decode(Kind::Workspace, id)?).await?;
+                if !out.contains(&w.id) {
+                    out.push(w.id);
+                }
+            }
+            Ok(Some(out))
+        }
+    }
+}
+
+async fn set_restriction(
+    txn: &DatabaseTransaction,
+    m: &membership::Model,
+    ids: &Option<Vec<Uuid>>,
+) -> ApiResult<()> {
+    membership_workspace::Entity::delete_many()
+        .filter(membership_workspace::Column::AgencyId.eq(m.agency_id))
+        .filter(membership_workspace::Column::MembershipId.eq(m.id))
+        .exec(txn)
+        .await?;
+    for ws in ids.iter().flatten() {
+        membership_workspace::ActiveModel {
+            agency_id: Set(m.agency_id),
+            membership_id: Set(m.id),
+            workspace_id: Set(*ws),
+        }
+        .insert(txn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Refuses a change that would leave the agency without an owner.
+async fn keep_an_owner(
+    v: &Viewer,
+    txn: &DatabaseTransaction,
+    current: &membership::Model,
+    new_role: Option<Role>,
+) -> ApiResult<()> {
+    if current.role != Role::Owner.as_str() || new_role == Some(Role::Owner) {
+        return Ok(());
+    }
+    let owners = v
+        .scope
+        .select::<membership::Entity>()
+        .filter(membership::Column::Role.eq(Role::Owner.as_str()))
+        .count(txn)
+        .await?;
+    if owners <= 1 {
+        return Err(ApiError::bad_input(
+            "memberId",
+            "the agency's last OWNER cannot be removed or demoted",
+        ));
+    }
+    Ok(())
+}
+
+fn stored(m: &membership::Model) -> ApiResult<Role> {
+    Role::parse(&m.role).map_err(ApiError::internal)
+}
+
+#[derive(Default)]
+pub struct MemberMutation;
+
+#[Object]
+impl MemberMutation {
+    /// Invites a person (new or existing account) with a role. OWNER or ADMIN;
+    /// only an OWNER may invite an OWNER.
+    async fn invite_member(
+        &self,
+        ctx: &Context<'_>,
+        input: InviteMemberInput,
+    ) -> ApiResult<InviteMemberPayload> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let role: Role = input.role.into();
+        if !v.role.may_assign(None, role) {
+            return Err(ApiError::Forbidden("only an OWNER may grant OWNER"));
+        }
+        let email = Email::parse(&input.email)?;
+        let name = Name::parse("name", &input.name)?;
+        let st = state(ctx);
+        let txn = v.scope.begin(&st.db).await?;
+        let ids = restriction(v, &txn, role, input.workspace_ids.as_deref()).await?;
+        let now = Utc::now();
+        let existing = user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .one(&txn)
+            .await?;
+        let user_id = match existing {
+            Some(u) => u.id,
+            None => {
+                user::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    email: Set(email.as_str().to_string()),
+                    name: Set(name.into_string()),
+                    password_hash: Set(None),
+                    created_at: Set(now),
+                }
+                .insert(&txn)
+                .await?
+                .id
+            }
+        };
+        let token = random_token()?;
+        let m = membership::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            agency_id: Set(v.agency_id),
+            user_id: Set(user_id),
+            role: Set(role.as_str().to_string()),
+            restricted: Set(ids.is_some()),
+            invitation_hash: Set(Some(token_hash(&token))),
+            accepted_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        set_restriction(&txn, &m, &ids).await?;
+        AuditEvent::new("inviteMember")
+            .target("Member", m.id)
+            .details(json!({ "email": email.as_str(), "role": role.as_str(), "restricted": ids.is_some() }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(InviteMemberPayload {
+            member: Member(m),
+            invitation_token: token,
+        })
+    }
+
+    /// Changes a member's role and workspace restriction. OWNER or ADMIN;
+    /// only an OWNER changes an OWNER or grants OWNER.
+    async fn update_member_role(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateMemberRoleInput,
+    ) -> ApiResult<Member> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let id = decode(Kind::Member, &input.member_id)?;
+        let role: Role = input.role.into();
+        let st = state(ctx);
+        let txn = v.scope.begin(&st.db).await?;
+        let current = v.scope.find::<membership::Entity, _>(&txn, id).await?;
+        let before = stored(&current)?;
+        if !v.role.may_assign(Some(before), role) {
+            return Err(ApiError::Forbidden(
+                "only an OWNER may change or grant OWNER",
+            ));
+        }
+        keep_an_owner(v, &txn, &current, Some(role)).await?;
+        let ids = restriction(v, &txn, role, input.workspace_ids.as_deref()).await?;
+        let mut am = current.into_active_model();
+        am.role = Set(role.as_str().to_string());
+        am.restricted = Set(ids.is_some());
+        am.updated_at = Set(Utc::now());
+        let m = am.update(&txn).await?;
+        set_restriction(&txn, &m, &ids).await?;
+        AuditEvent::new("updateMemberRole")
+            .target("Member", m.id)
+            .details(json!({ "from": before.as_str(), "to": role.as_str(), "restricted": ids.is_some() }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(Member(m))
+    }
+
+    /// Removes a member and ends their sessions in this agency. OWNER or
+    /// ADMIN; only an OWNER removes an OWNER; the last OWNER stays.
+    async fn remove_member(
+        &self,
+        ctx: &Context<'_>,
+        input: RemoveMemberInput,
+    ) -> ApiResult<RemoveMemberPayload> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let id = decode(Kind::Member, &input.member_id)?;
+        let st = state(ctx);
+        let txn = v.scope.begin(&st.db).await?;
+        let current = v.scope.find::<membership::Entity, _>(&txn, id).await?;
+        let before = stored(&current)?;
+        if before == Role::Owner && v.role != Role::Owner {
+            return Err(ApiError::Forbidden("only an OWNER may remove an OWNER"));
+        }
+        keep_an_owner(v, &txn, &current, None).await?;
+        membership::Entity::delete_by_id(current.id)
+            .exec(&txn)
+            .await?;
+        AuditEvent::new("removeMember")
+            .target("Member", current.id)
+            .details(json!({ "role": before.as_str() }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        sessions::revoke_all(st, current.agency_id, current.user_id).await?;
+        Ok(RemoveMemberPayload {
+            removed_member_id: input.member_id,
+        })
+    }
+}

@@ -1,0 +1,68 @@
+//! The GraphQL schema: the public contract. `schema.graphql` at the
+//! repository root is generated from this code by `rapport schema`.
+
+mod audit_log;
+mod auth;
+mod members;
+mod paging;
+mod types;
+mod workspaces;
+
+use crate::auth::viewer::Auth;
+use crate::state::AppState;
+use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(
+    auth::AuthQuery,
+    workspaces::WorkspaceQuery,
+    members::MemberQuery,
+    audit_log::AuditQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(
+    auth::AuthMutation,
+    members::MemberMutation,
+    workspaces::WorkspaceMutation,
+);
+
+pub type RapportSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// The client's address, for per-IP rate limits.
+#[derive(Clone, Debug)]
+pub struct ClientIp(pub String);
+
+pub fn build(state: Option<AppState>, max_depth: usize, max_complexity: usize) -> RapportSchema {
+    let mut b = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .limit_depth(max_depth)
+    .limit_complexity(max_complexity)
+    .limit_recursive_depth(32)
+    .limit_directives(16);
+    if let Some(state) = state {
+        b = b.data(state);
+    }
+    b.finish()
+}
+
+/// The SDL written to `schema.graphql`.
+pub fn sdl() -> String {
+    build(None, 12, 2_000).sdl()
+}
+
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+pub(crate) fn auth<'a>(ctx: &Context<'a>) -> &'a Auth {
+    ctx.data_opt::<Auth>().unwrap_or(&Auth::Anonymous)
+}
+
+pub(crate) fn client_ip<'a>(ctx: &Context<'a>) -> &'a str {
+    ctx.data_opt::<ClientIp>()
+        .map_or("unknown", |ip| ip.0.as_str())
+}

@@ -1,0 +1,230 @@
+//! GraphQL object types: thin wrappers over stored rows.
+
+use super::state;
+use crate::error::{ApiError, ApiResult};
+use async_graphql::{Context, Enum, ID, Json, Object};
+use chrono::{DateTime, Utc};
+use rapport_domain::{GlobalId, Kind};
+use rapport_store::entities::{
+    agency, audit_entry, membership, membership_workspace, user, workspace,
+};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+pub fn gid(kind: Kind, id: Uuid) -> ID {
+    ID(GlobalId::encode(kind, id))
+}
+
+/// Decodes a client-supplied ID of `kind`; anything else is NOT_FOUND,
+/// exactly like an ID that does not exist.
+pub fn decode(kind: Kind, id: &ID) -> ApiResult<Uuid> {
+    GlobalId::decode(kind, id.as_str()).ok_or(ApiError::NotFound)
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "Role")]
+pub enum GqlRole {
+    Owner,
+    Admin,
+    Agent,
+    ClientViewer,
+}
+
+impl From<rapport_domain::Role> for GqlRole {
+    fn from(r: rapport_domain::Role) -> Self {
+        use rapport_domain::Role::*;
+        match r {
+            Owner => GqlRole::Owner,
+            Admin => GqlRole::Admin,
+            Agent => GqlRole::Agent,
+            ClientViewer => GqlRole::ClientViewer,
+        }
+    }
+}
+
+impl From<GqlRole> for rapport_domain::Role {
+    fn from(r: GqlRole) -> Self {
+        use rapport_domain::Role::*;
+        match r {
+            GqlRole::Owner => Owner,
+            GqlRole::Admin => Admin,
+            GqlRole::Agent => Agent,
+            GqlRole::ClientViewer => ClientViewer,
+        }
+    }
+}
+
+pub fn stored_role(raw: &str) -> ApiResult<GqlRole> {
+    rapport_domain::Role::parse(raw)
+        .map(Into::into)
+        .map_err(ApiError::internal)
+}
+
+pub struct Agency(pub agency::Model);
+
+#[Object]
+impl Agency {
+    async fn id(&self) -> ID {
+        gid(Kind::Agency, self.0.id)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+pub struct User(pub user::Model);
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        gid(Kind::User, self.0.id)
+    }
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+}
+
+pub async fn load_user(ctx: &Context<'_>, id: Uuid) -> ApiResult<user::Model> {
+    user::Entity::find_by_id(id)
+        .one(&state(ctx).db)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("user {id} of a membership is missing")))
+}
+
+pub struct Workspace(pub workspace::Model);
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    serde_json::from_value(v.clone()).unwrap_or_default()
+}
+
+#[Object]
+impl Workspace {
+    async fn id(&self) -> ID {
+        gid(Kind::Workspace, self.0.id)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// IANA time zone, e.g. `Europe/Berlin`.
+    async fn timezone(&self) -> &str {
+        &self.0.timezone
+    }
+    /// Words and names that identify the client brand in mentions.
+    async fn brand_keywords(&self) -> Vec<String> {
+        strings(&self.0.brand_keywords)
+    }
+    /// Phrases a reply to this brand's customers must never contain.
+    async fn banned_phrases(&self) -> Vec<String> {
+        strings(&self.0.banned_phrases)
+    }
+    async fn archived(&self) -> bool {
+        self.0.archived_at.is_some()
+    }
+    async fn archived_at(&self) -> Option<DateTime<Utc>> {
+        self.0.archived_at
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+pub struct Member(pub membership::Model);
+
+#[Object]
+impl Member {
+    async fn id(&self) -> ID {
+        gid(Kind::Member, self.0.id)
+    }
+    async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
+        load_user(ctx, self.0.user_id).await.map(User)
+    }
+    async fn role(&self) -> ApiResult<GqlRole> {
+        stored_role(&self.0.role)
+    }
+    /// True until the invited person accepts.
+    async fn invitation_pending(&self) -> bool {
+        self.0.invitation_hash.is_some()
+    }
+    /// The only workspaces this member may see; null means all of the agency's.
+    async fn restricted_to_workspaces(
+        &self,
+        ctx: &Context<'_>,
+    ) -> ApiResult<Option<Vec<Workspace>>> {
+        if !self.0.restricted {
+            return Ok(None);
+        }
+        let db = &state(ctx).db;
+        let ids: Vec<Uuid> = membership_workspace::Entity::find()
+            .filter(membership_workspace::Column::AgencyId.eq(self.0.agency_id))
+            .filter(membership_workspace::Column::MembershipId.eq(self.0.id))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|m| m.workspace_id)
+            .collect();
+        let rows = workspace::Entity::find()
+            .filter(workspace::Column::AgencyId.eq(self.0.agency_id))
+            .filter(workspace::Column::Id.is_in(ids))
+            .all(db)
+            .await?;
+        Ok(Some(rows.into_iter().map(Workspace).collect()))
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+pub struct AuditEntry(pub audit_entry::Model);
+
+#[Object]
+impl AuditEntry {
+    async fn id(&self) -> ID {
+        gid(Kind::AuditEntry, self.0.id)
+    }
+    /// Who did it; null for system actions or deleted users.
+    async fn actor(&self, ctx: &Context<'_>) -> ApiResult<Option<User>> {
+        match self.0.actor_user_id {
+            None => Ok(None),
+            Some(id) => Ok(user::Entity::find_by_id(id)
+                .one(&state(ctx).db)
+                .await?
+                .map(User)),
+        }
+    }
+    /// The mutation, e.g. `createWorkspace`.
+    async fn action(&self) -> &str {
+        &self.0.action
+    }
+    async fn workspace_id(&self) -> Option<ID> {
+        self.0.workspace_id.map(|id| gid(Kind::Workspace, id))
+    }
+    async fn target_type(&self) -> Option<&str> {
+        self.0.target_type.as_deref()
+    }
+    async fn target_id(&self) -> Option<ID> {
+        let kind = match self.0.target_type.as_deref()? {
+            "Workspace" => Kind::Workspace,
+            "Member" => Kind::Member,
+            "Agency" => Kind::Agency,
+            "User" => Kind::User,
+            _ => return None,
+        };
+        self.0.target_id.map(|id| gid(kind, id))
+    }
+    /// What changed, as JSON.
+    async fn details(&self) -> Json<serde_json::Value> {
+        Json(self.0.details.clone())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}

@@ -1,0 +1,213 @@
+//! Workspaces: one per client brand.
+
+use super::paging::{Order, keyset};
+use super::types::{Workspace, decode};
+use super::{auth, state};
+use crate::audit::AuditEvent;
+use crate::error::ApiResult;
+use async_graphql::connection::Connection;
+use async_graphql::{Context, ID, InputObject, Object};
+use chrono::Utc;
+use rapport_domain::{Kind, Name, PageRequest, PhraseList, TimeZone};
+use rapport_store::entities::workspace;
+use sea_orm::{ActiveModelTrait, ColumnTrait, IntoActiveModel, QueryFilter, Set};
+use serde_json::json;
+use uuid::Uuid;
+
+#[derive(InputObject)]
+pub struct CreateWorkspaceInput {
+    name: String,
+    /// IANA time zone, e.g. `America/New_York`.
+    timezone: String,
+    #[graphql(default)]
+    brand_keywords: Vec<String>,
+    #[graphql(default)]
+    banned_phrases: Vec<String>,
+}
+
+/// Only the fields given change.
+#[derive(InputObject)]
+pub struct UpdateWorkspaceInput {
+    id: ID,
+    name: Option<String>,
+    timezone: Option<String>,
+    brand_keywords: Option<Vec<String>>,
+    banned_phrases: Option<Vec<String>>,
+}
+
+#[derive(InputObject)]
+pub struct ArchiveWorkspaceInput {
+    id: ID,
+}
+
+#[derive(Default)]
+pub struct WorkspaceQuery;
+
+#[Object]
+impl WorkspaceQuery {
+    /// The workspaces the signed-in member may see, oldest first.
+    async fn workspaces(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        #[graphql(default = false)] include_archived: bool,
+    ) -> ApiResult<Connection<String, Workspace>> {
+        let v = auth(ctx).viewer()?;
+        let page = PageRequest::parse(first, after.as_deref())?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let mut q = v.scope.select_in_workspaces::<workspace::Entity>();
+        if !include_archived {
+            q = q.filter(workspace::Column::ArchivedAt.is_null());
+        }
+        let conn = keyset(
+            &txn,
+            q,
+            workspace::Column::Id,
+            page,
+            Order::OldestFirst,
+            |w| w.id,
+            Workspace,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(conn)
+    }
+
+    async fn workspace(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Workspace> {
+        let v = auth(ctx).viewer()?;
+        let id = decode(Kind::Workspace, &id)?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let w = v.scope.workspace(&txn, id).await?;
+        txn.commit().await?;
+        Ok(Workspace(w))
+    }
+}
+
+#[derive(Default)]
+pub struct WorkspaceMutation;
+
+#[Object]
+impl WorkspaceMutation {
+    /// Adds a client brand. OWNER or ADMIN.
+    async fn create_workspace(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateWorkspaceInput,
+    ) -> ApiResult<Workspace> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let name = Name::parse("name", &input.name)?;
+        let tz = TimeZone::parse(&input.timezone)?;
+        let keywords = PhraseList::parse("brandKeywords", &input.brand_keywords)?;
+        let banned = PhraseList::parse("bannedPhrases", &input.banned_phrases)?;
+        let now = Utc::now();
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let w = workspace::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            agency_id: Set(v.agency_id),
+            name: Set(name.into_string()),
+            timezone: Set(tz.name().to_string()),
+            brand_keywords: Set(json!(keywords.as_slice())),
+            banned_phrases: Set(json!(banned.as_slice())),
+            archived_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        AuditEvent::new("createWorkspace")
+            .workspace(w.id)
+            .target("Workspace", w.id)
+            .details(json!({ "name": w.name, "timezone": w.timezone }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(Workspace(w))
+    }
+
+    /// Changes a workspace's name, time zone, keywords or banned phrases. OWNER or ADMIN.
+    async fn update_workspace(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateWorkspaceInput,
+    ) -> ApiResult<Workspace> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let id = decode(Kind::Workspace, &input.id)?;
+        let name = input
+            .name
+            .as_deref()
+            .map(|n| Name::parse("name", n))
+            .transpose()?;
+        let tz = input.timezone.as_deref().map(TimeZone::parse).transpose()?;
+        let keywords = input
+            .brand_keywords
+            .as_deref()
+            .map(|k| PhraseList::parse("brandKeywords", k))
+            .transpose()?;
+        let banned = input
+            .banned_phrases
+            .as_deref()
+            .map(|k| PhraseList::parse("bannedPhrases", k))
+            .transpose()?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let current = v.scope.workspace(&txn, id).await?;
+        let mut changed = serde_json::Map::new();
+        let mut am = current.into_active_model();
+        if let Some(n) = name {
+            changed.insert("name".into(), json!(n.as_str()));
+            am.name = Set(n.into_string());
+        }
+        if let Some(tz) = tz {
+            changed.insert("timezone".into(), json!(tz.name()));
+            am.timezone = Set(tz.name().to_string());
+        }
+        if let Some(k) = keywords {
+            changed.insert("brandKeywords".into(), json!(k.as_slice()));
+            am.brand_keywords = Set(json!(k.as_slice()));
+        }
+        if let Some(b) = banned {
+            changed.insert("bannedPhrases".into(), json!(b.as_slice()));
+            am.banned_phrases = Set(json!(b.as_slice()));
+        }
+        am.updated_at = Set(Utc::now());
+        let w = am.update(&txn).await?;
+        AuditEvent::new("updateWorkspace")
+            .workspace(w.id)
+            .target("Workspace", w.id)
+            .details(serde_json::Value::Object(changed))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(Workspace(w))
+    }
+
+    /// Archives a workspace: hidden from lists, kept for reports. OWNER or ADMIN.
+    async fn archive_workspace(
+        &self,
+        ctx: &Context<'_>,
+        input: ArchiveWorkspaceInput,
+    ) -> ApiResult<Workspace> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let id = decode(Kind::Workspace, &input.id)?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let current = v.scope.workspace(&txn, id).await?;
+        let w = if current.archived_at.is_some() {
+            current
+        } else {
+            let mut am = current.into_active_model();
+            am.archived_at = Set(Some(Utc::now()));
+            am.updated_at = Set(Utc::now());
+            am.update(&txn).await?
+        };
+        AuditEvent::new("archiveWorkspace")
+            .workspace(w.id)
+            .target("Workspace", w.id)
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(Workspace(w))
+    }
+}

@@ -1,0 +1,208 @@
+//! HTTP routes: GraphQL (POST executes, GET serves GraphiQL), health,
+//! readiness and Prometheus metrics.
+
+use crate::auth::viewer::authenticate;
+use crate::graphql::{self, ClientIp, RapportSchema};
+use crate::state::AppState;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, ContentType};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use async_graphql::BatchResponse;
+use futures_util::StreamExt;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use std::net::TcpListener;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Most operations one batched POST may carry.
+const MAX_BATCH: usize = 10;
+
+/// The process-wide Prometheus recorder (installable only once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if a recorder is already installed; then ours
+            // renders nothing, which a test would notice.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    }))
+}
+
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, HttpResponse> {
+    let too_large = || {
+        error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            &format!("request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            error_body(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "could not read the request body",
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn graphql_post(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    schema: web::Data<RapportSchema>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let limit = state.settings.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            &format!("request body exceeds the limit of {limit} bytes"),
+        );
+    }
+    let body = match read_body(payload, limit).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &format!("body is not a GraphQL request in JSON: {e}"),
+            );
+        }
+    };
+    if batch.iter().count() > MAX_BATCH {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            &format!("at most {MAX_BATCH} operations per batch"),
+        );
+    }
+    let auth_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let auth = match authenticate(&state, auth_header).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = ?e, "authenticating a request failed");
+            return error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            );
+        }
+    };
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mut response = schema
+        .execute_batch(batch.data(auth).data(ClientIp(ip)))
+        .await;
+    tag_engine_errors(&mut response);
+    metrics::counter!("rapport_graphql_requests_total", "ok" => response.is_ok().to_string())
+        .increment(1);
+    metrics::histogram!("rapport_graphql_request_seconds").record(started.elapsed().as_secs_f64());
+    HttpResponse::Ok().json(response)
+}
+
+/// Errors raised by the engine itself (syntax, validation, depth and
+/// complexity limits, variable coercion) carry no code; they are the
+/// client's to fix, so they get BAD_USER_INPUT. Resolver errors already
+/// carry theirs.
+fn tag_engine_errors(response: &mut BatchResponse) {
+    let responses: Vec<&mut async_graphql::Response> = match response {
+        BatchResponse::Single(r) => vec![r],
+        BatchResponse::Batch(rs) => rs.iter_mut().collect(),
+    };
+    for r in responses {
+        for e in &mut r.errors {
+            let ext = e.extensions.get_or_insert_with(Default::default);
+            if ext.get("code").is_none() {
+                ext.set("code", "BAD_USER_INPUT");
+            }
+        }
+    }
+}
+
+async fn graphiql() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .body(include_str!("graphiql.html"))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let (db, redis) = tokio::join!(rapport_store::db::ping(&state.db), state.kv.ping());
+    let body = json!({
+        "database": if db { "ok" } else { "unreachable" },
+        "redis": if redis { "ok" } else { "unreachable" },
+    });
+    if db && redis {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// Binds the API on `listener` and returns the server; awaiting it runs
+/// until SIGINT/SIGTERM (actix stops gracefully, finishing open requests).
+pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
+    let schema = graphql::build(
+        Some(state.clone()),
+        state.settings.max_query_depth,
+        state.settings.max_query_complexity,
+    );
+    let state = web::Data::new(state);
+    let schema = web::Data::new(schema);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(schema.clone())
+            .route("/graphql", web::post().to(graphql_post))
+            .route("/graphql", web::get().to(graphiql))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics_route))
+    })
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run())
+}

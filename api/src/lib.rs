@@ -1,0 +1,14 @@
+//! The HTTP adapter: actix-web server, GraphQL schema and resolvers, auth.
+//! Domain rules come from `rapport-domain`, storage from `rapport-store`.
+
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod settings;
+pub mod state;
+
+pub use error::ApiError;
+pub use settings::Settings;
+pub use state::AppState;

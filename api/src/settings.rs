@@ -1,0 +1,34 @@
+//! Knobs of the API that the binary fills from flags and environment.
+
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub jwt_secret: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// Largest accepted request body on /graphql, in bytes.
+    pub max_body_bytes: usize,
+    pub max_query_depth: usize,
+    pub max_query_complexity: usize,
+    /// Login attempts allowed per account, and per client IP, per window.
+    pub login_limit_per_account: u64,
+    pub login_limit_per_ip: u64,
+    pub login_window: Duration,
+}
+
+impl Settings {
+    pub fn new(jwt_secret: String) -> Self {
+        Self {
+            jwt_secret,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_body_bytes: 256 * 1024,
+            max_query_depth: 12,
+            max_query_complexity: 2_000,
+            login_limit_per_account: 10,
+            login_limit_per_ip: 100,
+            login_window: Duration::from_secs(15 * 60),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Pure domain logic shared by the API and the worker. No HTTP, SQL or Redis here:
+//! every type is built through a `parse` that can fail, and trusted afterwards.
+
+pub mod error;
+pub mod ids;
+pub mod page;
+pub mod role;
+pub mod text;
+pub mod timezone;
+
+pub use error::ParseError;
+pub use ids::{GlobalId, Kind};
+pub use page::{Cursor, PageRequest};
+pub use role::Role;
+pub use text::{Email, Name, Password, PhraseList};
+pub use timezone::TimeZone;

@@ -1,0 +1,76 @@
+//! Relay pagination input: page size bounds and opaque keyset cursors.
+//! Rows use time-ordered UUIDv7 keys, so "after this id" is an index range scan.
+
+use crate::ParseError;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use uuid::Uuid;
+
+pub const DEFAULT_PAGE_SIZE: u64 = 20;
+pub const MAX_PAGE_SIZE: u64 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub Uuid);
+
+impl Cursor {
+    pub fn encode(id: Uuid) -> String {
+        URL_SAFE_NO_PAD.encode(format!("cursor:{id}"))
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError::new("after", "is not a cursor returned by this API");
+        let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let id = text.strip_prefix("cursor:").ok_or_else(bad)?;
+        Uuid::parse_str(id).map(Cursor).map_err(|_| bad())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub first: u64,
+    pub after: Option<Cursor>,
+}
+
+impl PageRequest {
+    pub fn parse(first: Option<i32>, after: Option<&str>) -> Result<Self, ParseError> {
+        let first = match first {
+            None => DEFAULT_PAGE_SIZE,
+            Some(n) if n < 1 => return Err(ParseError::new("first", "must be at least 1")),
+            Some(n) if n as u64 > MAX_PAGE_SIZE => {
+                return Err(ParseError::new(
+                    "first",
+                    format!("must be at most {MAX_PAGE_SIZE}"),
+                ));
+            }
+            Some(n) => n as u64,
+        };
+        let after = after.map(Cursor::parse).transpose()?;
+        Ok(Self { first, after })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_page_size() {
+        assert_eq!(PageRequest::parse(None, None).unwrap().first, 20);
+        assert_eq!(PageRequest::parse(Some(100), None).unwrap().first, 100);
+        assert!(PageRequest::parse(Some(101), None).is_err());
+        assert!(PageRequest::parse(Some(0), None).is_err());
+        assert!(PageRequest::parse(Some(-5), None).is_err());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let id = Uuid::now_v7();
+        let c = Cursor::encode(id);
+        assert_eq!(
+            PageRequest::parse(Some(5), Some(&c)).unwrap().after,
+            Some(Cursor(id))
+        );
+        assert!(PageRequest::parse(Some(5), Some("nope")).is_err());
+    }
+}

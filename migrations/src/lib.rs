@@ -1,0 +1,43 @@
+//! Schema migrations for both backends (PostgreSQL and SQLite).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_initial;
+mod m20261128_000002_postgres_rls;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261128_000001_initial::Migration),
+            Box::new(m20261128_000002_postgres_rls::Migration),
+        ]
+    }
+}
+
+/// Tables holding one agency's data; each has an `agency_id` column.
+/// PostgreSQL row-level security is enabled on exactly these.
+pub const TENANT_TABLES: &[&str] = &[
+    "agencies",
+    "memberships",
+    "membership_workspaces",
+    "workspaces",
+    "channels",
+    "authors",
+    "conversations",
+    "messages",
+    "reply_templates",
+    "sla_policies",
+    "business_calendars",
+    "sla_events",
+    "webhook_subscriptions",
+    "webhook_deliveries",
+    "raw_events",
+    "audit_log",
+];
+
+/// The role request-path transactions switch to on PostgreSQL so that
+/// row-level security applies (superusers and table owners bypass it).
+pub const APP_ROLE: &str = "rapport_app";

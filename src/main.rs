@@ -1,0 +1,245 @@
+//! `rapport`: the one binary. `serve` runs the API, `worker` the job
+//! consumer, `migrate` applies migrations, `dev` does all three in one
+//! process for a newcomer, and `schema` prints the GraphQL contract.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use rapport_api::{AppState, Settings};
+use rapport_store::Kv;
+use rapport_store::db::{self, DEFAULT_DATABASE_URL, backend_name};
+use rapport_worker::{Registry, Worker, WorkerConfig};
+use sea_orm::DatabaseConnection;
+use std::net::TcpListener;
+use std::process::ExitCode;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "rapport",
+    version,
+    about = "Social-media customer care for agencies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (GraphQL at /graphql).
+    Serve(Common),
+    /// Run the Redis job worker.
+    Worker(Common),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+    /// Migrate, then run the API and the worker in one process.
+    Dev(Common),
+    /// Print the GraphQL schema (SDL), or write it to a file.
+    Schema {
+        #[arg(long)]
+        write: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// PostgreSQL or SQLite URL. Default: an SQLite file `rapport.db` here.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database_url: String,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    #[command(flatten)]
+    db: DbArgs,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Address the API listens on.
+    #[arg(long, env = "RAPPORT_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// HS256 key for access tokens (at least 32 characters). Required by
+    /// `serve` and `worker`; `dev` generates one when absent.
+    #[arg(long, env = "RAPPORT_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Prefix of every Redis key, so deployments can share one Redis.
+    #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
+    redis_prefix: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("RAPPORT_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    // reqwest (platform adapters) uses rustls with ring; install it once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match command {
+        Command::Schema { write } => {
+            let sdl = rapport_api::graphql::sdl();
+            match write {
+                Some(path) => std::fs::write(&path, sdl)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{sdl}"),
+            }
+            Ok(())
+        }
+        Command::Migrate(args) => {
+            let db = connect_db(&args.database_url).await?;
+            db::migrate(&db).await.context("applying migrations")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve(c) => {
+            let secret = required_secret(&c)?;
+            let (db, kv) = connect_all(&c).await?;
+            serve(&c, db, kv, secret).await
+        }
+        Command::Worker(c) => {
+            required_secret(&c)?;
+            let kv = connect_redis(&c).await?;
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = tx.send(true);
+            });
+            Worker::new(kv, registry(), WorkerConfig::default())
+                .run(rx)
+                .await
+        }
+        Command::Dev(c) => {
+            let secret = match &c.jwt_secret {
+                Some(_) => required_secret(&c)?,
+                None => {
+                    let mut bytes = [0u8; 32];
+                    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    eprintln!(
+                        "note: RAPPORT_JWT_SECRET is not set; generated a throwaway one for this run \
+                         (tokens stop working when rapport dev restarts)"
+                    );
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+                }
+            };
+            let (db, kv) = connect_all(&c).await?;
+            db::migrate(&db).await.context("applying migrations")?;
+            let (tx, rx) = watch::channel(false);
+            let worker =
+                tokio::spawn(Worker::new(kv.clone(), registry(), WorkerConfig::default()).run(rx));
+            let served = serve(&c, db, kv, secret).await;
+            let _ = tx.send(true);
+            worker.await.context("worker task")??;
+            served
+        }
+    }
+}
+
+/// Job handlers. Ingestion, SLA timers and deliveries register here as
+/// they land; until then unknown kinds go to the dead-letter stream.
+fn registry() -> Registry {
+    Registry::new()
+}
+
+async fn serve(c: &Common, db: DatabaseConnection, kv: Kv, secret: String) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&c.bind)
+        .with_context(|| format!("cannot listen on {} (RAPPORT_BIND)", c.bind))?;
+    tracing::info!(
+        "API on http://{}/graphql (GraphiQL in a browser)",
+        listener.local_addr()?
+    );
+    let state = AppState::new(db, kv, Settings::new(secret));
+    rapport_api::http::server(state, listener)?.await?;
+    Ok(())
+}
+
+fn required_secret(c: &Common) -> anyhow::Result<String> {
+    match &c.jwt_secret {
+        None => anyhow::bail!(
+            "RAPPORT_JWT_SECRET is not set: set it to a random string of at least 32 characters \
+             (e.g. `export RAPPORT_JWT_SECRET=$(openssl rand -base64 32)`), or use `rapport dev`"
+        ),
+        Some(s) if s.len() < 32 => {
+            anyhow::bail!("RAPPORT_JWT_SECRET is too short: use at least 32 characters")
+        }
+        Some(s) => Ok(s.clone()),
+    }
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}@{}", &url[..s + 3], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn connect_db(url: &str) -> anyhow::Result<DatabaseConnection> {
+    db::connect(url).await.map_err(|e| {
+        let how = if url.starts_with("postgres") {
+            "start it (`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) \
+             or point DATABASE_URL elsewhere"
+        } else {
+            "check that the directory is writable, or set DATABASE_URL"
+        };
+        anyhow::anyhow!(
+            "cannot open {} at {}: {e}. {how}",
+            backend_name(url),
+            redacted(url)
+        )
+    })
+}
+
+async fn connect_redis(c: &Common) -> anyhow::Result<Kv> {
+    Kv::connect(&c.redis_url, &c.redis_prefix).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach Redis at {}: {e}. Start it (`redis-server --daemonize yes`) or set REDIS_URL",
+            redacted(&c.redis_url)
+        )
+    })
+}
+
+async fn connect_all(c: &Common) -> anyhow::Result<(DatabaseConnection, Kv)> {
+    let db = connect_db(&c.db.database_url).await?;
+    let kv = connect_redis(c).await?;
+    Ok((db, kv))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

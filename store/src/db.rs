@@ -1,0 +1,42 @@
+//! Connecting to the database and applying migrations.
+
+use rapport_migrations::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use std::time::Duration;
+
+/// The default for a newcomer: an SQLite file in the working directory,
+/// created when missing.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://rapport.db?mode=rwc";
+
+pub fn backend_name(url: &str) -> &'static str {
+    if url.starts_with("postgres") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    }
+}
+
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(url.to_string());
+    opts.connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .max_connections(if url.starts_with("sqlite") { 8 } else { 20 })
+        .sqlx_logging(false);
+    let db = Database::connect(opts).await?;
+    // A pool connects lazily; ping so "unreachable" surfaces now, clearly.
+    db.ping().await?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        // Several API and worker tasks share one file: wait for locks
+        // instead of failing fast.
+        db.execute_unprepared("PRAGMA busy_timeout = 10000").await?;
+    }
+    Ok(db)
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+pub async fn ping(db: &DatabaseConnection) -> bool {
+    db.ping().await.is_ok()
+}

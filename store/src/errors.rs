@@ -1,0 +1,52 @@
+//! Storage errors. Unique-constraint violations are classified here, once,
+//! into user-facing conflicts; everything else stays an internal error.
+
+use sea_orm::{DbErr, SqlErr};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the write; the text is safe to show users.
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("database error: {0}")]
+    Db(DbErr),
+}
+
+/// (PostgreSQL index name, SQLite column list, message for the user).
+const UNIQUE_MESSAGES: &[(&str, &str, &str)] = &[
+    (
+        "ux_users_email",
+        "users.email",
+        "an account with this e-mail address already exists",
+    ),
+    (
+        "ux_workspaces_name",
+        "workspaces.agency_id, workspaces.name",
+        "a workspace with this name already exists",
+    ),
+    (
+        "ux_memberships_user",
+        "memberships.agency_id, memberships.user_id",
+        "this person is already a member of the agency",
+    ),
+];
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(msg)) => StoreError::Conflict(
+                UNIQUE_MESSAGES
+                    .iter()
+                    .find(|(pg, lite, _)| msg.contains(pg) || msg.contains(lite))
+                    .map(|(_, _, user)| *user)
+                    .unwrap_or("this conflicts with an existing record"),
+            ),
+            _ => StoreError::Db(err),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

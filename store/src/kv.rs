@@ -1,0 +1,86 @@
+//! Redis access with a per-deployment key prefix, so several deployments and
+//! parallel tests share one Redis without seeing each other's keys.
+
+use redis::RedisResult;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Kv {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl Kv {
+    pub async fn connect(url: &str, prefix: &str) -> RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.trim_end_matches(':').to_string(),
+        })
+    }
+
+    /// `<prefix>:<suffix>`.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.prefix)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A dedicated connection without a response timeout, for blocking reads
+    /// (XREADGROUP BLOCK) that must not hold up the shared multiplexed one.
+    pub async fn blocking_conn(&self) -> RedisResult<redis::aio::MultiplexedConnection> {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+    }
+
+    pub async fn ping(&self) -> bool {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn())
+            .await
+            .is_ok()
+    }
+
+    /// Fixed-window counter: counts one hit on `suffix` and returns
+    /// `Some(seconds until the window ends)` once more than `limit` hits fell
+    /// in the current window of `window_secs`.
+    pub async fn over_limit(
+        &self,
+        suffix: &str,
+        limit: u64,
+        window_secs: u64,
+    ) -> RedisResult<Option<u64>> {
+        let key = self.key(suffix);
+        let (count, ttl): (u64, i64) = redis::pipe()
+            .atomic()
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(window_secs)
+            .arg("NX")
+            .ignore()
+            .cmd("TTL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok((count > limit).then_some(ttl.max(1) as u64))
+    }
+}

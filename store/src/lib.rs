@@ -1,0 +1,14 @@
+//! Storage adapters shared by the API and the worker: database connection
+//! and migrations, entities, the tenancy scope every query goes through,
+//! storage errors, and Redis keys.
+
+pub mod db;
+pub mod entities;
+pub mod errors;
+pub mod jobs;
+pub mod kv;
+pub mod tenancy;
+
+pub use errors::StoreError;
+pub use kv::Kv;
+pub use tenancy::{Scope, WorkspaceAccess};

@@ -1,0 +1,151 @@
+//! Tenancy, enforced in one place. Every request resolver and every job reads
+//! and writes tenant data through a [`Scope`]: it adds the agency filter and
+//! the member's workspace restriction to each query, and on PostgreSQL opens
+//! transactions under the row-level-security role with the agency set, so a
+//! forgotten filter still sees nothing of another tenant.
+
+use crate::entities::{audit_entry, membership, membership_workspace, session, workspace};
+use crate::errors::{StoreError, StoreResult};
+use rapport_migrations::APP_ROLE;
+use sea_orm::sea_query::IntoCondition;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, Select, Statement, TransactionTrait,
+};
+use uuid::Uuid;
+
+/// An entity whose rows belong to one agency.
+pub trait TenantOwned: EntityTrait {
+    fn agency_column() -> Self::Column;
+}
+
+/// A tenant entity whose rows also belong to one workspace.
+pub trait WorkspaceOwned: TenantOwned {
+    fn workspace_column() -> Self::Column;
+}
+
+macro_rules! tenant_owned {
+    ($($m:ident),*) => {$(
+        impl TenantOwned for $m::Entity {
+            fn agency_column() -> Self::Column { $m::Column::AgencyId }
+        }
+    )*};
+}
+tenant_owned!(
+    audit_entry,
+    membership,
+    membership_workspace,
+    session,
+    workspace
+);
+
+impl WorkspaceOwned for workspace::Entity {
+    fn workspace_column() -> Self::Column {
+        workspace::Column::Id
+    }
+}
+
+impl WorkspaceOwned for membership_workspace::Entity {
+    fn workspace_column() -> Self::Column {
+        membership_workspace::Column::WorkspaceId
+    }
+}
+
+/// Which of the agency's workspaces a member may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkspaceAccess {
+    All,
+    Only(Vec<Uuid>),
+}
+
+/// What one principal (a member, or a job acting for an agency) may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub agency_id: Uuid,
+    pub workspaces: WorkspaceAccess,
+}
+
+impl Scope {
+    /// The whole agency: jobs, owners and admins.
+    pub fn agency(agency_id: Uuid) -> Self {
+        Self {
+            agency_id,
+            workspaces: WorkspaceAccess::All,
+        }
+    }
+
+    pub fn sees_workspace(&self, id: Uuid) -> bool {
+        match &self.workspaces {
+            WorkspaceAccess::All => true,
+            WorkspaceAccess::Only(ids) => ids.contains(&id),
+        }
+    }
+
+    /// All rows of `E` in this agency.
+    pub fn select<E: TenantOwned>(&self) -> Select<E> {
+        E::find().filter(E::agency_column().eq(self.agency_id))
+    }
+
+    /// Rows of `E` in this agency and in the workspaces this scope may see.
+    pub fn select_in_workspaces<E: WorkspaceOwned>(&self) -> Select<E> {
+        let q = self.select::<E>();
+        match &self.workspaces {
+            WorkspaceAccess::All => q,
+            WorkspaceAccess::Only(ids) => {
+                q.filter(E::workspace_column().is_in(ids.iter().copied()))
+            }
+        }
+    }
+
+    /// One row by primary key, or NOT_FOUND when it does not exist *or*
+    /// belongs to another agency: callers cannot tell the two apart.
+    pub async fn find<E, C>(&self, conn: &C, id: Uuid) -> StoreResult<E::Model>
+    where
+        E: TenantOwned,
+        C: ConnectionTrait,
+        <E::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType: From<Uuid>,
+    {
+        E::find_by_id(id)
+            .filter(E::agency_column().eq(self.agency_id).into_condition())
+            .one(conn)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// One workspace this scope may see (archived ones included).
+    pub async fn workspace<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: Uuid,
+    ) -> StoreResult<workspace::Model> {
+        if !self.sees_workspace(id) {
+            return Err(StoreError::NotFound);
+        }
+        self.find::<workspace::Entity, _>(conn, id).await
+    }
+
+    /// Opens a transaction for this agency. On PostgreSQL it switches to the
+    /// row-level-security role and sets the agency for this transaction only
+    /// (`SET LOCAL`, so a pooled connection never carries it further).
+    pub async fn begin(&self, db: &DatabaseConnection) -> StoreResult<DatabaseTransaction> {
+        begin_for_agency(db, self.agency_id).await
+    }
+}
+
+pub async fn begin_for_agency(
+    db: &DatabaseConnection,
+    agency_id: Uuid,
+) -> StoreResult<DatabaseTransaction> {
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SET LOCAL ROLE {APP_ROLE}"))
+            .await?;
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT set_config('rapport.agency_id', $1, true)",
+            [agency_id.to_string().into()],
+        ))
+        .await?;
+    }
+    Ok(txn)
+}

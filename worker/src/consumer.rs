@@ -1,0 +1,274 @@
+//! The consumer loop over the job stream.
+
+use crate::registry::Registry;
+use anyhow::Context;
+use rapport_store::Kv;
+use rapport_store::jobs::{DEAD_LETTERS, GROUP, STREAM};
+use redis::Value;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Unique per worker process (host and pid by default).
+    pub consumer: String,
+    /// Longest wait for new jobs before checking for shutdown and stale jobs.
+    pub block: Duration,
+    pub batch: usize,
+    /// A job pending this long on another consumer is presumed orphaned
+    /// (its worker crashed) and is claimed.
+    pub claim_idle: Duration,
+    /// Deliveries after which a failing job goes to the dead-letter stream.
+    pub max_deliveries: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            consumer: format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+                std::process::id()
+            ),
+            block: Duration::from_secs(2),
+            batch: 64,
+            claim_idle: Duration::from_secs(60),
+            max_deliveries: 5,
+        }
+    }
+}
+
+pub struct Worker {
+    kv: Kv,
+    registry: Registry,
+    config: WorkerConfig,
+}
+
+/// One job read from the stream.
+struct Job {
+    id: String,
+    kind: String,
+    payload: String,
+}
+
+impl Worker {
+    pub fn new(kv: Kv, registry: Registry, config: WorkerConfig) -> Self {
+        Self {
+            kv,
+            registry,
+            config,
+        }
+    }
+
+    /// Runs until `shutdown` turns true; the batch in hand is finished first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let stream = self.kv.key(STREAM);
+        let mut conn = self
+            .kv
+            .blocking_conn()
+            .await
+            .context("connecting the worker to Redis")?;
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = created
+            && e.code() != Some("BUSYGROUP")
+        {
+            return Err(e).context("creating the worker consumer group");
+        }
+        tracing::info!(consumer = %self.config.consumer, stream = %stream, "worker started");
+        while !*shutdown.borrow() {
+            let mut jobs = self.claim_orphans(&mut conn, &stream).await?;
+            if jobs.is_empty() {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&self.config.consumer)
+                    .arg("COUNT")
+                    .arg(self.config.batch)
+                    .arg("BLOCK")
+                    .arg(self.config.block.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(">");
+                let read = cmd.query_async::<Value>(&mut conn);
+                tokio::select! {
+                    r = read => jobs = parse_read(r.context("reading the job stream")?),
+                    _ = shutdown.changed() => break,
+                }
+            }
+            for job in jobs {
+                self.process(&mut conn, &stream, job).await?;
+            }
+        }
+        tracing::info!(consumer = %self.config.consumer, "worker stopped");
+        Ok(())
+    }
+
+    async fn claim_orphans(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        stream: &str,
+    ) -> anyhow::Result<Vec<Job>> {
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(stream)
+            .arg(GROUP)
+            .arg(&self.config.consumer)
+            .arg(self.config.claim_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(self.config.batch)
+            .query_async(conn)
+            .await
+            .context("claiming orphaned jobs")?;
+        // [next-cursor, [entries...], [deleted ids...]]
+        match reply {
+            Value::Array(mut parts) if parts.len() >= 2 => Ok(parse_entries(parts.swap_remove(1))),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    async fn process(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        stream: &str,
+        job: Job,
+    ) -> anyhow::Result<()> {
+        let outcome = match self.registry.get(&job.kind) {
+            None => Err(format!("no handler for job kind {:?}", job.kind)),
+            Some(handler) => match serde_json::from_str(&job.payload) {
+                Err(e) => Err(format!("payload is not JSON: {e}")),
+                Ok(payload) => handler(payload).await.map_err(|e| format!("{e:#}")),
+            },
+        };
+        let dead = match &outcome {
+            Ok(()) => false,
+            Err(why) => {
+                let deliveries = self.deliveries(conn, stream, &job.id).await?;
+                let unknown = why.starts_with("no handler") || why.starts_with("payload is not");
+                tracing::warn!(job = %job.id, kind = %job.kind, deliveries, error = %why, "job failed");
+                metrics::counter!("rapport_jobs_failed_total", "kind" => job.kind.clone())
+                    .increment(1);
+                unknown || deliveries >= self.config.max_deliveries
+            }
+        };
+        if dead {
+            redis::cmd("XADD")
+                .arg(self.kv.key(DEAD_LETTERS))
+                .arg("*")
+                .arg("id")
+                .arg(&job.id)
+                .arg("kind")
+                .arg(&job.kind)
+                .arg("payload")
+                .arg(&job.payload)
+                .arg("error")
+                .arg(outcome.as_ref().err().map_or("", String::as_str))
+                .query_async::<()>(conn)
+                .await?;
+        }
+        if outcome.is_ok() || dead {
+            // Acknowledge only when done with it: a crash before this line
+            // means another delivery, which handlers tolerate.
+            redis::cmd("XACK")
+                .arg(stream)
+                .arg(GROUP)
+                .arg(&job.id)
+                .query_async::<()>(conn)
+                .await?;
+            metrics::counter!("rapport_jobs_done_total", "kind" => job.kind.clone(), "dead" => dead.to_string())
+                .increment(1);
+        }
+        Ok(())
+    }
+
+    async fn deliveries(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        stream: &str,
+        id: &str,
+    ) -> anyhow::Result<u64> {
+        // XPENDING key group start end count -> [[id, consumer, idle, deliveries]]
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(GROUP)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        Ok(match reply {
+            Value::Array(rows) => rows
+                .into_iter()
+                .find_map(|row| match row {
+                    Value::Array(f) if f.len() == 4 => match &f[3] {
+                        Value::Int(n) => Some(*n as u64),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .unwrap_or(1),
+            _ => 1,
+        })
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// XREADGROUP reply: [[stream, [entries...]]] (RESP2) or a map (RESP3).
+fn parse_read(v: Value) -> Vec<Job> {
+    match v {
+        Value::Array(streams) => streams
+            .into_iter()
+            .flat_map(|s| match s {
+                Value::Array(mut kv) if kv.len() == 2 => parse_entries(kv.swap_remove(1)),
+                _ => Vec::new(),
+            })
+            .collect(),
+        Value::Map(streams) => streams
+            .into_iter()
+            .flat_map(|(_, entries)| parse_entries(entries))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Entries: [[id, [field, value, ...]], ...]. Deleted entries have nil fields.
+fn parse_entries(v: Value) -> Vec<Job> {
+    let Value::Array(entries) = v else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|e| {
+            let Value::Array(parts) = e else { return None };
+            let id = text(parts.first()?)?;
+            let mut kind = String::new();
+            let mut payload = String::from("null");
+            if let Some(Value::Array(fields)) = parts.get(1) {
+                for pair in fields.chunks(2) {
+                    match (
+                        pair.first().and_then(text).as_deref(),
+                        pair.get(1).and_then(text),
+                    ) {
+                        (Some("kind"), Some(k)) => kind = k,
+                        (Some("payload"), Some(p)) => payload = p,
+                        _ => {}
+                    }
+                }
+            }
+            Some(Job { id, kind, payload })
+        })
+        .collect()
+}
