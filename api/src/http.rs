@@ -190,9 +190,10 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
         state.settings.max_query_depth,
         state.settings.max_query_complexity,
     );
+    let workers = state.settings.http_workers;
     let state = web::Data::new(state);
     let schema = web::Data::new(schema);
-    Ok(HttpServer::new(move || {
+    let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(schema.clone())
@@ -202,7 +203,9 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_route))
     })
-    .shutdown_timeout(10)
-    .listen(listener)?
-    .run())
+    .shutdown_timeout(10);
+    if let Some(n) = workers {
+        server = server.workers(n);
+    }
+    Ok(server.listen(listener)?.run())
 }

@@ -15,6 +15,8 @@ pub struct Settings {
     pub login_limit_per_account: u64,
     pub login_limit_per_ip: u64,
     pub login_window: Duration,
+    /// HTTP worker threads; None: one per core.
+    pub http_workers: Option<usize>,
 }
 
 impl Settings {
@@ -29,6 +31,7 @@ impl Settings {
             login_limit_per_account: 10,
             login_limit_per_ip: 100,
             login_window: Duration::from_secs(15 * 60),
+            http_workers: None,
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct AuditQuery;
 #[Object]
 impl AuditQuery {
     /// Every mutation in the agency, newest first; optionally one workspace's.
+    // A page costs its size times what each node asks for.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,

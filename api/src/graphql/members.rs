@@ -64,6 +64,8 @@ pub struct MemberQuery;
 #[Object]
 impl MemberQuery {
     /// The agency's members, oldest first. Not for CLIENT_VIEWER.
+    // A page costs its size times what each node asks for.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
     async fn members(
         &self,
         ctx: &Context<'_>,

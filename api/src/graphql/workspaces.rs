@@ -46,6 +46,8 @@ pub struct WorkspaceQuery;
 #[Object]
 impl WorkspaceQuery {
     /// The workspaces the signed-in member may see, oldest first.
+    // A page costs its size times what each node asks for.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
     async fn workspaces(
         &self,
         ctx: &Context<'_>,

@@ -1,0 +1,369 @@
+//! Sign-up, login, refresh rotation, logout, invitations, token forgery,
+//! rate limits and typed errors, against a real server.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use serde_json::json;
+
+const ME: &str = "{ me { role user { email } agency { name } } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_login_and_me() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme Agency", "Owner@Acme.test").await;
+    let me = app.ok(Some(&s.access), ME, json!({})).await;
+    assert_eq!(me["me"]["role"], "OWNER");
+    assert_eq!(me["me"]["user"]["email"], "owner@acme.test");
+    assert_eq!(me["me"]["agency"]["name"], "Acme Agency");
+
+    let login = app
+        .ok(
+            None,
+            "mutation($i: LoginInput!) { login(input: $i) { accessToken role agency { id } } }",
+            json!({ "i": { "email": "owner@acme.test", "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(login["login"]["role"], "OWNER");
+    assert_eq!(login["login"]["agency"]["id"], s.agency_id.as_str());
+    let token = login["login"]["accessToken"].as_str().unwrap();
+    assert_eq!(app.ok(Some(token), ME, json!({})).await, me);
+
+    let wrong = app
+        .gql(
+            None,
+            "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+            json!({ "i": { "email": "owner@acme.test", "password": "not the password" } }),
+        )
+        .await;
+    assert_eq!(code(&wrong), Some("UNAUTHENTICATED"));
+    let unknown = app
+        .gql(
+            None,
+            "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+            json!({ "i": { "email": "nobody@acme.test", "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(code(&unknown), Some("UNAUTHENTICATED"));
+    assert_eq!(
+        wrong["errors"][0]["message"], unknown["errors"][0]["message"],
+        "unknown accounts and wrong passwords look the same"
+    );
+
+    let dup = app
+        .gql(
+            None,
+            "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }",
+            json!({ "i": { "agencyName": "Other", "name": "X", "email": "OWNER@acme.test", "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(code(&dup), Some("BAD_USER_INPUT"));
+    assert!(
+        dup["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_rotate_are_single_use_and_replay_revokes() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { accessToken refreshToken } }";
+
+    let r1 = app.ok(None, refresh, json!({ "t": s.refresh })).await;
+    let new_refresh = r1["refreshToken"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new_access = r1["refreshToken"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_refresh, s.refresh);
+    app.ok(Some(&new_access), ME, json!({})).await;
+
+    // The old token is spent; replaying it is treated as theft and ends
+    // the session, so the newest tokens stop working too.
+    let replay = app.gql(None, refresh, json!({ "t": s.refresh })).await;
+    assert_eq!(code(&replay), Some("UNAUTHENTICATED"));
+    let after = app.gql(None, refresh, json!({ "t": new_refresh })).await;
+    assert_eq!(code(&after), Some("UNAUTHENTICATED"));
+    let me = app.gql(Some(&new_access), ME, json!({})).await;
+    assert_eq!(code(&me), Some("UNAUTHENTICATED"));
+
+    let garbage = app.gql(None, refresh, json!({ "t": "nope" })).await;
+    assert_eq!(code(&garbage), Some("UNAUTHENTICATED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_access_and_refresh_tokens() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let out = app
+        .ok(Some(&s.access), "mutation { logout }", json!({}))
+        .await;
+    assert_eq!(out["logout"], true);
+    let me = app.gql(Some(&s.access), ME, json!({})).await;
+    assert_eq!(code(&me), Some("UNAUTHENTICATED"));
+    let r = app
+        .gql(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": s.refresh }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"));
+}
+
+fn claims_of(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+fn sign(claims: &serde_json::Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_forged_and_unsigned_tokens_are_refused() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let claims = claims_of(&s.access);
+
+    // Control: the same claims signed with the right key work.
+    app.ok(Some(&sign(&claims, JWT_SECRET)), ME, json!({}))
+        .await;
+
+    let mut expired = claims.clone();
+    let now = chrono::Utc::now().timestamp();
+    expired["iat"] = json!(now - 7200);
+    expired["exp"] = json!(now - 3600);
+    let wrong_key = sign(&claims, "another-secret-0123456789abcdef0123");
+    let header_none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    let alg_none = format!("{header_none}.{body}.");
+    let mut other_role = claims.clone();
+    other_role["sid"] = json!(uuid::Uuid::now_v7());
+
+    for (what, token) in [
+        ("expired", sign(&expired, JWT_SECRET)),
+        ("wrong key", wrong_key),
+        ("alg none", alg_none),
+        ("unknown session", sign(&other_role, JWT_SECRET)),
+        ("garbage", "not.a.jwt".to_string()),
+    ] {
+        let r = app.gql(Some(&token), ME, json!({})).await;
+        assert_eq!(code(&r), Some("UNAUTHENTICATED"), "{what}: {r}");
+    }
+    let anonymous = app.gql(None, ME, json!({})).await;
+    assert_eq!(code(&anonymous), Some("UNAUTHENTICATED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_is_rate_limited_per_account_and_per_ip() {
+    let app = TestApp::start_with(|s| {
+        s.login_limit_per_account = 3;
+        s.login_limit_per_ip = 6;
+    })
+    .await;
+    app.sign_up("Acme", "a@acme.test").await;
+    let login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
+    for _ in 0..3 {
+        let r = app
+            .gql(
+                None,
+                login,
+                json!({ "i": { "email": "a@acme.test", "password": "wrong password!" } }),
+            )
+            .await;
+        assert_eq!(code(&r), Some("UNAUTHENTICATED"));
+    }
+    // The right password no longer helps once the account is limited.
+    let r = app
+        .gql(
+            None,
+            login,
+            json!({ "i": { "email": "a@acme.test", "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("RATE_LIMITED"), "{r}");
+    assert!(
+        r["errors"][0]["extensions"]["retryAfterSeconds"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    // Other accounts from the same IP: allowed until the IP limit (6).
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        let r = app
+            .gql(None, login, json!({ "i": { "email": format!("x{i}@acme.test"), "password": "wrong password!" } }))
+            .await;
+        codes.push(code(&r).unwrap().to_string());
+    }
+    assert_eq!(
+        codes,
+        ["UNAUTHENTICATED", "UNAUTHENTICATED", "RATE_LIMITED"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_roles_and_removal() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&owner, "Brew Co").await;
+    let (admin, admin_id) = app
+        .add_member(&owner, "admin@acme.test", "ADMIN", None)
+        .await;
+    let (agent, agent_id) = app
+        .add_member(&owner, "agent@acme.test", "AGENT", Some(vec![ws.clone()]))
+        .await;
+    let me = app.ok(Some(&agent.access), ME, json!({})).await;
+    assert_eq!(me["me"]["role"], "AGENT");
+
+    // An invitation works once.
+    let d = app
+        .ok(
+            Some(&owner.access),
+            "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitationToken member { invitationPending } } }",
+            json!({ "i": { "email": "v@client.test", "name": "Viewer", "role": "CLIENT_VIEWER", "workspaceIds": [ws] } }),
+        )
+        .await;
+    assert_eq!(d["inviteMember"]["member"]["invitationPending"], true);
+    let token = d["inviteMember"]["invitationToken"].as_str().unwrap();
+    let accept =
+        "mutation($i: AcceptInvitationInput!) { acceptInvitation(input: $i) { accessToken } }";
+    app.ok(
+        None,
+        accept,
+        json!({ "i": { "token": token, "password": PASSWORD } }),
+    )
+    .await;
+    let again = app
+        .gql(
+            None,
+            accept,
+            json!({ "i": { "token": token, "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(code(&again), Some("UNAUTHENTICATED"));
+
+    // Role rules: admins cannot grant OWNER or touch owners; agents manage nothing.
+    let grant_owner = app
+        .gql(
+            Some(&admin.access),
+            "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { role } }",
+            json!({ "i": { "memberId": agent_id, "role": "OWNER" } }),
+        )
+        .await;
+    assert_eq!(code(&grant_owner), Some("FORBIDDEN"));
+    let by_agent = app
+        .gql(
+            Some(&agent.access),
+            "mutation($i: RemoveMemberInput!) { removeMember(input: $i) { removedMemberId } }",
+            json!({ "i": { "memberId": admin_id } }),
+        )
+        .await;
+    assert_eq!(code(&by_agent), Some("FORBIDDEN"));
+    let viewer_unrestricted = app
+        .gql(
+            Some(&owner.access),
+            "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { role } }",
+            json!({ "i": { "memberId": agent_id, "role": "CLIENT_VIEWER" } }),
+        )
+        .await;
+    assert_eq!(code(&viewer_unrestricted), Some("BAD_USER_INPUT"));
+
+    // The last owner cannot be demoted.
+    let owner_member = app
+        .ok(Some(&owner.access), "{ me { member { id } } }", json!({}))
+        .await["me"]["member"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let demote = app
+        .gql(
+            Some(&owner.access),
+            "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { role } }",
+            json!({ "i": { "memberId": owner_member, "role": "ADMIN" } }),
+        )
+        .await;
+    assert_eq!(code(&demote), Some("BAD_USER_INPUT"));
+
+    // Promotion takes effect on the next request, without a new token.
+    let up = app
+        .ok(
+            Some(&owner.access),
+            "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { role restrictedToWorkspaces { id } } }",
+            json!({ "i": { "memberId": agent_id, "role": "ADMIN" } }),
+        )
+        .await;
+    assert_eq!(up["updateMemberRole"]["role"], "ADMIN");
+    assert!(up["updateMemberRole"]["restrictedToWorkspaces"].is_null());
+    let me = app.ok(Some(&agent.access), ME, json!({})).await;
+    assert_eq!(me["me"]["role"], "ADMIN");
+
+    // A removed member's tokens stop working at once.
+    app.ok(
+        Some(&owner.access),
+        "mutation($i: RemoveMemberInput!) { removeMember(input: $i) { removedMemberId } }",
+        json!({ "i": { "memberId": agent_id } }),
+    )
+    .await;
+    let gone = app.gql(Some(&agent.access), ME, json!({})).await;
+    assert_eq!(code(&gone), Some("UNAUTHENTICATED"));
+    let refresh = app
+        .gql(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": agent.refresh }),
+        )
+        .await;
+    assert_eq!(code(&refresh), Some("UNAUTHENTICATED"));
+
+    // Every mutation is in the audit log.
+    let log = app
+        .ok(
+            Some(&owner.access),
+            "{ auditLog(first: 100) { edges { node { action actor { email } } } } }",
+            json!({}),
+        )
+        .await;
+    let actions: Vec<String> = edges(&log["auditLog"])
+        .iter()
+        .map(|e| e["node"]["action"].as_str().unwrap().to_string())
+        .collect();
+    for a in [
+        "signUp",
+        "createWorkspace",
+        "inviteMember",
+        "acceptInvitation",
+        "updateMemberRole",
+        "removeMember",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing from {actions:?}"
+        );
+    }
+    let failed_attempts = actions.iter().filter(|a| *a == "updateMemberRole").count();
+    assert_eq!(failed_attempts, 1, "refused mutations leave no audit entry");
+    let denied = app
+        .gql(
+            Some(&admin.access),
+            "{ auditLog { edges { node { action } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(denied.get("errors").is_none(), "admins read the audit log");
+}

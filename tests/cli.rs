@@ -1,0 +1,172 @@
+//! The `rapport` binary as a newcomer meets it: `rapport dev` in an empty
+//! directory, then sign up, create two workspaces and list them over HTTP;
+//! and one clear line when a dependency is missing.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn rapport() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rapport"));
+    c.env_remove("DATABASE_URL")
+        .env_remove("RAPPORT_JWT_SECRET")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapport_dev_runs_the_newcomer_session() {
+    install_crypto();
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("rapport-dev-{}", uuid::Uuid::new_v4().simple())),
+    );
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let redis = TestRedis::new();
+    let port = free_port();
+    let mut cmd = rapport();
+    cmd.arg("dev")
+        .current_dir(&dir.0)
+        .env("RAPPORT_BIND", format!("127.0.0.1:{port}"))
+        .env("RAPPORT_REDIS_PREFIX", &redis.prefix)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // Same command on the production backend; declared before the child so
+    // the process is stopped before its database is dropped.
+    let _db = if is_postgres() {
+        let db = TestDb::new().await;
+        cmd.env("DATABASE_URL", &db.url);
+        Some(db)
+    } else {
+        None
+    };
+    let _child = Child(cmd.spawn().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "rapport dev did not become ready");
+    if !is_postgres() {
+        assert!(
+            dir.0.join("rapport.db").exists(),
+            "SQLite file created in the working directory"
+        );
+    }
+    let gql = |token: Option<String>, q: &'static str, v: serde_json::Value| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let mut req = client
+                .post(format!("{base}/graphql"))
+                .json(&json!({ "query": q, "variables": v }));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let body: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+            assert!(body.get("errors").is_none(), "{body}");
+            body["data"].clone()
+        }
+    };
+    let d = gql(
+        None,
+        "mutation { signUp(input: { agencyName: \"Acme\", name: \"Ana\", email: \"ana@acme.test\", password: \"correct horse battery\" }) { accessToken } }",
+        json!({}),
+    )
+    .await;
+    let token = d["signUp"]["accessToken"].as_str().unwrap().to_string();
+    for name in ["Brew Co", "Bean Bros"] {
+        gql(
+            Some(token.clone()),
+            "mutation($n: String!) { createWorkspace(input: { name: $n, timezone: \"Europe/Berlin\" }) { id } }",
+            json!({ "n": name }),
+        )
+        .await;
+    }
+    let d = gql(
+        Some(token),
+        "{ workspaces { edges { node { name } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        d["workspaces"]["edges"],
+        json!([{ "node": { "name": "Brew Co" } }, { "node": { "name": "Bean Bros" } }])
+    );
+}
+
+fn one_line_error(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let mut c = rapport();
+    c.args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one clear line, got: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    lines[0].to_string()
+}
+
+#[test]
+fn missing_secret_or_unreachable_services_give_one_clear_line() {
+    let e = one_line_error(&["serve"], &[]);
+    assert!(e.contains("RAPPORT_JWT_SECRET"), "{e}");
+    let secret = ("RAPPORT_JWT_SECRET", JWT_SECRET);
+    let e = one_line_error(
+        &["serve"],
+        &[
+            secret,
+            (
+                "DATABASE_URL",
+                "postgres://postgres:hunter2@127.0.0.1:1/none",
+            ),
+        ],
+    );
+    assert!(
+        e.contains("PostgreSQL") && e.contains("pg_ctlcluster"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "passwords are not printed: {e}");
+    let dir = std::env::temp_dir().join(format!("rapport-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = TempDir(dir.clone());
+    let sqlite = format!("sqlite://{}/x.db?mode=rwc", dir.display());
+    let e = one_line_error(
+        &["worker"],
+        &[
+            secret,
+            ("DATABASE_URL", sqlite.as_str()),
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+        ],
+    );
+    assert!(e.contains("Redis") && e.contains("redis-server"), "{e}");
+}

@@ -1,0 +1,297 @@
+//! Test harness: each test gets its own database (a fresh SQLite file, or a
+//! fresh PostgreSQL database), its own Redis key prefix, and a real API
+//! server on a free port. `RAPPORT_TEST_BACKEND=postgres` selects
+//! PostgreSQL (admin URL from `RAPPORT_TEST_POSTGRES_URL`).
+
+#![allow(dead_code)]
+
+use rapport_api::{AppState, Settings};
+use rapport_store::{Kv, db};
+use serde_json::{Value, json};
+use std::net::TcpListener;
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("RAPPORT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn is_postgres() -> bool {
+    std::env::var("RAPPORT_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// A database of its own, removed when dropped.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<TempDir>,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        if is_postgres() {
+            use sea_orm::ConnectionTrait;
+            let name = format!("rapport_test_{}", Uuid::new_v4().simple());
+            let admin = sea_orm::Database::connect(postgres_admin_url())
+                .await
+                .expect("PostgreSQL for tests (RAPPORT_TEST_POSTGRES_URL)");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            admin.close().await.ok();
+            let base = postgres_admin_url();
+            let root = &base[..base.rfind('/').expect("database in URL")];
+            TestDb {
+                url: format!("{root}/{name}"),
+                pg_name: Some(name),
+                _dir: None,
+            }
+        } else {
+            let dir =
+                std::env::temp_dir().join(format!("rapport-test-{}", Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TestDb {
+                url: format!("sqlite://{}/rapport.db?mode=rwc", dir.display()),
+                pg_name: None,
+                _dir: Some(TempDir(dir)),
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            // Drop runs outside async; use a short-lived runtime on a thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    use sea_orm::ConnectionTrait;
+                    if let Ok(admin) = sea_orm::Database::connect(postgres_admin_url()).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .await;
+                        let _ = admin.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A Redis key prefix of its own; its keys are deleted when dropped.
+pub struct TestRedis {
+    pub prefix: String,
+}
+
+impl TestRedis {
+    pub fn new() -> Self {
+        TestRedis {
+            prefix: format!("test:{}", Uuid::new_v4().simple()),
+        }
+    }
+
+    pub async fn kv(&self) -> Kv {
+        Kv::connect(&redis_url(), &self.prefix)
+            .await
+            .expect("Redis for tests (REDIS_URL)")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let prefix = self.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(client) = redis::Client::open(redis_url())
+                && let Ok(mut conn) = client.get_connection()
+            {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}:*"))
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+                }
+            }
+        })
+        .join();
+    }
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running API server with its own database and Redis prefix.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub db: TestDb,
+    pub redis: TestRedis,
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
+        install_crypto();
+        let test_db = TestDb::new().await;
+        let conn = db::connect(&test_db.url).await.expect("connect test db");
+        db::migrate(&conn).await.expect("migrate test db");
+        let redis = TestRedis::new();
+        let kv = redis.kv().await;
+        let mut settings = Settings::new(JWT_SECRET.into());
+        settings.http_workers = Some(1);
+        tweak(&mut settings);
+        let state = AppState::new(conn, kv, settings);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = rapport_api::http::server(state.clone(), listener).unwrap();
+        tokio::spawn(server);
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            state,
+            db: test_db,
+            redis,
+        }
+    }
+
+    pub async fn post_raw(&self, token: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(format!("{}/graphql", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request to test server")
+    }
+
+    /// Runs one GraphQL operation and returns the whole response body.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let body = json!({ "query": query, "variables": variables });
+        let resp = self
+            .post_raw(token, serde_json::to_vec(&body).unwrap())
+            .await;
+        assert_eq!(resp.status(), 200, "GraphQL over HTTP answers 200");
+        resp.json().await.unwrap()
+    }
+
+    /// Runs an operation that must succeed; returns `data`.
+    pub async fn ok(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let r = self.gql(token, query, variables).await;
+        assert!(r.get("errors").is_none(), "unexpected errors: {r}");
+        r["data"].clone()
+    }
+
+    /// Signs up a new agency with its owner.
+    pub async fn sign_up(&self, agency: &str, email: &str) -> Session {
+        let d = self
+            .ok(
+                None,
+                "mutation($i: SignUpInput!) { signUp(input: $i) {
+                    accessToken refreshToken user { id } agency { id } } }",
+                json!({ "i": { "agencyName": agency, "name": "Owner", "email": email, "password": PASSWORD } }),
+            )
+            .await;
+        Session::from(&d["signUp"])
+    }
+
+    pub async fn create_workspace(&self, s: &Session, name: &str) -> String {
+        let d = self
+            .ok(
+                Some(&s.access),
+                "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }",
+                json!({ "i": { "name": name, "timezone": "Europe/London" } }),
+            )
+            .await;
+        d["createWorkspace"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Invites someone and accepts the invitation; returns their session
+    /// and member ID.
+    pub async fn add_member(
+        &self,
+        owner: &Session,
+        email: &str,
+        role: &str,
+        workspaces: Option<Vec<String>>,
+    ) -> (Session, String) {
+        let d = self
+            .ok(
+                Some(&owner.access),
+                "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { member { id } invitationToken } }",
+                json!({ "i": { "email": email, "name": "Member", "role": role, "workspaceIds": workspaces } }),
+            )
+            .await;
+        let member = d["inviteMember"]["member"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let token = d["inviteMember"]["invitationToken"].as_str().unwrap();
+        let a = self
+            .ok(
+                None,
+                "mutation($i: AcceptInvitationInput!) { acceptInvitation(input: $i) {
+                    accessToken refreshToken user { id } agency { id } } }",
+                json!({ "i": { "token": token, "password": PASSWORD } }),
+            )
+            .await;
+        (Session::from(&a["acceptInvitation"]), member)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub access: String,
+    pub refresh: String,
+    pub user_id: String,
+    pub agency_id: String,
+}
+
+impl From<&Value> for Session {
+    fn from(v: &Value) -> Self {
+        Session {
+            access: v["accessToken"].as_str().unwrap().into(),
+            refresh: v["refreshToken"].as_str().unwrap().into(),
+            user_id: v["user"]["id"].as_str().unwrap().into(),
+            agency_id: v["agency"]["id"].as_str().unwrap().into(),
+        }
+    }
+}
+
+/// The `extensions.code` of the first error, if any.
+pub fn code(resp: &Value) -> Option<&str> {
+    resp["errors"][0]["extensions"]["code"].as_str()
+}
+
+pub fn edges(conn: &Value) -> Vec<Value> {
+    conn["edges"].as_array().cloned().unwrap_or_default()
+}

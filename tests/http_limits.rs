@@ -1,0 +1,260 @@
+//! The HTTP surface: health, readiness, metrics, GraphiQL, the schema
+//! contract, request limits and typed errors for bad input.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_metrics_and_graphiql() {
+    let app = TestApp::start().await;
+    let get = |p: &str| app.client.get(format!("{}{p}", app.base)).send();
+    let h = get("/healthz").await.unwrap();
+    assert_eq!(h.status(), 200);
+    let r = get("/readyz").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({ "database": "ok", "redis": "ok" })
+    );
+    app.gql(None, "{ __typename }", json!({})).await;
+    let m = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(m.contains("rapport_graphql_requests_total"), "{m}");
+    let g = get("/graphql").await.unwrap();
+    assert_eq!(g.status(), 200);
+    assert!(g.text().await.unwrap().contains("GraphiQL"));
+}
+
+#[test]
+fn checked_in_schema_matches_the_code() {
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+            .expect("schema.graphql at the repository root");
+    let generated = rapport_api::graphql::sdl();
+    assert!(
+        checked_in == generated,
+        "schema.graphql is out of date: run `cargo run -- schema --write schema.graphql`"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_bodies_get_clear_errors() {
+    let app = TestApp::start_with(|s| s.max_body_bytes = 4096).await;
+    let big = json!({ "query": format!("{{ __typename }} #{}", "x".repeat(5000)) });
+    let r = app.post_raw(None, serde_json::to_vec(&big).unwrap()).await;
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+
+    let r = app.post_raw(None, b"{ not json".to_vec()).await;
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST");
+
+    let r = app.gql(None, "{ workspaces { ", json!({})).await;
+    assert_eq!(
+        code(&r),
+        Some("BAD_USER_INPUT"),
+        "syntax errors are typed: {r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depth_and_complexity_are_limited() {
+    let app = TestApp::start_with(|s| {
+        s.max_query_depth = 3;
+        s.max_query_complexity = 50;
+    })
+    .await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let deep = "{ me { member { restrictedToWorkspaces { id } user { id } } } }";
+    let r = app.gql(Some(&s.access), deep, json!({})).await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("deep"),
+        "{r}"
+    );
+
+    let wide = format!(
+        "{{ {} }}",
+        (0..30)
+            .map(|i| format!("a{i}: me {{ role }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let r = app.gql(Some(&s.access), &wide, json!({})).await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("complex"),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_typed_errors_and_change_nothing() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let sign_up = "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }";
+    for (field, input) in [
+        (
+            "email",
+            json!({ "agencyName": "X", "name": "Y", "email": "not-an-email", "password": PASSWORD }),
+        ),
+        (
+            "password",
+            json!({ "agencyName": "X", "name": "Y", "email": "y@x.test", "password": "short" }),
+        ),
+        (
+            "agencyName",
+            json!({ "agencyName": "   ", "name": "Y", "email": "y@x.test", "password": PASSWORD }),
+        ),
+    ] {
+        let r = app.gql(None, sign_up, json!({ "i": input })).await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{field}: {r}");
+        assert_eq!(r["errors"][0]["extensions"]["field"], field);
+    }
+    let create = "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }";
+    let r = app
+        .gql(
+            Some(&s.access),
+            create,
+            json!({ "i": { "name": "W", "timezone": "Mars/Olympus" } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"));
+    assert_eq!(r["errors"][0]["extensions"]["field"], "timezone");
+    let r = app
+        .gql(
+            Some(&s.access),
+            create,
+            json!({ "i": { "name": "W", "timezone": "UTC", "bannedPhrases": [" "] } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"));
+    app.create_workspace(&s, "Same").await;
+    let r = app
+        .gql(
+            Some(&s.access),
+            create,
+            json!({ "i": { "name": "Same", "timezone": "UTC" } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "duplicate name: {r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
+    let r = app
+        .gql(Some(&s.access), create, json!({ "i": { "name": 5 } }))
+        .await;
+    assert_eq!(
+        code(&r),
+        Some("BAD_USER_INPUT"),
+        "wrong variable types: {r}"
+    );
+    let r = app
+        .gql(
+            Some(&s.access),
+            "{ workspaces(first: 101) { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"));
+    assert_eq!(r["errors"][0]["extensions"]["field"], "first");
+    let r = app
+        .gql(
+            Some(&s.access),
+            "{ workspaces(after: \"bogus\") { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"));
+    let r = app
+        .gql(
+            Some(&s.access),
+            "query($id: ID!) { workspace(id: $id) { id } }",
+            json!({ "id": "garbage" }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("NOT_FOUND"));
+
+    let d = app
+        .ok(
+            Some(&s.access),
+            "{ workspaces { edges { node { name } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        edges(&d["workspaces"]).len(),
+        1,
+        "only the one good workspace exists"
+    );
+    assert!(r["errors"][0]["message"].as_str().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_walks_every_workspace_once() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let mut created = Vec::new();
+    for i in 0..7 {
+        created.push(app.create_workspace(&s, &format!("Brand {i}")).await);
+    }
+    let archived = created.remove(3);
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ArchiveWorkspaceInput!) { archiveWorkspace(input: $i) { archived } }",
+        json!({ "i": { "id": archived } }),
+    )
+    .await;
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($after: String) { workspaces(first: 2, after: $after) {
+                    edges { node { id } } pageInfo { hasNextPage endCursor } } }",
+                json!({ "after": after }),
+            )
+            .await;
+        for e in edges(&d["workspaces"]) {
+            seen.push(e["node"]["id"].as_str().unwrap().to_string());
+        }
+        if !d["workspaces"]["pageInfo"]["hasNextPage"]
+            .as_bool()
+            .unwrap()
+        {
+            break;
+        }
+        after = d["workspaces"]["pageInfo"]["endCursor"]
+            .as_str()
+            .map(String::from);
+    }
+    assert_eq!(
+        seen, created,
+        "archived ones are hidden; order is creation order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_costs_its_size_in_complexity() {
+    let app = TestApp::start_with(|s| s.max_query_complexity = 100).await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let q = "query($n: Int) { workspaces(first: $n) { edges { node { id name timezone } } } }";
+    app.ok(Some(&s.access), q, json!({ "n": 10 })).await;
+    let r = app.gql(Some(&s.access), q, json!({ "n": 100 })).await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+}

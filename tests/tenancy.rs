@@ -1,0 +1,262 @@
+//! Two agencies on one server: every ID of one is invisible and
+//! unchangeable for the other, through every query and mutation, and
+//! answers exactly like an ID that does not exist. Restricted members see
+//! only their workspaces.
+
+mod common;
+
+use common::*;
+use rapport_domain::{GlobalId, Kind};
+use serde_json::{Value, json};
+
+struct Probe {
+    what: &'static str,
+    query: &'static str,
+    vars: Value,
+}
+
+/// Every query and mutation that takes an ID, aimed at `ids` of the other agency.
+fn probes(ws: &str, member: &str, agency: &str) -> Vec<Probe> {
+    vec![
+        Probe {
+            what: "workspace",
+            query: "query($id: ID!) { workspace(id: $id) { id name } }",
+            vars: json!({ "id": ws }),
+        },
+        Probe {
+            what: "updateWorkspace",
+            query: "mutation($i: UpdateWorkspaceInput!) { updateWorkspace(input: $i) { id } }",
+            vars: json!({ "i": { "id": ws, "name": "pwned" } }),
+        },
+        Probe {
+            what: "archiveWorkspace",
+            query: "mutation($i: ArchiveWorkspaceInput!) { archiveWorkspace(input: $i) { id } }",
+            vars: json!({ "i": { "id": ws } }),
+        },
+        Probe {
+            what: "auditLog(workspaceId)",
+            query: "query($id: ID!) { auditLog(workspaceId: $id) { edges { node { id } } } }",
+            vars: json!({ "id": ws }),
+        },
+        Probe {
+            what: "inviteMember(workspaceIds)",
+            query: "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitationToken } }",
+            vars: json!({ "i": { "email": "spy@evil.test", "name": "Spy", "role": "AGENT", "workspaceIds": [ws] } }),
+        },
+        Probe {
+            what: "member",
+            query: "query($id: ID!) { member(id: $id) { id } }",
+            vars: json!({ "id": member }),
+        },
+        Probe {
+            what: "updateMemberRole",
+            query: "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { id } }",
+            vars: json!({ "i": { "memberId": member, "role": "AGENT" } }),
+        },
+        Probe {
+            what: "updateMemberRole(workspaceIds)",
+            query: "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { id } }",
+            vars: json!({ "i": { "memberId": member, "role": "AGENT", "workspaceIds": [ws] } }),
+        },
+        Probe {
+            what: "removeMember",
+            query: "mutation($i: RemoveMemberInput!) { removeMember(input: $i) { removedMemberId } }",
+            vars: json!({ "i": { "memberId": member } }),
+        },
+        Probe {
+            what: "workspace(agency id)",
+            query: "query($id: ID!) { workspace(id: $id) { id } }",
+            vars: json!({ "id": agency }),
+        },
+    ]
+}
+
+async fn ids_of(app: &TestApp, s: &Session) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let d = app
+        .ok(
+            Some(&s.access),
+            "{ workspaces(first: 100, includeArchived: true) { edges { node { id } } }
+               members(first: 100) { edges { node { id user { id } } } }
+               auditLog(first: 100) { edges { node { id workspaceId } } } }",
+            json!({}),
+        )
+        .await;
+    let pick = |k: &str| -> Vec<String> {
+        edges(&d[k])
+            .iter()
+            .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    (pick("workspaces"), pick("members"), pick("auditLog"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_agencys_ids_are_invisible_and_unchangeable() {
+    let app = TestApp::start().await;
+    let a = app.sign_up("Agency A", "owner@a.test").await;
+    let b = app.sign_up("Agency B", "owner@b.test").await;
+    let ws_a = app.create_workspace(&a, "A brand").await;
+    let ws_b = app.create_workspace(&b, "B brand").await;
+    let (_, member_b) = app.add_member(&b, "agent@b.test", "AGENT", None).await;
+    let (before_ws, before_members, before_audit) = ids_of(&app, &b).await;
+    assert!(before_ws.contains(&ws_b) && before_members.contains(&member_b));
+
+    // What a genuinely unknown ID of each kind answers.
+    let ghost_ws = GlobalId::encode(Kind::Workspace, uuid::Uuid::now_v7());
+    let ghost_member = GlobalId::encode(Kind::Member, uuid::Uuid::now_v7());
+    let unknown: Vec<Value> = {
+        let mut out = Vec::new();
+        for p in probes(&ghost_ws, &ghost_member, &b.agency_id) {
+            out.push(app.gql(Some(&a.access), p.query, p.vars).await);
+        }
+        out
+    };
+
+    for (p, ghost) in probes(&ws_b, &member_b, &b.agency_id)
+        .into_iter()
+        .zip(unknown)
+    {
+        let r = app.gql(Some(&a.access), p.query, p.vars).await;
+        assert_eq!(code(&r), Some("NOT_FOUND"), "{}: {r}", p.what);
+        assert_eq!(
+            r["errors"][0]["message"], ghost["errors"][0]["message"],
+            "{}",
+            p.what
+        );
+        assert_eq!(r["data"], ghost["data"], "{}", p.what);
+    }
+
+    // B's audit entries never show up in A's log, and A's lists hold only A's.
+    let (ws_seen, members_seen, audit_seen) = ids_of(&app, &a).await;
+    assert_eq!(ws_seen, vec![ws_a.clone()]);
+    assert!(members_seen.iter().all(|m| !before_members.contains(m)));
+    assert!(audit_seen.iter().all(|e| !before_audit.contains(e)));
+    assert!(!audit_seen.is_empty());
+
+    // Nothing of B changed, and B's audit log records nothing A attempted.
+    let (after_ws, after_members, after_audit) = ids_of(&app, &b).await;
+    assert_eq!(
+        (after_ws, after_members, after_audit),
+        (before_ws, before_members, before_audit)
+    );
+    let name = app
+        .ok(
+            Some(&b.access),
+            "query($id: ID!) { workspace(id: $id) { name archived } }",
+            json!({ "id": ws_b }),
+        )
+        .await;
+    assert_eq!(
+        name["workspace"],
+        json!({ "name": "B brand", "archived": false })
+    );
+
+    // Signing in to another agency is refused too.
+    let r = app
+        .gql(
+            None,
+            "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+            json!({ "i": { "email": "owner@a.test", "password": PASSWORD, "agencyId": b.agency_id } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"));
+
+    // A token of A, re-signed claiming B's agency, does not get in either.
+    let forged = {
+        use base64::Engine;
+        let payload = a.access.split('.').nth(1).unwrap();
+        let mut claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        let b_uuid = GlobalId::decode(Kind::Agency, &b.agency_id).unwrap();
+        claims["agency"] = json!(b_uuid);
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let r = app
+        .gql(
+            Some(&forged),
+            "{ workspaces { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_members_see_only_their_workspaces() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("Agency", "owner@a.test").await;
+    let w1 = app.create_workspace(&owner, "One").await;
+    let w2 = app.create_workspace(&owner, "Two").await;
+    let (agent, _) = app
+        .add_member(&owner, "agent@a.test", "AGENT", Some(vec![w1.clone()]))
+        .await;
+    let (viewer, _) = app
+        .add_member(
+            &owner,
+            "client@brand.test",
+            "CLIENT_VIEWER",
+            Some(vec![w2.clone()]),
+        )
+        .await;
+
+    let list = "{ workspaces { edges { node { id } } } }";
+    let ids = |d: &Value| -> Vec<String> {
+        edges(&d["workspaces"])
+            .iter()
+            .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(&app.ok(Some(&agent.access), list, json!({})).await),
+        vec![w1.clone()]
+    );
+    assert_eq!(
+        ids(&app.ok(Some(&viewer.access), list, json!({})).await),
+        vec![w2.clone()]
+    );
+    assert_eq!(
+        ids(&app.ok(Some(&owner.access), list, json!({})).await),
+        vec![w1.clone(), w2.clone()]
+    );
+
+    let get = "query($id: ID!) { workspace(id: $id) { id } }";
+    let r = app.gql(Some(&agent.access), get, json!({ "id": w2 })).await;
+    assert_eq!(code(&r), Some("NOT_FOUND"));
+    let r = app
+        .gql(Some(&viewer.access), get, json!({ "id": w1 }))
+        .await;
+    assert_eq!(code(&r), Some("NOT_FOUND"));
+
+    // Client viewers only read; agents do not manage.
+    for token in [&viewer.access, &agent.access] {
+        let r = app
+            .gql(
+                Some(token),
+                "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }",
+                json!({ "i": { "name": "X", "timezone": "UTC" } }),
+            )
+            .await;
+        assert_eq!(code(&r), Some("FORBIDDEN"));
+        let r = app
+            .gql(Some(token), "{ auditLog { edges { cursor } } }", json!({}))
+            .await;
+        assert_eq!(code(&r), Some("FORBIDDEN"));
+    }
+    let r = app
+        .gql(
+            Some(&viewer.access),
+            "{ members { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&r), Some("FORBIDDEN"));
+}

@@ -1,0 +1,175 @@
+//! The worker's consumer loop against real Redis: jobs run once per
+//! delivery and are acknowledged, failures are retried and then
+//! dead-lettered, orphans of a crashed worker are claimed, and shutdown is
+//! graceful.
+
+mod common;
+
+use common::*;
+use rapport_store::jobs::{self, DEAD_LETTERS, GROUP, STREAM};
+use rapport_worker::{Registry, Worker, WorkerConfig};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+fn config(name: &str) -> WorkerConfig {
+    WorkerConfig {
+        consumer: name.into(),
+        block: Duration::from_millis(100),
+        batch: 16,
+        claim_idle: Duration::from_millis(300),
+        max_deliveries: 3,
+    }
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+async fn xlen(kv: &rapport_store::Kv, key: &str) -> usize {
+    redis::cmd("XLEN")
+        .arg(kv.key(key))
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap()
+}
+
+async fn pending(kv: &rapport_store::Kv) -> usize {
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg(kv.key(STREAM))
+        .arg(GROUP)
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap();
+    match v {
+        redis::Value::Array(parts) => match parts.first() {
+            Some(redis::Value::Int(n)) => *n as usize,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_handled_retried_dead_lettered_and_shutdown_is_graceful() {
+    let redis = TestRedis::new();
+    let kv = redis.kv().await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let flaky_calls = Arc::new(AtomicUsize::new(0));
+    let registry = {
+        let seen = seen.clone();
+        let flaky_calls = flaky_calls.clone();
+        Registry::new()
+            .on("count", move |p| {
+                let seen = seen.clone();
+                async move {
+                    seen.fetch_add(p["n"].as_u64().unwrap() as usize, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .on("always-fails", move |_| {
+                let calls = flaky_calls.clone();
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    anyhow::bail!("platform said no")
+                }
+            })
+    };
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::spawn(Worker::new(kv.clone(), registry, config("w1")).run(rx));
+
+    for n in [1, 10, 100] {
+        jobs::enqueue(&kv, "count", &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    jobs::enqueue(&kv, "always-fails", &json!({}))
+        .await
+        .unwrap();
+    jobs::enqueue(&kv, "no-such-kind", &json!({}))
+        .await
+        .unwrap();
+
+    eventually("three count jobs", async || {
+        seen.load(Ordering::SeqCst) == 111
+    })
+    .await;
+    eventually("two dead letters", async || {
+        xlen(&kv, DEAD_LETTERS).await == 2
+    })
+    .await;
+    assert_eq!(
+        flaky_calls.load(Ordering::SeqCst),
+        3,
+        "retried up to max_deliveries"
+    );
+    assert_eq!(pending(&kv).await, 0, "everything acknowledged");
+    assert_eq!(seen.load(Ordering::SeqCst), 111, "each job ran once");
+
+    tx.send(true).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    assert!(
+        matches!(stopped, Ok(Ok(Ok(())))),
+        "worker stops on shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_workers_jobs_are_claimed_by_another() {
+    let redis = TestRedis::new();
+    let kv = redis.kv().await;
+    // A consumer that reads a job and dies without acknowledging it.
+    let mut conn = kv.conn();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(kv.key(STREAM))
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    jobs::enqueue(&kv, "count", &json!({ "n": 5 }))
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("crashed")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(kv.key(STREAM))
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending(&kv).await, 1);
+
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s = seen.clone();
+    let registry = Registry::new().on("count", move |p| {
+        let s = s.clone();
+        async move {
+            s.fetch_add(p["n"].as_u64().unwrap() as usize, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::spawn(Worker::new(kv.clone(), registry, config("w2")).run(rx));
+    eventually("orphan claimed and run", async || {
+        seen.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    eventually("orphan acknowledged", async || pending(&kv).await == 0).await;
+    tx.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+}
