@@ -5,9 +5,11 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rapport_api::{AppState, Settings};
+use rapport_domain::crypto::SecretBox;
 use rapport_store::Kv;
 use rapport_store::db::{self, DEFAULT_DATABASE_URL, backend_name};
-use rapport_worker::{Registry, Worker, WorkerConfig};
+use rapport_worker::reconciler::{self, ReconcilerConfig};
+use rapport_worker::{Worker, WorkerConfig, handlers};
 use sea_orm::DatabaseConnection;
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -61,6 +63,14 @@ struct Common {
     /// `serve` and `worker`; `dev` generates one when absent.
     #[arg(long, env = "RAPPORT_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// 32 bytes in base64 sealing channel secrets at rest. Required by
+    /// `serve` and `worker`; `dev` generates one when absent.
+    #[arg(long, env = "RAPPORT_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// Base URL platforms reach the API at (webhook URLs start with it).
+    /// Default: http://<RAPPORT_BIND>.
+    #[arg(long, env = "RAPPORT_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
     redis_prefix: String,
@@ -114,20 +124,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Serve(c) => {
             let secret = required_secret(&c)?;
+            let key = required_key(&c)?;
             let (db, kv) = connect_all(&c).await?;
-            serve(&c, db, kv, secret).await
+            serve(&c, db, kv, secret, key).await
         }
         Command::Worker(c) => {
             required_secret(&c)?;
-            let kv = connect_redis(&c).await?;
+            required_key(&c)?;
+            let (db, kv) = connect_all(&c).await?;
             let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
                 let _ = tx.send(true);
             });
-            Worker::new(kv, registry(), WorkerConfig::default())
-                .run(rx)
-                .await
+            run_worker(db, kv, rx).await
         }
         Command::Dev(c) => {
             let secret = match &c.jwt_secret {
@@ -142,12 +152,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
                 }
             };
+            let key = match &c.secret_key {
+                Some(_) => required_key(&c)?,
+                None => {
+                    eprintln!(
+                        "note: RAPPORT_SECRET_KEY is not set; generated a throwaway one for this run \
+                         (channel secrets stored now cannot be opened after a restart)"
+                    );
+                    SecretBox::generate_base64()
+                }
+            };
             let (db, kv) = connect_all(&c).await?;
             db::migrate(&db).await.context("applying migrations")?;
             let (tx, rx) = watch::channel(false);
-            let worker =
-                tokio::spawn(Worker::new(kv.clone(), registry(), WorkerConfig::default()).run(rx));
-            let served = serve(&c, db, kv, secret).await;
+            let worker = tokio::spawn(run_worker(db.clone(), kv.clone(), rx));
+            let served = serve(&c, db, kv, secret, key).await;
             let _ = tx.send(true);
             worker.await.context("worker task")??;
             served
@@ -155,20 +174,45 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Job handlers. Ingestion, SLA timers and deliveries register here as
-/// they land; until then unknown kinds go to the dead-letter stream.
-fn registry() -> Registry {
-    Registry::new()
+/// The consumer loop plus the reconciler that re-enqueues what Redis lost.
+async fn run_worker(
+    db: DatabaseConnection,
+    kv: Kv,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    tokio::spawn(reconciler::run(
+        db.clone(),
+        kv.clone(),
+        ReconcilerConfig::default(),
+        shutdown.clone(),
+    ));
+    Worker::new(kv.clone(), handlers(db, kv), WorkerConfig::default())
+        .run(shutdown)
+        .await
 }
 
-async fn serve(c: &Common, db: DatabaseConnection, kv: Kv, secret: String) -> anyhow::Result<()> {
+async fn serve(
+    c: &Common,
+    db: DatabaseConnection,
+    kv: Kv,
+    secret: String,
+    key: String,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&c.bind)
         .with_context(|| format!("cannot listen on {} (RAPPORT_BIND)", c.bind))?;
     tracing::info!(
         "API on http://{}/graphql (GraphiQL in a browser)",
         listener.local_addr()?
     );
-    let state = AppState::new(db, kv, Settings::new(secret));
+    let public_url = c.public_url.clone().unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_or(c.bind.clone(), |a| a.to_string())
+        )
+    });
+    let state = AppState::new(db, kv, Settings::new(secret, key, public_url))?;
     rapport_api::http::server(state, listener)?.await?;
     Ok(())
 }
@@ -184,6 +228,17 @@ fn required_secret(c: &Common) -> anyhow::Result<String> {
         }
         Some(s) => Ok(s.clone()),
     }
+}
+
+fn required_key(c: &Common) -> anyhow::Result<String> {
+    let Some(key) = &c.secret_key else {
+        anyhow::bail!(
+            "RAPPORT_SECRET_KEY is not set: set it to 32 random bytes in base64 \
+             (e.g. `export RAPPORT_SECRET_KEY=$(openssl rand -base64 32)`), or use `rapport dev`"
+        );
+    };
+    SecretBox::from_base64(key).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(key.clone())
 }
 
 /// The URL without its password, for messages.

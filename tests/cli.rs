@@ -13,6 +13,7 @@ fn rapport() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rapport"));
     c.env_remove("DATABASE_URL")
         .env_remove("RAPPORT_JWT_SECRET")
+        .env_remove("RAPPORT_SECRET_KEY")
         .env("RUST_LOG", "warn");
     c
 }
@@ -141,16 +142,16 @@ fn missing_secret_or_unreachable_services_give_one_clear_line() {
     let e = one_line_error(&["serve"], &[]);
     assert!(e.contains("RAPPORT_JWT_SECRET"), "{e}");
     let secret = ("RAPPORT_JWT_SECRET", JWT_SECRET);
-    let e = one_line_error(
-        &["serve"],
-        &[
-            secret,
-            (
-                "DATABASE_URL",
-                "postgres://postgres:hunter2@127.0.0.1:1/none",
-            ),
-        ],
+    let e = one_line_error(&["serve"], &[secret]);
+    assert!(e.contains("RAPPORT_SECRET_KEY"), "{e}");
+    let e = one_line_error(&["serve"], &[secret, ("RAPPORT_SECRET_KEY", "c2hvcnQ=")]);
+    assert!(e.contains("32 bytes"), "{e}");
+    let key = ("RAPPORT_SECRET_KEY", SECRET_KEY);
+    let pg = (
+        "DATABASE_URL",
+        "postgres://postgres:hunter2@127.0.0.1:1/none",
     );
+    let e = one_line_error(&["serve"], &[secret, key, pg]);
     assert!(
         e.contains("PostgreSQL") && e.contains("pg_ctlcluster"),
         "{e}"
@@ -164,6 +165,7 @@ fn missing_secret_or_unreachable_services_give_one_clear_line() {
         &["worker"],
         &[
             secret,
+            key,
             ("DATABASE_URL", sqlite.as_str()),
             ("REDIS_URL", "redis://127.0.0.1:1"),
         ],

@@ -199,6 +199,14 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
             .app_data(schema.clone())
             .route("/graphql", web::post().to(graphql_post))
             .route("/graphql", web::get().to(graphiql))
+            .route(
+                "/webhooks/{channel}",
+                web::post().to(crate::webhooks::receive),
+            )
+            .route(
+                "/webhooks/{channel}",
+                web::get().to(crate::webhooks::verify),
+            )
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_route))

@@ -8,6 +8,7 @@ pub mod graphql;
 pub mod http;
 pub mod settings;
 pub mod state;
+pub mod webhooks;
 
 pub use error::ApiError;
 pub use settings::Settings;

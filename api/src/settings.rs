@@ -5,6 +5,12 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub jwt_secret: String,
+    /// 32-byte base64 key sealing channel secrets at rest.
+    pub secret_key: String,
+    /// Base URL platforms reach this API at; webhook URLs start with it.
+    pub public_url: String,
+    /// Largest accepted webhook body, in bytes (413 above).
+    pub max_webhook_bytes: usize,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     /// Largest accepted request body on /graphql, in bytes.
@@ -20,9 +26,12 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(jwt_secret: String) -> Self {
+    pub fn new(jwt_secret: String, secret_key: String, public_url: String) -> Self {
         Self {
             jwt_secret,
+            secret_key,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            max_webhook_bytes: 1024 * 1024,
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             max_body_bytes: 256 * 1024,

@@ -1,6 +1,7 @@
 use crate::Settings;
 use crate::auth::tokens::JwtKeys;
 use metrics_exporter_prometheus::PrometheusHandle;
+use rapport_domain::crypto::{SealError, SecretBox};
 use rapport_store::Kv;
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
@@ -13,17 +14,21 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub jwt: Arc<JwtKeys>,
     pub metrics: PrometheusHandle,
+    pub secrets: Arc<SecretBox>,
 }
 
 impl AppState {
-    pub fn new(db: DatabaseConnection, kv: Kv, settings: Settings) -> Self {
+    /// Fails when the secret key is not 32 bytes of base64.
+    pub fn new(db: DatabaseConnection, kv: Kv, settings: Settings) -> Result<Self, SealError> {
         let jwt = Arc::new(JwtKeys::new(&settings.jwt_secret));
-        Self {
+        let secrets = Arc::new(SecretBox::from_base64(&settings.secret_key)?);
+        Ok(Self {
             db,
             kv,
             settings: Arc::new(settings),
             jwt,
             metrics: crate::http::metrics_handle(),
-        }
+            secrets,
+        })
     }
 }

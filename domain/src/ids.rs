@@ -13,6 +13,11 @@ pub enum Kind {
     Member,
     Workspace,
     AuditEntry,
+    Channel,
+    Conversation,
+    Message,
+    Author,
+    DeadLetter,
 }
 
 impl Kind {
@@ -23,6 +28,11 @@ impl Kind {
             Kind::Member => "Member",
             Kind::Workspace => "Workspace",
             Kind::AuditEntry => "AuditEntry",
+            Kind::Channel => "Channel",
+            Kind::Conversation => "Conversation",
+            Kind::Message => "Message",
+            Kind::Author => "Author",
+            Kind::DeadLetter => "DeadLetter",
         }
     }
 }

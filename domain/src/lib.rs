@@ -1,10 +1,15 @@
 //! Pure domain logic shared by the API and the worker. No HTTP, SQL or Redis here:
 //! every type is built through a `parse` that can fail, and trusted afterwards.
 
+pub mod channel;
+pub mod crypto;
 pub mod error;
 pub mod ids;
+pub mod ingest;
 pub mod page;
+pub mod priority;
 pub mod role;
+pub mod sentiment;
 pub mod text;
 pub mod timezone;
 

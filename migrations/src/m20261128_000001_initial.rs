@@ -93,6 +93,7 @@ impl MigrationTrait for Migration {
             .col(text(n("timezone")))
             .col(json_binary(n("brand_keywords")))
             .col(json_binary(n("banned_phrases")))
+            .col(json_binary(n("urgency_keywords")))
             .col(timestamp_with_time_zone(n("updated_at")))
             .col(timestamp_with_time_zone_null(n("archived_at")));
         m.create_table(t).await?;
@@ -422,10 +423,11 @@ impl MigrationTrait for Migration {
             SetNull,
         );
         m.create_table(t).await?;
+        // A keyword-routed mention may land in several workspaces, once each.
         m.create_index(index(
             "messages",
             "external",
-            &["channel_id", "external_id"],
+            &["channel_id", "external_id", "workspace_id"],
             true,
         ))
         .await?;

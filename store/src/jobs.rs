@@ -12,6 +12,9 @@ pub const DEAD_LETTERS: &str = "jobs:dead";
 /// The consumer group every worker joins.
 pub const GROUP: &str = "workers";
 
+/// Job kind: turn raw event `{"raw_event_id": "<uuid>"}` into messages.
+pub const INGEST: &str = "ingest";
+
 /// Appends a job; returns its stream id. `payload` is JSON text.
 pub async fn enqueue(kv: &Kv, kind: &str, payload: &serde_json::Value) -> RedisResult<String> {
     redis::cmd("XADD")

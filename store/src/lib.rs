@@ -7,6 +7,7 @@ pub mod entities;
 pub mod errors;
 pub mod jobs;
 pub mod kv;
+pub mod raw_events;
 pub mod tenancy;
 
 pub use errors::StoreError;

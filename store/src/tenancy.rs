@@ -4,7 +4,10 @@
 //! transactions under the row-level-security role with the agency set, so a
 //! forgotten filter still sees nothing of another tenant.
 
-use crate::entities::{audit_entry, membership, membership_workspace, session, workspace};
+use crate::entities::{
+    audit_entry, author, channel, conversation, membership, membership_workspace, message,
+    raw_event, session, workspace,
+};
 use crate::errors::{StoreError, StoreResult};
 use rapport_migrations::APP_ROLE;
 use sea_orm::sea_query::IntoCondition;
@@ -33,21 +36,35 @@ macro_rules! tenant_owned {
 }
 tenant_owned!(
     audit_entry,
+    author,
+    channel,
+    conversation,
     membership,
     membership_workspace,
+    message,
+    raw_event,
     session,
     workspace
+);
+
+macro_rules! workspace_owned {
+    ($($m:ident),*) => {$(
+        impl WorkspaceOwned for $m::Entity {
+            fn workspace_column() -> Self::Column { $m::Column::WorkspaceId }
+        }
+    )*};
+}
+workspace_owned!(
+    channel,
+    conversation,
+    message,
+    raw_event,
+    membership_workspace
 );
 
 impl WorkspaceOwned for workspace::Entity {
     fn workspace_column() -> Self::Column {
         workspace::Column::Id
-    }
-}
-
-impl WorkspaceOwned for membership_workspace::Entity {
-    fn workspace_column() -> Self::Column {
-        membership_workspace::Column::WorkspaceId
     }
 }
 

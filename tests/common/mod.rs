@@ -12,6 +12,8 @@ use std::net::TcpListener;
 use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+/// 32 bytes of base64.
+pub const SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub fn redis_url() -> String {
@@ -165,12 +167,17 @@ impl TestApp {
         db::migrate(&conn).await.expect("migrate test db");
         let redis = TestRedis::new();
         let kv = redis.kv().await;
-        let mut settings = Settings::new(JWT_SECRET.into());
+        let mut settings = Settings::new(
+            JWT_SECRET.into(),
+            SECRET_KEY.into(),
+            "http://placeholder".into(),
+        );
         settings.http_workers = Some(1);
         tweak(&mut settings);
-        let state = AppState::new(conn, kv, settings);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        settings.public_url = base.clone();
+        let state = AppState::new(conn, kv, settings).expect("test secret key");
         let server = rapport_api::http::server(state.clone(), listener).unwrap();
         tokio::spawn(server);
         TestApp {

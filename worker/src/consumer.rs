@@ -1,6 +1,6 @@
 //! The consumer loop over the job stream.
 
-use crate::registry::Registry;
+use crate::registry::{Permanent, Registry};
 use anyhow::Context;
 use rapport_store::Kv;
 use rapport_store::jobs::{DEAD_LETTERS, GROUP, STREAM};
@@ -139,25 +139,36 @@ impl Worker {
         stream: &str,
         job: Job,
     ) -> anyhow::Result<()> {
-        let outcome = match self.registry.get(&job.kind) {
-            None => Err(format!("no handler for job kind {:?}", job.kind)),
-            Some(handler) => match serde_json::from_str(&job.payload) {
-                Err(e) => Err(format!("payload is not JSON: {e}")),
-                Ok(payload) => handler(payload).await.map_err(|e| format!("{e:#}")),
-            },
+        // Err((error, permanent)): a permanent failure is not retried.
+        let payload: Option<serde_json::Value> = serde_json::from_str(&job.payload).ok();
+        let outcome: Result<(), (String, bool)> = match (self.registry.get(&job.kind), &payload) {
+            (None, _) => Err((format!("no handler for job kind {:?}", job.kind), true)),
+            (_, None) => Err(("payload is not JSON".to_string(), true)),
+            (Some(handler), Some(p)) => handler(p.clone()).await.map_err(|e| {
+                let permanent = e.downcast_ref::<Permanent>().is_some();
+                (format!("{e:#}"), permanent)
+            }),
         };
         let dead = match &outcome {
             Ok(()) => false,
-            Err(why) => {
+            Err((why, permanent)) => {
                 let deliveries = self.deliveries(conn, stream, &job.id).await?;
-                let unknown = why.starts_with("no handler") || why.starts_with("payload is not");
                 tracing::warn!(job = %job.id, kind = %job.kind, deliveries, error = %why, "job failed");
                 metrics::counter!("rapport_jobs_failed_total", "kind" => job.kind.clone())
                     .increment(1);
-                unknown || deliveries >= self.config.max_deliveries
+                *permanent || deliveries >= self.config.max_deliveries
             }
         };
         if dead {
+            let why = outcome
+                .as_ref()
+                .err()
+                .map_or(String::new(), |e| e.0.clone());
+            if let (Some(on_dead), Some(p)) = (self.registry.dead(&job.kind), payload) {
+                // Record the failure where users see it before giving up on
+                // the job; if that fails, the job stays pending and returns.
+                on_dead(p, why.clone()).await?;
+            }
             redis::cmd("XADD")
                 .arg(self.kv.key(DEAD_LETTERS))
                 .arg("*")
@@ -168,7 +179,7 @@ impl Worker {
                 .arg("payload")
                 .arg(&job.payload)
                 .arg("error")
-                .arg(outcome.as_ref().err().map_or("", String::as_str))
+                .arg(&why)
                 .query_async::<()>(conn)
                 .await?;
         }

@@ -4,7 +4,28 @@
 //! dead-letter stream, and stops gracefully on shutdown.
 
 pub mod consumer;
+pub mod ingest;
+pub mod reconciler;
 pub mod registry;
 
 pub use consumer::{Worker, WorkerConfig};
-pub use registry::Registry;
+pub use registry::{Permanent, Registry};
+
+use rapport_store::Kv;
+use rapport_store::jobs::INGEST;
+use sea_orm::DatabaseConnection;
+
+/// Every production job handler.
+pub fn handlers(db: DatabaseConnection, kv: Kv) -> Registry {
+    let ingestor = ingest::Ingestor { db, kv };
+    let on_dead = ingestor.clone();
+    Registry::new()
+        .on(INGEST, move |p| {
+            let i = ingestor.clone();
+            async move { i.handle(p).await }
+        })
+        .on_dead(INGEST, move |p, e| {
+            let i = on_dead.clone();
+            async move { i.dead(p, e).await }
+        })
+}

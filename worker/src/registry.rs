@@ -9,10 +9,25 @@ use std::sync::Arc;
 
 pub type JobFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 type HandlerFn = Arc<dyn Fn(serde_json::Value) -> JobFuture + Send + Sync>;
+type DeadFn = Arc<dyn Fn(serde_json::Value, String) -> JobFuture + Send + Sync>;
+
+/// A failure that retrying cannot fix (unreadable job, missing row): the
+/// job goes to the dead letters at once instead of after every retry.
+#[derive(Debug)]
+pub struct Permanent(pub String);
+
+impl std::fmt::Display for Permanent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Permanent {}
 
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<String, HandlerFn>,
+    dead: HashMap<String, DeadFn>,
 }
 
 impl Registry {
@@ -30,11 +45,29 @@ impl Registry {
         self
     }
 
+    /// Called once when a job of `kind` is given up on, with its error, so
+    /// the failure becomes visible where users look (not only in Redis).
+    pub fn on_dead<F, Fut>(mut self, kind: &str, handler: F) -> Self
+    where
+        F: Fn(serde_json::Value, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.dead.insert(
+            kind.to_string(),
+            Arc::new(move |p, e| Box::pin(handler(p, e))),
+        );
+        self
+    }
+
     pub fn kinds(&self) -> impl Iterator<Item = &str> {
         self.handlers.keys().map(String::as_str)
     }
 
     pub(crate) fn get(&self, kind: &str) -> Option<HandlerFn> {
         self.handlers.get(kind).cloned()
+    }
+
+    pub(crate) fn dead(&self, kind: &str) -> Option<DeadFn> {
+        self.dead.get(kind).cloned()
     }
 }

@@ -3,6 +3,7 @@
 
 mod audit_log;
 mod auth;
+pub mod channels;
 mod members;
 mod paging;
 mod types;
@@ -18,6 +19,7 @@ pub struct QueryRoot(
     workspaces::WorkspaceQuery,
     members::MemberQuery,
     audit_log::AuditQuery,
+    channels::ChannelQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -25,6 +27,7 @@ pub struct MutationRoot(
     auth::AuthMutation,
     members::MemberMutation,
     workspaces::WorkspaceMutation,
+    channels::ChannelMutation,
 );
 
 pub type RapportSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -123,6 +123,10 @@ impl Workspace {
     async fn banned_phrases(&self) -> Vec<String> {
         strings(&self.0.banned_phrases)
     }
+    /// Words that raise a message's priority; empty means Rapport's defaults.
+    async fn urgency_keywords(&self) -> Vec<String> {
+        strings(&self.0.urgency_keywords)
+    }
     async fn archived(&self) -> bool {
         self.0.archived_at.is_some()
     }

@@ -23,6 +23,10 @@ pub struct CreateWorkspaceInput {
     brand_keywords: Vec<String>,
     #[graphql(default)]
     banned_phrases: Vec<String>,
+    /// Words that raise a message's priority (e.g. "refund", "lawyer");
+    /// empty: Rapport's defaults.
+    #[graphql(default)]
+    urgency_keywords: Vec<String>,
 }
 
 /// Only the fields given change.
@@ -33,6 +37,7 @@ pub struct UpdateWorkspaceInput {
     timezone: Option<String>,
     brand_keywords: Option<Vec<String>>,
     banned_phrases: Option<Vec<String>>,
+    urgency_keywords: Option<Vec<String>>,
 }
 
 #[derive(InputObject)]
@@ -103,6 +108,7 @@ impl WorkspaceMutation {
         let tz = TimeZone::parse(&input.timezone)?;
         let keywords = PhraseList::parse("brandKeywords", &input.brand_keywords)?;
         let banned = PhraseList::parse("bannedPhrases", &input.banned_phrases)?;
+        let urgency = PhraseList::parse("urgencyKeywords", &input.urgency_keywords)?;
         let now = Utc::now();
         let txn = v.scope.begin(&state(ctx).db).await?;
         let w = workspace::ActiveModel {
@@ -112,6 +118,7 @@ impl WorkspaceMutation {
             timezone: Set(tz.name().to_string()),
             brand_keywords: Set(json!(keywords.as_slice())),
             banned_phrases: Set(json!(banned.as_slice())),
+            urgency_keywords: Set(json!(urgency.as_slice())),
             archived_at: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
@@ -153,6 +160,11 @@ impl WorkspaceMutation {
             .as_deref()
             .map(|k| PhraseList::parse("bannedPhrases", k))
             .transpose()?;
+        let urgency = input
+            .urgency_keywords
+            .as_deref()
+            .map(|k| PhraseList::parse("urgencyKeywords", k))
+            .transpose()?;
         let txn = v.scope.begin(&state(ctx).db).await?;
         let current = v.scope.workspace(&txn, id).await?;
         let mut changed = serde_json::Map::new();
@@ -172,6 +184,10 @@ impl WorkspaceMutation {
         if let Some(b) = banned {
             changed.insert("bannedPhrases".into(), json!(b.as_slice()));
             am.banned_phrases = Set(json!(b.as_slice()));
+        }
+        if let Some(u) = urgency {
+            changed.insert("urgencyKeywords".into(), json!(u.as_slice()));
+            am.urgency_keywords = Set(json!(u.as_slice()));
         }
         am.updated_at = Set(Utc::now());
         let w = am.update(&txn).await?;

@@ -4,8 +4,13 @@
 
 pub mod agency;
 pub mod audit_entry;
+pub mod author;
+pub mod channel;
+pub mod conversation;
 pub mod membership;
 pub mod membership_workspace;
+pub mod message;
+pub mod raw_event;
 pub mod session;
 pub mod user;
 pub mod workspace;

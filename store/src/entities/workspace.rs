@@ -10,6 +10,8 @@ pub struct Model {
     pub timezone: String,
     pub brand_keywords: Json,
     pub banned_phrases: Json,
+    /// Words that raise a message's priority; empty: the defaults.
+    pub urgency_keywords: Json,
     pub archived_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

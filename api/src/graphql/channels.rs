@@ -1,0 +1,444 @@
+//! Channels: where a workspace's mentions come from. Secrets are sealed at
+//! rest and never returned.
+
+use super::paging::{Order, keyset};
+use super::types::{Workspace, decode, gid};
+use super::{auth, state};
+use crate::audit::AuditEvent;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Enum, ID, InputObject, Object};
+use chrono::{DateTime, Utc};
+use rapport_domain::channel::{FeedUrl, account_id, poll_interval, requirements, secret};
+use rapport_domain::ingest::ChannelKind;
+use rapport_domain::{Kind, Name, PageRequest};
+use rapport_store::entities::channel;
+use sea_orm::{ActiveModelTrait, ColumnTrait, IntoActiveModel, QueryFilter, Set};
+use serde_json::json;
+use uuid::Uuid;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "ChannelKind")]
+pub enum GqlChannelKind {
+    X,
+    Facebook,
+    Instagram,
+    Feed,
+    Generic,
+}
+
+impl From<GqlChannelKind> for ChannelKind {
+    fn from(k: GqlChannelKind) -> Self {
+        match k {
+            GqlChannelKind::X => ChannelKind::X,
+            GqlChannelKind::Facebook => ChannelKind::Facebook,
+            GqlChannelKind::Instagram => ChannelKind::Instagram,
+            GqlChannelKind::Feed => ChannelKind::Feed,
+            GqlChannelKind::Generic => ChannelKind::Generic,
+        }
+    }
+}
+
+impl From<ChannelKind> for GqlChannelKind {
+    fn from(k: ChannelKind) -> Self {
+        match k {
+            ChannelKind::X => GqlChannelKind::X,
+            ChannelKind::Facebook => GqlChannelKind::Facebook,
+            ChannelKind::Instagram => GqlChannelKind::Instagram,
+            ChannelKind::Feed => GqlChannelKind::Feed,
+            ChannelKind::Generic => GqlChannelKind::Generic,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ChannelStatus {
+    /// Receiving (webhooks) or being polled (feeds).
+    Active,
+    /// Webhooks answer 409 and store nothing; feeds are not polled.
+    Paused,
+    /// Secrets wiped; webhooks answer 410.
+    Disconnected,
+}
+
+impl ChannelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelStatus::Active => "ACTIVE",
+            ChannelStatus::Paused => "PAUSED",
+            ChannelStatus::Disconnected => "DISCONNECTED",
+        }
+    }
+
+    fn parse(raw: &str) -> ApiResult<Self> {
+        match raw {
+            "ACTIVE" => Ok(ChannelStatus::Active),
+            "PAUSED" => Ok(ChannelStatus::Paused),
+            "DISCONNECTED" => Ok(ChannelStatus::Disconnected),
+            other => Err(ApiError::internal(format!(
+                "stored channel status {other:?}"
+            ))),
+        }
+    }
+}
+
+pub struct Channel(pub channel::Model);
+
+pub fn kind_of(m: &channel::Model) -> ApiResult<ChannelKind> {
+    ChannelKind::parse(&m.kind).map_err(ApiError::internal)
+}
+
+/// Where a platform must send this channel's webhooks.
+pub fn webhook_url(state: &AppState, id: Uuid) -> String {
+    format!("{}/webhooks/{id}", state.settings.public_url)
+}
+
+#[Object]
+impl Channel {
+    async fn id(&self) -> ID {
+        gid(Kind::Channel, self.0.id)
+    }
+    async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Workspace> {
+        let v = auth(ctx).viewer()?;
+        Ok(Workspace(
+            v.scope
+                .workspace(&state(ctx).db, self.0.workspace_id)
+                .await?,
+        ))
+    }
+    async fn kind(&self) -> ApiResult<GqlChannelKind> {
+        kind_of(&self.0).map(Into::into)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The brand's own account id on the platform.
+    async fn external_account_id(&self) -> &str {
+        &self.0.external_account_id
+    }
+    async fn status(&self) -> ApiResult<ChannelStatus> {
+        ChannelStatus::parse(&self.0.status)
+    }
+    /// Register this URL with the platform (null for polled feeds).
+    async fn webhook_url(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
+        Ok(kind_of(&self.0)?
+            .is_webhook()
+            .then(|| webhook_url(state(ctx), self.0.id)))
+    }
+    async fn feed_url(&self) -> Option<&str> {
+        self.0.feed_url.as_deref()
+    }
+    async fn poll_interval_seconds(&self) -> Option<i32> {
+        self.0.poll_interval_seconds
+    }
+    /// Whether a signing secret is stored (it is never returned).
+    async fn has_secret(&self) -> bool {
+        self.0.secret_ciphertext.is_some()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+#[derive(InputObject)]
+pub struct ConnectChannelInput {
+    workspace_id: ID,
+    kind: GqlChannelKind,
+    name: String,
+    /// The brand's account id on the platform (X user id, Facebook page id,
+    /// Instagram account id). Optional for FEED and GENERIC.
+    external_account_id: Option<String>,
+    /// X consumer secret, Meta app secret, or the GENERIC signing secret.
+    secret: Option<String>,
+    /// Meta's `hub.verify_token`, for FACEBOOK and INSTAGRAM.
+    verify_token: Option<String>,
+    /// FEED only: the RSS or Atom address.
+    feed_url: Option<String>,
+    /// FEED only: 60 to 86400, default 300.
+    poll_interval_seconds: Option<i32>,
+}
+
+/// Only the fields given change.
+#[derive(InputObject)]
+pub struct UpdateChannelInput {
+    id: ID,
+    name: Option<String>,
+    secret: Option<String>,
+    verify_token: Option<String>,
+    feed_url: Option<String>,
+    poll_interval_seconds: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct ChannelIdInput {
+    id: ID,
+}
+
+#[derive(Default)]
+pub struct ChannelQuery;
+
+#[Object]
+impl ChannelQuery {
+    /// A workspace's channels, oldest first.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    async fn channels(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Channel>> {
+        let v = auth(ctx).viewer()?;
+        v.require_writer()?;
+        let page = PageRequest::parse(first, after.as_deref())?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let ws = v
+            .scope
+            .workspace(&txn, decode(Kind::Workspace, &workspace_id)?)
+            .await?;
+        let q = v
+            .scope
+            .select_in_workspaces::<channel::Entity>()
+            .filter(channel::Column::WorkspaceId.eq(ws.id));
+        let conn = keyset(
+            &txn,
+            q,
+            channel::Column::Id,
+            page,
+            Order::OldestFirst,
+            |c| c.id,
+            Channel,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(conn)
+    }
+}
+
+#[derive(Default)]
+pub struct ChannelMutation;
+
+impl ChannelMutation {
+    async fn set_status(
+        &self,
+        ctx: &Context<'_>,
+        id: &ID,
+        status: ChannelStatus,
+        action: &'static str,
+    ) -> ApiResult<Channel> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let id = decode(Kind::Channel, id)?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let current = v.scope.find::<channel::Entity, _>(&txn, id).await?;
+        if current.status == ChannelStatus::Disconnected.as_str() {
+            return Err(ApiError::bad_input(
+                "id",
+                "this channel is disconnected; connect a new one",
+            ));
+        }
+        let mut am = current.into_active_model();
+        am.status = Set(status.as_str().into());
+        if status == ChannelStatus::Disconnected {
+            am.secret_ciphertext = Set(None);
+            am.verify_token_ciphertext = Set(None);
+        }
+        am.updated_at = Set(Utc::now());
+        let c = am.update(&txn).await?;
+        AuditEvent::new(action)
+            .workspace(c.workspace_id)
+            .target("Channel", c.id)
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(Channel(c))
+    }
+}
+
+#[Object]
+impl ChannelMutation {
+    /// Connects a source to a workspace and returns its webhook URL.
+    /// OWNER or ADMIN.
+    async fn connect_channel(
+        &self,
+        ctx: &Context<'_>,
+        input: ConnectChannelInput,
+    ) -> ApiResult<Channel> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let st = state(ctx);
+        let kind: ChannelKind = input.kind.into();
+        let name = Name::parse("name", &input.name)?;
+        let account = account_id(input.external_account_id.as_deref(), kind)?;
+        let (needs_secret, needs_token, needs_feed) = requirements(kind);
+        let sealed = |field: &'static str,
+                      raw: &Option<String>,
+                      needed: bool|
+         -> ApiResult<Option<Vec<u8>>> {
+            match (raw, needed) {
+                (Some(s), true) => Ok(Some(st.secrets.seal(secret(field, s)?.as_bytes()))),
+                (None, true) => Err(ApiError::bad_input(
+                    field,
+                    format!("is required for {}", kind.as_str()),
+                )),
+                (Some(_), false) => Err(ApiError::bad_input(
+                    field,
+                    format!("does not apply to {}", kind.as_str()),
+                )),
+                (None, false) => Ok(None),
+            }
+        };
+        let secret_ct = sealed("secret", &input.secret, needs_secret)?;
+        let token_ct = sealed("verifyToken", &input.verify_token, needs_token)?;
+        let (feed, poll) = match (&input.feed_url, needs_feed) {
+            (Some(u), true) => (
+                Some(FeedUrl::parse(u)?.as_str().to_string()),
+                Some(poll_interval(input.poll_interval_seconds)?),
+            ),
+            (None, true) => return Err(ApiError::bad_input("feedUrl", "is required for FEED")),
+            (Some(_), false) => {
+                return Err(ApiError::bad_input(
+                    "feedUrl",
+                    "applies to FEED channels only",
+                ));
+            }
+            (None, false) => (None, None),
+        };
+        let txn = v.scope.begin(&st.db).await?;
+        let ws = v
+            .scope
+            .workspace(&txn, decode(Kind::Workspace, &input.workspace_id)?)
+            .await?;
+        let now = Utc::now();
+        let id = Uuid::now_v7();
+        let c = channel::ActiveModel {
+            id: Set(id),
+            agency_id: Set(v.agency_id),
+            workspace_id: Set(ws.id),
+            kind: Set(kind.as_str().into()),
+            name: Set(name.into_string()),
+            // FEED and GENERIC channels without an account id get their own
+            // id, keeping the (workspace, kind, account) key unique.
+            external_account_id: Set(if account.is_empty() {
+                id.to_string()
+            } else {
+                account
+            }),
+            secret_ciphertext: Set(secret_ct),
+            verify_token_ciphertext: Set(token_ct),
+            feed_url: Set(feed),
+            poll_interval_seconds: Set(poll),
+            status: Set(ChannelStatus::Active.as_str().into()),
+            state: Set(json!({})),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        AuditEvent::new("connectChannel")
+            .workspace(ws.id)
+            .target("Channel", c.id)
+            .details(json!({ "kind": c.kind, "name": c.name }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(Channel(c))
+    }
+
+    /// Renames a channel, rotates its secrets, or changes a feed. OWNER or ADMIN.
+    async fn update_channel(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateChannelInput,
+    ) -> ApiResult<Channel> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let st = state(ctx);
+        let id = decode(Kind::Channel, &input.id)?;
+        let txn = v.scope.begin(&st.db).await?;
+        let current = v.scope.find::<channel::Entity, _>(&txn, id).await?;
+        let kind = kind_of(&current)?;
+        let (takes_secret, takes_token, takes_feed) = requirements(kind);
+        let mut changed = Vec::new();
+        let mut am = current.clone().into_active_model();
+        if let Some(n) = &input.name {
+            am.name = Set(Name::parse("name", n)?.into_string());
+            changed.push("name");
+        }
+        if let Some(s) = &input.secret {
+            if !takes_secret {
+                return Err(ApiError::bad_input("secret", "does not apply to this kind"));
+            }
+            am.secret_ciphertext = Set(Some(st.secrets.seal(secret("secret", s)?.as_bytes())));
+            changed.push("secret");
+        }
+        if let Some(t) = &input.verify_token {
+            if !takes_token {
+                return Err(ApiError::bad_input(
+                    "verifyToken",
+                    "does not apply to this kind",
+                ));
+            }
+            am.verify_token_ciphertext =
+                Set(Some(st.secrets.seal(secret("verifyToken", t)?.as_bytes())));
+            changed.push("verifyToken");
+        }
+        if input.feed_url.is_some() || input.poll_interval_seconds.is_some() {
+            if !takes_feed {
+                return Err(ApiError::bad_input(
+                    "feedUrl",
+                    "applies to FEED channels only",
+                ));
+            }
+            if let Some(u) = &input.feed_url {
+                am.feed_url = Set(Some(FeedUrl::parse(u)?.as_str().to_string()));
+                am.state = Set(json!({}));
+                changed.push("feedUrl");
+            }
+            if input.poll_interval_seconds.is_some() {
+                am.poll_interval_seconds = Set(Some(poll_interval(input.poll_interval_seconds)?));
+                changed.push("pollIntervalSeconds");
+            }
+        }
+        am.updated_at = Set(Utc::now());
+        let c = am.update(&txn).await?;
+        AuditEvent::new("updateChannel")
+            .workspace(c.workspace_id)
+            .target("Channel", c.id)
+            .details(json!({ "changed": changed }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(Channel(c))
+    }
+
+    /// Stops taking events from a channel until `resumeChannel`.
+    async fn pause_channel(&self, ctx: &Context<'_>, input: ChannelIdInput) -> ApiResult<Channel> {
+        self.set_status(ctx, &input.id, ChannelStatus::Paused, "pauseChannel")
+            .await
+    }
+
+    async fn resume_channel(&self, ctx: &Context<'_>, input: ChannelIdInput) -> ApiResult<Channel> {
+        self.set_status(ctx, &input.id, ChannelStatus::Active, "resumeChannel")
+            .await
+    }
+
+    /// Disconnects for good: secrets are wiped; messages stay.
+    async fn disconnect_channel(
+        &self,
+        ctx: &Context<'_>,
+        input: ChannelIdInput,
+    ) -> ApiResult<Channel> {
+        self.set_status(
+            ctx,
+            &input.id,
+            ChannelStatus::Disconnected,
+            "disconnectChannel",
+        )
+        .await
+    }
+}

@@ -1,0 +1,263 @@
+//! Webhook receivers. The request path does the minimum: size limit,
+//! verify the signature on the raw bytes, persist the raw event durably,
+//! enqueue it, answer 200. Platforms retry; a retry of the same body is
+//! recognised by its hash and stored once.
+//!
+//! Answers: 200 accepted or duplicate; 401 unsigned, mis-signed or stale
+//! (nothing stored); 404 unknown channel; 405 a polled FEED channel;
+//! 409 paused channel (nothing stored); 410 disconnected channel;
+//! 413 body over the limit.
+
+use crate::graphql::channels::kind_of;
+use crate::state::AppState;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use rapport_domain::crypto::sha256_hex;
+use rapport_domain::ingest::ChannelKind;
+use rapport_domain::ingest::signature::{
+    self, GENERIC_HEADER, META_HEADER, SignatureError, X_HEADER,
+};
+use rapport_store::entities::channel;
+use rapport_store::jobs;
+use rapport_store::raw_events::{self, NewRawEvent};
+use sea_orm::EntityTrait;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Instant;
+use uuid::Uuid;
+
+fn answer(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "status": code, "message": message }))
+}
+
+fn reject(reason: &'static str, status: StatusCode, message: &str) -> HttpResponse {
+    metrics::counter!("rapport_webhook_rejected_total", "reason" => reason).increment(1);
+    tracing::warn!(reason, "webhook rejected");
+    answer(status, reason, message)
+}
+
+/// The channel a webhook path names, if it may receive.
+async fn channel_for(state: &AppState, raw_id: &str) -> Result<channel::Model, HttpResponse> {
+    let not_found = || reject("unknown_channel", StatusCode::NOT_FOUND, "no such channel");
+    let id = Uuid::parse_str(raw_id).map_err(|_| not_found())?;
+    let c = channel::Entity::find_by_id(id)
+        .one(&state.db)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "loading a webhook channel failed");
+            answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again")
+        })?
+        .ok_or_else(not_found)?;
+    match c.status.as_str() {
+        "PAUSED" => Err(reject(
+            "paused",
+            StatusCode::CONFLICT,
+            "channel is paused; the event was not stored",
+        )),
+        "DISCONNECTED" => Err(reject(
+            "disconnected",
+            StatusCode::GONE,
+            "channel is disconnected",
+        )),
+        _ => Ok(c),
+    }
+}
+
+fn open(state: &AppState, sealed: &Option<Vec<u8>>) -> Option<Vec<u8>> {
+    sealed.as_ref().and_then(|s| match state.secrets.open(s) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!(error = %e, "a channel secret cannot be opened (RAPPORT_SECRET_KEY changed?)");
+            None
+        }
+    })
+}
+
+/// GET: the platforms' ownership checks (X CRC, Meta hub challenge).
+pub async fn verify(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
+    let c = match channel_for(&state, &path).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let Ok(kind) = kind_of(&c) else {
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        );
+    };
+    match kind {
+        ChannelKind::X => {
+            let (Some(token), Some(secret)) =
+                (query.get("crc_token"), open(&state, &c.secret_ciphertext))
+            else {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "crc_token is required",
+                );
+            };
+            HttpResponse::Ok()
+                .json(json!({ "response_token": signature::x_crc_response(&secret, token) }))
+        }
+        ChannelKind::Facebook | ChannelKind::Instagram => {
+            let expected = open(&state, &c.verify_token_ciphertext).unwrap_or_default();
+            let given = query
+                .get("hub.verify_token")
+                .map(String::as_bytes)
+                .unwrap_or_default();
+            let ok = query.get("hub.mode").map(String::as_str) == Some("subscribe")
+                && !expected.is_empty()
+                && rapport_domain::crypto::same_secret(&expected, given);
+            match (ok, query.get("hub.challenge")) {
+                (true, Some(challenge)) => HttpResponse::Ok()
+                    .content_type("text/plain")
+                    .body(challenge.clone()),
+                _ => reject(
+                    "bad_verify_token",
+                    StatusCode::FORBIDDEN,
+                    "verify token does not match",
+                ),
+            }
+        }
+        _ => answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not_webhook",
+            "this channel has no verification step",
+        ),
+    }
+}
+
+/// POST: a platform delivers events.
+pub async fn receive(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    mut payload: web::Payload,
+) -> HttpResponse {
+    let started = Instant::now();
+    let limit = state.settings.max_webhook_bytes;
+    let too_large = || {
+        reject(
+            "too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body exceeds {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let c = match channel_for(&state, &path).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "could not read the body",
+            );
+        };
+        if body.len() + chunk.len() > limit {
+            return too_large();
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let Ok(kind) = kind_of(&c) else {
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        );
+    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let secret = open(&state, &c.secret_ciphertext).unwrap_or_default();
+    let checked: Result<(), SignatureError> = match kind {
+        ChannelKind::X => signature::verify_x(&secret, &body, header(X_HEADER)),
+        ChannelKind::Facebook | ChannelKind::Instagram => {
+            signature::verify_meta(&secret, &body, header(META_HEADER))
+        }
+        ChannelKind::Generic => signature::verify_generic(
+            &secret,
+            &body,
+            header(GENERIC_HEADER),
+            chrono::Utc::now().timestamp(),
+        ),
+        ChannelKind::Feed => {
+            return answer(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not_webhook",
+                "FEED channels are polled, not pushed",
+            );
+        }
+    };
+    if let Err(e) = checked {
+        return reject(
+            match e {
+                SignatureError::Missing => "signature_missing",
+                SignatureError::Malformed => "signature_malformed",
+                SignatureError::Mismatch => "signature_mismatch",
+                SignatureError::Stale => "signature_stale",
+            },
+            StatusCode::UNAUTHORIZED,
+            &e.to_string(),
+        );
+    }
+    let kept: serde_json::Map<String, serde_json::Value> = [
+        "content-type",
+        "user-agent",
+        X_HEADER,
+        META_HEADER,
+        GENERIC_HEADER,
+    ]
+    .iter()
+    .filter_map(|h| header(h).map(|v| (h.to_string(), json!(v))))
+    .collect();
+    let persisted = raw_events::persist(
+        &state.db,
+        NewRawEvent {
+            agency_id: c.agency_id,
+            channel_id: c.id,
+            workspace_id: c.workspace_id,
+            dedup_key: sha256_hex(&body),
+            headers: serde_json::Value::Object(kept),
+            body,
+        },
+    )
+    .await;
+    let (id, fresh) = match persisted {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "persisting a webhook failed");
+            // 503 so the platform retries: nothing was stored.
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "not stored; retry",
+            );
+        }
+    };
+    if fresh {
+        // Stored durably already: if Redis is down, the reconciler enqueues it later.
+        if let Err(e) = jobs::enqueue(&state.kv, jobs::INGEST, &json!({ "raw_event_id": id })).await
+        {
+            tracing::warn!(error = %e, raw_event = %id, "enqueue failed; the reconciler will pick it up");
+        }
+    }
+    metrics::counter!("rapport_webhook_accepted_total", "kind" => kind.as_str(), "duplicate" => (!fresh).to_string())
+        .increment(1);
+    metrics::histogram!("rapport_webhook_seconds").record(started.elapsed().as_secs_f64());
+    HttpResponse::Ok().json(json!({ "status": if fresh { "accepted" } else { "duplicate" } }))
+}

@@ -1,0 +1,97 @@
+//! Redis is the fast path, the database the truth: the reconciler
+//! re-enqueues raw events still PENDING after a grace period (lost from
+//! Redis by a flush or a crash between persisting and enqueueing). Jobs are
+//! idempotent, so an event enqueued twice is still stored once.
+
+use rapport_store::Kv;
+use rapport_store::entities::raw_event;
+use rapport_store::jobs::{self, INGEST};
+use rapport_store::raw_events::PENDING;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde_json::json;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct ReconcilerConfig {
+    pub interval: Duration,
+    /// How long a raw event may stay PENDING before it counts as lost.
+    pub grace: Duration,
+    pub batch: u64,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            grace: Duration::from_secs(300),
+            batch: 1_000,
+        }
+    }
+}
+
+/// One pass; returns how many events were re-enqueued.
+pub async fn reconcile_once(
+    db: &DatabaseConnection,
+    kv: &Kv,
+    cfg: &ReconcilerConfig,
+) -> anyhow::Result<usize> {
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(cfg.grace)?;
+    let mut total = 0;
+    let mut after = uuid::Uuid::nil();
+    loop {
+        let ids: Vec<uuid::Uuid> = raw_event::Entity::find()
+            .select_only()
+            .column(raw_event::Column::Id)
+            .filter(raw_event::Column::Status.eq(PENDING))
+            .filter(raw_event::Column::CreatedAt.lt(cutoff))
+            .filter(raw_event::Column::Id.gt(after))
+            .order_by_asc(raw_event::Column::Id)
+            .limit(cfg.batch)
+            .into_tuple()
+            .all(db)
+            .await?;
+        let Some(last) = ids.last().copied() else {
+            break;
+        };
+        for id in &ids {
+            jobs::enqueue(kv, INGEST, &json!({ "raw_event_id": id })).await?;
+        }
+        total += ids.len();
+        after = last;
+    }
+    if total > 0 {
+        tracing::info!(count = total, "reconciler re-enqueued pending raw events");
+        metrics::counter!("rapport_reconciler_requeued_total").increment(total as u64);
+    }
+    Ok(total)
+}
+
+/// Runs passes until shutdown. Several workers may run it; a short Redis
+/// lock keeps one pass at a time.
+pub async fn run(
+    db: DatabaseConnection,
+    kv: Kv,
+    cfg: ReconcilerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let lock: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(kv.key("reconciler:lock"))
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(cfg.interval.as_millis().max(1000) as u64)
+            .query_async(&mut kv.conn())
+            .await;
+        if matches!(lock, Ok(Some(_)))
+            && let Err(e) = reconcile_once(&db, &kv, &cfg).await
+        {
+            tracing::warn!(error = %e, "reconciler pass failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
