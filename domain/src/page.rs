@@ -26,6 +26,35 @@ impl Cursor {
     }
 }
 
+/// A cursor for lists ordered by a score, then id: `cursor:<score>:<id>`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreCursor {
+    pub score: f64,
+    pub id: Uuid,
+}
+
+impl ScoreCursor {
+    pub fn encode(score: f64, id: Uuid) -> String {
+        URL_SAFE_NO_PAD.encode(format!("cursor:{score}:{id}"))
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError::new("after", "is not a cursor returned by this list");
+        let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let rest = text.strip_prefix("cursor:").ok_or_else(bad)?;
+        let (score, id) = rest.split_once(':').ok_or_else(bad)?;
+        let score: f64 = score.parse().map_err(|_| bad())?;
+        if !score.is_finite() {
+            return Err(bad());
+        }
+        Ok(ScoreCursor {
+            score,
+            id: Uuid::parse_str(id).map_err(|_| bad())?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {
     pub first: u64,
@@ -61,6 +90,17 @@ mod tests {
         assert!(PageRequest::parse(Some(101), None).is_err());
         assert!(PageRequest::parse(Some(0), None).is_err());
         assert!(PageRequest::parse(Some(-5), None).is_err());
+    }
+
+    #[test]
+    fn score_cursors_round_trip() {
+        let id = Uuid::now_v7();
+        let c = ScoreCursor::encode(0.4312, id);
+        assert_eq!(
+            ScoreCursor::parse(&c).unwrap(),
+            ScoreCursor { score: 0.4312, id }
+        );
+        assert!(ScoreCursor::parse(&Cursor::encode(id)).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Connecting to the database and applying migrations.
 
 use rapport_migrations::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use std::time::Duration;
 
 /// The default for a newcomer: an SQLite file in the working directory,
@@ -25,11 +25,6 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     let db = Database::connect(opts).await?;
     // A pool connects lazily; ping so "unreachable" surfaces now, clearly.
     db.ping().await?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        // Several API and worker tasks share one file: wait for locks
-        // instead of failing fast.
-        db.execute_unprepared("PRAGMA busy_timeout = 10000").await?;
-    }
     Ok(db)
 }
 

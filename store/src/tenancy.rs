@@ -13,7 +13,7 @@ use rapport_migrations::APP_ROLE;
 use sea_orm::sea_query::IntoCondition;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, Select, Statement, TransactionTrait,
+    QueryFilter, Select, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -153,7 +153,18 @@ pub async fn begin_for_agency(
     db: &DatabaseConnection,
     agency_id: Uuid,
 ) -> StoreResult<DatabaseTransaction> {
-    let txn = db.begin().await?;
+    let txn = if db.get_database_backend() == DbBackend::Sqlite {
+        // SQLite: take the write lock up front. A deferred transaction that
+        // reads and then writes fails at once ("database is locked") when
+        // another connection wrote in between; an immediate one waits.
+        db.begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await?
+    } else {
+        db.begin().await?
+    };
     if txn.get_database_backend() == DbBackend::Postgres {
         txn.execute_unprepared(&format!("SET LOCAL ROLE {APP_ROLE}"))
             .await?;

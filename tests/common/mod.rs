@@ -143,6 +143,13 @@ impl Drop for TestRedis {
 }
 
 pub fn install_crypto() {
+    // Logs of the server under test, with `RUST_LOG=...` (captured per test).
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
@@ -153,6 +160,26 @@ pub struct TestApp {
     pub state: AppState,
     pub db: TestDb,
     pub redis: TestRedis,
+    worker_stop: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.worker_stop.take() {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+/// Worker timings for tests: quick polls and quick reclaim.
+pub fn fast_worker_config(name: &str) -> rapport_worker::WorkerConfig {
+    rapport_worker::WorkerConfig {
+        consumer: name.into(),
+        block: std::time::Duration::from_millis(100),
+        batch: 64,
+        claim_idle: std::time::Duration::from_millis(500),
+        max_deliveries: 3,
+    }
 }
 
 impl TestApp {
@@ -186,7 +213,33 @@ impl TestApp {
             state,
             db: test_db,
             redis,
+            worker_stop: None,
         }
+    }
+
+    /// Also runs the worker (all production handlers) in this process.
+    pub async fn with_worker(mut self) -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let handlers = rapport_worker::handlers(self.state.db.clone(), self.state.kv.clone());
+        let worker = rapport_worker::Worker::new(
+            self.state.kv.clone(),
+            handlers,
+            fast_worker_config("test-worker"),
+        );
+        tokio::spawn(worker.run(rx));
+        self.worker_stop = Some(tx);
+        self
+    }
+
+    /// Polls `check` until it holds (or panics after ~10 s).
+    pub async fn eventually<T>(&self, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+        for _ in 0..200 {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for: {what}");
     }
 
     pub async fn post_raw(&self, token: Option<&str>, body: Vec<u8>) -> reqwest::Response {

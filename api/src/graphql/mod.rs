@@ -4,6 +4,7 @@
 mod audit_log;
 mod auth;
 pub mod channels;
+mod conversations;
 mod members;
 mod paging;
 mod types;
@@ -20,6 +21,7 @@ pub struct QueryRoot(
     members::MemberQuery,
     audit_log::AuditQuery,
     channels::ChannelQuery,
+    conversations::ConversationQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -28,6 +30,7 @@ pub struct MutationRoot(
     members::MemberMutation,
     workspaces::WorkspaceMutation,
     channels::ChannelMutation,
+    conversations::ConversationMutation,
 );
 
 pub type RapportSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -1,0 +1,612 @@
+//! Conversations, their messages and authors, ranked for the inbox; and the
+//! dead letters of ingestion with a retry.
+
+use super::channels::{Channel, GqlChannelKind};
+use super::paging::{Order, keyset};
+use super::types::{Member, Workspace, decode, gid};
+use super::{auth, state};
+use crate::audit::AuditEvent;
+use crate::error::{ApiError, ApiResult};
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use rapport_domain::ingest::ChannelKind;
+use rapport_domain::priority::{Breakdown, PriorityLevel};
+use rapport_domain::{Kind, PageRequest, ScoreCursor};
+use rapport_store::entities::{author, channel, conversation, membership, message, raw_event};
+use rapport_store::jobs;
+use rapport_store::raw_events::{FAILED, PENDING};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde_json::json;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ConversationStatus {
+    Open,
+    PendingCustomer,
+    Resolved,
+    Closed,
+}
+
+impl ConversationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationStatus::Open => "OPEN",
+            ConversationStatus::PendingCustomer => "PENDING_CUSTOMER",
+            ConversationStatus::Resolved => "RESOLVED",
+            ConversationStatus::Closed => "CLOSED",
+        }
+    }
+
+    fn parse(raw: &str) -> ApiResult<Self> {
+        [
+            Self::Open,
+            Self::PendingCustomer,
+            Self::Resolved,
+            Self::Closed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+        .ok_or_else(|| ApiError::internal(format!("stored conversation status {raw:?}")))
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "Priority")]
+pub enum GqlPriority {
+    Low,
+    Normal,
+    High,
+    Urgent,
+}
+
+impl From<PriorityLevel> for GqlPriority {
+    fn from(p: PriorityLevel) -> Self {
+        match p {
+            PriorityLevel::Low => GqlPriority::Low,
+            PriorityLevel::Normal => GqlPriority::Normal,
+            PriorityLevel::High => GqlPriority::High,
+            PriorityLevel::Urgent => GqlPriority::Urgent,
+        }
+    }
+}
+
+impl From<GqlPriority> for PriorityLevel {
+    fn from(p: GqlPriority) -> Self {
+        match p {
+            GqlPriority::Low => PriorityLevel::Low,
+            GqlPriority::Normal => PriorityLevel::Normal,
+            GqlPriority::High => PriorityLevel::High,
+            GqlPriority::Urgent => PriorityLevel::Urgent,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Sentiment {
+    Negative,
+    Neutral,
+    Positive,
+}
+
+fn sentiment_of(score: Option<f64>) -> Option<Sentiment> {
+    score.map(|s| match rapport_domain::sentiment::label(s) {
+        "NEGATIVE" => Sentiment::Negative,
+        "POSITIVE" => Sentiment::Positive,
+        _ => Sentiment::Neutral,
+    })
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ConversationOrder {
+    /// Highest priority first: the complaint read by the most people.
+    Priority,
+    /// Most recently opened first.
+    Newest,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+fn visibility(raw: &str) -> Visibility {
+    if raw == "PRIVATE" {
+        Visibility::Private
+    } else {
+        Visibility::Public
+    }
+}
+
+pub struct Author(pub author::Model);
+
+#[Object]
+impl Author {
+    async fn id(&self) -> ID {
+        gid(Kind::Author, self.0.id)
+    }
+    async fn platform(&self) -> ApiResult<GqlChannelKind> {
+        ChannelKind::parse(&self.0.platform)
+            .map(Into::into)
+            .map_err(ApiError::internal)
+    }
+    async fn handle(&self) -> &str {
+        &self.0.handle
+    }
+    async fn name(&self) -> Option<&str> {
+        self.0.display_name.as_deref()
+    }
+    /// Reach: how many people see what this author posts.
+    async fn follower_count(&self) -> i64 {
+        self.0.follower_count
+    }
+    async fn verified(&self) -> bool {
+        self.0.verified
+    }
+}
+
+pub struct Message(pub message::Model);
+
+#[Object]
+impl Message {
+    async fn id(&self) -> ID {
+        gid(Kind::Message, self.0.id)
+    }
+    /// The platform's id of the message.
+    async fn external_id(&self) -> &str {
+        &self.0.external_id
+    }
+    /// INBOUND from the customer, OUTBOUND from the agency.
+    async fn direction(&self) -> &str {
+        &self.0.direction
+    }
+    async fn visibility(&self) -> Visibility {
+        visibility(&self.0.visibility)
+    }
+    async fn body(&self) -> &str {
+        &self.0.body
+    }
+    /// VADER compound score, -1 to 1.
+    async fn sentiment_score(&self) -> Option<f64> {
+        self.0.sentiment
+    }
+    async fn sentiment(&self) -> Option<Sentiment> {
+        sentiment_of(self.0.sentiment)
+    }
+    /// When the platform says it was posted.
+    async fn published_at(&self) -> DateTime<Utc> {
+        self.0.published_at
+    }
+    /// When Rapport received it.
+    async fn received_at(&self) -> DateTime<Utc> {
+        self.0.received_at
+    }
+    async fn author(&self, ctx: &Context<'_>) -> ApiResult<Option<Author>> {
+        let Some(id) = self.0.author_id else {
+            return Ok(None);
+        };
+        Ok(author::Entity::find_by_id(id)
+            .filter(author::Column::AgencyId.eq(self.0.agency_id))
+            .one(&state(ctx).db)
+            .await?
+            .map(Author))
+    }
+}
+
+/// Why a conversation ranks where it does. Each part is already weighted;
+/// `score` is their sum.
+#[derive(SimpleObject)]
+pub struct PriorityBreakdown {
+    sentiment: f64,
+    reach: f64,
+    visibility: f64,
+    urgency: f64,
+    urgency_matches: Vec<String>,
+    score: f64,
+    level: GqlPriority,
+}
+
+pub struct Conversation(pub conversation::Model);
+
+#[Object]
+impl Conversation {
+    async fn id(&self) -> ID {
+        gid(Kind::Conversation, self.0.id)
+    }
+    async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Workspace> {
+        let v = auth(ctx).viewer()?;
+        Ok(Workspace(
+            v.scope
+                .workspace(&state(ctx).db, self.0.workspace_id)
+                .await?,
+        ))
+    }
+    async fn channel(&self, ctx: &Context<'_>) -> ApiResult<Channel> {
+        let v = auth(ctx).viewer()?;
+        Ok(Channel(
+            v.scope
+                .find::<channel::Entity, _>(&state(ctx).db, self.0.channel_id)
+                .await?,
+        ))
+    }
+    async fn author(&self, ctx: &Context<'_>) -> ApiResult<Author> {
+        let v = auth(ctx).viewer()?;
+        Ok(Author(
+            v.scope
+                .find::<author::Entity, _>(&state(ctx).db, self.0.author_id)
+                .await?,
+        ))
+    }
+    async fn status(&self) -> ApiResult<ConversationStatus> {
+        ConversationStatus::parse(&self.0.status)
+    }
+    async fn visibility(&self) -> Visibility {
+        visibility(&self.0.visibility)
+    }
+    async fn priority(&self) -> ApiResult<GqlPriority> {
+        PriorityLevel::parse(&self.0.priority)
+            .map(Into::into)
+            .ok_or_else(|| ApiError::internal("stored priority"))
+    }
+    async fn priority_score(&self) -> f64 {
+        self.0.priority_score
+    }
+    async fn priority_breakdown(&self) -> ApiResult<PriorityBreakdown> {
+        let b: Breakdown = serde_json::from_value(self.0.priority_breakdown.clone())
+            .map_err(ApiError::internal)?;
+        Ok(PriorityBreakdown {
+            sentiment: b.sentiment,
+            reach: b.reach,
+            visibility: b.visibility,
+            urgency: b.urgency,
+            urgency_matches: b.urgency_matches,
+            score: b.score,
+            level: b.level.into(),
+        })
+    }
+    /// Sentiment of the latest customer message.
+    async fn sentiment(&self) -> Option<Sentiment> {
+        sentiment_of(self.0.sentiment)
+    }
+    async fn assignee(&self, ctx: &Context<'_>) -> ApiResult<Option<Member>> {
+        let Some(id) = self.0.assignee_membership_id else {
+            return Ok(None);
+        };
+        let v = auth(ctx).viewer()?;
+        Ok(v.scope
+            .find::<membership::Entity, _>(&state(ctx).db, id)
+            .await
+            .ok()
+            .map(Member))
+    }
+    async fn last_customer_message_at(&self) -> DateTime<Utc> {
+        self.0.last_customer_message_at
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// The thread, oldest first.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Message>> {
+        let v = auth(ctx).viewer()?;
+        let page = PageRequest::parse(first, after.as_deref())?;
+        let q = v
+            .scope
+            .select::<message::Entity>()
+            .filter(message::Column::ConversationId.eq(self.0.id));
+        keyset(
+            &state(ctx).db,
+            q,
+            message::Column::Id,
+            page,
+            Order::OldestFirst,
+            |m| m.id,
+            Message,
+        )
+        .await
+    }
+}
+
+#[derive(InputObject, Default)]
+pub struct ConversationFilter {
+    status: Option<Vec<ConversationStatus>>,
+    channel_kinds: Option<Vec<GqlChannelKind>>,
+    /// This priority or higher.
+    min_priority: Option<GqlPriority>,
+    sentiment: Option<Sentiment>,
+    assignee_id: Option<ID>,
+    /// Words in any message of the conversation (case-insensitive).
+    search: Option<String>,
+}
+
+pub struct DeadLetter(pub raw_event::Model);
+
+#[Object]
+impl DeadLetter {
+    async fn id(&self) -> ID {
+        gid(Kind::DeadLetter, self.0.id)
+    }
+    async fn channel_id(&self) -> ID {
+        gid(Kind::Channel, self.0.channel_id)
+    }
+    /// FAILED, or PENDING again after a retry.
+    async fn status(&self) -> &str {
+        &self.0.status
+    }
+    /// Why it could not be turned into messages.
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    /// The body as received (lossy UTF-8, first 10,000 characters).
+    async fn body(&self) -> String {
+        String::from_utf8_lossy(&self.0.body)
+            .chars()
+            .take(10_000)
+            .collect()
+    }
+    async fn headers(&self) -> Json<serde_json::Value> {
+        Json(self.0.headers.clone())
+    }
+    async fn received_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+#[derive(InputObject)]
+pub struct RetryDeadLetterInput {
+    id: ID,
+}
+
+#[derive(Default)]
+pub struct ConversationQuery;
+
+#[Object]
+impl ConversationQuery {
+    /// A workspace's conversations, filtered and ranked.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    async fn conversations(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        filter: Option<ConversationFilter>,
+        #[graphql(default_with = "ConversationOrder::Priority")] order_by: ConversationOrder,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Conversation>> {
+        let v = auth(ctx).viewer()?;
+        let db = &state(ctx).db;
+        let ws = v
+            .scope
+            .workspace(db, decode(Kind::Workspace, &workspace_id)?)
+            .await?;
+        let f = filter.unwrap_or_default();
+        let mut q = v
+            .scope
+            .select_in_workspaces::<conversation::Entity>()
+            .filter(conversation::Column::WorkspaceId.eq(ws.id));
+        if let Some(statuses) = &f.status {
+            q = q.filter(conversation::Column::Status.is_in(statuses.iter().map(|s| s.as_str())));
+        }
+        if let Some(kinds) = &f.channel_kinds {
+            let kinds: Vec<&str> = kinds
+                .iter()
+                .map(|k| ChannelKind::from(*k).as_str())
+                .collect();
+            q = q.filter(
+                conversation::Column::ChannelId.in_subquery(
+                    Query::select()
+                        .column(channel::Column::Id)
+                        .from(channel::Entity)
+                        .and_where(channel::Column::WorkspaceId.eq(ws.id))
+                        .and_where(channel::Column::Kind.is_in(kinds))
+                        .to_owned(),
+                ),
+            );
+        }
+        if let Some(min) = f.min_priority {
+            let min: PriorityLevel = min.into();
+            let levels: Vec<&str> = [
+                PriorityLevel::Low,
+                PriorityLevel::Normal,
+                PriorityLevel::High,
+                PriorityLevel::Urgent,
+            ]
+            .into_iter()
+            .filter(|l| *l >= min)
+            .map(PriorityLevel::as_str)
+            .collect();
+            q = q.filter(conversation::Column::Priority.is_in(levels));
+        }
+        if let Some(s) = f.sentiment {
+            q = q.filter(match s {
+                Sentiment::Negative => {
+                    Condition::all().add(conversation::Column::Sentiment.lte(-0.05))
+                }
+                Sentiment::Positive => {
+                    Condition::all().add(conversation::Column::Sentiment.gte(0.05))
+                }
+                Sentiment::Neutral => Condition::all()
+                    .add(conversation::Column::Sentiment.gt(-0.05))
+                    .add(conversation::Column::Sentiment.lt(0.05)),
+            });
+        }
+        if let Some(a) = &f.assignee_id {
+            q = q.filter(conversation::Column::AssigneeMembershipId.eq(decode(Kind::Member, a)?));
+        }
+        if let Some(term) = f.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            if term.chars().count() > 200 {
+                return Err(ApiError::bad_input("search", "at most 200 characters"));
+            }
+            let escaped = term
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            q = q.filter(
+                conversation::Column::Id.in_subquery(
+                    Query::select()
+                        .column(message::Column::ConversationId)
+                        .from(message::Entity)
+                        .and_where(message::Column::WorkspaceId.eq(ws.id))
+                        .and_where(
+                            Expr::expr(Func::lower(Expr::col(message::Column::Body))).like(
+                                sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%"))
+                                    .escape('\\'),
+                            ),
+                        )
+                        .to_owned(),
+                ),
+            );
+        }
+        match order_by {
+            ConversationOrder::Newest => {
+                let page = PageRequest::parse(first, after.as_deref())?;
+                keyset(
+                    db,
+                    q,
+                    conversation::Column::Id,
+                    page,
+                    Order::NewestFirst,
+                    |c| c.id,
+                    Conversation,
+                )
+                .await
+            }
+            ConversationOrder::Priority => {
+                let page = PageRequest::parse(first, None)?;
+                if let Some(c) = after.as_deref().map(ScoreCursor::parse).transpose()? {
+                    q = q.filter(
+                        Condition::any()
+                            .add(conversation::Column::PriorityScore.lt(c.score))
+                            .add(
+                                Condition::all()
+                                    .add(conversation::Column::PriorityScore.eq(c.score))
+                                    .add(conversation::Column::Id.lt(c.id)),
+                            ),
+                    );
+                }
+                let mut rows = q
+                    .order_by_desc(conversation::Column::PriorityScore)
+                    .order_by_desc(conversation::Column::Id)
+                    .limit(page.first + 1)
+                    .all(db)
+                    .await?;
+                let has_next = rows.len() as u64 > page.first;
+                rows.truncate(page.first as usize);
+                let mut conn = Connection::new(after.is_some(), has_next);
+                conn.edges.extend(rows.into_iter().map(|r| {
+                    Edge::new(ScoreCursor::encode(r.priority_score, r.id), Conversation(r))
+                }));
+                Ok(conn)
+            }
+        }
+    }
+
+    async fn conversation(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Conversation> {
+        let v = auth(ctx).viewer()?;
+        let c = v
+            .scope
+            .select_in_workspaces::<conversation::Entity>()
+            .filter(conversation::Column::Id.eq(decode(Kind::Conversation, &id)?))
+            .one(&state(ctx).db)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        Ok(Conversation(c))
+    }
+
+    /// Inbound events that could not be turned into messages, newest first.
+    /// Not for CLIENT_VIEWER.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    async fn dead_letters(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, DeadLetter>> {
+        let v = auth(ctx).viewer()?;
+        v.require_writer()?;
+        let db = &state(ctx).db;
+        let ws = v
+            .scope
+            .workspace(db, decode(Kind::Workspace, &workspace_id)?)
+            .await?;
+        let page = PageRequest::parse(first, after.as_deref())?;
+        let q = v
+            .scope
+            .select_in_workspaces::<raw_event::Entity>()
+            .filter(raw_event::Column::WorkspaceId.eq(ws.id))
+            .filter(raw_event::Column::Status.eq(FAILED));
+        keyset(
+            db,
+            q,
+            raw_event::Column::Id,
+            page,
+            Order::NewestFirst,
+            |r| r.id,
+            DeadLetter,
+        )
+        .await
+    }
+}
+
+#[derive(Default)]
+pub struct ConversationMutation;
+
+#[Object]
+impl ConversationMutation {
+    /// Sends a dead letter through ingestion again (after fixing its cause,
+    /// e.g. a rotated secret or a parser update). OWNER or ADMIN.
+    async fn retry_dead_letter(
+        &self,
+        ctx: &Context<'_>,
+        input: RetryDeadLetterInput,
+    ) -> ApiResult<DeadLetter> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let st = state(ctx);
+        let id = decode(Kind::DeadLetter, &input.id)?;
+        let txn = v.scope.begin(&st.db).await?;
+        let current = v
+            .scope
+            .select_in_workspaces::<raw_event::Entity>()
+            .filter(raw_event::Column::Id.eq(id))
+            .one(&txn)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if current.status != FAILED {
+            return Err(ApiError::bad_input(
+                "id",
+                "only FAILED events can be retried",
+            ));
+        }
+        let mut am = current.into_active_model();
+        am.status = Set(PENDING.into());
+        am.error = Set(None);
+        let r = am.update(&txn).await?;
+        AuditEvent::new("retryDeadLetter")
+            .workspace(r.workspace_id)
+            .details(json!({ "deadLetterId": gid(Kind::DeadLetter, r.id).0 }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        // Stored as PENDING first: if this enqueue fails, the reconciler retries.
+        if let Err(e) = jobs::enqueue(&st.kv, jobs::INGEST, &json!({ "raw_event_id": r.id })).await
+        {
+            tracing::warn!(error = %e, "enqueueing a retried dead letter failed");
+        }
+        Ok(DeadLetter(r))
+    }
+}

@@ -1,0 +1,562 @@
+//! Ingestion end to end: platform payloads in their documented formats,
+//! signed as the platforms sign them, through the real webhook endpoint,
+//! Redis and the worker into the database, and out through GraphQL.
+
+mod common;
+
+use common::*;
+use rapport_domain::ingest::signature::{generic_sign, meta_sign, x_crc_response, x_sign};
+use rapport_store::entities::{message, raw_event};
+use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::{Value, json};
+
+/// Request headers: (name, value).
+type Headers = Vec<(&'static str, String)>;
+
+const X_FIXTURE: &[u8] = include_bytes!("fixtures/x_account_activity.json");
+const META_FIXTURE: &[u8] = include_bytes!("fixtures/meta_page_feed.json");
+const GENERIC_FIXTURE: &[u8] = include_bytes!("fixtures/generic_events.json");
+
+async fn connect(app: &TestApp, s: &Session, input: Value) -> (String, String) {
+    let d = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id webhookUrl hasSecret status } }",
+            json!({ "i": input }),
+        )
+        .await;
+    let c = &d["connectChannel"];
+    assert_eq!(c["status"], "ACTIVE");
+    (
+        c["id"].as_str().unwrap().into(),
+        c["webhookUrl"].as_str().unwrap_or("").into(),
+    )
+}
+
+async fn post(app: &TestApp, url: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, Value) {
+    let mut req = app
+        .client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn conversations(app: &TestApp, s: &Session, ws: &str) -> Vec<Value> {
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { conversations(workspaceId: $w, orderBy: PRIORITY, first: 10) { edges { node {
+                id status visibility priority priorityScore sentiment
+                priorityBreakdown { sentiment reach visibility urgency urgencyMatches score level }
+                author { handle followerCount verified platform }
+                messages(first: 10) { edges { node { externalId body direction publishedAt receivedAt } } } } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    edges(&d["conversations"])
+        .into_iter()
+        .map(|e| e["node"].clone())
+        .collect()
+}
+
+async fn raw_count(app: &TestApp) -> u64 {
+    raw_event::Entity::find()
+        .count(&app.state.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_mentions_replies_and_dms_are_threaded_ranked_and_stored_once() {
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let secret = "x-consumer-secret-123";
+    let (_, url) = connect(
+        &app,
+        &s,
+        json!({ "workspaceId": ws, "kind": "X", "name": "@BrewCo", "externalAccountId": "2244994945", "secret": secret }),
+    )
+    .await;
+    assert!(
+        url.starts_with(&app.base) && url.contains("/webhooks/"),
+        "{url}"
+    );
+
+    // The CRC challenge.
+    let crc: Value = app
+        .client
+        .get(format!("{url}?crc_token=challenge-abc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        crc["response_token"],
+        x_crc_response(secret.as_bytes(), "challenge-abc")
+    );
+
+    // Delivered three times (platform retries): stored once.
+    let sig = x_sign(secret.as_bytes(), X_FIXTURE);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (code, body) = post(
+            &app,
+            &url,
+            &[("x-twitter-webhooks-signature", sig.clone())],
+            X_FIXTURE,
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        statuses.push(body["status"].as_str().unwrap().to_string());
+    }
+    assert_eq!(statuses, ["accepted", "duplicate", "duplicate"]);
+
+    let convs = app
+        .eventually("two conversations", async || {
+            let c = conversations(&app, &s, &ws).await;
+            (c.len() == 2 && c.iter().map(|c| edges(&c["messages"]).len()).sum::<usize>() == 3)
+                .then_some(c)
+        })
+        .await;
+    // The angry public complaint with reach ranks first, with its reply threaded in.
+    let top = &convs[0];
+    assert_eq!(top["visibility"], "PUBLIC");
+    assert_eq!(top["author"]["handle"], "angry_customer");
+    assert_eq!(top["author"]["followerCount"], 48210);
+    assert_eq!(top["author"]["verified"], true);
+    // Ranked by its angriest message; `sentiment` follows the latest one.
+    assert!(
+        top["priorityBreakdown"]["sentiment"].as_f64().unwrap() > 0.1,
+        "{top}"
+    );
+    assert_eq!(top["sentiment"], "NEUTRAL");
+    assert!(
+        ["HIGH", "URGENT"].contains(&top["priority"].as_str().unwrap()),
+        "{top}"
+    );
+    assert_eq!(
+        top["priorityBreakdown"]["urgencyMatches"],
+        json!(["refund"])
+    );
+    let thread: Vec<String> = edges(&top["messages"])
+        .iter()
+        .map(|m| m["node"]["externalId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(thread, ["1050118621198921728", "1050118621198921999"]);
+    let first = &edges(&top["messages"])[0]["node"];
+    assert_eq!(first["publishedAt"], "2018-10-10T20:19:24+00:00");
+    assert_ne!(
+        first["receivedAt"], first["publishedAt"],
+        "both times are kept"
+    );
+    let dm = &convs[1];
+    assert_eq!(dm["visibility"], "PRIVATE");
+    assert_eq!(dm["author"]["handle"], "furiouscamper");
+    assert!(top["priorityScore"].as_f64() > dm["priorityScore"].as_f64());
+
+    // The brand's own tweet and DM were not stored as customer messages.
+    assert_eq!(
+        message::Entity::find().count(&app.state.db).await.unwrap(),
+        3
+    );
+    assert_eq!(raw_count(&app).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signatures_are_refused_and_leave_nothing_behind() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, x_url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "X", "name": "x", "externalAccountId": "1", "secret": "right-secret" })).await;
+    let (_, fb_url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "FACEBOOK", "name": "fb", "externalAccountId": "104000000000001", "secret": "meta-app-secret", "verifyToken": "verify-me-please" })).await;
+    let (_, g_url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
+
+    let mut altered = META_FIXTURE.to_vec();
+    let pos = altered.iter().position(|b| *b == b'T').unwrap();
+    altered[pos] = b't';
+    let now = chrono::Utc::now().timestamp();
+    let cases: Vec<(&str, &str, Headers, Vec<u8>)> = vec![
+        (
+            "x wrong secret",
+            &x_url,
+            vec![(
+                "x-twitter-webhooks-signature",
+                x_sign(b"wrong-secret", X_FIXTURE),
+            )],
+            X_FIXTURE.to_vec(),
+        ),
+        ("x missing header", &x_url, vec![], X_FIXTURE.to_vec()),
+        (
+            "x malformed header",
+            &x_url,
+            vec![("x-twitter-webhooks-signature", "sha1=abc".into())],
+            X_FIXTURE.to_vec(),
+        ),
+        (
+            "meta altered body",
+            &fb_url,
+            vec![(
+                "x-hub-signature-256",
+                meta_sign(b"meta-app-secret", META_FIXTURE),
+            )],
+            altered,
+        ),
+        (
+            "meta wrong secret",
+            &fb_url,
+            vec![("x-hub-signature-256", meta_sign(b"nope", META_FIXTURE))],
+            META_FIXTURE.to_vec(),
+        ),
+        (
+            "generic stale",
+            &g_url,
+            vec![(
+                "x-rapport-signature",
+                generic_sign(b"generic-secret", GENERIC_FIXTURE, now - 3600),
+            )],
+            GENERIC_FIXTURE.to_vec(),
+        ),
+        ("generic unsigned", &g_url, vec![], GENERIC_FIXTURE.to_vec()),
+    ];
+    for (what, url, headers, body) in cases {
+        let (code, resp) = post(&app, url, &headers, &body).await;
+        assert_eq!(code, 401, "{what}: {resp}");
+    }
+    assert_eq!(raw_count(&app).await, 0, "rejections store nothing");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rapport_webhook_rejected_total{reason=\"signature_mismatch\"}"),
+        "{metrics}"
+    );
+
+    // The emoji-and-accents body verifies on its raw bytes when signed right.
+    let (code, _) = post(
+        &app,
+        &fb_url,
+        &[(
+            "x-hub-signature-256",
+            meta_sign(b"meta-app-secret", META_FIXTURE),
+        )],
+        META_FIXTURE,
+    )
+    .await;
+    assert_eq!(code, 200);
+
+    // Meta's subscription check.
+    let ok = app
+        .client
+        .get(format!(
+            "{fb_url}?hub.mode=subscribe&hub.verify_token=verify-me-please&hub.challenge=1158201444"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    let bad = app
+        .client
+        .get(format!(
+            "{fb_url}?hub.mode=subscribe&hub.verify_token=guess&hub.challenge=1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_states_sizes_and_malformed_payloads_get_their_documented_answers() {
+    let app = TestApp::start_with(|s| s.max_webhook_bytes = 64 * 1024)
+        .await
+        .with_worker()
+        .await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (id, url) = connect(
+        &app,
+        &s,
+        json!({ "workspaceId": ws, "kind": "GENERIC", "name": "own", "secret": "generic-secret" }),
+    )
+    .await;
+    let sign = |body: &[u8]| {
+        vec![(
+            "x-rapport-signature",
+            generic_sign(b"generic-secret", body, chrono::Utc::now().timestamp()),
+        )]
+    };
+
+    let unknown = format!("{}/webhooks/{}", app.base, uuid::Uuid::now_v7());
+    assert_eq!(post(&app, &unknown, &sign(b"{}"), b"{}").await.0, 404);
+    assert_eq!(
+        post(
+            &app,
+            &format!("{}/webhooks/not-a-uuid", app.base),
+            &[],
+            b"{}"
+        )
+        .await
+        .0,
+        404
+    );
+
+    let big = vec![b' '; 65 * 1024];
+    assert_eq!(post(&app, &url, &sign(&big), &big).await.0, 413);
+
+    // Signed but not JSON: accepted (it is the platform's body), then a
+    // dead letter the agency can see, with its error.
+    let junk = b"{\"events\": [ this is not json";
+    let (code, _) = post(&app, &url, &sign(junk), junk).await;
+    assert_eq!(code, 200);
+    let dl = app
+        .eventually("a dead letter", async || {
+            let d = app
+                .ok(Some(&s.access), "query($w: ID!) { deadLetters(workspaceId: $w) { edges { node { id error status body } } } }", json!({ "w": ws }))
+                .await;
+            edges(&d["deadLetters"]).first().map(|e| e["node"].clone())
+        })
+        .await;
+    assert!(dl["error"].as_str().unwrap().contains("not JSON"), "{dl}");
+    assert_eq!(dl["body"], String::from_utf8_lossy(junk).as_ref());
+    let retried = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: RetryDeadLetterInput!) { retryDeadLetter(input: $i) { status } }",
+            json!({ "i": { "id": dl["id"] } }),
+        )
+        .await;
+    assert_eq!(retried["retryDeadLetter"]["status"], "PENDING");
+
+    // A valid event missing a field: dead letter naming the field.
+    let partial = br#"{"events":[{"id":"e1","text":"hi","author":{"id":"a"}}]}"#;
+    post(&app, &url, &sign(partial), partial).await;
+    app.eventually("field named", async || {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($w: ID!) { deadLetters(workspaceId: $w) { edges { node { error } } } }",
+                json!({ "w": ws }),
+            )
+            .await;
+        edges(&d["deadLetters"])
+            .iter()
+            .any(|e| {
+                e["node"]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("published_at")
+            })
+            .then_some(())
+    })
+    .await;
+
+    // Paused: 409 and nothing stored; disconnected: 410.
+    let before = raw_count(&app).await;
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ChannelIdInput!) { pauseChannel(input: $i) { status } }",
+        json!({ "i": { "id": id } }),
+    )
+    .await;
+    assert_eq!(
+        post(&app, &url, &sign(GENERIC_FIXTURE), GENERIC_FIXTURE)
+            .await
+            .0,
+        409
+    );
+    assert_eq!(raw_count(&app).await, before);
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ChannelIdInput!) { resumeChannel(input: $i) { status } }",
+        json!({ "i": { "id": id } }),
+    )
+    .await;
+    assert_eq!(
+        post(&app, &url, &sign(GENERIC_FIXTURE), GENERIC_FIXTURE)
+            .await
+            .0,
+        200
+    );
+    let d = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: ChannelIdInput!) { disconnectChannel(input: $i) { status hasSecret } }",
+            json!({ "i": { "id": id } }),
+        )
+        .await;
+    assert_eq!(
+        d["disconnectChannel"],
+        json!({ "status": "DISCONNECTED", "hasSecret": false })
+    );
+    assert_eq!(
+        post(&app, &url, &sign(GENERIC_FIXTURE), GENERIC_FIXTURE)
+            .await
+            .0,
+        410
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_events_land_in_every_workspace_whose_brand_they_mention() {
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let home = app.create_workspace(&s, "Inbox").await;
+    let mk = async |name: &str, kw: &str| {
+        app.ok(
+            Some(&s.access),
+            "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }",
+            json!({ "i": { "name": name, "timezone": "UTC", "brandKeywords": [kw] } }),
+        )
+        .await["createWorkspace"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let brew = mk("Brew Co", "brew co").await;
+    let bean = mk("Bean Bros", "bean bros").await;
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": home, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
+    let body = serde_json::to_vec(&json!({ "events": [
+        { "id": "1", "text": "Brew Co and Bean Bros both ignored me", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "u1" } },
+        { "id": "2", "text": "Bean Bros is great", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "u2" } },
+        { "id": "3", "text": "no brand named here", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "u3" } }
+    ] }))
+    .unwrap();
+    let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
+    assert_eq!(
+        post(&app, &url, &[("x-rapport-signature", sig)], &body)
+            .await
+            .0,
+        200
+    );
+    let count = async |w: &str| conversations(&app, &s, w).await.len();
+    app.eventually("routed", async || (count(&bean).await == 2).then_some(()))
+        .await;
+    assert_eq!(count(&brew).await, 1);
+    assert_eq!(
+        count(&home).await,
+        1,
+        "unmatched events stay in the channel's workspace"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_lost_from_redis_are_recovered_by_the_reconciler() {
+    let app = TestApp::start().await; // no worker yet
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "X", "name": "x", "externalAccountId": "2244994945", "secret": "x-consumer-secret-123" })).await;
+    let sig = x_sign(b"x-consumer-secret-123", X_FIXTURE);
+    assert_eq!(
+        post(
+            &app,
+            &url,
+            &[("x-twitter-webhooks-signature", sig)],
+            X_FIXTURE
+        )
+        .await
+        .0,
+        200
+    );
+    // Redis loses everything.
+    let _: () = redis::cmd("DEL")
+        .arg(app.state.kv.key(rapport_store::jobs::STREAM))
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    let cfg = rapport_worker::reconciler::ReconcilerConfig {
+        grace: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let n = rapport_worker::reconciler::reconcile_once(&app.state.db, &app.state.kv, &cfg)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let app = app.with_worker().await;
+    app.eventually("recovered", async || {
+        (conversations(&app, &s, &ws).await.len() == 2).then_some(())
+    })
+    .await;
+    // Reconciling again finds nothing pending.
+    assert_eq!(
+        rapport_worker::reconciler::reconcile_once(&app.state.db, &app.state.kv, &cfg)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_and_channels_of_another_agency_are_invisible() {
+    let app = TestApp::start().await.with_worker().await;
+    let a = app.sign_up("A", "a@a.test").await;
+    let b = app.sign_up("B", "b@b.test").await;
+    let ws_b = app.create_workspace(&b, "B brand").await;
+    let (ch_b, url) = connect(&app, &b, json!({ "workspaceId": ws_b, "kind": "X", "name": "x", "externalAccountId": "2244994945", "secret": "x-consumer-secret-123" })).await;
+    post(
+        &app,
+        &url,
+        &[(
+            "x-twitter-webhooks-signature",
+            x_sign(b"x-consumer-secret-123", X_FIXTURE),
+        )],
+        X_FIXTURE,
+    )
+    .await;
+    let conv_b = app
+        .eventually("b has conversations", async || {
+            conversations(&app, &b, &ws_b)
+                .await
+                .first()
+                .map(|c| c["id"].as_str().unwrap().to_string())
+        })
+        .await;
+    for (q, vars) in [
+        (
+            "query($id: ID!) { conversation(id: $id) { id } }",
+            json!({ "id": conv_b }),
+        ),
+        (
+            "query($id: ID!) { conversations(workspaceId: $id) { edges { cursor } } }",
+            json!({ "id": ws_b }),
+        ),
+        (
+            "query($id: ID!) { channels(workspaceId: $id) { edges { cursor } } }",
+            json!({ "id": ws_b }),
+        ),
+        (
+            "query($id: ID!) { deadLetters(workspaceId: $id) { edges { cursor } } }",
+            json!({ "id": ws_b }),
+        ),
+        (
+            "mutation($id: ID!) { pauseChannel(input: { id: $id }) { id } }",
+            json!({ "id": ch_b }),
+        ),
+        (
+            "mutation($id: ID!) { updateChannel(input: { id: $id, name: \"x\" }) { id } }",
+            json!({ "id": ch_b }),
+        ),
+        (
+            "mutation($id: ID!) { connectChannel(input: { workspaceId: $id, kind: GENERIC, name: \"x\", secret: \"12345678\" }) { id } }",
+            json!({ "id": ws_b }),
+        ),
+    ] {
+        let r = app.gql(Some(&a.access), q, vars).await;
+        assert_eq!(code(&r), Some("NOT_FOUND"), "{q}: {r}");
+    }
+}
