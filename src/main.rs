@@ -8,6 +8,7 @@ use rapport_api::{AppState, Settings};
 use rapport_domain::crypto::SecretBox;
 use rapport_store::Kv;
 use rapport_store::db::{self, DEFAULT_DATABASE_URL, backend_name};
+use rapport_worker::feeds::{FeedConfig, FeedPoller};
 use rapport_worker::reconciler::{self, ReconcilerConfig};
 use rapport_worker::{Worker, WorkerConfig, handlers};
 use sea_orm::DatabaseConnection;
@@ -186,6 +187,8 @@ async fn run_worker(
         ReconcilerConfig::default(),
         shutdown.clone(),
     ));
+    let feeds = FeedPoller::new(db.clone(), kv.clone(), FeedConfig::default())?;
+    tokio::spawn(feeds.run(shutdown.clone()));
     Worker::new(kv.clone(), handlers(db, kv), WorkerConfig::default())
         .run(shutdown)
         .await

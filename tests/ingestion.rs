@@ -560,3 +560,146 @@ async fn conversations_and_channels_of_another_agency_are_invisible() {
         assert_eq!(code(&r), Some("NOT_FOUND"), "{q}: {r}");
     }
 }
+
+/// A feed server: serves `body` with an ETag, answers 304 to a matching
+/// If-None-Match, 500 while `fail` is set; records what it was asked.
+#[derive(Clone, Default)]
+struct FeedServer {
+    body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(u16, Option<String>)>>>,
+}
+
+impl FeedServer {
+    fn start(&self) -> String {
+        use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+        let me = self.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/feed.xml", listener.local_addr().unwrap());
+        let server = HttpServer::new(move || {
+            let me = me.clone();
+            App::new().route(
+                "/feed.xml",
+                web::get().to(move |req: HttpRequest| {
+                    let me = me.clone();
+                    async move {
+                        let body = me.body.lock().unwrap().clone();
+                        let etag = format!("\"{}\"", rapport_domain::crypto::sha256_hex(&body));
+                        let asked = req
+                            .headers()
+                            .get("if-none-match")
+                            .and_then(|v| v.to_str().ok())
+                            .map(String::from);
+                        let (status, resp) = if me.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                            (500, HttpResponse::InternalServerError().finish())
+                        } else if asked.as_deref() == Some(etag.as_str()) {
+                            (304, HttpResponse::NotModified().finish())
+                        } else {
+                            (
+                                200,
+                                HttpResponse::Ok()
+                                    .insert_header(("ETag", etag))
+                                    .content_type("application/rss+xml")
+                                    .body(body),
+                            )
+                        };
+                        me.seen.lock().unwrap().push((status, asked));
+                        resp
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        url
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
+    use rapport_store::entities::channel;
+    use rapport_worker::feeds::{FeedConfig, FeedPoller, Fetched};
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app
+        .ok(
+            Some(&s.access),
+            "mutation { createWorkspace(input: { name: \"Brew Co\", timezone: \"UTC\", brandKeywords: [\"brew co\"] }) { id } }",
+            json!({}),
+        )
+        .await["createWorkspace"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let feed = FeedServer::default();
+    *feed.body.lock().unwrap() = include_bytes!("fixtures/feed_rss.xml").to_vec();
+    let url = feed.start();
+    let (id, webhook) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "FEED", "name": "alerts", "feedUrl": url, "pollIntervalSeconds": 60 })).await;
+    assert_eq!(webhook, "", "feeds have no webhook URL");
+    let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Channel, &id).unwrap();
+    let poller = FeedPoller::new(
+        app.state.db.clone(),
+        app.state.kv.clone(),
+        FeedConfig::default(),
+    )
+    .unwrap();
+    let load = async || {
+        channel::Entity::find_by_id(id)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+
+    assert_eq!(poller.poll(load().await).await.unwrap(), Ok(Fetched::New));
+    assert_eq!(
+        poller.poll(load().await).await.unwrap(),
+        Ok(Fetched::NotModified)
+    );
+    let seen = feed.seen.lock().unwrap().clone();
+    assert_eq!(seen[0], (200, None));
+    assert_eq!(
+        seen[1].0, 304,
+        "the second poll sent If-None-Match: {seen:?}"
+    );
+    app.eventually("two entries", async || {
+        (conversations(&app, &s, &ws).await.len() == 2).then_some(())
+    })
+    .await;
+
+    // A changed feed repeating an old entry adds only the new one.
+    let grown = String::from_utf8(include_bytes!("fixtures/feed_rss.xml").to_vec()).unwrap().replace(
+        "<item>",
+        "<item><title>New: Brew Co lost my order</title><link>https://alerts.example/brew/3</link><guid>https://alerts.example/brew/3</guid><description>angry</description></item>\n    <item>",
+    );
+    *feed.body.lock().unwrap() = grown.into_bytes();
+    assert_eq!(poller.poll(load().await).await.unwrap(), Ok(Fetched::New));
+    app.eventually("three entries", async || {
+        (conversations(&app, &s, &ws).await.len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        message::Entity::find().count(&app.state.db).await.unwrap(),
+        3
+    );
+
+    // Errors back off and are kept for the agency to see.
+    feed.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(poller.poll(load().await).await.unwrap().is_err());
+    let state = load().await.state;
+    assert_eq!(state["failures"], 1);
+    assert!(state["lastError"].as_str().unwrap().contains("500"));
+    let next = chrono::DateTime::parse_from_rfc3339(state["nextPollAt"].as_str().unwrap()).unwrap();
+    assert!(
+        next > chrono::Utc::now() + chrono::Duration::seconds(100),
+        "backed off past the interval"
+    );
+    assert_eq!(
+        poller.poll_due().await.unwrap(),
+        0,
+        "not due while backing off"
+    );
+}

@@ -62,7 +62,8 @@ impl Ingestor {
             .await?
             .ok_or_else(|| Permanent("channel of the raw event is gone".into()))?;
         let kind = ChannelKind::parse(&ch.kind).map_err(|e| Permanent(e.to_string()))?;
-        let inbound = match ingest::parse(kind, &raw.body, &ch.external_account_id) {
+        let inbound = match ingest::parse(kind, &raw.body, &ch.external_account_id, raw.created_at)
+        {
             Ok(m) => m,
             Err(e) => {
                 // Retrying cannot fix a payload: it is a dead letter now.
@@ -222,7 +223,8 @@ async fn store_one(
         urgency_keywords: &strings(&ws.urgency_keywords),
     });
     let now = Utc::now();
-    let (conversation_id, created) = thread(txn, ch, ws, author.id, m, score, &breakdown).await?;
+    let (conversation_id, created) =
+        thread(txn, ch, kind, ws, author.id, m, score, &breakdown).await?;
     message::Entity::insert(message::ActiveModel {
         id: Set(Uuid::now_v7()),
         agency_id: Set(ch.agency_id),
@@ -328,9 +330,11 @@ async fn upsert_author(
 
 /// Finds the conversation a message belongs to, or opens one; updates its
 /// ranking. Returns (conversation id, newly created).
+#[allow(clippy::too_many_arguments)]
 async fn thread(
     txn: &DatabaseTransaction,
     ch: &channel::Model,
+    kind: ChannelKind,
     ws: &workspace::Model,
     author_id: Uuid,
     m: &Inbound,
@@ -353,7 +357,8 @@ async fn thread(
     }
     // 2. Otherwise the author's open conversation in this workspace: a
     //    private one on this channel for DMs, any public one for mentions.
-    if found.is_none() {
+    //    Feed entries stand alone: their "author" is often the feed itself.
+    if found.is_none() && kind != ChannelKind::Feed {
         let mut q = conversation::Entity::find()
             .filter(conversation::Column::WorkspaceId.eq(ws.id))
             .filter(conversation::Column::AuthorId.eq(author_id))

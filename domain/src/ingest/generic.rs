@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn documented_events_parse() {
         let body = include_bytes!("../../../tests/fixtures/generic_events.json");
-        let msgs = parse(ChannelKind::Generic, body, "").unwrap();
+        let msgs = parse(ChannelKind::Generic, body, "", chrono::Utc::now()).unwrap();
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[0].author.followers, 1500);
         assert_eq!(msgs[1].visibility, Visibility::Private);
@@ -108,9 +108,18 @@ mod tests {
             ChannelKind::Generic,
             br#"{"events":[{"id":"a","text":"t","published_at":"yesterday","author":{"id":"x"}}]}"#,
             "",
+            chrono::Utc::now(),
         )
         .unwrap_err();
         assert!(err.0.starts_with("events[0]: published_at"), "{err}");
-        assert!(parse(ChannelKind::Generic, br#"{"events":5}"#, "").is_err());
+        assert!(
+            parse(
+                ChannelKind::Generic,
+                br#"{"events":5}"#,
+                "",
+                chrono::Utc::now()
+            )
+            .is_err()
+        );
     }
 }

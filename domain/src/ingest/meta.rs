@@ -206,7 +206,13 @@ mod tests {
     #[test]
     fn page_feed_comments_and_messenger() {
         let body = include_bytes!("../../../tests/fixtures/meta_page_feed.json");
-        let msgs = parse(ChannelKind::Facebook, body, "104000000000001").unwrap();
+        let msgs = parse(
+            ChannelKind::Facebook,
+            body,
+            "104000000000001",
+            chrono::Utc::now(),
+        )
+        .unwrap();
         assert_eq!(msgs.len(), 2, "{msgs:#?}");
         assert_eq!(msgs[0].external_id, "104000000000001_555_777");
         assert_eq!(msgs[0].author.name.as_deref(), Some("Élodie Martin"));
@@ -219,7 +225,13 @@ mod tests {
     #[test]
     fn instagram_comments() {
         let body = include_bytes!("../../../tests/fixtures/meta_instagram.json");
-        let msgs = parse(ChannelKind::Instagram, body, "17841400000000001").unwrap();
+        let msgs = parse(
+            ChannelKind::Instagram,
+            body,
+            "17841400000000001",
+            chrono::Utc::now(),
+        )
+        .unwrap();
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0].author.handle, "happy_sipper");
         assert_eq!(msgs[0].published_at.timestamp(), 1764300100);
@@ -227,6 +239,14 @@ mod tests {
 
     #[test]
     fn refuses_payloads_without_entries() {
-        assert!(parse(ChannelKind::Facebook, br#"{"object":"page"}"#, "1").is_err());
+        assert!(
+            parse(
+                ChannelKind::Facebook,
+                br#"{"object":"page"}"#,
+                "1",
+                chrono::Utc::now()
+            )
+            .is_err()
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! checks on raw bytes, payload parsers into one normalized shape, and the
 //! channel kinds they belong to. No HTTP, SQL or Redis.
 
+pub mod feed;
 pub mod generic;
 pub mod meta;
 pub mod signature;
@@ -128,19 +129,24 @@ pub(crate) fn clip(text: &str) -> String {
     }
 }
 
-/// Parses a webhook body of `kind`. `account_id` is the channel's own
-/// account on the platform: its own posts are not customer messages.
+/// Parses a body of `kind` (a webhook delivery or a fetched feed).
+/// `account_id` is the channel's own account on the platform: its own posts
+/// are not customer messages. `received_at` dates undated feed entries.
 pub fn parse(
     kind: ChannelKind,
     body: &[u8],
     account_id: &str,
+    received_at: DateTime<Utc>,
 ) -> Result<Vec<Inbound>, PayloadError> {
+    if kind == ChannelKind::Feed {
+        return feed::parse(body, received_at);
+    }
     let json: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| PayloadError::new(format!("body is not JSON: {e}")))?;
     match kind {
         ChannelKind::X => x::parse(&json, account_id),
         ChannelKind::Facebook | ChannelKind::Instagram => meta::parse(&json, account_id),
         ChannelKind::Generic => generic::parse(&json),
-        ChannelKind::Feed => Err(PayloadError::new("feeds are polled, not pushed")),
+        ChannelKind::Feed => unreachable!("feeds are handled above"),
     }
 }

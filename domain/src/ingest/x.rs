@@ -138,7 +138,13 @@ mod tests {
 
     #[test]
     fn parses_mentions_replies_and_dms_and_skips_own() {
-        let msgs = parse_body(ChannelKind::X, FIXTURE.as_bytes(), "2244994945").unwrap();
+        let msgs = parse_body(
+            ChannelKind::X,
+            FIXTURE.as_bytes(),
+            "2244994945",
+            chrono::Utc::now(),
+        )
+        .unwrap();
         assert_eq!(msgs.len(), 3, "{msgs:#?}");
         let mention = &msgs[0];
         assert_eq!(mention.external_id, "1050118621198921728");
@@ -159,13 +165,14 @@ mod tests {
 
     #[test]
     fn refuses_shapes_it_cannot_read() {
-        assert!(parse_body(ChannelKind::X, b"[1,2]", "1").is_err());
-        assert!(parse_body(ChannelKind::X, b"{not json", "1").is_err());
+        assert!(parse_body(ChannelKind::X, b"[1,2]", "1", chrono::Utc::now()).is_err());
+        assert!(parse_body(ChannelKind::X, b"{not json", "1", chrono::Utc::now()).is_err());
         assert!(
             parse_body(
                 ChannelKind::X,
                 br#"{"tweet_create_events":[{"id_str":"1","text":"x","user":{"id_str":"2"}}]}"#,
-                "1"
+                "1",
+                chrono::Utc::now(),
             )
             .is_err()
         );

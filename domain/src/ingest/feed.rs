@@ -1,0 +1,115 @@
+//! RSS and Atom feeds (brand-name alert feeds, review-site feeds). Each entry
+//! becomes a public message; its feed id (or link) is the deduplication key,
+//! so an entry seen in many polls is stored once.
+
+use super::{Inbound, InboundAuthor, PayloadError, Visibility, clip};
+use chrono::{DateTime, Utc};
+
+/// `received_at` stands in for entries that carry no date.
+pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Inbound>, PayloadError> {
+    let feed = feed_rs::parser::parse(body)
+        .map_err(|e| PayloadError::new(format!("not an RSS or Atom feed: {e}")))?;
+    let source = feed
+        .title
+        .as_ref()
+        .map(|t| t.content.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "feed".into());
+    Ok(feed
+        .entries
+        .into_iter()
+        .map(|e| {
+            let link = e.links.first().map(|l| l.href.clone());
+            let title = e.title.map(|t| t.content).unwrap_or_default();
+            let body = e
+                .summary
+                .map(|s| s.content)
+                .or_else(|| e.content.and_then(|c| c.body))
+                .unwrap_or_default();
+            let text = strip_tags(&format!("{title}\n{body}"));
+            let author = e
+                .authors
+                .first()
+                .and_then(|p| p.name.clone())
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| source.clone());
+            Inbound {
+                external_id: if e.id.is_empty() {
+                    link.clone().unwrap_or_default()
+                } else {
+                    e.id
+                },
+                in_reply_to: None,
+                visibility: Visibility::Public,
+                text: clip(text.trim()),
+                published_at: e.published.or(e.updated).unwrap_or(received_at),
+                author: InboundAuthor {
+                    external_id: author.to_lowercase(),
+                    handle: author.clone(),
+                    name: Some(author),
+                    followers: 0,
+                    verified: false,
+                },
+                url: link,
+            }
+        })
+        .filter(|m| !m.external_id.is_empty())
+        .collect())
+}
+
+/// Feed summaries are HTML: keep the words, drop the markup.
+fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    let decoded = out
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", " ");
+    decoded.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_and_atom_entries() {
+        let now = Utc::now();
+        let rss = include_bytes!("../../../tests/fixtures/feed_rss.xml");
+        let msgs = parse(rss, now).unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].external_id, "https://alerts.example/brew/1");
+        assert!(
+            msgs[0].text.contains("Brew Co") && !msgs[0].text.contains("<b>"),
+            "{}",
+            msgs[0].text
+        );
+        assert_eq!(
+            msgs[0].published_at.to_rfc3339(),
+            "2026-11-20T09:00:00+00:00"
+        );
+        assert_eq!(
+            msgs[1].published_at, now,
+            "undated entries take the receive time"
+        );
+        let atom = include_bytes!("../../../tests/fixtures/feed_atom.xml");
+        let msgs = parse(atom, now).unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].author.handle, "Review Bot");
+        assert!(parse(b"<html>nope</html>", now).is_err());
+    }
+}
