@@ -561,13 +561,16 @@ async fn conversations_and_channels_of_another_agency_are_invisible() {
     }
 }
 
+/// (status answered, If-None-Match asked with).
+type Asked = (u16, Option<String>);
+
 /// A feed server: serves `body` with an ETag, answers 304 to a matching
 /// If-None-Match, 500 while `fail` is set; records what it was asked.
 #[derive(Clone, Default)]
 struct FeedServer {
     body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(u16, Option<String>)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Asked>>>,
 }
 
 impl FeedServer {
