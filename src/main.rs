@@ -2,6 +2,8 @@
 //! consumer, `migrate` applies migrations, `dev` does all three in one
 //! process for a newcomer, and `schema` prints the GraphQL contract.
 
+mod import;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rapport_api::{AppState, Settings};
@@ -37,6 +39,16 @@ enum Command {
     Migrate(DbArgs),
     /// Migrate, then run the API and the worker in one process.
     Dev(Common),
+    /// Import messages from a JSON Lines file (one GENERIC-schema event per
+    /// line) into a workspace, with progress and a summary.
+    Import {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The workspace's ID (as the API shows it).
+        #[arg(long)]
+        workspace: String,
+        file: std::path::PathBuf,
+    },
     /// Print the GraphQL schema (SDL), or write it to a file.
     Schema {
         #[arg(long)]
@@ -116,6 +128,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 None => print!("{sdl}"),
             }
             Ok(())
+        }
+        Command::Import {
+            db,
+            workspace,
+            file,
+        } => {
+            let conn = connect_db(&db.database_url).await?;
+            import::run(&conn, &workspace, &file).await
         }
         Command::Migrate(args) => {
             let db = connect_db(&args.database_url).await?;

@@ -706,3 +706,87 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
         "not due while backing off"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let good = |id: &str, author: &str| json!({ "id": id, "text": "old complaint, still angry", "published_at": "2025-01-02T03:04:05Z", "author": { "id": author, "followers": 10 } });
+    let events = json!([good("h1", "u1"), good("h2", "u2"), { "id": "h3", "text": "no date", "author": { "id": "u3" } }, "not an object"]);
+    let q = "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted duplicates rejected { index reason } } }";
+    let d = app
+        .ok(
+            Some(&s.access),
+            q,
+            json!({ "i": { "workspaceId": ws, "events": events } }),
+        )
+        .await;
+    assert_eq!(d["importMessages"]["accepted"], 2);
+    assert_eq!(d["importMessages"]["duplicates"], 0);
+    let rejected = d["importMessages"]["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0]["index"], 2);
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("published_at")
+    );
+    let again = app
+        .ok(
+            Some(&s.access),
+            q,
+            json!({ "i": { "workspaceId": ws, "events": [good("h1", "u1")] } }),
+        )
+        .await;
+    assert_eq!(again["importMessages"]["duplicates"], 1);
+    assert_eq!(conversations(&app, &s, &ws).await.len(), 2);
+
+    // The CLI on a file: 1,200 lines in chunks, one bad line, one blank.
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("rapport-import-{}", uuid::Uuid::new_v4().simple())),
+    );
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join("backfill.jsonl");
+    let mut lines: Vec<String> = (0..1200)
+        .map(|i| good(&format!("f{i}"), &format!("a{}", i % 300)).to_string())
+        .collect();
+    lines.insert(10, "{ broken".into());
+    lines.insert(20, String::new());
+    lines.push(good("h1", "u1").to_string()); // imported above already
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["import", "--workspace", &ws, path.to_str().unwrap()])
+        .env("DATABASE_URL", &app.db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1200 accepted, 1 duplicate, 1 rejected"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("line 11: not JSON"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("100%"),
+        "a progress bar"
+    );
+    assert_eq!(
+        message::Entity::find().count(&app.state.db).await.unwrap(),
+        1202
+    );
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["import", "--workspace", "nope", path.to_str().unwrap()])
+        .env("DATABASE_URL", &app.db.url)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a workspace ID"));
+}

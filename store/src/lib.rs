@@ -5,6 +5,8 @@
 pub mod db;
 pub mod entities;
 pub mod errors;
+pub mod import;
+pub mod ingest;
 pub mod jobs;
 pub mod kv;
 pub mod raw_events;

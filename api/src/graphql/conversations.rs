@@ -610,3 +610,85 @@ impl ConversationMutation {
         Ok(DeadLetter(r))
     }
 }
+
+#[derive(InputObject)]
+pub struct ImportMessagesInput {
+    workspace_id: ID,
+    /// Events in the GENERIC webhook schema, one object each (at most 1000).
+    events: Vec<Json<serde_json::Value>>,
+}
+
+#[derive(SimpleObject)]
+pub struct ImportRejection {
+    /// Position in `events`, from 0.
+    index: i32,
+    reason: String,
+}
+
+#[derive(SimpleObject)]
+pub struct ImportMessagesPayload {
+    accepted: i32,
+    /// Already stored (same id): importing again is safe.
+    duplicates: i32,
+    rejected: Vec<ImportRejection>,
+}
+
+pub const MAX_IMPORT: usize = 1_000;
+
+#[derive(Default)]
+pub struct ImportMutation;
+
+#[Object]
+impl ImportMutation {
+    /// Backfills messages into a workspace through the normal dedup,
+    /// threading and ranking. OWNER or ADMIN.
+    async fn import_messages(
+        &self,
+        ctx: &Context<'_>,
+        input: ImportMessagesInput,
+    ) -> ApiResult<ImportMessagesPayload> {
+        use rapport_store::import::{CHUNK, ImportSummary, import_channel, import_chunk};
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        if input.events.len() > MAX_IMPORT {
+            return Err(ApiError::bad_input(
+                "events",
+                format!("at most {MAX_IMPORT} per call; use `rapport import` for files"),
+            ));
+        }
+        let st = state(ctx);
+        let ws = v
+            .scope
+            .workspace(&st.db, decode(Kind::Workspace, &input.workspace_id)?)
+            .await?;
+        let ch = import_channel(&st.db, &ws).await?;
+        let events: Vec<serde_json::Value> = input.events.into_iter().map(|j| j.0).collect();
+        let mut summary = ImportSummary::default();
+        for (n, chunk) in events.chunks(CHUNK).enumerate() {
+            summary.add(import_chunk(&st.db, &ws, &ch, chunk, n * CHUNK).await?);
+        }
+        let txn = v.scope.begin(&st.db).await?;
+        AuditEvent::new("importMessages")
+            .workspace(ws.id)
+            .details(json!({
+                "accepted": summary.accepted,
+                "duplicates": summary.duplicates,
+                "rejected": summary.rejected.len(),
+            }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(ImportMessagesPayload {
+            accepted: summary.accepted as i32,
+            duplicates: summary.duplicates as i32,
+            rejected: summary
+                .rejected
+                .into_iter()
+                .map(|(i, reason)| ImportRejection {
+                    index: i as i32,
+                    reason,
+                })
+                .collect(),
+        })
+    }
+}

@@ -31,6 +31,7 @@ pub struct MutationRoot(
     workspaces::WorkspaceMutation,
     channels::ChannelMutation,
     conversations::ConversationMutation,
+    conversations::ImportMutation,
 );
 
 pub type RapportSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
