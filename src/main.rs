@@ -84,6 +84,10 @@ struct Common {
     /// Default: http://<RAPPORT_BIND>.
     #[arg(long, env = "RAPPORT_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Seconds a job may stay unacknowledged on a worker before another
+    /// worker claims it (the first is presumed dead).
+    #[arg(long, env = "RAPPORT_CLAIM_IDLE_SECS", default_value_t = 60)]
+    claim_idle_secs: u64,
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
     redis_prefix: String,
@@ -158,7 +162,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 shutdown_signal().await;
                 let _ = tx.send(true);
             });
-            run_worker(db, kv, rx).await
+            run_worker(db, kv, &c, rx).await
         }
         Command::Dev(c) => {
             let secret = match &c.jwt_secret {
@@ -186,7 +190,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (db, kv) = connect_all(&c).await?;
             db::migrate(&db).await.context("applying migrations")?;
             let (tx, rx) = watch::channel(false);
-            let worker = tokio::spawn(run_worker(db.clone(), kv.clone(), rx));
+            let worker = {
+                let (db, kv, c) = (db.clone(), kv.clone(), c.clone());
+                tokio::spawn(async move { run_worker(db, kv, &c, rx).await })
+            };
             let served = serve(&c, db, kv, secret, key).await;
             let _ = tx.send(true);
             worker.await.context("worker task")??;
@@ -195,10 +202,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The consumer loop plus the reconciler that re-enqueues what Redis lost.
+/// The consumer loop, the feed poller, and the reconciler that re-enqueues
+/// what Redis lost.
 async fn run_worker(
     db: DatabaseConnection,
     kv: Kv,
+    c: &Common,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     tokio::spawn(reconciler::run(
@@ -209,7 +218,11 @@ async fn run_worker(
     ));
     let feeds = FeedPoller::new(db.clone(), kv.clone(), FeedConfig::default())?;
     tokio::spawn(feeds.run(shutdown.clone()));
-    Worker::new(kv.clone(), handlers(db, kv), WorkerConfig::default())
+    let config = WorkerConfig {
+        claim_idle: std::time::Duration::from_secs(c.claim_idle_secs.max(1)),
+        ..WorkerConfig::default()
+    };
+    Worker::new(kv.clone(), handlers(db, kv), config)
         .run(shutdown)
         .await
 }

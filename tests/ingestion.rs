@@ -790,3 +790,42 @@ async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a workspace ID"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_and_changed_conversations_are_published_for_live_updates() {
+    use futures_util::StreamExt;
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let ws_uuid = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(app.state.kv.key(&format!("conversations:{ws_uuid}")))
+        .await
+        .unwrap();
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "X", "name": "x", "externalAccountId": "2244994945", "secret": "x-consumer-secret-123" })).await;
+    post(
+        &app,
+        &url,
+        &[(
+            "x-twitter-webhooks-signature",
+            x_sign(b"x-consumer-secret-123", X_FIXTURE),
+        )],
+        X_FIXTURE,
+    )
+    .await;
+    let mut stream = pubsub.on_message();
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .expect("a live update")
+            .unwrap();
+        let v: Value = serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+        assert_eq!(v["workspaceId"], ws.as_str());
+        events.push(v["event"].as_str().unwrap().to_string());
+    }
+    // Mention (new), its reply (same conversation, updated), the DM (new).
+    assert_eq!(events, ["created", "updated", "created"]);
+}
