@@ -192,7 +192,7 @@ async fn upsert_author(
         }
         am.verified = Set(m.author.verified);
         am.updated_at = Set(now);
-        return Ok(am.update(txn).await?);
+        return am.update(txn).await;
     }
     author::Entity::insert(author::ActiveModel {
         id: Set(Uuid::now_v7()),
