@@ -829,3 +829,111 @@ async fn new_and_changed_conversations_are_published_for_live_updates() {
     // Mention (new), its reply (same conversation, updated), the DM (new).
     assert_eq!(events, ["created", "updated", "created"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_filter_and_page_in_every_order() {
+    use rapport_store::entities::conversation;
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let events: Vec<Value> = (0..7)
+        .map(|i| {
+            let text = if i % 2 == 0 {
+                "terrible service, I want a refund"
+            } else {
+                "lovely coffee, thanks"
+            };
+            json!({ "id": format!("c{i}"), "text": text, "published_at": "2026-11-20T09:00:00Z",
+                    "author": { "id": format!("u{i}"), "followers": i * 1000 } })
+        })
+        .collect();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
+        json!({ "i": { "workspaceId": ws, "events": events } }),
+    )
+    .await;
+    // Give three conversations deadlines (the SLA engine's job later).
+    let all = conversation::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    for (i, c) in all.iter().take(3).enumerate() {
+        let mut am = c.clone().into_active_model();
+        am.due_at = Set(Some(now + chrono::Duration::minutes(30 - 10 * i as i64)));
+        am.update(&app.state.db).await.unwrap();
+    }
+    let page = async |order: &str, after: Option<String>, filter: Value| {
+        app.ok(
+            Some(&s.access),
+            "query($w: ID!, $o: ConversationOrder!, $a: String, $f: ConversationFilter) {
+               conversations(workspaceId: $w, orderBy: $o, first: 2, after: $a, filter: $f) {
+                 edges { node { id priorityScore dueAt sentiment } } pageInfo { hasNextPage endCursor } } }",
+            json!({ "w": ws, "o": order, "a": after, "f": filter }),
+        )
+        .await["conversations"]
+            .clone()
+    };
+    let walk = async |order: &str, filter: Value| {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let p = page(order, after.clone(), filter.clone()).await;
+            out.extend(edges(&p).into_iter().map(|e| e["node"].clone()));
+            if !p["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+                return out;
+            }
+            after = p["pageInfo"]["endCursor"].as_str().map(String::from);
+        }
+    };
+    for order in ["PRIORITY", "NEWEST", "DUE"] {
+        let seen = walk(order, Value::Null).await;
+        assert_eq!(seen.len(), 7, "{order}: every conversation once");
+        let mut ids: Vec<_> = seen
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 7, "{order}: no repeats");
+        if order == "PRIORITY" {
+            let scores: Vec<f64> = seen
+                .iter()
+                .map(|n| n["priorityScore"].as_f64().unwrap())
+                .collect();
+            assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+        }
+        if order == "DUE" {
+            let dues: Vec<Option<String>> = seen
+                .iter()
+                .map(|n| n["dueAt"].as_str().map(String::from))
+                .collect();
+            assert!(
+                dues[..3].iter().all(Option::is_some) && dues[3..].iter().all(Option::is_none),
+                "{dues:?}"
+            );
+            assert!(
+                dues[0] < dues[1] && dues[1] < dues[2],
+                "earliest first: {dues:?}"
+            );
+        }
+    }
+    let negative = walk("PRIORITY", json!({ "sentiment": "NEGATIVE" })).await;
+    assert_eq!(negative.len(), 4);
+    let urgent_or_high = walk("NEWEST", json!({ "minPriority": "HIGH" })).await;
+    assert!(urgent_or_high.len() < 7 && !urgent_or_high.is_empty());
+    let searched = walk("NEWEST", json!({ "search": "LOVELY" })).await;
+    assert_eq!(searched.len(), 3);
+    let none = walk(
+        "NEWEST",
+        json!({ "status": ["RESOLVED"], "channelKinds": ["GENERIC"] }),
+    )
+    .await;
+    assert!(none.is_empty());
+    let r = app
+        .gql(Some(&s.access), "query($w: ID!) { conversations(workspaceId: $w, orderBy: DUE, after: \"bogus\") { edges { cursor } } }", json!({ "w": ws }))
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"));
+}

@@ -21,6 +21,7 @@ fn config(name: &str) -> WorkerConfig {
         batch: 16,
         claim_idle: Duration::from_millis(300),
         max_deliveries: 3,
+        concurrency: 4,
     }
 }
 

@@ -15,7 +15,7 @@ pub mod timezone;
 
 pub use error::ParseError;
 pub use ids::{GlobalId, Kind};
-pub use page::{Cursor, PageRequest, ScoreCursor};
+pub use page::{Cursor, PageRequest, ScoreCursor, TimeCursor};
 pub use role::Role;
 pub use text::{Email, Name, Password, PhraseList};
 pub use timezone::TimeZone;

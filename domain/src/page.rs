@@ -55,6 +55,43 @@ impl ScoreCursor {
     }
 }
 
+/// A cursor for lists ordered by an optional time, then id (nulls last):
+/// the time is kept exactly as stored, so equality holds on the way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeCursor {
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    pub id: Uuid,
+}
+
+impl TimeCursor {
+    pub fn encode(at: Option<chrono::DateTime<chrono::Utc>>, id: Uuid) -> String {
+        let at = at.map_or("none".to_string(), |t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+        });
+        URL_SAFE_NO_PAD.encode(format!("time:{at}:{id}"))
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError::new("after", "is not a cursor returned by this list");
+        let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let rest = text.strip_prefix("time:").ok_or_else(bad)?;
+        let (at, id) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let at = match at {
+            "none" => None,
+            t => Some(
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|_| bad())?
+                    .with_timezone(&chrono::Utc),
+            ),
+        };
+        Ok(TimeCursor {
+            at,
+            id: Uuid::parse_str(id).map_err(|_| bad())?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {
     pub first: u64,
@@ -90,6 +127,21 @@ mod tests {
         assert!(PageRequest::parse(Some(101), None).is_err());
         assert!(PageRequest::parse(Some(0), None).is_err());
         assert!(PageRequest::parse(Some(-5), None).is_err());
+    }
+
+    #[test]
+    fn time_cursors_round_trip_exactly() {
+        let id = Uuid::now_v7();
+        let at = chrono::Utc::now();
+        assert_eq!(
+            TimeCursor::parse(&TimeCursor::encode(Some(at), id)).unwrap(),
+            TimeCursor { at: Some(at), id }
+        );
+        assert_eq!(
+            TimeCursor::parse(&TimeCursor::encode(None, id)).unwrap(),
+            TimeCursor { at: None, id }
+        );
+        assert!(TimeCursor::parse("bogus").is_err());
     }
 
     #[test]

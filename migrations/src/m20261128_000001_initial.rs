@@ -309,6 +309,8 @@ impl MigrationTrait for Migration {
             .col(timestamp_with_time_zone_null(n("first_response_due_at")))
             .col(timestamp_with_time_zone_null(n("next_response_due_at")))
             .col(timestamp_with_time_zone_null(n("resolution_due_at")))
+            // The earliest deadline still running: the inbox's DUE order.
+            .col(timestamp_with_time_zone_null(n("due_at")))
             .col(timestamp_with_time_zone_null(n("first_responded_at")))
             .col(timestamp_with_time_zone_null(n("resolved_at")))
             .col(timestamp_with_time_zone(n("last_customer_message_at")))
@@ -347,7 +349,11 @@ impl MigrationTrait for Migration {
         m.create_table(t).await?;
         for (name, cols) in [
             ("inbox", &["agency_id", "workspace_id", "status", "id"][..]),
-            ("due", &["agency_id", "status", "first_response_due_at"][..]),
+            ("due", &["agency_id", "status", "due_at"][..]),
+            (
+                "workspace_due",
+                &["agency_id", "workspace_id", "due_at"][..],
+            ),
             ("priority", &["agency_id", "status", "priority_score"][..]),
             ("author", &["workspace_id", "author_id", "status"][..]),
         ] {

@@ -10,10 +10,11 @@ use rapport_domain::priority::{self, Breakdown, PriorityInput};
 use rapport_domain::sentiment;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
 };
 use serde_json::Value;
+use std::collections::HashSet;
 use uuid::Uuid;
 
 pub const OPEN: &str = "OPEN";
@@ -27,19 +28,37 @@ pub struct Touched {
     pub created: bool,
 }
 
-/// Stores one inbound message in each workspace it belongs to. Returns what
-/// was stored; an empty list means it was a duplicate everywhere.
-pub async fn store_inbound(
+/// Stores a payload's messages, each in every workspace it belongs to.
+/// Messages already stored are skipped (one query checks them all).
+/// Returns what was stored.
+pub async fn store_batch(
     txn: &DatabaseTransaction,
     ch: &channel::Model,
     kind: ChannelKind,
     workspaces: &[workspace::Model],
-    m: &Inbound,
+    msgs: &[Inbound],
 ) -> Result<Vec<Touched>, DbErr> {
+    let ids: Vec<&str> = msgs.iter().map(|m| m.external_id.as_str()).collect();
+    let mut seen: HashSet<(String, Uuid)> = HashSet::new();
+    for chunk in ids.chunks(500) {
+        let rows: Vec<(String, Uuid)> = message::Entity::find()
+            .select_only()
+            .column(message::Column::ExternalId)
+            .column(message::Column::WorkspaceId)
+            .filter(message::Column::ChannelId.eq(ch.id))
+            .filter(message::Column::ExternalId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        seen.extend(rows);
+    }
     let mut out = Vec::new();
-    for ws in targets(kind, ch, workspaces, &m.text) {
-        if let Some(t) = store_one(txn, ch, kind, ws, m).await? {
-            out.push(t);
+    for m in msgs {
+        for ws in targets(kind, ch, workspaces, &m.text) {
+            // Also catches the same id twice in one payload.
+            if seen.insert((m.external_id.clone(), ws.id)) {
+                out.push(store_new(txn, ch, kind, ws, m).await?);
+            }
         }
     }
     Ok(out)
@@ -91,6 +110,8 @@ fn strings(v: &Value) -> Vec<String> {
     serde_json::from_value(v.clone()).unwrap_or_default()
 }
 
+/// Stores one message in one workspace unless it is there already
+/// (`None`: a duplicate).
 pub async fn store_one(
     txn: &DatabaseTransaction,
     ch: &channel::Model,
@@ -107,6 +128,17 @@ pub async fn store_one(
     if exists.is_some() {
         return Ok(None);
     }
+    store_new(txn, ch, kind, ws, m).await.map(Some)
+}
+
+/// Stores a message known not to be stored yet.
+async fn store_new(
+    txn: &DatabaseTransaction,
+    ch: &channel::Model,
+    kind: ChannelKind,
+    ws: &workspace::Model,
+    m: &Inbound,
+) -> Result<Touched, DbErr> {
     let author = upsert_author(txn, ch.agency_id, kind, m).await?;
     let score = sentiment::compound(&m.text);
     let breakdown = priority::score(&PriorityInput {
@@ -152,11 +184,11 @@ pub async fn store_one(
     )
     .exec_without_returning(txn)
     .await?;
-    Ok(Some(Touched {
+    Ok(Touched {
         workspace_id: ws.id,
         conversation_id,
         created,
-    }))
+    })
 }
 
 async fn upsert_author(
@@ -206,21 +238,19 @@ async fn upsert_author(
         created_at: Set(now),
         updated_at: Set(now),
     })
+    // A concurrent insert of the same author is not an error: the row
+    // comes back either way, in one round trip.
     .on_conflict(
         OnConflict::columns([
             author::Column::AgencyId,
             author::Column::Platform,
             author::Column::ExternalId,
         ])
-        .do_nothing()
+        .update_column(author::Column::UpdatedAt)
         .to_owned(),
     )
-    .exec_without_returning(txn)
-    .await?;
-    find()
-        .one(txn)
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound("author vanished right after insert".into()))
+    .exec_with_returning(txn)
+    .await
 }
 
 /// Finds the conversation a message belongs to, or opens one; updates its
@@ -236,6 +266,27 @@ async fn thread(
     sentiment: f64,
     breakdown: &Breakdown,
 ) -> Result<(Uuid, bool), DbErr> {
+    // Concurrent jobs may carry messages of one author: serialise them per
+    // (workspace, author) so both do not open a conversation. SQLite's
+    // write transactions are serialised already.
+    if txn.get_database_backend() == DbBackend::Postgres {
+        let mut key = [0u8; 8];
+        for (i, b) in ws
+            .id
+            .as_bytes()
+            .iter()
+            .chain(author_id.as_bytes())
+            .enumerate()
+        {
+            key[i % 8] ^= b.rotate_left((i / 8) as u32);
+        }
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [i64::from_le_bytes(key).into()],
+        ))
+        .await?;
+    }
     // 1. A reply joins the thread of the message it answers (reopening it).
     let mut found: Option<conversation::Model> = None;
     if let Some(parent) = &m.in_reply_to
@@ -311,6 +362,7 @@ async fn thread(
                 first_response_due_at: Set(None),
                 next_response_due_at: Set(None),
                 resolution_due_at: Set(None),
+                due_at: Set(None),
                 first_responded_at: Set(None),
                 resolved_at: Set(None),
                 last_customer_message_at: Set(m.published_at),

@@ -2,6 +2,7 @@
 
 use crate::registry::{Permanent, Registry};
 use anyhow::Context;
+use futures_util::StreamExt;
 use rapport_store::Kv;
 use rapport_store::jobs::{DEAD_LETTERS, GROUP, STREAM};
 use redis::Value;
@@ -20,6 +21,8 @@ pub struct WorkerConfig {
     pub claim_idle: Duration,
     /// Deliveries after which a failing job goes to the dead-letter stream.
     pub max_deliveries: u64,
+    /// Jobs of one batch processed at the same time.
+    pub concurrency: usize,
 }
 
 impl Default for WorkerConfig {
@@ -34,6 +37,7 @@ impl Default for WorkerConfig {
             batch: 64,
             claim_idle: Duration::from_secs(60),
             max_deliveries: 5,
+            concurrency: 8,
         }
     }
 }
@@ -102,8 +106,20 @@ impl Worker {
                     _ = shutdown.changed() => break,
                 }
             }
-            for job in jobs {
-                self.process(&mut conn, &stream, job).await?;
+            // A batch runs concurrently; each job is acknowledged on its own
+            // when done, so a crash mid-batch redelivers only unfinished ones.
+            let this = &self;
+            let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(jobs)
+                .map(|job| {
+                    let mut conn = conn.clone();
+                    let stream = stream.clone();
+                    async move { this.process(&mut conn, &stream, job).await }
+                })
+                .buffer_unordered(self.config.concurrency.max(1))
+                .collect()
+                .await;
+            for r in results {
+                r?;
             }
         }
         tracing::info!(consumer = %self.config.consumer, "worker stopped");

@@ -11,10 +11,10 @@ use rapport_domain::ingest::{self, ChannelKind};
 use rapport_domain::{GlobalId, Kind};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
-use rapport_store::ingest::{Touched, store_inbound};
+use rapport_store::ingest::{Touched, store_batch};
 use rapport_store::raw_events::{FAILED, PROCESSED};
 use rapport_store::tenancy::begin_for_agency;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -59,15 +59,21 @@ impl Ingestor {
             }
         };
         let txn = begin_for_agency(&self.db, raw.agency_id).await?;
+        // The channel's own workspace (even archived: nothing is dropped),
+        // and for keyword-routed sources every active one of the agency.
+        let own = workspace::Column::Id.eq(ch.workspace_id);
         let workspaces = workspace::Entity::find()
             .filter(workspace::Column::AgencyId.eq(raw.agency_id))
-            .filter(workspace::Column::ArchivedAt.is_null())
+            .filter(if kind.routes_by_keywords() {
+                Condition::any()
+                    .add(own)
+                    .add(workspace::Column::ArchivedAt.is_null())
+            } else {
+                Condition::all().add(own)
+            })
             .all(&txn)
             .await?;
-        let mut touched = Vec::new();
-        for m in &inbound {
-            touched.extend(store_inbound(&txn, &ch, kind, &workspaces, m).await?);
-        }
+        let touched = store_batch(&txn, &ch, kind, &workspaces, &inbound).await?;
         // Conditional: of two workers racing on one event, one commits.
         let done = raw_event::Entity::update_many()
             .col_expr(raw_event::Column::Status, Expr::value(PROCESSED))

@@ -12,11 +12,11 @@ use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use rapport_domain::ingest::ChannelKind;
 use rapport_domain::priority::{Breakdown, PriorityLevel};
-use rapport_domain::{Kind, PageRequest, ScoreCursor};
+use rapport_domain::{Kind, PageRequest, ScoreCursor, TimeCursor};
 use rapport_store::entities::{author, channel, conversation, membership, message, raw_event};
 use rapport_store::jobs;
 use rapport_store::raw_events::{FAILED, PENDING};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, NullOrdering, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect, Set,
@@ -106,6 +106,8 @@ pub enum ConversationOrder {
     Priority,
     /// Most recently opened first.
     Newest,
+    /// Earliest running deadline first; conversations without one last.
+    Due,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -282,6 +284,10 @@ impl Conversation {
             .await
             .ok()
             .map(Member))
+    }
+    /// The earliest deadline still running, if any.
+    async fn due_at(&self) -> Option<DateTime<Utc>> {
+        self.0.due_at
     }
     async fn last_customer_message_at(&self) -> DateTime<Utc> {
         self.0.last_customer_message_at
@@ -509,6 +515,43 @@ impl ConversationQuery {
                 conn.edges.extend(rows.into_iter().map(|r| {
                     Edge::new(ScoreCursor::encode(r.priority_score, r.id), Conversation(r))
                 }));
+                Ok(conn)
+            }
+            ConversationOrder::Due => {
+                let page = PageRequest::parse(first, None)?;
+                if let Some(c) = after.as_deref().map(TimeCursor::parse).transpose()? {
+                    let after_id = conversation::Column::Id.gt(c.id);
+                    q = q.filter(match c.at {
+                        None => Condition::all()
+                            .add(conversation::Column::DueAt.is_null())
+                            .add(after_id),
+                        Some(due) => Condition::any()
+                            .add(conversation::Column::DueAt.gt(due))
+                            .add(
+                                Condition::all()
+                                    .add(conversation::Column::DueAt.eq(due))
+                                    .add(after_id),
+                            )
+                            .add(conversation::Column::DueAt.is_null()),
+                    });
+                }
+                let mut rows = q
+                    .order_by_with_nulls(
+                        conversation::Column::DueAt,
+                        sea_orm::Order::Asc,
+                        NullOrdering::Last,
+                    )
+                    .order_by_asc(conversation::Column::Id)
+                    .limit(page.first + 1)
+                    .all(db)
+                    .await?;
+                let has_next = rows.len() as u64 > page.first;
+                rows.truncate(page.first as usize);
+                let mut conn = Connection::new(after.is_some(), has_next);
+                conn.edges.extend(
+                    rows.into_iter()
+                        .map(|r| Edge::new(TimeCursor::encode(r.due_at, r.id), Conversation(r))),
+                );
                 Ok(conn)
             }
         }

@@ -23,6 +23,8 @@ pub struct Model {
     pub first_response_due_at: Option<DateTimeUtc>,
     pub next_response_due_at: Option<DateTimeUtc>,
     pub resolution_due_at: Option<DateTimeUtc>,
+    /// The earliest deadline still running (null: none).
+    pub due_at: Option<DateTimeUtc>,
     pub first_responded_at: Option<DateTimeUtc>,
     pub resolved_at: Option<DateTimeUtc>,
     pub last_customer_message_at: DateTimeUtc,

@@ -1,0 +1,222 @@
+//! End-to-end ingestion benchmark (not a test): signed GENERIC webhooks
+//! through the real HTTP endpoint, Redis and a separate `rapport worker`
+//! process into PostgreSQL. Prints sustained messages/second end to end,
+//! webhook response-time percentiles, and the worker's peak memory.
+//!
+//!     cargo bench --bench ingest
+//!
+//! Knobs (environment): BENCH_REQUESTS (default 3000), BENCH_EVENTS_PER_REQUEST
+//! (10), BENCH_CONCURRENCY (16), BENCH_WORKERS (1 worker process).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use rapport_domain::ingest::signature::generic_sign;
+use rapport_store::entities::message;
+use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    // Safe: no other threads exist yet.
+    unsafe { std::env::set_var("RAPPORT_TEST_BACKEND", "postgres") };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+async fn run() {
+    let requests = env_usize("BENCH_REQUESTS", 3000);
+    let per_request = env_usize("BENCH_EVENTS_PER_REQUEST", 10);
+    let concurrency = env_usize("BENCH_CONCURRENCY", 16);
+    let workers = env_usize("BENCH_WORKERS", 1);
+    let total = (requests * per_request) as u64;
+
+    let app = TestApp::start_with(|s| s.http_workers = Some(1)).await;
+    let s = app.sign_up("Bench", "bench@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            "mutation($w: ID!) { connectChannel(input: { workspaceId: $w, kind: GENERIC, name: \"load\", secret: \"generic-secret\" }) { webhookUrl } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let url = Arc::new(
+        d["connectChannel"]["webhookUrl"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+
+    let mut children: Vec<Child> = Vec::new();
+
+    let texts = [
+        "my order arrived cold and late, really disappointed",
+        "thanks for the quick help yesterday!",
+        "is the shop on Main Street open on Sunday?",
+        "charged twice, I want a refund asap",
+    ];
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+    // Sends `requests` signed requests (event ids from `offset`); returns latencies.
+    let send = async |offset: usize| {
+        let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let mut tasks = Vec::with_capacity(requests);
+        for r in 0..requests {
+            let events: Vec<_> = (0..per_request)
+                .map(|i| {
+                    let n = offset + r * per_request + i;
+                    json!({ "id": format!("ev-{n}"), "text": texts[n % texts.len()], "published_at": "2026-11-20T09:00:00Z",
+                            "author": { "id": format!("author-{}", n % 20_000), "followers": (n * 37) % 100_000 } })
+                })
+                .collect();
+            let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
+            let permit = sem.clone().acquire_owned().await.unwrap();
+            let (client, url) = (client.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
+                let t = Instant::now();
+                let resp = client
+                    .post(url.as_str())
+                    .header("x-rapport-signature", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let took = t.elapsed();
+                assert_eq!(resp.status(), 200);
+                drop(permit);
+                took
+            }));
+        }
+        let mut latencies = Vec::with_capacity(requests);
+        for t in tasks {
+            latencies.push(t.await.unwrap());
+        }
+        latencies.sort();
+        latencies
+    };
+    let stored = async || message::Entity::find().count(&app.state.db).await.unwrap();
+    let wait_for = async |target: u64, children: &[Child], peak_kb: &mut u64| {
+        loop {
+            for c in children {
+                *peak_kb = (*peak_kb).max(status_kb(c.id(), "VmHWM:"));
+            }
+            let n = stored().await;
+            if n >= target {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+
+    // 1. The receiver alone (no worker): what platforms see.
+    let t = Instant::now();
+    let alone = send(0).await;
+    let alone_rate = requests as f64 / t.elapsed().as_secs_f64();
+
+    // 2. The worker alone draining that backlog.
+    let mut peak_kb = 0;
+    let t = Instant::now();
+    children.extend((0..workers).map(|_| spawn_worker(&app)));
+    wait_for(total, &children, &mut peak_kb).await;
+    let drain = t.elapsed();
+    let cpu_ticks: u64 = children.iter().map(|c| cpu_ticks(c.id())).sum();
+
+    // 3. Both at once, end to end.
+    let t = Instant::now();
+    let loaded = send(requests * per_request).await;
+    wait_for(2 * total, &children, &mut peak_kb).await;
+    let end_to_end = t.elapsed();
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "ingest benchmark: {requests} webhook requests x {per_request} events = {total} messages per phase, {concurrency} concurrent clients, {workers} worker process(es), PostgreSQL, 2 cores shared by all"
+    );
+    println!(
+        "  1. receiver alone:   {alone_rate:.0} requests/s ({:.0} messages/s accepted); latency p50 {:.2} ms, p99 {:.2} ms",
+        alone_rate * per_request as f64,
+        ms(percentile(&alone, 0.5)),
+        ms(percentile(&alone, 0.99))
+    );
+    println!(
+        "  2. worker alone:     {:.0} messages/s stored ({total} in {:.1} s; worker CPU {:.1} s)",
+        total as f64 / drain.as_secs_f64(),
+        drain.as_secs_f64(),
+        cpu_ticks as f64 / 100.0
+    );
+    println!(
+        "  3. end to end:       {:.0} messages/s ({total} in {:.1} s); webhook latency under load p50 {:.2} ms, p99 {:.2} ms",
+        total as f64 / end_to_end.as_secs_f64(),
+        end_to_end.as_secs_f64(),
+        ms(percentile(&loaded, 0.5)),
+        ms(percentile(&loaded, 0.99))
+    );
+    println!(
+        "  worker peak memory:  {:.1} MiB (VmHWM)",
+        peak_kb as f64 / 1024.0
+    );
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after "pid (comm)".
+    fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn spawn_worker(app: &TestApp) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .arg("worker")
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", redis_url())
+        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
+        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
+        .env("RAPPORT_SECRET_KEY", SECRET_KEY)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rapport worker")
+}
