@@ -13,7 +13,7 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const REQUESTS: usize = 200;
+const REQUESTS: usize = 400;
 const PER_REQUEST: usize = 10;
 
 fn worker(app: &TestApp) -> Child {

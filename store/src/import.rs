@@ -4,7 +4,7 @@
 
 use crate::entities::{channel, workspace};
 use crate::errors::{StoreError, StoreResult};
-use crate::ingest::store_one;
+use crate::ingest::store_batch;
 use crate::tenancy::begin_for_agency;
 use chrono::Utc;
 use rapport_domain::ingest::{ChannelKind, generic};
@@ -101,13 +101,11 @@ pub async fn import_chunk(
             )),
         }
     }
+    let items: Vec<_> = parsed.iter().map(|m| (ws, m)).collect();
     let txn = begin_for_agency(db, ws.agency_id).await?;
-    for m in &parsed {
-        match store_one(&txn, ch, ChannelKind::Generic, ws, m).await? {
-            Some(_) => summary.accepted += 1,
-            None => summary.duplicates += 1,
-        }
-    }
+    let stored = store_batch(&txn, ch, ChannelKind::Generic, &items).await?;
     txn.commit().await?;
+    summary.accepted = stored.len();
+    summary.duplicates = parsed.len() - stored.len();
     Ok(summary)
 }

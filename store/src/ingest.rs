@@ -5,16 +5,16 @@
 
 use crate::entities::{author, channel, conversation, message, workspace};
 use chrono::Utc;
-use rapport_domain::ingest::{ChannelKind, Inbound, Visibility};
+use rapport_domain::ingest::{ChannelKind, Inbound, InboundAuthor, Visibility};
 use rapport_domain::priority::{self, Breakdown, PriorityInput};
 use rapport_domain::sentiment;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
+    EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, Set, Statement,
 };
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 pub const OPEN: &str = "OPEN";
@@ -28,19 +28,21 @@ pub struct Touched {
     pub created: bool,
 }
 
-/// Stores a payload's messages, each in every workspace it belongs to.
-/// Messages already stored are skipped (one query checks them all).
-/// Returns what was stored.
+/// Stores a payload's messages, each `(workspace, message)` pair once:
+/// pairs already stored are skipped. A handful of queries per payload, not
+/// per message: one dedup check, one author lookup and insert, one lookup
+/// each of parents and open conversations, then multi-row inserts and one
+/// update per changed conversation. Returns what was stored.
 pub async fn store_batch(
     txn: &DatabaseTransaction,
     ch: &channel::Model,
     kind: ChannelKind,
-    workspaces: &[workspace::Model],
-    msgs: &[Inbound],
+    items: &[(&workspace::Model, &Inbound)],
 ) -> Result<Vec<Touched>, DbErr> {
-    let ids: Vec<&str> = msgs.iter().map(|m| m.external_id.as_str()).collect();
+    // 1. Deduplicate against the database and within the payload.
+    let ext_ids: Vec<&str> = unique(items.iter().map(|(_, m)| m.external_id.as_str()));
     let mut seen: HashSet<(String, Uuid)> = HashSet::new();
-    for chunk in ids.chunks(500) {
+    for chunk in ext_ids.chunks(CHUNK) {
         let rows: Vec<(String, Uuid)> = message::Entity::find()
             .select_only()
             .column(message::Column::ExternalId)
@@ -52,16 +54,426 @@ pub async fn store_batch(
             .await?;
         seen.extend(rows);
     }
-    let mut out = Vec::new();
-    for m in msgs {
-        for ws in targets(kind, ch, workspaces, &m.text) {
-            // Also catches the same id twice in one payload.
-            if seen.insert((m.external_id.clone(), ws.id)) {
-                out.push(store_new(txn, ch, kind, ws, m).await?);
+    let todo: Vec<(&workspace::Model, &Inbound)> = items
+        .iter()
+        .filter(|(ws, m)| seen.insert((m.external_id.clone(), ws.id)))
+        .copied()
+        .collect();
+    if todo.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    // 2. Authors, inserted or refreshed.
+    let authors =
+        upsert_authors(txn, ch.agency_id, kind, todo.iter().map(|(_, m)| &m.author)).await?;
+    let author_of = |m: &Inbound| authors[&m.author.external_id].id;
+    let ws_ids: Vec<Uuid> = unique(todo.iter().map(|(ws, _)| ws.id));
+    let author_ids: Vec<Uuid> = unique(todo.iter().map(|(_, m)| author_of(m)));
+
+    // 3. Concurrent payloads may carry the same authors: serialise per
+    //    (workspace, author), all locks at once in a fixed order (no
+    //    deadlocks). SQLite's write transactions are serialised already.
+    if txn.get_database_backend() == DbBackend::Postgres {
+        let mut keys: Vec<i64> = todo
+            .iter()
+            .map(|(ws, m)| lock_key(ws.id, author_of(m)))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k",
+            [keys.into()],
+        ))
+        .await?;
+    }
+
+    // 4. Conversations the messages may join: those of the messages they
+    //    answer, and their authors' open ones.
+    let parents: Vec<&str> = unique(todo.iter().filter_map(|(_, m)| m.in_reply_to.as_deref()));
+    let mut parent_conv: HashMap<(String, Uuid), Uuid> = HashMap::new();
+    for chunk in parents.chunks(CHUNK) {
+        let rows: Vec<(String, Uuid, Uuid)> = message::Entity::find()
+            .select_only()
+            .column(message::Column::ExternalId)
+            .column(message::Column::WorkspaceId)
+            .column(message::Column::ConversationId)
+            .filter(message::Column::ChannelId.eq(ch.id))
+            .filter(message::Column::ExternalId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        parent_conv.extend(rows.into_iter().map(|(e, w, c)| ((e, w), c)));
+    }
+    let mut convs: HashMap<Uuid, Conv> = HashMap::new();
+    let wanted: Vec<Uuid> = unique(parent_conv.values().copied());
+    for chunk in wanted.chunks(CHUNK) {
+        for c in conversation::Entity::find()
+            .filter(conversation::Column::Id.is_in(chunk.iter().copied()))
+            .all(txn)
+            .await?
+        {
+            convs.insert(c.id, Conv::existing(c));
+        }
+    }
+    let mut open: HashMap<OpenKey, Uuid> = HashMap::new();
+    // Feed entries stand alone: their "author" is often the feed itself.
+    if kind != ChannelKind::Feed {
+        for chunk in author_ids.chunks(CHUNK) {
+            for c in conversation::Entity::find()
+                .filter(conversation::Column::WorkspaceId.is_in(ws_ids.iter().copied()))
+                .filter(conversation::Column::AuthorId.is_in(chunk.iter().copied()))
+                .filter(conversation::Column::Status.is_in([OPEN, PENDING_CUSTOMER]))
+                .all(txn)
+                .await?
+            {
+                open.entry(OpenKey::of(&c)).or_insert(c.id);
+                convs.entry(c.id).or_insert_with(|| Conv::existing(c));
             }
         }
     }
-    Ok(out)
+
+    // 5. Thread each message, in payload order, and rank its conversation.
+    let now = Utc::now();
+    let mut here: HashMap<(String, Uuid), Uuid> = HashMap::new();
+    let mut new_order = Vec::new();
+    let mut messages = Vec::with_capacity(todo.len());
+    let mut touched = Vec::with_capacity(todo.len());
+    for (ws, m) in &todo {
+        let author_id = author_of(m);
+        let score = sentiment::compound(&m.text);
+        let breakdown = priority::score(&PriorityInput {
+            sentiment: score,
+            followers: m.author.followers,
+            verified: m.author.verified,
+            visibility: m.visibility,
+            text: &m.text,
+            urgency_keywords: &strings(&ws.urgency_keywords),
+        });
+        let key = OpenKey::new(ws.id, author_id, m.visibility, ch.id);
+        let joined = m
+            .in_reply_to
+            .as_ref()
+            .and_then(|p| {
+                let k = (p.clone(), ws.id);
+                here.get(&k).or_else(|| parent_conv.get(&k)).copied()
+            })
+            .or_else(|| {
+                (kind != ChannelKind::Feed)
+                    .then(|| open.get(&key).copied())
+                    .flatten()
+            });
+        let (conversation_id, created) = match joined.and_then(|id| convs.get_mut(&id)) {
+            Some(c) => {
+                c.join(m, score, &breakdown, now);
+                (c.model.id, false)
+            }
+            None => {
+                let c = Conv::new(ch, ws.id, author_id, m, score, &breakdown, now)?;
+                let id = c.model.id;
+                if kind != ChannelKind::Feed {
+                    open.insert(key, id);
+                }
+                convs.insert(id, c);
+                new_order.push(id);
+                (id, true)
+            }
+        };
+        here.insert((m.external_id.clone(), ws.id), conversation_id);
+        messages.push(message::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            agency_id: Set(ch.agency_id),
+            workspace_id: Set(ws.id),
+            conversation_id: Set(conversation_id),
+            channel_id: Set(ch.id),
+            author_id: Set(Some(author_id)),
+            external_id: Set(m.external_id.clone()),
+            in_reply_to_external_id: Set(m.in_reply_to.clone()),
+            direction: Set("INBOUND".into()),
+            visibility: Set(m.visibility.as_str().into()),
+            body: Set(m.text.clone()),
+            sentiment: Set(Some(score)),
+            published_at: Set(m.published_at),
+            received_at: Set(now),
+            template_id: Set(None),
+            sent_by_membership_id: Set(None),
+            delivery_status: Set(None),
+            delivery_error: Set(None),
+            created_at: Set(now),
+        });
+        touched.push(Touched {
+            workspace_id: ws.id,
+            conversation_id,
+            created,
+        });
+    }
+
+    // 6. Write: new conversations, changed ones, then the messages.
+    let mut fresh: Vec<conversation::ActiveModel> = Vec::with_capacity(new_order.len());
+    for id in &new_order {
+        if let Some(c) = convs.remove(id) {
+            fresh.push(c.model.into_active_model().reset_all());
+        }
+    }
+    for chunk in fresh.chunks(CHUNK / 2) {
+        conversation::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for c in convs.into_values().filter(|c| c.dirty) {
+        c.save(txn).await?;
+    }
+    for chunk in messages.chunks(CHUNK / 2) {
+        message::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([
+                    message::Column::ChannelId,
+                    message::Column::ExternalId,
+                    message::Column::WorkspaceId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(touched)
+}
+
+/// Rows per multi-row statement (bind-parameter limits of both backends).
+const CHUNK: usize = 500;
+
+fn unique<T: Clone + Eq + std::hash::Hash>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = HashSet::new();
+    it.filter(|x| seen.insert(x.clone())).collect()
+}
+
+fn lock_key(ws: Uuid, author: Uuid) -> i64 {
+    let mut key = [0u8; 8];
+    for (i, b) in ws.as_bytes().iter().chain(author.as_bytes()).enumerate() {
+        key[i % 8] ^= b.rotate_left((i / 8) as u32);
+    }
+    i64::from_le_bytes(key)
+}
+
+/// Which open conversation a new message joins: the author's public one in
+/// the workspace, or their private one on this channel.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct OpenKey {
+    workspace: Uuid,
+    author: Uuid,
+    private_channel: Option<Uuid>,
+}
+
+impl OpenKey {
+    fn new(workspace: Uuid, author: Uuid, visibility: Visibility, channel: Uuid) -> Self {
+        Self {
+            workspace,
+            author,
+            private_channel: (visibility == Visibility::Private).then_some(channel),
+        }
+    }
+
+    fn of(c: &conversation::Model) -> Self {
+        let vis = if c.visibility == Visibility::Private.as_str() {
+            Visibility::Private
+        } else {
+            Visibility::Public
+        };
+        Self::new(c.workspace_id, c.author_id, vis, c.channel_id)
+    }
+}
+
+/// A conversation being changed by this payload.
+struct Conv {
+    model: conversation::Model,
+    dirty: bool,
+}
+
+impl Conv {
+    fn existing(model: conversation::Model) -> Self {
+        Self {
+            model,
+            dirty: false,
+        }
+    }
+
+    fn new(
+        ch: &channel::Model,
+        workspace_id: Uuid,
+        author_id: Uuid,
+        m: &Inbound,
+        sentiment: f64,
+        breakdown: &Breakdown,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Self, DbErr> {
+        Ok(Self {
+            dirty: false,
+            model: conversation::Model {
+                id: Uuid::now_v7(),
+                agency_id: ch.agency_id,
+                workspace_id,
+                channel_id: ch.id,
+                author_id,
+                parent_conversation_id: None,
+                status: OPEN.into(),
+                visibility: m.visibility.as_str().into(),
+                priority: breakdown.level.as_str().into(),
+                priority_score: breakdown.score,
+                priority_breakdown: breakdown_json(breakdown)?,
+                sentiment: Some(sentiment),
+                assignee_membership_id: None,
+                sla_policy_id: None,
+                sla_targets: None,
+                first_response_due_at: None,
+                next_response_due_at: None,
+                resolution_due_at: None,
+                due_at: None,
+                first_responded_at: None,
+                resolved_at: None,
+                last_customer_message_at: m.published_at,
+                recovered: false,
+                created_at: now,
+                updated_at: now,
+            },
+        })
+    }
+
+    /// Another customer message in this conversation: rank by its most
+    /// urgent message, follow the latest sentiment, and reopen it (the
+    /// customer spoke, the ball is in the agency's court again).
+    fn join(
+        &mut self,
+        m: &Inbound,
+        sentiment: f64,
+        breakdown: &Breakdown,
+        now: chrono::DateTime<Utc>,
+    ) {
+        let c = &mut self.model;
+        if breakdown.score > c.priority_score
+            && let Ok(json) = breakdown_json(breakdown)
+        {
+            c.priority = breakdown.level.as_str().into();
+            c.priority_score = breakdown.score;
+            c.priority_breakdown = json;
+        }
+        c.sentiment = Some(sentiment);
+        if m.published_at > c.last_customer_message_at {
+            c.last_customer_message_at = m.published_at;
+        }
+        if c.status != OPEN {
+            c.status = OPEN.into();
+            c.resolved_at = None;
+        }
+        c.updated_at = now;
+        self.dirty = true;
+    }
+
+    async fn save(self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        let c = self.model;
+        let mut am = conversation::ActiveModel {
+            id: sea_orm::ActiveValue::Unchanged(c.id),
+            ..Default::default()
+        };
+        am.priority = Set(c.priority);
+        am.priority_score = Set(c.priority_score);
+        am.priority_breakdown = Set(c.priority_breakdown);
+        am.sentiment = Set(c.sentiment);
+        am.last_customer_message_at = Set(c.last_customer_message_at);
+        am.status = Set(c.status);
+        am.resolved_at = Set(c.resolved_at);
+        am.updated_at = Set(c.updated_at);
+        am.update(txn).await.map(|_| ())
+    }
+}
+
+fn breakdown_json(b: &Breakdown) -> Result<Value, DbErr> {
+    serde_json::to_value(b).map_err(|e| DbErr::Custom(e.to_string()))
+}
+
+/// Looks authors up by platform id, inserts the new ones (a concurrent
+/// insert of the same author is not an error) and refreshes changed ones.
+async fn upsert_authors<'a>(
+    txn: &DatabaseTransaction,
+    agency_id: Uuid,
+    kind: ChannelKind,
+    incoming: impl Iterator<Item = &'a InboundAuthor>,
+) -> Result<HashMap<String, author::Model>, DbErr> {
+    let mut latest: HashMap<&str, &InboundAuthor> = HashMap::new();
+    for a in incoming {
+        latest.insert(a.external_id.as_str(), a);
+    }
+    let ids: Vec<&str> = latest.keys().copied().collect();
+    let mut found: HashMap<String, author::Model> = HashMap::new();
+    for chunk in ids.chunks(CHUNK) {
+        for a in author::Entity::find()
+            .filter(author::Column::AgencyId.eq(agency_id))
+            .filter(author::Column::Platform.eq(kind.as_str()))
+            .filter(author::Column::ExternalId.is_in(chunk.iter().copied()))
+            .all(txn)
+            .await?
+        {
+            found.insert(a.external_id.clone(), a);
+        }
+    }
+    let now = Utc::now();
+    let followers = |a: &InboundAuthor| i64::try_from(a.followers).unwrap_or(i64::MAX);
+    let mut missing = Vec::new();
+    for (id, a) in &latest {
+        match found.get(*id) {
+            None => missing.push(author::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                agency_id: Set(agency_id),
+                platform: Set(kind.as_str().into()),
+                external_id: Set(a.external_id.clone()),
+                handle: Set(a.handle.clone()),
+                display_name: Set(a.name.clone()),
+                follower_count: Set(followers(a)),
+                verified: Set(a.verified),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }),
+            Some(existing) => {
+                let changed = existing.handle != a.handle
+                    || (a.name.is_some() && existing.display_name != a.name)
+                    // Platforms without counts send 0: keep what we knew.
+                    || (followers(a) > 0 && existing.follower_count != followers(a))
+                    || existing.verified != a.verified;
+                if changed {
+                    let mut am = existing.clone().into_active_model();
+                    am.handle = Set(a.handle.clone());
+                    if a.name.is_some() {
+                        am.display_name = Set(a.name.clone());
+                    }
+                    if followers(a) > 0 {
+                        am.follower_count = Set(followers(a));
+                    }
+                    am.verified = Set(a.verified);
+                    am.updated_at = Set(now);
+                    let updated = am.update(txn).await?;
+                    found.insert(updated.external_id.clone(), updated);
+                }
+            }
+        }
+    }
+    for chunk in missing.chunks(CHUNK / 2) {
+        for a in author::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([
+                    author::Column::AgencyId,
+                    author::Column::Platform,
+                    author::Column::ExternalId,
+                ])
+                .update_column(author::Column::UpdatedAt)
+                .to_owned(),
+            )
+            .exec_with_returning(txn)
+            .await?
+        {
+            found.insert(a.external_id.clone(), a);
+        }
+    }
+    Ok(found)
 }
 
 /// Where one message lands: its channel's workspace, or for keyword-routed
@@ -108,273 +520,6 @@ pub fn mentions(text: &str, keyword: &str) -> bool {
 
 fn strings(v: &Value) -> Vec<String> {
     serde_json::from_value(v.clone()).unwrap_or_default()
-}
-
-/// Stores one message in one workspace unless it is there already
-/// (`None`: a duplicate).
-pub async fn store_one(
-    txn: &DatabaseTransaction,
-    ch: &channel::Model,
-    kind: ChannelKind,
-    ws: &workspace::Model,
-    m: &Inbound,
-) -> Result<Option<Touched>, DbErr> {
-    let exists = message::Entity::find()
-        .filter(message::Column::ChannelId.eq(ch.id))
-        .filter(message::Column::ExternalId.eq(&m.external_id))
-        .filter(message::Column::WorkspaceId.eq(ws.id))
-        .one(txn)
-        .await?;
-    if exists.is_some() {
-        return Ok(None);
-    }
-    store_new(txn, ch, kind, ws, m).await.map(Some)
-}
-
-/// Stores a message known not to be stored yet.
-async fn store_new(
-    txn: &DatabaseTransaction,
-    ch: &channel::Model,
-    kind: ChannelKind,
-    ws: &workspace::Model,
-    m: &Inbound,
-) -> Result<Touched, DbErr> {
-    let author = upsert_author(txn, ch.agency_id, kind, m).await?;
-    let score = sentiment::compound(&m.text);
-    let breakdown = priority::score(&PriorityInput {
-        sentiment: score,
-        followers: m.author.followers,
-        verified: m.author.verified,
-        visibility: m.visibility,
-        text: &m.text,
-        urgency_keywords: &strings(&ws.urgency_keywords),
-    });
-    let now = Utc::now();
-    let (conversation_id, created) =
-        thread(txn, ch, kind, ws, author.id, m, score, &breakdown).await?;
-    message::Entity::insert(message::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        agency_id: Set(ch.agency_id),
-        workspace_id: Set(ws.id),
-        conversation_id: Set(conversation_id),
-        channel_id: Set(ch.id),
-        author_id: Set(Some(author.id)),
-        external_id: Set(m.external_id.clone()),
-        in_reply_to_external_id: Set(m.in_reply_to.clone()),
-        direction: Set("INBOUND".into()),
-        visibility: Set(m.visibility.as_str().into()),
-        body: Set(m.text.clone()),
-        sentiment: Set(Some(score)),
-        published_at: Set(m.published_at),
-        received_at: Set(now),
-        template_id: Set(None),
-        sent_by_membership_id: Set(None),
-        delivery_status: Set(None),
-        delivery_error: Set(None),
-        created_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::columns([
-            message::Column::ChannelId,
-            message::Column::ExternalId,
-            message::Column::WorkspaceId,
-        ])
-        .do_nothing()
-        .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    Ok(Touched {
-        workspace_id: ws.id,
-        conversation_id,
-        created,
-    })
-}
-
-async fn upsert_author(
-    txn: &DatabaseTransaction,
-    agency_id: Uuid,
-    kind: ChannelKind,
-    m: &Inbound,
-) -> Result<author::Model, DbErr> {
-    let now = Utc::now();
-    let find = || {
-        author::Entity::find()
-            .filter(author::Column::AgencyId.eq(agency_id))
-            .filter(author::Column::Platform.eq(kind.as_str()))
-            .filter(author::Column::ExternalId.eq(&m.author.external_id))
-    };
-    if let Some(existing) = find().one(txn).await? {
-        let followers = i64::try_from(m.author.followers).unwrap_or(i64::MAX);
-        let changed = existing.handle != m.author.handle
-            || (m.author.name.is_some() && existing.display_name != m.author.name)
-            || (followers > 0 && existing.follower_count != followers)
-            || existing.verified != m.author.verified;
-        if !changed {
-            return Ok(existing);
-        }
-        let mut am = existing.into_active_model();
-        am.handle = Set(m.author.handle.clone());
-        if m.author.name.is_some() {
-            am.display_name = Set(m.author.name.clone());
-        }
-        // Platforms without counts send 0: keep what we knew.
-        if followers > 0 {
-            am.follower_count = Set(followers);
-        }
-        am.verified = Set(m.author.verified);
-        am.updated_at = Set(now);
-        return am.update(txn).await;
-    }
-    author::Entity::insert(author::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        agency_id: Set(agency_id),
-        platform: Set(kind.as_str().into()),
-        external_id: Set(m.author.external_id.clone()),
-        handle: Set(m.author.handle.clone()),
-        display_name: Set(m.author.name.clone()),
-        follower_count: Set(i64::try_from(m.author.followers).unwrap_or(i64::MAX)),
-        verified: Set(m.author.verified),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    // A concurrent insert of the same author is not an error: the row
-    // comes back either way, in one round trip.
-    .on_conflict(
-        OnConflict::columns([
-            author::Column::AgencyId,
-            author::Column::Platform,
-            author::Column::ExternalId,
-        ])
-        .update_column(author::Column::UpdatedAt)
-        .to_owned(),
-    )
-    .exec_with_returning(txn)
-    .await
-}
-
-/// Finds the conversation a message belongs to, or opens one; updates its
-/// ranking. Returns (conversation id, newly created).
-#[allow(clippy::too_many_arguments)]
-async fn thread(
-    txn: &DatabaseTransaction,
-    ch: &channel::Model,
-    kind: ChannelKind,
-    ws: &workspace::Model,
-    author_id: Uuid,
-    m: &Inbound,
-    sentiment: f64,
-    breakdown: &Breakdown,
-) -> Result<(Uuid, bool), DbErr> {
-    // Concurrent jobs may carry messages of one author: serialise them per
-    // (workspace, author) so both do not open a conversation. SQLite's
-    // write transactions are serialised already.
-    if txn.get_database_backend() == DbBackend::Postgres {
-        let mut key = [0u8; 8];
-        for (i, b) in ws
-            .id
-            .as_bytes()
-            .iter()
-            .chain(author_id.as_bytes())
-            .enumerate()
-        {
-            key[i % 8] ^= b.rotate_left((i / 8) as u32);
-        }
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock($1)",
-            [i64::from_le_bytes(key).into()],
-        ))
-        .await?;
-    }
-    // 1. A reply joins the thread of the message it answers (reopening it).
-    let mut found: Option<conversation::Model> = None;
-    if let Some(parent) = &m.in_reply_to
-        && let Some(pm) = message::Entity::find()
-            .filter(message::Column::WorkspaceId.eq(ws.id))
-            .filter(message::Column::ChannelId.eq(ch.id))
-            .filter(message::Column::ExternalId.eq(parent))
-            .one(txn)
-            .await?
-    {
-        found = conversation::Entity::find_by_id(pm.conversation_id)
-            .one(txn)
-            .await?;
-    }
-    // 2. Otherwise the author's open conversation in this workspace: a
-    //    private one on this channel for DMs, any public one for mentions.
-    //    Feed entries stand alone: their "author" is often the feed itself.
-    if found.is_none() && kind != ChannelKind::Feed {
-        let mut q = conversation::Entity::find()
-            .filter(conversation::Column::WorkspaceId.eq(ws.id))
-            .filter(conversation::Column::AuthorId.eq(author_id))
-            .filter(conversation::Column::Status.is_in([OPEN, PENDING_CUSTOMER]))
-            .filter(conversation::Column::Visibility.eq(m.visibility.as_str()));
-        if m.visibility == Visibility::Private {
-            q = q.filter(conversation::Column::ChannelId.eq(ch.id));
-        }
-        found = q.order_by_desc(conversation::Column::Id).one(txn).await?;
-    }
-    let now = Utc::now();
-    let breakdown_json =
-        serde_json::to_value(breakdown).map_err(|e| DbErr::Custom(e.to_string()))?;
-    match found {
-        Some(c) => {
-            let id = c.id;
-            let raise = breakdown.score > c.priority_score;
-            let mut am = c.clone().into_active_model();
-            if raise {
-                am.priority = Set(breakdown.level.as_str().into());
-                am.priority_score = Set(breakdown.score);
-                am.priority_breakdown = Set(breakdown_json);
-            }
-            am.sentiment = Set(Some(sentiment));
-            if m.published_at > c.last_customer_message_at {
-                am.last_customer_message_at = Set(m.published_at);
-            }
-            // The customer spoke: the ball is in the agency's court again.
-            if c.status != OPEN {
-                am.status = Set(OPEN.into());
-                am.resolved_at = Set(None);
-            }
-            am.updated_at = Set(now);
-            am.update(txn).await?;
-            Ok((id, false))
-        }
-        None => {
-            let id = Uuid::now_v7();
-            conversation::ActiveModel {
-                id: Set(id),
-                agency_id: Set(ch.agency_id),
-                workspace_id: Set(ws.id),
-                channel_id: Set(ch.id),
-                author_id: Set(author_id),
-                parent_conversation_id: Set(None),
-                status: Set(OPEN.into()),
-                visibility: Set(m.visibility.as_str().into()),
-                priority: Set(breakdown.level.as_str().into()),
-                priority_score: Set(breakdown.score),
-                priority_breakdown: Set(breakdown_json),
-                sentiment: Set(Some(sentiment)),
-                assignee_membership_id: Set(None),
-                sla_policy_id: Set(None),
-                sla_targets: Set(None),
-                first_response_due_at: Set(None),
-                next_response_due_at: Set(None),
-                resolution_due_at: Set(None),
-                due_at: Set(None),
-                first_responded_at: Set(None),
-                resolved_at: Set(None),
-                last_customer_message_at: Set(m.published_at),
-                recovered: Set(false),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }
-            .insert(txn)
-            .await?;
-            Ok((id, true))
-        }
-    }
 }
 
 #[cfg(test)]

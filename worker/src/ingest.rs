@@ -11,7 +11,7 @@ use rapport_domain::ingest::{self, ChannelKind};
 use rapport_domain::{GlobalId, Kind};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
-use rapport_store::ingest::{Touched, store_batch};
+use rapport_store::ingest::{Touched, store_batch, targets};
 use rapport_store::raw_events::{FAILED, PROCESSED};
 use rapport_store::tenancy::begin_for_agency;
 use sea_orm::sea_query::{Condition, Expr};
@@ -73,7 +73,15 @@ impl Ingestor {
             })
             .all(&txn)
             .await?;
-        let touched = store_batch(&txn, &ch, kind, &workspaces, &inbound).await?;
+        let items: Vec<_> = inbound
+            .iter()
+            .flat_map(|m| {
+                targets(kind, &ch, &workspaces, &m.text)
+                    .into_iter()
+                    .map(move |ws| (ws, m))
+            })
+            .collect();
+        let touched = store_batch(&txn, &ch, kind, &items).await?;
         // Conditional: of two workers racing on one event, one commits.
         let done = raw_event::Entity::update_many()
             .col_expr(raw_event::Column::Status, Expr::value(PROCESSED))
