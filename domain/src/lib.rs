@@ -1,6 +1,7 @@
 //! Pure domain logic shared by the API and the worker. No HTTP, SQL or Redis here:
 //! every type is built through a `parse` that can fail, and trusted afterwards.
 
+pub mod calendar;
 pub mod channel;
 pub mod crypto;
 pub mod error;

@@ -1,0 +1,362 @@
+//! Business time: opening hours per weekday (several periods a day,
+//! overnight shifts allowed), dated holidays (one-off or yearly), in an IANA
+//! time zone. `add_minutes` moves an instant forward by N open minutes,
+//! across DST changes, weekends and holidays; it agrees with counting open
+//! minutes one by one (property-tested below).
+
+use crate::{ParseError, TimeZone};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone as _,
+    Utc, Weekday,
+};
+use chrono_tz::Tz;
+
+const DAY_MIN: u32 = 24 * 60;
+
+/// One opening period: minutes from local midnight. `end > DAY_MIN` means
+/// it runs past midnight into the next day (an overnight shift).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub start: u32,
+    pub end: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holiday {
+    On(NaiveDate),
+    /// Every year on this month and day (Feb 29 only in leap years).
+    Yearly {
+        month: u32,
+        day: u32,
+    },
+}
+
+impl Holiday {
+    fn matches(&self, d: NaiveDate) -> bool {
+        match *self {
+            Holiday::On(x) => x == d,
+            Holiday::Yearly { month, day } => d.month() == month && d.day() == day,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusinessCalendar {
+    tz: Tz,
+    /// Monday first.
+    week: [Vec<Period>; 7],
+    holidays: Vec<Holiday>,
+}
+
+/// Parses "HH:MM" ("24:00" allowed as a closing time).
+pub fn parse_time(field: &'static str, raw: &str) -> Result<u32, ParseError> {
+    let bad = || ParseError::new(field, format!("{raw:?} is not a time like 09:30"));
+    let (h, m) = raw.trim().split_once(':').ok_or_else(bad)?;
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if m > 59 || h > 24 || (h == 24 && m != 0) {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+pub fn parse_weekday(raw: &str) -> Result<Weekday, ParseError> {
+    raw.parse::<Weekday>()
+        .map_err(|_| ParseError::new("weeklyHours", format!("unknown day {raw:?}")))
+}
+
+impl BusinessCalendar {
+    /// `periods`: (weekday, opens, closes) with times in minutes; closing
+    /// at or before opening means an overnight shift. `holidays` as given.
+    pub fn new(
+        tz: TimeZone,
+        periods: &[(Weekday, u32, u32)],
+        holidays: Vec<Holiday>,
+    ) -> Result<Self, ParseError> {
+        let mut week: [Vec<Period>; 7] = Default::default();
+        if periods.len() > 70 {
+            return Err(ParseError::new("weeklyHours", "at most 70 periods"));
+        }
+        for &(day, opens, closes) in periods {
+            if opens >= DAY_MIN {
+                return Err(ParseError::new(
+                    "weeklyHours",
+                    "a period cannot open at 24:00",
+                ));
+            }
+            let end = if closes > opens {
+                closes
+            } else {
+                closes + DAY_MIN
+            };
+            if end == opens {
+                return Err(ParseError::new("weeklyHours", "a period must not be empty"));
+            }
+            week[day.num_days_from_monday() as usize].push(Period { start: opens, end });
+        }
+        if holidays.len() > 1000 {
+            return Err(ParseError::new("holidays", "at most 1000 holidays"));
+        }
+        for w in &mut week {
+            w.sort_by_key(|p| p.start);
+        }
+        Ok(Self {
+            tz: tz.tz(),
+            week,
+            holidays,
+        })
+    }
+
+    pub fn tz(&self) -> Tz {
+        self.tz
+    }
+
+    fn is_holiday(&self, d: NaiveDate) -> bool {
+        self.holidays.iter().any(|h| h.matches(d))
+    }
+
+    /// The first instant at or after a local time (skips DST gaps; takes
+    /// the earlier of two instants in a repeated hour).
+    fn instant(&self, local: NaiveDateTime) -> DateTime<Utc> {
+        let mut t = local;
+        for _ in 0..=240 {
+            match self.tz.from_local_datetime(&t) {
+                LocalResult::Single(x) => return x.with_timezone(&Utc),
+                LocalResult::Ambiguous(a, _) => return a.with_timezone(&Utc),
+                LocalResult::None => t += Duration::minutes(1),
+            }
+        }
+        Utc.from_utc_datetime(&local)
+    }
+
+    /// Open intervals (UTC) of periods starting on local dates
+    /// `from ..from+days`, sorted by start. They may overlap.
+    fn intervals(&self, from: NaiveDate, days: i64) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let mut out = Vec::new();
+        for i in 0..days {
+            let d = from + Duration::days(i);
+            if self.is_holiday(d) {
+                continue;
+            }
+            let midnight = d.and_time(NaiveTime::MIN);
+            for p in &self.week[d.weekday().num_days_from_monday() as usize] {
+                let s = self.instant(midnight + Duration::minutes(p.start as i64));
+                let e = self.instant(midnight + Duration::minutes(p.end as i64));
+                if e > s {
+                    out.push((s, e));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn local_date(&self, t: DateTime<Utc>) -> NaiveDate {
+        t.with_timezone(&self.tz).date_naive()
+    }
+
+    pub fn is_open(&self, t: DateTime<Utc>) -> bool {
+        let d = self.local_date(t) - Duration::days(2);
+        self.intervals(d, 4).iter().any(|(s, e)| *s <= t && t < *e)
+    }
+
+    /// `start` plus `minutes` of open time; None when the calendar has no
+    /// open time in the next three years.
+    pub fn add_minutes(&self, start: DateTime<Utc>, minutes: u32) -> Option<DateTime<Utc>> {
+        let mut left = Duration::minutes(minutes as i64);
+        let mut t = start;
+        // Overnight periods of the previous day may still be running.
+        let mut day = self.local_date(start) - Duration::days(1);
+        const WINDOW: i64 = 28;
+        for _ in 0..(3 * 366 / WINDOW + 2) {
+            for (s, e) in self.intervals(day, WINDOW) {
+                let s = s.max(t);
+                if e <= s {
+                    continue;
+                }
+                if left.is_zero() {
+                    return Some(t.max(start));
+                }
+                if e - s >= left {
+                    return Some(s + left);
+                }
+                left -= e - s;
+                t = e;
+            }
+            day += Duration::days(WINDOW);
+        }
+        if left.is_zero() { Some(start) } else { None }
+    }
+
+    /// Open minutes in `[from, to)` (fractions of a minute count).
+    pub fn open_minutes_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+        if to <= from {
+            return 0.0;
+        }
+        let mut t = from;
+        let mut total = Duration::zero();
+        let days = (to - from).num_days() + 3;
+        for (s, e) in self.intervals(self.local_date(from) - Duration::days(1), days) {
+            let (s, e) = (s.max(t), e.min(to));
+            if e > s {
+                total += e - s;
+                t = e;
+            }
+        }
+        total.num_seconds() as f64 / 60.0
+    }
+}
+
+/// How a deadline counts: every minute, or open minutes of a calendar.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Clock {
+    Calendar24x7,
+    Business(BusinessCalendar),
+}
+
+impl Clock {
+    pub fn add_minutes(&self, start: DateTime<Utc>, minutes: u32) -> Option<DateTime<Utc>> {
+        match self {
+            Clock::Calendar24x7 => Some(start + Duration::minutes(minutes as i64)),
+            Clock::Business(c) => c.add_minutes(start, minutes),
+        }
+    }
+
+    pub fn minutes_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+        match self {
+            Clock::Calendar24x7 => (to - from).num_seconds().max(0) as f64 / 60.0,
+            Clock::Business(c) => c.open_minutes_between(from, to),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn nine_to_five(tz: &str) -> BusinessCalendar {
+        let days = [
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+        ];
+        let periods: Vec<_> = days.iter().map(|d| (*d, 9 * 60, 17 * 60)).collect();
+        BusinessCalendar::new(TimeZone::parse(tz).unwrap(), &periods, vec![]).unwrap()
+    }
+
+    #[test]
+    fn friday_afternoon_rolls_over_the_weekend() {
+        let c = nine_to_five("Europe/Berlin");
+        // Fri 2026-11-27 16:00 Berlin = 15:00Z; 2 h of business time → Mon 10:00 Berlin.
+        assert_eq!(
+            c.add_minutes(utc("2026-11-27T15:00:00Z"), 120),
+            Some(utc("2026-11-30T09:00:00Z"))
+        );
+        assert_eq!(
+            c.add_minutes(utc("2026-11-28T12:00:00Z"), 0),
+            Some(utc("2026-11-28T12:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn dst_spring_forward_and_holidays() {
+        let mut c = nine_to_five("America/New_York");
+        // Fri 2026-03-06 16:30 EST (21:30Z) + 60 min → Mon 2026-03-09 09:30 EDT (13:30Z).
+        assert_eq!(
+            c.add_minutes(utc("2026-03-06T21:30:00Z"), 60),
+            Some(utc("2026-03-09T13:30:00Z"))
+        );
+        c.holidays
+            .push(Holiday::On(NaiveDate::from_ymd_opt(2026, 3, 9).unwrap()));
+        c.holidays.push(Holiday::Yearly { month: 3, day: 10 });
+        assert_eq!(
+            c.add_minutes(utc("2026-03-06T21:30:00Z"), 60),
+            Some(utc("2026-03-11T13:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn overnight_shifts_cross_midnight() {
+        let tz = TimeZone::parse("UTC").unwrap();
+        let c = BusinessCalendar::new(tz, &[(Weekday::Mon, 22 * 60, 6 * 60)], vec![]).unwrap();
+        assert!(c.is_open(utc("2026-11-30T23:00:00Z")));
+        assert!(c.is_open(utc("2026-12-01T05:59:00Z")));
+        assert!(!c.is_open(utc("2026-12-01T06:00:00Z")));
+        assert_eq!(
+            c.add_minutes(utc("2026-12-01T05:00:00Z"), 90),
+            Some(utc("2026-12-07T22:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_calendar_without_hours_never_reaches_a_deadline() {
+        let c = BusinessCalendar::new(TimeZone::parse("UTC").unwrap(), &[], vec![]).unwrap();
+        assert_eq!(c.add_minutes(utc("2026-11-30T23:00:00Z"), 1), None);
+        assert!(parse_time("t", "25:00").is_err() && parse_time("t", "24:00").is_ok());
+    }
+
+    /// Counting open minutes one at a time: the reference.
+    fn by_minutes(c: &BusinessCalendar, start: DateTime<Utc>, n: u32) -> DateTime<Utc> {
+        let mut t = start;
+        let mut left = n;
+        while left > 0 {
+            if c.is_open(t) {
+                left -= 1;
+            }
+            t += Duration::minutes(1);
+        }
+        // The answer is the end of the last counted minute.
+        t
+    }
+
+    fn calendar() -> impl Strategy<Value = BusinessCalendar> {
+        let tz = prop::sample::select(vec![
+            "Europe/Berlin",
+            "America/New_York",
+            "Australia/Sydney",
+            "Asia/Kolkata",
+            "UTC",
+        ]);
+        let period = (0u32..7, 0u32..96, 4u32..64).prop_map(|(d, s, len)| {
+            let start = s * 15;
+            (
+                Weekday::try_from(d as u8).unwrap(),
+                start,
+                (start + len * 15) % DAY_MIN,
+            )
+        });
+        let holidays = prop::collection::vec((1u32..13, 1u32..29), 0..4);
+        (tz, prop::collection::vec(period, 3..8), holidays).prop_map(|(tz, periods, hol)| {
+            let holidays = hol
+                .into_iter()
+                .map(|(month, day)| Holiday::Yearly { month, day })
+                .collect();
+            BusinessCalendar::new(TimeZone::parse(tz).unwrap(), &periods, holidays).unwrap()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn adding_minutes_equals_counting_them(
+            c in calendar(),
+            offset_min in 0i64..(2 * 366 * 24 * 60),
+            n in 1u32..400,
+        ) {
+            // Whole-minute starts across two years, DST changes included.
+            let start = utc("2026-01-01T00:00:00Z") + Duration::minutes(offset_min);
+            let fast = c.add_minutes(start, n).unwrap();
+            let slow = by_minutes(&c, start, n);
+            // `fast` is the instant the n-th open minute ends; the minute
+            // walk lands on the same instant.
+            prop_assert_eq!(fast, slow, "start {} n {}", start, n);
+            prop_assert!((c.open_minutes_between(start, fast) - n as f64).abs() < 1e-9);
+        }
+    }
+}
