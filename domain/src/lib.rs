@@ -11,6 +11,7 @@ pub mod page;
 pub mod priority;
 pub mod role;
 pub mod sentiment;
+pub mod sla;
 pub mod text;
 pub mod timezone;
 

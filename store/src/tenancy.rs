@@ -166,12 +166,12 @@ pub async fn begin_for_agency(
         db.begin().await?
     };
     if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_unprepared(&format!("SET LOCAL ROLE {APP_ROLE}"))
-            .await?;
+        // One round trip: `role` is a setting like any other, and
+        // `is_local = true` scopes both to this transaction (SET LOCAL).
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT set_config('rapport.agency_id', $1, true)",
-            [agency_id.to_string().into()],
+            "SELECT set_config('role', $1, true), set_config('rapport.agency_id', $2, true)",
+            [APP_ROLE.into(), agency_id.to_string().into()],
         ))
         .await?;
     }
