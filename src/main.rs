@@ -12,6 +12,7 @@ use rapport_store::Kv;
 use rapport_store::db::{self, DEFAULT_DATABASE_URL, backend_name};
 use rapport_worker::feeds::{FeedConfig, FeedPoller};
 use rapport_worker::reconciler::{self, ReconcilerConfig};
+use rapport_worker::sla::{SlaConfig, SlaEngine};
 use rapport_worker::{Worker, WorkerConfig, handlers};
 use sea_orm::DatabaseConnection;
 use std::net::TcpListener;
@@ -202,8 +203,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The consumer loop, the feed poller, and the reconciler that re-enqueues
-/// what Redis lost.
+/// The consumer loop, the feed poller, the SLA engine, and the reconciler
+/// that re-enqueues what Redis lost.
 async fn run_worker(
     db: DatabaseConnection,
     kv: Kv,
@@ -218,6 +219,12 @@ async fn run_worker(
     ));
     let feeds = FeedPoller::new(db.clone(), kv.clone(), FeedConfig::default())?;
     tokio::spawn(feeds.run(shutdown.clone()));
+    let sla = SlaEngine {
+        db: db.clone(),
+        kv: kv.clone(),
+        cfg: SlaConfig::default(),
+    };
+    tokio::spawn(sla.run(shutdown.clone()));
     let config = WorkerConfig {
         claim_idle: std::time::Duration::from_secs(c.claim_idle_secs.max(1)),
         ..WorkerConfig::default()

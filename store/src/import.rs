@@ -16,12 +16,14 @@ use uuid::Uuid;
 /// Events per transaction.
 pub const CHUNK: usize = 500;
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct ImportSummary {
     pub accepted: usize,
     pub duplicates: usize,
     /// (0-based index in the input, reason).
     pub rejected: Vec<(usize, String)>,
+    /// SLA timers of the conversations opened, to schedule.
+    pub timers: Vec<(crate::sla::Timer, chrono::DateTime<Utc>)>,
 }
 
 impl ImportSummary {
@@ -29,6 +31,7 @@ impl ImportSummary {
         self.accepted += other.accepted;
         self.duplicates += other.duplicates;
         self.rejected.extend(other.rejected);
+        self.timers.extend(other.timers);
     }
 }
 
@@ -105,7 +108,8 @@ pub async fn import_chunk(
     let txn = begin_for_agency(db, ws.agency_id).await?;
     let stored = store_batch(&txn, ch, ChannelKind::Generic, &items).await?;
     txn.commit().await?;
-    summary.accepted = stored.len();
-    summary.duplicates = parsed.len() - stored.len();
+    summary.accepted = stored.touched.len();
+    summary.duplicates = parsed.len() - stored.touched.len();
+    summary.timers = stored.timers;
     Ok(summary)
 }

@@ -4,10 +4,12 @@
 //! callers run it inside one tenant transaction per unit of work.
 
 use crate::entities::{author, channel, conversation, message, workspace};
+use crate::sla;
 use chrono::Utc;
 use rapport_domain::ingest::{ChannelKind, Inbound, InboundAuthor, Visibility};
 use rapport_domain::priority::{self, Breakdown, PriorityInput};
 use rapport_domain::sentiment;
+use rapport_domain::sla::Facts;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
@@ -38,7 +40,7 @@ pub async fn store_batch(
     ch: &channel::Model,
     kind: ChannelKind,
     items: &[(&workspace::Model, &Inbound)],
-) -> Result<Vec<Touched>, DbErr> {
+) -> Result<Stored, DbErr> {
     // 1. Deduplicate against the database and within the payload.
     let ext_ids: Vec<&str> = unique(items.iter().map(|(_, m)| m.external_id.as_str()));
     let mut seen: HashSet<(String, Uuid)> = HashSet::new();
@@ -60,7 +62,7 @@ pub async fn store_batch(
         .copied()
         .collect();
     if todo.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Stored::default());
     }
 
     // 2. Authors, inserted or refreshed.
@@ -133,8 +135,11 @@ pub async fn store_batch(
         }
     }
 
-    // 5. Thread each message, in payload order, and rank its conversation.
+    // 5. Thread each message, in payload order, and rank its conversation;
+    //    a new conversation gets its workspace's response-time promise.
     let now = Utc::now();
+    let mut slas: HashMap<Uuid, sla::WorkspaceSla> = HashMap::new();
+    let mut timers = Vec::new();
     let mut here: HashMap<(String, Uuid), Uuid> = HashMap::new();
     let mut new_order = Vec::new();
     let mut messages = Vec::with_capacity(todo.len());
@@ -169,7 +174,23 @@ pub async fn store_batch(
                 (c.model.id, false)
             }
             None => {
-                let c = Conv::new(ch, ws.id, author_id, m, score, &breakdown, now)?;
+                let mut c = Conv::new(ch, ws.id, author_id, m, score, &breakdown, now)?;
+                if !slas.contains_key(&ws.id) {
+                    slas.insert(ws.id, sla::load(txn, ws.id).await?);
+                }
+                let facts = Facts {
+                    channel_kind: kind,
+                    visibility: m.visibility,
+                    priority: breakdown.level,
+                    sentiment: score,
+                    author_followers: m.author.followers,
+                    text: &m.text,
+                };
+                // Clocks start when Rapport receives the message.
+                if let Some(opened) = slas[&ws.id].open(&facts, now) {
+                    c.promise(&opened)?;
+                    timers.extend(sla::timers_of(&c.model));
+                }
                 let id = c.model.id;
                 if kind != ChannelKind::Feed {
                     open.insert(key, id);
@@ -237,7 +258,15 @@ pub async fn store_batch(
             .exec_without_returning(txn)
             .await?;
     }
-    Ok(touched)
+    Ok(Stored { touched, timers })
+}
+
+/// What a payload stored: changed conversations (for live updates) and the
+/// SLA timers of new ones (to schedule after commit).
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub touched: Vec<Touched>,
+    pub timers: Vec<(sla::Timer, chrono::DateTime<Utc>)>,
 }
 
 /// Rows per multi-row statement (bind-parameter limits of both backends).
@@ -337,6 +366,18 @@ impl Conv {
                 updated_at: now,
             },
         })
+    }
+
+    /// Applies the promise a new conversation gets.
+    fn promise(&mut self, o: &sla::Opened) -> Result<(), DbErr> {
+        let c = &mut self.model;
+        c.sla_policy_id = Some(o.policy_id);
+        c.sla_targets =
+            Some(serde_json::to_value(&o.snapshot).map_err(|e| DbErr::Custom(e.to_string()))?);
+        c.first_response_due_at = o.first_response.map(|d| d.due);
+        c.resolution_due_at = o.resolution.map(|d| d.due);
+        c.due_at = o.due();
+        Ok(())
     }
 
     /// Another customer message in this conversation: rank by its most

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod kv;
 pub mod raw_events;
+pub mod sla;
 pub mod tenancy;
 
 pub use errors::StoreError;

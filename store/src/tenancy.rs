@@ -5,8 +5,8 @@
 //! forgotten filter still sees nothing of another tenant.
 
 use crate::entities::{
-    audit_entry, author, channel, conversation, membership, membership_workspace, message,
-    raw_event, session, workspace,
+    audit_entry, author, business_calendar, channel, conversation, membership,
+    membership_workspace, message, raw_event, session, sla_event, sla_policy, workspace,
 };
 use crate::errors::{StoreError, StoreResult};
 use rapport_migrations::APP_ROLE;
@@ -37,6 +37,9 @@ macro_rules! tenant_owned {
 tenant_owned!(
     audit_entry,
     author,
+    business_calendar,
+    sla_event,
+    sla_policy,
     channel,
     conversation,
     membership,
@@ -59,7 +62,10 @@ workspace_owned!(
     conversation,
     message,
     raw_event,
-    membership_workspace
+    membership_workspace,
+    business_calendar,
+    sla_event,
+    sla_policy
 );
 
 impl WorkspaceOwned for workspace::Entity {

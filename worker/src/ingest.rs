@@ -81,7 +81,7 @@ impl Ingestor {
                     .map(move |ws| (ws, m))
             })
             .collect();
-        let touched = store_batch(&txn, &ch, kind, &items).await?;
+        let stored = store_batch(&txn, &ch, kind, &items).await?;
         // Conditional: of two workers racing on one event, one commits.
         let done = raw_event::Entity::update_many()
             .col_expr(raw_event::Column::Status, Expr::value(PROCESSED))
@@ -94,8 +94,13 @@ impl Ingestor {
             return Ok(()); // dropped: rolls back; someone else did it
         }
         txn.commit().await.context("committing an ingested event")?;
-        metrics::counter!("rapport_messages_ingested_total").increment(touched.len() as u64);
-        self.publish(&touched).await;
+        metrics::counter!("rapport_messages_ingested_total").increment(stored.touched.len() as u64);
+        // Timers are a cache of deadlines stored above: if this fails, the
+        // rebuild from the database schedules them.
+        if let Err(e) = rapport_store::sla::schedule(&self.kv, &stored.timers).await {
+            tracing::warn!(error = %e, "scheduling SLA timers failed; the rebuild will");
+        }
+        self.publish(&stored.touched).await;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ pub mod feeds;
 pub mod ingest;
 pub mod reconciler;
 pub mod registry;
+pub mod sla;
 
 pub use consumer::{Worker, WorkerConfig};
 pub use registry::{Permanent, Registry};

@@ -5,6 +5,7 @@
 pub mod agency;
 pub mod audit_entry;
 pub mod author;
+pub mod business_calendar;
 pub mod channel;
 pub mod conversation;
 pub mod membership;
@@ -12,5 +13,7 @@ pub mod membership_workspace;
 pub mod message;
 pub mod raw_event;
 pub mod session;
+pub mod sla_event;
+pub mod sla_policy;
 pub mod user;
 pub mod workspace;
