@@ -18,6 +18,9 @@ pub enum Kind {
     Message,
     Author,
     DeadLetter,
+    SlaPolicy,
+    BusinessCalendar,
+    SlaEvent,
 }
 
 impl Kind {
@@ -33,6 +36,9 @@ impl Kind {
             Kind::Message => "Message",
             Kind::Author => "Author",
             Kind::DeadLetter => "DeadLetter",
+            Kind::SlaPolicy => "SlaPolicy",
+            Kind::BusinessCalendar => "BusinessCalendar",
+            Kind::SlaEvent => "SlaEvent",
         }
     }
 }

@@ -175,8 +175,8 @@ pub async fn store_batch(
             }
             None => {
                 let mut c = Conv::new(ch, ws.id, author_id, m, score, &breakdown, now)?;
-                if !slas.contains_key(&ws.id) {
-                    slas.insert(ws.id, sla::load(txn, ws.id).await?);
+                if let std::collections::hash_map::Entry::Vacant(e) = slas.entry(ws.id) {
+                    e.insert(sla::load(txn, ws.id).await?);
                 }
                 let facts = Facts {
                     channel_kind: kind,

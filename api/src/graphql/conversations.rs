@@ -285,6 +285,10 @@ impl Conversation {
             .ok()
             .map(Member))
     }
+    /// The response-time promise: deadlines and where they stand.
+    async fn sla(&self) -> super::sla::ConversationSla {
+        super::sla::ConversationSla(self.0.clone())
+    }
     /// The earliest deadline still running, if any.
     async fn due_at(&self) -> Option<DateTime<Utc>> {
         self.0.due_at
@@ -721,6 +725,9 @@ impl ImportMutation {
             .record(&txn, v.agency_id, Some(v.user_id))
             .await?;
         txn.commit().await?;
+        if let Err(e) = rapport_store::sla::schedule(&st.kv, &summary.timers).await {
+            tracing::warn!(error = %e, "scheduling SLA timers of imported conversations failed");
+        }
         Ok(ImportMessagesPayload {
             accepted: summary.accepted as i32,
             duplicates: summary.duplicates as i32,

@@ -4,9 +4,10 @@
 mod audit_log;
 mod auth;
 pub mod channels;
-mod conversations;
+pub mod conversations;
 mod members;
 mod paging;
+mod sla;
 mod types;
 mod workspaces;
 
@@ -22,6 +23,7 @@ pub struct QueryRoot(
     audit_log::AuditQuery,
     channels::ChannelQuery,
     conversations::ConversationQuery,
+    sla::SlaQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -32,6 +34,7 @@ pub struct MutationRoot(
     channels::ChannelMutation,
     conversations::ConversationMutation,
     conversations::ImportMutation,
+    sla::SlaMutation,
 );
 
 pub type RapportSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -1,0 +1,898 @@
+//! Response-time promises: business calendars, SLA policies (ordered, first
+//! match wins, a default otherwise), each conversation's deadlines, and the
+//! warnings and breaches recorded.
+
+use super::channels::GqlChannelKind;
+use super::conversations::{GqlPriority, Sentiment, Visibility};
+use super::paging::{Order, keyset};
+use super::types::{decode, gid};
+use super::{auth, state};
+use crate::audit::AuditEvent;
+use crate::auth::viewer::Viewer;
+use crate::error::{ApiError, ApiResult};
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use rapport_domain::ingest::ChannelKind;
+use rapport_domain::priority::PriorityLevel;
+use rapport_domain::sla::{self, Conditions, Deadline, SlaStatus, Target, TargetMinutes, Targets};
+use rapport_domain::{Kind, Name, PageRequest, PhraseList};
+use rapport_store::entities::{business_calendar, conversation, sla_event, sla_policy};
+use rapport_store::sla::{Snapshot, StoredHoliday, StoredPeriod, calendar};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, Set,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+// ---- Calendars --------------------------------------------------------------
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Weekday {
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+impl Weekday {
+    fn name(self) -> &'static str {
+        match self {
+            Weekday::Monday => "Monday",
+            Weekday::Tuesday => "Tuesday",
+            Weekday::Wednesday => "Wednesday",
+            Weekday::Thursday => "Thursday",
+            Weekday::Friday => "Friday",
+            Weekday::Saturday => "Saturday",
+            Weekday::Sunday => "Sunday",
+        }
+    }
+}
+
+/// Opening hours: `closes` at or before `opens` is an overnight shift.
+#[derive(SimpleObject, InputObject, Clone)]
+#[graphql(input_name = "OpeningPeriodInput")]
+pub struct OpeningPeriod {
+    day: String,
+    /// "09:00"
+    opens: String,
+    /// "17:30"; "24:00" for midnight.
+    closes: String,
+}
+
+/// A holiday: `date` ("2026-12-25") once, or `month` and `day` every year.
+#[derive(SimpleObject, InputObject, Clone)]
+#[graphql(input_name = "HolidayInput")]
+pub struct HolidayDate {
+    date: Option<String>,
+    month: Option<i32>,
+    day: Option<i32>,
+    name: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct CreateBusinessCalendarInput {
+    workspace_id: ID,
+    name: String,
+    timezone: String,
+    /// `day` is MONDAY … SUNDAY.
+    weekly_hours: Vec<OpeningPeriod>,
+    #[graphql(default)]
+    holidays: Vec<HolidayDate>,
+}
+
+pub struct BusinessCalendar(pub business_calendar::Model);
+
+#[Object]
+impl BusinessCalendar {
+    async fn id(&self) -> ID {
+        gid(Kind::BusinessCalendar, self.0.id)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn timezone(&self) -> &str {
+        &self.0.timezone
+    }
+    async fn weekly_hours(&self) -> Vec<OpeningPeriod> {
+        serde_json::from_value::<Vec<StoredPeriod>>(self.0.weekly_hours.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| OpeningPeriod {
+                day: p.day.to_uppercase(),
+                opens: p.opens,
+                closes: p.closes,
+            })
+            .collect()
+    }
+    async fn holidays(&self) -> Vec<HolidayDate> {
+        serde_json::from_value::<Vec<StoredHoliday>>(self.0.holidays.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| HolidayDate {
+                date: h.date,
+                month: h.month.map(|m| m as i32),
+                day: h.day.map(|d| d as i32),
+                name: h.name,
+            })
+            .collect()
+    }
+}
+
+// ---- Policies ---------------------------------------------------------------
+
+#[derive(SimpleObject, InputObject, Clone, Copy, Default)]
+#[graphql(input_name = "TargetMinutesInput")]
+pub struct GqlTargetMinutes {
+    first_response_minutes: Option<i32>,
+    next_response_minutes: Option<i32>,
+    resolution_minutes: Option<i32>,
+}
+
+fn minutes(field: &'static str, v: Option<i32>) -> ApiResult<Option<u32>> {
+    v.map(|m| u32::try_from(m).map_err(|_| ApiError::bad_input(field, "must be positive")))
+        .transpose()
+}
+
+impl GqlTargetMinutes {
+    fn to_domain(self) -> ApiResult<TargetMinutes> {
+        Ok(TargetMinutes {
+            first_response: minutes("firstResponseMinutes", self.first_response_minutes)?,
+            next_response: minutes("nextResponseMinutes", self.next_response_minutes)?,
+            resolution: minutes("resolutionMinutes", self.resolution_minutes)?,
+        }
+        .parse()?)
+    }
+
+    fn from_domain(t: TargetMinutes) -> Self {
+        Self {
+            first_response_minutes: t.first_response.map(|m| m as i32),
+            next_response_minutes: t.next_response.map(|m| m as i32),
+            resolution_minutes: t.resolution.map(|m| m as i32),
+        }
+    }
+}
+
+/// Minutes allowed per priority; a missing target means no promise.
+#[derive(SimpleObject, InputObject, Clone, Copy, Default)]
+#[graphql(input_name = "SlaTargetsInput")]
+pub struct SlaTargets {
+    #[graphql(default)]
+    urgent: GqlTargetMinutes,
+    #[graphql(default)]
+    high: GqlTargetMinutes,
+    #[graphql(default)]
+    normal: GqlTargetMinutes,
+    #[graphql(default)]
+    low: GqlTargetMinutes,
+}
+
+impl SlaTargets {
+    fn to_domain(self) -> ApiResult<Targets> {
+        Ok(Targets {
+            urgent: self.urgent.to_domain()?,
+            high: self.high.to_domain()?,
+            normal: self.normal.to_domain()?,
+            low: self.low.to_domain()?,
+        })
+    }
+
+    fn from_domain(t: &Targets) -> Self {
+        Self {
+            urgent: GqlTargetMinutes::from_domain(t.urgent),
+            high: GqlTargetMinutes::from_domain(t.high),
+            normal: GqlTargetMinutes::from_domain(t.normal),
+            low: GqlTargetMinutes::from_domain(t.low),
+        }
+    }
+}
+
+/// When a policy applies; every condition given must hold.
+#[derive(SimpleObject, InputObject, Clone, Default)]
+#[graphql(input_name = "SlaConditionsInput")]
+pub struct SlaConditions {
+    #[graphql(default)]
+    channel_kinds: Vec<GqlChannelKind>,
+    visibility: Option<Visibility>,
+    min_priority: Option<GqlPriority>,
+    sentiment: Option<Sentiment>,
+    author_min_followers: Option<i64>,
+    /// Any of these words in the opening message.
+    #[graphql(default)]
+    keywords: Vec<String>,
+}
+
+impl SlaConditions {
+    fn to_domain(&self) -> ApiResult<Conditions> {
+        Ok(Conditions {
+            channel_kinds: self
+                .channel_kinds
+                .iter()
+                .map(|k| ChannelKind::from(*k).as_str().to_string())
+                .collect(),
+            visibility: self.visibility.map(|v| match v {
+                Visibility::Public => "PUBLIC".into(),
+                Visibility::Private => "PRIVATE".into(),
+            }),
+            min_priority: self.min_priority.map(PriorityLevel::from),
+            sentiment: self.sentiment.map(|s| {
+                match s {
+                    Sentiment::Negative => "NEGATIVE",
+                    Sentiment::Neutral => "NEUTRAL",
+                    Sentiment::Positive => "POSITIVE",
+                }
+                .into()
+            }),
+            author_min_followers: self
+                .author_min_followers
+                .map(|n| {
+                    u64::try_from(n).map_err(|_| {
+                        ApiError::bad_input("authorMinFollowers", "must not be negative")
+                    })
+                })
+                .transpose()?,
+            keywords: PhraseList::parse("keywords", &self.keywords)?.into_vec(),
+        })
+    }
+
+    fn from_domain(c: &Conditions) -> Self {
+        Self {
+            channel_kinds: c
+                .channel_kinds
+                .iter()
+                .filter_map(|k| ChannelKind::parse(k).ok().map(Into::into))
+                .collect(),
+            visibility: c.visibility.as_deref().map(|v| {
+                if v == "PRIVATE" {
+                    Visibility::Private
+                } else {
+                    Visibility::Public
+                }
+            }),
+            min_priority: c.min_priority.map(Into::into),
+            sentiment: c.sentiment.as_deref().map(|s| match s {
+                "NEGATIVE" => Sentiment::Negative,
+                "POSITIVE" => Sentiment::Positive,
+                _ => Sentiment::Neutral,
+            }),
+            author_min_followers: c.author_min_followers.map(|n| n as i64),
+            keywords: c.keywords.clone(),
+        }
+    }
+}
+
+pub struct SlaPolicy(pub sla_policy::Model);
+
+#[Object]
+impl SlaPolicy {
+    async fn id(&self) -> ID {
+        gid(Kind::SlaPolicy, self.0.id)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Match order (lower first); the default policy applies when none matches.
+    async fn position(&self) -> i32 {
+        self.0.position
+    }
+    async fn is_default(&self) -> bool {
+        self.0.is_default
+    }
+    async fn conditions(&self) -> SlaConditions {
+        serde_json::from_value::<Conditions>(self.0.conditions.clone())
+            .map(|c| SlaConditions::from_domain(&c))
+            .unwrap_or_default()
+    }
+    async fn targets(&self) -> SlaTargets {
+        serde_json::from_value::<Targets>(self.0.targets.clone())
+            .map(|t| SlaTargets::from_domain(&t))
+            .unwrap_or_default()
+    }
+    /// Count business hours of `calendar` instead of every minute.
+    async fn business_hours(&self) -> bool {
+        self.0.business_hours
+    }
+    async fn calendar(&self, ctx: &Context<'_>) -> ApiResult<Option<BusinessCalendar>> {
+        let Some(id) = self.0.calendar_id else {
+            return Ok(None);
+        };
+        let v = auth(ctx).viewer()?;
+        Ok(v.scope
+            .find::<business_calendar::Entity, _>(&state(ctx).db, id)
+            .await
+            .ok()
+            .map(BusinessCalendar))
+    }
+    /// Warn when this share of a target's time has passed.
+    async fn warn_at_percent(&self) -> i32 {
+        self.0.warn_at_percent
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateSlaPolicyInput {
+    workspace_id: ID,
+    name: String,
+    #[graphql(default)]
+    is_default: bool,
+    #[graphql(default)]
+    conditions: SlaConditions,
+    targets: SlaTargets,
+    #[graphql(default)]
+    business_hours: bool,
+    calendar_id: Option<ID>,
+    #[graphql(default = 75)]
+    warn_at_percent: i32,
+}
+
+/// Only the fields given change. Conversations opened before keep the
+/// targets they were given.
+#[derive(InputObject)]
+pub struct UpdateSlaPolicyInput {
+    id: ID,
+    name: Option<String>,
+    is_default: Option<bool>,
+    conditions: Option<SlaConditions>,
+    targets: Option<SlaTargets>,
+    business_hours: Option<bool>,
+    calendar_id: Option<ID>,
+    warn_at_percent: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct ReorderSlaPoliciesInput {
+    workspace_id: ID,
+    /// The workspace's non-default policies in their new match order.
+    policy_ids: Vec<ID>,
+}
+
+#[derive(InputObject)]
+pub struct DeleteSlaPolicyInput {
+    id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct DeleteSlaPolicyPayload {
+    deleted_policy_id: ID,
+}
+
+// ---- Conversation deadlines and events -------------------------------------
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "SlaStatus")]
+pub enum GqlSlaStatus {
+    OnTrack,
+    AtRisk,
+    Breached,
+    Met,
+    Paused,
+}
+
+impl From<SlaStatus> for GqlSlaStatus {
+    fn from(s: SlaStatus) -> Self {
+        match s {
+            SlaStatus::OnTrack => GqlSlaStatus::OnTrack,
+            SlaStatus::AtRisk => GqlSlaStatus::AtRisk,
+            SlaStatus::Breached => GqlSlaStatus::Breached,
+            SlaStatus::Met => GqlSlaStatus::Met,
+            SlaStatus::Paused => GqlSlaStatus::Paused,
+        }
+    }
+}
+
+/// A conversation's promise: its deadlines and where it stands.
+pub struct ConversationSla(pub conversation::Model);
+
+impl ConversationSla {
+    fn snapshot(&self) -> Option<Snapshot> {
+        serde_json::from_value(self.0.sla_targets.clone()?).ok()
+    }
+
+    /// The running deadline that comes first.
+    fn next(&self) -> Option<Deadline> {
+        let s = self.snapshot()?;
+        let c = &self.0;
+        [
+            (
+                Target::FirstResponse,
+                c.first_response_due_at
+                    .filter(|_| c.first_responded_at.is_none()),
+            ),
+            (Target::NextResponse, c.next_response_due_at),
+            (
+                Target::Resolution,
+                c.resolution_due_at.filter(|_| c.resolved_at.is_none()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(target, due)| {
+            let due = due?;
+            let warn = s.warn.get(target.as_str()).copied().unwrap_or(due);
+            Some(Deadline { target, due, warn })
+        })
+        .min_by_key(|d| d.due)
+    }
+}
+
+#[Object]
+impl ConversationSla {
+    async fn policy(&self, ctx: &Context<'_>) -> ApiResult<Option<SlaPolicy>> {
+        let Some(id) = self.0.sla_policy_id else {
+            return Ok(None);
+        };
+        let v = auth(ctx).viewer()?;
+        Ok(v.scope
+            .find::<sla_policy::Entity, _>(&state(ctx).db, id)
+            .await
+            .ok()
+            .map(SlaPolicy))
+    }
+    async fn first_response_due(&self) -> Option<DateTime<Utc>> {
+        self.0.first_response_due_at
+    }
+    async fn next_response_due(&self) -> Option<DateTime<Utc>> {
+        self.0.next_response_due_at
+    }
+    async fn resolution_due(&self) -> Option<DateTime<Utc>> {
+        self.0.resolution_due_at
+    }
+    async fn status(&self) -> GqlSlaStatus {
+        if self.0.status == "PENDING_CUSTOMER" {
+            return GqlSlaStatus::Paused;
+        }
+        match self.next() {
+            Some(d) => sla::status(Utc::now(), &d).into(),
+            None => GqlSlaStatus::Met,
+        }
+    }
+    /// Minutes left until the next running deadline (negative once breached).
+    async fn remaining_minutes(&self) -> Option<f64> {
+        let d = self.next()?;
+        let secs = (d.due - Utc::now()).num_seconds() as f64;
+        Some((secs / 60.0 * 10.0).round() / 10.0)
+    }
+}
+
+pub struct SlaEvent(pub sla_event::Model);
+
+#[Object]
+impl SlaEvent {
+    async fn id(&self) -> ID {
+        gid(Kind::SlaEvent, self.0.id)
+    }
+    async fn conversation_id(&self) -> ID {
+        gid(Kind::Conversation, self.0.conversation_id)
+    }
+    /// SLA_WARNING, SLA_BREACHED or SLA_MET.
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+    /// FIRST_RESPONSE, NEXT_RESPONSE or RESOLUTION.
+    async fn target(&self) -> &str {
+        &self.0.target
+    }
+    async fn deadline(&self) -> DateTime<Utc> {
+        self.0.deadline_at
+    }
+    async fn fired_at(&self) -> DateTime<Utc> {
+        self.0.fired_at
+    }
+    /// Breaches: how long after the deadline the breach was recorded.
+    async fn lateness_ms(&self) -> i64 {
+        self.0.lateness_ms
+    }
+}
+
+// ---- Resolvers ------------------------------------------------------------------
+
+async fn policy_in(v: &Viewer, txn: &DatabaseTransaction, id: &ID) -> ApiResult<sla_policy::Model> {
+    let p = v
+        .scope
+        .select_in_workspaces::<sla_policy::Entity>()
+        .filter(sla_policy::Column::Id.eq(decode(Kind::SlaPolicy, id)?))
+        .filter(sla_policy::Column::DeletedAt.is_null())
+        .one(txn)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(p)
+}
+
+async fn calendar_in(
+    v: &Viewer,
+    txn: &DatabaseTransaction,
+    workspace: Uuid,
+    id: &ID,
+) -> ApiResult<Uuid> {
+    let c = v
+        .scope
+        .find::<business_calendar::Entity, _>(txn, decode(Kind::BusinessCalendar, id)?)
+        .await?;
+    if c.workspace_id != workspace {
+        return Err(ApiError::bad_input(
+            "calendarId",
+            "the calendar belongs to another workspace",
+        ));
+    }
+    Ok(c.id)
+}
+
+fn warn_percent(p: i32) -> ApiResult<i32> {
+    if (1..=100).contains(&p) {
+        Ok(p)
+    } else {
+        Err(ApiError::bad_input("warnAtPercent", "must be 1 to 100"))
+    }
+}
+
+/// Only one default per workspace: setting one clears the others.
+async fn clear_default(txn: &DatabaseTransaction, workspace: Uuid, except: Uuid) -> ApiResult<()> {
+    sla_policy::Entity::update_many()
+        .col_expr(
+            sla_policy::Column::IsDefault,
+            sea_orm::sea_query::Expr::value(false),
+        )
+        .filter(sla_policy::Column::WorkspaceId.eq(workspace))
+        .filter(sla_policy::Column::Id.ne(except))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Default)]
+pub struct SlaQuery;
+
+#[Object]
+impl SlaQuery {
+    /// The workspace's policies in match order, the default last.
+    async fn sla_policies(&self, ctx: &Context<'_>, workspace_id: ID) -> ApiResult<Vec<SlaPolicy>> {
+        let v = auth(ctx).viewer()?;
+        let db = &state(ctx).db;
+        let ws = v
+            .scope
+            .workspace(db, decode(Kind::Workspace, &workspace_id)?)
+            .await?;
+        let mut rows = v
+            .scope
+            .select::<sla_policy::Entity>()
+            .filter(sla_policy::Column::WorkspaceId.eq(ws.id))
+            .filter(sla_policy::Column::DeletedAt.is_null())
+            .order_by_asc(sla_policy::Column::Position)
+            .all(db)
+            .await?;
+        rows.sort_by_key(|p| (p.is_default, p.position));
+        Ok(rows.into_iter().map(SlaPolicy).collect())
+    }
+
+    async fn business_calendars(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+    ) -> ApiResult<Vec<BusinessCalendar>> {
+        let v = auth(ctx).viewer()?;
+        let db = &state(ctx).db;
+        let ws = v
+            .scope
+            .workspace(db, decode(Kind::Workspace, &workspace_id)?)
+            .await?;
+        let rows = v
+            .scope
+            .select::<business_calendar::Entity>()
+            .filter(business_calendar::Column::WorkspaceId.eq(ws.id))
+            .order_by_asc(business_calendar::Column::Id)
+            .all(db)
+            .await?;
+        Ok(rows.into_iter().map(BusinessCalendar).collect())
+    }
+
+    /// Warnings, breaches and met promises, newest first, optionally in a
+    /// time range (by when they fired).
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    async fn sla_events(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, SlaEvent>> {
+        let v = auth(ctx).viewer()?;
+        let db = &state(ctx).db;
+        let ws = v
+            .scope
+            .workspace(db, decode(Kind::Workspace, &workspace_id)?)
+            .await?;
+        let page = PageRequest::parse(first, after.as_deref())?;
+        let mut q = v
+            .scope
+            .select::<sla_event::Entity>()
+            .filter(sla_event::Column::WorkspaceId.eq(ws.id));
+        if let Some(f) = from {
+            q = q.filter(sla_event::Column::FiredAt.gte(f));
+        }
+        if let Some(t) = to {
+            q = q.filter(sla_event::Column::FiredAt.lt(t));
+        }
+        keyset(
+            db,
+            q,
+            sla_event::Column::Id,
+            page,
+            Order::NewestFirst,
+            |e| e.id,
+            SlaEvent,
+        )
+        .await
+    }
+}
+
+#[derive(Default)]
+pub struct SlaMutation;
+
+#[Object]
+impl SlaMutation {
+    /// Opening hours and holidays of a client, for business-hours targets.
+    /// OWNER or ADMIN.
+    async fn create_business_calendar(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateBusinessCalendarInput,
+    ) -> ApiResult<BusinessCalendar> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let name = Name::parse("name", &input.name)?;
+        let periods: Vec<StoredPeriod> = input
+            .weekly_hours
+            .iter()
+            .map(|p| {
+                let day = match p.day.to_uppercase().as_str() {
+                    "MONDAY" => Weekday::Monday,
+                    "TUESDAY" => Weekday::Tuesday,
+                    "WEDNESDAY" => Weekday::Wednesday,
+                    "THURSDAY" => Weekday::Thursday,
+                    "FRIDAY" => Weekday::Friday,
+                    "SATURDAY" => Weekday::Saturday,
+                    "SUNDAY" => Weekday::Sunday,
+                    other => {
+                        return Err(ApiError::bad_input(
+                            "weeklyHours",
+                            format!("unknown day {other:?}"),
+                        ));
+                    }
+                };
+                Ok(StoredPeriod {
+                    day: day.name().into(),
+                    opens: p.opens.clone(),
+                    closes: p.closes.clone(),
+                })
+            })
+            .collect::<ApiResult<_>>()?;
+        let holidays: Vec<StoredHoliday> = input
+            .holidays
+            .iter()
+            .map(|h| StoredHoliday {
+                date: h.date.clone(),
+                month: h.month.map(|m| m.clamp(0, 99) as u32),
+                day: h.day.map(|d| d.clamp(0, 99) as u32),
+                name: h.name.clone(),
+            })
+            .collect();
+        // Checked by building it: bad times, days, dates and zones are refused here.
+        let cal = calendar(&input.timezone, &periods, &holidays)?;
+        let st = state(ctx);
+        let txn = v.scope.begin(&st.db).await?;
+        let ws = v
+            .scope
+            .workspace(&txn, decode(Kind::Workspace, &input.workspace_id)?)
+            .await?;
+        let now = Utc::now();
+        let c = business_calendar::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            agency_id: Set(v.agency_id),
+            workspace_id: Set(ws.id),
+            name: Set(name.into_string()),
+            timezone: Set(cal.tz().name().to_string()),
+            weekly_hours: Set(json!(periods)),
+            holidays: Set(json!(holidays)),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        AuditEvent::new("createBusinessCalendar")
+            .workspace(ws.id)
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(BusinessCalendar(c))
+    }
+
+    /// Adds a policy at the end of the match order. OWNER or ADMIN.
+    async fn create_sla_policy(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateSlaPolicyInput,
+    ) -> ApiResult<SlaPolicy> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let name = Name::parse("name", &input.name)?;
+        let conditions = input.conditions.to_domain()?;
+        let targets = input.targets.to_domain()?;
+        let warn = warn_percent(input.warn_at_percent)?;
+        let st = state(ctx);
+        let txn = v.scope.begin(&st.db).await?;
+        let ws = v
+            .scope
+            .workspace(&txn, decode(Kind::Workspace, &input.workspace_id)?)
+            .await?;
+        let calendar_id = match &input.calendar_id {
+            Some(id) => Some(calendar_in(v, &txn, ws.id, id).await?),
+            None if input.business_hours => {
+                return Err(ApiError::bad_input(
+                    "calendarId",
+                    "business hours need a calendar",
+                ));
+            }
+            None => None,
+        };
+        let last = sla_policy::Entity::find()
+            .filter(sla_policy::Column::WorkspaceId.eq(ws.id))
+            .order_by_desc(sla_policy::Column::Position)
+            .one(&txn)
+            .await?
+            .map_or(0, |p| p.position + 1);
+        let now = Utc::now();
+        let p = sla_policy::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            agency_id: Set(v.agency_id),
+            workspace_id: Set(ws.id),
+            name: Set(name.into_string()),
+            position: Set(last),
+            is_default: Set(input.is_default),
+            conditions: Set(json!(conditions)),
+            targets: Set(json!(targets)),
+            business_hours: Set(input.business_hours),
+            calendar_id: Set(calendar_id),
+            warn_at_percent: Set(warn),
+            escalation: Set(json!({})),
+            created_at: Set(now),
+            updated_at: Set(now),
+            deleted_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        if p.is_default {
+            clear_default(&txn, ws.id, p.id).await?;
+        }
+        AuditEvent::new("createSlaPolicy")
+            .workspace(ws.id)
+            .details(json!({ "name": p.name, "default": p.is_default }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(SlaPolicy(p))
+    }
+
+    /// Changes a policy for conversations opened from now on. OWNER or ADMIN.
+    async fn update_sla_policy(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateSlaPolicyInput,
+    ) -> ApiResult<SlaPolicy> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let st = state(ctx);
+        let txn = v.scope.begin(&st.db).await?;
+        let current = policy_in(v, &txn, &input.id).await?;
+        let ws = current.workspace_id;
+        let mut am = current.clone().into_active_model();
+        if let Some(n) = &input.name {
+            am.name = Set(Name::parse("name", n)?.into_string());
+        }
+        if let Some(c) = &input.conditions {
+            am.conditions = Set(json!(c.to_domain()?));
+        }
+        if let Some(t) = input.targets {
+            am.targets = Set(json!(t.to_domain()?));
+        }
+        if let Some(w) = input.warn_at_percent {
+            am.warn_at_percent = Set(warn_percent(w)?);
+        }
+        if let Some(id) = &input.calendar_id {
+            am.calendar_id = Set(Some(calendar_in(v, &txn, ws, id).await?));
+        }
+        if let Some(b) = input.business_hours {
+            let has_calendar = input.calendar_id.is_some() || current.calendar_id.is_some();
+            if b && !has_calendar {
+                return Err(ApiError::bad_input(
+                    "calendarId",
+                    "business hours need a calendar",
+                ));
+            }
+            am.business_hours = Set(b);
+        }
+        if let Some(d) = input.is_default {
+            am.is_default = Set(d);
+        }
+        am.updated_at = Set(Utc::now());
+        let p = am.update(&txn).await?;
+        if p.is_default {
+            clear_default(&txn, ws, p.id).await?;
+        }
+        AuditEvent::new("updateSlaPolicy")
+            .workspace(ws)
+            .details(json!({ "name": p.name }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(SlaPolicy(p))
+    }
+
+    /// Sets the match order of a workspace's policies. OWNER or ADMIN.
+    async fn reorder_sla_policies(
+        &self,
+        ctx: &Context<'_>,
+        input: ReorderSlaPoliciesInput,
+    ) -> ApiResult<Vec<SlaPolicy>> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let st = state(ctx);
+        let txn = v.scope.begin(&st.db).await?;
+        let ws = v
+            .scope
+            .workspace(&txn, decode(Kind::Workspace, &input.workspace_id)?)
+            .await?;
+        let mut out = Vec::with_capacity(input.policy_ids.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, id) in input.policy_ids.iter().enumerate() {
+            let p = policy_in(v, &txn, id).await?;
+            if p.workspace_id != ws.id || !seen.insert(p.id) {
+                return Err(ApiError::bad_input(
+                    "policyIds",
+                    "each policy of this workspace once",
+                ));
+            }
+            let mut am = p.into_active_model();
+            am.position = Set(i as i32);
+            am.updated_at = Set(Utc::now());
+            out.push(SlaPolicy(am.update(&txn).await?));
+        }
+        AuditEvent::new("reorderSlaPolicies")
+            .workspace(ws.id)
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(out)
+    }
+
+    /// Retires a policy; conversations it already covers keep their
+    /// deadlines. OWNER or ADMIN.
+    async fn delete_sla_policy(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteSlaPolicyInput,
+    ) -> ApiResult<DeleteSlaPolicyPayload> {
+        let v = auth(ctx).viewer()?;
+        v.require_manager()?;
+        let st = state(ctx);
+        let txn = v.scope.begin(&st.db).await?;
+        let p = policy_in(v, &txn, &input.id).await?;
+        let ws = p.workspace_id;
+        let mut am = p.into_active_model();
+        am.deleted_at = Set(Some(Utc::now()));
+        am.is_default = Set(false);
+        am.update(&txn).await?;
+        AuditEvent::new("deleteSlaPolicy")
+            .workspace(ws)
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        Ok(DeleteSlaPolicyPayload {
+            deleted_policy_id: input.id,
+        })
+    }
+}

@@ -1,0 +1,340 @@
+//! Response-time promises: calendars and policies through GraphQL,
+//! deadlines given to new conversations (and kept when policies change),
+//! and warnings and breaches fired exactly once, surviving a Redis flush
+//! and a crashed worker.
+
+mod common;
+
+use common::*;
+use rapport_store::entities::{conversation, sla_event};
+use rapport_store::sla;
+use rapport_worker::sla::{Fired, SlaConfig, SlaEngine};
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait, Set};
+use serde_json::{Value, json};
+
+const POLICY: &str = "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id name position isDefault targets { urgent { firstResponseMinutes } } } }";
+
+async fn import(app: &TestApp, s: &Session, ws: &str, id: &str, followers: u64) {
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
+        json!({ "i": { "workspaceId": ws, "events": [{ "id": id, "text": "my order is late, not happy", "published_at": "2026-11-20T09:00:00Z",
+                 "author": { "id": format!("author-{id}"), "followers": followers } }] } }),
+    )
+    .await;
+}
+
+async fn convs(app: &TestApp, s: &Session, ws: &str) -> Vec<Value> {
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { conversations(workspaceId: $w, orderBy: NEWEST, first: 50) { edges { node {
+                id createdAt dueAt author { handle } sla { policy { name } firstResponseDue resolutionDue status remainingMinutes } } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    edges(&d["conversations"])
+        .into_iter()
+        .map(|e| e["node"].clone())
+        .collect()
+}
+
+fn minutes_between(a: &Value, b: &Value) -> i64 {
+    let p = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    (p(b) - p(a)).num_seconds() / 60
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_give_new_conversations_deadlines_and_changes_apply_forward() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let all = |m: i64| json!({ "firstResponseMinutes": m, "resolutionMinutes": m * 8 });
+    let targets =
+        |m: i64| json!({ "urgent": all(m), "high": all(m), "normal": all(m), "low": all(m) });
+    let d = app.ok(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Standard", "isDefault": true, "targets": targets(60) } })).await;
+    let default_id = d["createSlaPolicy"]["id"].as_str().unwrap().to_string();
+    app.ok(
+        Some(&s.access),
+        POLICY,
+        json!({ "i": { "workspaceId": ws, "name": "VIP", "conditions": { "authorMinFollowers": 10000 }, "targets": targets(15) } }),
+    )
+    .await;
+
+    import(&app, &s, &ws, "quiet", 10).await;
+    import(&app, &s, &ws, "loud", 50_000).await;
+    let cs = convs(&app, &s, &ws).await;
+    let by = |h: &str| {
+        cs.iter()
+            .find(|c| c["author"]["handle"] == format!("author-{h}"))
+            .unwrap()
+            .clone()
+    };
+    let (quiet, loud) = (by("quiet"), by("loud"));
+    assert_eq!(quiet["sla"]["policy"]["name"], "Standard");
+    assert_eq!(loud["sla"]["policy"]["name"], "VIP");
+    assert_eq!(
+        minutes_between(&quiet["createdAt"], &quiet["sla"]["firstResponseDue"]),
+        60
+    );
+    assert_eq!(
+        minutes_between(&loud["createdAt"], &loud["sla"]["firstResponseDue"]),
+        15
+    );
+    assert_eq!(
+        minutes_between(&loud["createdAt"], &loud["sla"]["resolutionDue"]),
+        120
+    );
+    assert_eq!(loud["sla"]["status"], "ON_TRACK");
+    assert!(loud["sla"]["remainingMinutes"].as_f64().unwrap() > 14.0);
+    assert_eq!(loud["dueAt"], loud["sla"]["firstResponseDue"]);
+
+    // A changed policy applies to conversations opened afterwards only.
+    app.ok(
+        Some(&s.access),
+        "mutation($i: UpdateSlaPolicyInput!) { updateSlaPolicy(input: $i) { id } }",
+        json!({ "i": { "id": default_id, "targets": targets(30) } }),
+    )
+    .await;
+    import(&app, &s, &ws, "later", 10).await;
+    let cs = convs(&app, &s, &ws).await;
+    let by = |h: &str| {
+        cs.iter()
+            .find(|c| c["author"]["handle"] == format!("author-{h}"))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        minutes_between(
+            &by("quiet")["createdAt"],
+            &by("quiet")["sla"]["firstResponseDue"]
+        ),
+        60
+    );
+    assert_eq!(
+        minutes_between(
+            &by("later")["createdAt"],
+            &by("later")["sla"]["firstResponseDue"]
+        ),
+        30
+    );
+
+    // Order, delete, list.
+    let list = "query($w: ID!) { slaPolicies(workspaceId: $w) { name isDefault } }";
+    let names = app.ok(Some(&s.access), list, json!({ "w": ws })).await;
+    assert_eq!(
+        names["slaPolicies"],
+        json!([{ "name": "VIP", "isDefault": false }, { "name": "Standard", "isDefault": true }])
+    );
+    let r = app
+        .gql(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Bad", "targets": { "urgent": { "firstResponseMinutes": 0 } } } }))
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"));
+    let r = app
+        .gql(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Hours", "businessHours": true, "targets": targets(5) } }))
+        .await;
+    assert_eq!(
+        code(&r),
+        Some("BAD_USER_INPUT"),
+        "business hours need a calendar"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn business_calendars_are_validated_and_count_only_open_hours() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let q = "mutation($i: CreateBusinessCalendarInput!) { createBusinessCalendar(input: $i) { id timezone weeklyHours { day opens closes } holidays { date month day } } }";
+    let week: Vec<Value> = ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY"]
+        .iter()
+        .map(|d| json!({ "day": d, "opens": "09:00", "closes": "17:00" }))
+        .collect();
+    for (field, bad) in [
+        (
+            "timezone",
+            json!({ "workspaceId": ws, "name": "x", "timezone": "Nowhere/City", "weeklyHours": week }),
+        ),
+        (
+            "weeklyHours",
+            json!({ "workspaceId": ws, "name": "x", "timezone": "UTC", "weeklyHours": [{ "day": "MONDAY", "opens": "9am", "closes": "17:00" }] }),
+        ),
+        (
+            "weeklyHours",
+            json!({ "workspaceId": ws, "name": "x", "timezone": "UTC", "weeklyHours": [{ "day": "FUNDAY", "opens": "09:00", "closes": "17:00" }] }),
+        ),
+        (
+            "holidays",
+            json!({ "workspaceId": ws, "name": "x", "timezone": "UTC", "weeklyHours": week, "holidays": [{ "month": 2, "day": 30 }] }),
+        ),
+    ] {
+        let r = app.gql(Some(&s.access), q, json!({ "i": bad })).await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{field}: {r}");
+        assert_eq!(r["errors"][0]["extensions"]["field"], field);
+    }
+    // Every day closed except one minute-long window far away: a 60-minute
+    // target on business hours lands well beyond 60 wall-clock minutes.
+    let d = app
+        .ok(Some(&s.access), q, json!({ "i": { "workspaceId": ws, "name": "Office", "timezone": "Europe/Berlin", "weeklyHours": week,
+             "holidays": [{ "date": "2026-12-25", "name": "Christmas" }, { "month": 1, "day": 1 }] } }))
+        .await;
+    let cal = d["createBusinessCalendar"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        d["createBusinessCalendar"]["holidays"][1],
+        json!({ "date": null, "month": 1, "day": 1 })
+    );
+    let t = json!({ "firstResponseMinutes": 60 });
+    app.ok(
+        Some(&s.access),
+        POLICY,
+        json!({ "i": { "workspaceId": ws, "name": "Office hours", "isDefault": true, "businessHours": true, "calendarId": cal,
+                 "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+    )
+    .await;
+    import(&app, &s, &ws, "c1", 10).await;
+    let c = convs(&app, &s, &ws).await.remove(0);
+    let due = chrono::DateTime::parse_from_rfc3339(c["sla"]["firstResponseDue"].as_str().unwrap())
+        .unwrap();
+    let berlin = due.with_timezone(&chrono_tz::Europe::Berlin);
+    use chrono::{Datelike, Timelike};
+    assert!(
+        berlin.weekday().num_days_from_monday() < 5,
+        "due on a weekday: {berlin}"
+    );
+    let mins = berlin.hour() * 60 + berlin.minute();
+    assert!(
+        (9 * 60 + 1..=17 * 60).contains(&mins),
+        "due within opening hours: {berlin}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_and_breaches_fire_exactly_once_even_after_a_redis_flush_or_a_crash() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let t = json!({ "firstResponseMinutes": 60, "resolutionMinutes": 600 });
+    app.ok(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true, "targets": { "urgent": t, "high": t, "normal": t, "low": t } } })).await;
+    import(&app, &s, &ws, "late", 10).await;
+    import(&app, &s, &ws, "fine", 10).await;
+
+    // Move the first conversation's first-response deadline into the past,
+    // as time would, keeping its warning before it.
+    let mut rows = conversation::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    rows.sort_by_key(|c| c.created_at);
+    let late = rows[0].clone();
+    let past = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let mut snap: sla::Snapshot =
+        serde_json::from_value(late.sla_targets.clone().unwrap()).unwrap();
+    snap.warn.insert(
+        "FIRST_RESPONSE".into(),
+        past - chrono::Duration::minutes(15),
+    );
+    let mut am = late.clone().into_active_model();
+    am.first_response_due_at = Set(Some(past));
+    am.sla_targets = Set(Some(serde_json::to_value(&snap).unwrap()));
+    am.update(&app.state.db).await.unwrap();
+
+    let engine = |lease_ms: u64| SlaEngine {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        cfg: SlaConfig {
+            lease: std::time::Duration::from_millis(lease_ms),
+            ..Default::default()
+        },
+    };
+    let e = engine(30_000);
+    assert!(
+        e.rebuild().await.unwrap() >= 4,
+        "timers rebuilt from the database"
+    );
+    e.tick().await.unwrap();
+    let events = || async { sla_event::Entity::find().all(&app.state.db).await.unwrap() };
+    let fired = events().await;
+    let mut kinds: Vec<(String, String)> = fired
+        .iter()
+        .map(|e| (e.kind.clone(), e.target.clone()))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("SLA_BREACHED".into(), "FIRST_RESPONSE".into()),
+            ("SLA_WARNING".into(), "FIRST_RESPONSE".into())
+        ]
+    );
+    let breach = fired.iter().find(|e| e.kind == "SLA_BREACHED").unwrap();
+    assert!(
+        breach.lateness_ms >= 30_000,
+        "lateness measured: {}",
+        breach.lateness_ms
+    );
+
+    // Redis loses everything; the rebuild brings the timers back, and
+    // firing them again records nothing new.
+    let _: () = redis::cmd("DEL")
+        .arg(app.state.kv.key(sla::TIMERS))
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    e.rebuild().await.unwrap();
+    e.tick().await.unwrap();
+    assert_eq!(events().await.len(), 2, "exactly once");
+    let timer = sla::Timer {
+        conversation: late.id,
+        target: rapport_domain::sla::Target::FirstResponse,
+        breach: true,
+        cycle: 0,
+        deadline: past,
+    };
+    assert_eq!(e.fire(&timer).await.unwrap(), Fired::AlreadyRecorded);
+
+    // A worker that claims a timer and dies: the lease runs out, another fires it.
+    let _: () = redis::cmd("DEL")
+        .arg(app.state.kv.key(sla::TIMERS))
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    sla_event::Entity::delete_many()
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    e.rebuild().await.unwrap();
+    let claimed = sla::claim_due(&app.state.kv, chrono::Utc::now(), 100, 200)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2, "the crashed worker took both due timers");
+    assert_eq!(
+        engine(200).tick().await.unwrap(),
+        0,
+        "claimed timers are not fired twice"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    engine(30_000).tick().await.unwrap();
+    assert_eq!(events().await.len(), 2, "fired later, not never");
+
+    // The API lists them.
+    let d = app
+        .ok(Some(&s.access), "query($w: ID!) { slaEvents(workspaceId: $w) { edges { node { kind target conversationId latenessMs } } } }", json!({ "w": ws }))
+        .await;
+    assert_eq!(edges(&d["slaEvents"]).len(), 2);
+    assert_eq!(
+        sla_event::Entity::find()
+            .count(&app.state.db)
+            .await
+            .unwrap(),
+        2
+    );
+    let status = convs(&app, &s, &ws).await;
+    assert!(
+        status.iter().any(|c| c["sla"]["status"] == "BREACHED"),
+        "{status:?}"
+    );
+    assert!(status.iter().any(|c| c["sla"]["status"] == "ON_TRACK"));
+}
