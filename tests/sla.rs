@@ -338,3 +338,55 @@ async fn warnings_and_breaches_fire_exactly_once_even_after_a_redis_flush_or_a_c
     );
     assert!(status.iter().any(|c| c["sla"]["status"] == "ON_TRACK"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_inbox_across_workspaces_in_due_order_without_weakening_isolation() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let other = app.sign_up("Other", "o@other.test").await;
+    let w1 = app.create_workspace(&s, "Brew Co").await;
+    let w2 = app.create_workspace(&s, "Bean Bros").await;
+    let w3 = app.create_workspace(&other, "Elsewhere").await;
+    let targets = |m: i64| {
+        let t = json!({ "firstResponseMinutes": m });
+        json!({ "urgent": t, "high": t, "normal": t, "low": t })
+    };
+    app.ok(Some(&s.access), POLICY, json!({ "i": { "workspaceId": w1, "name": "Slow", "isDefault": true, "targets": targets(240) } })).await;
+    app.ok(Some(&s.access), POLICY, json!({ "i": { "workspaceId": w2, "name": "Fast", "isDefault": true, "targets": targets(15) } })).await;
+    import(&app, &s, &w1, "one", 10).await;
+    import(&app, &s, &w2, "two", 10).await;
+    import(&app, &other, &w3, "three", 10).await;
+    let q =
+        "{ inbox(first: 10) { edges { node { author { handle } workspace { name } dueAt } } } }";
+    let names = |d: &Value| -> Vec<String> {
+        edges(&d["inbox"])
+            .iter()
+            .map(|e| e["node"]["workspace"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let d = app.ok(Some(&s.access), q, json!({})).await;
+    assert_eq!(
+        names(&d),
+        ["Bean Bros", "Brew Co"],
+        "the earliest deadline first, across brands"
+    );
+    let (agent, _) = app
+        .add_member(&s, "agent@acme.test", "AGENT", Some(vec![w1.clone()]))
+        .await;
+    assert_eq!(
+        names(&app.ok(Some(&agent.access), q, json!({})).await),
+        ["Brew Co"]
+    );
+    assert_eq!(
+        names(&app.ok(Some(&other.access), q, json!({})).await),
+        ["Elsewhere"]
+    );
+    let d = app
+        .ok(
+            Some(&s.access),
+            "{ inbox(orderBy: PRIORITY, filter: { search: \"late\" }) { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(edges(&d["inbox"]).len(), 2);
+}

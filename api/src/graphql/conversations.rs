@@ -22,6 +22,7 @@ use sea_orm::{
     QuerySelect, Set,
 };
 use serde_json::json;
+use uuid::Uuid;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ConversationStatus {
@@ -396,169 +397,26 @@ impl ConversationQuery {
         after: Option<String>,
     ) -> ApiResult<Connection<String, Conversation>> {
         let v = auth(ctx).viewer()?;
-        let db = &state(ctx).db;
         let ws = v
             .scope
-            .workspace(db, decode(Kind::Workspace, &workspace_id)?)
+            .workspace(&state(ctx).db, decode(Kind::Workspace, &workspace_id)?)
             .await?;
-        let f = filter.unwrap_or_default();
-        let mut q = v
-            .scope
-            .select_in_workspaces::<conversation::Entity>()
-            .filter(conversation::Column::WorkspaceId.eq(ws.id));
-        if let Some(statuses) = &f.status {
-            q = q.filter(conversation::Column::Status.is_in(statuses.iter().map(|s| s.as_str())));
-        }
-        if let Some(kinds) = &f.channel_kinds {
-            let kinds: Vec<&str> = kinds
-                .iter()
-                .map(|k| ChannelKind::from(*k).as_str())
-                .collect();
-            q = q.filter(
-                conversation::Column::ChannelId.in_subquery(
-                    Query::select()
-                        .column(channel::Column::Id)
-                        .from(channel::Entity)
-                        .and_where(channel::Column::WorkspaceId.eq(ws.id))
-                        .and_where(channel::Column::Kind.is_in(kinds))
-                        .to_owned(),
-                ),
-            );
-        }
-        if let Some(min) = f.min_priority {
-            let min: PriorityLevel = min.into();
-            let levels: Vec<&str> = [
-                PriorityLevel::Low,
-                PriorityLevel::Normal,
-                PriorityLevel::High,
-                PriorityLevel::Urgent,
-            ]
-            .into_iter()
-            .filter(|l| *l >= min)
-            .map(PriorityLevel::as_str)
-            .collect();
-            q = q.filter(conversation::Column::Priority.is_in(levels));
-        }
-        if let Some(s) = f.sentiment {
-            q = q.filter(match s {
-                Sentiment::Negative => {
-                    Condition::all().add(conversation::Column::Sentiment.lte(-0.05))
-                }
-                Sentiment::Positive => {
-                    Condition::all().add(conversation::Column::Sentiment.gte(0.05))
-                }
-                Sentiment::Neutral => Condition::all()
-                    .add(conversation::Column::Sentiment.gt(-0.05))
-                    .add(conversation::Column::Sentiment.lt(0.05)),
-            });
-        }
-        if let Some(a) = &f.assignee_id {
-            q = q.filter(conversation::Column::AssigneeMembershipId.eq(decode(Kind::Member, a)?));
-        }
-        if let Some(term) = f.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            if term.chars().count() > 200 {
-                return Err(ApiError::bad_input("search", "at most 200 characters"));
-            }
-            let escaped = term
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            q = q.filter(
-                conversation::Column::Id.in_subquery(
-                    Query::select()
-                        .column(message::Column::ConversationId)
-                        .from(message::Entity)
-                        .and_where(message::Column::WorkspaceId.eq(ws.id))
-                        .and_where(
-                            Expr::expr(Func::lower(Expr::col(message::Column::Body))).like(
-                                sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%"))
-                                    .escape('\\'),
-                            ),
-                        )
-                        .to_owned(),
-                ),
-            );
-        }
-        match order_by {
-            ConversationOrder::Newest => {
-                let page = PageRequest::parse(first, after.as_deref())?;
-                keyset(
-                    db,
-                    q,
-                    conversation::Column::Id,
-                    page,
-                    Order::NewestFirst,
-                    |c| c.id,
-                    Conversation,
-                )
-                .await
-            }
-            ConversationOrder::Priority => {
-                let page = PageRequest::parse(first, None)?;
-                if let Some(c) = after.as_deref().map(ScoreCursor::parse).transpose()? {
-                    q = q.filter(
-                        Condition::any()
-                            .add(conversation::Column::PriorityScore.lt(c.score))
-                            .add(
-                                Condition::all()
-                                    .add(conversation::Column::PriorityScore.eq(c.score))
-                                    .add(conversation::Column::Id.lt(c.id)),
-                            ),
-                    );
-                }
-                let mut rows = q
-                    .order_by_desc(conversation::Column::PriorityScore)
-                    .order_by_desc(conversation::Column::Id)
-                    .limit(page.first + 1)
-                    .all(db)
-                    .await?;
-                let has_next = rows.len() as u64 > page.first;
-                rows.truncate(page.first as usize);
-                let mut conn = Connection::new(after.is_some(), has_next);
-                conn.edges.extend(rows.into_iter().map(|r| {
-                    Edge::new(ScoreCursor::encode(r.priority_score, r.id), Conversation(r))
-                }));
-                Ok(conn)
-            }
-            ConversationOrder::Due => {
-                let page = PageRequest::parse(first, None)?;
-                if let Some(c) = after.as_deref().map(TimeCursor::parse).transpose()? {
-                    let after_id = conversation::Column::Id.gt(c.id);
-                    q = q.filter(match c.at {
-                        None => Condition::all()
-                            .add(conversation::Column::DueAt.is_null())
-                            .add(after_id),
-                        Some(due) => Condition::any()
-                            .add(conversation::Column::DueAt.gt(due))
-                            .add(
-                                Condition::all()
-                                    .add(conversation::Column::DueAt.eq(due))
-                                    .add(after_id),
-                            )
-                            .add(conversation::Column::DueAt.is_null()),
-                    });
-                }
-                let mut rows = q
-                    .order_by_with_nulls(
-                        conversation::Column::DueAt,
-                        sea_orm::Order::Asc,
-                        NullOrdering::Last,
-                    )
-                    .order_by_asc(conversation::Column::Id)
-                    .limit(page.first + 1)
-                    .all(db)
-                    .await?;
-                let has_next = rows.len() as u64 > page.first;
-                rows.truncate(page.first as usize);
-                let mut conn = Connection::new(after.is_some(), has_next);
-                conn.edges.extend(
-                    rows.into_iter()
-                        .map(|r| Edge::new(TimeCursor::encode(r.due_at, r.id), Conversation(r))),
-                );
-                Ok(conn)
-            }
-        }
+        list(ctx, Some(ws.id), filter, order_by, first, after).await
+    }
+
+    /// One queue across every workspace the member may see, in one order:
+    /// an agent serving twenty brands works the most urgent first. A member
+    /// restricted to some workspaces sees only those.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    async fn inbox(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ConversationFilter>,
+        #[graphql(default_with = "ConversationOrder::Due")] order_by: ConversationOrder,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, Conversation>> {
+        list(ctx, None, filter, order_by, first, after).await
     }
 
     async fn conversation(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Conversation> {
@@ -606,6 +464,174 @@ impl ConversationQuery {
             DeadLetter,
         )
         .await
+    }
+}
+
+/// Conversations of one workspace, or of every workspace the viewer may see.
+async fn list(
+    ctx: &Context<'_>,
+    workspace: Option<Uuid>,
+    filter: Option<ConversationFilter>,
+    order_by: ConversationOrder,
+    first: Option<i32>,
+    after: Option<String>,
+) -> ApiResult<Connection<String, Conversation>> {
+    let v = auth(ctx).viewer()?;
+    let db = &state(ctx).db;
+    let f = filter.unwrap_or_default();
+    let mut q = v.scope.select_in_workspaces::<conversation::Entity>();
+    if let Some(ws) = workspace {
+        q = q.filter(conversation::Column::WorkspaceId.eq(ws));
+    }
+    if let Some(statuses) = &f.status {
+        q = q.filter(conversation::Column::Status.is_in(statuses.iter().map(|s| s.as_str())));
+    }
+    if let Some(kinds) = &f.channel_kinds {
+        let kinds: Vec<&str> = kinds
+            .iter()
+            .map(|k| ChannelKind::from(*k).as_str())
+            .collect();
+        q = q.filter(
+            conversation::Column::ChannelId.in_subquery(
+                Query::select()
+                    .column(channel::Column::Id)
+                    .from(channel::Entity)
+                    .and_where(channel::Column::AgencyId.eq(v.agency_id))
+                    .and_where(channel::Column::Kind.is_in(kinds))
+                    .to_owned(),
+            ),
+        );
+    }
+    if let Some(min) = f.min_priority {
+        let min: PriorityLevel = min.into();
+        let levels: Vec<&str> = [
+            PriorityLevel::Low,
+            PriorityLevel::Normal,
+            PriorityLevel::High,
+            PriorityLevel::Urgent,
+        ]
+        .into_iter()
+        .filter(|l| *l >= min)
+        .map(PriorityLevel::as_str)
+        .collect();
+        q = q.filter(conversation::Column::Priority.is_in(levels));
+    }
+    if let Some(s) = f.sentiment {
+        q = q.filter(match s {
+            Sentiment::Negative => Condition::all().add(conversation::Column::Sentiment.lte(-0.05)),
+            Sentiment::Positive => Condition::all().add(conversation::Column::Sentiment.gte(0.05)),
+            Sentiment::Neutral => Condition::all()
+                .add(conversation::Column::Sentiment.gt(-0.05))
+                .add(conversation::Column::Sentiment.lt(0.05)),
+        });
+    }
+    if let Some(a) = &f.assignee_id {
+        q = q.filter(conversation::Column::AssigneeMembershipId.eq(decode(Kind::Member, a)?));
+    }
+    if let Some(term) = f.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        if term.chars().count() > 200 {
+            return Err(ApiError::bad_input("search", "at most 200 characters"));
+        }
+        let escaped = term
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        q = q.filter(
+            conversation::Column::Id.in_subquery(
+                Query::select()
+                    .column(message::Column::ConversationId)
+                    .from(message::Entity)
+                    .and_where(message::Column::AgencyId.eq(v.agency_id))
+                    .and_where(
+                        Expr::expr(Func::lower(Expr::col(message::Column::Body))).like(
+                            sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\'),
+                        ),
+                    )
+                    .to_owned(),
+            ),
+        );
+    }
+    match order_by {
+        ConversationOrder::Newest => {
+            let page = PageRequest::parse(first, after.as_deref())?;
+            keyset(
+                db,
+                q,
+                conversation::Column::Id,
+                page,
+                Order::NewestFirst,
+                |c| c.id,
+                Conversation,
+            )
+            .await
+        }
+        ConversationOrder::Priority => {
+            let page = PageRequest::parse(first, None)?;
+            if let Some(c) = after.as_deref().map(ScoreCursor::parse).transpose()? {
+                q = q.filter(
+                    Condition::any()
+                        .add(conversation::Column::PriorityScore.lt(c.score))
+                        .add(
+                            Condition::all()
+                                .add(conversation::Column::PriorityScore.eq(c.score))
+                                .add(conversation::Column::Id.lt(c.id)),
+                        ),
+                );
+            }
+            let mut rows = q
+                .order_by_desc(conversation::Column::PriorityScore)
+                .order_by_desc(conversation::Column::Id)
+                .limit(page.first + 1)
+                .all(db)
+                .await?;
+            let has_next = rows.len() as u64 > page.first;
+            rows.truncate(page.first as usize);
+            let mut conn = Connection::new(after.is_some(), has_next);
+            conn.edges.extend(
+                rows.into_iter().map(|r| {
+                    Edge::new(ScoreCursor::encode(r.priority_score, r.id), Conversation(r))
+                }),
+            );
+            Ok(conn)
+        }
+        ConversationOrder::Due => {
+            let page = PageRequest::parse(first, None)?;
+            if let Some(c) = after.as_deref().map(TimeCursor::parse).transpose()? {
+                let after_id = conversation::Column::Id.gt(c.id);
+                q = q.filter(match c.at {
+                    None => Condition::all()
+                        .add(conversation::Column::DueAt.is_null())
+                        .add(after_id),
+                    Some(due) => Condition::any()
+                        .add(conversation::Column::DueAt.gt(due))
+                        .add(
+                            Condition::all()
+                                .add(conversation::Column::DueAt.eq(due))
+                                .add(after_id),
+                        )
+                        .add(conversation::Column::DueAt.is_null()),
+                });
+            }
+            let mut rows = q
+                .order_by_with_nulls(
+                    conversation::Column::DueAt,
+                    sea_orm::Order::Asc,
+                    NullOrdering::Last,
+                )
+                .order_by_asc(conversation::Column::Id)
+                .limit(page.first + 1)
+                .all(db)
+                .await?;
+            let has_next = rows.len() as u64 > page.first;
+            rows.truncate(page.first as usize);
+            let mut conn = Connection::new(after.is_some(), has_next);
+            conn.edges.extend(
+                rows.into_iter()
+                    .map(|r| Edge::new(TimeCursor::encode(r.due_at, r.id), Conversation(r))),
+            );
+            Ok(conn)
+        }
     }
 }
 
