@@ -282,6 +282,54 @@ mod tests {
     }
 
     #[test]
+    fn dst_fall_back_in_new_york_and_london_counts_the_repeated_hour_once() {
+        // A 24/7 calendar in local time: open minutes equal elapsed minutes,
+        // even across the repeated hour.
+        let all_day: Vec<_> = (0..7)
+            .map(|d| (Weekday::try_from(d as u8).unwrap(), 0, 0))
+            .collect();
+        for (tz, before) in [
+            ("America/New_York", "2026-11-01T04:30:00Z"),
+            ("Europe/London", "2026-10-25T00:30:00Z"),
+        ] {
+            let c = BusinessCalendar::new(TimeZone::parse(tz).unwrap(), &all_day, vec![]).unwrap();
+            let start = utc(before);
+            assert_eq!(
+                c.add_minutes(start, 120),
+                Some(start + Duration::minutes(120)),
+                "{tz}"
+            );
+            assert!(
+                (c.open_minutes_between(start, start + Duration::minutes(120)) - 120.0).abs()
+                    < 1e-9
+            );
+        }
+        // Office hours on the fall-back Sunday's Monday in London: 9:00 GMT.
+        let c = nine_to_five("Europe/London");
+        assert_eq!(
+            c.add_minutes(utc("2026-10-23T15:30:00Z"), 60),
+            Some(utc("2026-10-26T09:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn spring_forward_in_london_and_a_friday_holiday_before_a_weekend() {
+        let mut c = nine_to_five("Europe/London");
+        // Fri 2026-03-27 16:30 GMT + 60 → Mon 2026-03-30 09:30 BST = 08:30Z.
+        assert_eq!(
+            c.add_minutes(utc("2026-03-27T16:30:00Z"), 60),
+            Some(utc("2026-03-30T08:30:00Z"))
+        );
+        // Good Friday 2026-04-03 is a holiday: Thursday 16:30 + 60 → Monday 09:30.
+        c.holidays
+            .push(Holiday::On(NaiveDate::from_ymd_opt(2026, 4, 3).unwrap()));
+        assert_eq!(
+            c.add_minutes(utc("2026-04-02T15:30:00Z"), 60),
+            Some(utc("2026-04-06T08:30:00Z"))
+        );
+    }
+
+    #[test]
     fn overnight_shifts_cross_midnight() {
         let tz = TimeZone::parse("UTC").unwrap();
         let c = BusinessCalendar::new(tz, &[(Weekday::Mon, 22 * 60, 6 * 60)], vec![]).unwrap();
