@@ -10,6 +10,7 @@ use rapport_api::{AppState, Settings};
 use rapport_domain::crypto::SecretBox;
 use rapport_store::Kv;
 use rapport_store::db::{self, DEFAULT_DATABASE_URL, backend_name};
+use rapport_worker::deliveries::{Deliverer, DeliveryConfig};
 use rapport_worker::feeds::{FeedConfig, FeedPoller};
 use rapport_worker::reconciler::{self, ReconcilerConfig};
 use rapport_worker::sla::{SlaConfig, SlaEngine};
@@ -156,14 +157,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Worker(c) => {
             required_secret(&c)?;
-            required_key(&c)?;
+            let key = required_key(&c)?;
             let (db, kv) = connect_all(&c).await?;
             let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
                 let _ = tx.send(true);
             });
-            run_worker(db, kv, &c, rx).await
+            run_worker(db, kv, &c, &key, rx).await
         }
         Command::Dev(c) => {
             let secret = match &c.jwt_secret {
@@ -192,8 +193,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             db::migrate(&db).await.context("applying migrations")?;
             let (tx, rx) = watch::channel(false);
             let worker = {
-                let (db, kv, c) = (db.clone(), kv.clone(), c.clone());
-                tokio::spawn(async move { run_worker(db, kv, &c, rx).await })
+                let (db, kv, c, key) = (db.clone(), kv.clone(), c.clone(), key.clone());
+                tokio::spawn(async move { run_worker(db, kv, &c, &key, rx).await })
             };
             let served = serve(&c, db, kv, secret, key).await;
             let _ = tx.send(true);
@@ -203,12 +204,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The consumer loop, the feed poller, the SLA engine, and the reconciler
-/// that re-enqueues what Redis lost.
+/// The consumer loop, the feed poller, the SLA engine, the webhook
+/// deliverer, and the reconciler that re-enqueues what Redis lost.
 async fn run_worker(
     db: DatabaseConnection,
     kv: Kv,
     c: &Common,
+    secret_key: &str,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     tokio::spawn(reconciler::run(
@@ -225,6 +227,11 @@ async fn run_worker(
         cfg: SlaConfig::default(),
     };
     tokio::spawn(sla.run(shutdown.clone()));
+    let secrets = std::sync::Arc::new(
+        SecretBox::from_base64(secret_key).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let deliverer = Deliverer::new(db.clone(), secrets, DeliveryConfig::default())?;
+    tokio::spawn(deliverer.run(shutdown.clone()));
     let config = WorkerConfig {
         claim_idle: std::time::Duration::from_secs(c.claim_idle_secs.max(1)),
         ..WorkerConfig::default()

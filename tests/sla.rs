@@ -390,3 +390,160 @@ async fn one_inbox_across_workspaces_in_due_order_without_weakening_isolation() 
         .await;
     assert_eq!(edges(&d["inbox"]).len(), 2);
 }
+
+/// A receiver that fails the first `fail` requests, then accepts; records
+/// (delivery id, signature valid, status answered).
+#[derive(Clone, Default)]
+struct Receiver {
+    fail: usize,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, bool, u16)>>>,
+}
+
+impl Receiver {
+    fn start(&self, secret: &'static str) -> String {
+        use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+        let me = self.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = HttpServer::new(move || {
+            let me = me.clone();
+            App::new().route(
+                "/hook",
+                web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                    let me = me.clone();
+                    async move {
+                        let sig = req
+                            .headers()
+                            .get("x-rapport-signature")
+                            .and_then(|v| v.to_str().ok());
+                        let valid = rapport_domain::ingest::signature::verify_generic(
+                            secret.as_bytes(),
+                            &body,
+                            sig,
+                            chrono::Utc::now().timestamp(),
+                        )
+                        .is_ok();
+                        let id = req
+                            .headers()
+                            .get("x-rapport-delivery")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let mut seen = me.seen.lock().unwrap();
+                        let status = if seen.len() < me.fail { 503 } else { 200 };
+                        seen.push((id, valid, status));
+                        if status == 200 {
+                            HttpResponse::Ok().finish()
+                        } else {
+                            HttpResponse::ServiceUnavailable().finish()
+                        }
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        url
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaches_are_delivered_signed_to_webhooks_with_retries() {
+    use rapport_store::entities::webhook_delivery;
+    use rapport_worker::deliveries::{Deliverer, DeliveryConfig};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let t = json!({ "firstResponseMinutes": 60 });
+    app.ok(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true, "targets": { "urgent": t, "high": t, "normal": t, "low": t } } })).await;
+    let receiver = Receiver {
+        fail: 2,
+        ..Default::default()
+    };
+    let url = receiver.start("hook-secret-123");
+    let bad = app
+        .gql(Some(&s.access), "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }",
+             json!({ "i": { "workspaceId": ws, "url": url, "events": ["SLA_EXPLODED"], "secret": "hook-secret-123" } }))
+        .await;
+    assert_eq!(code(&bad), Some("BAD_USER_INPUT"));
+    app.ok(
+        Some(&s.access),
+        "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }",
+        json!({ "i": { "workspaceId": ws, "url": url, "events": ["SLA_BREACHED"], "secret": "hook-secret-123" } }),
+    )
+    .await;
+    import(&app, &s, &ws, "late", 10).await;
+    let c = conversation::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut am = c.into_active_model();
+    am.first_response_due_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(5)));
+    am.update(&app.state.db).await.unwrap();
+    let engine = SlaEngine {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        cfg: SlaConfig::default(),
+    };
+    engine.rebuild().await.unwrap();
+    engine.tick().await.unwrap();
+    engine.rebuild().await.unwrap();
+    engine.tick().await.unwrap();
+    assert_eq!(
+        webhook_delivery::Entity::find()
+            .count(&app.state.db)
+            .await
+            .unwrap(),
+        1,
+        "one breach, one delivery (warnings not subscribed)"
+    );
+
+    let cfg = DeliveryConfig {
+        base_backoff: std::time::Duration::from_millis(50),
+        ..Default::default()
+    };
+    let deliverer = Deliverer::new(app.state.db.clone(), app.state.secrets.clone(), cfg).unwrap();
+    for _ in 0..100 {
+        deliverer.tick().await.unwrap();
+        let d = webhook_delivery::Entity::find()
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        if d.status == "DELIVERED" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let seen = receiver.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().map(|s| s.2).collect::<Vec<_>>(),
+        [503, 503, 200],
+        "delivered on the third try"
+    );
+    assert!(
+        seen.iter().all(|s| s.1),
+        "every request carries a valid signature"
+    );
+    assert!(
+        seen.iter().all(|s| s.0 == seen[0].0),
+        "the same delivery id on retries"
+    );
+    deliverer.tick().await.unwrap();
+    assert_eq!(
+        receiver.seen.lock().unwrap().len(),
+        3,
+        "nothing sent after delivery"
+    );
+    let log = app
+        .ok(Some(&s.access), "query($w: ID!) { webhookSubscriptions(workspaceId: $w) { deliveries { edges { node { status attempts eventType payload } } } } }", json!({ "w": ws }))
+        .await;
+    let d = &edges(&log["webhookSubscriptions"][0]["deliveries"])[0]["node"];
+    assert_eq!(d["status"], "DELIVERED");
+    assert_eq!(d["attempts"], 3);
+    assert_eq!(d["payload"]["type"], "SLA_BREACHED");
+}

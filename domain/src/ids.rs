@@ -21,6 +21,7 @@ pub enum Kind {
     SlaPolicy,
     BusinessCalendar,
     SlaEvent,
+    WebhookSubscription,
 }
 
 impl Kind {
@@ -39,6 +40,7 @@ impl Kind {
             Kind::SlaPolicy => "SlaPolicy",
             Kind::BusinessCalendar => "BusinessCalendar",
             Kind::SlaEvent => "SlaEvent",
+            Kind::WebhookSubscription => "WebhookSubscription",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod import;
 pub mod ingest;
 pub mod jobs;
 pub mod kv;
+pub mod outbox;
 pub mod raw_events;
 pub mod sla;
 pub mod tenancy;

@@ -6,7 +6,8 @@
 
 use crate::entities::{
     audit_entry, author, business_calendar, channel, conversation, membership,
-    membership_workspace, message, raw_event, session, sla_event, sla_policy, workspace,
+    membership_workspace, message, raw_event, session, sla_event, sla_policy, webhook_delivery,
+    webhook_subscription, workspace,
 };
 use crate::errors::{StoreError, StoreResult};
 use rapport_migrations::APP_ROLE;
@@ -47,6 +48,8 @@ tenant_owned!(
     message,
     raw_event,
     session,
+    webhook_delivery,
+    webhook_subscription,
     workspace
 );
 
@@ -65,7 +68,8 @@ workspace_owned!(
     membership_workspace,
     business_calendar,
     sla_event,
-    sla_policy
+    sla_policy,
+    webhook_subscription
 );
 
 impl WorkspaceOwned for workspace::Entity {

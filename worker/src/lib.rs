@@ -4,6 +4,7 @@
 //! dead-letter stream, and stops gracefully on shutdown.
 
 pub mod consumer;
+pub mod deliveries;
 pub mod feeds;
 pub mod ingest;
 pub mod reconciler;

@@ -7,6 +7,7 @@ use rapport_domain::sla::Target;
 use rapport_domain::{GlobalId, Kind};
 use rapport_store::Kv;
 use rapport_store::entities::{conversation, sla_event};
+use rapport_store::outbox;
 use rapport_store::sla::{self, Timer};
 use rapport_store::tenancy::begin_for_agency;
 use sea_orm::sea_query::OnConflict;
@@ -133,23 +134,29 @@ impl SlaEngine {
         )
         .exec_without_returning(&txn)
         .await?;
-        txn.commit().await?;
         if inserted == 0 {
             return Ok(Fired::AlreadyRecorded);
         }
+        let payload = json!({
+            "type": kind,
+            "target": t.target.as_str(),
+            "workspaceId": GlobalId::encode(Kind::Workspace, c.workspace_id),
+            "conversationId": GlobalId::encode(Kind::Conversation, c.id),
+            "deadline": t.deadline.to_rfc3339(),
+            "firedAt": now.to_rfc3339(),
+            "priority": c.priority,
+        });
+        // Notifications commit with the event: both or neither.
+        let key = format!("{}:{}:{}:{}", c.id, t.target.as_str(), kind, t.cycle);
+        outbox::queue(&txn, c.agency_id, c.workspace_id, kind, &key, &payload).await?;
+        txn.commit().await?;
         if t.breach {
             metrics::histogram!("rapport_sla_breach_lateness_seconds")
                 .record((now - t.deadline).num_milliseconds() as f64 / 1000.0);
         }
         metrics::counter!("rapport_sla_events_total", "kind" => kind).increment(1);
         // Live alerts; best effort (the event row is the record).
-        let alert = json!({
-            "kind": kind,
-            "target": t.target.as_str(),
-            "workspaceId": GlobalId::encode(Kind::Workspace, c.workspace_id),
-            "conversationId": GlobalId::encode(Kind::Conversation, c.id),
-            "deadline": t.deadline.to_rfc3339(),
-        });
+        let alert = payload;
         let sent: redis::RedisResult<()> = redis::cmd("PUBLISH")
             .arg(self.kv.key(&format!("sla:{}", c.workspace_id)))
             .arg(alert.to_string())

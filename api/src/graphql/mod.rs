@@ -9,6 +9,7 @@ mod members;
 mod paging;
 mod sla;
 mod types;
+mod webhooks;
 mod workspaces;
 
 use crate::auth::viewer::Auth;
@@ -24,6 +25,7 @@ pub struct QueryRoot(
     channels::ChannelQuery,
     conversations::ConversationQuery,
     sla::SlaQuery,
+    webhooks::WebhookQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -35,6 +37,7 @@ pub struct MutationRoot(
     conversations::ConversationMutation,
     conversations::ImportMutation,
     sla::SlaMutation,
+    webhooks::WebhookMutation,
 );
 
 pub type RapportSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -16,4 +16,6 @@ pub mod session;
 pub mod sla_event;
 pub mod sla_policy;
 pub mod user;
+pub mod webhook_delivery;
+pub mod webhook_subscription;
 pub mod workspace;

@@ -1,0 +1,182 @@
+//! Outgoing webhooks, delivery side: posts queued deliveries, signed, with
+//! exponential backoff between attempts; every attempt's outcome stays on
+//! the delivery row (the delivery log).
+//!
+//! Each request is `POST <url>` with the JSON payload and headers
+//! `X-Rapport-Event`, `X-Rapport-Delivery` (stable across retries: an
+//! idempotency key for the receiver) and `X-Rapport-Signature:
+//! t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+
+use chrono::Utc;
+use rapport_domain::crypto::SecretBox;
+use rapport_domain::ingest::signature::generic_sign;
+use rapport_store::entities::{webhook_delivery, webhook_subscription};
+use rapport_store::outbox::{DELIVERED, FAILED, PENDING};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    pub tick: Duration,
+    /// First retry delay; doubles per attempt up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_attempts: i32,
+    pub timeout: Duration,
+    pub batch: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(1),
+            base_backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(3600),
+            max_attempts: 10,
+            timeout: Duration::from_secs(10),
+            batch: 50,
+        }
+    }
+}
+
+pub struct Deliverer {
+    db: DatabaseConnection,
+    secrets: Arc<SecretBox>,
+    http: reqwest::Client,
+    cfg: DeliveryConfig,
+}
+
+impl Deliverer {
+    pub fn new(
+        db: DatabaseConnection,
+        secrets: Arc<SecretBox>,
+        cfg: DeliveryConfig,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .user_agent(concat!("Rapport-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            db,
+            secrets,
+            http,
+            cfg,
+        })
+    }
+
+    /// Sends every due delivery once; returns how many were attempted.
+    pub async fn tick(&self) -> anyhow::Result<usize> {
+        let now = Utc::now();
+        let due = webhook_delivery::Entity::find()
+            .filter(webhook_delivery::Column::Status.eq(PENDING))
+            .filter(webhook_delivery::Column::NextAttemptAt.lte(now))
+            .order_by_asc(webhook_delivery::Column::NextAttemptAt)
+            .limit(self.cfg.batch)
+            .all(&self.db)
+            .await?;
+        let mut attempted = 0;
+        for d in due {
+            // Claim by pushing the next attempt out (conditional on the row
+            // being as read): another worker's tick skips it.
+            let lease = now + chrono::Duration::from_std(self.cfg.timeout * 3)?;
+            let claimed = webhook_delivery::Entity::update_many()
+                .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(lease))
+                .filter(webhook_delivery::Column::Id.eq(d.id))
+                .filter(webhook_delivery::Column::Status.eq(PENDING))
+                .filter(webhook_delivery::Column::NextAttemptAt.eq(d.next_attempt_at))
+                .exec(&self.db)
+                .await?;
+            if claimed.rows_affected != 1 {
+                continue;
+            }
+            attempted += 1;
+            let outcome = self.send(&d).await;
+            let attempts = d.attempts + 1;
+            let mut q = webhook_delivery::Entity::update_many()
+                .col_expr(webhook_delivery::Column::Attempts, Expr::value(attempts))
+                .filter(webhook_delivery::Column::Id.eq(d.id));
+            q = match &outcome {
+                Ok(()) => q
+                    .col_expr(webhook_delivery::Column::Status, Expr::value(DELIVERED))
+                    .col_expr(
+                        webhook_delivery::Column::DeliveredAt,
+                        Expr::value(Utc::now()),
+                    )
+                    .col_expr(
+                        webhook_delivery::Column::LastError,
+                        Expr::value(Option::<String>::None),
+                    ),
+                Err(e) => {
+                    let backoff = self
+                        .cfg
+                        .base_backoff
+                        .saturating_mul(1 << (attempts - 1).clamp(0, 20))
+                        .min(self.cfg.max_backoff);
+                    let gave_up = attempts >= self.cfg.max_attempts;
+                    tracing::warn!(delivery = %d.id, attempts, error = %e, gave_up, "webhook delivery failed");
+                    q.col_expr(webhook_delivery::Column::LastError, Expr::value(e.clone()))
+                        .col_expr(
+                            webhook_delivery::Column::Status,
+                            Expr::value(if gave_up { FAILED } else { PENDING }),
+                        )
+                        .col_expr(
+                            webhook_delivery::Column::NextAttemptAt,
+                            Expr::value(Utc::now() + chrono::Duration::from_std(backoff)?),
+                        )
+                }
+            };
+            q.exec(&self.db).await?;
+            metrics::counter!("rapport_webhook_deliveries_total", "ok" => outcome.is_ok().to_string())
+                .increment(1);
+        }
+        Ok(attempted)
+    }
+
+    async fn send(&self, d: &webhook_delivery::Model) -> Result<(), String> {
+        let sub = webhook_subscription::Entity::find_by_id(d.subscription_id)
+            .one(&self.db)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("subscription deleted")?;
+        if !sub.active {
+            return Err("subscription inactive".into());
+        }
+        let secret = self
+            .secrets
+            .open(&sub.secret_ciphertext)
+            .map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&d.payload).map_err(|e| e.to_string())?;
+        let signature = generic_sign(&secret, &body, Utc::now().timestamp());
+        let resp = self
+            .http
+            .post(&sub.url)
+            .header("content-type", "application/json")
+            .header("x-rapport-event", &d.event_type)
+            .header("x-rapport-delivery", d.id.to_string())
+            .header("x-rapport-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {}: {e}", sub.url))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("POST {} answered {}", sub.url, resp.status()))
+        }
+    }
+
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::warn!(error = %e, "webhook delivery pass failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.tick) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
