@@ -547,3 +547,133 @@ async fn breaches_are_delivered_signed_to_webhooks_with_retries() {
     assert_eq!(d["attempts"], 3);
     assert_eq!(d["payload"]["type"], "SLA_BREACHED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_on_the_customer_pauses_resolving_meets_and_reopening_restarts() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let t = json!({ "firstResponseMinutes": 60, "resolutionMinutes": 600 });
+    app.ok(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true, "targets": { "urgent": t, "high": t, "normal": t, "low": t } } })).await;
+    import(&app, &s, &ws, "x", 10).await;
+    let c0 = convs(&app, &s, &ws).await.remove(0);
+    let id = c0["id"].as_str().unwrap().to_string();
+    let set = "mutation($i: SetConversationStatusInput!) { setConversationStatus(input: $i) { status dueAt sla { status firstResponseDue resolutionDue } } }";
+
+    let p = app
+        .ok(
+            Some(&s.access),
+            set,
+            json!({ "i": { "conversationId": id, "status": "PENDING_CUSTOMER" } }),
+        )
+        .await;
+    assert_eq!(p["setConversationStatus"]["sla"]["status"], "PAUSED");
+    assert!(
+        p["setConversationStatus"]["dueAt"].is_null(),
+        "paused conversations have no running deadline"
+    );
+
+    // Thirty minutes pass while paused; then the customer answers.
+    let row = conversation::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut snap = sla::Snapshot::of(&row).unwrap();
+    snap.paused_at = Some(snap.paused_at.unwrap() - chrono::Duration::minutes(30));
+    let mut am = row.into_active_model();
+    am.sla_targets = Set(Some(serde_json::to_value(&snap).unwrap()));
+    am.update(&app.state.db).await.unwrap();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
+        json!({ "i": { "workspaceId": ws, "events": [{ "id": "x-2", "text": "here is my order number", "published_at": "2026-11-20T09:05:00Z", "author": { "id": "author-x" } }] } }),
+    )
+    .await;
+    let c1 = convs(&app, &s, &ws).await.remove(0);
+    assert_eq!(c1["id"], c0["id"], "the answer joins the conversation");
+    assert_eq!(c1["sla"]["status"], "ON_TRACK");
+    let shifted = minutes_between(
+        &c0["sla"]["firstResponseDue"],
+        &c1["sla"]["firstResponseDue"],
+    );
+    assert!(
+        (29..=31).contains(&shifted),
+        "the deadline moved by the paused time: {shifted} min"
+    );
+
+    // Resolving in time meets the resolution target, once.
+    let r = app
+        .ok(
+            Some(&s.access),
+            set,
+            json!({ "i": { "conversationId": id, "status": "RESOLVED" } }),
+        )
+        .await;
+    assert_eq!(r["setConversationStatus"]["sla"]["status"], "MET");
+    app.ok(
+        Some(&s.access),
+        set,
+        json!({ "i": { "conversationId": id, "status": "RESOLVED" } }),
+    )
+    .await;
+    let events = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { slaEvents(workspaceId: $w) { edges { node { kind target } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    assert_eq!(edges(&events["slaEvents"]).len(), 1);
+    assert_eq!(
+        edges(&events["slaEvents"])[0]["node"],
+        json!({ "kind": "SLA_MET", "target": "RESOLUTION" })
+    );
+
+    // Reopening restarts the resolution clock from now, in a new cycle.
+    let o = app
+        .ok(
+            Some(&s.access),
+            set,
+            json!({ "i": { "conversationId": id, "status": "OPEN" } }),
+        )
+        .await;
+    let due = chrono::DateTime::parse_from_rfc3339(
+        o["setConversationStatus"]["sla"]["resolutionDue"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let from_now = (due.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_minutes();
+    assert!((598..=600).contains(&from_now), "{from_now}");
+    let row = conversation::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sla::Snapshot::of(&row)
+            .unwrap()
+            .cycle(rapport_domain::sla::Target::Resolution),
+        1
+    );
+    let timers: usize = redis::cmd("ZCARD")
+        .arg(app.state.kv.key(sla::TIMERS))
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    assert!(timers >= 2, "new timers scheduled");
+
+    // Client viewers cannot change it.
+    let (viewer, _) = app
+        .add_member(&s, "v@client.test", "CLIENT_VIEWER", Some(vec![ws.clone()]))
+        .await;
+    let r = app
+        .gql(
+            Some(&viewer.access),
+            set,
+            json!({ "i": { "conversationId": id, "status": "CLOSED" } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("FORBIDDEN"));
+}

@@ -168,8 +168,22 @@ pub async fn store_batch(
                     .then(|| open.get(&key).copied())
                     .flatten()
             });
+        // A customer answering a conversation that waited on them, or was
+        // resolved, opens it again: paused clocks resume, a reopened one
+        // restarts its resolution clock.
+        let reopening = joined
+            .and_then(|id| convs.get(&id))
+            .is_some_and(|c| c.model.status != OPEN);
+        if reopening && let std::collections::hash_map::Entry::Vacant(e) = slas.entry(ws.id) {
+            e.insert(sla::load(txn, ws.id).await?);
+        }
         let (conversation_id, created) = match joined.and_then(|id| convs.get_mut(&id)) {
             Some(c) => {
+                if reopening && let Some(snap) = sla::Snapshot::of(&c.model) {
+                    let clock = slas[&ws.id].clock_of(&snap);
+                    sla::apply_status(&mut c.model, &clock, OPEN, now);
+                    timers.extend(sla::timers_of(&c.model));
+                }
                 c.join(m, score, &breakdown, now);
                 (c.model.id, false)
             }
@@ -423,6 +437,10 @@ impl Conv {
         am.last_customer_message_at = Set(c.last_customer_message_at);
         am.status = Set(c.status);
         am.resolved_at = Set(c.resolved_at);
+        am.first_response_due_at = Set(c.first_response_due_at);
+        am.resolution_due_at = Set(c.resolution_due_at);
+        am.due_at = Set(c.due_at);
+        am.sla_targets = Set(c.sla_targets);
         am.updated_at = Set(c.updated_at);
         am.update(txn).await.map(|_| ())
     }

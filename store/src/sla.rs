@@ -92,12 +92,29 @@ pub struct Snapshot {
     /// Warning instants of the running deadlines, by target.
     #[serde(default)]
     pub warn: HashMap<String, DateTime<Utc>>,
+    /// Set while the conversation waits on the customer (clocks paused).
+    #[serde(default)]
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Clock cycles by target: reopening restarts the resolution clock.
+    #[serde(default)]
+    pub cycles: HashMap<String, i32>,
+}
+
+impl Snapshot {
+    pub fn of(c: &conversation::Model) -> Option<Self> {
+        serde_json::from_value(c.sla_targets.clone()?).ok()
+    }
+
+    pub fn cycle(&self, t: Target) -> i32 {
+        self.cycles.get(t.as_str()).copied().unwrap_or(0)
+    }
 }
 
 /// A workspace's policies and calendars, loaded once per unit of work.
 pub struct WorkspaceSla {
     policies: Vec<Policy<Uuid>>,
     clocks: HashMap<Uuid, (Clock, Option<Uuid>)>,
+    calendars: HashMap<Uuid, BusinessCalendar>,
 }
 
 pub async fn load<C: ConnectionTrait>(conn: &C, workspace_id: Uuid) -> Result<WorkspaceSla, DbErr> {
@@ -140,7 +157,11 @@ pub async fn load<C: ConnectionTrait>(conn: &C, workspace_id: Uuid) -> Result<Wo
             warn_at_percent: r.warn_at_percent.clamp(0, 100) as u8,
         });
     }
-    Ok(WorkspaceSla { policies, clocks })
+    Ok(WorkspaceSla {
+        policies,
+        clocks,
+        calendars,
+    })
 }
 
 /// The promise a new conversation gets.
@@ -163,6 +184,13 @@ impl Opened {
 }
 
 impl WorkspaceSla {
+    /// The clock a conversation's promise counts on.
+    pub fn clock_of(&self, s: &Snapshot) -> Clock {
+        s.calendar_id
+            .and_then(|id| self.calendars.get(&id))
+            .map_or(Clock::Calendar24x7, |c| Clock::Business(c.clone()))
+    }
+
     pub fn open(&self, facts: &Facts<'_>, at: DateTime<Utc>) -> Option<Opened> {
         let p = sla::choose(&self.policies, facts)?;
         let (clock, calendar_id) = self.clocks.get(&p.id)?;
@@ -188,6 +216,8 @@ impl WorkspaceSla {
                 warn_at_percent: p.warn_at_percent,
                 calendar_id: *calendar_id,
                 warn,
+                paused_at: None,
+                cycles: HashMap::new(),
             },
             first_response,
             resolution,
@@ -359,4 +389,173 @@ pub async fn done(kv: &Kv, member: &str) -> RedisResult<()> {
         .arg(member)
         .query_async(&mut kv.conn())
         .await
+}
+
+// ---- Status changes ---------------------------------------------------------
+
+pub const OPEN: &str = "OPEN";
+pub const PENDING_CUSTOMER: &str = "PENDING_CUSTOMER";
+pub const RESOLVED: &str = "RESOLVED";
+pub const CLOSED: &str = "CLOSED";
+
+/// A promise kept: (target, deadline, cycle), to record as SLA_MET.
+pub type Met = (Target, DateTime<Utc>, i32);
+
+fn shift(
+    clock: &Clock,
+    paused: DateTime<Utc>,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    if at <= paused {
+        return at;
+    }
+    let left = clock.minutes_between(paused, at).ceil() as u32;
+    clock.add_minutes(now, left).unwrap_or(at)
+}
+
+/// Moves a conversation to status `to` and keeps its promise honest:
+/// waiting on the customer pauses the clocks (remaining time is kept and
+/// resumes when the conversation opens again); resolving meets the
+/// resolution target if it is still running; reopening a resolved
+/// conversation restarts the resolution clock in a new cycle. Returns the
+/// targets met. Timers of changed deadlines are rescheduled by the caller
+/// ([`timers_of`]); old ones fire stale and record nothing.
+pub fn apply_status(
+    c: &mut conversation::Model,
+    clock: &Clock,
+    to: &str,
+    now: DateTime<Utc>,
+) -> Vec<Met> {
+    let from = c.status.clone();
+    c.status = to.to_string();
+    c.updated_at = now;
+    let mut met = Vec::new();
+    let Some(mut snap) = Snapshot::of(c) else {
+        if to == RESOLVED {
+            c.resolved_at = Some(now);
+        }
+        return met;
+    };
+    match (from.as_str(), to) {
+        (f, t) if f == t => {}
+        (_, PENDING_CUSTOMER) => {
+            snap.paused_at.get_or_insert(now);
+        }
+        (PENDING_CUSTOMER, OPEN) => {
+            if let Some(p) = snap.paused_at.take() {
+                c.first_response_due_at = c.first_response_due_at.map(|d| shift(clock, p, d, now));
+                c.resolution_due_at = c.resolution_due_at.map(|d| shift(clock, p, d, now));
+                for w in snap.warn.values_mut() {
+                    *w = shift(clock, p, *w, now);
+                }
+            }
+        }
+        (RESOLVED | CLOSED, OPEN) => {
+            c.resolved_at = None;
+            snap.paused_at = None;
+            let key = Target::Resolution.as_str().to_string();
+            *snap.cycles.entry(key.clone()).or_insert(0) += 1;
+            match sla::deadline(
+                clock,
+                &snap.minutes,
+                Target::Resolution,
+                now,
+                snap.warn_at_percent,
+            ) {
+                Some(d) => {
+                    c.resolution_due_at = Some(d.due);
+                    snap.warn.insert(key, d.warn);
+                }
+                None => c.resolution_due_at = None,
+            }
+        }
+        (_, RESOLVED) => {
+            c.resolved_at = Some(now);
+            snap.paused_at = None;
+            if let Some(due) = c.resolution_due_at
+                && now <= due
+            {
+                met.push((Target::Resolution, due, snap.cycle(Target::Resolution)));
+            }
+        }
+        _ => {}
+    }
+    c.due_at = if c.status == OPEN {
+        [
+            c.first_response_due_at
+                .filter(|_| c.first_responded_at.is_none()),
+            c.resolution_due_at.filter(|_| c.resolved_at.is_none()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    } else {
+        None
+    };
+    c.sla_targets = serde_json::to_value(&snap).ok();
+    met
+}
+
+/// Records an SLA event once (the unique key makes a repeat a no-op) and,
+/// in the same transaction, queues it for the workspace's webhooks.
+/// Returns the payload when it was new.
+pub async fn record_event<C: ConnectionTrait>(
+    conn: &C,
+    c: &conversation::Model,
+    kind: &str,
+    target: Target,
+    cycle: i32,
+    deadline: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<serde_json::Value>, DbErr> {
+    use crate::entities::sla_event;
+    use rapport_domain::{GlobalId, Kind};
+    use sea_orm::Set;
+    use sea_orm::sea_query::OnConflict;
+    let breach = kind == "SLA_BREACHED";
+    let inserted = sla_event::Entity::insert(sla_event::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        agency_id: Set(c.agency_id),
+        workspace_id: Set(c.workspace_id),
+        conversation_id: Set(c.id),
+        kind: Set(kind.into()),
+        target: Set(target.as_str().into()),
+        cycle: Set(cycle),
+        deadline_at: Set(deadline),
+        fired_at: Set(now),
+        lateness_ms: Set(if breach {
+            (now - deadline).num_milliseconds()
+        } else {
+            0
+        }),
+        created_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            sla_event::Column::ConversationId,
+            sla_event::Column::Target,
+            sla_event::Column::Kind,
+            sla_event::Column::Cycle,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    let payload = serde_json::json!({
+        "type": kind,
+        "target": target.as_str(),
+        "workspaceId": GlobalId::encode(Kind::Workspace, c.workspace_id),
+        "conversationId": GlobalId::encode(Kind::Conversation, c.id),
+        "deadline": deadline.to_rfc3339(),
+        "firedAt": now.to_rfc3339(),
+        "priority": c.priority,
+    });
+    let key = format!("{}:{}:{}:{}", c.id, target.as_str(), kind, cycle);
+    crate::outbox::queue(conn, c.agency_id, c.workspace_id, kind, &key, &payload).await?;
+    Ok(Some(payload))
 }

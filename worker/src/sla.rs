@@ -4,17 +4,11 @@
 
 use chrono::Utc;
 use rapport_domain::sla::Target;
-use rapport_domain::{GlobalId, Kind};
 use rapport_store::Kv;
-use rapport_store::entities::{conversation, sla_event};
-use rapport_store::outbox;
+use rapport_store::entities::conversation;
 use rapport_store::sla::{self, Timer};
 use rapport_store::tenancy::begin_for_agency;
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-};
-use serde_json::json;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -105,50 +99,11 @@ impl SlaEngine {
             "SLA_WARNING"
         };
         let txn = begin_for_agency(&self.db, c.agency_id).await?;
-        let inserted = sla_event::Entity::insert(sla_event::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            agency_id: Set(c.agency_id),
-            workspace_id: Set(c.workspace_id),
-            conversation_id: Set(c.id),
-            kind: Set(kind.into()),
-            target: Set(t.target.as_str().into()),
-            cycle: Set(t.cycle),
-            deadline_at: Set(t.deadline),
-            fired_at: Set(now),
-            lateness_ms: Set(if t.breach {
-                (now - t.deadline).num_milliseconds()
-            } else {
-                0
-            }),
-            created_at: Set(now),
-        })
-        .on_conflict(
-            OnConflict::columns([
-                sla_event::Column::ConversationId,
-                sla_event::Column::Target,
-                sla_event::Column::Kind,
-                sla_event::Column::Cycle,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        if inserted == 0 {
+        let Some(payload) =
+            sla::record_event(&txn, &c, kind, t.target, t.cycle, t.deadline, now).await?
+        else {
             return Ok(Fired::AlreadyRecorded);
-        }
-        let payload = json!({
-            "type": kind,
-            "target": t.target.as_str(),
-            "workspaceId": GlobalId::encode(Kind::Workspace, c.workspace_id),
-            "conversationId": GlobalId::encode(Kind::Conversation, c.id),
-            "deadline": t.deadline.to_rfc3339(),
-            "firedAt": now.to_rfc3339(),
-            "priority": c.priority,
-        });
-        // Notifications commit with the event: both or neither.
-        let key = format!("{}:{}:{}:{}", c.id, t.target.as_str(), kind, t.cycle);
-        outbox::queue(&txn, c.agency_id, c.workspace_id, kind, &key, &payload).await?;
+        };
         txn.commit().await?;
         if t.breach {
             metrics::histogram!("rapport_sla_breach_lateness_seconds")

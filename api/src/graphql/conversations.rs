@@ -376,6 +376,12 @@ impl DeadLetter {
 }
 
 #[derive(InputObject)]
+pub struct SetConversationStatusInput {
+    conversation_id: ID,
+    status: ConversationStatus,
+}
+
+#[derive(InputObject)]
 pub struct RetryDeadLetterInput {
     id: ID,
 }
@@ -640,6 +646,62 @@ pub struct ConversationMutation;
 
 #[Object]
 impl ConversationMutation {
+    /// OPEN, PENDING_CUSTOMER (waiting on the customer: SLA clocks pause),
+    /// RESOLVED (the resolution target is met if still running) or CLOSED.
+    /// Reopening a resolved conversation restarts its resolution clock.
+    /// Not for CLIENT_VIEWER.
+    async fn set_conversation_status(
+        &self,
+        ctx: &Context<'_>,
+        input: SetConversationStatusInput,
+    ) -> ApiResult<Conversation> {
+        use rapport_domain::calendar::Clock;
+        use rapport_store::sla;
+        let v = auth(ctx).viewer()?;
+        v.require_writer()?;
+        let st = state(ctx);
+        let txn = v.scope.begin(&st.db).await?;
+        let current = v
+            .scope
+            .select_in_workspaces::<conversation::Entity>()
+            .filter(
+                conversation::Column::Id.eq(decode(Kind::Conversation, &input.conversation_id)?),
+            )
+            .one(&txn)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let clock = match sla::Snapshot::of(&current) {
+            Some(s) => sla::load(&txn, current.workspace_id).await?.clock_of(&s),
+            None => Clock::Calendar24x7,
+        };
+        let now = Utc::now();
+        let mut next = current.clone();
+        let met = sla::apply_status(&mut next, &clock, input.status.as_str(), now);
+        let mut am = current.clone().into_active_model();
+        am.status = Set(next.status.clone());
+        am.resolved_at = Set(next.resolved_at);
+        am.first_response_due_at = Set(next.first_response_due_at);
+        am.resolution_due_at = Set(next.resolution_due_at);
+        am.due_at = Set(next.due_at);
+        am.sla_targets = Set(next.sla_targets.clone());
+        am.updated_at = Set(now);
+        let saved = am.update(&txn).await?;
+        for (target, deadline, cycle) in met {
+            sla::record_event(&txn, &saved, "SLA_MET", target, cycle, deadline, now).await?;
+        }
+        AuditEvent::new("setConversationStatus")
+            .workspace(saved.workspace_id)
+            .details(json!({ "from": current.status, "to": saved.status }))
+            .record(&txn, v.agency_id, Some(v.user_id))
+            .await?;
+        txn.commit().await?;
+        // Changed deadlines get new timers; the old ones fire stale.
+        if let Err(e) = sla::schedule(&st.kv, &sla::timers_of(&saved)).await {
+            tracing::warn!(error = %e, "scheduling SLA timers failed; the rebuild will");
+        }
+        Ok(Conversation(saved))
+    }
+
     /// Sends a dead letter through ingestion again (after fixing its cause,
     /// e.g. a rotated secret or a parser update). OWNER or ADMIN.
     async fn retry_dead_letter(

@@ -441,8 +441,19 @@ impl ConversationSla {
         self.0.resolution_due_at
     }
     async fn status(&self) -> GqlSlaStatus {
-        if self.0.status == "PENDING_CUSTOMER" {
-            return GqlSlaStatus::Paused;
+        let c = &self.0;
+        match c.status.as_str() {
+            "PENDING_CUSTOMER" => return GqlSlaStatus::Paused,
+            "RESOLVED" | "CLOSED" => {
+                let late =
+                    matches!((c.resolved_at, c.resolution_due_at), (Some(r), Some(d)) if r > d);
+                return if late {
+                    GqlSlaStatus::Breached
+                } else {
+                    GqlSlaStatus::Met
+                };
+            }
+            _ => {}
         }
         match self.next() {
             Some(d) => sla::status(Utc::now(), &d).into(),
@@ -451,6 +462,9 @@ impl ConversationSla {
     }
     /// Minutes left until the next running deadline (negative once breached).
     async fn remaining_minutes(&self) -> Option<f64> {
+        if self.0.status != "OPEN" {
+            return None;
+        }
         let d = self.next()?;
         let secs = (d.due - Utc::now()).num_seconds() as f64;
         Some((secs / 60.0 * 10.0).round() / 10.0)
