@@ -677,3 +677,52 @@ async fn waiting_on_the_customer_pauses_resolving_meets_and_reopening_restarts()
         .await;
     assert_eq!(code(&r), Some("FORBIDDEN"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_escalates_priority_and_assignment_per_policy() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let other = app.sign_up("Other", "o@other.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
+    let (_, outsider) = app.add_member(&other, "x@other.test", "AGENT", None).await;
+    let t = json!({ "firstResponseMinutes": 60 });
+    let targets = json!({ "urgent": t, "high": t, "normal": t, "low": t });
+    let r = app
+        .gql(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Esc", "isDefault": true, "targets": targets, "escalation": { "assignToMemberId": outsider } } }))
+        .await;
+    assert_eq!(code(&r), Some("NOT_FOUND"), "another agency's member");
+    app.ok(
+        Some(&s.access),
+        POLICY,
+        json!({ "i": { "workspaceId": ws, "name": "Esc", "isDefault": true, "targets": targets,
+                 "escalation": { "raisePriorityTo": "URGENT", "assignToMemberId": agent } } }),
+    )
+    .await;
+    import(&app, &s, &ws, "calm", 0).await;
+    let c = conversation::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(c.priority, "URGENT");
+    let mut am = c.into_active_model();
+    am.first_response_due_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
+    am.update(&app.state.db).await.unwrap();
+    let engine = SlaEngine {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        cfg: SlaConfig::default(),
+    };
+    engine.rebuild().await.unwrap();
+    engine.tick().await.unwrap();
+    let evs = sla_event::Entity::find().all(&app.state.db).await.unwrap();
+    assert!(evs.iter().any(|e| e.kind == "SLA_BREACHED"), "{evs:?}");
+    let d = app
+        .ok(Some(&s.access), "query($w: ID!) { conversations(workspaceId: $w) { edges { node { priority priorityScore assignee { id } } } } }", json!({ "w": ws }))
+        .await;
+    let node = &edges(&d["conversations"])[0]["node"];
+    assert_eq!(node["priority"], "URGENT");
+    assert!(node["priorityScore"].as_f64().unwrap() >= 0.6);
+    assert_eq!(node["assignee"]["id"], agent.as_str());
+}

@@ -559,3 +559,62 @@ pub async fn record_event<C: ConnectionTrait>(
     crate::outbox::queue(conn, c.agency_id, c.workspace_id, kind, &key, &payload).await?;
     Ok(Some(payload))
 }
+
+/// On a breach, applies the policy's escalation in the breach's
+/// transaction: raise the priority (the inbox ranks it higher) and assign
+/// the conversation. Returns whether anything changed.
+pub async fn escalate<C: ConnectionTrait>(
+    conn: &C,
+    c: &conversation::Model,
+) -> Result<bool, DbErr> {
+    use crate::entities::membership;
+    use rapport_domain::priority::PriorityLevel;
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+    let Some(policy) = (match c.sla_policy_id {
+        Some(id) => sla_policy::Entity::find_by_id(id).one(conn).await?,
+        None => None,
+    }) else {
+        return Ok(false);
+    };
+    let e = &policy.escalation;
+    let raise = e
+        .get("raisePriorityTo")
+        .and_then(|v| v.as_str())
+        .and_then(PriorityLevel::parse);
+    let assign = e
+        .get("assignTo")
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok());
+    let mut am = c.clone().into_active_model();
+    let mut changed = false;
+    if let Some(level) = raise
+        && PriorityLevel::parse(&c.priority).is_none_or(|p| p < level)
+    {
+        // The inbox orders by score: lift it to the level's floor.
+        let floor = match level {
+            PriorityLevel::Urgent => 0.6,
+            PriorityLevel::High => 0.4,
+            PriorityLevel::Normal => 0.2,
+            PriorityLevel::Low => 0.0,
+        };
+        am.priority = Set(level.as_str().into());
+        am.priority_score = Set(c.priority_score.max(floor));
+        changed = true;
+    }
+    if let Some(member) = assign
+        && c.assignee_membership_id != Some(member)
+        && membership::Entity::find_by_id(member)
+            .filter(membership::Column::AgencyId.eq(c.agency_id))
+            .one(conn)
+            .await?
+            .is_some()
+    {
+        am.assignee_membership_id = Set(Some(member));
+        changed = true;
+    }
+    if changed {
+        am.updated_at = Set(Utc::now());
+        am.update(conn).await?;
+    }
+    Ok(changed)
+}

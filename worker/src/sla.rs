@@ -104,6 +104,10 @@ impl SlaEngine {
         else {
             return Ok(Fired::AlreadyRecorded);
         };
+        // Escalation commits with the breach: both or neither.
+        if t.breach && sla::escalate(&txn, &c).await? {
+            metrics::counter!("rapport_sla_escalations_total").increment(1);
+        }
         txn.commit().await?;
         if t.breach {
             metrics::histogram!("rapport_sla_breach_lateness_seconds")

@@ -265,6 +265,61 @@ impl SlaConditions {
     }
 }
 
+/// What happens when a target is breached.
+#[derive(SimpleObject, InputObject, Clone, Default)]
+#[graphql(input_name = "SlaEscalationInput")]
+pub struct SlaEscalation {
+    /// Raise the conversation to at least this priority.
+    raise_priority_to: Option<GqlPriority>,
+    /// Assign the conversation to this member.
+    assign_to_member_id: Option<ID>,
+}
+
+async fn escalation_json(
+    v: &Viewer,
+    txn: &DatabaseTransaction,
+    workspace: Uuid,
+    e: &SlaEscalation,
+) -> ApiResult<serde_json::Value> {
+    let assignee = match &e.assign_to_member_id {
+        None => None,
+        Some(id) => {
+            let m = v
+                .scope
+                .find::<rapport_store::entities::membership::Entity, _>(
+                    txn,
+                    decode(Kind::Member, id)?,
+                )
+                .await?;
+            if m.restricted {
+                let sees = rapport_store::entities::membership_workspace::Entity::find()
+                    .filter(
+                        rapport_store::entities::membership_workspace::Column::MembershipId
+                            .eq(m.id),
+                    )
+                    .filter(
+                        rapport_store::entities::membership_workspace::Column::WorkspaceId
+                            .eq(workspace),
+                    )
+                    .one(txn)
+                    .await?
+                    .is_some();
+                if !sees {
+                    return Err(ApiError::bad_input(
+                        "assignToMemberId",
+                        "this member cannot see the workspace",
+                    ));
+                }
+            }
+            Some(m.id)
+        }
+    };
+    Ok(json!({
+        "raisePriorityTo": e.raise_priority_to.map(|p| PriorityLevel::from(p).as_str()),
+        "assignTo": assignee,
+    }))
+}
+
 pub struct SlaPolicy(pub sla_policy::Model);
 
 #[Object]
@@ -311,6 +366,21 @@ impl SlaPolicy {
     async fn warn_at_percent(&self) -> i32 {
         self.0.warn_at_percent
     }
+    async fn escalation(&self) -> SlaEscalation {
+        let e = &self.0.escalation;
+        SlaEscalation {
+            raise_priority_to: e
+                .get("raisePriorityTo")
+                .and_then(|v| v.as_str())
+                .and_then(PriorityLevel::parse)
+                .map(Into::into),
+            assign_to_member_id: e
+                .get("assignTo")
+                .and_then(|v| v.as_str())
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .map(|id| gid(Kind::Member, id)),
+        }
+    }
 }
 
 #[derive(InputObject)]
@@ -327,6 +397,8 @@ pub struct CreateSlaPolicyInput {
     calendar_id: Option<ID>,
     #[graphql(default = 75)]
     warn_at_percent: i32,
+    #[graphql(default)]
+    escalation: SlaEscalation,
 }
 
 /// Only the fields given change. Conversations opened before keep the
@@ -341,6 +413,7 @@ pub struct UpdateSlaPolicyInput {
     business_hours: Option<bool>,
     calendar_id: Option<ID>,
     warn_at_percent: Option<i32>,
+    escalation: Option<SlaEscalation>,
 }
 
 #[derive(InputObject)]
@@ -772,7 +845,7 @@ impl SlaMutation {
             business_hours: Set(input.business_hours),
             calendar_id: Set(calendar_id),
             warn_at_percent: Set(warn),
-            escalation: Set(json!({})),
+            escalation: Set(escalation_json(v, &txn, ws.id, &input.escalation).await?),
             created_at: Set(now),
             updated_at: Set(now),
             deleted_at: Set(None),
@@ -831,6 +904,9 @@ impl SlaMutation {
         }
         if let Some(d) = input.is_default {
             am.is_default = Set(d);
+        }
+        if let Some(e) = &input.escalation {
+            am.escalation = Set(escalation_json(v, &txn, ws, e).await?);
         }
         am.updated_at = Set(Utc::now());
         let p = am.update(&txn).await?;
