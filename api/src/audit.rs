@@ -2,6 +2,7 @@
 //! written in the mutation's own transaction so it commits or rolls back
 //! with the change it describes.
 
+use crate::auth::viewer::Viewer;
 use crate::error::ApiResult;
 use chrono::Utc;
 use rapport_store::entities::audit_entry;
@@ -39,6 +40,11 @@ impl AuditEvent {
     pub fn details(mut self, details: Value) -> Self {
         self.details = details;
         self
+    }
+
+    /// Records what the signed-in member `v` did.
+    pub async fn by<C: ConnectionTrait>(self, conn: &C, v: &Viewer) -> ApiResult<()> {
+        self.record(conn, v.agency_id, Some(v.user_id)).await
     }
 
     pub async fn record<C: ConnectionTrait>(

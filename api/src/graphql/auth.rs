@@ -256,9 +256,7 @@ impl AuthMutation {
         let v = auth(ctx).viewer()?;
         sessions::revoke(st, v.session_id).await?;
         let txn = v.scope.begin(&st.db).await?;
-        AuditEvent::new("logout")
-            .record(&txn, v.agency_id, Some(v.user_id))
-            .await?;
+        AuditEvent::new("logout").by(&txn, v).await?;
         txn.commit().await?;
         Ok(true)
     }

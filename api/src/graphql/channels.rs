@@ -252,7 +252,7 @@ impl ChannelMutation {
         AuditEvent::new(action)
             .workspace(c.workspace_id)
             .target("Channel", c.id)
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(Channel(c))
@@ -343,7 +343,7 @@ impl ChannelMutation {
             .workspace(ws.id)
             .target("Channel", c.id)
             .details(json!({ "kind": c.kind, "name": c.name }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(Channel(c))
@@ -410,7 +410,7 @@ impl ChannelMutation {
             .workspace(c.workspace_id)
             .target("Channel", c.id)
             .details(json!({ "changed": changed }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(Channel(c))

@@ -692,7 +692,7 @@ impl ConversationMutation {
         AuditEvent::new("setConversationStatus")
             .workspace(saved.workspace_id)
             .details(json!({ "from": current.status, "to": saved.status }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         // Changed deadlines get new timers; the old ones fire stale.
@@ -734,7 +734,7 @@ impl ConversationMutation {
         AuditEvent::new("retryDeadLetter")
             .workspace(r.workspace_id)
             .details(json!({ "deadLetterId": gid(Kind::DeadLetter, r.id).0 }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         // Stored as PENDING first: if this enqueue fails, the reconciler retries.
@@ -810,7 +810,7 @@ impl ImportMutation {
                 "duplicates": summary.duplicates,
                 "rejected": summary.rejected.len(),
             }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         if let Err(e) = rapport_store::sla::schedule(&st.kv, &summary.timers).await {

@@ -247,7 +247,7 @@ impl MemberMutation {
         AuditEvent::new("inviteMember")
             .target("Member", m.id)
             .details(json!({ "email": email.as_str(), "role": role.as_str(), "restricted": ids.is_some() }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(InviteMemberPayload {
@@ -287,7 +287,7 @@ impl MemberMutation {
         AuditEvent::new("updateMemberRole")
             .target("Member", m.id)
             .details(json!({ "from": before.as_str(), "to": role.as_str(), "restricted": ids.is_some() }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(Member(m))
@@ -317,7 +317,7 @@ impl MemberMutation {
         AuditEvent::new("removeMember")
             .target("Member", current.id)
             .details(json!({ "role": before.as_str() }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         sessions::revoke_all(st, current.agency_id, current.user_id).await?;

@@ -792,7 +792,7 @@ impl SlaMutation {
         .await?;
         AuditEvent::new("createBusinessCalendar")
             .workspace(ws.id)
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(BusinessCalendar(c))
@@ -858,7 +858,7 @@ impl SlaMutation {
         AuditEvent::new("createSlaPolicy")
             .workspace(ws.id)
             .details(json!({ "name": p.name, "default": p.is_default }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(SlaPolicy(p))
@@ -916,7 +916,7 @@ impl SlaMutation {
         AuditEvent::new("updateSlaPolicy")
             .workspace(ws)
             .details(json!({ "name": p.name }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(SlaPolicy(p))
@@ -953,7 +953,7 @@ impl SlaMutation {
         }
         AuditEvent::new("reorderSlaPolicies")
             .workspace(ws.id)
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(out)
@@ -978,7 +978,7 @@ impl SlaMutation {
         am.update(&txn).await?;
         AuditEvent::new("deleteSlaPolicy")
             .workspace(ws)
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(DeleteSlaPolicyPayload {

@@ -199,7 +199,7 @@ impl WebhookMutation {
         AuditEvent::new("createWebhookSubscription")
             .workspace(ws.id)
             .details(json!({ "url": s.url, "events": input.events }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(WebhookSubscription(s))
@@ -229,7 +229,7 @@ impl WebhookMutation {
         am.update(&txn).await?;
         AuditEvent::new("deleteWebhookSubscription")
             .workspace(ws)
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(DeleteWebhookSubscriptionPayload {

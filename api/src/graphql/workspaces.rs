@@ -129,7 +129,7 @@ impl WorkspaceMutation {
             .workspace(w.id)
             .target("Workspace", w.id)
             .details(json!({ "name": w.name, "timezone": w.timezone }))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(Workspace(w))
@@ -195,7 +195,7 @@ impl WorkspaceMutation {
             .workspace(w.id)
             .target("Workspace", w.id)
             .details(serde_json::Value::Object(changed))
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(Workspace(w))
@@ -223,7 +223,7 @@ impl WorkspaceMutation {
         AuditEvent::new("archiveWorkspace")
             .workspace(w.id)
             .target("Workspace", w.id)
-            .record(&txn, v.agency_id, Some(v.user_id))
+            .by(&txn, v)
             .await?;
         txn.commit().await?;
         Ok(Workspace(w))
