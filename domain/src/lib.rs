@@ -9,6 +9,7 @@ pub mod ids;
 pub mod ingest;
 pub mod page;
 pub mod priority;
+pub mod reply;
 pub mod role;
 pub mod sentiment;
 pub mod sla;

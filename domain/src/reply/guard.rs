@@ -1,0 +1,391 @@
+//! The canned-reply guard. A reply is refused when a required slot is empty,
+//! too short or merely repeats the template; when it is a near-duplicate of
+//! a reply the workspace sent recently (MinHash signatures of word
+//! shingles, indexed with banded LSH, context values masked so two replies
+//! differing only in the customer's name count as the same); or when it
+//! contains a banned phrase. Not addressing the customer's message at all
+//! is a warning.
+
+use super::template::Template;
+use std::collections::HashMap;
+
+pub const SHINGLE: usize = 3;
+const HASHES: usize = 64;
+const BANDS: usize = 16;
+const ROWS: usize = HASHES / BANDS;
+
+pub type Signature = [u64; HASHES];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    EmptySlot {
+        slot: String,
+    },
+    ShortSlot {
+        slot: String,
+        min_length: u32,
+        length: usize,
+    },
+    SlotRepeatsTemplate {
+        slot: String,
+    },
+    NearDuplicate {
+        reply: String,
+        similarity: f64,
+    },
+    BannedPhrase {
+        phrase: String,
+    },
+    /// A warning: the reply shares no word with the customer's message.
+    NoOverlap,
+}
+
+impl Finding {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Finding::EmptySlot { .. } => "EMPTY_SLOT",
+            Finding::ShortSlot { .. } => "SHORT_SLOT",
+            Finding::SlotRepeatsTemplate { .. } => "SLOT_REPEATS_TEMPLATE",
+            Finding::NearDuplicate { .. } => "NEAR_DUPLICATE",
+            Finding::BannedPhrase { .. } => "BANNED_PHRASE",
+            Finding::NoOverlap => "NO_OVERLAP",
+        }
+    }
+
+    /// Whether it refuses the reply (everything but NoOverlap).
+    pub fn blocking(&self) -> bool {
+        !matches!(self, Finding::NoOverlap)
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Finding::EmptySlot { slot } => {
+                format!("slot {slot:?} is empty: write it for this customer")
+            }
+            Finding::ShortSlot {
+                slot,
+                min_length,
+                length,
+            } => {
+                format!("slot {slot:?} has {length} characters; write at least {min_length}")
+            }
+            Finding::SlotRepeatsTemplate { slot } => {
+                format!("slot {slot:?} only repeats the template's own words")
+            }
+            Finding::NearDuplicate { similarity, .. } => format!(
+                "this reply is {:.0}% the same as one this brand already sent: write it for this customer",
+                similarity * 100.0
+            ),
+            Finding::BannedPhrase { phrase } => format!("the brand never says {phrase:?}"),
+            Finding::NoOverlap => "the reply does not address anything the customer wrote".into(),
+        }
+    }
+}
+
+/// Lower-case words, punctuation dropped.
+pub fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '{' && c != '}')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect()
+}
+
+/// Replaces context values (the customer's name and handle, the brand, the
+/// agent) with placeholders, so they do not make two replies look different.
+pub fn mask(text: &str, values: &[&str]) -> String {
+    let mut out = text.to_lowercase();
+    let mut vals: Vec<String> = values
+        .iter()
+        .map(|v| v.trim().trim_start_matches('@').to_lowercase())
+        .filter(|v| v.chars().count() >= 2)
+        .collect();
+    vals.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for v in vals {
+        out = out.replace(&v, "{var}");
+    }
+    out
+}
+
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e3779b97f4a7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+    x ^ (x >> 31)
+}
+
+/// Hashes of `SHINGLE`-word windows (a short text is one shingle).
+pub fn shingles(masked: &str) -> Vec<u64> {
+    let w = words(masked);
+    if w.is_empty() {
+        return Vec::new();
+    }
+    if w.len() < SHINGLE {
+        return vec![fnv(&w.join(" "))];
+    }
+    let mut out: Vec<u64> = w.windows(SHINGLE).map(|s| fnv(&s.join(" "))).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+pub fn signature(shingles: &[u64]) -> Signature {
+    let mut sig = [u64::MAX; HASHES];
+    for &s in shingles {
+        for (i, slot) in sig.iter_mut().enumerate() {
+            let h = mix(s ^ mix(i as u64 + 1));
+            if h < *slot {
+                *slot = h;
+            }
+        }
+    }
+    sig
+}
+
+/// Estimated Jaccard similarity of the shingle sets behind two signatures.
+pub fn similarity(a: &Signature, b: &Signature) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / HASHES as f64
+}
+
+/// The workspace's recent replies, searchable for near-duplicates in time
+/// that depends on the matches, not on how many replies there are.
+#[derive(Default)]
+pub struct ReplyIndex {
+    entries: Vec<(String, Signature)>,
+    bands: Vec<HashMap<u64, Vec<usize>>>,
+}
+
+fn band_key(sig: &Signature, band: usize) -> u64 {
+    sig[band * ROWS..(band + 1) * ROWS]
+        .iter()
+        .fold(band as u64, |h, x| mix(h ^ x))
+}
+
+impl ReplyIndex {
+    pub fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            bands: (0..BANDS).map(|_| HashMap::new()).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a sent reply (already masked).
+    pub fn insert(&mut self, id: String, masked: &str) {
+        let sig = signature(&shingles(masked));
+        let at = self.entries.len();
+        for (b, band) in self.bands.iter_mut().enumerate() {
+            band.entry(band_key(&sig, b)).or_default().push(at);
+        }
+        self.entries.push((id, sig));
+    }
+
+    /// The most similar earlier reply at or above `threshold`.
+    pub fn nearest(&self, masked: &str, threshold: f64) -> Option<(&str, f64)> {
+        let sig = signature(&shingles(masked));
+        let mut best: Option<(usize, f64)> = None;
+        let mut seen = std::collections::HashSet::new();
+        for (b, band) in self.bands.iter().enumerate() {
+            for &i in band.get(&band_key(&sig, b)).into_iter().flatten() {
+                if !seen.insert(i) {
+                    continue;
+                }
+                let s = similarity(&sig, &self.entries[i].1);
+                if s >= threshold && best.is_none_or(|(_, bs)| s > bs) {
+                    best = Some((i, s));
+                }
+            }
+        }
+        best.map(|(i, s)| (self.entries[i].0.as_str(), s))
+    }
+}
+
+/// Phrases found in `text`, case- and whitespace-insensitively.
+pub fn banned_in(text: &str, phrases: &[String]) -> Vec<String> {
+    let norm = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    let t = norm(text);
+    phrases
+        .iter()
+        .filter(|p| !p.trim().is_empty() && t.contains(&norm(p)))
+        .cloned()
+        .collect()
+}
+
+const STOPWORDS: &[&str] = &[
+    "the", "and", "for", "you", "your", "are", "was", "with", "this", "that", "have", "has", "not",
+    "but", "our", "can", "all", "any", "from", "they", "them", "what", "when", "will", "just",
+    "get", "got", "about", "there", "their", "would", "could", "please", "thanks", "thank", "hi",
+    "hello", "sorry",
+];
+
+/// Whether the reply shares a content word (4+ letters, not a stop word)
+/// with the customer's message.
+pub fn addresses(reply: &str, message: &str) -> bool {
+    let content = |t: &str| -> Vec<String> {
+        words(t)
+            .into_iter()
+            .filter(|w| w.chars().count() >= 4 && !STOPWORDS.contains(&w.as_str()))
+            .collect()
+    };
+    let m = content(message);
+    m.is_empty() || content(reply).iter().any(|w| m.contains(w))
+}
+
+/// What the guard looks at for one reply.
+pub struct Check<'a> {
+    pub text: &'a str,
+    pub template: Option<&'a Template>,
+    pub slots: &'a HashMap<String, String>,
+    /// Context values to mask (customer name and handle, brand, agent).
+    pub context_values: &'a [&'a str],
+    pub banned_phrases: &'a [String],
+    pub customer_message: &'a str,
+    pub threshold: f64,
+}
+
+pub fn check(c: &Check<'_>, index: &ReplyIndex) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(t) = c.template {
+        let fixed = words(&t.fixed_text());
+        for s in t.slots() {
+            let v = c.slots.get(&s.name).map(|v| v.trim()).unwrap_or("");
+            if v.is_empty() {
+                out.push(Finding::EmptySlot {
+                    slot: s.name.clone(),
+                });
+                continue;
+            }
+            let len = v.chars().count();
+            if len < s.min_length as usize {
+                out.push(Finding::ShortSlot {
+                    slot: s.name.clone(),
+                    min_length: s.min_length,
+                    length: len,
+                });
+            }
+            let w = words(v);
+            if !w.is_empty() && w.iter().all(|x| fixed.contains(x)) {
+                out.push(Finding::SlotRepeatsTemplate {
+                    slot: s.name.clone(),
+                });
+            }
+        }
+    }
+    let masked = mask(c.text, c.context_values);
+    if let Some((id, sim)) = index.nearest(&masked, c.threshold) {
+        out.push(Finding::NearDuplicate {
+            reply: id.to_string(),
+            similarity: sim,
+        });
+    }
+    for p in banned_in(c.text, c.banned_phrases) {
+        out.push(Finding::BannedPhrase { phrase: p });
+    }
+    if !addresses(c.text, c.customer_message) {
+        out.push(Finding::NoOverlap);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reply::template::SlotSpec;
+
+    #[test]
+    fn replies_differing_only_in_the_customers_name_are_the_same() {
+        let mut idx = ReplyIndex::new();
+        idx.insert(
+            "r1".into(),
+            &mask(
+                "Hi Ana, we are so sorry about your cold latte, a fresh one is on us at Brew Co",
+                &["Ana", "Brew Co"],
+            ),
+        );
+        let same = mask(
+            "Hi Bob, we are so sorry about your cold latte, a fresh one is on us at Brew Co",
+            &["Bob", "Brew Co"],
+        );
+        let (id, sim) = idx.nearest(&same, 0.8).unwrap();
+        assert_eq!(id, "r1");
+        assert!(sim > 0.95, "{sim}");
+        let different = mask(
+            "Bob, the refund for the double charge went out today; you will see it by Friday",
+            &["Bob"],
+        );
+        assert!(idx.nearest(&different, 0.8).is_none());
+    }
+
+    #[test]
+    fn banned_phrases_ignore_case_and_spacing() {
+        let phrases = vec!["per our   policy".to_string()];
+        assert_eq!(
+            banned_in("As PER our\\npolicy we cannot", &phrases).len(),
+            0,
+            "escaped newline is not whitespace"
+        );
+        assert_eq!(
+            banned_in("As PER  our\npolicy we cannot", &phrases),
+            phrases
+        );
+    }
+
+    #[test]
+    fn slots_must_be_written_for_this_customer() {
+        let t = Template::parse(
+            "Hi {{ author.name }}, thanks for reaching out. {{ slot.empathy }}",
+            vec![SlotSpec {
+                name: "empathy".into(),
+                guidance: "".into(),
+                min_length: 15,
+            }],
+        )
+        .unwrap();
+        let run = |slot: &str| {
+            let slots = HashMap::from([("empathy".to_string(), slot.to_string())]);
+            let text = format!("Hi Ana, thanks for reaching out. {slot}");
+            check(
+                &Check {
+                    text: &text,
+                    template: Some(&t),
+                    slots: &slots,
+                    context_values: &["Ana"],
+                    banned_phrases: &[],
+                    customer_message: "my latte was cold",
+                    threshold: 0.8,
+                },
+                &ReplyIndex::new(),
+            )
+            .into_iter()
+            .map(|f| f.code())
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(run(""), ["EMPTY_SLOT", "NO_OVERLAP"]);
+        assert_eq!(run("so sorry"), ["SHORT_SLOT", "NO_OVERLAP"]);
+        assert_eq!(
+            run("Thanks for reaching out, thanks!"),
+            ["SLOT_REPEATS_TEMPLATE", "NO_OVERLAP"]
+        );
+        assert!(run("So sorry your latte arrived cold, a fresh one is on us").is_empty());
+    }
+}
