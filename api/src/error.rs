@@ -18,6 +18,8 @@ pub enum ApiError {
     RateLimited {
         retry_after_secs: u64,
     },
+    /// The canned-reply guard refused a reply: (code, message) findings.
+    Canned(Vec<(&'static str, String)>),
     /// Logged with its detail; the client sees only "internal error".
     Internal(String),
 }
@@ -45,6 +47,10 @@ impl ApiError {
             ApiError::RateLimited { retry_after_secs } => {
                 format!("too many attempts; retry in {retry_after_secs} seconds")
             }
+            ApiError::Canned(f) => format!(
+                "this reply looks canned: {}",
+                f.first().map_or("", |x| x.1.as_str())
+            ),
             ApiError::Internal(_) => "internal error".into(),
         }
     }
@@ -56,6 +62,7 @@ impl ApiError {
             ApiError::NotFound => "NOT_FOUND",
             ApiError::BadInput { .. } => "BAD_USER_INPUT",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::Canned(_) => "CANNED_REPLY",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -105,6 +112,24 @@ impl ErrorExtensions for ApiError {
                 } => ext.set("field", *field),
                 ApiError::RateLimited { retry_after_secs } => {
                     ext.set("retryAfterSeconds", *retry_after_secs)
+                }
+                ApiError::Canned(findings) => {
+                    let list: Vec<async_graphql::Value> = findings
+                        .iter()
+                        .map(|(code, message)| {
+                            let mut m = async_graphql::indexmap::IndexMap::new();
+                            m.insert(
+                                async_graphql::Name::new("code"),
+                                async_graphql::Value::from(*code),
+                            );
+                            m.insert(
+                                async_graphql::Name::new("message"),
+                                async_graphql::Value::from(message.as_str()),
+                            );
+                            async_graphql::Value::Object(m)
+                        })
+                        .collect();
+                    ext.set("findings", async_graphql::Value::List(list))
                 }
                 _ => {}
             }

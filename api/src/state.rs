@@ -15,6 +15,8 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     pub metrics: PrometheusHandle,
     pub secrets: Arc<SecretBox>,
+    /// Near-duplicate indexes of sent replies, per workspace.
+    pub replies: Arc<rapport_store::replies::ReplyIndexes>,
 }
 
 impl AppState {
@@ -29,6 +31,7 @@ impl AppState {
             jwt,
             metrics: crate::http::metrics_handle(),
             secrets,
+            replies: Arc::default(),
         })
     }
 }

@@ -22,6 +22,7 @@ pub enum Kind {
     BusinessCalendar,
     SlaEvent,
     WebhookSubscription,
+    ReplyTemplate,
 }
 
 impl Kind {
@@ -41,6 +42,7 @@ impl Kind {
             Kind::BusinessCalendar => "BusinessCalendar",
             Kind::SlaEvent => "SlaEvent",
             Kind::WebhookSubscription => "WebhookSubscription",
+            Kind::ReplyTemplate => "ReplyTemplate",
         }
     }
 }

@@ -397,6 +397,9 @@ impl MigrationTrait for Migration {
             .col(text(n("direction")))
             .col(text(n("visibility")))
             .col(text(n("body")))
+            // Outbound replies: the body with context values masked, as the
+            // canned-reply guard compares it.
+            .col(text_null(n("masked_body")))
             .col(double_null(n("sentiment")))
             .col(timestamp_with_time_zone(n("published_at")))
             .col(timestamp_with_time_zone(n("received_at")))

@@ -174,14 +174,24 @@ pub async fn store_batch(
         let reopening = joined
             .and_then(|id| convs.get(&id))
             .is_some_and(|c| c.model.status != OPEN);
-        if reopening && let std::collections::hash_map::Entry::Vacant(e) = slas.entry(ws.id) {
+        // After an agent reply, a customer message starts the next-response clock.
+        let answered = joined.and_then(|id| convs.get(&id)).is_some_and(|c| {
+            c.model.first_responded_at.is_some() && c.model.next_response_due_at.is_none()
+        });
+        if (reopening || answered)
+            && let std::collections::hash_map::Entry::Vacant(e) = slas.entry(ws.id)
+        {
             e.insert(sla::load(txn, ws.id).await?);
         }
         let (conversation_id, created) = match joined.and_then(|id| convs.get_mut(&id)) {
             Some(c) => {
-                if reopening && let Some(snap) = sla::Snapshot::of(&c.model) {
+                if let Some(snap) = sla::Snapshot::of(&c.model).filter(|_| reopening || answered) {
                     let clock = slas[&ws.id].clock_of(&snap);
-                    sla::apply_status(&mut c.model, &clock, OPEN, now);
+                    if reopening {
+                        sla::apply_status(&mut c.model, &clock, OPEN, now);
+                    }
+                    sla::customer_spoke(&mut c.model, &clock, now);
+                    c.dirty = true;
                     timers.extend(sla::timers_of(&c.model));
                 }
                 c.join(m, score, &breakdown, now);
@@ -227,6 +237,7 @@ pub async fn store_batch(
             direction: Set("INBOUND".into()),
             visibility: Set(m.visibility.as_str().into()),
             body: Set(m.text.clone()),
+            masked_body: Set(None),
             sentiment: Set(Some(score)),
             published_at: Set(m.published_at),
             received_at: Set(now),
@@ -437,6 +448,7 @@ impl Conv {
         am.last_customer_message_at = Set(c.last_customer_message_at);
         am.status = Set(c.status);
         am.resolved_at = Set(c.resolved_at);
+        am.next_response_due_at = Set(c.next_response_due_at);
         am.first_response_due_at = Set(c.first_response_due_at);
         am.resolution_due_at = Set(c.resolution_due_at);
         am.due_at = Set(c.due_at);

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod kv;
 pub mod outbox;
 pub mod raw_events;
+pub mod replies;
 pub mod sla;
 pub mod tenancy;
 

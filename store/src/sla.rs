@@ -293,6 +293,7 @@ pub fn timers_of(c: &conversation::Model) -> Vec<(Timer, DateTime<Utc>)> {
             c.first_response_due_at
                 .filter(|_| c.first_responded_at.is_none()),
         ),
+        (Target::NextResponse, c.next_response_due_at),
         (
             Target::Resolution,
             c.resolution_due_at.filter(|_| c.resolved_at.is_none()),
@@ -481,10 +482,18 @@ pub fn apply_status(
         }
         _ => {}
     }
+    recompute_due(c);
+    c.sla_targets = serde_json::to_value(&snap).ok();
+    met
+}
+
+/// `due_at`: the earliest deadline still running (none unless OPEN).
+pub fn recompute_due(c: &mut conversation::Model) {
     c.due_at = if c.status == OPEN {
         [
             c.first_response_due_at
                 .filter(|_| c.first_responded_at.is_none()),
+            c.next_response_due_at,
             c.resolution_due_at.filter(|_| c.resolved_at.is_none()),
         ]
         .into_iter()
@@ -493,8 +502,56 @@ pub fn apply_status(
     } else {
         None
     };
-    c.sla_targets = serde_json::to_value(&snap).ok();
+}
+
+/// An agent replied: the first response is given (met if in time), and a
+/// running next-response clock stops (met if in time).
+pub fn agent_replied(c: &mut conversation::Model, now: DateTime<Utc>) -> Vec<Met> {
+    let mut met = Vec::new();
+    let snap = Snapshot::of(c);
+    let cycle = |t: Target| snap.as_ref().map_or(0, |s| s.cycle(t));
+    if c.first_responded_at.is_none() {
+        c.first_responded_at = Some(now);
+        if let Some(due) = c.first_response_due_at
+            && now <= due
+        {
+            met.push((Target::FirstResponse, due, cycle(Target::FirstResponse)));
+        }
+    }
+    if let Some(due) = c.next_response_due_at.take()
+        && now <= due
+    {
+        met.push((Target::NextResponse, due, cycle(Target::NextResponse)));
+    }
+    c.updated_at = now;
+    recompute_due(c);
     met
+}
+
+/// The customer wrote again after an agent reply: the next-response clock
+/// starts, in a new cycle.
+pub fn customer_spoke(c: &mut conversation::Model, clock: &Clock, now: DateTime<Utc>) {
+    if c.first_responded_at.is_none() || c.next_response_due_at.is_some() {
+        return;
+    }
+    let Some(mut snap) = Snapshot::of(c) else {
+        return;
+    };
+    let key = Target::NextResponse.as_str().to_string();
+    let Some(d) = sla::deadline(
+        clock,
+        &snap.minutes,
+        Target::NextResponse,
+        now,
+        snap.warn_at_percent,
+    ) else {
+        return;
+    };
+    *snap.cycles.entry(key.clone()).or_insert(0) += 1;
+    snap.warn.insert(key, d.warn);
+    c.next_response_due_at = Some(d.due);
+    c.sla_targets = serde_json::to_value(&snap).ok();
+    recompute_due(c);
 }
 
 /// Records an SLA event once (the unique key makes a repeat a no-op) and,

@@ -6,8 +6,8 @@
 
 use crate::entities::{
     audit_entry, author, business_calendar, channel, conversation, membership,
-    membership_workspace, message, raw_event, session, sla_event, sla_policy, webhook_delivery,
-    webhook_subscription, workspace,
+    membership_workspace, message, raw_event, reply_template, session, sla_event, sla_policy,
+    webhook_delivery, webhook_subscription, workspace,
 };
 use crate::errors::{StoreError, StoreResult};
 use rapport_migrations::APP_ROLE;
@@ -47,6 +47,7 @@ tenant_owned!(
     membership_workspace,
     message,
     raw_event,
+    reply_template,
     session,
     webhook_delivery,
     webhook_subscription,
@@ -69,7 +70,8 @@ workspace_owned!(
     business_calendar,
     sla_event,
     sla_policy,
-    webhook_subscription
+    webhook_subscription,
+    reply_template
 );
 
 impl WorkspaceOwned for workspace::Entity {

@@ -7,6 +7,7 @@ pub mod channels;
 pub mod conversations;
 mod members;
 mod paging;
+mod replies;
 mod sla;
 mod types;
 mod webhooks;
@@ -26,6 +27,7 @@ pub struct QueryRoot(
     conversations::ConversationQuery,
     sla::SlaQuery,
     webhooks::WebhookQuery,
+    replies::ReplyQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -38,6 +40,7 @@ pub struct MutationRoot(
     conversations::ImportMutation,
     sla::SlaMutation,
     webhooks::WebhookMutation,
+    replies::ReplyMutation,
 );
 
 pub type RapportSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -16,6 +16,8 @@ pub struct Model {
     pub direction: String,
     pub visibility: String,
     pub body: String,
+    /// Outbound replies: the body as the canned-reply guard compares it.
+    pub masked_body: Option<String>,
     pub sentiment: Option<f64>,
     /// When the platform says it was posted.
     pub published_at: DateTimeUtc,

@@ -12,6 +12,7 @@ pub mod membership;
 pub mod membership_workspace;
 pub mod message;
 pub mod raw_event;
+pub mod reply_template;
 pub mod session;
 pub mod sla_event;
 pub mod sla_policy;

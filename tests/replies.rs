@@ -1,0 +1,198 @@
+//! Replies that are never canned: templates checked at save, the guard's
+//! refusals through sendReply, overrides, and the SLA clocks replies stop.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn import(app: &TestApp, s: &Session, ws: &str, id: &str, author: &str, text: &str) {
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
+        json!({ "i": { "workspaceId": ws, "events": [{ "id": id, "text": text, "published_at": "2026-11-20T09:00:00Z",
+                 "author": { "id": author, "handle": author, "name": author } }] } }),
+    )
+    .await;
+}
+
+async fn conversation_of(app: &TestApp, s: &Session, ws: &str, handle: &str) -> Value {
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { conversations(workspaceId: $w, orderBy: NEWEST) { edges { node { id author { handle } sla { firstResponseDue nextResponseDue status } } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    edges(&d["conversations"])
+        .into_iter()
+        .map(|e| e["node"].clone())
+        .find(|n| n["author"]["handle"] == handle)
+        .unwrap()
+}
+
+const SEND: &str = "mutation($i: SendReplyInput!) { sendReply(input: $i) { id direction body } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_refuses_canned_replies_and_replies_stop_the_clocks() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app
+        .ok(
+            Some(&s.access),
+            "mutation { createWorkspace(input: { name: \"Brew Co\", timezone: \"UTC\", bannedPhrases: [\"per our policy\"] }) { id } }",
+            json!({}),
+        )
+        .await["createWorkspace"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = json!({ "firstResponseMinutes": 60, "nextResponseMinutes": 30 });
+    app.ok(
+        Some(&s.access),
+        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
+        json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true, "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+    )
+    .await;
+
+    // Templates: refused with line and reason, or saved.
+    let create = "mutation($i: CreateReplyTemplateInput!) { createReplyTemplate(input: $i) { id slots { name minLength } } }";
+    let r = app
+        .gql(Some(&s.access), create, json!({ "i": { "workspaceId": ws, "name": "Canned", "body": "Thank you for your message.", "slots": [], "intent": "ACKNOWLEDGE" } }))
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"));
+    assert!(
+        r["errors"][0]["message"].as_str().unwrap().contains("slot"),
+        "{r}"
+    );
+    let r = app
+        .gql(Some(&s.access), create, json!({ "i": { "workspaceId": ws, "name": "Bad", "body": "Hi\n{{ customer.card }} {{ slot.e }}", "slots": [{ "name": "e", "guidance": "g" }], "intent": "ACKNOWLEDGE" } }))
+        .await;
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2"),
+        "{r}"
+    );
+    let tpl = app
+        .ok(
+            Some(&s.access),
+            create,
+            json!({ "i": { "workspaceId": ws, "name": "Ack", "body": "Hi {{ author.name }}, {{ slot.empathy }} — {{ agent.first_name }}",
+                     "slots": [{ "name": "empathy", "guidance": "Show you understood", "minLength": 20 }], "intent": "ACKNOWLEDGE" } }),
+        )
+        .await["createReplyTemplate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    import(&app, &s, &ws, "m1", "ana", "my latte arrived cold").await;
+    import(&app, &s, &ws, "m2", "bob", "my latte arrived cold too").await;
+    let ana = conversation_of(&app, &s, &ws, "ana").await;
+    let bob = conversation_of(&app, &s, &ws, "bob").await;
+
+    // Preview: rendered text and findings.
+    let p = app
+        .ok(
+            Some(&s.access),
+            "query($i: PreviewReplyInput!) { previewReply(input: $i) { text characterCount characterLimit findings { code blocking } } }",
+            json!({ "i": { "conversationId": ana["id"], "templateId": tpl, "slots": [{ "name": "empathy", "value": "so sorry" }] } }),
+        )
+        .await;
+    assert_eq!(p["previewReply"]["text"], "Hi ana, so sorry — Owner");
+    assert_eq!(p["previewReply"]["characterLimit"], 8000);
+    assert_eq!(p["previewReply"]["findings"][0]["code"], "SHORT_SLOT");
+    let r = app
+        .gql(Some(&s.access), SEND, json!({ "i": { "conversationId": ana["id"], "templateId": tpl, "slots": [{ "name": "empathy", "value": "so sorry" }], "visibility": "PUBLIC" } }))
+        .await;
+    assert_eq!(code(&r), Some("CANNED_REPLY"));
+    assert_eq!(
+        r["errors"][0]["extensions"]["findings"][0]["code"],
+        "SHORT_SLOT"
+    );
+
+    // A real reply goes out and stops the first-response clock (met).
+    let good = "so sorry your latte arrived cold, a fresh one is on us today";
+    let sent = app
+        .ok(Some(&s.access), SEND, json!({ "i": { "conversationId": ana["id"], "templateId": tpl, "slots": [{ "name": "empathy", "value": good }], "visibility": "PUBLIC" } }))
+        .await;
+    assert_eq!(sent["sendReply"]["direction"], "OUTBOUND");
+    let ev = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { slaEvents(workspaceId: $w) { edges { node { kind target } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    assert_eq!(
+        edges(&ev["slaEvents"])[0]["node"],
+        json!({ "kind": "SLA_MET", "target": "FIRST_RESPONSE" })
+    );
+    assert_eq!(
+        conversation_of(&app, &s, &ws, "ana").await["sla"]["status"],
+        "MET"
+    );
+
+    // The same words to Bob, differing only in his name: canned.
+    let r = app
+        .gql(Some(&s.access), SEND, json!({ "i": { "conversationId": bob["id"], "templateId": tpl, "slots": [{ "name": "empathy", "value": good }], "visibility": "PUBLIC" } }))
+        .await;
+    assert_eq!(code(&r), Some("CANNED_REPLY"), "{r}");
+    assert_eq!(
+        r["errors"][0]["extensions"]["findings"][0]["code"],
+        "NEAR_DUPLICATE"
+    );
+    // Banned phrases, whatever the case and spacing.
+    let r = app
+        .gql(Some(&s.access), SEND, json!({ "i": { "conversationId": bob["id"], "text": "Bob, PER OUR   policy we replace cold drinks", "visibility": "PUBLIC" } }))
+        .await;
+    assert_eq!(
+        r["errors"][0]["extensions"]["findings"][0]["code"],
+        "BANNED_PHRASE"
+    );
+    // Agents cannot override; owners can, with a reason, audited.
+    let (agent, _) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
+    let r = app
+        .gql(Some(&agent.access), SEND, json!({ "i": { "conversationId": bob["id"], "text": "Bob, per our policy we replace cold drinks", "visibility": "PUBLIC", "overrideReason": "legal asked for this exact wording" } }))
+        .await;
+    assert_eq!(code(&r), Some("FORBIDDEN"));
+    app.ok(
+        Some(&s.access),
+        SEND,
+        json!({ "i": { "conversationId": bob["id"], "text": "Bob, per our policy we replace cold drinks", "visibility": "PUBLIC", "overrideReason": "legal asked for this exact wording" } }),
+    )
+    .await;
+    let log = app
+        .ok(
+            Some(&s.access),
+            "{ auditLog(first: 5) { edges { node { action details } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        edges(&log["auditLog"])[0]["node"]["action"],
+        "sendReplyOverride"
+    );
+
+    // Ana writes again after the reply: the next-response clock starts.
+    import(
+        &app,
+        &s,
+        &ws,
+        "m3",
+        "ana",
+        "thanks, but the new one was cold as well",
+    )
+    .await;
+    let again = conversation_of(&app, &s, &ws, "ana").await;
+    assert!(again["sla"]["nextResponseDue"].is_string(), "{again}");
+    assert_eq!(again["sla"]["status"], "ON_TRACK");
+
+    // Client viewers cannot reply.
+    let (viewer, _) = app
+        .add_member(&s, "v@client.test", "CLIENT_VIEWER", Some(vec![ws.clone()]))
+        .await;
+    let r = app.gql(Some(&viewer.access), SEND, json!({ "i": { "conversationId": bob["id"], "text": "hello there friend", "visibility": "PUBLIC" } })).await;
+    assert_eq!(code(&r), Some("FORBIDDEN"));
+}
