@@ -196,3 +196,84 @@ async fn the_guard_refuses_canned_replies_and_replies_stop_the_clocks() {
     let r = app.gql(Some(&viewer.access), SEND, json!({ "i": { "conversationId": bob["id"], "text": "hello there friend", "visibility": "PUBLIC" } })).await;
     assert_eq!(code(&r), Some("FORBIDDEN"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assignment_resolution_and_recovery() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let other = app.sign_up("Other", "o@other.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let ws2 = app.create_workspace(&s, "Bean Bros").await;
+    let (_, agent) = app
+        .add_member(&s, "agent@acme.test", "AGENT", Some(vec![ws.clone()]))
+        .await;
+    let (_, elsewhere) = app
+        .add_member(&s, "b@acme.test", "AGENT", Some(vec![ws2]))
+        .await;
+    let (_, outsider) = app.add_member(&other, "x@other.test", "AGENT", None).await;
+    import(
+        &app,
+        &s,
+        &ws,
+        "m1",
+        "ana",
+        "worst service ever, I hate this, so disappointed",
+    )
+    .await;
+    let c = conversation_of(&app, &s, &ws, "ana").await;
+    let assign = "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { assignee { id } } }";
+    let r = app
+        .gql(
+            Some(&s.access),
+            assign,
+            json!({ "i": { "conversationId": c["id"], "memberId": outsider } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("NOT_FOUND"));
+    let r = app
+        .gql(
+            Some(&s.access),
+            assign,
+            json!({ "i": { "conversationId": c["id"], "memberId": elsewhere } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"));
+    let d = app
+        .ok(
+            Some(&s.access),
+            assign,
+            json!({ "i": { "conversationId": c["id"], "memberId": agent } }),
+        )
+        .await;
+    assert_eq!(d["assignConversation"]["assignee"]["id"], agent.as_str());
+
+    // The unhappy customer comes back happy: recovered.
+    import(
+        &app,
+        &s,
+        &ws,
+        "m2",
+        "ana",
+        "it arrived, great service, thank you so much!",
+    )
+    .await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($id: ID!) { conversation(id: $id) { recovered sentiment } }",
+            json!({ "id": c["id"] }),
+        )
+        .await;
+    assert_eq!(
+        d["conversation"],
+        json!({ "recovered": true, "sentiment": "POSITIVE" })
+    );
+    let d = app
+        .ok(
+            Some(&s.access),
+            "mutation($id: ID!) { resolveConversation(conversationId: $id) { status } }",
+            json!({ "id": c["id"] }),
+        )
+        .await;
+    assert_eq!(d["resolveConversation"]["status"], "RESOLVED");
+}

@@ -303,6 +303,7 @@ impl MigrationTrait for Migration {
             .col(double(n("priority_score")))
             .col(json_binary(n("priority_breakdown")))
             .col(double_null(n("sentiment")))
+            .col(double_null(n("opening_sentiment")))
             .col(uuid_null(n("assignee_membership_id")))
             .col(uuid_null(n("sla_policy_id")))
             .col(json_binary_null(n("sla_targets")))

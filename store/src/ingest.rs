@@ -376,6 +376,7 @@ impl Conv {
                 priority_score: breakdown.score,
                 priority_breakdown: breakdown_json(breakdown)?,
                 sentiment: Some(sentiment),
+                opening_sentiment: Some(sentiment),
                 assignee_membership_id: None,
                 sla_policy_id: None,
                 sla_targets: None,
@@ -424,6 +425,10 @@ impl Conv {
             c.priority_breakdown = json;
         }
         c.sentiment = Some(sentiment);
+        // Recovery: a conversation that began unhappy, now positive.
+        if c.opening_sentiment.is_some_and(|s| s <= -0.05) && sentiment >= 0.05 {
+            c.recovered = true;
+        }
         if m.published_at > c.last_customer_message_at {
             c.last_customer_message_at = m.published_at;
         }
@@ -445,6 +450,7 @@ impl Conv {
         am.priority_score = Set(c.priority_score);
         am.priority_breakdown = Set(c.priority_breakdown);
         am.sentiment = Set(c.sentiment);
+        am.recovered = Set(c.recovered);
         am.last_customer_message_at = Set(c.last_customer_message_at);
         am.status = Set(c.status);
         am.resolved_at = Set(c.resolved_at);

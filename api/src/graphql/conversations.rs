@@ -275,6 +275,10 @@ impl Conversation {
     async fn sentiment(&self) -> Option<Sentiment> {
         sentiment_of(self.0.sentiment)
     }
+    /// The customer began unhappy and has since written positively.
+    async fn recovered(&self) -> bool {
+        self.0.recovered
+    }
     async fn assignee(&self, ctx: &Context<'_>) -> ApiResult<Option<Member>> {
         let Some(id) = self.0.assignee_membership_id else {
             return Ok(None);
@@ -373,6 +377,13 @@ impl DeadLetter {
     async fn received_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+}
+
+#[derive(InputObject)]
+pub struct AssignConversationInput {
+    conversation_id: ID,
+    /// Null unassigns.
+    member_id: Option<ID>,
 }
 
 #[derive(InputObject)]
@@ -641,22 +652,68 @@ async fn list(
     }
 }
 
+/// Moves a conversation to a status (see `setConversationStatus`).
+async fn change_status(
+    ctx: &Context<'_>,
+    input: SetConversationStatusInput,
+) -> ApiResult<Conversation> {
+    use rapport_domain::calendar::Clock;
+    use rapport_store::sla;
+    let v = auth(ctx).viewer()?;
+    v.require_writer()?;
+    let st = state(ctx);
+    let txn = v.scope.begin(&st.db).await?;
+    let current = v
+        .scope
+        .select_in_workspaces::<conversation::Entity>()
+        .filter(conversation::Column::Id.eq(decode(Kind::Conversation, &input.conversation_id)?))
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let clock = match sla::Snapshot::of(&current) {
+        Some(s) => sla::load(&txn, current.workspace_id).await?.clock_of(&s),
+        None => Clock::Calendar24x7,
+    };
+    let now = Utc::now();
+    let mut next = current.clone();
+    let met = sla::apply_status(&mut next, &clock, input.status.as_str(), now);
+    let mut am = current.clone().into_active_model();
+    am.status = Set(next.status.clone());
+    am.resolved_at = Set(next.resolved_at);
+    am.first_response_due_at = Set(next.first_response_due_at);
+    am.resolution_due_at = Set(next.resolution_due_at);
+    am.due_at = Set(next.due_at);
+    am.sla_targets = Set(next.sla_targets.clone());
+    am.updated_at = Set(now);
+    let saved = am.update(&txn).await?;
+    for (target, deadline, cycle) in met {
+        sla::record_event(&txn, &saved, "SLA_MET", target, cycle, deadline, now).await?;
+    }
+    AuditEvent::new("setConversationStatus")
+        .workspace(saved.workspace_id)
+        .details(json!({ "from": current.status, "to": saved.status }))
+        .by(&txn, v)
+        .await?;
+    txn.commit().await?;
+    // Changed deadlines get new timers; the old ones fire stale.
+    if let Err(e) = sla::schedule(&st.kv, &sla::timers_of(&saved)).await {
+        tracing::warn!(error = %e, "scheduling SLA timers failed; the rebuild will");
+    }
+    Ok(Conversation(saved))
+}
+
 #[derive(Default)]
 pub struct ConversationMutation;
 
 #[Object]
 impl ConversationMutation {
-    /// OPEN, PENDING_CUSTOMER (waiting on the customer: SLA clocks pause),
-    /// RESOLVED (the resolution target is met if still running) or CLOSED.
-    /// Reopening a resolved conversation restarts its resolution clock.
-    /// Not for CLIENT_VIEWER.
-    async fn set_conversation_status(
+    /// Gives a conversation to a member who can see its workspace (or
+    /// nobody). Not for CLIENT_VIEWER.
+    async fn assign_conversation(
         &self,
         ctx: &Context<'_>,
-        input: SetConversationStatusInput,
+        input: AssignConversationInput,
     ) -> ApiResult<Conversation> {
-        use rapport_domain::calendar::Clock;
-        use rapport_store::sla;
         let v = auth(ctx).viewer()?;
         v.require_writer()?;
         let st = state(ctx);
@@ -670,36 +727,81 @@ impl ConversationMutation {
             .one(&txn)
             .await?
             .ok_or(ApiError::NotFound)?;
-        let clock = match sla::Snapshot::of(&current) {
-            Some(s) => sla::load(&txn, current.workspace_id).await?.clock_of(&s),
-            None => Clock::Calendar24x7,
+        let assignee = match &input.member_id {
+            None => None,
+            Some(id) => {
+                let m = v
+                    .scope
+                    .find::<membership::Entity, _>(&txn, decode(Kind::Member, id)?)
+                    .await?;
+                if m.role == "CLIENT_VIEWER" {
+                    return Err(ApiError::bad_input(
+                        "memberId",
+                        "client viewers cannot take conversations",
+                    ));
+                }
+                if m.restricted {
+                    let sees = rapport_store::entities::membership_workspace::Entity::find()
+                        .filter(
+                            rapport_store::entities::membership_workspace::Column::MembershipId
+                                .eq(m.id),
+                        )
+                        .filter(
+                            rapport_store::entities::membership_workspace::Column::WorkspaceId
+                                .eq(current.workspace_id),
+                        )
+                        .one(&txn)
+                        .await?
+                        .is_some();
+                    if !sees {
+                        return Err(ApiError::bad_input(
+                            "memberId",
+                            "this member cannot see the workspace",
+                        ));
+                    }
+                }
+                Some(m.id)
+            }
         };
-        let now = Utc::now();
-        let mut next = current.clone();
-        let met = sla::apply_status(&mut next, &clock, input.status.as_str(), now);
-        let mut am = current.clone().into_active_model();
-        am.status = Set(next.status.clone());
-        am.resolved_at = Set(next.resolved_at);
-        am.first_response_due_at = Set(next.first_response_due_at);
-        am.resolution_due_at = Set(next.resolution_due_at);
-        am.due_at = Set(next.due_at);
-        am.sla_targets = Set(next.sla_targets.clone());
-        am.updated_at = Set(now);
+        let ws = current.workspace_id;
+        let mut am = current.into_active_model();
+        am.assignee_membership_id = Set(assignee);
+        am.updated_at = Set(Utc::now());
         let saved = am.update(&txn).await?;
-        for (target, deadline, cycle) in met {
-            sla::record_event(&txn, &saved, "SLA_MET", target, cycle, deadline, now).await?;
-        }
-        AuditEvent::new("setConversationStatus")
-            .workspace(saved.workspace_id)
-            .details(json!({ "from": current.status, "to": saved.status }))
+        AuditEvent::new("assignConversation")
+            .workspace(ws)
+            .details(json!({ "conversationId": input.conversation_id.0, "memberId": input.member_id.map(|m| m.0) }))
             .by(&txn, v)
             .await?;
         txn.commit().await?;
-        // Changed deadlines get new timers; the old ones fire stale.
-        if let Err(e) = sla::schedule(&st.kv, &sla::timers_of(&saved)).await {
-            tracing::warn!(error = %e, "scheduling SLA timers failed; the rebuild will");
-        }
         Ok(Conversation(saved))
+    }
+
+    /// Shorthand for `setConversationStatus(RESOLVED)`.
+    async fn resolve_conversation(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+    ) -> ApiResult<Conversation> {
+        change_status(
+            ctx,
+            SetConversationStatusInput {
+                conversation_id,
+                status: ConversationStatus::Resolved,
+            },
+        )
+        .await
+    }
+    /// OPEN, PENDING_CUSTOMER (waiting on the customer: SLA clocks pause),
+    /// RESOLVED (the resolution target is met if still running) or CLOSED.
+    /// Reopening a resolved conversation restarts its resolution clock.
+    /// Not for CLIENT_VIEWER.
+    async fn set_conversation_status(
+        &self,
+        ctx: &Context<'_>,
+        input: SetConversationStatusInput,
+    ) -> ApiResult<Conversation> {
+        change_status(ctx, input).await
     }
 
     /// Sends a dead letter through ingestion again (after fixing its cause,

@@ -17,6 +17,8 @@ pub struct Model {
     pub priority_score: f64,
     pub priority_breakdown: Json,
     pub sentiment: Option<f64>,
+    /// Sentiment of the first message: an unhappy start can be recovered.
+    pub opening_sentiment: Option<f64>,
     pub assignee_membership_id: Option<Uuid>,
     pub sla_policy_id: Option<Uuid>,
     pub sla_targets: Option<Json>,
