@@ -153,6 +153,37 @@ fn tag_engine_errors(response: &mut BatchResponse) {
     }
 }
 
+/// WebSocket subscriptions. The access token comes in the connection_init
+/// payload (`{"Authorization": "Bearer …"}`), as browsers cannot set headers
+/// on WebSocket requests.
+async fn graphql_ws(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    schema: web::Data<RapportSchema>,
+) -> actix_web::Result<HttpResponse> {
+    let st = state.get_ref().clone();
+    async_graphql_actix_web::GraphQLSubscription::new(schema.get_ref().clone())
+        .on_connection_init(move |init: serde_json::Value| async move {
+            let header = ["Authorization", "authorization"]
+                .iter()
+                .find_map(|k| init.get(*k).and_then(|v| v.as_str()))
+                .map(String::from)
+                .or_else(|| {
+                    init.get("token")
+                        .and_then(|v| v.as_str())
+                        .map(|t| format!("Bearer {t}"))
+                });
+            let auth = authenticate(&st, header.as_deref())
+                .await
+                .map_err(|e| async_graphql::Error::new(e.message()))?;
+            let mut data = async_graphql::Data::default();
+            data.insert(auth);
+            Ok(data)
+        })
+        .start(&req, payload)
+}
+
 async fn graphiql() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType::html())
@@ -198,6 +229,12 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
             .app_data(state.clone())
             .app_data(schema.clone())
             .route("/graphql", web::post().to(graphql_post))
+            .route(
+                "/graphql",
+                web::get()
+                    .guard(actix_web::guard::Header("upgrade", "websocket"))
+                    .to(graphql_ws),
+            )
             .route("/graphql", web::get().to(graphiql))
             .route(
                 "/webhooks/{channel}",

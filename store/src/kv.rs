@@ -51,6 +51,19 @@ impl Kv {
             .await
     }
 
+    /// Messages published on `<prefix>:<suffix>` from now on, as text.
+    pub async fn subscribe(
+        &self,
+        suffix: &str,
+    ) -> RedisResult<impl futures_core::Stream<Item = String> + Send + use<>> {
+        use futures_util::StreamExt;
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(self.key(suffix)).await?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|m| async move { m.get_payload::<String>().ok() }))
+    }
+
     pub async fn ping(&self) -> bool {
         redis::cmd("PING")
             .query_async::<String>(&mut self.conn())

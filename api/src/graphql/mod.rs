@@ -5,6 +5,7 @@ mod audit_log;
 mod auth;
 pub mod channels;
 pub mod conversations;
+pub mod live;
 mod members;
 mod paging;
 mod replies;
@@ -15,7 +16,7 @@ mod workspaces;
 
 use crate::auth::viewer::Auth;
 use crate::state::AppState;
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, Schema};
 
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
@@ -43,7 +44,7 @@ pub struct MutationRoot(
     replies::ReplyMutation,
 );
 
-pub type RapportSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type RapportSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
 
 /// The client's address, for per-IP rate limits.
 #[derive(Clone, Debug)]
@@ -53,7 +54,7 @@ pub fn build(state: Option<AppState>, max_depth: usize, max_complexity: usize) -
     let mut b = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        live::SubscriptionRoot,
     )
     .limit_depth(max_depth)
     .limit_complexity(max_complexity)

@@ -1,0 +1,104 @@
+//! GraphQL subscriptions over WebSocket (graphql-transport-ws, and the
+//! legacy graphql-ws): live conversation changes and SLA alerts of a
+//! workspace, fed by the Redis pub/sub channels the worker publishes on.
+
+use super::types::decode;
+use super::{auth, state};
+use crate::error::ApiError;
+use async_graphql::{Context, ID, SimpleObject, Subscription};
+use futures_util::{Stream, StreamExt};
+use rapport_domain::Kind;
+use serde_json::Value;
+
+/// A conversation was created or changed.
+#[derive(SimpleObject, Clone)]
+pub struct ConversationEvent {
+    workspace_id: ID,
+    conversation_id: ID,
+    /// "created" or "updated".
+    event: String,
+}
+
+/// A warning, breach or met promise, as it is recorded.
+#[derive(SimpleObject, Clone)]
+pub struct SlaAlert {
+    /// SLA_WARNING, SLA_BREACHED or SLA_MET.
+    kind: String,
+    target: String,
+    workspace_id: ID,
+    conversation_id: ID,
+    deadline: String,
+    fired_at: Option<String>,
+}
+
+fn text(v: &Value, k: &str) -> String {
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[derive(Default)]
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Conversations of a workspace as they are created or change.
+    async fn conversation_updated(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = ConversationEvent> + use<>> {
+        let v = auth(ctx).viewer()?;
+        let st = state(ctx);
+        let ws = v
+            .scope
+            .workspace(&st.db, decode(Kind::Workspace, &workspace_id)?)
+            .await
+            .map_err(ApiError::from)?;
+        let stream = st
+            .kv
+            .subscribe(&format!("conversations:{}", ws.id))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(stream.filter_map(|raw| async move {
+            let v: Value = serde_json::from_str(&raw).ok()?;
+            Some(ConversationEvent {
+                workspace_id: ID(text(&v, "workspaceId")),
+                conversation_id: ID(text(&v, "conversationId")),
+                event: text(&v, "event"),
+            })
+        }))
+    }
+
+    /// SLA warnings, breaches and met promises of a workspace, live.
+    async fn sla_alerts(
+        &self,
+        ctx: &Context<'_>,
+        workspace_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = SlaAlert> + use<>> {
+        let v = auth(ctx).viewer()?;
+        let st = state(ctx);
+        let ws = v
+            .scope
+            .workspace(&st.db, decode(Kind::Workspace, &workspace_id)?)
+            .await
+            .map_err(ApiError::from)?;
+        let stream = st
+            .kv
+            .subscribe(&format!("sla:{}", ws.id))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(stream.filter_map(|raw| async move {
+            let v: Value = serde_json::from_str(&raw).ok()?;
+            Some(SlaAlert {
+                kind: text(&v, "type"),
+                target: text(&v, "target"),
+                workspace_id: ID(text(&v, "workspaceId")),
+                conversation_id: ID(text(&v, "conversationId")),
+                deadline: text(&v, "deadline"),
+                fired_at: v.get("firedAt").and_then(Value::as_str).map(String::from),
+            })
+        }))
+    }
+}
