@@ -161,6 +161,23 @@ impl Scope {
     }
 }
 
+/// Whether a member can see a workspace (unrestricted, or listed).
+pub async fn member_sees_workspace<C: ConnectionTrait>(
+    conn: &C,
+    m: &membership::Model,
+    workspace_id: Uuid,
+) -> StoreResult<bool> {
+    if !m.restricted {
+        return Ok(true);
+    }
+    Ok(membership_workspace::Entity::find()
+        .filter(membership_workspace::Column::MembershipId.eq(m.id))
+        .filter(membership_workspace::Column::WorkspaceId.eq(workspace_id))
+        .one(conn)
+        .await?
+        .is_some())
+}
+
 pub async fn begin_for_agency(
     db: &DatabaseConnection,
     agency_id: Uuid,

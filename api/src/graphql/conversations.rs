@@ -740,25 +740,13 @@ impl ConversationMutation {
                         "client viewers cannot take conversations",
                     ));
                 }
-                if m.restricted {
-                    let sees = rapport_store::entities::membership_workspace::Entity::find()
-                        .filter(
-                            rapport_store::entities::membership_workspace::Column::MembershipId
-                                .eq(m.id),
-                        )
-                        .filter(
-                            rapport_store::entities::membership_workspace::Column::WorkspaceId
-                                .eq(current.workspace_id),
-                        )
-                        .one(&txn)
-                        .await?
-                        .is_some();
-                    if !sees {
-                        return Err(ApiError::bad_input(
-                            "memberId",
-                            "this member cannot see the workspace",
-                        ));
-                    }
+                if !rapport_store::tenancy::member_sees_workspace(&txn, &m, current.workspace_id)
+                    .await?
+                {
+                    return Err(ApiError::bad_input(
+                        "memberId",
+                        "this member cannot see the workspace",
+                    ));
                 }
                 Some(m.id)
             }

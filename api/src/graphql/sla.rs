@@ -291,25 +291,11 @@ async fn escalation_json(
                     decode(Kind::Member, id)?,
                 )
                 .await?;
-            if m.restricted {
-                let sees = rapport_store::entities::membership_workspace::Entity::find()
-                    .filter(
-                        rapport_store::entities::membership_workspace::Column::MembershipId
-                            .eq(m.id),
-                    )
-                    .filter(
-                        rapport_store::entities::membership_workspace::Column::WorkspaceId
-                            .eq(workspace),
-                    )
-                    .one(txn)
-                    .await?
-                    .is_some();
-                if !sees {
-                    return Err(ApiError::bad_input(
-                        "assignToMemberId",
-                        "this member cannot see the workspace",
-                    ));
-                }
+            if !rapport_store::tenancy::member_sees_workspace(txn, &m, workspace).await? {
+                return Err(ApiError::bad_input(
+                    "assignToMemberId",
+                    "this member cannot see the workspace",
+                ));
             }
             Some(m.id)
         }
