@@ -38,6 +38,22 @@ fn text(v: &Value, k: &str) -> String {
         .to_string()
 }
 
+/// Messages of a workspace's pub/sub channel `<prefix>:<topic>:<uuid>`,
+/// once the member is known to see that workspace.
+async fn workspace_feed(
+    ctx: &Context<'_>,
+    workspace_id: &ID,
+    topic: &str,
+) -> Result<impl Stream<Item = String> + use<>, ApiError> {
+    let v = auth(ctx).viewer()?;
+    let st = state(ctx);
+    let ws = v
+        .scope
+        .workspace(&st.db, decode(Kind::Workspace, workspace_id)?)
+        .await?;
+    Ok(st.kv.subscribe(&format!("{topic}:{}", ws.id)).await?)
+}
+
 #[derive(Default)]
 pub struct SubscriptionRoot;
 
@@ -49,18 +65,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         workspace_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = ConversationEvent> + use<>> {
-        let v = auth(ctx).viewer()?;
-        let st = state(ctx);
-        let ws = v
-            .scope
-            .workspace(&st.db, decode(Kind::Workspace, &workspace_id)?)
-            .await
-            .map_err(ApiError::from)?;
-        let stream = st
-            .kv
-            .subscribe(&format!("conversations:{}", ws.id))
-            .await
-            .map_err(ApiError::from)?;
+        let stream = workspace_feed(ctx, &workspace_id, "conversations").await?;
         Ok(stream.filter_map(|raw| async move {
             let v: Value = serde_json::from_str(&raw).ok()?;
             Some(ConversationEvent {
@@ -77,18 +82,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         workspace_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = SlaAlert> + use<>> {
-        let v = auth(ctx).viewer()?;
-        let st = state(ctx);
-        let ws = v
-            .scope
-            .workspace(&st.db, decode(Kind::Workspace, &workspace_id)?)
-            .await
-            .map_err(ApiError::from)?;
-        let stream = st
-            .kv
-            .subscribe(&format!("sla:{}", ws.id))
-            .await
-            .map_err(ApiError::from)?;
+        let stream = workspace_feed(ctx, &workspace_id, "sla").await?;
         Ok(stream.filter_map(|raw| async move {
             let v: Value = serde_json::from_str(&raw).ok()?;
             Some(SlaAlert {
