@@ -12,12 +12,14 @@ use rapport_store::Kv;
 use rapport_store::db::{self, DEFAULT_DATABASE_URL, backend_name};
 use rapport_worker::deliveries::{Deliverer, DeliveryConfig};
 use rapport_worker::feeds::{FeedConfig, FeedPoller};
+use rapport_worker::publish::{PublishConfig, Publisher};
 use rapport_worker::reconciler::{self, ReconcilerConfig};
 use rapport_worker::sla::{SlaConfig, SlaEngine};
 use rapport_worker::{Worker, WorkerConfig, handlers};
 use sea_orm::DatabaseConnection;
 use std::net::TcpListener;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -93,6 +95,16 @@ struct Common {
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
     redis_prefix: String,
+    /// Worker: base URL of the X API replies are published to.
+    #[arg(long, env = "RAPPORT_X_API_URL", default_value = "https://api.x.com")]
+    x_api_url: String,
+    /// Worker: base URL of Meta's Graph API (Facebook and Instagram replies).
+    #[arg(
+        long,
+        env = "RAPPORT_GRAPH_API_URL",
+        default_value = "https://graph.facebook.com"
+    )]
+    graph_api_url: String,
 }
 
 fn main() -> ExitCode {
@@ -205,7 +217,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// The consumer loop, the feed poller, the SLA engine, the webhook
-/// deliverer, and the reconciler that re-enqueues what Redis lost.
+/// deliverer, the reply publisher's sweep, and the reconciler that
+/// re-enqueues what Redis lost.
 async fn run_worker(
     db: DatabaseConnection,
     kv: Kv,
@@ -230,13 +243,24 @@ async fn run_worker(
     let secrets = std::sync::Arc::new(
         SecretBox::from_base64(secret_key).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let deliverer = Deliverer::new(db.clone(), secrets, DeliveryConfig::default())?;
+    let deliverer = Deliverer::new(db.clone(), secrets.clone(), DeliveryConfig::default())?;
     tokio::spawn(deliverer.run(shutdown.clone()));
+    let publisher = Arc::new(Publisher::new(
+        db.clone(),
+        kv.clone(),
+        secrets,
+        PublishConfig {
+            x_api: c.x_api_url.clone(),
+            graph_api: c.graph_api_url.clone(),
+            ..PublishConfig::default()
+        },
+    )?);
+    tokio::spawn(publisher.clone().run(shutdown.clone()));
     let config = WorkerConfig {
         claim_idle: std::time::Duration::from_secs(c.claim_idle_secs.max(1)),
         ..WorkerConfig::default()
     };
-    Worker::new(kv.clone(), handlers(db, kv), config)
+    Worker::new(kv.clone(), handlers(db, kv, publisher), config)
         .run(shutdown)
         .await
 }

@@ -503,7 +503,11 @@ async fn breaches_are_delivered_signed_to_webhooks_with_retries() {
     );
 
     let cfg = DeliveryConfig {
-        base_backoff: std::time::Duration::from_millis(50),
+        backoff: rapport_domain::retry::Backoff {
+            base: std::time::Duration::from_millis(50),
+            max: std::time::Duration::from_secs(1),
+            max_attempts: 10,
+        },
         ..Default::default()
     };
     let deliverer = Deliverer::new(app.state.db.clone(), app.state.secrets.clone(), cfg).unwrap();

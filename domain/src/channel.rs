@@ -8,30 +8,46 @@ pub const MIN_POLL_SECS: i32 = 60;
 pub const MAX_POLL_SECS: i32 = 86_400;
 pub const DEFAULT_POLL_SECS: i32 = 300;
 
-/// A feed address: http or https, bounded length.
+/// An http or https address of bounded length (a feed, a callback).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedUrl(String);
+pub struct HttpUrl(String);
 
-impl FeedUrl {
-    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+impl HttpUrl {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, ParseError> {
         let u = raw.trim();
         let rest = u
             .strip_prefix("https://")
             .or_else(|| u.strip_prefix("http://"))
-            .ok_or_else(|| ParseError::new("feedUrl", "must start with http:// or https://"))?;
+            .ok_or_else(|| ParseError::new(field, "must start with http:// or https://"))?;
         if rest.is_empty()
             || rest.starts_with('/')
             || u.len() > 2048
             || u.contains(char::is_whitespace)
         {
-            return Err(ParseError::new("feedUrl", "is not a usable URL"));
+            return Err(ParseError::new(field, "is not a usable URL"));
         }
-        Ok(FeedUrl(u.to_string()))
+        Ok(HttpUrl(u.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A feed address.
+pub struct FeedUrl;
+
+impl FeedUrl {
+    pub fn parse(raw: &str) -> Result<HttpUrl, ParseError> {
+        HttpUrl::parse("feedUrl", raw)
+    }
+}
+
+/// Whether replies on this kind can be published, and what that needs:
+/// platform channels an access token, GENERIC a callback URL; feeds have
+/// no reply path.
+pub fn publishes(kind: ChannelKind) -> bool {
+    !matches!(kind, ChannelKind::Feed)
 }
 
 pub fn poll_interval(raw: Option<i32>) -> Result<i32, ParseError> {

@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_initial;
 mod m20261128_000002_postgres_rls;
+mod m20261128_000003_reply_delivery;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_initial::Migration),
             Box::new(m20261128_000002_postgres_rls::Migration),
+            Box::new(m20261128_000003_reply_delivery::Migration),
         ]
     }
 }

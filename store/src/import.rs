@@ -53,6 +53,8 @@ pub async fn import_channel(
         verify_token_ciphertext: Set(None),
         feed_url: Set(None),
         poll_interval_seconds: Set(None),
+        access_token_ciphertext: Set(None),
+        callback_url: Set(None),
         // Paused: it receives no webhooks, only imports.
         status: Set("PAUSED".into()),
         state: Set(json!({ "import": true })),

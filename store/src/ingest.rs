@@ -245,6 +245,11 @@ pub async fn store_batch(
             sent_by_membership_id: Set(None),
             delivery_status: Set(None),
             delivery_error: Set(None),
+            delivery_attempts: Set(0),
+            next_delivery_at: Set(None),
+            delivered_at: Set(None),
+            platform_message_id: Set(None),
+            intent: Set(None),
             created_at: Set(now),
         });
         touched.push(Touched {

@@ -15,6 +15,10 @@ pub const GROUP: &str = "workers";
 /// Job kind: turn raw event `{"raw_event_id": "<uuid>"}` into messages.
 pub const INGEST: &str = "ingest";
 
+/// Job kind: publish outbound reply `{"message_id": "<uuid>"}` on its
+/// platform. The fast path; the worker's sweep finds what Redis lost.
+pub const DELIVER_REPLY: &str = "deliver_reply";
+
 /// Appends a job; returns its stream id. `payload` is JSON text.
 pub async fn enqueue(kv: &Kv, kind: &str, payload: &serde_json::Value) -> RedisResult<String> {
     redis::cmd("XADD")

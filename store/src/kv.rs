@@ -64,6 +64,31 @@ impl Kv {
             .filter_map(|m| async move { m.get_payload::<String>().ok() }))
     }
 
+    /// Live updates: one message per changed conversation on
+    /// `<prefix>:conversations:<workspace id>`. Best effort: the database
+    /// already holds the truth.
+    pub async fn conversation_changed(
+        &self,
+        workspace: uuid::Uuid,
+        conversation: uuid::Uuid,
+        event: &str,
+    ) {
+        use rapport_domain::{GlobalId, Kind};
+        let msg = serde_json::json!({
+            "workspaceId": GlobalId::encode(Kind::Workspace, workspace),
+            "conversationId": GlobalId::encode(Kind::Conversation, conversation),
+            "event": event,
+        });
+        let sent: RedisResult<()> = redis::cmd("PUBLISH")
+            .arg(self.key(&format!("conversations:{workspace}")))
+            .arg(msg.to_string())
+            .query_async(&mut self.conn())
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "publishing a conversation update failed");
+        }
+    }
+
     pub async fn ping(&self) -> bool {
         redis::cmd("PING")
             .query_async::<String>(&mut self.conn())

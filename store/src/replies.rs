@@ -1,11 +1,13 @@
 //! Sent replies as the canned-reply guard sees them: a per-workspace
-//! near-duplicate index of the last 30 days of outbound replies, cached in
-//! the process and topped up from the database (the source of truth) before
-//! each check; rebuilt hourly so old replies age out.
+//! near-duplicate index of the outbound replies of the workspace's window
+//! (30 days by default), cached in the process and topped up from the
+//! database (the source of truth) before each check; rebuilt hourly so old
+//! replies age out, and at once when the window changes.
 
 use crate::entities::message;
 use chrono::{DateTime, Duration, Utc};
 use rapport_domain::reply::guard::ReplyIndex;
+use rapport_domain::reply::settings::DuplicateWindow;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
@@ -13,10 +15,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use uuid::Uuid;
 
-pub const WINDOW_DAYS: i64 = 30;
 const REBUILD_AFTER_MINUTES: i64 = 60;
 
 struct Cached {
+    window: DuplicateWindow,
     index: ReplyIndex,
     last_id: Uuid,
     built: DateTime<Utc>,
@@ -33,6 +35,7 @@ impl ReplyIndexes {
         &self,
         conn: &C,
         workspace: Uuid,
+        window: DuplicateWindow,
         f: impl FnOnce(&ReplyIndex) -> R,
     ) -> Result<R, DbErr>
     where
@@ -41,13 +44,14 @@ impl ReplyIndexes {
         let now = Utc::now();
         let after = {
             let mut map = self.inner.lock().expect("reply index lock");
-            let stale = map
-                .get(&workspace)
-                .is_none_or(|c| now - c.built > Duration::minutes(REBUILD_AFTER_MINUTES));
+            let stale = map.get(&workspace).is_none_or(|c| {
+                c.window != window || now - c.built > Duration::minutes(REBUILD_AFTER_MINUTES)
+            });
             if stale {
                 map.insert(
                     workspace,
                     Cached {
+                        window,
                         index: ReplyIndex::new(),
                         last_id: Uuid::nil(),
                         built: now,
@@ -63,7 +67,7 @@ impl ReplyIndexes {
             .filter(message::Column::WorkspaceId.eq(workspace))
             .filter(message::Column::Direction.eq("OUTBOUND"))
             .filter(message::Column::Id.gt(after))
-            .filter(message::Column::PublishedAt.gt(now - Duration::days(WINDOW_DAYS)))
+            .filter(message::Column::PublishedAt.gt(now - Duration::days(window.days())))
             .order_by_asc(message::Column::Id)
             .into_tuple()
             .all(conn)

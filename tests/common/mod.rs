@@ -219,9 +219,34 @@ impl TestApp {
     }
 
     /// Also runs the worker (all production handlers) in this process.
-    pub async fn with_worker(mut self) -> Self {
+    pub async fn with_worker(self) -> Self {
+        self.with_worker_publishing(|_| {}).await
+    }
+
+    /// The worker, with its reply publisher (and its sweep) configured by
+    /// `tweak`: platform base URLs, backoff.
+    pub async fn with_worker_publishing(
+        mut self,
+        tweak: impl FnOnce(&mut rapport_worker::publish::PublishConfig),
+    ) -> Self {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let handlers = rapport_worker::handlers(self.state.db.clone(), self.state.kv.clone());
+        let mut cfg = rapport_worker::publish::PublishConfig {
+            tick: std::time::Duration::from_millis(100),
+            ..Default::default()
+        };
+        tweak(&mut cfg);
+        let publisher = std::sync::Arc::new(
+            rapport_worker::publish::Publisher::new(
+                self.state.db.clone(),
+                self.state.kv.clone(),
+                self.state.secrets.clone(),
+                cfg,
+            )
+            .unwrap(),
+        );
+        tokio::spawn(publisher.clone().run(rx.clone()));
+        let handlers =
+            rapport_worker::handlers(self.state.db.clone(), self.state.kv.clone(), publisher);
         let worker = rapport_worker::Worker::new(
             self.state.kv.clone(),
             handlers,

@@ -10,6 +10,7 @@
 use chrono::Utc;
 use rapport_domain::crypto::SecretBox;
 use rapport_domain::ingest::signature::generic_sign;
+use rapport_domain::retry::Backoff;
 use rapport_store::entities::{webhook_delivery, webhook_subscription};
 use rapport_store::outbox::{DELIVERED, FAILED, PENDING};
 use sea_orm::sea_query::Expr;
@@ -21,10 +22,7 @@ use tokio::sync::watch;
 #[derive(Clone, Debug)]
 pub struct DeliveryConfig {
     pub tick: Duration,
-    /// First retry delay; doubles per attempt up to `max_backoff`.
-    pub base_backoff: Duration,
-    pub max_backoff: Duration,
-    pub max_attempts: i32,
+    pub backoff: Backoff,
     pub timeout: Duration,
     pub batch: u64,
 }
@@ -33,9 +31,11 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             tick: Duration::from_secs(1),
-            base_backoff: Duration::from_secs(10),
-            max_backoff: Duration::from_secs(3600),
-            max_attempts: 10,
+            backoff: Backoff {
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(3600),
+                max_attempts: 10,
+            },
             timeout: Duration::from_secs(10),
             batch: 50,
         }
@@ -110,12 +110,8 @@ impl Deliverer {
                         Expr::value(Option::<String>::None),
                     ),
                 Err(e) => {
-                    let backoff = self
-                        .cfg
-                        .base_backoff
-                        .saturating_mul(1 << (attempts - 1).clamp(0, 20))
-                        .min(self.cfg.max_backoff);
-                    let gave_up = attempts >= self.cfg.max_attempts;
+                    let next = self.cfg.backoff.after(attempts);
+                    let gave_up = next.is_none();
                     tracing::warn!(delivery = %d.id, attempts, error = %e, gave_up, "webhook delivery failed");
                     q.col_expr(webhook_delivery::Column::LastError, Expr::value(e.clone()))
                         .col_expr(
@@ -124,7 +120,9 @@ impl Deliverer {
                         )
                         .col_expr(
                             webhook_delivery::Column::NextAttemptAt,
-                            Expr::value(Utc::now() + chrono::Duration::from_std(backoff)?),
+                            Expr::value(
+                                Utc::now() + chrono::Duration::from_std(next.unwrap_or_default())?,
+                            ),
                         )
                 }
             };

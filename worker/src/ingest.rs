@@ -8,7 +8,6 @@ use crate::registry::Permanent;
 use anyhow::Context;
 use chrono::Utc;
 use rapport_domain::ingest::{self, ChannelKind};
-use rapport_domain::{GlobalId, Kind};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
 use rapport_store::ingest::{Touched, store_batch, targets};
@@ -16,7 +15,7 @@ use rapport_store::raw_events::{FAILED, PROCESSED};
 use rapport_store::tenancy::begin_for_agency;
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -127,26 +126,12 @@ impl Ingestor {
         }
     }
 
-    /// Live updates: one message per changed conversation on
-    /// `<prefix>:conversations:<workspace id>`. Best effort: the database
-    /// already holds the truth.
     async fn publish(&self, touched: &[Touched]) {
-        let mut conn = self.kv.conn();
         for t in touched {
-            let msg = json!({
-                "workspaceId": GlobalId::encode(Kind::Workspace, t.workspace_id),
-                "conversationId": GlobalId::encode(Kind::Conversation, t.conversation_id),
-                "event": if t.created { "created" } else { "updated" },
-            });
-            let channel = self.kv.key(&format!("conversations:{}", t.workspace_id));
-            let sent: redis::RedisResult<()> = redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(msg.to_string())
-                .query_async(&mut conn)
+            let event = if t.created { "created" } else { "updated" };
+            self.kv
+                .conversation_changed(t.workspace_id, t.conversation_id, event)
                 .await;
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "publishing a conversation update failed");
-            }
         }
     }
 }

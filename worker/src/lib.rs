@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod deliveries;
 pub mod feeds;
 pub mod ingest;
+pub mod publish;
 pub mod reconciler;
 pub mod registry;
 pub mod sla;
@@ -15,14 +16,19 @@ pub use consumer::{Worker, WorkerConfig};
 pub use registry::{Permanent, Registry};
 
 use rapport_store::Kv;
-use rapport_store::jobs::INGEST;
+use rapport_store::jobs::{DELIVER_REPLY, INGEST};
 use sea_orm::DatabaseConnection;
+use std::sync::Arc;
 
 /// Every production job handler.
-pub fn handlers(db: DatabaseConnection, kv: Kv) -> Registry {
+pub fn handlers(db: DatabaseConnection, kv: Kv, publisher: Arc<publish::Publisher>) -> Registry {
     let ingestor = ingest::Ingestor { db, kv };
     let on_dead = ingestor.clone();
     Registry::new()
+        .on(DELIVER_REPLY, move |p| {
+            let publisher = publisher.clone();
+            async move { publisher.handle(p).await }
+        })
         .on(INGEST, move |p| {
             let i = ingestor.clone();
             async move { i.handle(p).await }

@@ -10,7 +10,9 @@ use crate::state::AppState;
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
-use rapport_domain::channel::{FeedUrl, account_id, poll_interval, requirements, secret};
+use rapport_domain::channel::{
+    FeedUrl, HttpUrl, account_id, poll_interval, publishes, requirements, secret,
+};
 use rapport_domain::ingest::ChannelKind;
 use rapport_domain::{Kind, Name, PageRequest};
 use rapport_store::entities::channel;
@@ -89,6 +91,37 @@ pub fn kind_of(m: &channel::Model) -> ApiResult<ChannelKind> {
     ChannelKind::parse(&m.kind).map_err(ApiError::internal)
 }
 
+/// A channel's publishing settings, checked against its kind: an access
+/// token for platforms, a callback URL for GENERIC, nothing for feeds.
+fn publishing(
+    kind: ChannelKind,
+    token: Option<&str>,
+    callback: Option<&str>,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    let platform = publishes(kind) && kind != ChannelKind::Generic;
+    let token = match (token, platform) {
+        (Some(t), true) => Some(secret("accessToken", t)?),
+        (Some(_), false) => {
+            return Err(ApiError::bad_input(
+                "accessToken",
+                "applies to X, FACEBOOK and INSTAGRAM channels",
+            ));
+        }
+        (None, _) => None,
+    };
+    let callback = match (callback, kind == ChannelKind::Generic) {
+        (Some(u), true) => Some(HttpUrl::parse("callbackUrl", u)?.as_str().to_string()),
+        (Some(_), false) => {
+            return Err(ApiError::bad_input(
+                "callbackUrl",
+                "applies to GENERIC channels only",
+            ));
+        }
+        (None, _) => None,
+    };
+    Ok((token, callback))
+}
+
 /// Where a platform must send this channel's webhooks.
 pub fn webhook_url(state: &AppState, id: Uuid) -> String {
     format!("{}/webhooks/{id}", state.settings.public_url)
@@ -136,6 +169,15 @@ impl Channel {
     async fn has_secret(&self) -> bool {
         self.0.secret_ciphertext.is_some()
     }
+    /// Whether replies can be published: an access token is stored (X,
+    /// FACEBOOK, INSTAGRAM; never returned) or a callback URL set (GENERIC).
+    async fn can_publish(&self) -> bool {
+        self.0.access_token_ciphertext.is_some() || self.0.callback_url.is_some()
+    }
+    /// GENERIC: where replies are POSTed, signed with the channel's secret.
+    async fn callback_url(&self) -> Option<&str> {
+        self.0.callback_url.as_deref()
+    }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -160,6 +202,11 @@ pub struct ConnectChannelInput {
     feed_url: Option<String>,
     /// FEED only: 60 to 86400, default 300.
     poll_interval_seconds: Option<i32>,
+    /// X, FACEBOOK, INSTAGRAM: the token replies are published with (X user
+    /// access token, Meta page access token). Without it replies fail.
+    access_token: Option<String>,
+    /// GENERIC only: where replies are POSTed.
+    callback_url: Option<String>,
 }
 
 /// Only the fields given change.
@@ -171,6 +218,8 @@ pub struct UpdateChannelInput {
     verify_token: Option<String>,
     feed_url: Option<String>,
     poll_interval_seconds: Option<i32>,
+    access_token: Option<String>,
+    callback_url: Option<String>,
 }
 
 #[derive(InputObject)]
@@ -246,6 +295,7 @@ impl ChannelMutation {
         if status == ChannelStatus::Disconnected {
             am.secret_ciphertext = Set(None);
             am.verify_token_ciphertext = Set(None);
+            am.access_token_ciphertext = Set(None);
         }
         am.updated_at = Set(Utc::now());
         let c = am.update(&txn).await?;
@@ -308,6 +358,12 @@ impl ChannelMutation {
             }
             (None, false) => (None, None),
         };
+        let (access_ct, callback) = publishing(
+            kind,
+            input.access_token.as_deref(),
+            input.callback_url.as_deref(),
+        )?;
+        let access_ct = access_ct.map(|t| st.secrets.seal(t.as_bytes()));
         let txn = v.scope.begin(&st.db).await?;
         let ws = v
             .scope
@@ -332,6 +388,8 @@ impl ChannelMutation {
             verify_token_ciphertext: Set(token_ct),
             feed_url: Set(feed),
             poll_interval_seconds: Set(poll),
+            access_token_ciphertext: Set(access_ct),
+            callback_url: Set(callback),
             status: Set(ChannelStatus::Active.as_str().into()),
             state: Set(json!({})),
             created_at: Set(now),
@@ -402,6 +460,21 @@ impl ChannelMutation {
             if input.poll_interval_seconds.is_some() {
                 am.poll_interval_seconds = Set(Some(poll_interval(input.poll_interval_seconds)?));
                 changed.push("pollIntervalSeconds");
+            }
+        }
+        if input.access_token.is_some() || input.callback_url.is_some() {
+            let (token, callback) = publishing(
+                kind,
+                input.access_token.as_deref(),
+                input.callback_url.as_deref(),
+            )?;
+            if let Some(t) = token {
+                am.access_token_ciphertext = Set(Some(st.secrets.seal(t.as_bytes())));
+                changed.push("accessToken");
+            }
+            if callback.is_some() {
+                am.callback_url = Set(callback);
+                changed.push("callbackUrl");
             }
         }
         am.updated_at = Set(Utc::now());

@@ -154,6 +154,13 @@ impl Author {
 
 pub struct Message(pub message::Model);
 
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum DeliveryStatus {
+    Queued,
+    Sent,
+    Failed,
+}
+
 #[Object]
 impl Message {
     async fn id(&self) -> ID {
@@ -188,6 +195,34 @@ impl Message {
     async fn received_at(&self) -> DateTime<Utc> {
         self.0.received_at
     }
+    /// Outbound replies: QUEUED until the platform accepts it, then SENT;
+    /// FAILED when the platform refuses it or every retry failed.
+    async fn delivery_status(&self) -> Option<DeliveryStatus> {
+        match self.0.delivery_status.as_deref()? {
+            "SENT" => Some(DeliveryStatus::Sent),
+            "FAILED" => Some(DeliveryStatus::Failed),
+            _ => Some(DeliveryStatus::Queued),
+        }
+    }
+    /// The platform's answer to the last failed attempt.
+    async fn delivery_error(&self) -> Option<&str> {
+        self.0.delivery_error.as_deref()
+    }
+    /// Publishing attempts so far.
+    async fn delivery_attempts(&self) -> i32 {
+        self.0.delivery_attempts
+    }
+    async fn delivered_at(&self) -> Option<DateTime<Utc>> {
+        self.0.delivered_at
+    }
+    /// The id the platform gave the published reply.
+    async fn platform_message_id(&self) -> Option<&str> {
+        self.0.platform_message_id.as_deref()
+    }
+    /// Outbound replies: the care-playbook step it served.
+    async fn intent(&self) -> Option<&str> {
+        self.0.intent.as_deref()
+    }
     async fn author(&self, ctx: &Context<'_>) -> ApiResult<Option<Author>> {
         let Some(id) = self.0.author_id else {
             return Ok(None);
@@ -219,6 +254,34 @@ pub struct Conversation(pub conversation::Model);
 impl Conversation {
     async fn id(&self) -> ID {
         gid(Kind::Conversation, self.0.id)
+    }
+    /// For a private thread opened by `takeOffline`: the public conversation
+    /// it continues.
+    async fn parent_conversation(&self, ctx: &Context<'_>) -> ApiResult<Option<Conversation>> {
+        let Some(id) = self.0.parent_conversation_id else {
+            return Ok(None);
+        };
+        let v = auth(ctx).viewer()?;
+        Ok(v.scope
+            .select_in_workspaces::<conversation::Entity>()
+            .filter(conversation::Column::Id.eq(id))
+            .one(&state(ctx).db)
+            .await?
+            .map(Conversation))
+    }
+    /// Private threads this public conversation was taken to, oldest first.
+    async fn private_threads(&self, ctx: &Context<'_>) -> ApiResult<Vec<Conversation>> {
+        let v = auth(ctx).viewer()?;
+        Ok(v.scope
+            .select_in_workspaces::<conversation::Entity>()
+            .filter(conversation::Column::ParentConversationId.eq(self.0.id))
+            .order_by_asc(conversation::Column::Id)
+            .limit(50)
+            .all(&state(ctx).db)
+            .await?
+            .into_iter()
+            .map(Conversation)
+            .collect())
     }
     async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Workspace> {
         let v = auth(ctx).viewer()?;

@@ -10,6 +10,7 @@ mod members;
 mod paging;
 mod replies;
 mod sla;
+mod templates;
 mod types;
 mod webhooks;
 mod workspaces;
@@ -29,6 +30,7 @@ pub struct QueryRoot(
     sla::SlaQuery,
     webhooks::WebhookQuery,
     replies::ReplyQuery,
+    templates::TemplateQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -42,6 +44,7 @@ pub struct MutationRoot(
     sla::SlaMutation,
     webhooks::WebhookMutation,
     replies::ReplyMutation,
+    templates::TemplateMutation,
 );
 
 pub type RapportSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;

@@ -1,18 +1,24 @@
-//! Reply templates and replies guarded against canned answers.
+//! Replies guarded against canned answers, and the care playbook's steps:
+//! acknowledge, take it offline, resolve, close the loop. A reply is stored
+//! QUEUED in the same transaction as its clock effects; the worker then
+//! publishes it on the platform.
 
-use super::conversations::{Message, Visibility};
-use super::types::{decode, gid, load_user};
+use super::conversations::{Conversation, Message, Visibility};
+use super::templates::{Intent, slots_of, usable};
+use super::types::{decode, gid, load_user, strings};
 use super::{auth, state};
 use crate::audit::AuditEvent;
 use crate::auth::viewer::Viewer;
 use crate::error::{ApiError, ApiResult};
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::Utc;
+use rapport_domain::Kind;
+use rapport_domain::ingest::ChannelKind;
 use rapport_domain::reply::guard::{self, Check, Finding};
-use rapport_domain::reply::template::{SlotSpec, Template};
-use rapport_domain::{Kind, Name};
-use rapport_store::entities::{author, channel, conversation, message, reply_template, workspace};
-use rapport_store::sla;
+use rapport_domain::reply::settings::{DuplicateWindow, SimilarityThreshold};
+use rapport_domain::reply::template::Template;
+use rapport_store::entities::{author, channel, conversation, message, workspace};
+use rapport_store::{jobs, sla};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, Set,
@@ -21,113 +27,13 @@ use serde_json::json;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// How similar (estimated Jaccard of word shingles) counts as a repeat.
-pub const SIMILARITY_THRESHOLD: f64 = 0.8;
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-pub enum Intent {
-    /// Public: shows understanding.
-    Acknowledge,
-    /// Public invitation to continue in private messages.
-    TakeOffline,
-    Resolve,
-    /// After resolution: invite the customer to share the outcome.
-    CloseTheLoop,
-    /// Answer praise too.
-    Thanks,
-}
-
-impl Intent {
-    fn as_str(self) -> &'static str {
-        match self {
-            Intent::Acknowledge => "ACKNOWLEDGE",
-            Intent::TakeOffline => "TAKE_OFFLINE",
-            Intent::Resolve => "RESOLVE",
-            Intent::CloseTheLoop => "CLOSE_THE_LOOP",
-            Intent::Thanks => "THANKS",
-        }
-    }
-}
-
-#[derive(SimpleObject, InputObject, Clone)]
-#[graphql(input_name = "TemplateSlotInput")]
-pub struct TemplateSlot {
-    /// Used in the body as `{{ slot.<name> }}`.
-    name: String,
-    /// What the agent should write here.
-    guidance: String,
-    #[graphql(default)]
-    min_length: i32,
-}
-
-pub struct ReplyTemplate(pub reply_template::Model);
-
-#[Object]
-impl ReplyTemplate {
-    async fn id(&self) -> ID {
-        gid(Kind::ReplyTemplate, self.0.id)
-    }
-    async fn name(&self) -> &str {
-        &self.0.name
-    }
-    async fn body(&self) -> &str {
-        &self.0.body
-    }
-    async fn slots(&self) -> Vec<TemplateSlot> {
-        serde_json::from_value::<Vec<serde_json::Value>>(self.0.slots.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| TemplateSlot {
-                name: s["name"].as_str().unwrap_or_default().into(),
-                guidance: s["guidance"].as_str().unwrap_or_default().into(),
-                min_length: s["minLength"].as_i64().unwrap_or(0) as i32,
-            })
-            .collect()
-    }
-    async fn intent(&self) -> &str {
-        &self.0.intent
-    }
-    async fn archived(&self) -> bool {
-        self.0.archived_at.is_some()
-    }
-}
-
-fn slots_of(m: &reply_template::Model) -> Vec<SlotSpec> {
-    serde_json::from_value::<Vec<serde_json::Value>>(m.slots.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| SlotSpec {
-            name: s["name"].as_str().unwrap_or_default().into(),
-            guidance: s["guidance"].as_str().unwrap_or_default().into(),
-            min_length: s["minLength"].as_u64().unwrap_or(0) as u32,
-        })
-        .collect()
-}
-
-#[derive(InputObject)]
-pub struct CreateReplyTemplateInput {
-    workspace_id: ID,
-    name: String,
-    /// minijinja; context: author.name, author.handle, brand.name,
-    /// agent.first_name, message.excerpt, conversation.age; and the slots.
-    body: String,
-    slots: Vec<TemplateSlot>,
-    #[graphql(default)]
-    channel_kinds: Vec<String>,
-    intent: Intent,
-}
-
-#[derive(InputObject)]
-pub struct ArchiveReplyTemplateInput {
-    id: ID,
-}
-
 #[derive(InputObject, Clone)]
 pub struct SlotValue {
     name: String,
     value: String,
 }
 
+/// What the agent writes: a template with its slots, or free text.
 #[derive(InputObject)]
 pub struct PreviewReplyInput {
     conversation_id: ID,
@@ -147,6 +53,32 @@ pub struct SendReplyInput {
     text: Option<String>,
     visibility: Visibility,
     /// OWNER or ADMIN only: send despite the guard's findings (audited).
+    override_reason: Option<String>,
+}
+
+/// The public step of taking a conversation to private messages.
+#[derive(InputObject)]
+pub struct TakeOfflineInput {
+    conversation_id: ID,
+    /// An ACKNOWLEDGE or TAKE_OFFLINE template, or free text.
+    template_id: Option<ID>,
+    #[graphql(default)]
+    slots: Vec<SlotValue>,
+    text: Option<String>,
+    override_reason: Option<String>,
+}
+
+/// Closing the loop on a resolved conversation.
+#[derive(InputObject)]
+pub struct RequestFollowUpInput {
+    conversation_id: ID,
+    /// A CLOSE_THE_LOOP template, or free text.
+    template_id: Option<ID>,
+    #[graphql(default)]
+    slots: Vec<SlotValue>,
+    text: Option<String>,
+    #[graphql(default_with = "Visibility::Public")]
+    visibility: Visibility,
     override_reason: Option<String>,
 }
 
@@ -189,35 +121,65 @@ pub struct ReplyPreview {
     findings: Vec<ReplyFinding>,
 }
 
+/// The result of `takeOffline`: the public reply and the private thread
+/// the customer is invited to, linked to the public conversation.
+#[derive(SimpleObject)]
+pub struct TakeOfflinePayload {
+    reply: Message,
+    private_conversation: Conversation,
+}
+
+/// What the agent asked for, before it is rendered.
+struct Ask<'a> {
+    conversation_id: &'a ID,
+    template_id: Option<&'a ID>,
+    slots: &'a [SlotValue],
+    text: Option<&'a str>,
+}
+
 /// Everything a reply is checked against.
 struct Draft {
     conversation: conversation::Model,
+    workspace: workspace::Model,
     text: String,
     template: Option<Template>,
     template_id: Option<Uuid>,
+    template_intent: Option<Intent>,
     slots: HashMap<String, String>,
     context: Vec<String>,
-    banned: Vec<String>,
     customer_message: String,
+    /// The customer's latest public message: what a public reply answers.
+    in_reply_to: Option<String>,
     limit: usize,
+}
+
+fn channel_limit(kind: ChannelKind) -> usize {
+    match kind {
+        ChannelKind::X => 280,
+        ChannelKind::Instagram => 2_200,
+        _ => 8_000,
+    }
 }
 
 async fn draft(
     ctx: &Context<'_>,
     v: &Viewer,
     txn: &DatabaseTransaction,
-    conversation_id: &ID,
-    template_id: Option<&ID>,
-    slots: &[SlotValue],
-    text: Option<&str>,
+    ask: &Ask<'_>,
 ) -> ApiResult<Draft> {
     let c = v
         .scope
         .select_in_workspaces::<conversation::Entity>()
-        .filter(conversation::Column::Id.eq(decode(Kind::Conversation, conversation_id)?))
+        .filter(conversation::Column::Id.eq(decode(Kind::Conversation, ask.conversation_id)?))
         .one(txn)
         .await?
         .ok_or(ApiError::NotFound)?;
+    if c.status == "CLOSED" {
+        return Err(ApiError::bad_input(
+            "conversationId",
+            "the conversation is CLOSED; set it OPEN again to reply",
+        ));
+    }
     let ws = workspace::Entity::find_by_id(c.workspace_id)
         .one(txn)
         .await?
@@ -230,9 +192,23 @@ async fn draft(
         .one(txn)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let kind = ChannelKind::parse(&ch.kind).map_err(ApiError::internal)?;
+    if kind == ChannelKind::Feed {
+        return Err(ApiError::bad_input(
+            "conversationId",
+            "replies cannot be published on FEED channels; answer on the site itself",
+        ));
+    }
     let last = message::Entity::find()
         .filter(message::Column::ConversationId.eq(c.id))
         .filter(message::Column::Direction.eq("INBOUND"))
+        .order_by_desc(message::Column::Id)
+        .one(txn)
+        .await?;
+    let last_public = message::Entity::find()
+        .filter(message::Column::ConversationId.eq(c.id))
+        .filter(message::Column::Direction.eq("INBOUND"))
+        .filter(message::Column::Visibility.eq("PUBLIC"))
         .order_by_desc(message::Column::Id)
         .one(txn)
         .await?;
@@ -257,20 +233,14 @@ async fn draft(
     } else {
         format!("{} hours", age_min / 60)
     };
-    let slots: HashMap<String, String> = slots
+    let slots: HashMap<String, String> = ask
+        .slots
         .iter()
         .map(|s| (s.name.clone(), s.value.clone()))
         .collect();
-    let (template, template_id, text) = match (template_id, text) {
+    let (template, template_id, template_intent, text) = match (ask.template_id, ask.text) {
         (Some(id), None) => {
-            let t = v
-                .scope
-                .select_in_workspaces::<reply_template::Entity>()
-                .filter(reply_template::Column::Id.eq(decode(Kind::ReplyTemplate, id)?))
-                .filter(reply_template::Column::ArchivedAt.is_null())
-                .one(txn)
-                .await?
-                .ok_or(ApiError::NotFound)?;
+            let t = usable(v, txn, id, c.workspace_id, kind).await?;
             let parsed = Template::parse(&t.body, slots_of(&t))
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             let context = HashMap::from([
@@ -284,9 +254,9 @@ async fn draft(
             let rendered = parsed
                 .render(&context, &slots)
                 .map_err(|e| ApiError::bad_input("slots", e.to_string()))?;
-            (Some(parsed), Some(t.id), rendered)
+            (Some(parsed), Some(t.id), Intent::parse(&t.intent), rendered)
         }
-        (None, Some(t)) if !t.trim().is_empty() => (None, None, t.trim().to_string()),
+        (None, Some(t)) if !t.trim().is_empty() => (None, None, None, t.trim().to_string()),
         _ => {
             return Err(ApiError::bad_input(
                 "text",
@@ -294,16 +264,12 @@ async fn draft(
             ));
         }
     };
-    let limit = match ch.kind.as_str() {
-        "X" => 280,
-        "INSTAGRAM" => 2_200,
-        _ => 8_000,
-    };
     Ok(Draft {
         conversation: c,
         text,
         template,
         template_id,
+        template_intent,
         slots,
         context: vec![
             customer_name,
@@ -311,9 +277,10 @@ async fn draft(
             ws.name.clone(),
             first_name,
         ],
-        banned: serde_json::from_value(ws.banned_phrases.clone()).unwrap_or_default(),
         customer_message: last.map(|m| m.body).unwrap_or_default(),
-        limit,
+        in_reply_to: last_public.map(|m| m.external_id),
+        limit: channel_limit(kind),
+        workspace: ws,
     })
 }
 
@@ -323,21 +290,186 @@ async fn findings(
     d: &Draft,
 ) -> ApiResult<Vec<Finding>> {
     let values: Vec<&str> = d.context.iter().map(String::as_str).collect();
+    let banned = strings(&d.workspace.banned_phrases);
     let check = Check {
         text: &d.text,
         template: d.template.as_ref(),
         slots: &d.slots,
         context_values: &values,
-        banned_phrases: &d.banned,
+        banned_phrases: &banned,
         customer_message: &d.customer_message,
-        threshold: SIMILARITY_THRESHOLD,
+        threshold: SimilarityThreshold::stored(d.workspace.similarity_threshold).get(),
     };
+    let window = DuplicateWindow::stored(d.workspace.duplicate_window_days);
     Ok(state(ctx)
         .replies
-        .with(txn, d.conversation.workspace_id, |idx| {
+        .with(txn, d.conversation.workspace_id, window, |idx| {
             guard::check(&check, idx)
         })
         .await?)
+}
+
+/// How a reply goes out.
+struct Sending<'a> {
+    visibility: Visibility,
+    override_reason: Option<&'a str>,
+    /// The playbook step; a template's own intent when not forced.
+    intent: Option<Intent>,
+    action: &'static str,
+}
+
+/// Checks `d` with the guard and stores it QUEUED with its clock effects
+/// and an audit entry, in `txn`. Call `dispatch` after the commit.
+async fn store_reply(
+    ctx: &Context<'_>,
+    v: &Viewer,
+    txn: &DatabaseTransaction,
+    d: &Draft,
+    how: Sending<'_>,
+) -> ApiResult<message::Model> {
+    if d.text.chars().count() > d.limit {
+        return Err(ApiError::bad_input(
+            "text",
+            format!(
+                "{} characters; this channel allows {}",
+                d.text.chars().count(),
+                d.limit
+            ),
+        ));
+    }
+    if how.visibility == Visibility::Public && d.in_reply_to.is_none() {
+        return Err(ApiError::bad_input(
+            "visibility",
+            "the customer wrote only in private here; reply PRIVATE",
+        ));
+    }
+    let found = findings(ctx, txn, d).await?;
+    let blocking: Vec<(&'static str, String)> = found
+        .iter()
+        .filter(|f| f.blocking())
+        .map(|f| (f.code(), f.message()))
+        .collect();
+    let overridden = match (how.override_reason, blocking.is_empty()) {
+        (_, true) => None,
+        (Some(reason), false) if v.role.is_manager() && reason.trim().len() >= 10 => {
+            Some(reason.trim().to_string())
+        }
+        (Some(_), false) if !v.role.is_manager() => {
+            return Err(ApiError::Forbidden(
+                "only an OWNER or ADMIN may override the guard",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(ApiError::bad_input(
+                "overrideReason",
+                "give a reason of at least 10 characters",
+            ));
+        }
+        (None, false) => return Err(ApiError::Canned(blocking)),
+    };
+    let now = Utc::now();
+    let values: Vec<&str> = d.context.iter().map(String::as_str).collect();
+    let id = Uuid::now_v7();
+    let reply = message::ActiveModel {
+        id: Set(id),
+        agency_id: Set(v.agency_id),
+        workspace_id: Set(d.conversation.workspace_id),
+        conversation_id: Set(d.conversation.id),
+        channel_id: Set(d.conversation.channel_id),
+        author_id: Set(None),
+        // Replaced by nothing: the platform's own id goes to
+        // `platform_message_id` once it is published.
+        external_id: Set(format!("rapport:{id}")),
+        in_reply_to_external_id: Set(match how.visibility {
+            Visibility::Public => d.in_reply_to.clone(),
+            Visibility::Private => None,
+        }),
+        direction: Set("OUTBOUND".into()),
+        visibility: Set(match how.visibility {
+            Visibility::Public => "PUBLIC".into(),
+            Visibility::Private => "PRIVATE".into(),
+        }),
+        body: Set(d.text.clone()),
+        masked_body: Set(Some(guard::mask(&d.text, &values))),
+        sentiment: Set(None),
+        published_at: Set(now),
+        received_at: Set(now),
+        template_id: Set(d.template_id),
+        sent_by_membership_id: Set(Some(v.membership_id)),
+        delivery_status: Set(Some("QUEUED".into())),
+        delivery_error: Set(None),
+        delivery_attempts: Set(0),
+        next_delivery_at: Set(Some(now)),
+        delivered_at: Set(None),
+        platform_message_id: Set(None),
+        intent: Set(how
+            .intent
+            .or(d.template_intent)
+            .map(|i| i.as_str().to_string())),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    let mut c = d.conversation.clone();
+    let met = sla::agent_replied(&mut c, now);
+    let mut am = d.conversation.clone().into_active_model();
+    am.first_responded_at = Set(c.first_responded_at);
+    am.next_response_due_at = Set(c.next_response_due_at);
+    am.due_at = Set(c.due_at);
+    am.updated_at = Set(now);
+    let saved = am.update(txn).await?;
+    for (target, deadline, cycle) in met {
+        sla::record_event(txn, &saved, "SLA_MET", target, cycle, deadline, now).await?;
+    }
+    AuditEvent::new(if overridden.is_some() {
+        "sendReplyOverride"
+    } else {
+        how.action
+    })
+    .workspace(saved.workspace_id)
+    .target("Message", reply.id)
+    .details(json!({
+        "conversationId": gid(Kind::Conversation, saved.id).0,
+        "overrideReason": overridden,
+        "findings": found.iter().map(|f| f.code()).collect::<Vec<_>>(),
+    }))
+    .by(txn, v)
+    .await?;
+    Ok(reply)
+}
+
+/// After the commit: hand the reply to the worker (the fast path; its sweep
+/// finds the reply anyway if Redis loses the job) and tell live views.
+async fn dispatch(ctx: &Context<'_>, reply: &message::Model) {
+    let st = state(ctx);
+    if let Err(e) = jobs::enqueue(
+        &st.kv,
+        jobs::DELIVER_REPLY,
+        &json!({ "message_id": reply.id.to_string() }),
+    )
+    .await
+    {
+        tracing::warn!(reply = %reply.id, error = %e, "enqueueing a reply failed; the sweep will publish it");
+    }
+    st.kv
+        .conversation_changed(reply.workspace_id, reply.conversation_id, "updated")
+        .await;
+}
+
+fn require_intent(d: &Draft, allowed: &[Intent], field_hint: &str) -> ApiResult<()> {
+    match d.template_intent {
+        Some(i) if d.template_id.is_some() && !allowed.contains(&i) => Err(ApiError::bad_input(
+            "templateId",
+            format!("{field_hint} takes a template of intent {}", {
+                allowed
+                    .iter()
+                    .map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            }),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Default)]
@@ -345,30 +477,6 @@ pub struct ReplyQuery;
 
 #[Object]
 impl ReplyQuery {
-    async fn reply_templates(
-        &self,
-        ctx: &Context<'_>,
-        workspace_id: ID,
-    ) -> ApiResult<Vec<ReplyTemplate>> {
-        let v = auth(ctx).viewer()?;
-        v.require_writer()?;
-        let db = &state(ctx).db;
-        let ws = v
-            .scope
-            .workspace(db, decode(Kind::Workspace, &workspace_id)?)
-            .await?;
-        Ok(v.scope
-            .select::<reply_template::Entity>()
-            .filter(reply_template::Column::WorkspaceId.eq(ws.id))
-            .filter(reply_template::Column::ArchivedAt.is_null())
-            .order_by_asc(reply_template::Column::Name)
-            .all(db)
-            .await?
-            .into_iter()
-            .map(ReplyTemplate)
-            .collect())
-    }
-
     /// Renders a reply and reports what the guard finds, without sending.
     async fn preview_reply(
         &self,
@@ -382,10 +490,12 @@ impl ReplyQuery {
             ctx,
             v,
             &txn,
-            &input.conversation_id,
-            input.template_id.as_ref(),
-            &input.slots,
-            input.text.as_deref(),
+            &Ask {
+                conversation_id: &input.conversation_id,
+                template_id: input.template_id.as_ref(),
+                slots: &input.slots,
+                text: input.text.as_deref(),
+            },
         )
         .await?;
         let found = findings(ctx, &txn, &d).await?;
@@ -404,196 +514,206 @@ pub struct ReplyMutation;
 
 #[Object]
 impl ReplyMutation {
-    /// A scaffold in a workspace's voice: refused with the line and reason
-    /// when it does not parse, uses unknown names, or has no slot.
-    async fn create_reply_template(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateReplyTemplateInput,
-    ) -> ApiResult<ReplyTemplate> {
-        let v = auth(ctx).viewer()?;
-        v.require_writer()?;
-        let name = Name::parse("name", &input.name)?;
-        let specs: Vec<SlotSpec> = input
-            .slots
-            .iter()
-            .map(|s| SlotSpec {
-                name: s.name.clone(),
-                guidance: s.guidance.clone(),
-                min_length: s.min_length.clamp(0, 1000) as u32,
-            })
-            .collect();
-        Template::parse(&input.body, specs.clone())
-            .map_err(|e| ApiError::bad_input("body", e.to_string()))?;
-        let st = state(ctx);
-        let txn = v.scope.begin(&st.db).await?;
-        let ws = v
-            .scope
-            .workspace(&txn, decode(Kind::Workspace, &input.workspace_id)?)
-            .await?;
-        let now = Utc::now();
-        let t = reply_template::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            agency_id: Set(v.agency_id),
-            workspace_id: Set(Some(ws.id)),
-            name: Set(name.into_string()),
-            body: Set(input.body.clone()),
-            slots: Set(json!(specs
-                .iter()
-                .map(|s| json!({ "name": s.name, "guidance": s.guidance, "minLength": s.min_length }))
-                .collect::<Vec<_>>())),
-            channel_kinds: Set(json!(input.channel_kinds)),
-            enabled_workspace_ids: Set(json!([])),
-            intent: Set(input.intent.as_str().into()),
-            created_at: Set(now),
-            updated_at: Set(now),
-            archived_at: Set(None),
-        }
-        .insert(&txn)
-        .await?;
-        AuditEvent::new("createReplyTemplate")
-            .workspace(ws.id)
-            .by(&txn, v)
-            .await?;
-        txn.commit().await?;
-        Ok(ReplyTemplate(t))
-    }
-
-    async fn archive_reply_template(
-        &self,
-        ctx: &Context<'_>,
-        input: ArchiveReplyTemplateInput,
-    ) -> ApiResult<ReplyTemplate> {
-        let v = auth(ctx).viewer()?;
-        v.require_writer()?;
-        let st = state(ctx);
-        let txn = v.scope.begin(&st.db).await?;
-        let t = v
-            .scope
-            .find::<reply_template::Entity, _>(&txn, decode(Kind::ReplyTemplate, &input.id)?)
-            .await?;
-        if t.workspace_id.is_some_and(|w| !v.scope.sees_workspace(w)) {
-            return Err(ApiError::NotFound);
-        }
-        let ws = t.workspace_id;
-        let mut am = t.into_active_model();
-        am.archived_at = Set(Some(Utc::now()));
-        let t = am.update(&txn).await?;
-        let mut ev = AuditEvent::new("archiveReplyTemplate");
-        if let Some(w) = ws {
-            ev = ev.workspace(w);
-        }
-        ev.by(&txn, v).await?;
-        txn.commit().await?;
-        Ok(ReplyTemplate(t))
-    }
-
     /// Sends a reply unless the guard finds it canned (CANNED_REPLY with the
     /// findings). The first reply stops the first-response clock; a reply
-    /// also stops a running next-response clock. Stored QUEUED for delivery.
+    /// also stops a running next-response clock. Stored QUEUED; the worker
+    /// publishes it (SENT or FAILED with the platform's error).
     async fn send_reply(&self, ctx: &Context<'_>, input: SendReplyInput) -> ApiResult<Message> {
         let v = auth(ctx).viewer()?;
         v.require_writer()?;
-        let st = state(ctx);
-        let txn = v.scope.begin(&st.db).await?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
         let d = draft(
             ctx,
             v,
             &txn,
-            &input.conversation_id,
-            input.template_id.as_ref(),
-            &input.slots,
-            input.text.as_deref(),
+            &Ask {
+                conversation_id: &input.conversation_id,
+                template_id: input.template_id.as_ref(),
+                slots: &input.slots,
+                text: input.text.as_deref(),
+            },
         )
         .await?;
-        if d.text.chars().count() > d.limit {
-            return Err(ApiError::bad_input(
-                "text",
-                format!(
-                    "{} characters; this channel allows {}",
-                    d.text.chars().count(),
-                    d.limit
-                ),
-            ));
-        }
-        let found = findings(ctx, &txn, &d).await?;
-        let blocking: Vec<(&'static str, String)> = found
-            .iter()
-            .filter(|f| f.blocking())
-            .map(|f| (f.code(), f.message()))
-            .collect();
-        let overridden = match (&input.override_reason, blocking.is_empty()) {
-            (_, true) => None,
-            (Some(reason), false) if v.role.is_manager() && reason.trim().len() >= 10 => {
-                Some(reason.trim().to_string())
-            }
-            (Some(_), false) if !v.role.is_manager() => {
-                return Err(ApiError::Forbidden(
-                    "only an OWNER or ADMIN may override the guard",
-                ));
-            }
-            (Some(_), false) => {
-                return Err(ApiError::bad_input(
-                    "overrideReason",
-                    "give a reason of at least 10 characters",
-                ));
-            }
-            (None, false) => return Err(ApiError::Canned(blocking)),
-        };
-        let now = Utc::now();
-        let values: Vec<&str> = d.context.iter().map(String::as_str).collect();
-        let reply = message::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            agency_id: Set(v.agency_id),
-            workspace_id: Set(d.conversation.workspace_id),
-            conversation_id: Set(d.conversation.id),
-            channel_id: Set(d.conversation.channel_id),
-            author_id: Set(None),
-            external_id: Set(format!("rapport:{}", Uuid::now_v7())),
-            in_reply_to_external_id: Set(None),
-            direction: Set("OUTBOUND".into()),
-            visibility: Set(match input.visibility {
-                Visibility::Public => "PUBLIC".into(),
-                Visibility::Private => "PRIVATE".into(),
-            }),
-            body: Set(d.text.clone()),
-            masked_body: Set(Some(guard::mask(&d.text, &values))),
-            sentiment: Set(None),
-            published_at: Set(now),
-            received_at: Set(now),
-            template_id: Set(d.template_id),
-            sent_by_membership_id: Set(Some(v.membership_id)),
-            delivery_status: Set(Some("QUEUED".into())),
-            delivery_error: Set(None),
-            created_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
-        let mut c = d.conversation.clone();
-        let met = sla::agent_replied(&mut c, now);
-        let mut am = d.conversation.clone().into_active_model();
-        am.first_responded_at = Set(c.first_responded_at);
-        am.next_response_due_at = Set(c.next_response_due_at);
-        am.due_at = Set(c.due_at);
-        am.updated_at = Set(now);
-        let saved = am.update(&txn).await?;
-        for (target, deadline, cycle) in met {
-            sla::record_event(&txn, &saved, "SLA_MET", target, cycle, deadline, now).await?;
-        }
-        AuditEvent::new(if overridden.is_some() {
-            "sendReplyOverride"
-        } else {
-            "sendReply"
-        })
-        .workspace(saved.workspace_id)
-        .details(json!({
-            "conversationId": gid(Kind::Conversation, saved.id).0,
-            "overrideReason": overridden,
-            "findings": found.iter().map(|f| f.code()).collect::<Vec<_>>(),
-        }))
-        .by(&txn, v)
+        let reply = store_reply(
+            ctx,
+            v,
+            &txn,
+            &d,
+            Sending {
+                visibility: input.visibility,
+                override_reason: input.override_reason.as_deref(),
+                intent: None,
+                action: "sendReply",
+            },
+        )
         .await?;
         txn.commit().await?;
+        dispatch(ctx, &reply).await;
         Ok(Message(reply))
     }
+
+    /// The playbook's move to private messages: a public reply (guarded)
+    /// inviting the customer to continue in private, and a private thread
+    /// linked to the public conversation, waiting on the customer. Their
+    /// private messages on the channel join that thread.
+    async fn take_offline(
+        &self,
+        ctx: &Context<'_>,
+        input: TakeOfflineInput,
+    ) -> ApiResult<TakeOfflinePayload> {
+        let v = auth(ctx).viewer()?;
+        v.require_writer()?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let d = draft(
+            ctx,
+            v,
+            &txn,
+            &Ask {
+                conversation_id: &input.conversation_id,
+                template_id: input.template_id.as_ref(),
+                slots: &input.slots,
+                text: input.text.as_deref(),
+            },
+        )
+        .await?;
+        if d.conversation.visibility != "PUBLIC" {
+            return Err(ApiError::bad_input(
+                "conversationId",
+                "this conversation is already private",
+            ));
+        }
+        require_intent(
+            &d,
+            &[Intent::Acknowledge, Intent::TakeOffline],
+            "takeOffline",
+        )?;
+        let reply = store_reply(
+            ctx,
+            v,
+            &txn,
+            &d,
+            Sending {
+                visibility: Visibility::Public,
+                override_reason: input.override_reason.as_deref(),
+                intent: Some(Intent::TakeOffline),
+                action: "takeOffline",
+            },
+        )
+        .await?;
+        let private = open_private_thread(&txn, &d.conversation).await?;
+        txn.commit().await?;
+        dispatch(ctx, &reply).await;
+        state(ctx)
+            .kv
+            .conversation_changed(private.workspace_id, private.id, "created")
+            .await;
+        Ok(TakeOfflinePayload {
+            reply: Message(reply),
+            private_conversation: Conversation(private),
+        })
+    }
+
+    /// Closing the loop: on a RESOLVED conversation, a reply (guarded)
+    /// inviting the customer to share how it turned out. The conversation
+    /// stays resolved; the customer's answer reopens it like any message.
+    async fn request_follow_up(
+        &self,
+        ctx: &Context<'_>,
+        input: RequestFollowUpInput,
+    ) -> ApiResult<Message> {
+        let v = auth(ctx).viewer()?;
+        v.require_writer()?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let d = draft(
+            ctx,
+            v,
+            &txn,
+            &Ask {
+                conversation_id: &input.conversation_id,
+                template_id: input.template_id.as_ref(),
+                slots: &input.slots,
+                text: input.text.as_deref(),
+            },
+        )
+        .await?;
+        if d.conversation.status != "RESOLVED" {
+            return Err(ApiError::bad_input(
+                "conversationId",
+                "close the loop once the conversation is RESOLVED",
+            ));
+        }
+        require_intent(&d, &[Intent::CloseTheLoop], "requestFollowUp")?;
+        let reply = store_reply(
+            ctx,
+            v,
+            &txn,
+            &d,
+            Sending {
+                visibility: input.visibility,
+                override_reason: input.override_reason.as_deref(),
+                intent: Some(Intent::CloseTheLoop),
+                action: "requestFollowUp",
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        dispatch(ctx, &reply).await;
+        Ok(Message(reply))
+    }
+}
+
+/// The private thread `takeOffline` opens: same customer, channel and
+/// promise as the public conversation, linked to it, waiting on the
+/// customer. The public reply already answered them, so their first
+/// private message starts the next-response clock.
+async fn open_private_thread(
+    txn: &DatabaseTransaction,
+    public: &conversation::Model,
+) -> ApiResult<conversation::Model> {
+    let now = Utc::now();
+    if let Some(existing) = conversation::Entity::find()
+        .filter(conversation::Column::ParentConversationId.eq(public.id))
+        .filter(conversation::Column::Status.is_in(["OPEN", "PENDING_CUSTOMER"]))
+        .one(txn)
+        .await?
+    {
+        return Ok(existing);
+    }
+    let targets = sla::Snapshot::of(public).map(|s| sla::Snapshot {
+        warn: Default::default(),
+        paused_at: Some(now),
+        cycles: Default::default(),
+        ..s
+    });
+    let row = conversation::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        agency_id: Set(public.agency_id),
+        workspace_id: Set(public.workspace_id),
+        channel_id: Set(public.channel_id),
+        author_id: Set(public.author_id),
+        parent_conversation_id: Set(Some(public.id)),
+        status: Set("PENDING_CUSTOMER".into()),
+        visibility: Set("PRIVATE".into()),
+        priority: Set(public.priority.clone()),
+        priority_score: Set(public.priority_score),
+        priority_breakdown: Set(public.priority_breakdown.clone()),
+        sentiment: Set(public.sentiment),
+        opening_sentiment: Set(public.opening_sentiment),
+        assignee_membership_id: Set(public.assignee_membership_id),
+        sla_policy_id: Set(public.sla_policy_id),
+        sla_targets: Set(targets.and_then(|t| serde_json::to_value(t).ok())),
+        first_response_due_at: Set(None),
+        next_response_due_at: Set(None),
+        resolution_due_at: Set(None),
+        due_at: Set(None),
+        first_responded_at: Set(Some(now)),
+        resolved_at: Set(None),
+        last_customer_message_at: Set(public.last_customer_message_at),
+        recovered: Set(false),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    Ok(row)
 }

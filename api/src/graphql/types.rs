@@ -4,6 +4,7 @@ use super::state;
 use crate::error::{ApiError, ApiResult};
 use async_graphql::{Context, Enum, ID, Json, Object};
 use chrono::{DateTime, Utc};
+use rapport_domain::reply::settings::{DuplicateWindow, SimilarityThreshold};
 use rapport_domain::{GlobalId, Kind};
 use rapport_store::entities::{
     agency, audit_entry, membership, membership_workspace, user, workspace,
@@ -99,7 +100,7 @@ pub async fn load_user(ctx: &Context<'_>, id: Uuid) -> ApiResult<user::Model> {
 
 pub struct Workspace(pub workspace::Model);
 
-fn strings(v: &serde_json::Value) -> Vec<String> {
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
     serde_json::from_value(v.clone()).unwrap_or_default()
 }
 
@@ -126,6 +127,14 @@ impl Workspace {
     /// Words that raise a message's priority; empty means Rapport's defaults.
     async fn urgency_keywords(&self) -> Vec<String> {
         strings(&self.0.urgency_keywords)
+    }
+    /// Canned-reply guard: similarity from which a reply counts as a repeat.
+    async fn similarity_threshold(&self) -> f64 {
+        SimilarityThreshold::stored(self.0.similarity_threshold).get()
+    }
+    /// Canned-reply guard: days of earlier replies compared.
+    async fn duplicate_window_days(&self) -> i32 {
+        DuplicateWindow::stored(self.0.duplicate_window_days).days() as i32
     }
     async fn archived(&self) -> bool {
         self.0.archived_at.is_some()

@@ -8,6 +8,7 @@ use crate::error::ApiResult;
 use async_graphql::connection::Connection;
 use async_graphql::{Context, ID, InputObject, Object};
 use chrono::Utc;
+use rapport_domain::reply::settings::{DuplicateWindow, SimilarityThreshold};
 use rapport_domain::{Kind, Name, PageRequest, PhraseList, TimeZone};
 use rapport_store::entities::workspace;
 use sea_orm::{ActiveModelTrait, ColumnTrait, IntoActiveModel, QueryFilter, Set};
@@ -27,6 +28,12 @@ pub struct CreateWorkspaceInput {
     /// empty: Rapport's defaults.
     #[graphql(default)]
     urgency_keywords: Vec<String>,
+    /// Canned-reply guard: similarity (0.6 to 1.0) from which a reply counts
+    /// as a repeat of an earlier one; default 0.8.
+    similarity_threshold: Option<f64>,
+    /// Canned-reply guard: days of earlier replies compared (1 to 365);
+    /// default 30.
+    duplicate_window_days: Option<i32>,
 }
 
 /// Only the fields given change.
@@ -38,6 +45,8 @@ pub struct UpdateWorkspaceInput {
     brand_keywords: Option<Vec<String>>,
     banned_phrases: Option<Vec<String>>,
     urgency_keywords: Option<Vec<String>>,
+    similarity_threshold: Option<f64>,
+    duplicate_window_days: Option<i32>,
 }
 
 #[derive(InputObject)]
@@ -109,6 +118,14 @@ impl WorkspaceMutation {
         let keywords = PhraseList::parse("brandKeywords", &input.brand_keywords)?;
         let banned = PhraseList::parse("bannedPhrases", &input.banned_phrases)?;
         let urgency = PhraseList::parse("urgencyKeywords", &input.urgency_keywords)?;
+        let threshold = input
+            .similarity_threshold
+            .map(SimilarityThreshold::parse)
+            .transpose()?;
+        let window = input
+            .duplicate_window_days
+            .map(DuplicateWindow::parse)
+            .transpose()?;
         let now = Utc::now();
         let txn = v.scope.begin(&state(ctx).db).await?;
         let w = workspace::ActiveModel {
@@ -119,6 +136,8 @@ impl WorkspaceMutation {
             brand_keywords: Set(json!(keywords.as_slice())),
             banned_phrases: Set(json!(banned.as_slice())),
             urgency_keywords: Set(json!(urgency.as_slice())),
+            similarity_threshold: Set(threshold.map(SimilarityThreshold::get)),
+            duplicate_window_days: Set(window.map(|w| w.days() as i32)),
             archived_at: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
@@ -165,6 +184,14 @@ impl WorkspaceMutation {
             .as_deref()
             .map(|k| PhraseList::parse("urgencyKeywords", k))
             .transpose()?;
+        let threshold = input
+            .similarity_threshold
+            .map(SimilarityThreshold::parse)
+            .transpose()?;
+        let window = input
+            .duplicate_window_days
+            .map(DuplicateWindow::parse)
+            .transpose()?;
         let txn = v.scope.begin(&state(ctx).db).await?;
         let current = v.scope.workspace(&txn, id).await?;
         let mut changed = serde_json::Map::new();
@@ -188,6 +215,14 @@ impl WorkspaceMutation {
         if let Some(u) = urgency {
             changed.insert("urgencyKeywords".into(), json!(u.as_slice()));
             am.urgency_keywords = Set(json!(u.as_slice()));
+        }
+        if let Some(t) = threshold {
+            changed.insert("similarityThreshold".into(), json!(t.get()));
+            am.similarity_threshold = Set(Some(t.get()));
+        }
+        if let Some(w) = window {
+            changed.insert("duplicateWindowDays".into(), json!(w.days()));
+            am.duplicate_window_days = Set(Some(w.days() as i32));
         }
         am.updated_at = Set(Utc::now());
         let w = am.update(&txn).await?;

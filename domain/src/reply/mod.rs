@@ -3,4 +3,6 @@
 //! earlier ones or use its banned phrases.
 
 pub mod guard;
+pub mod publish;
+pub mod settings;
 pub mod template;

@@ -15,6 +15,10 @@ pub struct Model {
     pub verify_token_ciphertext: Option<Vec<u8>>,
     pub feed_url: Option<String>,
     pub poll_interval_seconds: Option<i32>,
+    /// Publishing credentials (X user token, Meta page token), sealed.
+    pub access_token_ciphertext: Option<Vec<u8>>,
+    /// GENERIC: where replies are POSTed.
+    pub callback_url: Option<String>,
     /// ACTIVE, PAUSED or DISCONNECTED.
     pub status: String,
     /// Adapter state, e.g. a feed's ETag and Last-Modified.

@@ -27,6 +27,14 @@ pub struct Model {
     pub sent_by_membership_id: Option<Uuid>,
     pub delivery_status: Option<String>,
     pub delivery_error: Option<String>,
+    /// Outbound: publishing attempts so far, and when the next is due.
+    pub delivery_attempts: i32,
+    pub next_delivery_at: Option<DateTimeUtc>,
+    pub delivered_at: Option<DateTimeUtc>,
+    /// Outbound: the id the platform gave the published reply.
+    pub platform_message_id: Option<String>,
+    /// Outbound: ACKNOWLEDGE, TAKE_OFFLINE, RESOLVE, CLOSE_THE_LOOP, THANKS.
+    pub intent: Option<String>,
     pub created_at: DateTimeUtc,
 }
 

@@ -12,6 +12,10 @@ pub struct Model {
     pub banned_phrases: Json,
     /// Words that raise a message's priority; empty: the defaults.
     pub urgency_keywords: Json,
+    /// Canned-reply guard: similarity that counts as a repeat (null: 0.8).
+    pub similarity_threshold: Option<f64>,
+    /// Canned-reply guard: days of earlier replies compared (null: 30).
+    pub duplicate_window_days: Option<i32>,
     pub archived_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

@@ -1,0 +1,269 @@
+//! Publishing a reply on its platform, as data: which request each platform
+//! takes (the formats of their public APIs) and what its answer means. The
+//! worker does the HTTP; everything decided here is unit-tested.
+//!
+//! - X (API v2): a public reply is `POST /2/tweets` with
+//!   `{"text", "reply": {"in_reply_to_tweet_id"}}`; a private one is
+//!   `POST /2/dm_conversations/with/{user id}/messages` with `{"text"}`.
+//!   Success: `{"data": {"id"}}` or `{"data": {"dm_event_id"}}`; errors carry
+//!   `detail`/`title` or `errors[].message`.
+//! - Facebook (Graph API): `POST /v21.0/{comment id}/comments` with
+//!   `{"message"}`; private: `POST /v21.0/{page id}/messages` with
+//!   `{"recipient": {"id"}, "messaging_type": "RESPONSE", "message": {"text"}}`.
+//! - Instagram (Graph API): `POST /v21.0/{comment id}/replies` with
+//!   `{"message"}`; private as Facebook, from the Instagram account.
+//!   Meta answers `{"id"}` or `{"message_id"}`; errors `{"error": {"message", "code"}}`.
+//! - GENERIC: `POST <callback URL>` with the reply as JSON (see the README),
+//!   signed like the GENERIC webhooks; an optional `{"id"}` in the answer.
+
+use crate::ingest::{ChannelKind, Visibility};
+use serde_json::{Value, json};
+
+pub const GRAPH_VERSION: &str = "v21.0";
+
+/// The reply and where it goes.
+pub struct Outgoing<'a> {
+    pub kind: ChannelKind,
+    pub visibility: Visibility,
+    pub text: &'a str,
+    /// Public replies: the platform id of the customer's message answered.
+    pub in_reply_to: Option<&'a str>,
+    /// Private replies: the customer's platform user id.
+    pub recipient_id: &'a str,
+    pub recipient_handle: &'a str,
+    /// The brand's own account id on the platform.
+    pub account_id: &'a str,
+    /// Rapport's ids, sent to GENERIC receivers.
+    pub reply_id: &'a str,
+    pub conversation_id: &'a str,
+}
+
+/// A request to make, relative to the platform's base URL (GENERIC: the
+/// callback URL itself, so `path` is empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlatformRequest {
+    pub path: String,
+    pub body: Value,
+}
+
+/// Why a reply cannot be published at all (no retry helps).
+pub fn request(o: &Outgoing<'_>) -> Result<PlatformRequest, String> {
+    let public_target = || {
+        o.in_reply_to
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| "no public message of the customer to reply to".to_string())
+    };
+    let segment = |s: &str| -> Result<String, String> {
+        // Ids go into the path: keep them to what platforms issue.
+        if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        {
+            Ok(s.to_string())
+        } else {
+            Err(format!("{s:?} is not a platform id"))
+        }
+    };
+    let meta_private = |from: &str| -> Result<PlatformRequest, String> {
+        Ok(PlatformRequest {
+            path: format!("/{GRAPH_VERSION}/{}/messages", segment(from)?),
+            body: json!({
+                "recipient": { "id": o.recipient_id },
+                "messaging_type": "RESPONSE",
+                "message": { "text": o.text },
+            }),
+        })
+    };
+    match (o.kind, o.visibility) {
+        (ChannelKind::X, Visibility::Public) => Ok(PlatformRequest {
+            path: "/2/tweets".into(),
+            body: json!({ "text": o.text, "reply": { "in_reply_to_tweet_id": public_target()? } }),
+        }),
+        (ChannelKind::X, Visibility::Private) => Ok(PlatformRequest {
+            path: format!(
+                "/2/dm_conversations/with/{}/messages",
+                segment(o.recipient_id)?
+            ),
+            body: json!({ "text": o.text }),
+        }),
+        (ChannelKind::Facebook, Visibility::Public) => Ok(PlatformRequest {
+            path: format!("/{GRAPH_VERSION}/{}/comments", segment(public_target()?)?),
+            body: json!({ "message": o.text }),
+        }),
+        (ChannelKind::Instagram, Visibility::Public) => Ok(PlatformRequest {
+            path: format!("/{GRAPH_VERSION}/{}/replies", segment(public_target()?)?),
+            body: json!({ "message": o.text }),
+        }),
+        (ChannelKind::Facebook | ChannelKind::Instagram, Visibility::Private) => {
+            meta_private(o.account_id)
+        }
+        (ChannelKind::Generic, vis) => Ok(PlatformRequest {
+            path: String::new(),
+            body: json!({
+                "type": "reply",
+                "replyId": o.reply_id,
+                "conversationId": o.conversation_id,
+                "visibility": vis.as_str(),
+                "inReplyTo": o.in_reply_to,
+                "recipient": { "id": o.recipient_id, "handle": o.recipient_handle },
+                "text": o.text,
+            }),
+        }),
+        (ChannelKind::Feed, _) => Err("feeds have no reply path".into()),
+    }
+}
+
+/// What the platform's answer means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Published; the platform's id for it when it gave one.
+    Sent(Option<String>),
+    /// Worth another attempt later (rate limits, server errors, timeouts).
+    Retry(String),
+    /// The platform refused it; retrying the same request cannot help.
+    Refused(String),
+}
+
+/// Reads an HTTP answer (`status`, raw `body`).
+pub fn outcome(kind: ChannelKind, status: u16, body: &[u8]) -> Outcome {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if (200..300).contains(&status) {
+        let id = match kind {
+            ChannelKind::X => json["data"]["id"]
+                .as_str()
+                .or_else(|| json["data"]["dm_event_id"].as_str()),
+            _ => json["id"].as_str().or_else(|| json["message_id"].as_str()),
+        };
+        return Outcome::Sent(id.map(str::to_string));
+    }
+    let detail =
+        match kind {
+            ChannelKind::X => json["detail"]
+                .as_str()
+                .or_else(|| json["errors"][0]["message"].as_str())
+                .or_else(|| json["title"].as_str())
+                .map(str::to_string),
+            ChannelKind::Facebook | ChannelKind::Instagram => json["error"]["message"]
+                .as_str()
+                .map(|m| match json["error"]["code"].as_i64() {
+                    Some(c) => format!("{m} (code {c})"),
+                    None => m.to_string(),
+                }),
+            _ => None,
+        }
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            text.chars()
+                .take(300)
+                .collect::<String>()
+                .trim()
+                .to_string()
+        });
+    let message = if detail.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {detail}")
+    };
+    if status == 408 || status == 425 || status == 429 || status >= 500 {
+        Outcome::Retry(message)
+    } else {
+        Outcome::Refused(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(kind: ChannelKind, visibility: Visibility) -> Outgoing<'static> {
+        Outgoing {
+            kind,
+            visibility,
+            text: "Hi Ana, so sorry",
+            in_reply_to: Some("1850000000000000001"),
+            recipient_id: "2244994945",
+            recipient_handle: "ana",
+            account_id: "17841400000000",
+            reply_id: "r1",
+            conversation_id: "c1",
+        }
+    }
+
+    #[test]
+    fn requests_follow_each_platform() {
+        let r = request(&out(ChannelKind::X, Visibility::Public)).unwrap();
+        assert_eq!(r.path, "/2/tweets");
+        assert_eq!(
+            r.body["reply"]["in_reply_to_tweet_id"],
+            "1850000000000000001"
+        );
+        let r = request(&out(ChannelKind::X, Visibility::Private)).unwrap();
+        assert_eq!(r.path, "/2/dm_conversations/with/2244994945/messages");
+        let r = request(&out(ChannelKind::Facebook, Visibility::Public)).unwrap();
+        assert_eq!(r.path, "/v21.0/1850000000000000001/comments");
+        assert_eq!(r.body["message"], "Hi Ana, so sorry");
+        let r = request(&out(ChannelKind::Instagram, Visibility::Public)).unwrap();
+        assert_eq!(r.path, "/v21.0/1850000000000000001/replies");
+        let r = request(&out(ChannelKind::Instagram, Visibility::Private)).unwrap();
+        assert_eq!(r.path, "/v21.0/17841400000000/messages");
+        assert_eq!(r.body["recipient"]["id"], "2244994945");
+        assert_eq!(r.body["messaging_type"], "RESPONSE");
+        let r = request(&out(ChannelKind::Generic, Visibility::Public)).unwrap();
+        assert_eq!(r.path, "");
+        assert_eq!(r.body["recipient"]["handle"], "ana");
+        assert!(request(&out(ChannelKind::Feed, Visibility::Public)).is_err());
+    }
+
+    #[test]
+    fn public_replies_need_a_target_and_ids_stay_ids() {
+        let mut o = out(ChannelKind::X, Visibility::Public);
+        o.in_reply_to = None;
+        assert!(request(&o).is_err());
+        let mut o = out(ChannelKind::Facebook, Visibility::Public);
+        o.in_reply_to = Some("../me/feed");
+        assert!(request(&o).is_err());
+    }
+
+    #[test]
+    fn answers_are_read_per_platform() {
+        assert_eq!(
+            outcome(ChannelKind::X, 201, br#"{"data":{"id":"99","text":"x"}}"#),
+            Outcome::Sent(Some("99".into()))
+        );
+        assert_eq!(
+            outcome(
+                ChannelKind::Facebook,
+                200,
+                br#"{"recipient_id":"1","message_id":"m_7"}"#
+            ),
+            Outcome::Sent(Some("m_7".into()))
+        );
+        assert_eq!(outcome(ChannelKind::Generic, 204, b""), Outcome::Sent(None));
+        assert_eq!(
+            outcome(ChannelKind::X, 503, b"busy"),
+            Outcome::Retry("HTTP 503: busy".into())
+        );
+        assert_eq!(
+            outcome(ChannelKind::X, 429, br#"{"title":"Too Many Requests"}"#),
+            Outcome::Retry("HTTP 429: Too Many Requests".into())
+        );
+        assert_eq!(
+            outcome(
+                ChannelKind::X,
+                403,
+                br#"{"detail":"You are not allowed to create a Tweet with duplicate content.","status":403}"#
+            ),
+            Outcome::Refused(
+                "HTTP 403: You are not allowed to create a Tweet with duplicate content.".into()
+            )
+        );
+        assert_eq!(
+            outcome(
+                ChannelKind::Instagram,
+                400,
+                br#"{"error":{"message":"Invalid OAuth access token.","type":"OAuthException","code":190}}"#
+            ),
+            Outcome::Refused("HTTP 400: Invalid OAuth access token. (code 190)".into())
+        );
+    }
+}

@@ -1,0 +1,355 @@
+//! Publishing replies on their platforms. `sendReply` stores a reply QUEUED
+//! and enqueues a `deliver_reply` job (the fast path); a sweep also picks up
+//! every QUEUED reply whose next attempt is due, so retries happen and a
+//! job lost with Redis is not a reply lost. An attempt first claims the row
+//! (pushing its next attempt out, conditional on the row as read), so two
+//! workers never publish the same reply at once; every request carries the
+//! reply's id as `Idempotency-Key`, the same across retries.
+//!
+//! Outcomes: SENT with the platform's id; a retryable failure (rate limit,
+//! server error, timeout) schedules the next attempt with the shared
+//! backoff; a refusal, or the last attempt failing, is FAILED with the
+//! platform's error, visible on the reply.
+
+use anyhow::Context;
+use chrono::Utc;
+use rapport_domain::crypto::SecretBox;
+use rapport_domain::ingest::signature::generic_sign;
+use rapport_domain::ingest::{ChannelKind, Visibility};
+use rapport_domain::reply::publish::{self, Outcome, Outgoing};
+use rapport_domain::retry::Backoff;
+use rapport_store::Kv;
+use rapport_store::entities::{author, channel, conversation, message};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+pub const QUEUED: &str = "QUEUED";
+pub const SENT: &str = "SENT";
+pub const FAILED: &str = "FAILED";
+
+#[derive(Clone, Debug)]
+pub struct PublishConfig {
+    /// X API base URL (`RAPPORT_X_API_URL`).
+    pub x_api: String,
+    /// Meta Graph API base URL, Facebook and Instagram (`RAPPORT_GRAPH_API_URL`).
+    pub graph_api: String,
+    pub backoff: Backoff,
+    pub timeout: Duration,
+    /// How often the sweep looks for due replies.
+    pub tick: Duration,
+    pub batch: u64,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self {
+            x_api: "https://api.x.com".into(),
+            graph_api: "https://graph.facebook.com".into(),
+            backoff: Backoff {
+                base: Duration::from_secs(15),
+                max: Duration::from_secs(1800),
+                max_attempts: 8,
+            },
+            timeout: Duration::from_secs(15),
+            tick: Duration::from_secs(2),
+            batch: 50,
+        }
+    }
+}
+
+pub struct Publisher {
+    db: DatabaseConnection,
+    kv: Kv,
+    secrets: Arc<SecretBox>,
+    http: reqwest::Client,
+    cfg: PublishConfig,
+}
+
+/// Everything one attempt needs, read before the request.
+struct Loaded {
+    reply: message::Model,
+    conversation: conversation::Model,
+    channel: channel::Model,
+    author: author::Model,
+}
+
+impl Publisher {
+    pub fn new(
+        db: DatabaseConnection,
+        kv: Kv,
+        secrets: Arc<SecretBox>,
+        cfg: PublishConfig,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .user_agent(concat!("Rapport/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            db,
+            kv,
+            secrets,
+            http,
+            cfg,
+        })
+    }
+
+    /// The `deliver_reply` job.
+    pub async fn handle(&self, payload: Value) -> anyhow::Result<()> {
+        let id = payload
+            .get("message_id")
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| crate::Permanent("job has no message_id".into()))?;
+        self.attempt(id).await.map(|_| ())
+    }
+
+    /// One attempt at a reply if it is QUEUED and due; returns whether this
+    /// worker made it.
+    pub async fn attempt(&self, id: Uuid) -> anyhow::Result<bool> {
+        let Some(reply) = message::Entity::find_by_id(id).one(&self.db).await? else {
+            return Ok(false);
+        };
+        let now = Utc::now();
+        let due = reply.next_delivery_at.is_none_or(|t| t <= now);
+        if reply.delivery_status.as_deref() != Some(QUEUED) || !due {
+            return Ok(false);
+        }
+        let lease = now + chrono::Duration::from_std(self.cfg.timeout * 3)?;
+        let mut claim = message::Entity::update_many()
+            .col_expr(message::Column::NextDeliveryAt, Expr::value(lease))
+            .filter(message::Column::Id.eq(id))
+            .filter(message::Column::DeliveryStatus.eq(QUEUED));
+        claim = match reply.next_delivery_at {
+            Some(t) => claim.filter(message::Column::NextDeliveryAt.eq(t)),
+            None => claim.filter(message::Column::NextDeliveryAt.is_null()),
+        };
+        if claim.exec(&self.db).await?.rows_affected != 1 {
+            return Ok(false);
+        }
+        let outcome = match self.load(reply).await? {
+            Ok(l) => {
+                let o = self.send(&l).await;
+                self.record(&l.reply, &o).await?;
+                self.kv
+                    .conversation_changed(l.conversation.workspace_id, l.conversation.id, "updated")
+                    .await;
+                o
+            }
+            Err((reply, why)) => {
+                let o = Outcome::Refused(why);
+                self.record(&reply, &o).await?;
+                o
+            }
+        };
+        metrics::counter!("rapport_reply_publish_attempts_total", "outcome" => match outcome {
+            Outcome::Sent(_) => "sent",
+            Outcome::Retry(_) => "retry",
+            Outcome::Refused(_) => "refused",
+        })
+        .increment(1);
+        Ok(true)
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn load(
+        &self,
+        reply: message::Model,
+    ) -> anyhow::Result<Result<Loaded, (message::Model, String)>> {
+        let Some(conversation) = conversation::Entity::find_by_id(reply.conversation_id)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(Err((reply, "conversation deleted".into())));
+        };
+        let Some(channel) = channel::Entity::find_by_id(reply.channel_id)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(Err((reply, "channel deleted".into())));
+        };
+        let Some(author) = author::Entity::find_by_id(conversation.author_id)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(Err((reply, "customer deleted".into())));
+        };
+        Ok(Ok(Loaded {
+            reply,
+            conversation,
+            channel,
+            author,
+        }))
+    }
+
+    async fn send(&self, l: &Loaded) -> Outcome {
+        match self.try_send(l).await {
+            Ok(o) => o,
+            Err(e) => e,
+        }
+    }
+
+    async fn try_send(&self, l: &Loaded) -> Result<Outcome, Outcome> {
+        let kind =
+            ChannelKind::parse(&l.channel.kind).map_err(|e| Outcome::Refused(e.to_string()))?;
+        if l.channel.status == "DISCONNECTED" {
+            return Err(Outcome::Refused("the channel is disconnected".into()));
+        }
+        let visibility =
+            Visibility::parse(&l.reply.visibility).map_err(|e| Outcome::Refused(e.to_string()))?;
+        let reply_id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Message, l.reply.id);
+        let conversation_id =
+            rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, l.conversation.id);
+        let req = publish::request(&Outgoing {
+            kind,
+            visibility,
+            text: &l.reply.body,
+            in_reply_to: l.reply.in_reply_to_external_id.as_deref(),
+            recipient_id: &l.author.external_id,
+            recipient_handle: &l.author.handle,
+            account_id: &l.channel.external_account_id,
+            reply_id: &reply_id,
+            conversation_id: &conversation_id,
+        })
+        .map_err(Outcome::Refused)?;
+        let body = serde_json::to_vec(&req.body).map_err(|e| Outcome::Refused(e.to_string()))?;
+        let builder = match kind {
+            ChannelKind::Generic => {
+                let url =
+                    l.channel.callback_url.as_deref().ok_or_else(|| {
+                        Outcome::Refused("the channel has no callback URL".into())
+                    })?;
+                let secret = self.open(l.channel.secret_ciphertext.as_deref(), "signing secret")?;
+                self.http.post(url).header(
+                    "x-rapport-signature",
+                    generic_sign(&secret, &body, Utc::now().timestamp()),
+                )
+            }
+            _ => {
+                let base = if kind == ChannelKind::X {
+                    &self.cfg.x_api
+                } else {
+                    &self.cfg.graph_api
+                };
+                let token =
+                    self.open(l.channel.access_token_ciphertext.as_deref(), "access token")?;
+                self.http
+                    .post(format!("{}{}", base.trim_end_matches('/'), req.path))
+                    .bearer_auth(String::from_utf8_lossy(&token))
+            }
+        };
+        let resp = builder
+            .header("content-type", "application/json")
+            .header("idempotency-key", l.reply.id.to_string())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Outcome::Retry(format!("request failed: {e}")))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Outcome::Retry(format!("reading the answer failed: {e}")))?;
+        Ok(publish::outcome(kind, status, &bytes))
+    }
+
+    fn open(&self, sealed: Option<&[u8]>, what: &str) -> Result<Vec<u8>, Outcome> {
+        let sealed =
+            sealed.ok_or_else(|| Outcome::Refused(format!("the channel has no {what}")))?;
+        self.secrets
+            .open(sealed)
+            .map_err(|e| Outcome::Refused(format!("the channel's {what} cannot be read: {e}")))
+    }
+
+    async fn record(&self, reply: &message::Model, o: &Outcome) -> anyhow::Result<()> {
+        let attempts = reply.delivery_attempts + 1;
+        let now = Utc::now();
+        let q = message::Entity::update_many()
+            .col_expr(message::Column::DeliveryAttempts, Expr::value(attempts))
+            .filter(message::Column::Id.eq(reply.id));
+        let q = match o {
+            Outcome::Sent(platform_id) => q
+                .col_expr(message::Column::DeliveryStatus, Expr::value(SENT))
+                .col_expr(message::Column::DeliveredAt, Expr::value(now))
+                .col_expr(
+                    message::Column::PlatformMessageId,
+                    Expr::value(platform_id.clone()),
+                )
+                .col_expr(
+                    message::Column::DeliveryError,
+                    Expr::value(Option::<String>::None),
+                )
+                .col_expr(
+                    message::Column::NextDeliveryAt,
+                    Expr::value(Option::<chrono::DateTime<Utc>>::None),
+                ),
+            Outcome::Retry(e) => {
+                let next = self.cfg.backoff.after(attempts);
+                tracing::warn!(reply = %reply.id, attempts, error = %e, gave_up = next.is_none(), "publishing a reply failed");
+                let q = q.col_expr(message::Column::DeliveryError, Expr::value(e.clone()));
+                match next {
+                    Some(wait) => q.col_expr(
+                        message::Column::NextDeliveryAt,
+                        Expr::value(now + chrono::Duration::from_std(wait)?),
+                    ),
+                    None => q
+                        .col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
+                        .col_expr(
+                            message::Column::NextDeliveryAt,
+                            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+                        ),
+                }
+            }
+            Outcome::Refused(e) => {
+                tracing::warn!(reply = %reply.id, error = %e, "the platform refused a reply");
+                q.col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
+                    .col_expr(message::Column::DeliveryError, Expr::value(e.clone()))
+                    .col_expr(
+                        message::Column::NextDeliveryAt,
+                        Expr::value(Option::<chrono::DateTime<Utc>>::None),
+                    )
+            }
+        };
+        q.exec(&self.db)
+            .await
+            .context("recording a publish attempt")?;
+        Ok(())
+    }
+
+    /// Attempts every due QUEUED reply once; returns how many it made.
+    pub async fn sweep(&self) -> anyhow::Result<usize> {
+        let due: Vec<Uuid> = message::Entity::find()
+            .select_only()
+            .column(message::Column::Id)
+            .filter(message::Column::DeliveryStatus.eq(QUEUED))
+            .filter(message::Column::NextDeliveryAt.lte(Utc::now()))
+            .order_by_asc(message::Column::NextDeliveryAt)
+            .limit(self.cfg.batch)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut made = 0;
+        for id in due {
+            if self.attempt(id).await? {
+                made += 1;
+            }
+        }
+        Ok(made)
+    }
+
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.sweep().await {
+                tracing::warn!(error = %e, "reply publishing sweep failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.tick) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
