@@ -1,0 +1,459 @@
+//! Replies published on their platforms: a local server speaks the X,
+//! Graph (Facebook/Instagram) and GENERIC callback formats, fails when told
+//! to, and records what Rapport sent. Also the playbook steps (takeOffline,
+//! requestFollowUp), agency templates and per-workspace guard settings.
+
+mod common;
+
+use common::*;
+use rapport_domain::ingest::signature::{generic_sign, meta_sign, verify_generic, x_sign};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+const X_FIXTURE: &[u8] = include_bytes!("fixtures/x_account_activity.json");
+const META_FIXTURE: &[u8] = include_bytes!("fixtures/meta_page_feed.json");
+
+/// One request the fake platform received.
+#[derive(Clone, Debug)]
+struct Seen {
+    path: String,
+    authorization: String,
+    idempotency_key: String,
+    /// GENERIC: whether `x-rapport-signature` verified with the secret.
+    signed: bool,
+    body: Value,
+}
+
+/// A platform stand-in: answers from a script (then 200 `{"id": "default"}`).
+#[derive(Clone, Default)]
+struct FakePlatform {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    script: Arc<Mutex<VecDeque<(u16, Value)>>>,
+}
+
+const GENERIC_SECRET: &str = "generic-secret-77";
+
+impl FakePlatform {
+    fn start(&self) -> String {
+        use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+        let me = self.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = HttpServer::new(move || {
+            let me = me.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let me = me.clone();
+                async move {
+                    let header = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let signed = verify_generic(
+                        GENERIC_SECRET.as_bytes(),
+                        &body,
+                        Some(&header("x-rapport-signature")),
+                        chrono::Utc::now().timestamp(),
+                    )
+                    .is_ok();
+                    me.seen.lock().unwrap().push(Seen {
+                        path: req.path().to_string(),
+                        authorization: header("authorization"),
+                        idempotency_key: header("idempotency-key"),
+                        signed,
+                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    });
+                    let (status, answer) = me
+                        .script
+                        .lock()
+                        .unwrap()
+                        .pop_front()
+                        .unwrap_or((200, json!({ "id": "default" })));
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                        .json(answer)
+                }
+            }))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        base
+    }
+
+    fn answer(&self, status: u16, body: Value) {
+        self.script.lock().unwrap().push_back((status, body));
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn app_publishing_to(base: &str) -> TestApp {
+    let base = base.to_string();
+    TestApp::start()
+        .await
+        .with_worker_publishing(move |c| {
+            c.x_api = base.clone();
+            c.graph_api = base;
+            c.backoff.base = std::time::Duration::from_millis(50);
+            c.backoff.max_attempts = 3;
+        })
+        .await
+}
+
+async fn connect(app: &TestApp, s: &Session, input: Value) -> String {
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { webhookUrl canPublish } }",
+        json!({ "i": input }),
+    )
+    .await["connectChannel"]["webhookUrl"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn post(app: &TestApp, url: &str, header: (&str, String), body: &[u8]) {
+    let r = app
+        .client
+        .post(url)
+        .header("content-type", "application/json")
+        .header(header.0, header.1)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+/// The conversation of `handle` in `ws` once ingested.
+async fn conversation(app: &TestApp, s: &Session, ws: &str, handle: &str) -> String {
+    app.eventually(&format!("a conversation of {handle}"), async || {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($w: ID!) { conversations(workspaceId: $w, orderBy: NEWEST) { edges { node { id visibility author { handle } } } } }",
+                json!({ "w": ws }),
+            )
+            .await;
+        edges(&d["conversations"])
+            .into_iter()
+            .map(|e| e["node"].clone())
+            .find(|n| n["author"]["handle"] == handle && n["visibility"] == "PUBLIC")
+            .map(|n| n["id"].as_str().unwrap().to_string())
+    })
+    .await
+}
+
+/// The reply `id` once the worker is done with it (SENT or FAILED).
+async fn settled(app: &TestApp, s: &Session, conv: &str, id: &str) -> Value {
+    app.eventually("the reply to be published or refused", async || {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($c: ID!) { conversation(id: $c) { messages(first: 50) { edges { node { id deliveryStatus deliveryError deliveryAttempts platformMessageId intent visibility } } } } }",
+                json!({ "c": conv }),
+            )
+            .await;
+        edges(&d["conversation"]["messages"])
+            .into_iter()
+            .map(|e| e["node"].clone())
+            .find(|n| n["id"] == id && n["deliveryStatus"] != "QUEUED")
+    })
+    .await
+}
+
+const SEND: &str =
+    "mutation($i: SendReplyInput!) { sendReply(input: $i) { id deliveryStatus intent } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibly() {
+    let platform = FakePlatform::default();
+    let base = platform.start();
+    let app = app_publishing_to(&base).await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let secret = "x-consumer-secret-123";
+    let url = connect(
+        &app,
+        &s,
+        json!({ "workspaceId": ws, "kind": "X", "name": "@BrewCo", "externalAccountId": "2244994945",
+                "secret": secret, "accessToken": "x-user-token-abc" }),
+    )
+    .await;
+    post(
+        &app,
+        &url,
+        ("x-twitter-webhooks-signature", x_sign(secret.as_bytes(), X_FIXTURE)),
+        X_FIXTURE,
+    )
+    .await;
+    let conv = conversation(&app, &s, &ws, "angry_customer").await;
+
+    // Over capacity once, then accepted.
+    platform.answer(503, json!({ "title": "Service Unavailable" }));
+    platform.answer(
+        201,
+        json!({ "data": { "id": "1900000000000000001", "text": "..." } }),
+    );
+    let sent = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                    "text": "Angry, a cold latte and a double charge is not okay. The second charge is refunded now." } }),
+        )
+        .await;
+    assert_eq!(sent["sendReply"]["deliveryStatus"], "QUEUED");
+    let id = sent["sendReply"]["id"].as_str().unwrap();
+    let r = settled(&app, &s, &conv, id).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert_eq!(r["platformMessageId"], "1900000000000000001");
+    assert_eq!(r["deliveryAttempts"], 2);
+    assert!(r["deliveryError"].is_null());
+    let seen = platform.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for req in &seen {
+        assert_eq!(req.path, "/2/tweets");
+        assert_eq!(req.authorization, "Bearer x-user-token-abc");
+        assert_eq!(
+            req.body["reply"]["in_reply_to_tweet_id"],
+            "1050118621198921999",
+            "answers the customer's latest public tweet"
+        );
+        assert!(req.body["text"].as_str().unwrap().contains("refunded"));
+    }
+    assert!(!seen[0].idempotency_key.is_empty());
+    assert_eq!(seen[0].idempotency_key, seen[1].idempotency_key);
+
+    // A direct message the platform refuses: FAILED at once, with its words.
+    platform.answer(
+        403,
+        json!({ "detail": "You cannot send messages to this user.", "status": 403 }),
+    );
+    let sent = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PRIVATE",
+                    "text": "Could you send us the order number by DM so we can check the charge?" } }),
+        )
+        .await;
+    let id = sent["sendReply"]["id"].as_str().unwrap();
+    let r = settled(&app, &s, &conv, id).await;
+    assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
+    assert_eq!(r["deliveryAttempts"], 1);
+    assert!(
+        r["deliveryError"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 403: You cannot send messages to this user."),
+        "{r}"
+    );
+    let dm = platform.seen().pop().unwrap();
+    assert_eq!(dm.path, "/2/dm_conversations/with/6253282/messages");
+
+    // Failing every time: FAILED after the last attempt, error kept.
+    for _ in 0..3 {
+        platform.answer(500, json!({ "title": "Internal Error" }));
+    }
+    let sent = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                    "text": "Update for you: the refund for the double charge shows within two working days." } }),
+        )
+        .await;
+    let id = sent["sendReply"]["id"].as_str().unwrap();
+    let r = settled(&app, &s, &conv, id).await;
+    assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
+    assert_eq!(r["deliveryAttempts"], 3);
+    assert_eq!(r["deliveryError"], "HTTP 500: Internal Error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_signed() {
+    let platform = FakePlatform::default();
+    let base = platform.start();
+    let app = app_publishing_to(&base).await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let app_secret = "meta-app-secret-1";
+    let url = connect(
+        &app,
+        &s,
+        json!({ "workspaceId": ws, "kind": "FACEBOOK", "name": "Brew Co page", "externalAccountId": "104000000000001",
+                "secret": app_secret, "verifyToken": "verify-me-please", "accessToken": "page-token-xyz" }),
+    )
+    .await;
+    let sig = meta_sign(app_secret.as_bytes(), META_FIXTURE);
+    post(&app, &url, ("x-hub-signature-256", sig), META_FIXTURE).await;
+    let conv = conversation(&app, &s, &ws, "Élodie Martin").await;
+
+    // takeOffline refuses a template of another intent, then goes out.
+    let tpl = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: CreateReplyTemplateInput!) { createReplyTemplate(input: $i) { id } }",
+            json!({ "i": { "workspaceId": ws, "name": "Thanks", "body": "Thank you {{ author.name }}! {{ slot.why }}",
+                    "slots": [{ "name": "why", "guidance": "what they liked", "minLength": 10 }], "intent": "THANKS" } }),
+        )
+        .await["createReplyTemplate"]["id"]
+        .clone();
+    const OFFLINE: &str = "mutation($i: TakeOfflineInput!) { takeOffline(input: $i) { reply { id intent visibility } privateConversation { id visibility status parentConversation { id } } } }";
+    let r = app
+        .gql(
+            Some(&s.access),
+            OFFLINE,
+            json!({ "i": { "conversationId": conv, "templateId": tpl,
+                    "slots": [{ "name": "why", "value": "the parcel story you shared" }] } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    platform.answer(200, json!({ "id": "104000000000001_555_900" }));
+    let d = app
+        .ok(
+            Some(&s.access),
+            OFFLINE,
+            json!({ "i": { "conversationId": conv,
+                    "text": "Élodie, a lost parcel is stressful. Please message us privately with your order number and we will trace it today." } }),
+        )
+        .await;
+    let out = &d["takeOffline"];
+    assert_eq!(out["reply"]["intent"], "TAKE_OFFLINE");
+    assert_eq!(out["reply"]["visibility"], "PUBLIC");
+    let private = out["privateConversation"].clone();
+    assert_eq!(private["visibility"], "PRIVATE");
+    assert_eq!(private["status"], "PENDING_CUSTOMER");
+    assert_eq!(private["parentConversation"]["id"], conv);
+    let r = settled(&app, &s, &conv, out["reply"]["id"].as_str().unwrap()).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert_eq!(r["platformMessageId"], "104000000000001_555_900");
+    let seen = platform.seen();
+    assert_eq!(seen[0].path, "/v21.0/104000000000001_555_777/comments");
+    assert_eq!(seen[0].authorization, "Bearer page-token-xyz");
+    assert!(
+        seen[0].body["message"]
+            .as_str()
+            .unwrap()
+            .contains("order number")
+    );
+    let linked = app
+        .ok(
+            Some(&s.access),
+            "query($c: ID!) { conversation(id: $c) { privateThreads { id } } }",
+            json!({ "c": conv }),
+        )
+        .await;
+    assert_eq!(
+        linked["conversation"]["privateThreads"][0]["id"],
+        private["id"]
+    );
+
+    // The customer's private message joins the private thread and reopens it.
+    let dm = serde_json::to_vec(&json!({ "object": "page", "entry": [{ "id": "104000000000001", "time": 1764300100,
+        "messaging": [{ "sender": { "id": "7000001" }, "recipient": { "id": "104000000000001" }, "timestamp": 1764300100000_i64,
+                        "message": { "mid": "m_dm_1", "text": "Order 4471, thanks for helping" } }] }] }))
+    .unwrap();
+    post(
+        &app,
+        &url,
+        ("x-hub-signature-256", meta_sign(app_secret.as_bytes(), &dm)),
+        &dm,
+    )
+    .await;
+    let pid = private["id"].as_str().unwrap().to_string();
+    app.eventually("the DM to join the private thread", async || {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($c: ID!) { conversation(id: $c) { status messages { edges { node { body } } } } }",
+                json!({ "c": pid }),
+            )
+            .await;
+        (d["conversation"]["status"] == "OPEN"
+            && edges(&d["conversation"]["messages"])
+                .iter()
+                .any(|e| e["node"]["body"] == "Order 4471, thanks for helping"))
+        .then_some(())
+    })
+    .await;
+    platform.answer(200, json!({ "recipient_id": "7000001", "message_id": "m_out_1" }));
+    let d = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": pid, "visibility": "PRIVATE",
+                    "text": "Found order 4471: the courier has it, new delivery tomorrow before noon." } }),
+        )
+        .await;
+    let r = settled(&app, &s, &pid, d["sendReply"]["id"].as_str().unwrap()).await;
+    assert_eq!(r["platformMessageId"], "m_out_1", "{r}");
+    let req = platform.seen().pop().unwrap();
+    assert_eq!(req.path, "/v21.0/104000000000001/messages");
+    assert_eq!(req.body["recipient"]["id"], "7000001");
+    assert_eq!(req.body["messaging_type"], "RESPONSE");
+
+    // Closing the loop: only once resolved.
+    const FOLLOW: &str =
+        "mutation($i: RequestFollowUpInput!) { requestFollowUp(input: $i) { id intent } }";
+    let ask = json!({ "i": { "conversationId": conv,
+        "text": "Élodie, did the parcel reach you this morning? Tell us how it went." } });
+    let r = app.gql(Some(&s.access), FOLLOW, ask.clone()).await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    app.ok(
+        Some(&s.access),
+        "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
+        json!({ "c": conv }),
+    )
+    .await;
+    let d = app.ok(Some(&s.access), FOLLOW, ask).await;
+    assert_eq!(d["requestFollowUp"]["intent"], "CLOSE_THE_LOOP");
+
+    // GENERIC: POSTed to the callback URL, signed with the channel secret.
+    let generic = connect(
+        &app,
+        &s,
+        json!({ "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": GENERIC_SECRET,
+                "callbackUrl": format!("{base}/callback") }),
+    )
+    .await;
+    let body = serde_json::to_vec(&json!({ "events": [{ "id": "rv-1", "text": "Two stars, the grinder broke in a week",
+        "published_at": "2026-11-20T09:00:00Z", "author": { "id": "rv-42", "handle": "coffee_critic" } }] }))
+    .unwrap();
+    post(
+        &app,
+        &generic,
+        (
+            "x-rapport-signature",
+            generic_sign(GENERIC_SECRET.as_bytes(), &body, chrono::Utc::now().timestamp()),
+        ),
+        &body,
+    )
+    .await;
+    let gconv = conversation(&app, &s, &ws, "coffee_critic").await;
+    platform.answer(202, json!({}));
+    let d = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": gconv, "visibility": "PUBLIC",
+                    "text": "A grinder breaking in a week is not what we stand for; a replacement ships today." } }),
+        )
+        .await;
+    let r = settled(&app, &s, &gconv, d["sendReply"]["id"].as_str().unwrap()).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    let req = platform.seen().pop().unwrap();
+    assert_eq!(req.path, "/callback");
+    assert!(req.signed, "signed with the channel's secret");
+    assert_eq!(req.body["inReplyTo"], "rv-1");
+    assert_eq!(req.body["recipient"]["handle"], "coffee_critic");
+    assert_eq!(req.body["conversationId"], gconv);
+}
