@@ -190,7 +190,10 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
     post(
         &app,
         &url,
-        ("x-twitter-webhooks-signature", x_sign(secret.as_bytes(), X_FIXTURE)),
+        (
+            "x-twitter-webhooks-signature",
+            x_sign(secret.as_bytes(), X_FIXTURE),
+        ),
         X_FIXTURE,
     )
     .await;
@@ -223,8 +226,7 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
         assert_eq!(req.path, "/2/tweets");
         assert_eq!(req.authorization, "Bearer x-user-token-abc");
         assert_eq!(
-            req.body["reply"]["in_reply_to_tweet_id"],
-            "1050118621198921999",
+            req.body["reply"]["in_reply_to_tweet_id"], "1050118621198921999",
             "answers the customer's latest public tweet"
         );
         assert!(req.body["text"].as_str().unwrap().contains("refunded"));
@@ -385,7 +387,10 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
         .then_some(())
     })
     .await;
-    platform.answer(200, json!({ "recipient_id": "7000001", "message_id": "m_out_1" }));
+    platform.answer(
+        200,
+        json!({ "recipient_id": "7000001", "message_id": "m_out_1" }),
+    );
     let d = app
         .ok(
             Some(&s.access),
@@ -433,7 +438,11 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
         &generic,
         (
             "x-rapport-signature",
-            generic_sign(GENERIC_SECRET.as_bytes(), &body, chrono::Utc::now().timestamp()),
+            generic_sign(
+                GENERIC_SECRET.as_bytes(),
+                &body,
+                chrono::Utc::now().timestamp(),
+            ),
         ),
         &body,
     )

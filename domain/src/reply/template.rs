@@ -290,4 +290,21 @@ mod tests {
         let slots = HashMap::from([("x".to_string(), "y".to_string())]);
         assert!(t.render(&HashMap::new(), &slots).is_err(), "fuel runs out");
     }
+
+    #[test]
+    fn nothing_outside_the_context_is_reachable() {
+        let slots = HashMap::from([("x".to_string(), "y".to_string())]);
+        for body in [
+            "{% include '/etc/passwd' %}{{ slot.x }}",
+            "{% import '/etc/hostname' as h %}{{ slot.x }}",
+            "{% extends '../Cargo.toml' %}{{ slot.x }}",
+            "{{ env }}{{ slot.x }}",
+        ] {
+            let refused = match Template::parse(body, vec![slot("x", 1)]) {
+                Err(_) => true,
+                Ok(t) => t.render(&HashMap::new(), &slots).is_err(),
+            };
+            assert!(refused, "{body}");
+        }
+    }
 }
