@@ -71,7 +71,10 @@ async fn rls_hides_other_tenants_and_everything_without_a_tenant() {
     txn.execute_unprepared(&format!("SET LOCAL ROLE {}", rapport_migrations::APP_ROLE))
         .await
         .unwrap();
-    for table in rapport_migrations::TENANT_TABLES {
+    for table in rapport_migrations::TENANT_TABLES
+        .iter()
+        .chain(rapport_migrations::LATER_TENANT_TABLES)
+    {
         let row = txn
             .query_one_raw(Statement::from_string(
                 sea_orm::DbBackend::Postgres,

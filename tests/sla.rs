@@ -9,7 +9,7 @@ use common::*;
 use rapport_store::entities::{conversation, sla_event};
 use rapport_store::sla;
 use rapport_worker::sla::{Fired, SlaConfig, SlaEngine};
-use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait, Set};
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryOrder, Set};
 use serde_json::{Value, json};
 
 const POLICY: &str = "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id name position isDefault targets { urgent { firstResponseMinutes } } } }";
@@ -667,6 +667,13 @@ async fn waiting_on_the_customer_pauses_resolving_meets_and_reopening_restarts()
         .await
         .unwrap();
     assert!(timers >= 2, "new timers scheduled");
+    // The new cycle's timers carry it: its breach is a new event.
+    let resolution = sla::timers_of(&row)
+        .into_iter()
+        .find(|(t, _)| t.breach && t.target == rapport_domain::sla::Target::Resolution)
+        .unwrap()
+        .0;
+    assert_eq!(resolution.cycle, 1);
 
     // Client viewers cannot change it.
     let (viewer, _) = app
@@ -729,4 +736,97 @@ async fn a_breach_escalates_priority_and_assignment_per_policy() {
     assert_eq!(node["priority"], "URGENT");
     assert!(node["priorityScore"].as_f64().unwrap() >= 0.6);
     assert_eq!(node["assignee"]["id"], agent.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_goes_to_the_least_loaded_member_of_the_team() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let elsewhere = app.create_workspace(&s, "Bean Bros").await;
+    let (_, busy) = app.add_member(&s, "busy@acme.test", "AGENT", None).await;
+    let (_, free) = app.add_member(&s, "free@acme.test", "AGENT", None).await;
+    // Idle, but cannot see the workspace: never chosen.
+    let (_, blind) = app
+        .add_member(&s, "blind@acme.test", "AGENT", Some(vec![elsewhere]))
+        .await;
+    let (agent_session, _) = app.add_member(&s, "x@acme.test", "AGENT", None).await;
+    const TEAM: &str =
+        "mutation($i: CreateTeamInput!) { createTeam(input: $i) { id name members { id } } }";
+    let r = app
+        .gql(
+            Some(&agent_session.access),
+            TEAM,
+            json!({ "i": { "name": "Tier 2", "memberIds": [busy] } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("FORBIDDEN"));
+    let team = app
+        .ok(
+            Some(&s.access),
+            TEAM,
+            json!({ "i": { "name": "Tier 2", "memberIds": [busy, free, blind, busy] } }),
+        )
+        .await["createTeam"]
+        .clone();
+    assert_eq!(team["members"].as_array().unwrap().len(), 3);
+    let r = app
+        .gql(Some(&s.access), TEAM, json!({ "i": { "name": "Tier 2" } }))
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "names are unique: {r}");
+    let t = json!({ "firstResponseMinutes": 60 });
+    let targets = json!({ "urgent": t, "high": t, "normal": t, "low": t });
+    let p = app
+        .ok(
+            Some(&s.access),
+            POLICY,
+            json!({ "i": { "workspaceId": ws, "name": "Esc", "isDefault": true, "targets": targets,
+                     "escalation": { "assignToTeamId": team["id"] } } }),
+        )
+        .await;
+    assert!(p["createSlaPolicy"]["id"].is_string());
+
+    // `busy` already holds two open conversations, `free` none.
+    for (i, id) in ["b1", "b2", "late"].iter().enumerate() {
+        import(&app, &s, &ws, id, i as u64).await;
+    }
+    let mut convs = conversation::Entity::find()
+        .order_by_asc(conversation::Column::Id)
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let late = convs.pop().unwrap();
+    let busy_id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Member, &busy).unwrap();
+    for c in convs {
+        let mut am = c.into_active_model();
+        am.assignee_membership_id = Set(Some(busy_id));
+        am.update(&app.state.db).await.unwrap();
+    }
+    let mut am = late.into_active_model();
+    am.first_response_due_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
+    am.update(&app.state.db).await.unwrap();
+    let engine = SlaEngine {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        cfg: SlaConfig::default(),
+    };
+    engine.rebuild().await.unwrap();
+    engine.tick().await.unwrap();
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { conversations(workspaceId: $w) { edges { node { assignee { id } } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let assignees: Vec<Value> = edges(&d["conversations"])
+        .iter()
+        .map(|e| e["node"]["assignee"]["id"].clone())
+        .collect();
+    assert_eq!(
+        assignees.iter().filter(|a| **a == json!(free)).count(),
+        1,
+        "{assignees:?}"
+    );
+    assert!(!assignees.contains(&json!(blind)));
 }

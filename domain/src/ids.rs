@@ -23,6 +23,7 @@ pub enum Kind {
     SlaEvent,
     WebhookSubscription,
     ReplyTemplate,
+    Team,
 }
 
 impl Kind {
@@ -43,6 +44,7 @@ impl Kind {
             Kind::SlaEvent => "SlaEvent",
             Kind::WebhookSubscription => "WebhookSubscription",
             Kind::ReplyTemplate => "ReplyTemplate",
+            Kind::Team => "Team",
         }
     }
 }

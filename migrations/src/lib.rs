@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261128_000001_initial;
 mod m20261128_000002_postgres_rls;
 mod m20261128_000003_reply_delivery;
+mod m20261128_000004_teams;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_initial::Migration),
             Box::new(m20261128_000002_postgres_rls::Migration),
             Box::new(m20261128_000003_reply_delivery::Migration),
+            Box::new(m20261128_000004_teams::Migration),
         ]
     }
 }
@@ -39,6 +41,9 @@ pub const TENANT_TABLES: &[&str] = &[
     "raw_events",
     "audit_log",
 ];
+
+/// Tenant tables added by later migrations, which protect them the same way.
+pub const LATER_TENANT_TABLES: &[&str] = &["teams", "team_members"];
 
 /// The role request-path transactions switch to on PostgreSQL so that
 /// row-level security applies (superusers and table owners bypass it).

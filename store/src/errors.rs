@@ -28,6 +28,11 @@ const UNIQUE_MESSAGES: &[(&str, &str, &str)] = &[
         "a workspace with this name already exists",
     ),
     (
+        "ux_teams_name",
+        "teams.agency_id, teams.name",
+        "a team of this name exists already",
+    ),
+    (
         "ux_memberships_user",
         "memberships.agency_id, memberships.user_id",
         "this person is already a member of the agency",

@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod raw_events;
 pub mod replies;
 pub mod sla;
+pub mod teams;
 pub mod tenancy;
 
 pub use errors::StoreError;

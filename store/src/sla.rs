@@ -309,7 +309,9 @@ pub fn timers_of(c: &conversation::Model) -> Vec<(Timer, DateTime<Utc>)> {
             conversation: c.id,
             target,
             breach: true,
-            cycle: 0,
+            // A reopened conversation's new deadline is a new cycle: its
+            // breach is a new event, not a repeat of the first one.
+            cycle: snapshot.cycle(target),
             deadline: due,
         };
         out.push((base, due));
@@ -384,12 +386,30 @@ pub async fn release_expired(kv: &Kv, now: DateTime<Utc>) -> RedisResult<usize> 
         .await
 }
 
-pub async fn done(kv: &Kv, member: &str) -> RedisResult<()> {
+/// Forgets fired (or unreadable) timers.
+pub async fn done(kv: &Kv, members: &[String]) -> RedisResult<()> {
+    if members.is_empty() {
+        return Ok(());
+    }
     redis::cmd("ZREM")
         .arg(kv.key(CLAIMED))
-        .arg(member)
+        .arg(members)
         .query_async(&mut kv.conn())
         .await
+}
+
+/// Takes the cluster-wide rebuild turn for `ttl_secs`: with several
+/// workers, one of them rebuilds timers from the database per period.
+pub async fn rebuild_turn(kv: &Kv, ttl_secs: u64) -> RedisResult<bool> {
+    let set: Option<String> = redis::cmd("SET")
+        .arg(kv.key("sla:rebuild"))
+        .arg(std::process::id())
+        .arg("NX")
+        .arg("EX")
+        .arg(ttl_secs.max(1))
+        .query_async(&mut kv.conn())
+        .await?;
+    Ok(set.is_some())
 }
 
 // ---- Status changes ---------------------------------------------------------
@@ -566,55 +586,122 @@ pub async fn record_event<C: ConnectionTrait>(
     deadline: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Option<serde_json::Value>, DbErr> {
+    let event = NewEvent {
+        conversation: c,
+        kind,
+        target,
+        cycle,
+        deadline,
+    };
+    Ok(record_events(conn, &[event], now)
+        .await?
+        .pop()
+        .map(|(_, payload)| payload))
+}
+
+/// An SLA event to record.
+pub struct NewEvent<'a> {
+    pub conversation: &'a conversation::Model,
+    pub kind: &'a str,
+    pub target: Target,
+    pub cycle: i32,
+    pub deadline: DateTime<Utc>,
+}
+
+/// Rows per multi-row statement: well under both backends' parameter limits.
+const EVENT_CHUNK: usize = 500;
+
+/// Records many SLA events in a few statements: each at most once (the
+/// unique key skips repeats), the new ones queued for webhooks in the same
+/// transaction. Returns (index into `events`, payload) of the new ones.
+pub async fn record_events<C: ConnectionTrait>(
+    conn: &C,
+    events: &[NewEvent<'_>],
+    now: DateTime<Utc>,
+) -> Result<Vec<(usize, serde_json::Value)>, DbErr> {
     use crate::entities::sla_event;
     use rapport_domain::{GlobalId, Kind};
-    use sea_orm::Set;
     use sea_orm::sea_query::OnConflict;
-    let breach = kind == "SLA_BREACHED";
-    let inserted = sla_event::Entity::insert(sla_event::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        agency_id: Set(c.agency_id),
-        workspace_id: Set(c.workspace_id),
-        conversation_id: Set(c.id),
-        kind: Set(kind.into()),
-        target: Set(target.as_str().into()),
-        cycle: Set(cycle),
-        deadline_at: Set(deadline),
-        fired_at: Set(now),
-        lateness_ms: Set(if breach {
-            (now - deadline).num_milliseconds()
-        } else {
-            0
-        }),
-        created_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::columns([
-            sla_event::Column::ConversationId,
-            sla_event::Column::Target,
-            sla_event::Column::Kind,
-            sla_event::Column::Cycle,
-        ])
-        .do_nothing()
-        .to_owned(),
-    )
-    .exec_without_returning(conn)
-    .await?;
-    if inserted == 0 {
-        return Ok(None);
+    use sea_orm::{QuerySelect, Set};
+    let mut fresh = Vec::new();
+    for (chunk_no, chunk) in events.chunks(EVENT_CHUNK).enumerate() {
+        let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
+        let rows = chunk.iter().zip(&ids).map(|(e, id)| {
+            let c = e.conversation;
+            sla_event::ActiveModel {
+                id: Set(*id),
+                agency_id: Set(c.agency_id),
+                workspace_id: Set(c.workspace_id),
+                conversation_id: Set(c.id),
+                kind: Set(e.kind.into()),
+                target: Set(e.target.as_str().into()),
+                cycle: Set(e.cycle),
+                deadline_at: Set(e.deadline),
+                fired_at: Set(now),
+                lateness_ms: Set(if e.kind == "SLA_BREACHED" {
+                    (now - e.deadline).num_milliseconds()
+                } else {
+                    0
+                }),
+                created_at: Set(now),
+            }
+        });
+        sla_event::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([
+                    sla_event::Column::ConversationId,
+                    sla_event::Column::Target,
+                    sla_event::Column::Kind,
+                    sla_event::Column::Cycle,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+        // A row whose id is in the table was inserted now; a repeat's id
+        // never made it in.
+        let stored: std::collections::HashSet<Uuid> = sla_event::Entity::find()
+            .select_only()
+            .column(sla_event::Column::Id)
+            .filter(sla_event::Column::Id.is_in(ids.iter().copied()))
+            .into_tuple::<Uuid>()
+            .all(conn)
+            .await?
+            .into_iter()
+            .collect();
+        for (i, (e, id)) in chunk.iter().zip(&ids).enumerate() {
+            if stored.contains(id) {
+                let c = e.conversation;
+                let payload = serde_json::json!({
+                    "type": e.kind,
+                    "target": e.target.as_str(),
+                    "workspaceId": GlobalId::encode(Kind::Workspace, c.workspace_id),
+                    "conversationId": GlobalId::encode(Kind::Conversation, c.id),
+                    "deadline": e.deadline.to_rfc3339(),
+                    "firedAt": now.to_rfc3339(),
+                    "priority": c.priority,
+                });
+                fresh.push((chunk_no * EVENT_CHUNK + i, payload));
+            }
+        }
     }
-    let payload = serde_json::json!({
-        "type": kind,
-        "target": target.as_str(),
-        "workspaceId": GlobalId::encode(Kind::Workspace, c.workspace_id),
-        "conversationId": GlobalId::encode(Kind::Conversation, c.id),
-        "deadline": deadline.to_rfc3339(),
-        "firedAt": now.to_rfc3339(),
-        "priority": c.priority,
-    });
-    let key = format!("{}:{}:{}:{}", c.id, target.as_str(), kind, cycle);
-    crate::outbox::queue(conn, c.agency_id, c.workspace_id, kind, &key, &payload).await?;
-    Ok(Some(payload))
+    let queued: Vec<crate::outbox::Outgoing<'_>> = fresh
+        .iter()
+        .map(|(i, payload)| {
+            let e = &events[*i];
+            let c = e.conversation;
+            crate::outbox::Outgoing {
+                agency_id: c.agency_id,
+                workspace_id: c.workspace_id,
+                event_type: e.kind,
+                idempotency_key: format!("{}:{}:{}:{}", c.id, e.target.as_str(), e.kind, e.cycle),
+                payload,
+            }
+        })
+        .collect();
+    crate::outbox::queue_many(conn, &queued).await?;
+    Ok(fresh)
 }
 
 /// On a breach, applies the policy's escalation in the breach's
@@ -638,10 +725,18 @@ pub async fn escalate<C: ConnectionTrait>(
         .get("raisePriorityTo")
         .and_then(|v| v.as_str())
         .and_then(PriorityLevel::parse);
-    let assign = e
-        .get("assignTo")
-        .and_then(|v| v.as_str())
-        .and_then(|s| Uuid::parse_str(s).ok());
+    let uuid_at = |k: &str| {
+        e.get(k)
+            .and_then(|v| v.as_str())
+            .and_then(|s| Uuid::parse_str(s).ok())
+    };
+    let assign = match (uuid_at("assignTo"), uuid_at("assignToTeam")) {
+        (Some(member), _) => Some(member),
+        (None, Some(team)) => crate::teams::least_loaded(conn, c.agency_id, team, c.workspace_id)
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))?,
+        (None, None) => None,
+    };
     let mut am = c.clone().into_active_model();
     let mut changed = false;
     if let Some(level) = raise

@@ -6,8 +6,8 @@
 
 use crate::entities::{
     audit_entry, author, business_calendar, channel, conversation, membership,
-    membership_workspace, message, raw_event, reply_template, session, sla_event, sla_policy,
-    webhook_delivery, webhook_subscription, workspace,
+    membership_workspace, message, raw_event, reply_template, session, sla_event, sla_policy, team,
+    team_member, webhook_delivery, webhook_subscription, workspace,
 };
 use crate::errors::{StoreError, StoreResult};
 use rapport_migrations::APP_ROLE;
@@ -49,6 +49,8 @@ tenant_owned!(
     raw_event,
     reply_template,
     session,
+    team,
+    team_member,
     webhook_delivery,
     webhook_subscription,
     workspace

@@ -5,10 +5,13 @@
 use chrono::Utc;
 use rapport_domain::sla::Target;
 use rapport_store::Kv;
-use rapport_store::entities::conversation;
-use rapport_store::sla::{self, Timer};
-use rapport_store::tenancy::begin_for_agency;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use rapport_store::entities::{conversation, sla_policy};
+use rapport_store::sla::{self, NewEvent, Timer};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -25,10 +28,10 @@ pub struct SlaConfig {
 impl Default for SlaConfig {
     fn default() -> Self {
         Self {
-            tick: Duration::from_millis(500),
+            tick: Duration::from_millis(250),
             lease: Duration::from_secs(30),
             rebuild_every: Duration::from_secs(300),
-            batch: 200,
+            batch: 1000,
         }
     }
 }
@@ -40,7 +43,7 @@ pub struct SlaEngine {
 }
 
 /// What firing one timer did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fired {
     Recorded,
     AlreadyRecorded,
@@ -49,82 +52,170 @@ pub enum Fired {
 }
 
 impl SlaEngine {
-    /// One pass: returns how many timers were handled.
+    /// Claims and fires due timers, a batch at a time, until none is due;
+    /// returns how many timers were handled.
     pub async fn tick(&self) -> anyhow::Result<usize> {
-        let now = Utc::now();
-        sla::release_expired(&self.kv, now).await?;
-        let due = sla::claim_due(
-            &self.kv,
-            now,
-            self.cfg.batch,
-            self.cfg.lease.as_millis() as i64,
-        )
-        .await?;
-        for member in &due {
-            match Timer::parse(member) {
-                Some(t) => {
-                    if let Err(e) = self.fire(&t).await {
-                        // Left claimed: the lease runs out and it fires later.
-                        tracing::warn!(error = %e, timer = %member, "firing an SLA timer failed");
-                        continue;
-                    }
-                }
-                None => tracing::warn!(timer = %member, "unreadable SLA timer dropped"),
+        let mut handled = 0;
+        loop {
+            let now = Utc::now();
+            sla::release_expired(&self.kv, now).await?;
+            let claimed = sla::claim_due(
+                &self.kv,
+                now,
+                self.cfg.batch,
+                self.cfg.lease.as_millis() as i64,
+            )
+            .await?;
+            if claimed.is_empty() {
+                return Ok(handled);
             }
-            sla::done(&self.kv, member).await?;
+            let mut timers = Vec::with_capacity(claimed.len());
+            for member in &claimed {
+                match Timer::parse(member) {
+                    Some(t) => timers.push(t),
+                    None => tracing::warn!(timer = %member, "unreadable SLA timer dropped"),
+                }
+            }
+            match self.fire_batch(&timers).await {
+                Ok(_) => sla::done(&self.kv, &claimed).await?,
+                // Left claimed: the lease runs out and they fire later.
+                Err(e) => {
+                    tracing::warn!(error = %e, timers = timers.len(), "firing SLA timers failed");
+                    return Err(e);
+                }
+            }
+            handled += claimed.len();
+            if claimed.len() < self.cfg.batch {
+                return Ok(handled);
+            }
         }
-        Ok(due.len())
     }
 
     pub async fn fire(&self, t: &Timer) -> anyhow::Result<Fired> {
-        let Some(c) = conversation::Entity::find_by_id(t.conversation)
-            .one(&self.db)
+        Ok(self
+            .fire_batch(std::slice::from_ref(t))
             .await?
-        else {
-            return Ok(Fired::Stale);
-        };
-        let (due, done) = match t.target {
-            Target::FirstResponse => (c.first_response_due_at, c.first_responded_at.is_some()),
-            Target::NextResponse => (c.next_response_due_at, false),
-            Target::Resolution => (c.resolution_due_at, c.resolved_at.is_some()),
-        };
-        let same = due.is_some_and(|d| d.timestamp_millis() == t.deadline.timestamp_millis());
-        if !same || done || c.status != "OPEN" {
-            return Ok(Fired::Stale);
+            .pop()
+            .unwrap_or(Fired::Stale))
+    }
+
+    /// Fires timers together: their conversations read in one query, the
+    /// events recorded (each once) and queued for webhooks in a few
+    /// statements, escalations applied, all in one transaction. A timer
+    /// whose deadline no longer runs is stale.
+    pub async fn fire_batch(&self, timers: &[Timer]) -> anyhow::Result<Vec<Fired>> {
+        let mut convs: HashMap<Uuid, conversation::Model> = HashMap::new();
+        let ids: Vec<Uuid> = timers.iter().map(|t| t.conversation).collect();
+        for chunk in ids.chunks(500) {
+            for c in conversation::Entity::find()
+                .filter(conversation::Column::Id.is_in(chunk.iter().copied()))
+                .all(&self.db)
+                .await?
+            {
+                convs.insert(c.id, c);
+            }
+        }
+        let mut out: Vec<Fired> = vec![Fired::Stale; timers.len()];
+        let mut live: Vec<(usize, NewEvent<'_>)> = Vec::new();
+        for (i, t) in timers.iter().enumerate() {
+            let Some(c) = convs.get(&t.conversation) else {
+                continue;
+            };
+            let (due, done) = match t.target {
+                Target::FirstResponse => (c.first_response_due_at, c.first_responded_at.is_some()),
+                Target::NextResponse => (c.next_response_due_at, false),
+                Target::Resolution => (c.resolution_due_at, c.resolved_at.is_some()),
+            };
+            let same = due.is_some_and(|d| d.timestamp_millis() == t.deadline.timestamp_millis());
+            if !same || done || c.status != "OPEN" {
+                continue;
+            }
+            out[i] = Fired::AlreadyRecorded;
+            live.push((
+                i,
+                NewEvent {
+                    conversation: c,
+                    kind: if t.breach {
+                        "SLA_BREACHED"
+                    } else {
+                        "SLA_WARNING"
+                    },
+                    target: t.target,
+                    cycle: t.cycle,
+                    deadline: t.deadline,
+                },
+            ));
+        }
+        if live.is_empty() {
+            return Ok(out);
         }
         let now = Utc::now();
-        let kind = if t.breach {
-            "SLA_BREACHED"
-        } else {
-            "SLA_WARNING"
-        };
-        let txn = begin_for_agency(&self.db, c.agency_id).await?;
-        let Some(payload) =
-            sla::record_event(&txn, &c, kind, t.target, t.cycle, t.deadline, now).await?
-        else {
-            return Ok(Fired::AlreadyRecorded);
-        };
-        // Escalation commits with the breach: both or neither.
-        if t.breach && sla::escalate(&txn, &c).await? {
-            metrics::counter!("rapport_sla_escalations_total").increment(1);
+        // A system path over many tenants: each row written carries its
+        // own conversation's agency.
+        let txn = self.db.begin().await?;
+        let events: Vec<NewEvent<'_>> = live
+            .iter()
+            .map(|(_, e)| NewEvent {
+                conversation: e.conversation,
+                kind: e.kind,
+                target: e.target,
+                cycle: e.cycle,
+                deadline: e.deadline,
+            })
+            .collect();
+        let fresh = sla::record_events(&txn, &events, now).await?;
+        // Escalation commits with the breach: both or neither. Only
+        // policies that escalate at all are looked at per conversation.
+        let mut policies: Vec<Uuid> = fresh
+            .iter()
+            .filter(|(k, _)| events[*k].kind == "SLA_BREACHED")
+            .filter_map(|(k, _)| events[*k].conversation.sla_policy_id)
+            .collect();
+        policies.sort_unstable();
+        policies.dedup();
+        let escalating: HashSet<Uuid> = sla_policy::Entity::find()
+            .filter(sla_policy::Column::Id.is_in(policies))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .filter(|p| p.escalation.as_object().is_some_and(|o| !o.is_empty()))
+            .map(|p| p.id)
+            .collect();
+        let mut escalated = 0;
+        for (k, _) in &fresh {
+            let e = &events[*k];
+            if e.kind == "SLA_BREACHED"
+                && e.conversation
+                    .sla_policy_id
+                    .is_some_and(|p| escalating.contains(&p))
+                && sla::escalate(&txn, e.conversation).await?
+            {
+                escalated += 1;
+            }
         }
         txn.commit().await?;
-        if t.breach {
-            metrics::histogram!("rapport_sla_breach_lateness_seconds")
-                .record((now - t.deadline).num_milliseconds() as f64 / 1000.0);
+        metrics::counter!("rapport_sla_escalations_total").increment(escalated);
+        let mut pipe = redis::pipe();
+        for (k, payload) in &fresh {
+            let (i, e) = &live[*k];
+            out[*i] = Fired::Recorded;
+            if e.kind == "SLA_BREACHED" {
+                metrics::histogram!("rapport_sla_breach_lateness_seconds")
+                    .record((now - e.deadline).num_milliseconds() as f64 / 1000.0);
+            }
+            metrics::counter!("rapport_sla_events_total", "kind" => e.kind.to_string())
+                .increment(1);
+            pipe.cmd("PUBLISH")
+                .arg(self.kv.key(&format!("sla:{}", e.conversation.workspace_id)))
+                .arg(payload.to_string())
+                .ignore();
         }
-        metrics::counter!("rapport_sla_events_total", "kind" => kind).increment(1);
         // Live alerts; best effort (the event row is the record).
-        let alert = payload;
-        let sent: redis::RedisResult<()> = redis::cmd("PUBLISH")
-            .arg(self.kv.key(&format!("sla:{}", c.workspace_id)))
-            .arg(alert.to_string())
-            .query_async(&mut self.kv.conn())
-            .await;
+        let sent: redis::RedisResult<()> = pipe.query_async(&mut self.kv.conn()).await;
         if let Err(e) = sent {
-            tracing::debug!(error = %e, "publishing an SLA alert failed");
+            tracing::debug!(error = %e, "publishing SLA alerts failed");
         }
-        Ok(Fired::Recorded)
+        Ok(out)
     }
 
     /// Schedules the timers of every running deadline found in the
@@ -156,11 +247,19 @@ impl SlaEngine {
         let mut last_rebuild: Option<std::time::Instant> = None;
         loop {
             if last_rebuild.is_none_or(|t| t.elapsed() >= self.cfg.rebuild_every) {
-                match self.rebuild().await {
-                    Ok(n) => tracing::debug!(timers = n, "SLA timers rebuilt from the database"),
-                    Err(e) => tracing::warn!(error = %e, "rebuilding SLA timers failed"),
-                }
                 last_rebuild = Some(std::time::Instant::now());
+                // One worker per period scans the database; the others
+                // keep firing.
+                match sla::rebuild_turn(&self.kv, self.cfg.rebuild_every.as_secs()).await {
+                    Ok(true) => match self.rebuild().await {
+                        Ok(n) => {
+                            tracing::debug!(timers = n, "SLA timers rebuilt from the database")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "rebuilding SLA timers failed"),
+                    },
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "taking the SLA rebuild turn failed"),
+                }
             }
             if let Err(e) = self.tick().await {
                 tracing::warn!(error = %e, "SLA tick failed");

@@ -10,6 +10,7 @@ mod members;
 mod paging;
 mod replies;
 mod sla;
+mod teams;
 mod templates;
 mod types;
 mod webhooks;
@@ -31,6 +32,7 @@ pub struct QueryRoot(
     webhooks::WebhookQuery,
     replies::ReplyQuery,
     templates::TemplateQuery,
+    teams::TeamQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -45,6 +47,7 @@ pub struct MutationRoot(
     webhooks::WebhookMutation,
     replies::ReplyMutation,
     templates::TemplateMutation,
+    teams::TeamMutation,
 );
 
 pub type RapportSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;

@@ -273,6 +273,9 @@ pub struct SlaEscalation {
     raise_priority_to: Option<GqlPriority>,
     /// Assign the conversation to this member.
     assign_to_member_id: Option<ID>,
+    /// Assign it to the least-loaded member of this team (fewest open
+    /// conversations) who can see the workspace; when no member is named.
+    assign_to_team_id: Option<ID>,
 }
 
 async fn escalation_json(
@@ -300,9 +303,19 @@ async fn escalation_json(
             Some(m.id)
         }
     };
+    let team = match &e.assign_to_team_id {
+        None => None,
+        Some(id) => Some(
+            v.scope
+                .find::<rapport_store::entities::team::Entity, _>(txn, decode(Kind::Team, id)?)
+                .await?
+                .id,
+        ),
+    };
     Ok(json!({
         "raisePriorityTo": e.raise_priority_to.map(|p| PriorityLevel::from(p).as_str()),
         "assignTo": assignee,
+        "assignToTeam": team,
     }))
 }
 
@@ -365,6 +378,11 @@ impl SlaPolicy {
                 .and_then(|v| v.as_str())
                 .and_then(|s| Uuid::parse_str(s).ok())
                 .map(|id| gid(Kind::Member, id)),
+            assign_to_team_id: e
+                .get("assignToTeam")
+                .and_then(|v| v.as_str())
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .map(|id| gid(Kind::Team, id)),
         }
     }
 }

@@ -16,6 +16,8 @@ pub mod reply_template;
 pub mod session;
 pub mod sla_event;
 pub mod sla_policy;
+pub mod team;
+pub mod team_member;
 pub mod user;
 pub mod webhook_delivery;
 pub mod webhook_subscription;
