@@ -162,7 +162,12 @@ impl BusinessCalendar {
     /// `start` plus `minutes` of open time; None when the calendar has no
     /// open time in the next three years.
     pub fn add_minutes(&self, start: DateTime<Utc>, minutes: u32) -> Option<DateTime<Utc>> {
-        let mut left = Duration::minutes(minutes as i64);
+        self.add(start, Duration::minutes(minutes as i64))
+    }
+
+    /// `start` plus `span` of open time (to the second).
+    pub fn add(&self, start: DateTime<Utc>, span: Duration) -> Option<DateTime<Utc>> {
+        let mut left = span.max(Duration::zero());
         let mut t = start;
         // Overnight periods of the previous day may still be running.
         let mut day = self.local_date(start) - Duration::days(1);
@@ -214,6 +219,14 @@ pub enum Clock {
 }
 
 impl Clock {
+    /// `start` plus `span` of counted time (to the second).
+    pub fn add(&self, start: DateTime<Utc>, span: Duration) -> Option<DateTime<Utc>> {
+        match self {
+            Clock::Calendar24x7 => Some(start + span),
+            Clock::Business(c) => c.add(start, span),
+        }
+    }
+
     pub fn add_minutes(&self, start: DateTime<Utc>, minutes: u32) -> Option<DateTime<Utc>> {
         match self {
             Clock::Calendar24x7 => Some(start + Duration::minutes(minutes as i64)),

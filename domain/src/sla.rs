@@ -176,8 +176,9 @@ pub fn deadline(
 ) -> Option<Deadline> {
     let minutes = targets.get(target)?;
     let due = clock.add_minutes(from, minutes)?;
-    let warn_minutes = (minutes as u64 * warn_at_percent.min(100) as u64 / 100) as u32;
-    let warn = clock.add_minutes(from, warn_minutes)?;
+    // To the second: 75 % of a 1-minute target is 45 s, not 0.
+    let warn_seconds = minutes as i64 * 60 * warn_at_percent.min(100) as i64 / 100;
+    let warn = clock.add(from, chrono::Duration::seconds(warn_seconds))?;
     Some(Deadline { target, due, warn })
 }
 
