@@ -244,6 +244,18 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
                 "/webhooks/{channel}",
                 web::get().to(crate::webhooks::verify),
             )
+            .route(
+                "/reports/shared/{token}",
+                web::get().to(crate::share::shared_report),
+            )
+            .route(
+                "/export/workspaces/{id}/conversations.csv",
+                web::get().to(crate::export::conversations),
+            )
+            .route(
+                "/export/workspaces/{id}/report.csv",
+                web::get().to(crate::export::report),
+            )
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_route))

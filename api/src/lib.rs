@@ -4,9 +4,12 @@
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod export;
 pub mod graphql;
 pub mod http;
+pub mod reports;
 pub mod settings;
+pub mod share;
 pub mod state;
 pub mod webhooks;
 

@@ -24,6 +24,7 @@ pub enum Kind {
     WebhookSubscription,
     ReplyTemplate,
     Team,
+    ReportShareLink,
 }
 
 impl Kind {
@@ -45,6 +46,7 @@ impl Kind {
             Kind::WebhookSubscription => "WebhookSubscription",
             Kind::ReplyTemplate => "ReplyTemplate",
             Kind::Team => "Team",
+            Kind::ReportShareLink => "ReportShareLink",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod page;
 pub mod priority;
 pub mod reply;
+pub mod report;
 pub mod retry;
 pub mod role;
 pub mod sentiment;

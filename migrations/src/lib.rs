@@ -6,6 +6,7 @@ mod m20261128_000001_initial;
 mod m20261128_000002_postgres_rls;
 mod m20261128_000003_reply_delivery;
 mod m20261128_000004_teams;
+mod m20261128_000005_reporting;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_postgres_rls::Migration),
             Box::new(m20261128_000003_reply_delivery::Migration),
             Box::new(m20261128_000004_teams::Migration),
+            Box::new(m20261128_000005_reporting::Migration),
         ]
     }
 }
@@ -42,8 +44,14 @@ pub const TENANT_TABLES: &[&str] = &[
     "audit_log",
 ];
 
-/// Tenant tables added by later migrations, which protect them the same way.
-pub const LATER_TENANT_TABLES: &[&str] = &["teams", "team_members"];
+/// Tenant tables added by later migrations, each protected the same way by
+/// the migration that adds it.
+pub const LATER_TENANT_TABLES: &[&str] = &[
+    "teams",
+    "team_members",
+    "reply_refusals",
+    "report_share_links",
+];
 
 /// The role request-path transactions switch to on PostgreSQL so that
 /// row-level security applies (superusers and table owners bypass it).

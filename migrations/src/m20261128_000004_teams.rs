@@ -2,12 +2,15 @@
 //! least-loaded member of the team). Tenant tables, with PostgreSQL
 //! row-level security like the others.
 
-use crate::{APP_ROLE, LATER_TENANT_TABLES};
+use crate::APP_ROLE;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
 pub struct Migration;
+
+/// Tenant tables this migration adds.
+pub const TABLES: &[&str] = &["teams", "team_members"];
 
 impl MigrationName for Migration {
     fn name(&self) -> &str {
@@ -89,7 +92,7 @@ impl MigrationTrait for Migration {
         .await?;
         if m.get_database_backend() == DbBackend::Postgres {
             let db = m.get_connection();
-            for table in LATER_TENANT_TABLES {
+            for table in TABLES {
                 db.execute_unprepared(&format!(
                     "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {APP_ROLE};
                      ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;

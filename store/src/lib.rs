@@ -12,6 +12,7 @@ pub mod kv;
 pub mod outbox;
 pub mod raw_events;
 pub mod replies;
+pub mod reports;
 pub mod sla;
 pub mod teams;
 pub mod tenancy;

@@ -6,8 +6,9 @@
 
 use crate::entities::{
     audit_entry, author, business_calendar, channel, conversation, membership,
-    membership_workspace, message, raw_event, reply_template, session, sla_event, sla_policy, team,
-    team_member, webhook_delivery, webhook_subscription, workspace,
+    membership_workspace, message, raw_event, reply_refusal, reply_template, report_share_link,
+    session, sla_event, sla_policy, team, team_member, webhook_delivery, webhook_subscription,
+    workspace,
 };
 use crate::errors::{StoreError, StoreResult};
 use rapport_migrations::APP_ROLE;
@@ -48,6 +49,8 @@ tenant_owned!(
     message,
     raw_event,
     reply_template,
+    reply_refusal,
+    report_share_link,
     session,
     team,
     team_member,
@@ -73,7 +76,9 @@ workspace_owned!(
     sla_event,
     sla_policy,
     webhook_subscription,
-    reply_template
+    reply_template,
+    reply_refusal,
+    report_share_link
 );
 
 impl WorkspaceOwned for workspace::Entity {

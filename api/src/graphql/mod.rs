@@ -9,6 +9,7 @@ pub mod live;
 mod members;
 mod paging;
 mod replies;
+mod reports;
 mod sla;
 mod teams;
 mod templates;
@@ -33,6 +34,7 @@ pub struct QueryRoot(
     replies::ReplyQuery,
     templates::TemplateQuery,
     teams::TeamQuery,
+    reports::ReportQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -48,6 +50,7 @@ pub struct MutationRoot(
     replies::ReplyMutation,
     templates::TemplateMutation,
     teams::TeamMutation,
+    reports::ReportMutation,
 );
 
 pub type RapportSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;

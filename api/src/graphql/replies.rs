@@ -17,7 +17,7 @@ use rapport_domain::ingest::ChannelKind;
 use rapport_domain::reply::guard::{self, Check, Finding};
 use rapport_domain::reply::settings::{DuplicateWindow, SimilarityThreshold};
 use rapport_domain::reply::template::Template;
-use rapport_store::entities::{author, channel, conversation, message, workspace};
+use rapport_store::entities::{author, channel, conversation, message, reply_refusal, workspace};
 use rapport_store::{jobs, sla};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
@@ -438,6 +438,41 @@ async fn store_reply(
     Ok(reply)
 }
 
+/// Stores the reply and commits `txn` with it; a refusal by the guard
+/// rolls `txn` back and is recorded (its codes, for reports) on its own.
+async fn commit_reply(
+    ctx: &Context<'_>,
+    v: &Viewer,
+    txn: DatabaseTransaction,
+    d: &Draft,
+    how: Sending<'_>,
+) -> ApiResult<message::Model> {
+    match store_reply(ctx, v, &txn, d, how).await {
+        Ok(reply) => {
+            txn.commit().await?;
+            Ok(reply)
+        }
+        Err(ApiError::Canned(found)) => {
+            txn.rollback().await?;
+            let rec = v.scope.begin(&state(ctx).db).await?;
+            reply_refusal::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                agency_id: Set(v.agency_id),
+                workspace_id: Set(d.conversation.workspace_id),
+                conversation_id: Set(d.conversation.id),
+                membership_id: Set(Some(v.membership_id)),
+                codes: Set(json!(found.iter().map(|(c, _)| *c).collect::<Vec<_>>())),
+                created_at: Set(Utc::now()),
+            }
+            .insert(&rec)
+            .await?;
+            rec.commit().await?;
+            Err(ApiError::Canned(found))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// After the commit: hand the reply to the worker (the fast path; its sweep
 /// finds the reply anyway if Redis loses the job) and tell live views.
 async fn dispatch(ctx: &Context<'_>, reply: &message::Model) {
@@ -534,10 +569,10 @@ impl ReplyMutation {
             },
         )
         .await?;
-        let reply = store_reply(
+        let reply = commit_reply(
             ctx,
             v,
-            &txn,
+            txn,
             &d,
             Sending {
                 visibility: input.visibility,
@@ -547,7 +582,6 @@ impl ReplyMutation {
             },
         )
         .await?;
-        txn.commit().await?;
         dispatch(ctx, &reply).await;
         Ok(Message(reply))
     }
@@ -587,10 +621,11 @@ impl ReplyMutation {
             &[Intent::Acknowledge, Intent::TakeOffline],
             "takeOffline",
         )?;
-        let reply = store_reply(
+        let private = open_private_thread(&txn, &d.conversation).await?;
+        let reply = commit_reply(
             ctx,
             v,
-            &txn,
+            txn,
             &d,
             Sending {
                 visibility: Visibility::Public,
@@ -600,8 +635,6 @@ impl ReplyMutation {
             },
         )
         .await?;
-        let private = open_private_thread(&txn, &d.conversation).await?;
-        txn.commit().await?;
         dispatch(ctx, &reply).await;
         state(ctx)
             .kv
@@ -643,10 +676,10 @@ impl ReplyMutation {
             ));
         }
         require_intent(&d, &[Intent::CloseTheLoop], "requestFollowUp")?;
-        let reply = store_reply(
+        let reply = commit_reply(
             ctx,
             v,
-            &txn,
+            txn,
             &d,
             Sending {
                 visibility: input.visibility,
@@ -656,7 +689,6 @@ impl ReplyMutation {
             },
         )
         .await?;
-        txn.commit().await?;
         dispatch(ctx, &reply).await;
         Ok(Message(reply))
     }

@@ -1,0 +1,415 @@
+//! CSV exports, for the agency and its clients (CLIENT_VIEWER included):
+//!
+//! - `GET /export/workspaces/{id}/conversations.csv?from=&to=`: the
+//!   conversations opened in `[from, to)`, streamed a page at a time (never
+//!   loaded whole);
+//! - `GET /export/workspaces/{id}/report.csv?from=&to=&granularity=&timezone=`:
+//!   the report's buckets, one row each, and a total row.
+//!
+//! Authenticated with the same `Authorization: Bearer` token as GraphQL.
+//! Cells that a spreadsheet would run as a formula are prefixed with `'`.
+
+use crate::auth::viewer::{Auth, Viewer, authenticate};
+use crate::reports::{self, ReportFigures};
+use crate::state::AppState;
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use rapport_domain::report::Granularity;
+use rapport_domain::{GlobalId, Kind};
+use rapport_store::entities::{author, conversation};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Conversations per page of the stream.
+const PAGE: u64 = 500;
+
+#[derive(Deserialize, Clone)]
+pub struct Range {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    granularity: Option<String>,
+    timezone: Option<String>,
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    }))
+}
+
+/// One CSV field: quoted when needed, formula-looking text defused
+/// (numbers stay numbers).
+fn field(raw: &str) -> String {
+    let defused =
+        if raw.starts_with(['=', '+', '-', '@', '\t', '\r']) && raw.parse::<f64>().is_err() {
+            format!("'{raw}")
+        } else {
+            raw.to_string()
+        };
+    if defused.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", defused.replace('"', "\"\""))
+    } else {
+        defused
+    }
+}
+
+fn row(fields: &[String]) -> String {
+    let mut line = fields
+        .iter()
+        .map(|f| field(f))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push_str("\r\n");
+    line
+}
+
+fn ts(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.to_rfc3339()).unwrap_or_default()
+}
+
+/// The viewer and the workspace they asked for, or the answer to send.
+async fn access(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+) -> Result<(Viewer, rapport_store::entities::workspace::Model), HttpResponse> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let viewer = match authenticate(state, header).await {
+        Ok(Auth::Member(v)) => *v,
+        Ok(_) => {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "send an access token as `Authorization: Bearer <token>`",
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "authenticating an export failed");
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            ));
+        }
+    };
+    let not_found = || error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such workspace");
+    let Some(ws_id) = GlobalId::decode(Kind::Workspace, id) else {
+        return Err(not_found());
+    };
+    match viewer.scope.workspace(&state.db, ws_id).await {
+        Ok(ws) => Ok((viewer, ws)),
+        Err(_) => Err(not_found()),
+    }
+}
+
+fn bad_range(r: &Range) -> Option<HttpResponse> {
+    if r.to <= r.from || r.to - r.from > chrono::Duration::days(400) {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "from must be before to, at most 400 days apart (RFC 3339 times)",
+        ));
+    }
+    None
+}
+
+const CONVERSATION_HEADER: &[&str] = &[
+    "id",
+    "created_at",
+    "status",
+    "visibility",
+    "priority",
+    "priority_score",
+    "sentiment",
+    "author_handle",
+    "author_followers",
+    "assignee_member_id",
+    "first_response_due_at",
+    "first_responded_at",
+    "first_response_seconds",
+    "resolved_at",
+    "recovered",
+];
+
+/// One page of conversations as CSV lines, and the cursor after it.
+async fn page(
+    state: &AppState,
+    viewer: &Viewer,
+    workspace: Uuid,
+    r: &Range,
+    after: Uuid,
+) -> Result<Option<(String, Uuid)>, crate::ApiError> {
+    let txn = viewer.scope.begin(&state.db).await?;
+    let rows = viewer
+        .scope
+        .select_in_workspaces::<conversation::Entity>()
+        .filter(conversation::Column::WorkspaceId.eq(workspace))
+        .filter(conversation::Column::CreatedAt.gte(r.from))
+        .filter(conversation::Column::CreatedAt.lt(r.to))
+        .filter(conversation::Column::Id.gt(after))
+        .order_by_asc(conversation::Column::Id)
+        .limit(PAGE)
+        .all(&txn)
+        .await?;
+    let Some(last) = rows.last().map(|c| c.id) else {
+        return Ok(None);
+    };
+    let authors: HashMap<Uuid, author::Model> = author::Entity::find()
+        .filter(author::Column::AgencyId.eq(viewer.agency_id))
+        .filter(author::Column::Id.is_in(rows.iter().map(|c| c.author_id)))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a))
+        .collect();
+    txn.commit().await?;
+    let mut out = String::new();
+    for c in rows {
+        let a = authors.get(&c.author_id);
+        out.push_str(&row(&[
+            GlobalId::encode(Kind::Conversation, c.id),
+            c.created_at.to_rfc3339(),
+            c.status.clone(),
+            c.visibility.clone(),
+            c.priority.clone(),
+            format!("{:.4}", c.priority_score),
+            c.sentiment.map(|s| format!("{s:.4}")).unwrap_or_default(),
+            a.map(|a| a.handle.clone()).unwrap_or_default(),
+            a.map(|a| a.follower_count.to_string()).unwrap_or_default(),
+            c.assignee_membership_id
+                .map(|m| GlobalId::encode(Kind::Member, m))
+                .unwrap_or_default(),
+            ts(c.first_response_due_at),
+            ts(c.first_responded_at),
+            c.first_responded_at
+                .map(|f| (f - c.created_at).num_seconds().to_string())
+                .unwrap_or_default(),
+            ts(c.resolved_at),
+            c.recovered.to_string(),
+        ]));
+    }
+    Ok(Some((out, last)))
+}
+
+pub async fn conversations(
+    req: HttpRequest,
+    path: web::Path<String>,
+    q: web::Query<Range>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (viewer, ws) = match access(&req, &state, &path).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let range = q.into_inner();
+    if let Some(resp) = bad_range(&range) {
+        return resp;
+    }
+    let head = row(&CONVERSATION_HEADER
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>());
+    let state = state.into_inner();
+    // (cursor, done): one page per poll, so memory stays one page.
+    let body = futures_util::stream::unfold(
+        (Some(head), Uuid::nil(), false),
+        move |(head, after, done)| {
+            let state = state.clone();
+            let viewer = viewer.clone();
+            let range = range.clone();
+            let ws = ws.id;
+            async move {
+                if let Some(h) = head {
+                    return Some((Ok(web::Bytes::from(h)), (None, after, done)));
+                }
+                if done {
+                    return None;
+                }
+                match page(&state, &viewer, ws, &range, after).await {
+                    Ok(Some((chunk, last))) => {
+                        Some((Ok(web::Bytes::from(chunk)), (None, last, false)))
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!(error = ?e, "exporting conversations failed mid-stream");
+                        Some((
+                            Err(actix_web::error::ErrorInternalServerError("export failed")),
+                            (None, after, true),
+                        ))
+                    }
+                }
+            }
+        },
+    );
+    HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"conversations.csv\"",
+        ))
+        .streaming(body)
+}
+
+fn figures_row(label: &str, from: String, to: String, f: &ReportFigures) -> String {
+    let sla = |t: &str| {
+        f.sla
+            .iter()
+            .find(|s| s.target == t)
+            .map(|s| (s.met, s.breached))
+            .unwrap_or_default()
+    };
+    let (fm, fb) = sla("FIRST_RESPONSE");
+    let (nm, nb) = sla("NEXT_RESPONSE");
+    let (rm, rb) = sla("RESOLUTION");
+    let opt = |v: Option<f64>| v.map(|s| format!("{s:.0}")).unwrap_or_default();
+    row(&[
+        label.to_string(),
+        from,
+        to,
+        f.inbound.to_string(),
+        f.conversations_opened.to_string(),
+        opt(f.first_response.calendar.p50_seconds),
+        opt(f.first_response.calendar.p90_seconds),
+        opt(f.first_response.calendar.mean_seconds),
+        opt(f.first_response.business.p50_seconds),
+        opt(f.resolution.calendar.p50_seconds),
+        opt(f.resolution.calendar.p90_seconds),
+        fm.to_string(),
+        fb.to_string(),
+        nm.to_string(),
+        nb.to_string(),
+        rm.to_string(),
+        rb.to_string(),
+        f.replies_sent.to_string(),
+        f.canned_refused.to_string(),
+        f.overrides.to_string(),
+        f.negative_conversations.to_string(),
+        f.recovered.to_string(),
+        opt(f.platform_delay.mean_seconds),
+    ])
+}
+
+pub async fn report(
+    req: HttpRequest,
+    path: web::Path<String>,
+    q: web::Query<Range>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (viewer, ws) = match access(&req, &state, &path).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    if let Some(resp) = bad_range(&q) {
+        return resp;
+    }
+    let granularity = match q.granularity.as_deref() {
+        None => Granularity::Day,
+        Some(g) => match reports::parse_granularity(&g.to_ascii_uppercase()) {
+            Some(g) => g,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_USER_INPUT",
+                    "granularity is HOUR, DAY or WEEK",
+                );
+            }
+        },
+    };
+    let built = async {
+        let period = reports::period(
+            q.from,
+            q.to,
+            granularity,
+            q.timezone.as_deref().unwrap_or(&ws.timezone),
+        )?;
+        let txn = viewer.scope.begin(&state.db).await?;
+        let r = reports::build(&txn, &ws, period).await?;
+        txn.commit().await?;
+        Ok::<_, crate::ApiError>(r)
+    }
+    .await;
+    let r = match built {
+        Ok(r) => r,
+        Err(crate::ApiError::BadInput { message, .. }) => {
+            return error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message);
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "building a report export failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            );
+        }
+    };
+    let mut out = row(&[
+        "bucket",
+        "from",
+        "to",
+        "inbound",
+        "opened",
+        "first_response_p50_s",
+        "first_response_p90_s",
+        "first_response_mean_s",
+        "first_response_business_p50_s",
+        "resolution_p50_s",
+        "resolution_p90_s",
+        "first_response_met",
+        "first_response_breached",
+        "next_response_met",
+        "next_response_breached",
+        "resolution_met",
+        "resolution_breached",
+        "replies_sent",
+        "canned_refused",
+        "overrides",
+        "negative",
+        "recovered",
+        "platform_delay_mean_s",
+    ]
+    .map(String::from));
+    for b in &r.buckets {
+        out.push_str(&figures_row(
+            &b.label,
+            b.from.to_rfc3339(),
+            b.to.to_rfc3339(),
+            &b.figures,
+        ));
+    }
+    out.push_str(&figures_row(
+        "total",
+        r.period.from.to_rfc3339(),
+        r.period.to.to_rfc3339(),
+        &r.total,
+    ));
+    HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"report.csv\"",
+        ))
+        .body(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_quoted_and_formulas_defused() {
+        assert_eq!(field("plain"), "plain");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(field("-0.25"), "-0.25");
+        assert_eq!(field("-cmd"), "'-cmd");
+    }
+}

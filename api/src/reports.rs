@@ -1,0 +1,531 @@
+//! A workspace's report for a period: the store's aggregates put into
+//! buckets and totals, response times summarized (calendar and business
+//! time), per-agent figures. Shared by GraphQL, the printable shared report
+//! and the CSV export.
+
+use crate::error::ApiResult;
+use async_graphql::{Enum, SimpleObject};
+use chrono::{DateTime, Utc};
+use rapport_domain::calendar::Clock;
+use rapport_domain::report::{Granularity, Period, Summary, summarize};
+use rapport_domain::{GlobalId, Kind};
+use rapport_store::entities::{channel, membership, sla_policy, user, workspace};
+use rapport_store::reports::{self, CountRow};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use std::collections::{BTreeMap, HashMap};
+use uuid::Uuid;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "ReportGranularity")]
+pub enum GqlGranularity {
+    Hour,
+    Day,
+    Week,
+}
+
+impl From<GqlGranularity> for Granularity {
+    fn from(g: GqlGranularity) -> Self {
+        match g {
+            GqlGranularity::Hour => Granularity::Hour,
+            GqlGranularity::Day => Granularity::Day,
+            GqlGranularity::Week => Granularity::Week,
+        }
+    }
+}
+
+pub fn granularity_name(g: Granularity) -> &'static str {
+    match g {
+        Granularity::Hour => "HOUR",
+        Granularity::Day => "DAY",
+        Granularity::Week => "WEEK",
+    }
+}
+
+pub fn parse_granularity(raw: &str) -> Option<Granularity> {
+    match raw {
+        "HOUR" => Some(Granularity::Hour),
+        "DAY" => Some(Granularity::Day),
+        "WEEK" => Some(Granularity::Week),
+        _ => None,
+    }
+}
+
+/// p50, p90 and mean in seconds (nearest rank; null when nothing counted).
+#[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
+pub struct DurationStats {
+    pub count: i32,
+    pub p50_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+    pub mean_seconds: Option<f64>,
+}
+
+impl From<Summary> for DurationStats {
+    fn from(s: Summary) -> Self {
+        Self {
+            count: s.count as i32,
+            p50_seconds: s.p50,
+            p90_seconds: s.p90,
+            mean_seconds: s.mean,
+        }
+    }
+}
+
+/// A response time counted on the wall clock and on the conversation's
+/// policy's business calendar (equal for 24x7 policies).
+#[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
+pub struct ResponseTimes {
+    pub calendar: DurationStats,
+    pub business: DurationStats,
+}
+
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
+pub struct KeyCount {
+    pub key: String,
+    pub count: i32,
+}
+
+/// Events per target: SLA_MET, SLA_BREACHED and SLA_WARNING fired.
+#[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
+pub struct TargetCompliance {
+    /// FIRST_RESPONSE, NEXT_RESPONSE or RESOLUTION.
+    pub target: String,
+    pub met: i32,
+    pub breached: i32,
+    pub warned: i32,
+    /// met / (met + breached) in percent; null when neither happened.
+    pub compliance_percent: Option<f64>,
+}
+
+/// Publish time to receipt: the platform's lag, not the agency's.
+#[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
+pub struct PlatformDelay {
+    pub count: i32,
+    pub mean_seconds: Option<f64>,
+    pub max_seconds: Option<f64>,
+}
+
+#[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
+pub struct ReportFigures {
+    /// Inbound messages received.
+    pub inbound: i32,
+    pub inbound_by_channel: Vec<KeyCount>,
+    /// POSITIVE, NEUTRAL, NEGATIVE.
+    pub inbound_by_sentiment: Vec<KeyCount>,
+    /// Conversations opened (by their first message's receipt).
+    pub conversations_opened: i32,
+    /// Opened conversations by their current priority.
+    pub conversations_by_priority: Vec<KeyCount>,
+    /// Of the conversations opened here: first receipt to first reply.
+    pub first_response: ResponseTimes,
+    /// Of the conversations opened here: opening to resolution.
+    pub resolution: ResponseTimes,
+    /// SLA events fired here, per target.
+    pub sla: Vec<TargetCompliance>,
+    pub replies_sent: i32,
+    /// Replies the canned-reply guard refused.
+    pub canned_refused: i32,
+    /// Replies sent over the guard's findings by an OWNER or ADMIN.
+    pub overrides: i32,
+    /// Opened conversations that began negative.
+    pub negative_conversations: i32,
+    /// ... of which the customer later wrote positively.
+    pub recovered: i32,
+    pub platform_delay: PlatformDelay,
+}
+
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
+pub struct ReportBucket {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// The bucket's start in the report's time zone.
+    pub label: String,
+    pub figures: ReportFigures,
+}
+
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
+pub struct AgentFigures {
+    pub member_id: async_graphql::ID,
+    pub name: String,
+    pub replies_sent: i32,
+    pub canned_refused: i32,
+    pub overrides: i32,
+    /// Conversations opened in the period now assigned to them.
+    pub assigned: i32,
+    /// ... of which resolved.
+    pub resolved: i32,
+}
+
+/// Deadlines due in the period that still run now.
+#[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
+pub struct OpenDeadlines {
+    pub first_response: i32,
+    pub next_response: i32,
+    pub resolution: i32,
+}
+
+/// Everything but the drill-down, which GraphQL pages.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub workspace: workspace::Model,
+    pub period: Period,
+    pub total: ReportFigures,
+    pub buckets: Vec<ReportBucket>,
+    pub agents: Vec<AgentFigures>,
+    pub open_deadlines: OpenDeadlines,
+    /// First response times (calendar) of the whole period, binned.
+    pub distribution: Vec<(String, u64)>,
+}
+
+/// First-response time bins of the distribution chart, in seconds.
+const BINS: &[(&str, f64)] = &[
+    ("< 5 min", 300.0),
+    ("5-15 min", 900.0),
+    ("15-60 min", 3600.0),
+    ("1-4 h", 14_400.0),
+    ("4-24 h", 86_400.0),
+    ("> 24 h", f64::INFINITY),
+];
+
+fn distribution(seconds: &[f64]) -> Vec<(String, u64)> {
+    let mut counts = vec![0u64; BINS.len()];
+    for s in seconds {
+        let i = BINS
+            .iter()
+            .position(|(_, hi)| s < hi)
+            .unwrap_or(BINS.len() - 1);
+        counts[i] += 1;
+    }
+    BINS.iter()
+        .zip(counts)
+        .map(|((label, _), n)| (label.to_string(), n))
+        .collect()
+}
+
+/// Everything one bucket (or the total) accumulates before summarizing.
+#[derive(Default)]
+struct Acc {
+    inbound_channel: BTreeMap<String, i64>,
+    inbound_sentiment: BTreeMap<String, i64>,
+    delay_sum: f64,
+    delay_max: Option<f64>,
+    opened: i64,
+    priority: BTreeMap<String, i64>,
+    first_cal: Vec<f64>,
+    first_biz: Vec<f64>,
+    res_cal: Vec<f64>,
+    res_biz: Vec<f64>,
+    sla: BTreeMap<(String, String), i64>,
+    replies: i64,
+    refused: i64,
+    overrides: i64,
+    negative: i64,
+    recovered: i64,
+}
+
+fn millis(secs: f64) -> f64 {
+    (secs * 1000.0).round() / 1000.0
+}
+
+fn keyed(m: &BTreeMap<String, i64>) -> Vec<KeyCount> {
+    m.iter()
+        .map(|(k, n)| KeyCount {
+            key: k.clone(),
+            count: *n as i32,
+        })
+        .collect()
+}
+
+impl Acc {
+    fn finish(mut self) -> ReportFigures {
+        let inbound: i64 = self.inbound_channel.values().sum();
+        let sla = ["FIRST_RESPONSE", "NEXT_RESPONSE", "RESOLUTION"]
+            .iter()
+            .map(|t| {
+                let get = |k: &str| {
+                    self.sla
+                        .get(&(t.to_string(), k.to_string()))
+                        .copied()
+                        .unwrap_or(0) as i32
+                };
+                let (met, breached) = (get("SLA_MET"), get("SLA_BREACHED"));
+                TargetCompliance {
+                    target: t.to_string(),
+                    met,
+                    breached,
+                    warned: get("SLA_WARNING"),
+                    compliance_percent: (met + breached > 0)
+                        .then(|| 100.0 * met as f64 / (met + breached) as f64),
+                }
+            })
+            .collect();
+        ReportFigures {
+            inbound: inbound as i32,
+            inbound_by_channel: keyed(&self.inbound_channel),
+            inbound_by_sentiment: keyed(&self.inbound_sentiment),
+            conversations_opened: self.opened as i32,
+            conversations_by_priority: keyed(&self.priority),
+            first_response: ResponseTimes {
+                calendar: summarize(&mut self.first_cal).into(),
+                business: summarize(&mut self.first_biz).into(),
+            },
+            resolution: ResponseTimes {
+                calendar: summarize(&mut self.res_cal).into(),
+                business: summarize(&mut self.res_biz).into(),
+            },
+            sla,
+            replies_sent: self.replies as i32,
+            canned_refused: self.refused as i32,
+            overrides: self.overrides as i32,
+            negative_conversations: self.negative as i32,
+            recovered: self.recovered as i32,
+            // To the millisecond: SQLite's julianday arithmetic is not exact.
+            platform_delay: PlatformDelay {
+                count: inbound as i32,
+                mean_seconds: (inbound > 0).then(|| millis(self.delay_sum / inbound as f64)),
+                max_seconds: self.delay_max.map(millis),
+            },
+        }
+    }
+}
+
+/// Applies `f` to bucket `i`'s accumulator and the total's.
+fn both(buckets: &mut [Acc], total: &mut Acc, i: usize, f: impl Fn(&mut Acc)) {
+    if let Some(b) = buckets.get_mut(i) {
+        f(b);
+        f(total);
+    }
+}
+
+fn per_member(rows: &[CountRow], into: &mut HashMap<Uuid, [i64; 3]>, slot: usize) {
+    for r in rows {
+        if let Some(m) = r.member {
+            into.entry(m).or_default()[slot] += r.count;
+        }
+    }
+}
+
+/// The report of `ws` over `period`.
+pub async fn build<C: ConnectionTrait>(
+    conn: &C,
+    ws: &workspace::Model,
+    period: Period,
+) -> ApiResult<Report> {
+    let (agency, id) = (ws.agency_id, ws.id);
+    let b = &period.buckets;
+    let inbound = reports::inbound(conn, agency, id, b).await?;
+    let replies = reports::replies(conn, agency, id, b).await?;
+    let refusals = reports::refusals(conn, agency, id, b).await?;
+    let overrides = reports::overrides(conn, agency, id, b).await?;
+    let sla_rows = reports::sla_events(conn, agency, id, b).await?;
+    let opened = reports::opened(conn, agency, id, period.from, period.to).await?;
+    let now = Utc::now();
+    let running = reports::running(conn, agency, id, period.from, period.to, now).await?;
+
+    let channels: HashMap<Uuid, String> = channel::Entity::find()
+        .filter(channel::Column::AgencyId.eq(agency))
+        .filter(channel::Column::WorkspaceId.eq(id))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c.kind))
+        .collect();
+    let clocks = policy_clocks(conn, ws).await?;
+
+    let mut acc: Vec<Acc> = b.iter().map(|_| Acc::default()).collect();
+    let mut total = Acc::default();
+    for r in &inbound {
+        let kind = channels
+            .get(&r.channel_id)
+            .cloned()
+            .unwrap_or_else(|| "UNKNOWN".into());
+        both(&mut acc, &mut total, r.bucket, |a| {
+            *a.inbound_channel.entry(kind.clone()).or_default() += r.count;
+            *a.inbound_sentiment.entry(r.sentiment.clone()).or_default() += r.count;
+            a.delay_sum += r.delay_sum_secs;
+            a.delay_max = Some(a.delay_max.unwrap_or(0.0).max(r.delay_max_secs));
+        });
+    }
+    for (rows, which) in [(&replies, 0), (&refusals, 1), (&overrides, 2)] {
+        for r in rows.iter() {
+            both(&mut acc, &mut total, r.bucket, |a| match which {
+                0 => a.replies += r.count,
+                1 => a.refused += r.count,
+                _ => a.overrides += r.count,
+            });
+        }
+    }
+    for r in &sla_rows {
+        both(&mut acc, &mut total, r.bucket, |a| {
+            *a.sla.entry((r.target.clone(), r.kind.clone())).or_default() += r.count;
+        });
+    }
+    let mut assigned: HashMap<Uuid, (i64, i64)> = HashMap::new();
+    for c in &opened {
+        let Some(i) = period.bucket_of(c.created_at) else {
+            continue;
+        };
+        let clock = c
+            .sla_policy_id
+            .and_then(|p| clocks.get(&p))
+            .unwrap_or(&Clock::Calendar24x7);
+        let spans = |end: Option<DateTime<Utc>>| {
+            end.filter(|e| *e >= c.created_at).map(|e| {
+                (
+                    (e - c.created_at).num_milliseconds() as f64 / 1000.0,
+                    (clock.minutes_between(c.created_at, e) * 60.0).round(),
+                )
+            })
+        };
+        let first = spans(c.first_responded_at);
+        let resolved = spans(c.resolved_at);
+        let negative = c.opening_sentiment.is_some_and(|s| s <= -0.05);
+        both(&mut acc, &mut total, i, |a| {
+            a.opened += 1;
+            *a.priority.entry(c.priority.clone()).or_default() += 1;
+            if let Some((cal, biz)) = first {
+                a.first_cal.push(cal);
+                a.first_biz.push(biz);
+            }
+            if let Some((cal, biz)) = resolved {
+                a.res_cal.push(cal);
+                a.res_biz.push(biz);
+            }
+            if negative {
+                a.negative += 1;
+                if c.recovered {
+                    a.recovered += 1;
+                }
+            }
+        });
+        if let Some(m) = c.assignee {
+            let e = assigned.entry(m).or_default();
+            e.0 += 1;
+            if c.resolved_at.is_some() {
+                e.1 += 1;
+            }
+        }
+    }
+
+    let mut by_member: HashMap<Uuid, [i64; 3]> = HashMap::new();
+    per_member(&replies, &mut by_member, 0);
+    per_member(&refusals, &mut by_member, 1);
+    per_member(&overrides, &mut by_member, 2);
+    for m in assigned.keys() {
+        by_member.entry(*m).or_default();
+    }
+    let agents = agent_figures(conn, agency, &by_member, &assigned).await?;
+
+    let tz = period.timezone.tz();
+    let fmt = match period.granularity {
+        Granularity::Hour => "%Y-%m-%d %H:%M",
+        _ => "%Y-%m-%d",
+    };
+    let buckets = b
+        .iter()
+        .zip(acc)
+        .map(|((lo, hi), a)| ReportBucket {
+            from: *lo,
+            to: *hi,
+            label: lo.with_timezone(&tz).format(fmt).to_string(),
+            figures: a.finish(),
+        })
+        .collect();
+    let distribution = distribution(&total.first_cal);
+    Ok(Report {
+        workspace: ws.clone(),
+        distribution,
+        total: total.finish(),
+        buckets,
+        agents,
+        open_deadlines: OpenDeadlines {
+            first_response: running[0] as i32,
+            next_response: running[1] as i32,
+            resolution: running[2] as i32,
+        },
+        period,
+    })
+}
+
+/// The clock each of the workspace's policies counts on (deleted policies
+/// included: their conversations still report).
+async fn policy_clocks<C: ConnectionTrait>(
+    conn: &C,
+    ws: &workspace::Model,
+) -> ApiResult<HashMap<Uuid, Clock>> {
+    let live = rapport_store::sla::load(conn, ws.id).await?;
+    Ok(sla_policy::Entity::find()
+        .filter(sla_policy::Column::AgencyId.eq(ws.agency_id))
+        .filter(sla_policy::Column::WorkspaceId.eq(ws.id))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let snap = rapport_store::sla::Snapshot {
+                policy_id: p.id,
+                minutes: Default::default(),
+                warn_at_percent: 0,
+                calendar_id: p.calendar_id.filter(|_| p.business_hours),
+                warn: Default::default(),
+                paused_at: None,
+                cycles: Default::default(),
+            };
+            (p.id, live.clock_of(&snap))
+        })
+        .collect())
+}
+
+async fn agent_figures<C: ConnectionTrait>(
+    conn: &C,
+    agency: Uuid,
+    counts: &HashMap<Uuid, [i64; 3]>,
+    assigned: &HashMap<Uuid, (i64, i64)>,
+) -> ApiResult<Vec<AgentFigures>> {
+    if counts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let members = membership::Entity::find()
+        .filter(membership::Column::AgencyId.eq(agency))
+        .filter(membership::Column::Id.is_in(counts.keys().copied()))
+        .all(conn)
+        .await?;
+    let users: HashMap<Uuid, String> = user::Entity::find()
+        .filter(user::Column::Id.is_in(members.iter().map(|m| m.user_id)))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.name))
+        .collect();
+    let mut out: Vec<AgentFigures> = members
+        .iter()
+        .map(|m| {
+            let c = counts.get(&m.id).copied().unwrap_or_default();
+            let (a, r) = assigned.get(&m.id).copied().unwrap_or_default();
+            AgentFigures {
+                member_id: GlobalId::encode(Kind::Member, m.id).into(),
+                name: users.get(&m.user_id).cloned().unwrap_or_default(),
+                replies_sent: c[0] as i32,
+                canned_refused: c[1] as i32,
+                overrides: c[2] as i32,
+                assigned: a as i32,
+                resolved: r as i32,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.replies_sent
+            .cmp(&a.replies_sent)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(out)
+}
+
+/// The period a request names, checked.
+pub fn period(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    granularity: Granularity,
+    timezone: &str,
+) -> ApiResult<Period> {
+    let tz = rapport_domain::TimeZone::parse(timezone)?;
+    Ok(Period::parse(from, to, granularity, tz)?)
+}
