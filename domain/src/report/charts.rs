@@ -46,9 +46,12 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-/// Labels under the x axis, thinned so at most about 12 show.
+/// Labels under the x axis, thinned so they neither crowd (at most about
+/// 12) nor overlap (about 6 px per character at this size).
 fn labels(out: &mut String, labels: &[String], slot: f64) {
-    let every = labels.len().div_ceil(12).max(1);
+    let widest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as f64;
+    let fit = ((widest * 6.0 + 8.0) / slot.max(1.0)).ceil() as usize;
+    let every = labels.len().div_ceil(12).max(fit).max(1);
     for (i, l) in labels.iter().enumerate().filter(|(i, _)| i % every == 0) {
         let _ = write!(
             out,
