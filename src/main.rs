@@ -3,6 +3,7 @@
 //! process for a newcomer, and `schema` prints the GraphQL contract.
 
 mod import;
+mod seed;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -42,7 +43,7 @@ enum Command {
     /// Apply database migrations and exit.
     Migrate(DbArgs),
     /// Migrate, then run the API and the worker in one process.
-    Dev(Common),
+    Dev(DevArgs),
     /// Import messages from a JSON Lines file (one GENERIC-schema event per
     /// line) into a workspace, with progress and a summary.
     Import {
@@ -52,6 +53,21 @@ enum Command {
         #[arg(long)]
         workspace: String,
         file: std::path::PathBuf,
+    },
+    /// Fill the database with realistic demo data (agencies, owners,
+    /// workspaces, SLA policies, templates, mentions, replies).
+    Seed {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 2)]
+        agencies: usize,
+        #[arg(long, default_value_t = 3)]
+        workspaces_per_agency: usize,
+        #[arg(long, default_value_t = 5_000)]
+        messages: usize,
+        /// Share of conversations answered, in percent.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u8).range(0..=100))]
+        replied_percent: u8,
     },
     /// Print the GraphQL schema (SDL), or write it to a file.
     Schema {
@@ -65,6 +81,16 @@ struct DbArgs {
     /// PostgreSQL or SQLite URL. Default: an SQLite file `rapport.db` here.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     database_url: String,
+}
+
+#[derive(Args, Clone)]
+struct DevArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Seed demo data first (2 agencies, 3 workspaces each, 2,000
+    /// mentions) when the database has no agency yet.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Args, Clone)]
@@ -155,6 +181,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let conn = connect_db(&db.database_url).await?;
             import::run(&conn, &workspace, &file).await
         }
+        Command::Seed {
+            common,
+            agencies,
+            workspaces_per_agency,
+            messages,
+            replied_percent,
+        } => {
+            let secret = required_secret(&common)?;
+            let key = required_key(&common)?;
+            let (db, kv) = connect_all(&common).await?;
+            db::migrate(&db).await.context("applying migrations")?;
+            let public_url = common
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", common.bind));
+            let state = AppState::new(db, kv, Settings::new(secret, key, public_url))?;
+            seed::run(
+                state,
+                seed::SeedArgs {
+                    agencies,
+                    workspaces_per_agency,
+                    messages,
+                    replied_percent,
+                },
+            )
+            .await
+        }
         Command::Migrate(args) => {
             let db = connect_db(&args.database_url).await?;
             db::migrate(&db).await.context("applying migrations")?;
@@ -178,7 +231,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             });
             run_worker(db, kv, &c, &key, rx).await
         }
-        Command::Dev(c) => {
+        Command::Dev(DevArgs { common: c, demo }) => {
             let secret = match &c.jwt_secret {
                 Some(_) => required_secret(&c)?,
                 None => {
@@ -203,6 +256,35 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let (db, kv) = connect_all(&c).await?;
             db::migrate(&db).await.context("applying migrations")?;
+            if demo {
+                use sea_orm::{EntityTrait, PaginatorTrait};
+                let agencies = rapport_store::entities::agency::Entity::find()
+                    .count(&db)
+                    .await?;
+                if agencies == 0 {
+                    let public_url = c
+                        .public_url
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{}", c.bind));
+                    let state = AppState::new(
+                        db.clone(),
+                        kv.clone(),
+                        Settings::new(secret.clone(), key.clone(), public_url),
+                    )?;
+                    seed::run(
+                        state,
+                        seed::SeedArgs {
+                            agencies: 2,
+                            workspaces_per_agency: 3,
+                            messages: 2_000,
+                            replied_percent: 60,
+                        },
+                    )
+                    .await?;
+                } else {
+                    eprintln!("note: --demo skipped: the database already has agencies");
+                }
+            }
             let (tx, rx) = watch::channel(false);
             let worker = {
                 let (db, kv, c, key) = (db.clone(), kv.clone(), c.clone(), key.clone());

@@ -172,3 +172,77 @@ fn missing_secret_or_unreachable_services_give_one_clear_line() {
     );
     assert!(e.contains("Redis") && e.contains("redis-server"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapport_seed_fills_a_database_with_realistic_data() {
+    use rapport_store::entities::{
+        author, conversation, message, reply_template, sla_policy, workspace,
+    };
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let app = TestApp::start().await;
+    let out = rapport()
+        .args([
+            "seed",
+            "--agencies",
+            "2",
+            "--workspaces-per-agency",
+            "2",
+            "--messages",
+            "1000",
+        ])
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", redis_url())
+        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
+        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
+        .env("RAPPORT_SECRET_KEY", SECRET_KEY)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1000 messages"), "{stdout}");
+    assert!(stdout.contains("rapport-demo-password"));
+    let db = &app.state.db;
+    assert_eq!(workspace::Entity::find().count(db).await.unwrap(), 4);
+    assert_eq!(sla_policy::Entity::find().count(db).await.unwrap(), 4);
+    assert_eq!(reply_template::Entity::find().count(db).await.unwrap(), 4);
+    let inbound = message::Entity::find()
+        .filter(message::Column::Direction.eq("INBOUND"))
+        .count(db)
+        .await
+        .unwrap();
+    assert_eq!(inbound, 1000);
+    let answered = conversation::Entity::find()
+        .filter(conversation::Column::FirstRespondedAt.is_not_null())
+        .count(db)
+        .await
+        .unwrap();
+    let conversations = conversation::Entity::find().count(db).await.unwrap();
+    assert!(conversations < 1000, "threads join: {conversations}");
+    assert!(
+        answered > conversations / 3 && answered < conversations,
+        "{answered}/{conversations}"
+    );
+    // Power law: the loudest author writes far more than the average one.
+    let authors = author::Entity::find().all(db).await.unwrap();
+    let mut per_author = std::collections::HashMap::new();
+    for m in message::Entity::find()
+        .filter(message::Column::Direction.eq("INBOUND"))
+        .all(db)
+        .await
+        .unwrap()
+    {
+        *per_author.entry(m.author_id).or_insert(0usize) += 1;
+    }
+    let max = per_author.values().max().copied().unwrap_or(0);
+    assert!(
+        max * authors.len() > 5 * 1000,
+        "skewed: max {max} of {} authors",
+        authors.len()
+    );
+    let followers: Vec<i64> = authors.iter().map(|a| a.follower_count).collect();
+    assert!(followers.iter().any(|f| *f > 1000) && followers.iter().any(|f| *f < 100));
+}

@@ -71,6 +71,24 @@ async fn graphql_post(
     schema: web::Data<RapportSchema>,
 ) -> HttpResponse {
     let started = Instant::now();
+    // GraphQL over HTTP: a POST body is JSON, said so in Content-Type.
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.trim_start().starts_with("application/json")
+        && !content_type
+            .trim_start()
+            .starts_with("application/graphql-response+json")
+    {
+        return error_body(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the request as JSON with `Content-Type: application/json`",
+        );
+    }
+    let graphql_response = accepts_graphql_response(&req);
     let limit = state.settings.max_body_bytes;
     let declared = req
         .headers()
@@ -131,7 +149,53 @@ async fn graphql_post(
     metrics::counter!("rapport_graphql_requests_total", "ok" => response.is_ok().to_string())
         .increment(1);
     metrics::histogram!("rapport_graphql_request_seconds").record(started.elapsed().as_secs_f64());
-    HttpResponse::Ok().json(response)
+    if !graphql_response {
+        return HttpResponse::Ok().json(response);
+    }
+    // `application/graphql-response+json`: a request that never executed
+    // (unparsable, invalid, variables not coercible) is a 400 without
+    // `data`, as the GraphQL-over-HTTP spec asks.
+    let mut body = match serde_json::to_value(&response) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "serializing a GraphQL response failed");
+            return error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            );
+        }
+    };
+    let status = match &response {
+        BatchResponse::Single(r) if request_error(r) => {
+            if let Some(obj) = body.as_object_mut() {
+                obj.remove("data");
+            }
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::OK,
+    };
+    HttpResponse::build(status)
+        .content_type(GRAPHQL_RESPONSE)
+        .body(body.to_string())
+}
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json; charset=utf-8";
+
+/// Whether the client asked for `application/graphql-response+json`.
+fn accepts_graphql_response(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/graphql-response+json"))
+}
+
+/// Errors before execution (parse, validation, variable coercion) carry no
+/// path and leave no data; resolver errors have a path.
+fn request_error(r: &async_graphql::Response) -> bool {
+    !r.errors.is_empty()
+        && r.data == async_graphql::Value::Null
+        && r.errors.iter().all(|e| e.path.is_empty())
 }
 
 /// Errors raised by the engine itself (syntax, validation, depth and

@@ -312,14 +312,28 @@ pub async fn build<C: ConnectionTrait>(
 ) -> ApiResult<Report> {
     let (agency, id) = (ws.agency_id, ws.id);
     let b = &period.buckets;
+    let started = std::time::Instant::now();
+    let lap = |what: &str| {
+        tracing::debug!(
+            stage = what,
+            ms = started.elapsed().as_millis() as u64,
+            "report"
+        )
+    };
     let inbound = reports::inbound(conn, agency, id, b).await?;
+    lap("inbound");
     let replies = reports::replies(conn, agency, id, b).await?;
+    lap("replies");
     let refusals = reports::refusals(conn, agency, id, b).await?;
     let overrides = reports::overrides(conn, agency, id, b).await?;
+    lap("refusals and overrides");
     let sla_rows = reports::sla_events(conn, agency, id, b).await?;
+    lap("sla events");
     let opened = reports::opened(conn, agency, id, period.from, period.to).await?;
+    lap("opened conversations");
     let now = Utc::now();
     let running = reports::running(conn, agency, id, period.from, period.to, now).await?;
+    lap("running deadlines");
 
     let channels: HashMap<Uuid, String> = channel::Entity::find()
         .filter(channel::Column::AgencyId.eq(agency))
@@ -430,6 +444,7 @@ pub async fn build<C: ConnectionTrait>(
             figures: a.finish(),
         })
         .collect();
+    lap("assembled");
     let distribution = distribution(&total.first_cal);
     Ok(Report {
         workspace: ws.clone(),

@@ -1,0 +1,344 @@
+//! `rapport seed`: fills a database with realistic demo data, through the
+//! same code paths real traffic takes. Agencies, owners, workspaces, SLA
+//! policies and reply templates go through the GraphQL schema in process
+//! (so every rule applies); mentions go through the ingestion path in
+//! batches (deduplication, authors, threading, sentiment, priority, SLA
+//! deadlines). Authors follow a power law (a few loud ones, many quiet
+//! ones, follower counts Pareto-distributed); texts mix complaints,
+//! questions and praise; a third of the mentions continue a thread.
+//! Replies are written straight to the store for a share of the
+//! conversations (stopping their first-response clocks), not through the
+//! canned-reply guard, which would rightly refuse generated text.
+
+use anyhow::{Context, bail};
+use chrono::{Duration, Utc};
+use rapport_api::auth::viewer::{Auth, authenticate};
+use rapport_api::{AppState, graphql};
+use rapport_store::entities::{conversation, message, workspace};
+use rapport_store::import::{CHUNK, import_channel, import_chunk};
+use rapport_store::tenancy::begin_for_agency;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, Set,
+};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::time::Instant;
+use uuid::Uuid;
+
+pub struct SeedArgs {
+    pub agencies: usize,
+    pub workspaces_per_agency: usize,
+    pub messages: usize,
+    /// Share of conversations that get a reply, 0 to 100.
+    pub replied_percent: u8,
+}
+
+/// The password every seeded owner gets (printed at the end).
+pub const DEMO_PASSWORD: &str = "rapport-demo-password";
+
+/// A small deterministic generator: the same seed gives the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn pick<'a>(&mut self, xs: &'a [&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+const COMPLAINTS: &[&str] = &[
+    "{brand} charged me twice and nobody answers, really disappointed",
+    "my order from {brand} is two weeks late. Worst service ever!",
+    "the {brand} app keeps crashing when I try to pay, so frustrating",
+    "still waiting for my refund from {brand}, this is unacceptable",
+    "{brand} delivered a broken item and support ignores me",
+];
+const QUESTIONS: &[&str] = &[
+    "does {brand} ship to Canada?",
+    "is the {brand} store on Main Street open on Sunday?",
+    "how do I change the address on my {brand} order?",
+    "can I return a {brand} gift without a receipt?",
+];
+const PRAISE: &[&str] = &[
+    "love the new {brand} seasonal range, great job!",
+    "{brand} support sorted my issue in minutes, thank you!",
+    "best coffee in town, thanks {brand}",
+];
+const TIMEZONES: &[&str] = &[
+    "Europe/Berlin",
+    "America/New_York",
+    "Europe/London",
+    "America/Los_Angeles",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+];
+
+async fn gql(
+    schema: &graphql::RapportSchema,
+    auth: Option<&Auth>,
+    query: &str,
+    vars: Value,
+) -> anyhow::Result<Value> {
+    let mut req =
+        async_graphql::Request::new(query).variables(async_graphql::Variables::from_json(vars));
+    req = match auth {
+        Some(Auth::Member(v)) => req.data(Auth::Member(v.clone())),
+        _ => req.data(Auth::Anonymous),
+    };
+    let resp = schema
+        .execute(req.data(graphql::ClientIp("seed".into())))
+        .await;
+    if !resp.errors.is_empty() {
+        bail!("{}: {:?}", query.lines().next().unwrap_or(""), resp.errors);
+    }
+    Ok(resp.data.into_json()?)
+}
+
+fn progress(done: usize, total: usize, started: Instant) {
+    let width = 40;
+    let filled = (done * width / total.max(1)).min(width);
+    let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+    eprint!(
+        "\r[{}{}] {done}/{total} messages, {rate:.0}/s   ",
+        "#".repeat(filled),
+        " ".repeat(width - filled)
+    );
+    let _ = std::io::stderr().flush();
+}
+
+pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
+    if args.agencies == 0 || args.workspaces_per_agency == 0 {
+        bail!("--agencies and --workspaces-per-agency must be at least 1");
+    }
+    let schema = graphql::build(Some(state.clone()), 12, 10_000);
+    let db = state.db.clone();
+    let workspaces = args.agencies * args.workspaces_per_agency;
+    let per_ws = args.messages / workspaces;
+    let extra = args.messages % workspaces;
+    let started = Instant::now();
+    let run_id = &Uuid::new_v4().simple().to_string()[..6];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ started.elapsed().as_nanos() as u64 | 1);
+    let mut done = 0usize;
+    let mut replied = 0usize;
+    let mut owners = Vec::new();
+    for a in 0..args.agencies {
+        let email = format!("owner+{run_id}-{a}@demo.rapport.test");
+        let d = gql(
+            &schema,
+            None,
+            "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }",
+            json!({ "i": { "agencyName": format!("Demo Agency {}", a + 1), "name": format!("Owner {}", a + 1),
+                           "email": email, "password": DEMO_PASSWORD } }),
+        )
+        .await
+        .context("signing up a demo agency")?;
+        let token = d["signUp"]["accessToken"].as_str().unwrap_or_default();
+        let auth = authenticate(&state, Some(&format!("Bearer {token}")))
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        owners.push(email);
+        for w in 0..args.workspaces_per_agency {
+            let brand = format!("Brand {}-{}", a + 1, w + 1);
+            let d = gql(
+                &schema,
+                Some(&auth),
+                "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }",
+                json!({ "i": { "name": brand, "timezone": rng.pick(TIMEZONES), "brandKeywords": [brand.to_lowercase()],
+                               "bannedPhrases": ["per our policy", "as per my last email"] } }),
+            )
+            .await?;
+            let ws_gid = d["createWorkspace"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let t = |first: u32, resolution: u32| json!({ "firstResponseMinutes": first, "nextResponseMinutes": first, "resolutionMinutes": resolution });
+            gql(
+                &schema,
+                Some(&auth),
+                "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
+                json!({ "i": { "workspaceId": ws_gid, "name": "Standard", "isDefault": true,
+                               "targets": { "urgent": t(15, 240), "high": t(30, 480), "normal": t(60, 1440), "low": t(240, 2880) },
+                               "escalation": { "raisePriorityTo": "URGENT" } } }),
+            )
+            .await?;
+            gql(
+                &schema,
+                Some(&auth),
+                "mutation($i: CreateReplyTemplateInput!) { createReplyTemplate(input: $i) { id } }",
+                json!({ "i": { "workspaceId": ws_gid, "name": "Acknowledge", "intent": "ACKNOWLEDGE",
+                               "body": "Hi {{ author.name }}, {{ slot.empathy }} — {{ agent.first_name }} at {{ brand.name }}",
+                               "slots": [{ "name": "empathy", "guidance": "Say what you understood of their problem", "minLength": 20 }] } }),
+            )
+            .await?;
+            let ws_id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws_gid)
+                .context("workspace id")?;
+            let ws = workspace::Entity::find_by_id(ws_id)
+                .one(&db)
+                .await?
+                .context("seeded workspace")?;
+            let n = per_ws + usize::from(a * args.workspaces_per_agency + w < extra);
+            seed_messages(
+                &db,
+                &ws,
+                &brand,
+                n,
+                &mut rng,
+                &mut done,
+                args.messages,
+                started,
+            )
+            .await?;
+            replied += seed_replies(&db, &ws, args.replied_percent, &mut rng).await?;
+        }
+    }
+    progress(done, args.messages, started);
+    eprintln!();
+    println!(
+        "seeded {} agencies, {workspaces} workspaces, {done} messages ({replied} conversations answered) in {:.1} s",
+        args.agencies,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "sign in as {} (and the other owners: owner+{run_id}-<n>@demo.rapport.test) with password {DEMO_PASSWORD}",
+        owners.first().map(String::as_str).unwrap_or("")
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn seed_messages(
+    db: &sea_orm::DatabaseConnection,
+    ws: &workspace::Model,
+    brand: &str,
+    n: usize,
+    rng: &mut Rng,
+    done: &mut usize,
+    total: usize,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let ch = import_channel(db, ws).await?;
+    let authors = (n / 4).max(1);
+    let now = Utc::now();
+    let mut last_by_author: std::collections::HashMap<usize, String> = Default::default();
+    let mut batch = Vec::with_capacity(CHUNK);
+    for i in 0..n {
+        // Power law: low author numbers write most.
+        let author = ((authors as f64) * rng.unit().powi(3)) as usize;
+        let followers = (10.0 / (1.0 - rng.unit() * 0.99999).powf(1.2)) as u64;
+        let kind = rng.unit();
+        let text = if kind < 0.45 {
+            rng.pick(COMPLAINTS)
+        } else if kind < 0.8 {
+            rng.pick(QUESTIONS)
+        } else {
+            rng.pick(PRAISE)
+        }
+        .replace("{brand}", brand);
+        let id = format!("seed-{}-{i}", ws.id.simple());
+        let published = now - Duration::seconds((rng.unit() * 30.0 * 86_400.0) as i64);
+        let mut e = json!({
+            "id": id,
+            "text": text,
+            "visibility": if rng.unit() < 0.15 { "private" } else { "public" },
+            "published_at": published.to_rfc3339(),
+            "author": { "id": format!("author-{author}"), "handle": format!("customer_{author}"),
+                        "name": format!("Customer {author}"), "followers": followers, "verified": followers > 50_000 },
+        });
+        if rng.unit() < 0.33
+            && let Some(prev) = last_by_author.get(&author)
+        {
+            e["in_reply_to"] = json!(prev);
+        }
+        last_by_author.insert(author, id);
+        batch.push(e);
+        if batch.len() == CHUNK || i + 1 == n {
+            import_chunk(db, ws, &ch, &batch, 0).await?;
+            *done += batch.len();
+            batch.clear();
+            progress(*done, total, started);
+        }
+    }
+    Ok(())
+}
+
+/// Answers a share of the workspace's conversations: an outbound reply
+/// stored as sent, the first-response clock stopped.
+async fn seed_replies(
+    db: &sea_orm::DatabaseConnection,
+    ws: &workspace::Model,
+    percent: u8,
+    rng: &mut Rng,
+) -> anyhow::Result<usize> {
+    let ids: Vec<Uuid> = conversation::Entity::find()
+        .select_only()
+        .column(conversation::Column::Id)
+        .filter(conversation::Column::WorkspaceId.eq(ws.id))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut answered = 0;
+    for chunk in ids.chunks(200) {
+        let txn = begin_for_agency(db, ws.agency_id).await?;
+        for id in chunk {
+            if rng.unit() * 100.0 >= f64::from(percent) {
+                continue;
+            }
+            let Some(c) = conversation::Entity::find_by_id(*id).one(&txn).await? else {
+                continue;
+            };
+            let now = Utc::now();
+            let mid = Uuid::now_v7();
+            message::ActiveModel {
+                id: Set(mid),
+                agency_id: Set(c.agency_id),
+                workspace_id: Set(c.workspace_id),
+                conversation_id: Set(c.id),
+                channel_id: Set(c.channel_id),
+                author_id: Set(None),
+                external_id: Set(format!("rapport:{mid}")),
+                in_reply_to_external_id: Set(None),
+                direction: Set("OUTBOUND".into()),
+                visibility: Set(c.visibility.clone()),
+                body: Set(format!(
+                    "Thanks for reaching out, we are looking into it (ref {}).",
+                    &mid.simple().to_string()[..8]
+                )),
+                masked_body: Set(None),
+                sentiment: Set(None),
+                published_at: Set(now),
+                received_at: Set(now),
+                template_id: Set(None),
+                sent_by_membership_id: Set(None),
+                delivery_status: Set(Some("SENT".into())),
+                delivery_error: Set(None),
+                delivery_attempts: Set(1),
+                next_delivery_at: Set(None),
+                delivered_at: Set(Some(now)),
+                platform_message_id: Set(None),
+                intent: Set(Some("ACKNOWLEDGE".into())),
+                created_at: Set(now),
+            }
+            .insert(&txn)
+            .await?;
+            let mut m = c.clone();
+            rapport_store::sla::agent_replied(&mut m, now);
+            let mut am = c.into_active_model();
+            am.first_responded_at = Set(m.first_responded_at);
+            am.next_response_due_at = Set(m.next_response_due_at);
+            am.due_at = Set(m.due_at);
+            am.updated_at = Set(now);
+            am.update(&txn).await?;
+            answered += 1;
+        }
+        txn.commit().await?;
+    }
+    Ok(answered)
+}

@@ -1,0 +1,102 @@
+//! Rapport as third-party tools see it: the GraphQL-over-HTTP server audits
+//! of the `graphql-http` package and a `graphql-ws` client, both from npm
+//! (`conformance/`, installed from its lockfile with `npm ci --prefix
+//! conformance`; `.ci/run` does it), run by Node.js against a live server.
+
+mod common;
+
+use common::*;
+use rapport_worker::sla::{SlaConfig, SlaEngine};
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+
+fn node(script: &str, args: &[&str], env: &[(&str, String)]) -> (bool, String) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance");
+    assert!(
+        dir.join("node_modules/graphql-http").exists()
+            && dir.join("node_modules/graphql-ws").exists(),
+        "conformance packages missing: run `npm ci --prefix conformance`"
+    );
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir).arg(script).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .expect("Node.js is needed for the conformance suites");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_http_server_audits_pass() {
+    let app = TestApp::start().await;
+    let url = format!("{}/graphql", app.base);
+    let (ok, out) = tokio::task::spawn_blocking(move || node("audit.mjs", &[&url], &[]))
+        .await
+        .unwrap();
+    assert!(ok, "graphql-http audits failed:\n{out}");
+    assert!(out.contains(" 0 SHOULD warnings, 0 MUST errors"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graphql_ws_client_gets_events_caused_by_a_webhook() {
+    let app = TestApp::start().await.with_worker().await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let engine = SlaEngine {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        cfg: SlaConfig {
+            tick: std::time::Duration::from_millis(100),
+            ..Default::default()
+        },
+    };
+    tokio::spawn(engine.run(rx));
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let other = app.sign_up("Rival", "owner@rival.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    // A 1-minute promise warned at 5 %: the warning comes 3 s after receipt.
+    let t = json!({ "firstResponseMinutes": 1 });
+    app.ok(
+        Some(&s.access),
+        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
+        json!({ "i": { "workspaceId": ws, "name": "Fast", "isDefault": true, "warnAtPercent": 5,
+                 "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+    )
+    .await;
+    let secret = "ws-client-secret-1";
+    let hook = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { webhookUrl } }",
+            json!({ "i": { "workspaceId": ws, "kind": "GENERIC", "name": "alerts", "secret": secret } }),
+        )
+        .await["connectChannel"]["webhookUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let env = vec![
+        (
+            "RAPPORT_WS_URL",
+            format!("{}/graphql", app.base.replacen("http", "ws", 1)),
+        ),
+        ("RAPPORT_TOKEN", s.access.clone()),
+        ("RAPPORT_OTHER_TOKEN", other.access.clone()),
+        ("RAPPORT_WORKSPACE_ID", ws.clone()),
+        ("RAPPORT_WEBHOOK_URL", hook),
+        ("RAPPORT_WEBHOOK_SECRET", secret.to_string()),
+    ];
+    let (ok, out) = tokio::task::spawn_blocking(move || node("ws.mjs", &[], &env))
+        .await
+        .unwrap();
+    let _ = tx.send(true);
+    assert!(ok, "graphql-ws client failed:\n{out}");
+    assert!(out.contains("graphql-ws: ok"));
+}
