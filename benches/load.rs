@@ -1,0 +1,231 @@
+//! Load benchmark (not a test): `rapport seed` fills a fresh PostgreSQL
+//! database, a release `rapport serve` runs against it, and `wrk` (Debian's
+//! package) drives two POST /graphql loads on the same server: the inbox
+//! (first 50 open conversations by priority, with author and SLA) and the
+//! floor, a bare `{ __typename }` through the same stack. A Lua script
+//! counts a response as good only when it is a 200 whose body has no
+//! `errors`. Prints requests/s, p50/p99 latency, both ratios.
+//!
+//!     cargo bench --bench load
+//!
+//! Knobs (environment): BENCH_AGENCIES (100), BENCH_WORKSPACES_PER_AGENCY
+//! (10), BENCH_MESSAGES (1,000,000), BENCH_SECONDS (20 per load),
+//! BENCH_CONNECTIONS (16), BENCH_SERVE_WORKERS (2 HTTP worker threads).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // Safe: no other threads exist yet.
+    unsafe { std::env::set_var("RAPPORT_TEST_BACKEND", "postgres") };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+const LUA: &str = r#"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
+wrk.body = os.getenv("BENCH_BODY")
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) good = 0; bad = 0 end
+function response(status, headers, body)
+  if status == 200 and not string.find(body, '"errors"', 1, true) then good = good + 1 else bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local g, b = 0, 0
+  for _, t in ipairs(threads) do g = g + t:get("good"); b = b + t:get("bad") end
+  io.write(string.format("GOOD %d BAD %d SECONDS %.3f P50 %.3f P99 %.3f\n", g, b,
+    summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"#;
+
+struct Load {
+    good: f64,
+    bad: f64,
+    rps: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn wrk(url: &str, token: &str, body: &Value, secs: usize, conns: usize) -> Load {
+    let script = std::env::temp_dir().join(format!("rapport-wrk-{}.lua", std::process::id()));
+    std::fs::write(&script, LUA).unwrap();
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "-s",
+            script.to_str().unwrap(),
+            url,
+        ])
+        .env("BENCH_TOKEN", token)
+        .env("BENCH_BODY", body.to_string())
+        .output()
+        .expect("wrk is needed (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("GOOD"))
+        .unwrap_or_else(|| panic!("wrk said: {text}"));
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    Load {
+        good: f[0],
+        bad: f[1],
+        rps: f[0] / f[2],
+        p50: f[3],
+        p99: f[4],
+    }
+}
+
+async fn run() {
+    let agencies = env_usize("BENCH_AGENCIES", 100);
+    let per_agency = env_usize("BENCH_WORKSPACES_PER_AGENCY", 10);
+    let messages = env_usize("BENCH_MESSAGES", 1_000_000);
+    let secs = env_usize("BENCH_SECONDS", 20);
+    let conns = env_usize("BENCH_CONNECTIONS", 16);
+    let app = TestApp::start().await;
+    let t = Instant::now();
+    println!("seeding {agencies} agencies × {per_agency} workspaces, {messages} messages");
+    let status = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args([
+            "seed",
+            "--agencies",
+            &agencies.to_string(),
+            "--workspaces-per-agency",
+            &per_agency.to_string(),
+            "--messages",
+            &messages.to_string(),
+        ])
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", redis_url())
+        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
+        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
+        .env("RAPPORT_SECRET_KEY", SECRET_KEY)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::inherit())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    println!("  seeded in {:.1} s", t.elapsed().as_secs_f64());
+    use sea_orm::ConnectionTrait;
+    app.state.db.execute_unprepared("ANALYZE").await.unwrap();
+
+    let bind = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let mut serve: Child = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .arg("serve")
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", redis_url())
+        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
+        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
+        .env("RAPPORT_SECRET_KEY", SECRET_KEY)
+        .env("RAPPORT_BIND", &bind)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    let url = format!("http://{bind}/graphql");
+    for _ in 0..100 {
+        if app.client.get(format!("http://{bind}/readyz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The first agency's owner, signed in over HTTP.
+    let owner: Value = app
+        .client
+        .post(&url)
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(owner["data"]["__typename"], "QueryRoot");
+    let email: String = {
+        use rapport_store::entities::user;
+        use sea_orm::{EntityTrait, QueryOrder};
+        user::Entity::find()
+            .order_by_asc(user::Column::CreatedAt)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap()
+            .email
+    };
+    let login: Value = app
+        .client
+        .post(&url)
+        .json(&json!({ "query": "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+                       "variables": { "i": { "email": email, "password": "rapport-demo-password" } } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{login}"))
+        .to_string();
+    let inbox = json!({ "query": "{ inbox(orderBy: PRIORITY, first: 50, filter: { status: [OPEN] }) { edges { node { id priority priorityScore
+        author { handle followerCount } sla { status firstResponseDue remainingMinutes } } } pageInfo { hasNextPage endCursor } } }" });
+    let check: Value = app
+        .client
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&inbox)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let n = check["data"]["inbox"]["edges"]
+        .as_array()
+        .map(|e| e.len())
+        .unwrap_or_else(|| panic!("{check}"));
+    println!("  inbox answers {n} conversations; loading {secs} s each with {conns} connections");
+    let floor = json!({ "query": "{ __typename }" });
+    let (u, tk) = (url.clone(), token.clone());
+    let f = tokio::task::spawn_blocking(move || wrk(&u, &tk, &floor, secs, conns))
+        .await
+        .unwrap();
+    let i = tokio::task::spawn_blocking(move || wrk(&url, &token, &inbox, secs, conns))
+        .await
+        .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    println!("results (PostgreSQL, {agencies}×{per_agency} workspaces, {messages} messages, {conns} connections):");
+    for (name, l) in [("floor { __typename }", &f), ("inbox (50 by priority)", &i)] {
+        println!(
+            "  {name:24} {:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms  ({} good, {} with errors or not 200)",
+            l.rps, l.p50, l.p99, l.good, l.bad
+        );
+    }
+    println!("  inbox / floor throughput: {:.1} %", 100.0 * i.rps / f.rps);
+}
