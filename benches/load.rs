@@ -149,7 +149,13 @@ async fn run() {
         .unwrap();
     let url = format!("http://{bind}/graphql");
     for _ in 0..100 {
-        if app.client.get(format!("http://{bind}/readyz")).send().await.is_ok() {
+        if app
+            .client
+            .get(format!("http://{bind}/readyz"))
+            .send()
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -220,7 +226,9 @@ async fn run() {
         .unwrap();
     let _ = serve.kill();
     let _ = serve.wait();
-    println!("results (PostgreSQL, {agencies}×{per_agency} workspaces, {messages} messages, {conns} connections):");
+    println!(
+        "results (PostgreSQL, {agencies}×{per_agency} workspaces, {messages} messages, {conns} connections):"
+    );
     for (name, l) in [("floor { __typename }", &f), ("inbox (50 by priority)", &i)] {
         println!(
             "  {name:24} {:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms  ({} good, {} with errors or not 200)",

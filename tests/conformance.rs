@@ -1,5 +1,6 @@
 //! Rapport as third-party tools see it: the GraphQL-over-HTTP server audits
-//! of the `graphql-http` package and a `graphql-ws` client, both from npm
+//! of the `graphql-http` package, a `graphql-ws` client, and GraphiQL run
+//! in headless Chromium through `playwright-core`, all from npm
 //! (`conformance/`, installed from its lockfile with `npm ci --prefix
 //! conformance`; `.ci/run` does it), run by Node.js against a live server.
 
@@ -14,8 +15,9 @@ use std::process::Command;
 fn node(script: &str, args: &[&str], env: &[(&str, String)]) -> (bool, String) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance");
     assert!(
-        dir.join("node_modules/graphql-http").exists()
-            && dir.join("node_modules/graphql-ws").exists(),
+        ["graphql-http", "graphql-ws", "playwright-core"]
+            .iter()
+            .all(|p| dir.join("node_modules").join(p).exists()),
         "conformance packages missing: run `npm ci --prefix conformance`"
     );
     let mut cmd = Command::new("node");
@@ -99,4 +101,26 @@ async fn a_graphql_ws_client_gets_events_caused_by_a_webhook() {
     let _ = tx.send(true);
     assert!(ok, "graphql-ws client failed:\n{out}");
     assert!(out.contains("graphql-ws: ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphiql_loads_offline_and_runs_a_query_in_chromium() {
+    let app = TestApp::start().await;
+    let url = format!("{}/graphql", app.base);
+    let shot = std::env::temp_dir().join(format!("rapport-graphiql-{}.png", uuid::Uuid::new_v4()));
+    let path = shot.to_string_lossy().to_string();
+    let (ok, out) = tokio::task::spawn_blocking(move || node("graphiql.mjs", &[&url, &path], &[]))
+        .await
+        .unwrap();
+    assert!(ok, "GraphiQL did not run the query:\n{out}");
+    let png = std::fs::read(&shot).expect("a screenshot was written");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1200, 800));
+    assert!(png.len() > 20_000, "a rendered page, not a blank one");
+    if let Ok(keep) = std::env::var("RAPPORT_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    let _ = std::fs::remove_file(&shot);
 }

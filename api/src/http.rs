@@ -143,7 +143,14 @@ async fn graphql_post(
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
     let mut response = schema
-        .execute_batch(batch.data(auth).data(ClientIp(ip)))
+        .execute_batch(
+            batch
+                .data(auth)
+                .data(ClientIp(ip))
+                .data(std::sync::Arc::new(
+                    graphql::conversations::Preloaded::default(),
+                )),
+        )
         .await;
     tag_engine_errors(&mut response);
     metrics::counter!("rapport_graphql_requests_total", "ok" => response.is_ok().to_string())
@@ -248,6 +255,33 @@ async fn graphql_ws(
         .start(&req, payload)
 }
 
+/// GraphiQL's own files, embedded so the page works offline.
+async fn graphiql_asset(path: web::Path<String>) -> HttpResponse {
+    let (body, kind): (&'static [u8], &str) = match path.as_str() {
+        "graphiql.min.js" => (
+            include_bytes!("../assets/graphiql/graphiql.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "graphiql.min.css" => (
+            include_bytes!("../assets/graphiql/graphiql.min.css"),
+            "text/css; charset=utf-8",
+        ),
+        "react.production.min.js" => (
+            include_bytes!("../assets/graphiql/react.production.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "react-dom.production.min.js" => (
+            include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return HttpResponse::NotFound().finish(),
+    };
+    HttpResponse::Ok()
+        .content_type(kind)
+        .insert_header(("Cache-Control", "public, max-age=86400"))
+        .body(body)
+}
+
 async fn graphiql() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType::html())
@@ -300,6 +334,7 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
                     .to(graphql_ws),
             )
             .route("/graphql", web::get().to(graphiql))
+            .route("/graphiql/{file}", web::get().to(graphiql_asset))
             .route(
                 "/webhooks/{channel}",
                 web::post().to(crate::webhooks::receive),

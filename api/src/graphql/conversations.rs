@@ -301,6 +301,16 @@ impl Conversation {
     }
     async fn author(&self, ctx: &Context<'_>) -> ApiResult<Author> {
         let v = auth(ctx).viewer()?;
+        if let Some(pre) = ctx.data_opt::<std::sync::Arc<Preloaded>>()
+            && let Some(a) = pre
+                .authors
+                .lock()
+                .expect("preload lock")
+                .get(&self.0.author_id)
+                .filter(|a| a.agency_id == v.agency_id)
+        {
+            return Ok(Author(a.clone()));
+        }
         Ok(Author(
             v.scope
                 .find::<author::Entity, _>(&state(ctx).db, self.0.author_id)
@@ -548,7 +558,46 @@ impl ConversationQuery {
 }
 
 /// Conversations of one workspace, or of every workspace the viewer may see.
+/// Rows fetched once for a whole page, so that a field asked on every node
+/// (the author) costs one query per page, not one per node. Lives for one
+/// request.
+#[derive(Default)]
+pub struct Preloaded {
+    authors: std::sync::Mutex<std::collections::HashMap<Uuid, author::Model>>,
+}
+
 async fn list(
+    ctx: &Context<'_>,
+    workspace: Option<Uuid>,
+    filter: Option<ConversationFilter>,
+    order_by: ConversationOrder,
+    first: Option<i32>,
+    after: Option<String>,
+) -> ApiResult<Connection<String, Conversation>> {
+    let conn = list_page(ctx, workspace, filter, order_by, first, after).await?;
+    let wants_author = ctx
+        .look_ahead()
+        .field("edges")
+        .field("node")
+        .field("author")
+        .exists();
+    if wants_author && let Some(pre) = ctx.data_opt::<std::sync::Arc<Preloaded>>() {
+        let v = auth(ctx).viewer()?;
+        let ids: Vec<Uuid> = conn.edges.iter().map(|e| e.node.0.author_id).collect();
+        if !ids.is_empty() {
+            let found = author::Entity::find()
+                .filter(author::Column::AgencyId.eq(v.agency_id))
+                .filter(author::Column::Id.is_in(ids))
+                .all(&state(ctx).db)
+                .await?;
+            let mut cache = pre.authors.lock().expect("preload lock");
+            cache.extend(found.into_iter().map(|a| (a.id, a)));
+        }
+    }
+    Ok(conn)
+}
+
+async fn list_page(
     ctx: &Context<'_>,
     workspace: Option<Uuid>,
     filter: Option<ConversationFilter>,
