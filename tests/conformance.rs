@@ -15,7 +15,7 @@ use std::process::Command;
 fn node(script: &str, args: &[&str], env: &[(&str, String)]) -> (bool, String) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance");
     assert!(
-        ["graphql-http", "graphql-ws", "playwright-core"]
+        ["graphql-http", "graphql-ws", "playwright-core", "eslint"]
             .iter()
             .all(|p| dir.join("node_modules").join(p).exists()),
         "conformance packages missing: run `npm ci --prefix conformance`"
@@ -123,4 +123,20 @@ async fn graphiql_loads_offline_and_runs_a_query_in_chromium() {
         std::fs::copy(&shot, keep).unwrap();
     }
     let _ = std::fs::remove_file(&shot);
+}
+
+#[test]
+fn schema_graphql_passes_the_relay_rules_of_graphql_eslint() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // ESLint lints files under its folder only: a copy goes there.
+    let copy = root.join("conformance/schema.lint.graphql");
+    std::fs::copy(root.join("schema.graphql"), &copy).unwrap();
+    let (ok, out) = node(
+        "node_modules/eslint/bin/eslint.js",
+        &["--format", "stylish", "schema.lint.graphql"],
+        &[],
+    );
+    let _ = std::fs::remove_file(&copy);
+    // Exit status 1 on any error; warnings (missing descriptions) print.
+    assert!(ok, "graphql-eslint found errors:\n{out}");
 }
