@@ -2,6 +2,7 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod later;
 mod m20261128_000001_initial;
 mod m20261128_000002_postgres_rls;
 mod m20261128_000003_reply_delivery;

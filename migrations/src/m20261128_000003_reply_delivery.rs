@@ -2,6 +2,7 @@
 //! message, the platform's id once sent, a channel's publishing credentials
 //! (sealed) or callback URL, and each workspace's canned-reply guard tuning.
 
+use crate::later::n;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
@@ -11,10 +12,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m20261128_000003_reply_delivery"
     }
-}
-
-fn n(s: &str) -> Alias {
-    Alias::new(s)
 }
 
 #[async_trait::async_trait]

@@ -2,10 +2,9 @@
 //! least-loaded member of the team). Tenant tables, with PostgreSQL
 //! row-level security like the others.
 
-use crate::APP_ROLE;
+use crate::later::{fk, n};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
 pub struct Migration;
 
@@ -16,19 +15,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m20261128_000004_teams"
     }
-}
-
-fn n(s: &str) -> Alias {
-    Alias::new(s)
-}
-
-fn fk(from: &str, col: &str, to: &str) -> ForeignKeyCreateStatement {
-    ForeignKey::create()
-        .name(format!("fk_{from}_{col}"))
-        .from(n(from), n(col))
-        .to(n(to), n("id"))
-        .on_delete(ForeignKeyAction::Cascade)
-        .to_owned()
 }
 
 #[async_trait::async_trait]
@@ -90,20 +76,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        if m.get_database_backend() == DbBackend::Postgres {
-            let db = m.get_connection();
-            for table in TABLES {
-                db.execute_unprepared(&format!(
-                    "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {APP_ROLE};
-                     ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
-                     CREATE POLICY tenant_isolation ON {table} TO {APP_ROLE}
-                       USING (agency_id = NULLIF(current_setting('rapport.agency_id', true), '')::uuid)
-                       WITH CHECK (agency_id = NULLIF(current_setting('rapport.agency_id', true), '')::uuid);"
-                ))
-                .await?;
-            }
-        }
-        Ok(())
+        crate::later::protect(m, TABLES).await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {

@@ -1,10 +1,9 @@
 //! Reporting: the guard's refusals (a report counts them), report share
 //! links, and the indexes the report's range scans use.
 
-use crate::APP_ROLE;
+use crate::later::{fk, n};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
 pub struct Migration;
 
@@ -12,19 +11,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m20261128_000005_reporting"
     }
-}
-
-fn n(s: &str) -> Alias {
-    Alias::new(s)
-}
-
-fn fk(from: &str, col: &str, to: &str) -> ForeignKeyCreateStatement {
-    ForeignKey::create()
-        .name(format!("fk_{from}_{col}"))
-        .from(n(from), n(col))
-        .to(n(to), n("id"))
-        .on_delete(ForeignKeyAction::Cascade)
-        .to_owned()
 }
 
 fn index(table: &str, name: &str, cols: &[&str]) -> IndexCreateStatement {
@@ -110,20 +96,7 @@ impl MigrationTrait for Migration {
         ] {
             m.create_index(i).await?;
         }
-        if m.get_database_backend() == DbBackend::Postgres {
-            let db = m.get_connection();
-            for table in TABLES {
-                db.execute_unprepared(&format!(
-                    "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {APP_ROLE};
-                     ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
-                     CREATE POLICY tenant_isolation ON {table} TO {APP_ROLE}
-                       USING (agency_id = NULLIF(current_setting('rapport.agency_id', true), '')::uuid)
-                       WITH CHECK (agency_id = NULLIF(current_setting('rapport.agency_id', true), '')::uuid);"
-                ))
-                .await?;
-            }
-        }
-        Ok(())
+        crate::later::protect(m, TABLES).await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
