@@ -76,13 +76,14 @@ async fn run() {
          CREATE TEMP TABLE bench_channels AS SELECT id, row_number() OVER () AS n FROM channels;
          INSERT INTO conversations (id, agency_id, workspace_id, channel_id, author_id, status, visibility, priority,
              priority_score, priority_breakdown, opening_sentiment, sentiment, first_responded_at, resolved_at,
-             last_customer_message_at, recovered, created_at, updated_at)
+             first_response_business_s, resolution_business_s, last_customer_message_at, recovered, created_at, updated_at)
            SELECT gen_random_uuid(), w.agency_id, w.id, ch.id, au.id,
              CASE WHEN g % 10 < 7 THEN 'RESOLVED' ELSE 'OPEN' END, 'PUBLIC',
              (ARRAY['LOW','NORMAL','HIGH','URGENT'])[1 + g % 4], 0.3, '{{}}',
              (g % 200) / 100.0 - 1.0, 0.0,
              o.at + (g % 3600) * interval '1 second',
              CASE WHEN g % 10 < 7 THEN o.at + (g % 86400) * interval '1 second' END,
+             g % 3600, CASE WHEN g % 10 < 7 THEN g % 86400 END,
              o.at, g % 13 = 0, o.at, o.at
            FROM workspaces w
            CROSS JOIN generate_series(1, {conversations}) g

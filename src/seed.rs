@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use chrono::{Duration, Utc};
 use rapport_api::auth::viewer::{Auth, authenticate};
 use rapport_api::{AppState, graphql};
+use rapport_domain::calendar::Clock;
 use rapport_store::entities::{conversation, message, workspace};
 use rapport_store::import::{CHUNK, import_channel, import_chunk};
 use rapport_store::tenancy::begin_for_agency;
@@ -284,6 +285,7 @@ async fn seed_replies(
         .into_tuple()
         .all(db)
         .await?;
+    let slas = rapport_store::sla::load(db, ws.id).await?;
     let mut answered = 0;
     for chunk in ids.chunks(200) {
         let txn = begin_for_agency(db, ws.agency_id).await?;
@@ -329,9 +331,12 @@ async fn seed_replies(
             .insert(&txn)
             .await?;
             let mut m = c.clone();
-            rapport_store::sla::agent_replied(&mut m, now);
+            let clock = rapport_store::sla::Snapshot::of(&m)
+                .map_or(Clock::Calendar24x7, |s| slas.clock_of(&s));
+            rapport_store::sla::agent_replied(&mut m, &clock, now);
             let mut am = c.into_active_model();
             am.first_responded_at = Set(m.first_responded_at);
+            am.first_response_business_s = Set(m.first_response_business_s);
             am.next_response_due_at = Set(m.next_response_due_at);
             am.due_at = Set(m.due_at);
             am.updated_at = Set(now);

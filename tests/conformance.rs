@@ -137,6 +137,6 @@ fn schema_graphql_passes_the_relay_rules_of_graphql_eslint() {
         &[],
     );
     let _ = std::fs::remove_file(&copy);
-    // Exit status 1 on any error; warnings (missing descriptions) print.
+    // Exit status 1 on any error, a missing description included.
     assert!(ok, "graphql-eslint found errors:\n{out}");
 }

@@ -7,14 +7,16 @@ use crate::error::ApiResult;
 use async_graphql::{Enum, SimpleObject};
 use chrono::{DateTime, Utc};
 use rapport_domain::calendar::Clock;
-use rapport_domain::report::{Granularity, Period, Summary, summarize};
+use rapport_domain::report::{Granularity, Period, Summary, split, summarize_ms};
 use rapport_domain::{GlobalId, Kind};
 use rapport_store::entities::{channel, membership, sla_policy, user, workspace};
 use rapport_store::reports::{self, CountRow};
+use rapport_store::sla::business_seconds;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
+/// Size of a report's time buckets, cut in the report's time zone.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(name = "ReportGranularity")]
 pub enum GqlGranularity {
@@ -53,9 +55,13 @@ pub fn parse_granularity(raw: &str) -> Option<Granularity> {
 /// p50, p90 and mean in seconds (nearest rank; null when nothing counted).
 #[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
 pub struct DurationStats {
+    /// How many durations were counted.
     pub count: i32,
+    /// Median, in seconds.
     pub p50_seconds: Option<f64>,
+    /// 90th percentile, in seconds.
     pub p90_seconds: Option<f64>,
+    /// Mean, in seconds.
     pub mean_seconds: Option<f64>,
 }
 
@@ -74,13 +80,19 @@ impl From<Summary> for DurationStats {
 /// policy's business calendar (equal for 24x7 policies).
 #[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
 pub struct ResponseTimes {
+    /// Counted on the wall clock.
     pub calendar: DurationStats,
+    /// Counted in the business hours of the conversation's policy.
     pub business: DurationStats,
 }
 
+/// A count under a key, e.g. inbound messages of one channel kind.
 #[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct KeyCount {
+    /// What is counted: a channel kind, sentiment, priority or time bin,
+    /// depending on the list.
     pub key: String,
+    /// How many.
     pub count: i32,
 }
 
@@ -89,8 +101,11 @@ pub struct KeyCount {
 pub struct TargetCompliance {
     /// FIRST_RESPONSE, NEXT_RESPONSE or RESOLUTION.
     pub target: String,
+    /// SLA_MET events fired.
     pub met: i32,
+    /// SLA_BREACHED events fired.
     pub breached: i32,
+    /// SLA_WARNING events fired.
     pub warned: i32,
     /// met / (met + breached) in percent; null when neither happened.
     pub compliance_percent: Option<f64>,
@@ -99,15 +114,20 @@ pub struct TargetCompliance {
 /// Publish time to receipt: the platform's lag, not the agency's.
 #[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
 pub struct PlatformDelay {
+    /// Inbound messages measured.
     pub count: i32,
+    /// Mean delay, in seconds; null when no message was measured.
     pub mean_seconds: Option<f64>,
+    /// Longest delay, in seconds; null when no message was measured.
     pub max_seconds: Option<f64>,
 }
 
+/// A report's figures for the whole period or one bucket of it.
 #[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
 pub struct ReportFigures {
     /// Inbound messages received.
     pub inbound: i32,
+    /// Inbound messages per channel kind (X, FACEBOOK, ...).
     pub inbound_by_channel: Vec<KeyCount>,
     /// POSITIVE, NEUTRAL, NEGATIVE.
     pub inbound_by_sentiment: Vec<KeyCount>,
@@ -121,6 +141,7 @@ pub struct ReportFigures {
     pub resolution: ResponseTimes,
     /// SLA events fired here, per target.
     pub sla: Vec<TargetCompliance>,
+    /// Replies sent (outbound messages).
     pub replies_sent: i32,
     /// Replies the canned-reply guard refused.
     pub canned_refused: i32,
@@ -130,24 +151,36 @@ pub struct ReportFigures {
     pub negative_conversations: i32,
     /// ... of which the customer later wrote positively.
     pub recovered: i32,
+    /// How long the platforms took to hand inbound messages to Rapport.
     pub platform_delay: PlatformDelay,
 }
 
+/// One time bucket of a report (an hour, day or week, clipped to the
+/// period).
 #[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct ReportBucket {
+    /// Start of the bucket (inclusive).
     pub from: DateTime<Utc>,
+    /// End of the bucket (exclusive).
     pub to: DateTime<Utc>,
     /// The bucket's start in the report's time zone.
     pub label: String,
+    /// The bucket's figures.
     pub figures: ReportFigures,
 }
 
+/// One member's figures over a report's period.
 #[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct AgentFigures {
+    /// The member's ID.
     pub member_id: async_graphql::ID,
+    /// The member's name.
     pub name: String,
+    /// Replies they sent.
     pub replies_sent: i32,
+    /// Their replies the canned-reply guard refused.
     pub canned_refused: i32,
+    /// Replies they sent over the guard's findings.
     pub overrides: i32,
     /// Conversations opened in the period now assigned to them.
     pub assigned: i32,
@@ -158,8 +191,11 @@ pub struct AgentFigures {
 /// Deadlines due in the period that still run now.
 #[derive(SimpleObject, Clone, Debug, Default, PartialEq)]
 pub struct OpenDeadlines {
+    /// First-response deadlines.
     pub first_response: i32,
+    /// Next-response deadlines.
     pub next_response: i32,
+    /// Resolution deadlines.
     pub resolution: i32,
 }
 
@@ -176,22 +212,22 @@ pub struct Report {
     pub distribution: Vec<(String, u64)>,
 }
 
-/// First-response time bins of the distribution chart, in seconds.
-const BINS: &[(&str, f64)] = &[
-    ("< 5 min", 300.0),
-    ("5-15 min", 900.0),
-    ("15-60 min", 3600.0),
-    ("1-4 h", 14_400.0),
-    ("4-24 h", 86_400.0),
-    ("> 24 h", f64::INFINITY),
+/// First-response time bins of the distribution chart, in milliseconds.
+const BINS: &[(&str, i64)] = &[
+    ("< 5 min", 300_000),
+    ("5-15 min", 900_000),
+    ("15-60 min", 3_600_000),
+    ("1-4 h", 14_400_000),
+    ("4-24 h", 86_400_000),
+    ("> 24 h", i64::MAX),
 ];
 
-fn distribution(seconds: &[f64]) -> Vec<(String, u64)> {
+fn distribution(ms: &[i64]) -> Vec<(String, u64)> {
     let mut counts = vec![0u64; BINS.len()];
-    for s in seconds {
+    for v in ms {
         let i = BINS
             .iter()
-            .position(|(_, hi)| s < hi)
+            .position(|(_, hi)| v < hi)
             .unwrap_or(BINS.len() - 1);
         counts[i] += 1;
     }
@@ -206,24 +242,21 @@ fn distribution(seconds: &[f64]) -> Vec<(String, u64)> {
 struct Acc {
     inbound_channel: BTreeMap<String, i64>,
     inbound_sentiment: BTreeMap<String, i64>,
-    delay_sum: f64,
-    delay_max: Option<f64>,
+    delay_sum_ms: i64,
+    delay_max_ms: Option<i64>,
     opened: i64,
     priority: BTreeMap<String, i64>,
-    first_cal: Vec<f64>,
-    first_biz: Vec<f64>,
-    res_cal: Vec<f64>,
-    res_biz: Vec<f64>,
+    /// Durations in whole milliseconds.
+    first_cal: Vec<i64>,
+    first_biz: Vec<i64>,
+    res_cal: Vec<i64>,
+    res_biz: Vec<i64>,
     sla: BTreeMap<(String, String), i64>,
     replies: i64,
     refused: i64,
     overrides: i64,
     negative: i64,
     recovered: i64,
-}
-
-fn millis(secs: f64) -> f64 {
-    (secs * 1000.0).round() / 1000.0
 }
 
 fn keyed(m: &BTreeMap<String, i64>) -> Vec<KeyCount> {
@@ -265,12 +298,12 @@ impl Acc {
             conversations_opened: self.opened as i32,
             conversations_by_priority: keyed(&self.priority),
             first_response: ResponseTimes {
-                calendar: summarize(&mut self.first_cal).into(),
-                business: summarize(&mut self.first_biz).into(),
+                calendar: summarize_ms(&mut self.first_cal).into(),
+                business: summarize_ms(&mut self.first_biz).into(),
             },
             resolution: ResponseTimes {
-                calendar: summarize(&mut self.res_cal).into(),
-                business: summarize(&mut self.res_biz).into(),
+                calendar: summarize_ms(&mut self.res_cal).into(),
+                business: summarize_ms(&mut self.res_biz).into(),
             },
             sla,
             replies_sent: self.replies as i32,
@@ -278,11 +311,12 @@ impl Acc {
             overrides: self.overrides as i32,
             negative_conversations: self.negative as i32,
             recovered: self.recovered as i32,
-            // To the millisecond: SQLite's julianday arithmetic is not exact.
+            // To the millisecond.
             platform_delay: PlatformDelay {
                 count: inbound as i32,
-                mean_seconds: (inbound > 0).then(|| millis(self.delay_sum / inbound as f64)),
-                max_seconds: self.delay_max.map(millis),
+                mean_seconds: (inbound > 0)
+                    .then(|| (self.delay_sum_ms as f64 / inbound as f64).round() / 1000.0),
+                max_seconds: self.delay_max_ms.map(|ms| ms as f64 / 1000.0),
             },
         }
     }
@@ -311,7 +345,8 @@ pub async fn build<C: ConnectionTrait>(
     period: Period,
 ) -> ApiResult<Report> {
     let (agency, id) = (ws.agency_id, ws.id);
-    let b = &period.buckets;
+    let parts = split(&period.buckets);
+    let whole = reports::whole(&period.buckets);
     let started = std::time::Instant::now();
     let lap = |what: &str| {
         tracing::debug!(
@@ -320,16 +355,18 @@ pub async fn build<C: ConnectionTrait>(
             "report"
         )
     };
-    let inbound = reports::inbound(conn, agency, id, b).await?;
+    let inbound = reports::inbound(conn, agency, id, &parts).await?;
     lap("inbound");
-    let replies = reports::replies(conn, agency, id, b).await?;
+    let replies = reports::replies(conn, agency, id, &parts).await?;
     lap("replies");
-    let refusals = reports::refusals(conn, agency, id, b).await?;
-    let overrides = reports::overrides(conn, agency, id, b).await?;
+    let refusals = reports::refusals(conn, agency, id, &whole).await?;
+    let overrides = reports::overrides(conn, agency, id, &whole).await?;
     lap("refusals and overrides");
-    let sla_rows = reports::sla_events(conn, agency, id, b).await?;
+    let sla_rows = reports::sla_events(conn, agency, id, &parts).await?;
     lap("sla events");
-    let opened = reports::opened(conn, agency, id, period.from, period.to).await?;
+    let opened = reports::opened(conn, agency, id, &whole).await?;
+    let unstamped = reports::unstamped(conn, agency, id, period.from, period.to).await?;
+    let assigned = reports::assigned(conn, agency, id, period.from, period.to).await?;
     lap("opened conversations");
     let now = Utc::now();
     let running = reports::running(conn, agency, id, period.from, period.to, now).await?;
@@ -343,9 +380,8 @@ pub async fn build<C: ConnectionTrait>(
         .into_iter()
         .map(|c| (c.id, c.kind))
         .collect();
-    let clocks = policy_clocks(conn, ws).await?;
 
-    let mut acc: Vec<Acc> = b.iter().map(|_| Acc::default()).collect();
+    let mut acc: Vec<Acc> = period.buckets.iter().map(|_| Acc::default()).collect();
     let mut total = Acc::default();
     for r in &inbound {
         let kind = channels
@@ -355,8 +391,8 @@ pub async fn build<C: ConnectionTrait>(
         both(&mut acc, &mut total, r.bucket, |a| {
             *a.inbound_channel.entry(kind.clone()).or_default() += r.count;
             *a.inbound_sentiment.entry(r.sentiment.clone()).or_default() += r.count;
-            a.delay_sum += r.delay_sum_secs;
-            a.delay_max = Some(a.delay_max.unwrap_or(0.0).max(r.delay_max_secs));
+            a.delay_sum_ms += r.delay_sum_ms;
+            a.delay_max_ms = a.delay_max_ms.max(r.delay_max_ms);
         });
     }
     for (rows, which) in [(&replies, 0), (&refusals, 1), (&overrides, 2)] {
@@ -373,52 +409,43 @@ pub async fn build<C: ConnectionTrait>(
             *a.sla.entry((r.target.clone(), r.kind.clone())).or_default() += r.count;
         });
     }
-    let mut assigned: HashMap<Uuid, (i64, i64)> = HashMap::new();
-    for c in &opened {
-        let Some(i) = period.bucket_of(c.created_at) else {
-            continue;
-        };
-        let clock = c
-            .sla_policy_id
-            .and_then(|p| clocks.get(&p))
-            .unwrap_or(&Clock::Calendar24x7);
-        let spans = |end: Option<DateTime<Utc>>| {
-            end.filter(|e| *e >= c.created_at).map(|e| {
-                (
-                    (e - c.created_at).num_milliseconds() as f64 / 1000.0,
-                    (clock.minutes_between(c.created_at, e) * 60.0).round(),
-                )
-            })
-        };
-        let first = spans(c.first_responded_at);
-        let resolved = spans(c.resolved_at);
-        let negative = c.opening_sentiment.is_some_and(|s| s <= -0.05);
-        both(&mut acc, &mut total, i, |a| {
-            a.opened += 1;
-            *a.priority.entry(c.priority.clone()).or_default() += 1;
-            if let Some((cal, biz)) = first {
-                a.first_cal.push(cal);
-                a.first_biz.push(biz);
-            }
-            if let Some((cal, biz)) = resolved {
-                a.res_cal.push(cal);
-                a.res_biz.push(biz);
-            }
-            if negative {
-                a.negative += 1;
-                if c.recovered {
-                    a.recovered += 1;
-                }
-            }
+    for g in &opened {
+        both(&mut acc, &mut total, g.bucket, |a| {
+            a.opened += g.count;
+            *a.priority.entry(g.priority.clone()).or_default() += g.count;
+            a.negative += g.negative;
+            a.recovered += g.recovered;
+            a.first_cal.extend_from_slice(&g.first_ms);
+            a.first_biz.extend_from_slice(&g.first_business_ms);
+            a.res_cal.extend_from_slice(&g.resolution_ms);
+            a.res_biz.extend_from_slice(&g.resolution_business_ms);
         });
-        if let Some(m) = c.assignee {
-            let e = assigned.entry(m).or_default();
-            e.0 += 1;
-            if c.resolved_at.is_some() {
-                e.1 += 1;
-            }
+    }
+    if !unstamped.is_empty() {
+        let clocks = policy_clocks(conn, ws).await?;
+        for c in &unstamped {
+            let Some(i) = period.bucket_of(c.created_at) else {
+                continue;
+            };
+            let clock = c
+                .sla_policy_id
+                .and_then(|p| clocks.get(&p))
+                .unwrap_or(&Clock::Calendar24x7);
+            let business = |kept: Option<i64>, end: Option<DateTime<Utc>>| {
+                end.filter(|_| kept.is_none())
+                    .and_then(|e| business_seconds(clock, c.created_at, e))
+                    .map(|s| s * 1000)
+            };
+            let first = business(c.first_response_business_s, c.first_responded_at);
+            let resolved = business(c.resolution_business_s, c.resolved_at);
+            both(&mut acc, &mut total, i, |a| {
+                a.first_biz.extend(first);
+                a.res_biz.extend(resolved);
+            });
         }
     }
+    let assigned: HashMap<Uuid, (i64, i64)> =
+        assigned.into_iter().map(|(m, a, r)| (m, (a, r))).collect();
 
     let mut by_member: HashMap<Uuid, [i64; 3]> = HashMap::new();
     per_member(&replies, &mut by_member, 0);
@@ -434,7 +461,8 @@ pub async fn build<C: ConnectionTrait>(
         Granularity::Hour => "%Y-%m-%d %H:%M",
         _ => "%Y-%m-%d",
     };
-    let buckets = b
+    let buckets = period
+        .buckets
         .iter()
         .zip(acc)
         .map(|((lo, hi), a)| ReportBucket {

@@ -8,6 +8,7 @@ mod m20261128_000002_postgres_rls;
 mod m20261128_000003_reply_delivery;
 mod m20261128_000004_teams;
 mod m20261128_000005_reporting;
+mod m20261128_000006_report_rollups;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_reply_delivery::Migration),
             Box::new(m20261128_000004_teams::Migration),
             Box::new(m20261128_000005_reporting::Migration),
+            Box::new(m20261128_000006_report_rollups::Migration),
         ]
     }
 }
@@ -52,6 +54,8 @@ pub const LATER_TENANT_TABLES: &[&str] = &[
     "team_members",
     "reply_refusals",
     "report_share_links",
+    "report_message_slots",
+    "report_sla_slots",
 ];
 
 /// The role request-path transactions switch to on PostgreSQL so that

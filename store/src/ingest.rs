@@ -391,6 +391,8 @@ impl Conv {
                 due_at: None,
                 first_responded_at: None,
                 resolved_at: None,
+                first_response_business_s: None,
+                resolution_business_s: None,
                 last_customer_message_at: m.published_at,
                 recovered: false,
                 created_at: now,
@@ -440,6 +442,7 @@ impl Conv {
         if c.status != OPEN {
             c.status = OPEN.into();
             c.resolved_at = None;
+            c.resolution_business_s = None;
         }
         c.updated_at = now;
         self.dirty = true;
@@ -459,6 +462,7 @@ impl Conv {
         am.last_customer_message_at = Set(c.last_customer_message_at);
         am.status = Set(c.status);
         am.resolved_at = Set(c.resolved_at);
+        am.resolution_business_s = Set(c.resolution_business_s);
         am.next_response_due_at = Set(c.next_response_due_at);
         am.first_response_due_at = Set(c.first_response_due_at);
         am.resolution_due_at = Set(c.resolution_due_at);

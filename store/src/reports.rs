@@ -1,20 +1,24 @@
 //! The report's raw figures, as SQL aggregates over indexed range scans of
-//! one workspace: each bucketed figure joins a small derived table of the
-//! period's buckets (`SELECT i AS idx, lo, hi UNION ALL ...`) to the rows in
-//! `[lo, hi)`, so the same statement runs on PostgreSQL and SQLite and
-//! every bucket is a range scan. Conversations opened in the period are
-//! read as rows: response times are computed in the domain (business time
-//! needs the calendar), to the second.
+//! one workspace, identical on PostgreSQL and SQLite.
+//!
+//! Messages and SLA events are counted from the rollups the database keeps
+//! per 15-minute slot (see the `report_rollups` migration) for the whole
+//! slots of each bucket, and from the rows themselves for a bucket's edges
+//! that fill no whole slot ([`Split`]). Each statement joins a small derived
+//! table of the ranges (`SELECT i AS idx, lo, hi UNION ALL ...`) so every
+//! range is an index scan.
+//!
+//! Conversations opened in the period are aggregated per bucket and
+//! priority; their response times come back as arrays of milliseconds
+//! (PostgreSQL) or rows (SQLite) for exact nearest-rank percentiles.
 
-use crate::entities::conversation;
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    Statement, Value,
-};
+use rapport_domain::report::Split;
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
-type Bucket = (DateTime<Utc>, DateTime<Utc>);
+type Range = (usize, DateTime<Utc>, DateTime<Utc>);
 
 /// A statement under construction: placeholders in the backend's syntax.
 struct Sql {
@@ -40,15 +44,29 @@ impl Sql {
         }
     }
 
-    /// The period's buckets as a derived table `(idx, lo, hi)`.
-    fn buckets(&mut self, buckets: &[Bucket]) -> String {
-        let parts: Vec<String> = buckets
+    /// Time ranges as a derived table `(idx, lo, hi)`.
+    fn ranges(&mut self, ranges: &[Range]) -> String {
+        let parts: Vec<String> = ranges
             .iter()
-            .enumerate()
-            .map(|(i, (lo, hi))| {
+            .map(|(i, lo, hi)| {
                 let lo = self.bind(*lo);
                 let hi = self.bind(*hi);
                 format!("SELECT CAST({i} AS BIGINT) AS idx, {lo} AS lo, {hi} AS hi")
+            })
+            .collect();
+        format!("({})", parts.join(" UNION ALL "))
+    }
+
+    /// Slot ranges (epoch seconds, computed here, never user input) as a
+    /// derived table `(idx, lo, hi)`.
+    fn slots(slots: &[(usize, i64, i64)]) -> String {
+        let parts: Vec<String> = slots
+            .iter()
+            .map(|(i, lo, hi)| {
+                format!(
+                    "SELECT CAST({i} AS BIGINT) AS idx, CAST({lo} AS BIGINT) AS lo, \
+                     CAST({hi} AS BIGINT) AS hi"
+                )
             })
             .collect();
         format!("({})", parts.join(" UNION ALL "))
@@ -58,69 +76,116 @@ impl Sql {
         self.text.push_str(s);
     }
 
-    fn statement(self) -> Statement {
-        Statement::from_sql_and_values(self.backend, self.text, self.values)
+    async fn rows<C: ConnectionTrait>(self, conn: &C) -> Result<Vec<QueryResult>, DbErr> {
+        conn.query_all_raw(Statement::from_sql_and_values(
+            self.backend,
+            self.text,
+            self.values,
+        ))
+        .await
     }
 }
 
-/// Seconds between two timestamp columns, in the backend's dialect.
-fn seconds_between(backend: DbBackend, later: &str, earlier: &str) -> String {
+/// Microseconds since the epoch of a timestamp column on SQLite, which
+/// stores RFC 3339 UTC text (0, 3, 6 or 9 fraction digits, then `+00:00`);
+/// exact where `julianday` is off by tens of microseconds.
+fn sqlite_epoch_us(col: &str) -> String {
+    format!(
+        "(CAST(strftime('%s', substr({col}, 1, 19)) AS INTEGER) * 1000000 + \
+         CASE WHEN substr({col}, 20, 1) = '.' \
+         THEN CAST(substr(substr({col}, 21, instr({col}, '+') - 21) || '000000', 1, 6) AS INTEGER) \
+         ELSE 0 END)"
+    )
+}
+
+/// Whole milliseconds from `earlier` to `later` (truncated toward zero, as
+/// the rollups count the platform delay).
+fn ms_between(backend: DbBackend, later: &str, earlier: &str) -> String {
     match backend {
         DbBackend::Postgres => {
-            format!("CAST(EXTRACT(EPOCH FROM ({later} - {earlier})) AS DOUBLE PRECISION)")
+            format!("CAST(trunc(EXTRACT(EPOCH FROM ({later} - {earlier})) * 1000) AS BIGINT)")
         }
-        _ => format!("((julianday({later}) - julianday({earlier})) * 86400.0)"),
+        _ => format!(
+            "(({} - {}) / 1000)",
+            sqlite_epoch_us(later),
+            sqlite_epoch_us(earlier)
+        ),
     }
 }
 
 const SENTIMENT_CLASS: &str = "CASE WHEN m.sentiment >= 0.05 THEN 'POSITIVE' \
      WHEN m.sentiment <= -0.05 THEN 'NEGATIVE' ELSE 'NEUTRAL' END";
 
+/// The rollups' "nobody" in `member_id`.
+fn member(id: Option<Uuid>) -> Option<Uuid> {
+    id.filter(|m| !m.is_nil())
+}
+
 /// Inbound messages received in a bucket, by channel and sentiment, with
-/// the platform's delay (publish time to receipt).
+/// the platform's delay (publish time to receipt, whole milliseconds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundRow {
     pub bucket: usize,
     pub channel_id: Uuid,
     pub sentiment: String,
     pub count: i64,
-    pub delay_sum_secs: f64,
-    pub delay_max_secs: f64,
+    pub delay_sum_ms: i64,
+    pub delay_max_ms: Option<i64>,
+}
+
+fn inbound_row(r: QueryResult) -> Result<InboundRow, DbErr> {
+    Ok(InboundRow {
+        bucket: r.try_get_by_index::<i64>(0)? as usize,
+        channel_id: r.try_get_by_index(1)?,
+        sentiment: r.try_get_by_index(2)?,
+        count: r.try_get_by_index(3)?,
+        delay_sum_ms: r.try_get_by_index::<Option<i64>>(4)?.unwrap_or(0),
+        delay_max_ms: r.try_get_by_index(5)?,
+    })
 }
 
 pub async fn inbound<C: ConnectionTrait>(
     conn: &C,
     agency: Uuid,
     workspace: Uuid,
-    buckets: &[Bucket],
+    split: &Split,
 ) -> Result<Vec<InboundRow>, DbErr> {
     let backend = conn.get_database_backend();
-    let mut q = Sql::new(backend);
-    let b = q.buckets(buckets);
-    let a = q.bind(agency);
-    let w = q.bind(workspace);
-    let delay = seconds_between(backend, "m.received_at", "m.published_at");
-    q.push(&format!(
-        "SELECT b.idx, m.channel_id, {SENTIMENT_CLASS} AS sentiment, COUNT(*) AS n, \
-         SUM({delay}) AS delay_sum, MAX({delay}) AS delay_max \
-         FROM {b} b JOIN messages m ON m.received_at >= b.lo AND m.received_at < b.hi \
-         WHERE m.agency_id = {a} AND m.workspace_id = {w} AND m.direction = 'INBOUND' \
-         GROUP BY b.idx, m.channel_id, 3"
-    ));
-    conn.query_all_raw(q.statement())
-        .await?
-        .into_iter()
-        .map(|r| {
-            Ok(InboundRow {
-                bucket: r.try_get_by_index::<i64>(0)? as usize,
-                channel_id: r.try_get_by_index(1)?,
-                sentiment: r.try_get_by_index(2)?,
-                count: r.try_get_by_index(3)?,
-                delay_sum_secs: r.try_get_by_index::<Option<f64>>(4)?.unwrap_or(0.0),
-                delay_max_secs: r.try_get_by_index::<Option<f64>>(5)?.unwrap_or(0.0),
-            })
-        })
-        .collect()
+    let mut out = Vec::new();
+    if !split.slots.is_empty() {
+        let mut q = Sql::new(backend);
+        let s = Sql::slots(&split.slots);
+        let a = q.bind(agency);
+        let w = q.bind(workspace);
+        q.push(&format!(
+            "SELECT s.idx, r.channel_id, r.sentiment, CAST(SUM(r.messages) AS BIGINT), \
+             CAST(SUM(r.delay_sum_ms) AS BIGINT), MAX(r.delay_max_ms) \
+             FROM {s} s JOIN report_message_slots r ON r.slot >= s.lo AND r.slot < s.hi \
+             WHERE r.agency_id = {a} AND r.workspace_id = {w} AND r.direction = 'INBOUND' \
+             GROUP BY s.idx, r.channel_id, r.sentiment"
+        ));
+        for r in q.rows(conn).await? {
+            out.push(inbound_row(r)?);
+        }
+    }
+    if !split.rows.is_empty() {
+        let mut q = Sql::new(backend);
+        let b = q.ranges(&split.rows);
+        let a = q.bind(agency);
+        let w = q.bind(workspace);
+        let delay = ms_between(backend, "m.received_at", "m.published_at");
+        q.push(&format!(
+            "SELECT b.idx, m.channel_id, {SENTIMENT_CLASS} AS sentiment, COUNT(*) AS n, \
+             CAST(SUM({delay}) AS BIGINT) AS delay_sum, MAX({delay}) AS delay_max \
+             FROM {b} b JOIN messages m ON m.received_at >= b.lo AND m.received_at < b.hi \
+             WHERE m.agency_id = {a} AND m.workspace_id = {w} AND m.direction = 'INBOUND' \
+             GROUP BY b.idx, m.channel_id, 3"
+        ));
+        for r in q.rows(conn).await? {
+            out.push(inbound_row(r)?);
+        }
+    }
+    Ok(out)
 }
 
 /// A count per bucket and per member (None: not attributed).
@@ -133,19 +198,22 @@ pub struct CountRow {
 
 async fn counts<C: ConnectionTrait>(
     conn: &C,
-    buckets: &[Bucket],
+    ranges: &[Range],
     build: impl FnOnce(&mut Sql, &str),
 ) -> Result<Vec<CountRow>, DbErr> {
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut q = Sql::new(conn.get_database_backend());
-    let b = q.buckets(buckets);
+    let b = q.ranges(ranges);
     build(&mut q, &b);
-    conn.query_all_raw(q.statement())
+    q.rows(conn)
         .await?
         .into_iter()
         .map(|r| {
             Ok(CountRow {
                 bucket: r.try_get_by_index::<i64>(0)? as usize,
-                member: r.try_get_by_index(1)?,
+                member: member(r.try_get_by_index(1)?),
                 count: r.try_get_by_index(2)?,
             })
         })
@@ -157,27 +225,60 @@ pub async fn replies<C: ConnectionTrait>(
     conn: &C,
     agency: Uuid,
     workspace: Uuid,
-    buckets: &[Bucket],
+    split: &Split,
 ) -> Result<Vec<CountRow>, DbErr> {
-    counts(conn, buckets, |q, b| {
+    let mut out = Vec::new();
+    if !split.slots.is_empty() {
+        let mut q = Sql::new(conn.get_database_backend());
+        let s = Sql::slots(&split.slots);
         let a = q.bind(agency);
         let w = q.bind(workspace);
         q.push(&format!(
-            "SELECT b.idx, m.sent_by_membership_id, COUNT(*) \
-             FROM {b} b JOIN messages m ON m.received_at >= b.lo AND m.received_at < b.hi \
-             WHERE m.agency_id = {a} AND m.workspace_id = {w} AND m.direction = 'OUTBOUND' \
-             GROUP BY b.idx, m.sent_by_membership_id"
+            "SELECT s.idx, r.member_id, CAST(SUM(r.messages) AS BIGINT) \
+             FROM {s} s JOIN report_message_slots r ON r.slot >= s.lo AND r.slot < s.hi \
+             WHERE r.agency_id = {a} AND r.workspace_id = {w} AND r.direction = 'OUTBOUND' \
+             GROUP BY s.idx, r.member_id"
         ));
-    })
-    .await
+        for r in q.rows(conn).await? {
+            out.push(CountRow {
+                bucket: r.try_get_by_index::<i64>(0)? as usize,
+                member: member(r.try_get_by_index(1)?),
+                count: r.try_get_by_index(2)?,
+            });
+        }
+    }
+    out.extend(
+        counts(conn, &split.rows, |q, b| {
+            let a = q.bind(agency);
+            let w = q.bind(workspace);
+            q.push(&format!(
+                "SELECT b.idx, m.sent_by_membership_id, COUNT(*) \
+                 FROM {b} b JOIN messages m ON m.received_at >= b.lo AND m.received_at < b.hi \
+                 WHERE m.agency_id = {a} AND m.workspace_id = {w} AND m.direction = 'OUTBOUND' \
+                 GROUP BY b.idx, m.sent_by_membership_id"
+            ));
+        })
+        .await?,
+    );
+    Ok(out)
 }
 
-/// Replies the canned-reply guard refused, by bucket and member.
+/// The buckets themselves as row ranges (for tables without rollups).
+pub fn whole(buckets: &[(DateTime<Utc>, DateTime<Utc>)]) -> Vec<Range> {
+    buckets
+        .iter()
+        .enumerate()
+        .map(|(i, (lo, hi))| (i, *lo, *hi))
+        .collect()
+}
+
+/// Replies the canned-reply guard refused, by bucket and member (few rows:
+/// read directly).
 pub async fn refusals<C: ConnectionTrait>(
     conn: &C,
     agency: Uuid,
     workspace: Uuid,
-    buckets: &[Bucket],
+    buckets: &[Range],
 ) -> Result<Vec<CountRow>, DbErr> {
     counts(conn, buckets, |q, b| {
         let a = q.bind(agency);
@@ -197,7 +298,7 @@ pub async fn overrides<C: ConnectionTrait>(
     conn: &C,
     agency: Uuid,
     workspace: Uuid,
-    buckets: &[Bucket],
+    buckets: &[Range],
 ) -> Result<Vec<CountRow>, DbErr> {
     counts(conn, buckets, |q, b| {
         // Bound in the order they appear (SQLite's `?` is positional).
@@ -228,100 +329,244 @@ pub async fn sla_events<C: ConnectionTrait>(
     conn: &C,
     agency: Uuid,
     workspace: Uuid,
-    buckets: &[Bucket],
+    split: &Split,
 ) -> Result<Vec<SlaRow>, DbErr> {
-    let mut q = Sql::new(conn.get_database_backend());
-    let b = q.buckets(buckets);
-    let a = q.bind(agency);
-    let w = q.bind(workspace);
-    q.push(&format!(
-        "SELECT b.idx, e.target, e.kind, COUNT(*) \
-         FROM {b} b JOIN sla_events e ON e.fired_at >= b.lo AND e.fired_at < b.hi \
-         WHERE e.agency_id = {a} AND e.workspace_id = {w} \
-         GROUP BY b.idx, e.target, e.kind"
-    ));
-    conn.query_all_raw(q.statement())
-        .await?
-        .into_iter()
-        .map(|r| {
-            Ok(SlaRow {
+    let backend = conn.get_database_backend();
+    let mut statements = Vec::new();
+    if !split.slots.is_empty() {
+        let mut q = Sql::new(backend);
+        let s = Sql::slots(&split.slots);
+        let a = q.bind(agency);
+        let w = q.bind(workspace);
+        q.push(&format!(
+            "SELECT s.idx, r.target, r.kind, CAST(SUM(r.events) AS BIGINT) \
+             FROM {s} s JOIN report_sla_slots r ON r.slot >= s.lo AND r.slot < s.hi \
+             WHERE r.agency_id = {a} AND r.workspace_id = {w} \
+             GROUP BY s.idx, r.target, r.kind"
+        ));
+        statements.push(q);
+    }
+    if !split.rows.is_empty() {
+        let mut q = Sql::new(backend);
+        let b = q.ranges(&split.rows);
+        let a = q.bind(agency);
+        let w = q.bind(workspace);
+        q.push(&format!(
+            "SELECT b.idx, e.target, e.kind, COUNT(*) \
+             FROM {b} b JOIN sla_events e ON e.fired_at >= b.lo AND e.fired_at < b.hi \
+             WHERE e.agency_id = {a} AND e.workspace_id = {w} \
+             GROUP BY b.idx, e.target, e.kind"
+        ));
+        statements.push(q);
+    }
+    let mut out = Vec::new();
+    for q in statements {
+        for r in q.rows(conn).await? {
+            out.push(SlaRow {
                 bucket: r.try_get_by_index::<i64>(0)? as usize,
                 target: r.try_get_by_index(1)?,
                 kind: r.try_get_by_index(2)?,
                 count: r.try_get_by_index(3)?,
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    Ok(out)
 }
 
-/// A conversation opened in the period, as the report needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Opened {
-    pub id: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub first_responded_at: Option<DateTime<Utc>>,
-    pub resolved_at: Option<DateTime<Utc>>,
-    pub sla_policy_id: Option<Uuid>,
-    pub opening_sentiment: Option<f64>,
-    pub recovered: bool,
+/// Conversations opened in one bucket with one (current) priority, with
+/// their response times in whole milliseconds (business times: the stored
+/// figures; conversations without them come from [`unstamped`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpenedGroup {
+    pub bucket: usize,
     pub priority: String,
-    pub assignee: Option<Uuid>,
+    pub count: i64,
+    /// Began negative.
+    pub negative: i64,
+    /// ... and the customer later wrote positively.
+    pub recovered: i64,
+    pub first_ms: Vec<i64>,
+    pub first_business_ms: Vec<i64>,
+    pub resolution_ms: Vec<i64>,
+    pub resolution_business_ms: Vec<i64>,
 }
-
-type OpenedTuple = (
-    Uuid,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Option<Uuid>,
-    Option<f64>,
-    bool,
-    String,
-    Option<Uuid>,
-);
 
 pub async fn opened<C: ConnectionTrait>(
     conn: &C,
     agency: Uuid,
     workspace: Uuid,
+    buckets: &[Range],
+) -> Result<Vec<OpenedGroup>, DbErr> {
+    let backend = conn.get_database_backend();
+    let mut q = Sql::new(backend);
+    let b = q.ranges(buckets);
+    let a = q.bind(agency);
+    let w = q.bind(workspace);
+    let first = ms_between(backend, "c.first_responded_at", "c.created_at");
+    let resolution = ms_between(backend, "c.resolved_at", "c.created_at");
+    let answered = "c.first_responded_at >= c.created_at";
+    let resolved = "c.resolved_at >= c.created_at";
+    let negative = "c.opening_sentiment <= -0.05";
+    let from = format!(
+        "FROM {b} b JOIN conversations c ON c.created_at >= b.lo AND c.created_at < b.hi \
+         WHERE c.agency_id = {a} AND c.workspace_id = {w}"
+    );
+    if backend == DbBackend::Postgres {
+        // Aggregated in the database: one row per bucket and priority, the
+        // durations as arrays (no per-conversation round trip).
+        q.push(&format!(
+            "SELECT b.idx, c.priority, COUNT(*), \
+             CAST(SUM(CASE WHEN {negative} THEN 1 ELSE 0 END) AS BIGINT), \
+             CAST(SUM(CASE WHEN {negative} AND c.recovered THEN 1 ELSE 0 END) AS BIGINT), \
+             array_agg({first}) FILTER (WHERE {answered}), \
+             array_agg(c.first_response_business_s * 1000) \
+               FILTER (WHERE {answered} AND c.first_response_business_s IS NOT NULL), \
+             array_agg({resolution}) FILTER (WHERE {resolved}), \
+             array_agg(c.resolution_business_s * 1000) \
+               FILTER (WHERE {resolved} AND c.resolution_business_s IS NOT NULL) \
+             {from} GROUP BY b.idx, c.priority"
+        ));
+        return q
+            .rows(conn)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let list = |i: usize| -> Result<Vec<i64>, DbErr> {
+                    Ok(r.try_get_by_index::<Option<Vec<i64>>>(i)?
+                        .unwrap_or_default())
+                };
+                Ok(OpenedGroup {
+                    bucket: r.try_get_by_index::<i64>(0)? as usize,
+                    priority: r.try_get_by_index(1)?,
+                    count: r.try_get_by_index(2)?,
+                    negative: r.try_get_by_index(3)?,
+                    recovered: r.try_get_by_index(4)?,
+                    first_ms: list(5)?,
+                    first_business_ms: list(6)?,
+                    resolution_ms: list(7)?,
+                    resolution_business_ms: list(8)?,
+                })
+            })
+            .collect();
+    }
+    // SQLite runs in process: rows are cheap, grouped here.
+    q.push(&format!(
+        "SELECT b.idx, c.priority, CASE WHEN {negative} THEN 1 ELSE 0 END, \
+         CASE WHEN {negative} AND c.recovered THEN 1 ELSE 0 END, \
+         CASE WHEN {answered} THEN {first} END, \
+         CASE WHEN {answered} THEN c.first_response_business_s * 1000 END, \
+         CASE WHEN {resolved} THEN {resolution} END, \
+         CASE WHEN {resolved} THEN c.resolution_business_s * 1000 END \
+         {from}"
+    ));
+    let mut groups: BTreeMap<(usize, String), OpenedGroup> = BTreeMap::new();
+    for r in q.rows(conn).await? {
+        let bucket = r.try_get_by_index::<i64>(0)? as usize;
+        let priority: String = r.try_get_by_index(1)?;
+        let g = groups
+            .entry((bucket, priority.clone()))
+            .or_insert_with(|| OpenedGroup {
+                bucket,
+                priority,
+                ..Default::default()
+            });
+        g.count += 1;
+        g.negative += r.try_get_by_index::<i64>(2)?;
+        g.recovered += r.try_get_by_index::<i64>(3)?;
+        for (i, into) in [
+            (4, &mut g.first_ms),
+            (5, &mut g.first_business_ms),
+            (6, &mut g.resolution_ms),
+            (7, &mut g.resolution_business_ms),
+        ] {
+            if let Some(v) = r.try_get_by_index::<Option<i64>>(i)? {
+                into.push(v);
+            }
+        }
+    }
+    Ok(groups.into_values().collect())
+}
+
+/// An opened conversation whose business-time figures were never stored
+/// (written before they were kept): the report computes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unstamped {
+    pub created_at: DateTime<Utc>,
+    pub first_responded_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub sla_policy_id: Option<Uuid>,
+    pub first_response_business_s: Option<i64>,
+    pub resolution_business_s: Option<i64>,
+}
+
+pub async fn unstamped<C: ConnectionTrait>(
+    conn: &C,
+    agency: Uuid,
+    workspace: Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Vec<Opened>, DbErr> {
-    use conversation::Column as C;
-    let rows: Vec<OpenedTuple> = conversation::Entity::find()
-        .select_only()
-        .columns([
-            C::Id,
-            C::CreatedAt,
-            C::FirstRespondedAt,
-            C::ResolvedAt,
-            C::SlaPolicyId,
-            C::OpeningSentiment,
-            C::Recovered,
-            C::Priority,
-            C::AssigneeMembershipId,
-        ])
-        .filter(C::AgencyId.eq(agency))
-        .filter(C::WorkspaceId.eq(workspace))
-        .filter(C::CreatedAt.gte(from))
-        .filter(C::CreatedAt.lt(to))
-        .into_tuple()
-        .all(conn)
-        .await?;
-    Ok(rows
+) -> Result<Vec<Unstamped>, DbErr> {
+    let mut q = Sql::new(conn.get_database_backend());
+    let a = q.bind(agency);
+    let w = q.bind(workspace);
+    let f = q.bind(from);
+    let t = q.bind(to);
+    q.push(&format!(
+        "SELECT c.created_at, c.first_responded_at, c.resolved_at, c.sla_policy_id, \
+         c.first_response_business_s, c.resolution_business_s FROM conversations c \
+         WHERE c.agency_id = {a} AND c.workspace_id = {w} \
+         AND c.created_at >= {f} AND c.created_at < {t} \
+         AND ((c.first_responded_at >= c.created_at AND c.first_response_business_s IS NULL) \
+           OR (c.resolved_at >= c.created_at AND c.resolution_business_s IS NULL))"
+    ));
+    q.rows(conn)
+        .await?
         .into_iter()
-        .map(|r| Opened {
-            id: r.0,
-            created_at: r.1,
-            first_responded_at: r.2,
-            resolved_at: r.3,
-            sla_policy_id: r.4,
-            opening_sentiment: r.5,
-            recovered: r.6,
-            priority: r.7,
-            assignee: r.8,
+        .map(|r| {
+            Ok(Unstamped {
+                created_at: r.try_get_by_index(0)?,
+                first_responded_at: r.try_get_by_index(1)?,
+                resolved_at: r.try_get_by_index(2)?,
+                sla_policy_id: r.try_get_by_index(3)?,
+                first_response_business_s: r.try_get_by_index(4)?,
+                resolution_business_s: r.try_get_by_index(5)?,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// Conversations opened in the period per current assignee: (assigned,
+/// resolved).
+pub async fn assigned<C: ConnectionTrait>(
+    conn: &C,
+    agency: Uuid,
+    workspace: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(Uuid, i64, i64)>, DbErr> {
+    let mut q = Sql::new(conn.get_database_backend());
+    let a = q.bind(agency);
+    let w = q.bind(workspace);
+    let f = q.bind(from);
+    let t = q.bind(to);
+    q.push(&format!(
+        "SELECT c.assignee_membership_id, COUNT(*), \
+         CAST(SUM(CASE WHEN c.resolved_at IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) \
+         FROM conversations c WHERE c.agency_id = {a} AND c.workspace_id = {w} \
+         AND c.created_at >= {f} AND c.created_at < {t} \
+         AND c.assignee_membership_id IS NOT NULL GROUP BY c.assignee_membership_id"
+    ));
+    q.rows(conn)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get_by_index(0)?,
+                r.try_get_by_index(1)?,
+                r.try_get_by_index(2)?,
+            ))
+        })
+        .collect()
 }
 
 /// Deadlines still running now, per target, among those due in the period.
@@ -333,8 +578,8 @@ pub async fn running<C: ConnectionTrait>(
     to: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<[i64; 3], DbErr> {
-    use conversation::Column as C;
-    use sea_orm::PaginatorTrait;
+    use crate::entities::conversation::{self, Column as C};
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     let base = || {
         conversation::Entity::find()
             .filter(C::AgencyId.eq(agency))

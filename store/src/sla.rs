@@ -117,6 +117,17 @@ pub struct WorkspaceSla {
     calendars: HashMap<Uuid, BusinessCalendar>,
 }
 
+/// The clock `c`'s promise counts on (around the clock without one).
+pub async fn clock_for<C: ConnectionTrait>(
+    conn: &C,
+    c: &conversation::Model,
+) -> Result<Clock, DbErr> {
+    Ok(match Snapshot::of(c) {
+        Some(s) => load(conn, c.workspace_id).await?.clock_of(&s),
+        None => Clock::Calendar24x7,
+    })
+}
+
 pub async fn load<C: ConnectionTrait>(conn: &C, workspace_id: Uuid) -> Result<WorkspaceSla, DbErr> {
     let rows = sla_policy::Entity::find()
         .filter(sla_policy::Column::WorkspaceId.eq(workspace_id))
@@ -456,6 +467,7 @@ pub fn apply_status(
         if to == RESOLVED {
             c.resolved_at = Some(now);
         }
+        stamp_business(c, clock);
         return met;
     };
     match (from.as_str(), to) {
@@ -504,7 +516,25 @@ pub fn apply_status(
     }
     recompute_due(c);
     c.sla_targets = serde_json::to_value(&snap).ok();
+    stamp_business(c, clock);
     met
+}
+
+/// Whole seconds from `from` to `to` on `clock` (none if `to` is earlier):
+/// a conversation's business-time response figures, as reports count them.
+pub fn business_seconds(clock: &Clock, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<i64> {
+    (to >= from).then(|| (clock.minutes_between(from, to) * 60.0).round() as i64)
+}
+
+/// Keeps the stored business-time figures in step with the timestamps:
+/// a figure is computed once, when its timestamp is set, and goes with it.
+pub fn stamp_business(c: &mut conversation::Model, clock: &Clock) {
+    let from = c.created_at;
+    let figure = |at: Option<DateTime<Utc>>, kept: Option<i64>| {
+        at.and_then(|t| kept.or_else(|| business_seconds(clock, from, t)))
+    };
+    c.first_response_business_s = figure(c.first_responded_at, c.first_response_business_s);
+    c.resolution_business_s = figure(c.resolved_at, c.resolution_business_s);
 }
 
 /// `due_at`: the earliest deadline still running (none unless OPEN).
@@ -526,7 +556,7 @@ pub fn recompute_due(c: &mut conversation::Model) {
 
 /// An agent replied: the first response is given (met if in time), and a
 /// running next-response clock stops (met if in time).
-pub fn agent_replied(c: &mut conversation::Model, now: DateTime<Utc>) -> Vec<Met> {
+pub fn agent_replied(c: &mut conversation::Model, clock: &Clock, now: DateTime<Utc>) -> Vec<Met> {
     let mut met = Vec::new();
     let snap = Snapshot::of(c);
     let cycle = |t: Target| snap.as_ref().map_or(0, |s| s.cycle(t));
@@ -545,6 +575,7 @@ pub fn agent_replied(c: &mut conversation::Model, now: DateTime<Utc>) -> Vec<Met
     }
     c.updated_at = now;
     recompute_due(c);
+    stamp_business(c, clock);
     met
 }
 

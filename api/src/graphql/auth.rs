@@ -17,15 +17,20 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+/// A signed-in session: tokens plus who is signed in where.
 #[derive(SimpleObject)]
 pub struct AuthPayload {
     /// Short-lived JWT: send as `Authorization: Bearer <accessToken>`.
     access_token: String,
+    /// When `accessToken` expires; call `refreshToken` before then.
     access_token_expires_at: DateTime<Utc>,
     /// Single use: exchange it with `refreshToken` for a new pair.
     refresh_token: String,
+    /// The signed-in user.
     user: User,
+    /// The agency this session is signed in to.
     agency: Agency,
+    /// The user's role in that agency.
     role: GqlRole,
 }
 
@@ -54,22 +59,31 @@ async fn payload(
     })
 }
 
+/// A new agency and its first member, the OWNER.
 #[derive(InputObject)]
 pub struct SignUpInput {
+    /// Name of the new agency.
     agency_name: String,
+    /// The owner's display name.
     name: String,
+    /// The owner's e-mail address, used to sign in.
     email: String,
+    /// The owner's password.
     password: String,
 }
 
+/// E-mail and password, and optionally which agency to sign in to.
 #[derive(InputObject)]
 pub struct LoginInput {
+    /// The account's e-mail address.
     email: String,
+    /// The account's password.
     password: String,
     /// Which agency to sign in to, for people in several; default: the first joined.
     agency_id: Option<ID>,
 }
 
+/// The token of an invitation and the invited person's credentials.
 #[derive(InputObject)]
 pub struct AcceptInvitationInput {
     /// The invitation token returned by `inviteMember`.
@@ -83,9 +97,13 @@ pub struct AcceptInvitationInput {
 /// Who is signed in.
 #[derive(SimpleObject)]
 pub struct Me {
+    /// The signed-in user.
     user: User,
+    /// The agency the session is signed in to.
     agency: Agency,
+    /// The user's role in that agency.
     role: GqlRole,
+    /// The user's membership of that agency.
     member: Member,
 }
 

@@ -20,13 +20,20 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, IntoActiveModel, QueryFilter, Set};
 use serde_json::json;
 use uuid::Uuid;
 
+/// Where a channel's messages come from.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(name = "ChannelKind")]
 pub enum GqlChannelKind {
+    /// X (Twitter) account, via webhooks.
     X,
+    /// Facebook page, via Meta webhooks.
     Facebook,
+    /// Instagram account, via Meta webhooks.
     Instagram,
+    /// RSS or Atom feed, polled.
     Feed,
+    /// Rapport's generic webhook schema, for the agency's own systems and
+    /// platforms without an adapter.
     Generic,
 }
 
@@ -54,6 +61,7 @@ impl From<ChannelKind> for GqlChannelKind {
     }
 }
 
+/// Whether a channel takes in messages.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ChannelStatus {
     /// Receiving (webhooks) or being polled (feeds).
@@ -127,11 +135,15 @@ pub fn webhook_url(state: &AppState, id: Uuid) -> String {
     format!("{}/webhooks/{id}", state.settings.public_url)
 }
 
+/// A source of a workspace's messages: a platform account, a feed or a
+/// generic webhook. Secrets and access tokens are never returned.
 #[Object]
 impl Channel {
+    /// Global ID of the channel.
     async fn id(&self) -> ID {
         gid(Kind::Channel, self.0.id)
     }
+    /// The workspace the channel belongs to.
     async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Workspace> {
         let v = auth(ctx).viewer()?;
         Ok(Workspace(
@@ -140,9 +152,11 @@ impl Channel {
                 .await?,
         ))
     }
+    /// The platform or source type.
     async fn kind(&self) -> ApiResult<GqlChannelKind> {
         kind_of(&self.0).map(Into::into)
     }
+    /// The channel's display name.
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -150,6 +164,7 @@ impl Channel {
     async fn external_account_id(&self) -> &str {
         &self.0.external_account_id
     }
+    /// Whether the channel is taking in messages.
     async fn status(&self) -> ApiResult<ChannelStatus> {
         ChannelStatus::parse(&self.0.status)
     }
@@ -159,9 +174,11 @@ impl Channel {
             .is_webhook()
             .then(|| webhook_url(state(ctx), self.0.id)))
     }
+    /// FEED: the RSS or Atom address polled; null for other kinds.
     async fn feed_url(&self) -> Option<&str> {
         self.0.feed_url.as_deref()
     }
+    /// FEED: seconds between polls; null for other kinds.
     async fn poll_interval_seconds(&self) -> Option<i32> {
         self.0.poll_interval_seconds
     }
@@ -178,18 +195,25 @@ impl Channel {
     async fn callback_url(&self) -> Option<&str> {
         self.0.callback_url.as_deref()
     }
+    /// When the channel was connected.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When the channel's settings or status last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
 }
 
+/// A new channel. Which of the optional fields are required, allowed or
+/// refused depends on `kind`.
 #[derive(InputObject)]
 pub struct ConnectChannelInput {
+    /// The workspace to connect the channel to.
     workspace_id: ID,
+    /// The platform or source type.
     kind: GqlChannelKind,
+    /// A display name for the channel.
     name: String,
     /// The brand's account id on the platform (X user id, Facebook page id,
     /// Instagram account id). Optional for FEED and GENERIC.
@@ -212,18 +236,29 @@ pub struct ConnectChannelInput {
 /// Only the fields given change.
 #[derive(InputObject)]
 pub struct UpdateChannelInput {
+    /// The channel to change.
     id: ID,
+    /// New display name.
     name: Option<String>,
+    /// New signing secret, for kinds that take one.
     secret: Option<String>,
+    /// New Meta verify token (FACEBOOK and INSTAGRAM).
     verify_token: Option<String>,
+    /// FEED only: new RSS or Atom address; the saved polling state (ETag,
+    /// Last-Modified) is reset.
     feed_url: Option<String>,
+    /// FEED only: new seconds between polls, 60 to 86400.
     poll_interval_seconds: Option<i32>,
+    /// X, FACEBOOK, INSTAGRAM: new token replies are published with.
     access_token: Option<String>,
+    /// GENERIC only: new address replies are POSTed to.
     callback_url: Option<String>,
 }
 
+/// The channel to act on.
 #[derive(InputObject)]
 pub struct ChannelIdInput {
+    /// The channel's ID.
     id: ID,
 }
 
@@ -495,6 +530,8 @@ impl ChannelMutation {
             .await
     }
 
+    /// Takes events from a paused channel again. OWNER or ADMIN; a
+    /// disconnected channel cannot be resumed (BAD_USER_INPUT).
     async fn resume_channel(&self, ctx: &Context<'_>, input: ChannelIdInput) -> ApiResult<Channel> {
         self.set_status(ctx, &input.id, ChannelStatus::Active, "resumeChannel")
             .await

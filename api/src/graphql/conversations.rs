@@ -24,11 +24,17 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
+/// Where a conversation stands in the agency's workflow.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ConversationStatus {
+    /// Waiting on the agency. A customer message in the conversation sets
+    /// it OPEN again.
     Open,
+    /// Waiting on the customer; SLA clocks pause.
     PendingCustomer,
+    /// Handled; the resolution target is met if it was still running.
     Resolved,
+    /// Closed: replies on it are refused until it is reopened.
     Closed,
 }
 
@@ -55,6 +61,8 @@ impl ConversationStatus {
     }
 }
 
+/// How urgently a conversation needs an answer, from the priority score:
+/// URGENT from 0.6, HIGH from 0.4, NORMAL from 0.2, LOW below.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(name = "Priority")]
 pub enum GqlPriority {
@@ -86,6 +94,8 @@ impl From<GqlPriority> for PriorityLevel {
     }
 }
 
+/// Tone of a message, from its VADER compound score: NEGATIVE at -0.05 or
+/// below, POSITIVE at 0.05 or above, NEUTRAL in between.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum Sentiment {
     Negative,
@@ -101,6 +111,7 @@ fn sentiment_of(score: Option<f64>) -> Option<Sentiment> {
     })
 }
 
+/// Sort order of a conversation list.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ConversationOrder {
     /// Highest priority first: the complaint read by the most people.
@@ -111,9 +122,12 @@ pub enum ConversationOrder {
     Due,
 }
 
+/// Who can see a message on the platform.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum Visibility {
+    /// A public post, comment or mention.
     Public,
+    /// A private (direct) message.
     Private,
 }
 
@@ -127,19 +141,24 @@ fn visibility(raw: &str) -> Visibility {
 
 pub struct Author(pub author::Model);
 
+/// A customer's account on a platform, as seen in their messages.
 #[Object]
 impl Author {
+    /// Global ID of the author.
     async fn id(&self) -> ID {
         gid(Kind::Author, self.0.id)
     }
+    /// The platform the account is on.
     async fn platform(&self) -> ApiResult<GqlChannelKind> {
         ChannelKind::parse(&self.0.platform)
             .map(Into::into)
             .map_err(ApiError::internal)
     }
+    /// The account's handle on the platform.
     async fn handle(&self) -> &str {
         &self.0.handle
     }
+    /// The account's display name; null when the platform gave none.
     async fn name(&self) -> Option<&str> {
         self.0.display_name.as_deref()
     }
@@ -147,6 +166,7 @@ impl Author {
     async fn follower_count(&self) -> i64 {
         self.0.follower_count
     }
+    /// Whether the platform marks the account as verified.
     async fn verified(&self) -> bool {
         self.0.verified
     }
@@ -154,15 +174,22 @@ impl Author {
 
 pub struct Message(pub message::Model);
 
+/// Publishing state of an outbound reply.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum DeliveryStatus {
+    /// Waiting to be published, or to be retried.
     Queued,
+    /// Accepted by the platform.
     Sent,
+    /// Refused by the platform, or every retry failed.
     Failed,
 }
 
+/// One message of a conversation: a customer's (INBOUND) or the agency's
+/// reply (OUTBOUND).
 #[Object]
 impl Message {
+    /// Global ID of the message.
     async fn id(&self) -> ID {
         gid(Kind::Message, self.0.id)
     }
@@ -174,9 +201,11 @@ impl Message {
     async fn direction(&self) -> &str {
         &self.0.direction
     }
+    /// Whether the message is public or private on the platform.
     async fn visibility(&self) -> Visibility {
         visibility(&self.0.visibility)
     }
+    /// The message text.
     async fn body(&self) -> &str {
         &self.0.body
     }
@@ -184,6 +213,7 @@ impl Message {
     async fn sentiment_score(&self) -> Option<f64> {
         self.0.sentiment
     }
+    /// `sentimentScore` as a label; null when the message has no score.
     async fn sentiment(&self) -> Option<Sentiment> {
         sentiment_of(self.0.sentiment)
     }
@@ -212,6 +242,7 @@ impl Message {
     async fn delivery_attempts(&self) -> i32 {
         self.0.delivery_attempts
     }
+    /// Outbound replies: when the platform accepted it; null until SENT.
     async fn delivered_at(&self) -> Option<DateTime<Utc>> {
         self.0.delivered_at
     }
@@ -223,6 +254,7 @@ impl Message {
     async fn intent(&self) -> Option<&str> {
         self.0.intent.as_deref()
     }
+    /// The customer account that wrote it; null for the agency's replies.
     async fn author(&self, ctx: &Context<'_>) -> ApiResult<Option<Author>> {
         let Some(id) = self.0.author_id else {
             return Ok(None);
@@ -239,19 +271,29 @@ impl Message {
 /// `score` is their sum.
 #[derive(SimpleObject)]
 pub struct PriorityBreakdown {
+    /// Negativity of the message, weighted 0.4 (0 to 0.4).
     sentiment: f64,
+    /// The author's follower count on a log scale (plus a bonus when
+    /// verified), weighted 0.3 (0 to 0.3).
     reach: f64,
+    /// 0.1 for a public message, 0 for a private one.
     visibility: f64,
+    /// 0.2 when an urgency keyword matched, else 0.
     urgency: f64,
+    /// The urgency keywords found in the message.
     urgency_matches: Vec<String>,
+    /// The sum of the parts, 0 to 1.
     score: f64,
+    /// The level this score gives.
     level: GqlPriority,
 }
 
 pub struct Conversation(pub conversation::Model);
 
+/// A thread with one customer on one channel, ranked for the inbox.
 #[Object]
 impl Conversation {
+    /// Global ID of the conversation.
     async fn id(&self) -> ID {
         gid(Kind::Conversation, self.0.id)
     }
@@ -283,6 +325,7 @@ impl Conversation {
             .map(Conversation)
             .collect())
     }
+    /// The workspace the conversation belongs to.
     async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Workspace> {
         let v = auth(ctx).viewer()?;
         Ok(Workspace(
@@ -291,6 +334,7 @@ impl Conversation {
                 .await?,
         ))
     }
+    /// The channel the conversation came in on.
     async fn channel(&self, ctx: &Context<'_>) -> ApiResult<Channel> {
         let v = auth(ctx).viewer()?;
         Ok(Channel(
@@ -299,6 +343,7 @@ impl Conversation {
                 .await?,
         ))
     }
+    /// The customer the conversation is with.
     async fn author(&self, ctx: &Context<'_>) -> ApiResult<Author> {
         let v = auth(ctx).viewer()?;
         if let Some(pre) = ctx.data_opt::<std::sync::Arc<Preloaded>>()
@@ -317,20 +362,27 @@ impl Conversation {
                 .await?,
         ))
     }
+    /// Where the conversation stands in the workflow.
     async fn status(&self) -> ApiResult<ConversationStatus> {
         ConversationStatus::parse(&self.0.status)
     }
+    /// Whether the conversation is public or private on the platform.
     async fn visibility(&self) -> Visibility {
         visibility(&self.0.visibility)
     }
+    /// The conversation's priority level: that of its most urgent customer
+    /// message, or higher when an SLA escalation raised it.
     async fn priority(&self) -> ApiResult<GqlPriority> {
         PriorityLevel::parse(&self.0.priority)
             .map(Into::into)
             .ok_or_else(|| ApiError::internal("stored priority"))
     }
+    /// The score the inbox ranks by, 0 to 1: that of the most urgent
+    /// customer message, lifted to the level's floor by an escalation.
     async fn priority_score(&self) -> f64 {
         self.0.priority_score
     }
+    /// How the score of the most urgent customer message was made up.
     async fn priority_breakdown(&self) -> ApiResult<PriorityBreakdown> {
         let b: Breakdown = serde_json::from_value(self.0.priority_breakdown.clone())
             .map_err(ApiError::internal)?;
@@ -352,6 +404,7 @@ impl Conversation {
     async fn recovered(&self) -> bool {
         self.0.recovered
     }
+    /// The member working the conversation; null when unassigned.
     async fn assignee(&self, ctx: &Context<'_>) -> ApiResult<Option<Member>> {
         let Some(id) = self.0.assignee_membership_id else {
             return Ok(None);
@@ -371,12 +424,15 @@ impl Conversation {
     async fn due_at(&self) -> Option<DateTime<Utc>> {
         self.0.due_at
     }
+    /// When the customer's latest message was posted.
     async fn last_customer_message_at(&self) -> DateTime<Utc> {
         self.0.last_customer_message_at
     }
+    /// When Rapport opened the conversation.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When the conversation last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -407,13 +463,18 @@ impl Conversation {
     }
 }
 
+/// Narrows a conversation list; every criterion given must match.
 #[derive(InputObject, Default)]
 pub struct ConversationFilter {
+    /// Any of these statuses.
     status: Option<Vec<ConversationStatus>>,
+    /// Conversations on channels of any of these kinds.
     channel_kinds: Option<Vec<GqlChannelKind>>,
     /// This priority or higher.
     min_priority: Option<GqlPriority>,
+    /// Sentiment of the latest customer message.
     sentiment: Option<Sentiment>,
+    /// Assigned to this member.
     assignee_id: Option<ID>,
     /// Words in any message of the conversation (case-insensitive).
     search: Option<String>,
@@ -421,11 +482,15 @@ pub struct ConversationFilter {
 
 pub struct DeadLetter(pub raw_event::Model);
 
+/// An inbound event (webhook or feed fetch) that ingestion could not turn
+/// into messages.
 #[Object]
 impl DeadLetter {
+    /// Global ID of the dead letter.
     async fn id(&self) -> ID {
         gid(Kind::DeadLetter, self.0.id)
     }
+    /// ID of the channel it arrived on.
     async fn channel_id(&self) -> ID {
         gid(Kind::Channel, self.0.channel_id)
     }
@@ -444,29 +509,38 @@ impl DeadLetter {
             .take(10_000)
             .collect()
     }
+    /// The request headers as stored with the event, as JSON.
     async fn headers(&self) -> Json<serde_json::Value> {
         Json(self.0.headers.clone())
     }
+    /// When Rapport received the event.
     async fn received_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
 }
 
+/// The conversation to assign, and to whom.
 #[derive(InputObject)]
 pub struct AssignConversationInput {
+    /// The conversation to assign.
     conversation_id: ID,
     /// Null unassigns.
     member_id: Option<ID>,
 }
 
+/// The conversation and its new status.
 #[derive(InputObject)]
 pub struct SetConversationStatusInput {
+    /// The conversation to change.
     conversation_id: ID,
+    /// The new status.
     status: ConversationStatus,
 }
 
+/// The dead letter to retry.
 #[derive(InputObject)]
 pub struct RetryDeadLetterInput {
+    /// The dead letter's ID.
     id: ID,
 }
 
@@ -509,6 +583,8 @@ impl ConversationQuery {
         list(ctx, None, filter, order_by, first, after).await
     }
 
+    /// One conversation by ID; NOT_FOUND when it does not exist or is in a
+    /// workspace the member may not see.
     async fn conversation(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Conversation> {
         let v = auth(ctx).viewer()?;
         let c = v
@@ -769,7 +845,6 @@ async fn change_status(
     ctx: &Context<'_>,
     input: SetConversationStatusInput,
 ) -> ApiResult<Conversation> {
-    use rapport_domain::calendar::Clock;
     use rapport_store::sla;
     let v = auth(ctx).viewer()?;
     v.require_writer()?;
@@ -782,16 +857,14 @@ async fn change_status(
         .one(&txn)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let clock = match sla::Snapshot::of(&current) {
-        Some(s) => sla::load(&txn, current.workspace_id).await?.clock_of(&s),
-        None => Clock::Calendar24x7,
-    };
+    let clock = sla::clock_for(&txn, &current).await?;
     let now = Utc::now();
     let mut next = current.clone();
     let met = sla::apply_status(&mut next, &clock, input.status.as_str(), now);
     let mut am = current.clone().into_active_model();
     am.status = Set(next.status.clone());
     am.resolved_at = Set(next.resolved_at);
+    am.resolution_business_s = Set(next.resolution_business_s);
     am.first_response_due_at = Set(next.first_response_due_at);
     am.resolution_due_at = Set(next.resolution_due_at);
     am.due_at = Set(next.due_at);
@@ -948,25 +1021,32 @@ impl ConversationMutation {
     }
 }
 
+/// Messages to backfill into a workspace.
 #[derive(InputObject)]
 pub struct ImportMessagesInput {
+    /// The workspace to import into.
     workspace_id: ID,
     /// Events in the GENERIC webhook schema, one object each (at most 1000).
     events: Vec<Json<serde_json::Value>>,
 }
 
+/// An imported event that was refused.
 #[derive(SimpleObject)]
 pub struct ImportRejection {
     /// Position in `events`, from 0.
     index: i32,
+    /// Why it was refused.
     reason: String,
 }
 
+/// What `importMessages` did with the events.
 #[derive(SimpleObject)]
 pub struct ImportMessagesPayload {
+    /// Events stored as new messages.
     accepted: i32,
     /// Already stored (same id): importing again is safe.
     duplicates: i32,
+    /// Events refused, with the reason.
     rejected: Vec<ImportRejection>,
 }
 

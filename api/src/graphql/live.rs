@@ -13,7 +13,9 @@ use serde_json::Value;
 /// A conversation was created or changed.
 #[derive(SimpleObject, Clone)]
 pub struct ConversationEvent {
+    /// The conversation's workspace.
     workspace_id: ID,
+    /// The conversation that was created or changed; query it for details.
     conversation_id: ID,
     /// "created" or "updated".
     event: String,
@@ -24,10 +26,16 @@ pub struct ConversationEvent {
 pub struct SlaAlert {
     /// SLA_WARNING, SLA_BREACHED or SLA_MET.
     kind: String,
+    /// The deadline concerned: FIRST_RESPONSE, NEXT_RESPONSE or RESOLUTION.
     target: String,
+    /// The conversation's workspace.
     workspace_id: ID,
+    /// The conversation whose deadline it is.
     conversation_id: ID,
+    /// The deadline, as an RFC 3339 timestamp.
     deadline: String,
+    /// When the alert was recorded, as an RFC 3339 timestamp; null if the
+    /// event carried none.
     fired_at: Option<String>,
 }
 
@@ -57,6 +65,9 @@ async fn workspace_feed(
 #[derive(Default)]
 pub struct SubscriptionRoot;
 
+/// Live updates over WebSocket (graphql-transport-ws or the legacy
+/// graphql-ws protocol). Each subscription needs a signed-in member who
+/// may see the workspace.
 #[Subscription]
 impl SubscriptionRoot {
     /// Conversations of a workspace as they are created or change.

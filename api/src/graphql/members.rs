@@ -22,39 +22,52 @@ use uuid::Uuid;
 
 use super::types::GqlRole;
 
+/// Who to invite, with which role and workspace restriction.
 #[derive(InputObject)]
 pub struct InviteMemberInput {
+    /// The person's e-mail address; an existing account with it is reused.
     email: String,
+    /// The person's display name (used when a new account is created).
     name: String,
+    /// The role to grant. Only an OWNER may grant OWNER.
     role: GqlRole,
     /// Restrict the member to these workspaces. Required for CLIENT_VIEWER,
     /// optional for AGENT, not allowed for OWNER and ADMIN.
     workspace_ids: Option<Vec<ID>>,
 }
 
+/// A member's new role and workspace restriction.
 #[derive(InputObject)]
 pub struct UpdateMemberRoleInput {
+    /// The member to change.
     member_id: ID,
+    /// The new role.
     role: GqlRole,
     /// As in `inviteMember`; null lifts the restriction where the role allows.
     workspace_ids: Option<Vec<ID>>,
 }
 
+/// The member to remove.
 #[derive(InputObject)]
 pub struct RemoveMemberInput {
+    /// The member to remove.
     member_id: ID,
 }
 
+/// The new, pending member and the token that accepts the invitation.
 #[derive(SimpleObject)]
 pub struct InviteMemberPayload {
+    /// The new member; `invitationPending` is true until accepted.
     member: Member,
     /// Give this to the invited person; they call `acceptInvitation` with it.
     /// Shown only once.
     invitation_token: String,
 }
 
+/// Result of `removeMember`.
 #[derive(SimpleObject)]
 pub struct RemoveMemberPayload {
+    /// ID of the member that was removed.
     removed_member_id: ID,
 }
 
@@ -90,6 +103,8 @@ impl MemberQuery {
         Ok(conn)
     }
 
+    /// One member of the agency by ID; NOT_FOUND when there is none. Not
+    /// for CLIENT_VIEWER.
     async fn member(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Member> {
         let v = auth(ctx).viewer()?;
         v.require_writer()?;

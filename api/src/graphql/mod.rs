@@ -19,8 +19,12 @@ mod workspaces;
 
 use crate::auth::viewer::Auth;
 use crate::state::AppState;
-use async_graphql::{Context, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, Schema, SchemaBuilder};
 
+/// Entry points for reading. Every query needs a signed-in member
+/// (`Authorization: Bearer <accessToken>`); results are limited to the
+/// member's agency and the workspaces they may see. Errors carry
+/// `extensions.code`, e.g. UNAUTHENTICATED, FORBIDDEN or NOT_FOUND.
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
     auth::AuthQuery,
@@ -37,6 +41,10 @@ pub struct QueryRoot(
     reports::ReportQuery,
 );
 
+/// Entry points for changes. Apart from `signUp`, `login`, `refreshToken`
+/// and `acceptInvitation`, every mutation needs a signed-in member. Errors
+/// carry `extensions.code`: UNAUTHENTICATED, FORBIDDEN, NOT_FOUND,
+/// BAD_USER_INPUT, RATE_LIMITED, CANNED_REPLY or INTERNAL.
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
     auth::AuthMutation,
@@ -69,10 +77,46 @@ pub fn build(state: Option<AppState>, max_depth: usize, max_complexity: usize) -
     .limit_complexity(max_complexity)
     .limit_recursive_depth(32)
     .limit_directives(16);
+    b = describe_connections(b);
     if let Some(state) = state {
         b = b.data(state);
     }
     b.finish()
+}
+
+/// async-graphql's connection types carry no description of their own:
+/// they get one here, so that every type of the schema has one.
+fn describe_connections(
+    b: SchemaBuilder<QueryRoot, MutationRoot, live::SubscriptionRoot>,
+) -> SchemaBuilder<QueryRoot, MutationRoot, live::SubscriptionRoot> {
+    use async_graphql::connection::Connection;
+    b.override_output_type_description::<Connection<String, types::AuditEntry>>(
+        "A page of audit log entries (Relay connection): pass `pageInfo.endCursor` as `after` for the next page.",
+    )
+    .override_output_type_description::<Connection<String, channels::Channel>>(
+        "A page of channels (Relay connection): pass `pageInfo.endCursor` as `after` for the next page.",
+    )
+    .override_output_type_description::<Connection<String, conversations::Conversation>>(
+        "A page of conversations (Relay connection): pass `pageInfo.endCursor` as `after` for the next page.",
+    )
+    .override_output_type_description::<Connection<String, conversations::DeadLetter>>(
+        "A page of dead letters (Relay connection): pass `pageInfo.endCursor` as `after` for the next page.",
+    )
+    .override_output_type_description::<Connection<String, types::Member>>(
+        "A page of members (Relay connection): pass `pageInfo.endCursor` as `after` for the next page.",
+    )
+    .override_output_type_description::<Connection<String, conversations::Message>>(
+        "A page of messages (Relay connection): pass `pageInfo.endCursor` as `after` for the next page.",
+    )
+    .override_output_type_description::<Connection<String, sla::SlaEvent>>(
+        "A page of SLA events (Relay connection): pass `pageInfo.endCursor` as `after` for the next page.",
+    )
+    .override_output_type_description::<Connection<String, webhooks::WebhookDelivery>>(
+        "A page of webhook deliveries (Relay connection): pass `pageInfo.endCursor` as `after` for the next page.",
+    )
+    .override_output_type_description::<Connection<String, types::Workspace>>(
+        "A page of workspaces (Relay connection): pass `pageInfo.endCursor` as `after` for the next page.",
+    )
 }
 
 /// The SDL written to `schema.graphql`.

@@ -27,30 +27,43 @@ use serde_json::json;
 use std::collections::HashMap;
 use uuid::Uuid;
 
+/// What the agent wrote for one slot of a template.
 #[derive(InputObject, Clone)]
 pub struct SlotValue {
+    /// The slot's name, as in the template's `slots`.
     name: String,
+    /// The text for this reply.
     value: String,
 }
 
 /// What the agent writes: a template with its slots, or free text.
 #[derive(InputObject)]
 pub struct PreviewReplyInput {
+    /// The conversation to reply on.
     conversation_id: ID,
+    /// The template to render; give either this (with `slots`) or `text`.
     template_id: Option<ID>,
+    /// Values for the template's slots.
     #[graphql(default)]
     slots: Vec<SlotValue>,
     /// Free text, when no template is used.
     text: Option<String>,
 }
 
+/// A reply: a template with its slots, or free text; and where to post it.
 #[derive(InputObject)]
 pub struct SendReplyInput {
+    /// The conversation to reply on.
     conversation_id: ID,
+    /// The template to render; give either this (with `slots`) or `text`.
     template_id: Option<ID>,
+    /// Values for the template's slots.
     #[graphql(default)]
     slots: Vec<SlotValue>,
+    /// Free text, when no template is used.
     text: Option<String>,
+    /// PUBLIC answers the customer's latest public message (refused when
+    /// they wrote only in private); PRIVATE sends a private message.
     visibility: Visibility,
     /// OWNER or ADMIN only: send despite the guard's findings (audited).
     override_reason: Option<String>,
@@ -59,37 +72,52 @@ pub struct SendReplyInput {
 /// The public step of taking a conversation to private messages.
 #[derive(InputObject)]
 pub struct TakeOfflineInput {
+    /// The public conversation to take private.
     conversation_id: ID,
     /// An ACKNOWLEDGE or TAKE_OFFLINE template, or free text.
     template_id: Option<ID>,
+    /// Values for the template's slots.
     #[graphql(default)]
     slots: Vec<SlotValue>,
+    /// Free text, when no template is used.
     text: Option<String>,
+    /// OWNER or ADMIN only: send despite the guard's findings (audited).
     override_reason: Option<String>,
 }
 
 /// Closing the loop on a resolved conversation.
 #[derive(InputObject)]
 pub struct RequestFollowUpInput {
+    /// The RESOLVED conversation to follow up on.
     conversation_id: ID,
     /// A CLOSE_THE_LOOP template, or free text.
     template_id: Option<ID>,
+    /// Values for the template's slots.
     #[graphql(default)]
     slots: Vec<SlotValue>,
+    /// Free text, when no template is used.
     text: Option<String>,
+    /// Where to post the follow-up, as in `sendReply`.
     #[graphql(default_with = "Visibility::Public")]
     visibility: Visibility,
+    /// OWNER or ADMIN only: send despite the guard's findings (audited).
     override_reason: Option<String>,
 }
 
+/// Something the canned-reply guard found in a reply.
 #[derive(SimpleObject)]
 pub struct ReplyFinding {
+    /// EMPTY_SLOT, SHORT_SLOT, SLOT_REPEATS_TEMPLATE, NEAR_DUPLICATE,
+    /// BANNED_PHRASE or NO_OVERLAP (a warning).
     code: String,
+    /// What is wrong, for the agent.
     message: String,
     /// False for warnings, which do not stop a reply.
     blocking: bool,
     /// For NEAR_DUPLICATE: the earlier reply (a Message ID) and similarity.
     earlier_reply_id: Option<ID>,
+    /// For NEAR_DUPLICATE: how similar the reply is to the earlier one, 0
+    /// to 1; null for other codes.
     similarity: Option<f64>,
 }
 
@@ -112,12 +140,16 @@ impl From<&Finding> for ReplyFinding {
     }
 }
 
+/// A reply as it would be sent, and what the guard finds in it.
 #[derive(SimpleObject)]
 pub struct ReplyPreview {
+    /// The rendered reply text.
     text: String,
+    /// Length of `text`, in characters.
     character_count: i32,
     /// The channel's limit (280 on X).
     character_limit: i32,
+    /// The guard's findings; any blocking one would refuse the reply.
     findings: Vec<ReplyFinding>,
 }
 
@@ -125,7 +157,10 @@ pub struct ReplyPreview {
 /// the customer is invited to, linked to the public conversation.
 #[derive(SimpleObject)]
 pub struct TakeOfflinePayload {
+    /// The public reply, QUEUED for publishing.
     reply: Message,
+    /// The private thread: a new one waiting on the customer
+    /// (PENDING_CUSTOMER), or the one still open from an earlier call.
     private_conversation: Conversation,
 }
 
@@ -411,9 +446,11 @@ async fn store_reply(
     .insert(txn)
     .await?;
     let mut c = d.conversation.clone();
-    let met = sla::agent_replied(&mut c, now);
+    let clock = sla::clock_for(txn, &c).await?;
+    let met = sla::agent_replied(&mut c, &clock, now);
     let mut am = d.conversation.clone().into_active_model();
     am.first_responded_at = Set(c.first_responded_at);
+    am.first_response_business_s = Set(c.first_response_business_s);
     am.next_response_due_at = Set(c.next_response_due_at);
     am.due_at = Set(c.due_at);
     am.updated_at = Set(now);
@@ -740,6 +777,8 @@ async fn open_private_thread(
         due_at: Set(None),
         first_responded_at: Set(Some(now)),
         resolved_at: Set(None),
+        first_response_business_s: Set(None),
+        resolution_business_s: Set(None),
         last_customer_message_at: Set(public.last_customer_message_at),
         recovered: Set(false),
         created_at: Set(now),

@@ -27,20 +27,27 @@ use uuid::Uuid;
 
 pub struct WorkspaceReport(pub Report);
 
+/// A workspace's figures over a period: in total, per time bucket and per
+/// agent, with the SLA breaches to drill into.
 #[Object]
 impl WorkspaceReport {
+    /// The workspace reported on.
     async fn workspace(&self) -> Workspace {
         Workspace(self.0.workspace.clone())
     }
+    /// Start of the period (inclusive).
     async fn from(&self) -> DateTime<Utc> {
         self.0.period.from
     }
+    /// End of the period (exclusive).
     async fn to(&self) -> DateTime<Utc> {
         self.0.period.to
     }
+    /// Bucket size: HOUR, DAY or WEEK.
     async fn granularity(&self) -> &'static str {
         reports::granularity_name(self.0.period.granularity)
     }
+    /// IANA time zone the buckets are cut in.
     async fn timezone(&self) -> &'static str {
         self.0.period.timezone.name()
     }
@@ -57,6 +64,7 @@ impl WorkspaceReport {
     async fn agents(&self) -> &[AgentFigures] {
         &self.0.agents
     }
+    /// Deadlines due in the period that are still running now.
     async fn open_deadlines(&self) -> &OpenDeadlines {
         &self.0.open_deadlines
     }
@@ -106,6 +114,7 @@ impl WorkspaceReport {
 /// One workspace in the agency overview.
 #[derive(SimpleObject)]
 pub struct WorkspaceStanding {
+    /// The workspace.
     workspace: Workspace,
     /// SLA breaches fired in the period.
     breaches: i32,
@@ -115,21 +124,28 @@ pub struct WorkspaceStanding {
     at_risk: i32,
 }
 
+/// The report a share link opens, and until when.
 #[derive(InputObject)]
 pub struct CreateReportShareLinkInput {
+    /// The workspace whose report is shared.
     workspace_id: ID,
+    /// Start of the report's period (inclusive).
     from: DateTime<Utc>,
+    /// End of the report's period (exclusive); at most 400 days after `from`.
     to: DateTime<Utc>,
     /// At most 90 days ahead.
     expires_at: DateTime<Utc>,
+    /// Bucket size of the report.
     #[graphql(default_with = "GqlGranularity::Day")]
     granularity: GqlGranularity,
     /// IANA time zone; default: the workspace's.
     timezone: Option<String>,
 }
 
+/// The share link to revoke.
 #[derive(InputObject)]
 pub struct RevokeReportShareLinkInput {
+    /// The share link's ID.
     id: ID,
 }
 
@@ -141,8 +157,12 @@ pub struct ReportShareLink {
     url: Option<String>,
 }
 
+/// A link to a workspace's printable report: anyone holding the URL may
+/// open it until it expires or is revoked; nothing else is reachable with
+/// it.
 #[Object]
 impl ReportShareLink {
+    /// Global ID of the share link.
     async fn id(&self) -> ID {
         gid(Kind::ReportShareLink, self.row.id)
     }
@@ -150,24 +170,31 @@ impl ReportShareLink {
     async fn url(&self) -> Option<&str> {
         self.url.as_deref()
     }
+    /// Start of the shared report's period (inclusive).
     async fn from(&self) -> DateTime<Utc> {
         self.row.period_from
     }
+    /// End of the shared report's period (exclusive).
     async fn to(&self) -> DateTime<Utc> {
         self.row.period_to
     }
+    /// Bucket size of the shared report: HOUR, DAY or WEEK.
     async fn granularity(&self) -> &str {
         &self.row.granularity
     }
+    /// IANA time zone of the shared report.
     async fn timezone(&self) -> &str {
         &self.row.timezone
     }
+    /// When the link stops working.
     async fn expires_at(&self) -> DateTime<Utc> {
         self.row.expires_at
     }
+    /// When the link was revoked; null unless revoked.
     async fn revoked_at(&self) -> Option<DateTime<Utc>> {
         self.row.revoked_at
     }
+    /// When the link was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.row.created_at
     }

@@ -57,6 +57,7 @@ impl Weekday {
 #[derive(SimpleObject, InputObject, Clone)]
 #[graphql(input_name = "OpeningPeriodInput")]
 pub struct OpeningPeriod {
+    /// MONDAY … SUNDAY (upper case when read; any case accepted as input).
     day: String,
     /// "09:00"
     opens: String,
@@ -68,36 +69,51 @@ pub struct OpeningPeriod {
 #[derive(SimpleObject, InputObject, Clone)]
 #[graphql(input_name = "HolidayInput")]
 pub struct HolidayDate {
+    /// A one-off holiday, as "YYYY-MM-DD"; null for a yearly one.
     date: Option<String>,
+    /// A yearly holiday's month, 1 to 12; null for a one-off.
     month: Option<i32>,
+    /// A yearly holiday's day of the month; null for a one-off.
     day: Option<i32>,
+    /// The holiday's name, if given.
     name: Option<String>,
 }
 
+/// A new business calendar for a workspace.
 #[derive(InputObject)]
 pub struct CreateBusinessCalendarInput {
+    /// The workspace the calendar is for.
     workspace_id: ID,
+    /// The calendar's name.
     name: String,
+    /// IANA time zone the opening hours are in, e.g. `Europe/Berlin`.
     timezone: String,
     /// `day` is MONDAY … SUNDAY.
     weekly_hours: Vec<OpeningPeriod>,
+    /// Days the business is closed.
     #[graphql(default)]
     holidays: Vec<HolidayDate>,
 }
 
 pub struct BusinessCalendar(pub business_calendar::Model);
 
+/// A workspace's opening hours and holidays, for SLA targets counted in
+/// business hours.
 #[Object]
 impl BusinessCalendar {
+    /// Global ID of the calendar.
     async fn id(&self) -> ID {
         gid(Kind::BusinessCalendar, self.0.id)
     }
+    /// The calendar's name.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// IANA time zone the opening hours are in, e.g. `Europe/Berlin`.
     async fn timezone(&self) -> &str {
         &self.0.timezone
     }
+    /// Opening periods of the week.
     async fn weekly_hours(&self) -> Vec<OpeningPeriod> {
         serde_json::from_value::<Vec<StoredPeriod>>(self.0.weekly_hours.clone())
             .unwrap_or_default()
@@ -109,6 +125,7 @@ impl BusinessCalendar {
             })
             .collect()
     }
+    /// Days the business is closed.
     async fn holidays(&self) -> Vec<HolidayDate> {
         serde_json::from_value::<Vec<StoredHoliday>>(self.0.holidays.clone())
             .unwrap_or_default()
@@ -125,11 +142,16 @@ impl BusinessCalendar {
 
 // ---- Policies ---------------------------------------------------------------
 
+/// Minutes allowed for each target at one priority (1 to 525600); null
+/// means no promise for that target.
 #[derive(SimpleObject, InputObject, Clone, Copy, Default)]
 #[graphql(input_name = "TargetMinutesInput")]
 pub struct GqlTargetMinutes {
+    /// Until the agency's first reply.
     first_response_minutes: Option<i32>,
+    /// Until the agency answers a customer message that came after a reply.
     next_response_minutes: Option<i32>,
+    /// Until the conversation is resolved.
     resolution_minutes: Option<i32>,
 }
 
@@ -161,12 +183,16 @@ impl GqlTargetMinutes {
 #[derive(SimpleObject, InputObject, Clone, Copy, Default)]
 #[graphql(input_name = "SlaTargetsInput")]
 pub struct SlaTargets {
+    /// Targets for URGENT conversations.
     #[graphql(default)]
     urgent: GqlTargetMinutes,
+    /// Targets for HIGH conversations.
     #[graphql(default)]
     high: GqlTargetMinutes,
+    /// Targets for NORMAL conversations.
     #[graphql(default)]
     normal: GqlTargetMinutes,
+    /// Targets for LOW conversations.
     #[graphql(default)]
     low: GqlTargetMinutes,
 }
@@ -195,11 +221,16 @@ impl SlaTargets {
 #[derive(SimpleObject, InputObject, Clone, Default)]
 #[graphql(input_name = "SlaConditionsInput")]
 pub struct SlaConditions {
+    /// The conversation is on a channel of one of these kinds; empty: any.
     #[graphql(default)]
     channel_kinds: Vec<GqlChannelKind>,
+    /// The opening message has this visibility.
     visibility: Option<Visibility>,
+    /// The opening message has this priority or higher.
     min_priority: Option<GqlPriority>,
+    /// The opening message has this sentiment.
     sentiment: Option<Sentiment>,
+    /// The author has at least this many followers.
     author_min_followers: Option<i64>,
     /// Any of these words in the opening message.
     #[graphql(default)]
@@ -321,11 +352,16 @@ async fn escalation_json(
 
 pub struct SlaPolicy(pub sla_policy::Model);
 
+/// A response-time promise of a workspace: which conversations it covers
+/// and the minutes allowed per priority. New conversations get the first
+/// matching policy, or the default.
 #[Object]
 impl SlaPolicy {
+    /// Global ID of the policy.
     async fn id(&self) -> ID {
         gid(Kind::SlaPolicy, self.0.id)
     }
+    /// The policy's name.
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -333,14 +369,17 @@ impl SlaPolicy {
     async fn position(&self) -> i32 {
         self.0.position
     }
+    /// Whether this is the workspace's default policy (at most one is).
     async fn is_default(&self) -> bool {
         self.0.is_default
     }
+    /// When the policy applies.
     async fn conditions(&self) -> SlaConditions {
         serde_json::from_value::<Conditions>(self.0.conditions.clone())
             .map(|c| SlaConditions::from_domain(&c))
             .unwrap_or_default()
     }
+    /// Minutes allowed per priority and target.
     async fn targets(&self) -> SlaTargets {
         serde_json::from_value::<Targets>(self.0.targets.clone())
             .map(|t| SlaTargets::from_domain(&t))
@@ -350,6 +389,7 @@ impl SlaPolicy {
     async fn business_hours(&self) -> bool {
         self.0.business_hours
     }
+    /// The business calendar used for business hours; null when none is set.
     async fn calendar(&self, ctx: &Context<'_>) -> ApiResult<Option<BusinessCalendar>> {
         let Some(id) = self.0.calendar_id else {
             return Ok(None);
@@ -365,6 +405,7 @@ impl SlaPolicy {
     async fn warn_at_percent(&self) -> i32 {
         self.0.warn_at_percent
     }
+    /// What happens when a target is breached.
     async fn escalation(&self) -> SlaEscalation {
         let e = &self.0.escalation;
         SlaEscalation {
@@ -387,20 +428,31 @@ impl SlaPolicy {
     }
 }
 
+/// A new SLA policy.
 #[derive(InputObject)]
 pub struct CreateSlaPolicyInput {
+    /// The workspace the policy is for.
     workspace_id: ID,
+    /// The policy's name.
     name: String,
+    /// Make it the workspace's default policy (the previous default stops
+    /// being one).
     #[graphql(default)]
     is_default: bool,
+    /// When the policy applies; none given: every conversation.
     #[graphql(default)]
     conditions: SlaConditions,
+    /// Minutes allowed per priority and target.
     targets: SlaTargets,
+    /// Count only the business hours of `calendarId` (required then).
     #[graphql(default)]
     business_hours: bool,
+    /// A business calendar of the same workspace.
     calendar_id: Option<ID>,
+    /// Warn when this share of a target's time has passed, 1 to 100.
     #[graphql(default = 75)]
     warn_at_percent: i32,
+    /// What happens when a target is breached.
     #[graphql(default)]
     escalation: SlaEscalation,
 }
@@ -409,43 +461,64 @@ pub struct CreateSlaPolicyInput {
 /// targets they were given.
 #[derive(InputObject)]
 pub struct UpdateSlaPolicyInput {
+    /// The policy to change.
     id: ID,
+    /// New name.
     name: Option<String>,
+    /// Make it (or stop it being) the workspace's default policy.
     is_default: Option<bool>,
+    /// New conditions, replacing the old ones.
     conditions: Option<SlaConditions>,
+    /// New targets, replacing the old ones.
     targets: Option<SlaTargets>,
+    /// Count only business hours; needs a calendar.
     business_hours: Option<bool>,
+    /// A business calendar of the same workspace.
     calendar_id: Option<ID>,
+    /// New warning threshold, 1 to 100 percent.
     warn_at_percent: Option<i32>,
+    /// New escalation, replacing the old one.
     escalation: Option<SlaEscalation>,
 }
 
+/// A workspace's policies in their new match order.
 #[derive(InputObject)]
 pub struct ReorderSlaPoliciesInput {
+    /// The workspace whose policies are reordered.
     workspace_id: ID,
     /// The workspace's non-default policies in their new match order.
     policy_ids: Vec<ID>,
 }
 
+/// The policy to delete.
 #[derive(InputObject)]
 pub struct DeleteSlaPolicyInput {
+    /// The policy's ID.
     id: ID,
 }
 
+/// Result of `deleteSlaPolicy`.
 #[derive(SimpleObject)]
 pub struct DeleteSlaPolicyPayload {
+    /// ID of the policy that was deleted.
     deleted_policy_id: ID,
 }
 
 // ---- Conversation deadlines and events -------------------------------------
 
+/// Where a conversation's response-time promise stands.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(name = "SlaStatus")]
 pub enum GqlSlaStatus {
+    /// A deadline is running and its warning point has not passed.
     OnTrack,
+    /// Past the warning point of the next running deadline.
     AtRisk,
+    /// A deadline has passed (or the conversation was resolved late).
     Breached,
+    /// No deadline running: met, or no promise.
     Met,
+    /// Waiting on the customer (PENDING_CUSTOMER): clocks stopped.
     Paused,
 }
 
@@ -495,8 +568,11 @@ impl ConversationSla {
     }
 }
 
+/// A conversation's response-time promise: its deadlines and where it
+/// stands.
 #[Object]
 impl ConversationSla {
+    /// The policy that set the deadlines; null when none applied.
     async fn policy(&self, ctx: &Context<'_>) -> ApiResult<Option<SlaPolicy>> {
         let Some(id) = self.0.sla_policy_id else {
             return Ok(None);
@@ -508,15 +584,20 @@ impl ConversationSla {
             .ok()
             .map(SlaPolicy))
     }
+    /// When the first reply is (or was) due; null without a first-response
+    /// target.
     async fn first_response_due(&self) -> Option<DateTime<Utc>> {
         self.0.first_response_due_at
     }
+    /// When the next reply is due; null while no next-response clock runs.
     async fn next_response_due(&self) -> Option<DateTime<Utc>> {
         self.0.next_response_due_at
     }
+    /// When resolution is (or was) due; null without a resolution target.
     async fn resolution_due(&self) -> Option<DateTime<Utc>> {
         self.0.resolution_due_at
     }
+    /// Where the promise stands now.
     async fn status(&self) -> GqlSlaStatus {
         let c = &self.0;
         match c.status.as_str() {
@@ -550,11 +631,14 @@ impl ConversationSla {
 
 pub struct SlaEvent(pub sla_event::Model);
 
+/// A recorded SLA warning, breach or met target of a conversation.
 #[Object]
 impl SlaEvent {
+    /// Global ID of the event.
     async fn id(&self) -> ID {
         gid(Kind::SlaEvent, self.0.id)
     }
+    /// The conversation whose deadline it is.
     async fn conversation_id(&self) -> ID {
         gid(Kind::Conversation, self.0.conversation_id)
     }
@@ -566,9 +650,11 @@ impl SlaEvent {
     async fn target(&self) -> &str {
         &self.0.target
     }
+    /// The deadline concerned.
     async fn deadline(&self) -> DateTime<Utc> {
         self.0.deadline_at
     }
+    /// When the event was recorded.
     async fn fired_at(&self) -> DateTime<Utc> {
         self.0.fired_at
     }
@@ -658,6 +744,7 @@ impl SlaQuery {
         Ok(rows.into_iter().map(SlaPolicy).collect())
     }
 
+    /// A workspace's business calendars, oldest first.
     async fn business_calendars(
         &self,
         ctx: &Context<'_>,

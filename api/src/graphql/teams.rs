@@ -24,11 +24,15 @@ const MAX_TEAMS: u64 = 500;
 
 pub struct Team(pub team::Model);
 
+/// A named group of the agency's members; an SLA policy's escalation can
+/// assign a breached conversation to its least-loaded member.
 #[Object]
 impl Team {
+    /// Global ID of the team.
     async fn id(&self) -> ID {
         gid(Kind::Team, self.0.id)
     }
+    /// The team's name, unique in the agency.
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -55,17 +59,22 @@ impl Team {
             .map(Member)
             .collect())
     }
+    /// When the team was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When the team was last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
 }
 
+/// A new team.
 #[derive(InputObject)]
 pub struct CreateTeamInput {
+    /// The team's name, unique in the agency.
     name: String,
+    /// The team's members (at most 200).
     #[graphql(default)]
     member_ids: Vec<ID>,
 }
@@ -73,13 +82,18 @@ pub struct CreateTeamInput {
 /// Only the fields given change; `memberIds` replaces the members.
 #[derive(InputObject)]
 pub struct UpdateTeamInput {
+    /// The team to change.
     id: ID,
+    /// New name.
     name: Option<String>,
+    /// The new member list (at most 200), replacing the old one.
     member_ids: Option<Vec<ID>>,
 }
 
+/// The team to delete.
 #[derive(InputObject)]
 pub struct DeleteTeamInput {
+    /// The team's ID.
     id: ID,
 }
 

@@ -24,12 +24,14 @@ use uuid::Uuid;
 /// Most templates one list returns; a workspace needs a few dozen.
 const MAX_LISTED: u64 = 500;
 
+/// The care-playbook step a reply serves.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum Intent {
     /// Public: shows understanding.
     Acknowledge,
     /// Public invitation to continue in private messages.
     TakeOffline,
+    /// Solves the customer's problem.
     Resolve,
     /// After resolution: invite the customer to share the outcome.
     CloseTheLoop,
@@ -61,6 +63,7 @@ impl Intent {
     }
 }
 
+/// A slot of a reply template: a part the agent writes for each reply.
 #[derive(SimpleObject, InputObject, Clone)]
 #[graphql(input_name = "TemplateSlotInput")]
 pub struct TemplateSlot {
@@ -75,11 +78,16 @@ pub struct TemplateSlot {
 
 pub struct ReplyTemplate(pub reply_template::Model);
 
+/// A reply scaffold in a client's voice, with slots the agent must write.
+/// It belongs to one workspace, or to the agency and is enabled per
+/// workspace.
 #[Object]
 impl ReplyTemplate {
+    /// Global ID of the template.
     async fn id(&self) -> ID {
         gid(Kind::ReplyTemplate, self.0.id)
     }
+    /// The template's name.
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -87,6 +95,7 @@ impl ReplyTemplate {
     async fn body(&self) -> &str {
         &self.0.body
     }
+    /// The parts the agent writes, as used in the body.
     async fn slots(&self) -> Vec<TemplateSlot> {
         slots_of(&self.0)
             .into_iter()
@@ -101,6 +110,7 @@ impl ReplyTemplate {
     async fn channel_kinds(&self) -> Vec<GqlChannelKind> {
         kinds_of(&self.0).into_iter().map(Into::into).collect()
     }
+    /// The care-playbook step replies from it serve.
     async fn intent(&self) -> ApiResult<Intent> {
         Intent::parse(&self.0.intent)
             .ok_or_else(|| ApiError::internal(format!("stored intent {:?}", self.0.intent)))
@@ -136,12 +146,15 @@ impl ReplyTemplate {
             .map(Workspace)
             .collect())
     }
+    /// Whether the template was archived: no longer listed or usable.
     async fn archived(&self) -> bool {
         self.0.archived_at.is_some()
     }
+    /// When the template was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When the template was last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -270,20 +283,24 @@ async fn workspaces_named<C: ConnectionTrait>(
     Ok(json!(out))
 }
 
+/// A new reply template.
 #[derive(InputObject)]
 pub struct CreateReplyTemplateInput {
     /// The workspace whose voice this is; omit for an agency template
     /// (OWNER or ADMIN), then enable it per workspace.
     workspace_id: Option<ID>,
+    /// The template's name.
     name: String,
     /// minijinja; context: author.name, author.handle, brand.name,
     /// agent.first_name, message.excerpt, conversation.age; and the slots
     /// as `slot.<name>`.
     body: String,
+    /// The parts the agent writes; the body must use at least one.
     slots: Vec<TemplateSlot>,
     /// Channels it may be used on; empty: all.
     #[graphql(default)]
     channel_kinds: Vec<GqlChannelKind>,
+    /// The care-playbook step replies from it serve.
     intent: Intent,
     /// Agency templates only: the workspaces where it may be used.
     #[graphql(default)]
@@ -293,18 +310,26 @@ pub struct CreateReplyTemplateInput {
 /// Only the fields given change; `body` and `slots` are checked together.
 #[derive(InputObject)]
 pub struct UpdateReplyTemplateInput {
+    /// The template to change; archived ones cannot be changed.
     id: ID,
+    /// New name.
     name: Option<String>,
+    /// New minijinja source.
     body: Option<String>,
+    /// New slots, replacing the old ones.
     slots: Option<Vec<TemplateSlot>>,
+    /// New channel kinds it may be used on; empty: all.
     channel_kinds: Option<Vec<GqlChannelKind>>,
+    /// New intent.
     intent: Option<Intent>,
     /// Agency templates only: replaces the workspaces it is enabled in.
     enabled_workspace_ids: Option<Vec<ID>>,
 }
 
+/// The template to archive.
 #[derive(InputObject)]
 pub struct ArchiveReplyTemplateInput {
+    /// The template's ID.
     id: ID,
 }
 

@@ -22,12 +22,17 @@ pub fn decode(kind: Kind, id: &ID) -> ApiResult<Uuid> {
     GlobalId::decode(kind, id.as_str()).ok_or(ApiError::NotFound)
 }
 
+/// A member's role in the agency, from most to least powerful.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(name = "Role")]
 pub enum GqlRole {
+    /// Full control, including granting OWNER; an agency always keeps one.
     Owner,
+    /// Manages workspaces, members, channels and settings.
     Admin,
+    /// Works the inbox; may be restricted to listed workspaces.
     Agent,
+    /// Read-only access to listed workspaces.
     ClientViewer,
 }
 
@@ -63,14 +68,19 @@ pub fn stored_role(raw: &str) -> ApiResult<GqlRole> {
 
 pub struct Agency(pub agency::Model);
 
+/// The tenant: an agency whose members handle the social inboxes of its
+/// client brands (workspaces).
 #[Object]
 impl Agency {
+    /// Global ID of the agency.
     async fn id(&self) -> ID {
         gid(Kind::Agency, self.0.id)
     }
+    /// The agency's name, as given at sign-up.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// When the agency signed up.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -78,14 +88,18 @@ impl Agency {
 
 pub struct User(pub user::Model);
 
+/// A person's account. One user may be a member of several agencies.
 #[Object]
 impl User {
+    /// Global ID of the user.
     async fn id(&self) -> ID {
         gid(Kind::User, self.0.id)
     }
+    /// The e-mail address the user signs in with.
     async fn email(&self) -> &str {
         &self.0.email
     }
+    /// The user's display name.
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -104,11 +118,15 @@ pub fn strings(v: &serde_json::Value) -> Vec<String> {
     serde_json::from_value(v.clone()).unwrap_or_default()
 }
 
+/// A client brand of the agency: its channels, conversations, SLA policies
+/// and reply settings.
 #[Object]
 impl Workspace {
+    /// Global ID of the workspace.
     async fn id(&self) -> ID {
         gid(Kind::Workspace, self.0.id)
     }
+    /// The workspace's name, usually the client brand's.
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -136,15 +154,19 @@ impl Workspace {
     async fn duplicate_window_days(&self) -> i32 {
         DuplicateWindow::stored(self.0.duplicate_window_days).days() as i32
     }
+    /// Whether the workspace is archived (see `archiveWorkspace`).
     async fn archived(&self) -> bool {
         self.0.archived_at.is_some()
     }
+    /// When the workspace was archived; null while it is active.
     async fn archived_at(&self) -> Option<DateTime<Utc>> {
         self.0.archived_at
     }
+    /// When the workspace was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When the workspace was last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -152,14 +174,18 @@ impl Workspace {
 
 pub struct Member(pub membership::Model);
 
+/// A user's membership of the agency, with a role; also a pending invitation.
 #[Object]
 impl Member {
+    /// Global ID of the membership (not of the user).
     async fn id(&self) -> ID {
         gid(Kind::Member, self.0.id)
     }
+    /// The person's account.
     async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
         load_user(ctx, self.0.user_id).await.map(User)
     }
+    /// The member's role in this agency.
     async fn role(&self) -> ApiResult<GqlRole> {
         stored_role(&self.0.role)
     }
@@ -191,6 +217,7 @@ impl Member {
             .await?;
         Ok(Some(rows.into_iter().map(Workspace).collect()))
     }
+    /// When the member was invited (or, for the founding OWNER, signed up).
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -198,8 +225,10 @@ impl Member {
 
 pub struct AuditEntry(pub audit_entry::Model);
 
+/// One recorded action in the agency's audit log.
 #[Object]
 impl AuditEntry {
+    /// Global ID of the entry.
     async fn id(&self) -> ID {
         gid(Kind::AuditEntry, self.0.id)
     }
@@ -217,12 +246,17 @@ impl AuditEntry {
     async fn action(&self) -> &str {
         &self.0.action
     }
+    /// ID of the workspace the action concerned; null for agency-wide actions.
     async fn workspace_id(&self) -> Option<ID> {
         self.0.workspace_id.map(|id| gid(Kind::Workspace, id))
     }
+    /// GraphQL type of the object acted on (e.g. `Workspace`, `Member`);
+    /// null when there is none.
     async fn target_type(&self) -> Option<&str> {
         self.0.target_type.as_deref()
     }
+    /// Global ID of the object acted on; null when there is none or when
+    /// its type is not one of `Workspace`, `Member`, `Agency` or `User`.
     async fn target_id(&self) -> Option<ID> {
         let kind = match self.0.target_type.as_deref()? {
             "Workspace" => Kind::Workspace,
@@ -237,6 +271,7 @@ impl AuditEntry {
     async fn details(&self) -> Json<serde_json::Value> {
         Json(self.0.details.clone())
     }
+    /// When it happened.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }

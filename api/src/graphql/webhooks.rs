@@ -19,20 +19,27 @@ use uuid::Uuid;
 
 pub struct WebhookSubscription(pub webhook_subscription::Model);
 
+/// An agency URL that receives a workspace's SLA events as signed POST
+/// requests.
 #[Object]
 impl WebhookSubscription {
+    /// Global ID of the subscription.
     async fn id(&self) -> ID {
         gid(Kind::WebhookSubscription, self.0.id)
     }
+    /// The http(s) URL events are POSTed to.
     async fn url(&self) -> &str {
         &self.0.url
     }
+    /// The event types sent: any of SLA_WARNING, SLA_BREACHED, SLA_MET.
     async fn events(&self) -> Vec<String> {
         serde_json::from_value(self.0.events.clone()).unwrap_or_default()
     }
+    /// False once deleted with `deleteWebhookSubscription`.
     async fn active(&self) -> bool {
         self.0.active
     }
+    /// When the subscription was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -65,12 +72,15 @@ impl WebhookSubscription {
 
 pub struct WebhookDelivery(pub webhook_delivery::Model);
 
+/// One event sent (or being sent) to a webhook subscription, with its
+/// retries.
 #[Object]
 impl WebhookDelivery {
     /// Also sent as `X-Rapport-Delivery`, the same on every retry.
     async fn id(&self) -> String {
         self.0.id.to_string()
     }
+    /// SLA_WARNING, SLA_BREACHED or SLA_MET.
     async fn event_type(&self) -> &str {
         &self.0.event_type
     }
@@ -78,25 +88,33 @@ impl WebhookDelivery {
     async fn status(&self) -> &str {
         &self.0.status
     }
+    /// Attempts made so far.
     async fn attempts(&self) -> i32 {
         self.0.attempts
     }
+    /// Why the latest attempt failed; null before any attempt and once
+    /// delivered.
     async fn last_error(&self) -> Option<&str> {
         self.0.last_error.as_deref()
     }
+    /// While PENDING: when the next attempt is due.
     async fn next_attempt_at(&self) -> DateTime<Utc> {
         self.0.next_attempt_at
     }
+    /// When the URL accepted it; null unless DELIVERED.
     async fn delivered_at(&self) -> Option<DateTime<Utc>> {
         self.0.delivered_at
     }
+    /// The JSON body sent.
     async fn payload(&self) -> Json<serde_json::Value> {
         Json(self.0.payload.clone())
     }
 }
 
+/// A new webhook subscription.
 #[derive(InputObject)]
 pub struct CreateWebhookSubscriptionInput {
+    /// The workspace whose events are sent.
     workspace_id: ID,
     /// An http(s) URL that answers 2xx when it has the event.
     url: String,
@@ -106,13 +124,17 @@ pub struct CreateWebhookSubscriptionInput {
     secret: String,
 }
 
+/// The subscription to delete.
 #[derive(InputObject)]
 pub struct DeleteWebhookSubscriptionInput {
+    /// The subscription's ID.
     id: ID,
 }
 
+/// Result of `deleteWebhookSubscription`.
 #[derive(SimpleObject)]
 pub struct DeleteWebhookSubscriptionPayload {
+    /// ID of the subscription that was deleted.
     deleted_subscription_id: ID,
 }
 

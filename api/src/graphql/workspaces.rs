@@ -15,13 +15,17 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, IntoActiveModel, QueryFilter, Set};
 use serde_json::json;
 use uuid::Uuid;
 
+/// A new workspace (client brand).
 #[derive(InputObject)]
 pub struct CreateWorkspaceInput {
+    /// The workspace's name.
     name: String,
     /// IANA time zone, e.g. `America/New_York`.
     timezone: String,
+    /// Words and names that identify the client brand in mentions.
     #[graphql(default)]
     brand_keywords: Vec<String>,
+    /// Phrases a reply to this brand's customers must never contain.
     #[graphql(default)]
     banned_phrases: Vec<String>,
     /// Words that raise a message's priority (e.g. "refund", "lawyer");
@@ -39,18 +43,28 @@ pub struct CreateWorkspaceInput {
 /// Only the fields given change.
 #[derive(InputObject)]
 pub struct UpdateWorkspaceInput {
+    /// The workspace to change.
     id: ID,
+    /// New name.
     name: Option<String>,
+    /// New IANA time zone.
     timezone: Option<String>,
+    /// Replaces the brand keywords.
     brand_keywords: Option<Vec<String>>,
+    /// Replaces the banned phrases.
     banned_phrases: Option<Vec<String>>,
+    /// Replaces the urgency keywords; empty: Rapport's defaults.
     urgency_keywords: Option<Vec<String>>,
+    /// New canned-reply similarity threshold (0.6 to 1.0).
     similarity_threshold: Option<f64>,
+    /// New canned-reply comparison window in days (1 to 365).
     duplicate_window_days: Option<i32>,
 }
 
+/// The workspace to archive.
 #[derive(InputObject)]
 pub struct ArchiveWorkspaceInput {
+    /// The workspace to archive.
     id: ID,
 }
 
@@ -90,6 +104,8 @@ impl WorkspaceQuery {
         Ok(conn)
     }
 
+    /// One workspace by ID; NOT_FOUND when it does not exist or the member
+    /// may not see it. Archived workspaces are returned too.
     async fn workspace(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Workspace> {
         let v = auth(ctx).viewer()?;
         let id = decode(Kind::Workspace, &id)?;

@@ -134,21 +134,80 @@ pub struct Summary {
     pub mean: Option<f64>,
 }
 
+/// Summary of durations given in whole milliseconds, reported in seconds.
 /// Nearest-rank percentiles (the value at rank ceil(p·n)), so every figure
-/// is a real observation, identical whatever the database.
-pub fn summarize(values: &mut [f64]) -> Summary {
-    if values.is_empty() {
+/// is a real observation; integer sums, so the mean does not depend on the
+/// order rows arrive in: identical whatever the database. Selection, not
+/// sorting: linear in the number of values (the values are reordered).
+pub fn summarize_ms(values: &mut [i64]) -> Summary {
+    let n = values.len();
+    if n == 0 {
         return Summary::default();
     }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    let rank = |p: f64| values[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+    let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+    let (r50, r90) = (rank(0.5), rank(0.9));
+    // Everything before r90 is at most values[r90] after this call; the
+    // median is then selected among those.
+    let (below, p90, _) = values.select_nth_unstable(r90);
+    let p90 = *p90;
+    let p50 = if r50 == r90 {
+        p90
+    } else {
+        *below.select_nth_unstable(r50).1
+    };
+    let sum: i128 = values.iter().map(|v| i128::from(*v)).sum();
     Summary {
         count: n,
-        p50: Some(rank(0.5)),
-        p90: Some(rank(0.9)),
-        mean: Some(values.iter().sum::<f64>() / n as f64),
+        p50: Some(p50 as f64 / 1000.0),
+        p90: Some(p90 as f64 / 1000.0),
+        mean: Some((sum as f64 / n as f64).round() / 1000.0),
     }
+}
+
+/// Length of a rollup slot: 15 minutes divide every hour and day boundary
+/// of the time zones in use.
+pub const SLOT_SECONDS: i64 = 900;
+
+/// How a report reads one bucket: whole rollup slots (UTC epoch seconds,
+/// `[lo, hi)`, multiples of [`SLOT_SECONDS`]) and the rows of the bucket's
+/// edges that fill no whole slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Split {
+    /// `(bucket, lo, hi)`: rows in `[lo, hi)` read one by one.
+    pub rows: Vec<(usize, DateTime<Utc>, DateTime<Utc>)>,
+    /// `(bucket, lo, hi)`: slots starting in `[lo, hi)` read from rollups.
+    pub slots: Vec<(usize, i64, i64)>,
+}
+
+/// Cuts each bucket into its whole slots and the partial edges around them.
+pub fn split(buckets: &[(DateTime<Utc>, DateTime<Utc>)]) -> Split {
+    let mut out = Split::default();
+    let at = |secs: i64| DateTime::<Utc>::from_timestamp(secs, 0);
+    for (i, (lo, hi)) in buckets.iter().enumerate() {
+        // The first slot starting at or after `lo`, the last boundary at or
+        // before `hi`.
+        let floor = |s: i64| s.div_euclid(SLOT_SECONDS) * SLOT_SECONDS;
+        let aligned = lo.timestamp_subsec_nanos() == 0 && floor(lo.timestamp()) == lo.timestamp();
+        let first = if aligned {
+            lo.timestamp()
+        } else {
+            floor(lo.timestamp()) + SLOT_SECONDS
+        };
+        let last = floor(hi.timestamp());
+        match (at(first), at(last)) {
+            (Some(a), Some(b)) if first < last => {
+                if *lo < a {
+                    out.rows.push((i, *lo, a));
+                }
+                out.slots.push((i, first, last));
+                if b < *hi {
+                    out.rows.push((i, b, *hi));
+                }
+            }
+            _ => out.rows.push((i, *lo, *hi)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -232,12 +291,68 @@ mod tests {
 
     #[test]
     fn summaries_use_nearest_rank() {
-        let mut v = vec![30.0, 10.0, 20.0, 40.0, 100.0];
-        let s = summarize(&mut v);
+        let mut v = vec![30_000, 10_000, 20_000, 40_000, 100_000];
+        let s = summarize_ms(&mut v);
         assert_eq!(s.count, 5);
         assert_eq!(s.p50, Some(30.0));
         assert_eq!(s.p90, Some(100.0));
         assert_eq!(s.mean, Some(40.0));
-        assert_eq!(summarize(&mut []), Summary::default());
+        assert_eq!(summarize_ms(&mut []), Summary::default());
+        let s = summarize_ms(&mut [1_500]);
+        assert_eq!((s.p50, s.p90, s.mean), (Some(1.5), Some(1.5), Some(1.5)));
+    }
+
+    proptest::proptest! {
+        /// Selection finds what sorting finds.
+        #[test]
+        fn selection_agrees_with_sorting(mut v in proptest::collection::vec(-5_000i64..5_000_000, 1..300)) {
+            let mut sorted = v.clone();
+            sorted.sort();
+            let n = sorted.len();
+            let rank = |p: f64| sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1] as f64 / 1000.0;
+            let s = summarize_ms(&mut v);
+            proptest::prop_assert_eq!(s.p50, Some(rank(0.5)));
+            proptest::prop_assert_eq!(s.p90, Some(rank(0.9)));
+        }
+
+        /// The split covers each bucket exactly: rows and slots tile it.
+        #[test]
+        fn split_tiles_every_bucket(start in 1_700_000_000i64..1_800_000_000, frac in 0u32..1_000_000_000, lens in proptest::collection::vec(1i64..200_000, 1..20)) {
+            let mut lo = DateTime::<Utc>::from_timestamp(start, frac).unwrap();
+            let mut buckets = Vec::new();
+            for l in lens {
+                let hi = lo + Duration::seconds(l);
+                buckets.push((lo, hi));
+                lo = hi;
+            }
+            let s = split(&buckets);
+            for (i, (lo, hi)) in buckets.iter().enumerate() {
+                let mut parts: Vec<(DateTime<Utc>, DateTime<Utc>)> = s.rows.iter().filter(|r| r.0 == i).map(|r| (r.1, r.2)).collect();
+                for (_, a, b) in s.slots.iter().filter(|r| r.0 == i) {
+                    proptest::prop_assert_eq!(a % SLOT_SECONDS, 0);
+                    proptest::prop_assert_eq!(b % SLOT_SECONDS, 0);
+                    parts.push((DateTime::<Utc>::from_timestamp(*a, 0).unwrap(), DateTime::<Utc>::from_timestamp(*b, 0).unwrap()));
+                }
+                parts.sort();
+                proptest::prop_assert_eq!(parts.first().unwrap().0, *lo);
+                proptest::prop_assert_eq!(parts.last().unwrap().1, *hi);
+                for w in parts.windows(2) {
+                    proptest::prop_assert_eq!(w[0].1, w[1].0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn aligned_days_read_only_slots() {
+        let s = split(&[(at("2026-11-01T00:00:00Z"), at("2026-11-02T00:00:00Z"))]);
+        assert!(s.rows.is_empty());
+        assert_eq!(s.slots.len(), 1);
+        let s = split(&[(at("2026-11-01T00:00:01Z"), at("2026-11-01T00:10:00Z"))]);
+        assert_eq!(
+            s.rows,
+            vec![(0, at("2026-11-01T00:00:01Z"), at("2026-11-01T00:10:00Z"))]
+        );
+        assert!(s.slots.is_empty());
     }
 }

@@ -29,6 +29,11 @@ pub struct Model {
     pub due_at: Option<DateTimeUtc>,
     pub first_responded_at: Option<DateTimeUtc>,
     pub resolved_at: Option<DateTimeUtc>,
+    /// First receipt to first reply on the policy's business clock, in
+    /// seconds (kept with `first_responded_at` for reports).
+    pub first_response_business_s: Option<i64>,
+    /// Opening to resolution on the business clock, in seconds.
+    pub resolution_business_s: Option<i64>,
     pub last_customer_message_at: DateTimeUtc,
     pub recovered: bool,
     pub created_at: DateTimeUtc,

@@ -1,0 +1,371 @@
+//! Report rollups, kept by the database itself so that every writer (the
+//! worker, the API, imports, the seeder, plain SQL) keeps them right:
+//!
+//! - `report_message_slots`: messages per 15-minute slot (UTC epoch seconds,
+//!   a multiple of 900), direction, channel, sentiment class and sending
+//!   member, with the platform delay's sum and maximum in milliseconds.
+//!   15 minutes divide every time zone's hour and day boundaries in use.
+//! - `report_sla_slots`: SLA events per slot, target and kind.
+//!
+//! Triggers add every inserted row (messages and SLA events are never
+//! updated in these columns; rows go only with their workspace, and the
+//! slots with it). On PostgreSQL one statement-level trigger adds a whole
+//! batch at once (keys locked in order, so concurrent batches never
+//! deadlock); SQLite adds row by row.
+//!
+//! Conversations keep their business-time response figures
+//! (`first_response_business_s`, `resolution_business_s`), written with
+//! the timestamps they derive from; rows older than this migration get them
+//! here when their policy counts around the clock, the others are computed
+//! by the report when it meets them.
+
+use crate::later::{fk, n, protect};
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m20261128_000006_report_rollups"
+    }
+}
+
+/// Tenant tables this migration adds.
+pub const TABLES: &[&str] = &["report_message_slots", "report_sla_slots"];
+
+const MESSAGE_KEY: &str = "workspace_id, slot, direction, channel_id, sentiment, member_id";
+const SLA_KEY: &str = "workspace_id, slot, target, kind";
+
+/// The columns of message row `r` the rollup counts.
+fn counted(r: &str) -> String {
+    format!(
+        "{r}.workspace_id, {r}.direction, {r}.channel_id, {r}.sentiment, {r}.published_at, \
+         {r}.received_at, {r}.sent_by_membership_id"
+    )
+}
+
+/// The sentiment class of an inbound message row `r` ('' for outbound).
+fn sentiment(r: &str) -> String {
+    format!(
+        "CASE WHEN {r}.direction <> 'INBOUND' THEN '' \
+         WHEN {r}.sentiment >= 0.05 THEN 'POSITIVE' \
+         WHEN {r}.sentiment <= -0.05 THEN 'NEGATIVE' ELSE 'NEUTRAL' END"
+    )
+}
+
+fn postgres_sql() -> String {
+    let slot = |col: &str| format!("CAST(floor(EXTRACT(EPOCH FROM {col}) / 900) * 900 AS BIGINT)");
+    let nil = "'00000000-0000-0000-0000-000000000000'::uuid";
+    let message_rows = |from: &str| {
+        format!(
+            "SELECT r.agency_id, r.workspace_id, {slot} AS slot, r.direction, r.channel_id, \
+               {sentiment} AS sentiment, COALESCE(r.sent_by_membership_id, {nil}) AS member_id, \
+               CAST(trunc(EXTRACT(EPOCH FROM (r.received_at - r.published_at)) * 1000) AS BIGINT) AS delay_ms \
+             FROM {from} r",
+            slot = slot("r.received_at"),
+            sentiment = sentiment("r"),
+        )
+    };
+    let add_messages = |from: &str| {
+        format!(
+            "INSERT INTO report_message_slots AS s (agency_id, {MESSAGE_KEY}, messages, delay_sum_ms, delay_max_ms) \
+             SELECT agency_id, {MESSAGE_KEY}, COUNT(*), SUM(delay_ms), MAX(delay_ms) \
+             FROM ({rows}) x GROUP BY agency_id, {MESSAGE_KEY} ORDER BY {MESSAGE_KEY} \
+             ON CONFLICT ({MESSAGE_KEY}) DO UPDATE SET messages = s.messages + EXCLUDED.messages, \
+               delay_sum_ms = s.delay_sum_ms + EXCLUDED.delay_sum_ms, \
+               delay_max_ms = GREATEST(s.delay_max_ms, EXCLUDED.delay_max_ms)",
+            rows = message_rows(from),
+        )
+    };
+    let add_sla = |from: &str| {
+        format!(
+            "INSERT INTO report_sla_slots AS s (agency_id, {SLA_KEY}, events) \
+             SELECT agency_id, workspace_id, {slot} AS slot, target, kind, COUNT(*) \
+             FROM {from} r GROUP BY agency_id, workspace_id, 3, target, kind ORDER BY workspace_id, 3, target, kind \
+             ON CONFLICT ({SLA_KEY}) DO UPDATE SET events = s.events + EXCLUDED.events",
+            slot = slot("r.fired_at"),
+        )
+    };
+    // Slots touched by an update (only rows whose counted columns changed)
+    // or a delete, counted again from the rows.
+    let changed = |side: &str| {
+        format!(
+            "SELECT {side}.workspace_id AS workspace_id, {slot} AS slot \
+             FROM old_rows o JOIN new_rows n ON n.id = o.id \
+             WHERE ({COUNTED}) IS DISTINCT FROM ({counted_new})",
+            slot = slot(&format!("{side}.received_at")),
+            COUNTED = counted("o"),
+            counted_new = counted("n"),
+        )
+    };
+    let recount = |keys: &str| {
+        format!(
+            "DELETE FROM report_message_slots s USING ({keys}) k \
+               WHERE s.workspace_id = k.workspace_id AND s.slot = k.slot; \
+             {add}",
+            add = add_messages(&format!(
+                "(SELECT m.* FROM messages m JOIN ({keys}) k ON m.workspace_id = k.workspace_id \
+                  AND m.received_at >= to_timestamp(k.slot) AND m.received_at < to_timestamp(k.slot + 900))"
+            ))
+        )
+    };
+    format!(
+        "CREATE FUNCTION rapport_rollup_messages() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN {messages}; RETURN NULL; END $$;
+         CREATE TRIGGER report_message_slots_add AFTER INSERT ON messages
+           REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rapport_rollup_messages();
+         CREATE FUNCTION rapport_recount_messages_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN {recount_updated}; RETURN NULL; END $$;
+         CREATE TRIGGER report_message_slots_update AFTER UPDATE ON messages
+           REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+           FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_messages_updated();
+         CREATE FUNCTION rapport_recount_messages_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN {recount_deleted}; RETURN NULL; END $$;
+         CREATE TRIGGER report_message_slots_delete AFTER DELETE ON messages
+           REFERENCING OLD TABLE AS old_rows
+           FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_messages_deleted();
+         CREATE FUNCTION rapport_rollup_sla_events() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN {sla}; RETURN NULL; END $$;
+         CREATE TRIGGER report_sla_slots_add AFTER INSERT ON sla_events
+           REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rapport_rollup_sla_events();
+         {backfill_messages};
+         {backfill_sla};
+         UPDATE conversations c SET
+           first_response_business_s = CASE WHEN c.first_responded_at >= c.created_at
+             THEN CAST(trunc(EXTRACT(EPOCH FROM (c.first_responded_at - c.created_at))) AS BIGINT) END,
+           resolution_business_s = CASE WHEN c.resolved_at >= c.created_at
+             THEN CAST(trunc(EXTRACT(EPOCH FROM (c.resolved_at - c.created_at))) AS BIGINT) END
+         WHERE c.sla_policy_id IS NULL OR NOT EXISTS
+           (SELECT 1 FROM sla_policies p WHERE p.id = c.sla_policy_id AND p.business_hours);",
+        messages = add_messages("new_rows"),
+        recount_updated = recount(&format!("{} UNION {}", changed("o"), changed("n"))),
+        recount_deleted = recount(&format!(
+            "SELECT DISTINCT o.workspace_id AS workspace_id, {} AS slot FROM old_rows o",
+            slot("o.received_at")
+        )),
+        sla = add_sla("new_rows"),
+        backfill_messages = add_messages("messages"),
+        backfill_sla = add_sla("sla_events"),
+    )
+}
+
+/// Microseconds since the epoch of an RFC 3339 UTC text timestamp (as
+/// sqlx stores them: 0, 3, 6 or 9 fraction digits, then `+00:00`), exact
+/// where `julianday` would be off by tens of microseconds.
+fn sqlite_epoch_us(t: &str) -> String {
+    format!(
+        "(CAST(strftime('%s', substr({t}, 1, 19)) AS INTEGER) * 1000000 + \
+         CASE WHEN substr({t}, 20, 1) = '.' \
+         THEN CAST(substr(substr({t}, 21, instr({t}, '+') - 21) || '000000', 1, 6) AS INTEGER) ELSE 0 END)"
+    )
+}
+
+fn sqlite_sql() -> String {
+    // The slot comes from the whole seconds (SQLite's date functions would
+    // round a fraction up into the next slot).
+    let slot = |col: &str| {
+        format!("((CAST(strftime('%s', substr({col}, 1, 19)) AS INTEGER) / 900) * 900)")
+    };
+    let nil = "X'00000000000000000000000000000000'";
+    // Integer division truncates toward zero, as PostgreSQL's trunc.
+    let delay = |r: &str| {
+        format!(
+            "(({} - {}) / 1000)",
+            sqlite_epoch_us(&format!("{r}.received_at")),
+            sqlite_epoch_us(&format!("{r}.published_at"))
+        )
+    };
+    let seconds = |later: &str| {
+        format!(
+            "(({} - {}) / 1000000)",
+            sqlite_epoch_us(later),
+            sqlite_epoch_us("c.created_at")
+        )
+    };
+    let add_from = |from: &str| {
+        format!(
+            "INSERT INTO report_message_slots (agency_id, {MESSAGE_KEY}, messages, delay_sum_ms, delay_max_ms)
+               SELECT r.agency_id, r.workspace_id, {slot}, r.direction, r.channel_id, {sentiment},
+                      COALESCE(r.sent_by_membership_id, {nil}), COUNT(*), SUM({delay}), MAX({delay})
+               FROM {from} GROUP BY 1, 2, 3, 4, 5, 6, 7",
+            slot = slot("r.received_at"),
+            sentiment = sentiment("r"),
+            delay = delay("r"),
+        )
+    };
+    // One slot of `row` (OLD or NEW) counted again from the rows.
+    let recount = |row: &str| {
+        let text = |secs: String| {
+            format!("(strftime('%Y-%m-%dT%H:%M:%S', {secs}, 'unixepoch') || '+00:00')")
+        };
+        let at = slot(&format!("{row}.received_at"));
+        format!(
+            "DELETE FROM report_message_slots WHERE workspace_id = {row}.workspace_id AND slot = {at};
+             {add};",
+            add = add_from(&format!(
+                "messages r WHERE r.workspace_id = {row}.workspace_id \
+                 AND r.received_at >= {lo} AND r.received_at < {hi}",
+                lo = text(at.clone()),
+                hi = text(format!("{at} + 900")),
+            ))
+        )
+    };
+    format!(
+        "CREATE TRIGGER report_message_slots_add AFTER INSERT ON messages BEGIN
+           INSERT INTO report_message_slots (agency_id, {MESSAGE_KEY}, messages, delay_sum_ms, delay_max_ms)
+           VALUES (NEW.agency_id, NEW.workspace_id, {new_slot}, NEW.direction, NEW.channel_id, {new_sentiment},
+                   COALESCE(NEW.sent_by_membership_id, {nil}), 1, {new_delay}, {new_delay})
+           ON CONFLICT ({MESSAGE_KEY}) DO UPDATE SET messages = messages + 1,
+             delay_sum_ms = delay_sum_ms + excluded.delay_sum_ms,
+             delay_max_ms = MAX(delay_max_ms, excluded.delay_max_ms);
+         END;
+         CREATE TRIGGER report_message_slots_update AFTER UPDATE OF {counted} ON messages BEGIN
+           {recount_old}
+           {recount_new}
+         END;
+         CREATE TRIGGER report_message_slots_delete AFTER DELETE ON messages BEGIN
+           {recount_old}
+         END;
+         CREATE TRIGGER report_sla_slots_add AFTER INSERT ON sla_events BEGIN
+           INSERT INTO report_sla_slots (agency_id, {SLA_KEY}, events)
+           VALUES (NEW.agency_id, NEW.workspace_id, {new_fired}, NEW.target, NEW.kind, 1)
+           ON CONFLICT ({SLA_KEY}) DO UPDATE SET events = events + 1;
+         END;
+         {backfill_messages};
+         INSERT INTO report_sla_slots (agency_id, {SLA_KEY}, events)
+           SELECT r.agency_id, r.workspace_id, {r_fired}, r.target, r.kind, COUNT(*)
+           FROM sla_events r GROUP BY 1, 2, 3, 4, 5;
+         UPDATE conversations AS c SET
+           first_response_business_s = CASE WHEN c.first_responded_at >= c.created_at THEN {first} END,
+           resolution_business_s = CASE WHEN c.resolved_at >= c.created_at THEN {resolved} END
+         WHERE c.sla_policy_id IS NULL OR NOT EXISTS
+           (SELECT 1 FROM sla_policies p WHERE p.id = c.sla_policy_id AND p.business_hours);",
+        new_slot = slot("NEW.received_at"),
+        new_sentiment = sentiment("NEW"),
+        new_delay = delay("NEW"),
+        new_fired = slot("NEW.fired_at"),
+        counted = "workspace_id, direction, channel_id, sentiment, published_at, received_at, sent_by_membership_id",
+        recount_old = recount("OLD"),
+        recount_new = recount("NEW"),
+        backfill_messages = add_from("messages r"),
+        r_fired = slot("r.fired_at"),
+        first = seconds("c.first_responded_at"),
+        resolved = seconds("c.resolved_at"),
+    )
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(n("report_message_slots"))
+                .col(uuid(n("agency_id")))
+                .col(uuid(n("workspace_id")))
+                .col(big_integer(n("slot")))
+                .col(text(n("direction")))
+                .col(uuid(n("channel_id")))
+                .col(text(n("sentiment")))
+                .col(uuid(n("member_id")))
+                .col(big_integer(n("messages")))
+                .col(big_integer(n("delay_sum_ms")))
+                .col(big_integer(n("delay_max_ms")))
+                .primary_key(
+                    Index::create()
+                        .col(n("workspace_id"))
+                        .col(n("slot"))
+                        .col(n("direction"))
+                        .col(n("channel_id"))
+                        .col(n("sentiment"))
+                        .col(n("member_id")),
+                )
+                .foreign_key(&mut fk("report_message_slots", "agency_id", "agencies"))
+                .foreign_key(&mut fk(
+                    "report_message_slots",
+                    "workspace_id",
+                    "workspaces",
+                ))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(n("report_sla_slots"))
+                .col(uuid(n("agency_id")))
+                .col(uuid(n("workspace_id")))
+                .col(big_integer(n("slot")))
+                .col(text(n("target")))
+                .col(text(n("kind")))
+                .col(big_integer(n("events")))
+                .primary_key(
+                    Index::create()
+                        .col(n("workspace_id"))
+                        .col(n("slot"))
+                        .col(n("target"))
+                        .col(n("kind")),
+                )
+                .foreign_key(&mut fk("report_sla_slots", "agency_id", "agencies"))
+                .foreign_key(&mut fk("report_sla_slots", "workspace_id", "workspaces"))
+                .to_owned(),
+        )
+        .await?;
+        for col in ["first_response_business_s", "resolution_business_s"] {
+            m.alter_table(
+                Table::alter()
+                    .table(n("conversations"))
+                    .add_column(big_integer_null(n(col)))
+                    .to_owned(),
+            )
+            .await?;
+        }
+        let sql = match m.get_database_backend() {
+            DbBackend::Postgres => postgres_sql(),
+            _ => sqlite_sql(),
+        };
+        m.get_connection().execute_unprepared(&sql).await?;
+        protect(m, TABLES).await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        match m.get_database_backend() {
+            DbBackend::Postgres => {
+                db.execute_unprepared(
+                    "DROP TRIGGER report_message_slots_add ON messages;
+                     DROP TRIGGER report_sla_slots_add ON sla_events;
+                     DROP TRIGGER report_message_slots_update ON messages;
+                     DROP TRIGGER report_message_slots_delete ON messages;
+                     DROP FUNCTION rapport_recount_messages_updated();
+                     DROP FUNCTION rapport_recount_messages_deleted();
+                     DROP FUNCTION rapport_rollup_messages();
+                     DROP FUNCTION rapport_rollup_sla_events();",
+                )
+                .await?;
+            }
+            _ => {
+                db.execute_unprepared(
+                    "DROP TRIGGER report_message_slots_add; DROP TRIGGER report_sla_slots_add;
+                     DROP TRIGGER report_message_slots_update;
+                     DROP TRIGGER report_message_slots_delete;",
+                )
+                .await?;
+            }
+        }
+        for col in ["first_response_business_s", "resolution_business_s"] {
+            m.alter_table(
+                Table::alter()
+                    .table(n("conversations"))
+                    .drop_column(n(col))
+                    .to_owned(),
+            )
+            .await?;
+        }
+        for table in TABLES {
+            m.drop_table(Table::drop().table(n(table)).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
