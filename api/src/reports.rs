@@ -355,6 +355,7 @@ pub async fn build<C: ConnectionTrait>(
             "report"
         )
     };
+    reports::tune(conn).await?;
     let inbound = reports::inbound(conn, agency, id, &parts).await?;
     lap("inbound");
     let replies = reports::replies(conn, agency, id, &parts).await?;
@@ -364,7 +365,7 @@ pub async fn build<C: ConnectionTrait>(
     lap("refusals and overrides");
     let sla_rows = reports::sla_events(conn, agency, id, &parts).await?;
     lap("sla events");
-    let opened = reports::opened(conn, agency, id, &whole).await?;
+    let opened = reports::opened(conn, agency, id, &parts).await?;
     let unstamped = reports::unstamped(conn, agency, id, period.from, period.to).await?;
     let assigned = reports::assigned(conn, agency, id, period.from, period.to).await?;
     lap("opened conversations");

@@ -56,6 +56,8 @@ pub const LATER_TENANT_TABLES: &[&str] = &[
     "report_share_links",
     "report_message_slots",
     "report_sla_slots",
+    // PostgreSQL only (SQLite reads the conversations themselves).
+    "report_conversation_slots",
 ];
 
 /// The role request-path transactions switch to on PostgreSQL so that

@@ -35,6 +35,10 @@ impl MigrationName for Migration {
 /// Tenant tables this migration adds.
 pub const TABLES: &[&str] = &["report_message_slots", "report_sla_slots"];
 
+/// Must match the store's `unstamped` query word for word (partial index).
+const UNSTAMPED: &str = "(first_responded_at IS NOT NULL AND first_response_business_s IS NULL) \
+     OR (resolved_at IS NOT NULL AND resolution_business_s IS NULL)";
+
 const MESSAGE_KEY: &str = "workspace_id, slot, direction, channel_id, sentiment, member_id";
 const SLA_KEY: &str = "workspace_id, slot, target, kind";
 
@@ -148,6 +152,159 @@ fn postgres_sql() -> String {
         sla = add_sla("new_rows"),
         backfill_messages = add_messages("messages"),
         backfill_sla = add_sla("sla_events"),
+    )
+}
+
+/// The columns of conversation row `r` its slot's figures depend on.
+fn conversation_counted(r: &str) -> String {
+    [
+        "workspace_id",
+        "created_at",
+        "priority",
+        "opening_sentiment",
+        "recovered",
+        "first_responded_at",
+        "resolved_at",
+        "first_response_business_s",
+        "resolution_business_s",
+    ]
+    .map(|c| format!("{r}.{c}"))
+    .join(", ")
+}
+
+/// PostgreSQL only: opened conversations per slot and current priority,
+/// with their response times as arrays of milliseconds, so a report reads
+/// a few thousand rows instead of every conversation. New conversations
+/// are added to their slot; an update that changes a counted column or a
+/// delete counts the touched slots again from the rows, under a
+/// transaction-scoped advisory lock per slot (taken in order), so two
+/// recounts of one slot never overwrite each other with stale figures.
+/// (SQLite runs in process and reads the conversations themselves.)
+fn postgres_conversation_sql() -> String {
+    let slot = |col: &str| format!("CAST(floor(EXTRACT(EPOCH FROM {col}) / 900) * 900 AS BIGINT)");
+    let ms = |later: &str| {
+        format!("CAST(trunc(EXTRACT(EPOCH FROM (c.{later} - c.created_at)) * 1000) AS BIGINT)")
+    };
+    // The figures of conversations `c` in `from`, per slot `slot_of`.
+    let aggregate = |from: &str, slot_of: &str| {
+        format!(
+            "INSERT INTO report_conversation_slots AS s (agency_id, workspace_id, slot, priority, opened, \
+               negative, recovered, first_ms, first_business_ms, resolution_ms, resolution_business_ms) \
+             SELECT c.agency_id, c.workspace_id, {slot_of}, c.priority, COUNT(*), \
+               SUM(CASE WHEN c.opening_sentiment <= -0.05 THEN 1 ELSE 0 END), \
+               SUM(CASE WHEN c.opening_sentiment <= -0.05 AND c.recovered THEN 1 ELSE 0 END), \
+               COALESCE(array_agg({first}) FILTER (WHERE c.first_responded_at >= c.created_at), '{{}}'), \
+               COALESCE(array_agg(c.first_response_business_s * 1000) \
+                 FILTER (WHERE c.first_responded_at >= c.created_at AND c.first_response_business_s IS NOT NULL), '{{}}'), \
+               COALESCE(array_agg({resolution}) FILTER (WHERE c.resolved_at >= c.created_at), '{{}}'), \
+               COALESCE(array_agg(c.resolution_business_s * 1000) \
+                 FILTER (WHERE c.resolved_at >= c.created_at AND c.resolution_business_s IS NOT NULL), '{{}}') \
+             FROM {from} GROUP BY 1, 2, 3, 4 ORDER BY 2, 3, 4",
+            first = ms("first_responded_at"),
+            resolution = ms("resolved_at"),
+        )
+    };
+    // Counted again: the slot's row replaced.
+    let figures = |keys: &str| {
+        format!(
+            "{} ON CONFLICT (workspace_id, slot, priority) DO UPDATE SET opened = EXCLUDED.opened, \
+               negative = EXCLUDED.negative, recovered = EXCLUDED.recovered, first_ms = EXCLUDED.first_ms, \
+               first_business_ms = EXCLUDED.first_business_ms, resolution_ms = EXCLUDED.resolution_ms, \
+               resolution_business_ms = EXCLUDED.resolution_business_ms",
+            aggregate(
+                &format!(
+                    "({keys}) k JOIN conversations c ON c.workspace_id = k.workspace_id \
+                     AND c.created_at >= to_timestamp(k.slot) AND c.created_at < to_timestamp(k.slot + 900)"
+                ),
+                "k.slot"
+            )
+        )
+    };
+    // New conversations are added to their slot (commutative, so
+    // concurrent writers need no lock; the newest slot is the busiest).
+    let added = format!(
+        "{} ON CONFLICT (workspace_id, slot, priority) DO UPDATE SET opened = s.opened + EXCLUDED.opened, \
+           negative = s.negative + EXCLUDED.negative, recovered = s.recovered + EXCLUDED.recovered, \
+           first_ms = s.first_ms || EXCLUDED.first_ms, \
+           first_business_ms = s.first_business_ms || EXCLUDED.first_business_ms, \
+           resolution_ms = s.resolution_ms || EXCLUDED.resolution_ms, \
+           resolution_business_ms = s.resolution_business_ms || EXCLUDED.resolution_business_ms;",
+        aggregate("new_rows c", &slot("c.created_at"))
+    );
+    let recount = |keys: &str| {
+        format!(
+            "FOR slot_key IN SELECT DISTINCT x.workspace_id, x.slot FROM ({keys}) x ORDER BY 1, 2 LOOP
+               PERFORM pg_advisory_xact_lock(
+                 hashtextextended(slot_key.workspace_id::text || ':' || slot_key.slot::text, 7));
+             END LOOP;
+             DELETE FROM report_conversation_slots s USING ({keys}) k
+               WHERE s.workspace_id = k.workspace_id AND s.slot = k.slot;
+             {insert};",
+            insert = figures(keys),
+        )
+    };
+    let of = |side: &str, from: &str| {
+        format!(
+            "SELECT {side}.workspace_id AS workspace_id, {slot} AS slot FROM {from}",
+            slot = slot(&format!("{side}.created_at")),
+        )
+    };
+    let changed = format!(
+        "old_rows o JOIN new_rows n ON n.id = o.id WHERE ({}) IS DISTINCT FROM ({})",
+        conversation_counted("o"),
+        conversation_counted("n")
+    );
+    let function = |name: &str, body: String| {
+        format!(
+            "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+             DECLARE slot_key record;
+             BEGIN {body} RETURN NULL; END $$;"
+        )
+    };
+    format!(
+        "CREATE TABLE report_conversation_slots (
+           agency_id uuid NOT NULL REFERENCES agencies (id) ON DELETE CASCADE,
+           workspace_id uuid NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+           slot bigint NOT NULL,
+           priority text NOT NULL,
+           opened bigint NOT NULL,
+           negative bigint NOT NULL,
+           recovered bigint NOT NULL,
+           first_ms bigint[] NOT NULL,
+           first_business_ms bigint[] NOT NULL,
+           resolution_ms bigint[] NOT NULL,
+           resolution_business_ms bigint[] NOT NULL,
+           PRIMARY KEY (workspace_id, slot, priority));
+         {inserted}
+         CREATE TRIGGER report_conversation_slots_insert AFTER INSERT ON conversations
+           REFERENCING NEW TABLE AS new_rows
+           FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_conversations_inserted();
+         {updated}
+         CREATE TRIGGER report_conversation_slots_update AFTER UPDATE ON conversations
+           REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+           FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_conversations_updated();
+         {deleted}
+         CREATE TRIGGER report_conversation_slots_delete AFTER DELETE ON conversations
+           REFERENCING OLD TABLE AS old_rows
+           FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_conversations_deleted();
+         {backfill};",
+        inserted = function("rapport_recount_conversations_inserted", added),
+        updated = function(
+            "rapport_recount_conversations_updated",
+            recount(&format!(
+                "{} UNION {}",
+                of("o", &changed),
+                of("n", &changed)
+            ))
+        ),
+        deleted = function(
+            "rapport_recount_conversations_deleted",
+            recount(&of("o", "old_rows o"))
+        ),
+        backfill = figures(&format!(
+            "SELECT DISTINCT c.workspace_id, {} AS slot FROM conversations c",
+            slot("c.created_at")
+        )),
     )
 }
 
@@ -320,12 +477,24 @@ impl MigrationTrait for Migration {
             )
             .await?;
         }
-        let sql = match m.get_database_backend() {
-            DbBackend::Postgres => postgres_sql(),
-            _ => sqlite_sql(),
-        };
-        m.get_connection().execute_unprepared(&sql).await?;
-        protect(m, TABLES).await
+        // Conversations whose business-time figures the report computes
+        // (written before they were kept): found without a scan.
+        m.get_connection()
+            .execute_unprepared(&format!(
+                "CREATE INDEX ix_conversations_unstamped ON conversations \
+                 (agency_id, workspace_id, created_at) WHERE {UNSTAMPED}"
+            ))
+            .await?;
+        let db = m.get_connection();
+        match m.get_database_backend() {
+            DbBackend::Postgres => {
+                db.execute_unprepared(&postgres_sql()).await?;
+                db.execute_unprepared(&postgres_conversation_sql()).await?;
+                protect(m, TABLES).await?;
+                protect(m, &["report_conversation_slots"]).await
+            }
+            _ => db.execute_unprepared(&sqlite_sql()).await.map(|_| ()),
+        }
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
@@ -339,6 +508,13 @@ impl MigrationTrait for Migration {
                      DROP TRIGGER report_message_slots_delete ON messages;
                      DROP FUNCTION rapport_recount_messages_updated();
                      DROP FUNCTION rapport_recount_messages_deleted();
+                     DROP TABLE report_conversation_slots;
+                     DROP TRIGGER report_conversation_slots_insert ON conversations;
+                     DROP TRIGGER report_conversation_slots_update ON conversations;
+                     DROP TRIGGER report_conversation_slots_delete ON conversations;
+                     DROP FUNCTION rapport_recount_conversations_inserted();
+                     DROP FUNCTION rapport_recount_conversations_updated();
+                     DROP FUNCTION rapport_recount_conversations_deleted();
                      DROP FUNCTION rapport_rollup_messages();
                      DROP FUNCTION rapport_rollup_sla_events();",
                 )
@@ -353,6 +529,8 @@ impl MigrationTrait for Migration {
                 .await?;
             }
         }
+        db.execute_unprepared("DROP INDEX ix_conversations_unstamped")
+            .await?;
         for col in ["first_response_business_s", "resolution_business_s"] {
             m.alter_table(
                 Table::alter()

@@ -86,6 +86,20 @@ impl Sql {
     }
 }
 
+/// On PostgreSQL, for the report's transaction: its statements are many
+/// short index scans, where parallel workers and JIT compilation cost more
+/// than they save, and its aggregates fit in memory.
+pub async fn tune<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        conn.execute_unprepared(
+            "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; \
+             SET LOCAL work_mem = '32MB'",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Microseconds since the epoch of a timestamp column on SQLite, which
 /// stores RFC 3339 UTC text (0, 3, 6 or 9 fraction digits, then `+00:00`);
 /// exact where `julianday` is off by tens of microseconds.
@@ -395,11 +409,70 @@ pub async fn opened<C: ConnectionTrait>(
     conn: &C,
     agency: Uuid,
     workspace: Uuid,
-    buckets: &[Range],
+    split: &Split,
+) -> Result<Vec<OpenedGroup>, DbErr> {
+    let backend = conn.get_database_backend();
+    if backend != DbBackend::Postgres {
+        // SQLite keeps no conversation rollup: whole slots are rows too.
+        let mut ranges = split.rows.clone();
+        for (i, lo, hi) in &split.slots {
+            let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
+            ranges.push((*i, at(*lo), at(*hi)));
+        }
+        return opened_rows(conn, agency, workspace, &ranges).await;
+    }
+    let mut out = Vec::new();
+    if !split.slots.is_empty() {
+        let mut q = Sql::new(backend);
+        let s = Sql::slots(&split.slots);
+        let a = q.bind(agency);
+        let w = q.bind(workspace);
+        q.push(&format!(
+            "SELECT s.idx, r.priority, r.opened, r.negative, r.recovered, r.first_ms, \
+             r.first_business_ms, r.resolution_ms, r.resolution_business_ms \
+             FROM {s} s JOIN report_conversation_slots r ON r.slot >= s.lo AND r.slot < s.hi \
+             WHERE r.agency_id = {a} AND r.workspace_id = {w}"
+        ));
+        out.extend(opened_groups(q.rows(conn).await?)?);
+    }
+    if !split.rows.is_empty() {
+        out.extend(opened_rows(conn, agency, workspace, &split.rows).await?);
+    }
+    Ok(out)
+}
+
+fn opened_groups(rows: Vec<QueryResult>) -> Result<Vec<OpenedGroup>, DbErr> {
+    rows.into_iter()
+        .map(|r| {
+            let list = |i: usize| -> Result<Vec<i64>, DbErr> {
+                Ok(r.try_get_by_index::<Option<Vec<i64>>>(i)?
+                    .unwrap_or_default())
+            };
+            Ok(OpenedGroup {
+                bucket: r.try_get_by_index::<i64>(0)? as usize,
+                priority: r.try_get_by_index(1)?,
+                count: r.try_get_by_index(2)?,
+                negative: r.try_get_by_index(3)?,
+                recovered: r.try_get_by_index(4)?,
+                first_ms: list(5)?,
+                first_business_ms: list(6)?,
+                resolution_ms: list(7)?,
+                resolution_business_ms: list(8)?,
+            })
+        })
+        .collect()
+}
+
+/// Opened conversations read from the rows of `ranges`.
+async fn opened_rows<C: ConnectionTrait>(
+    conn: &C,
+    agency: Uuid,
+    workspace: Uuid,
+    ranges: &[Range],
 ) -> Result<Vec<OpenedGroup>, DbErr> {
     let backend = conn.get_database_backend();
     let mut q = Sql::new(backend);
-    let b = q.ranges(buckets);
+    let b = q.ranges(ranges);
     let a = q.bind(agency);
     let w = q.bind(workspace);
     let first = ms_between(backend, "c.first_responded_at", "c.created_at");
@@ -426,28 +499,7 @@ pub async fn opened<C: ConnectionTrait>(
                FILTER (WHERE {resolved} AND c.resolution_business_s IS NOT NULL) \
              {from} GROUP BY b.idx, c.priority"
         ));
-        return q
-            .rows(conn)
-            .await?
-            .into_iter()
-            .map(|r| {
-                let list = |i: usize| -> Result<Vec<i64>, DbErr> {
-                    Ok(r.try_get_by_index::<Option<Vec<i64>>>(i)?
-                        .unwrap_or_default())
-                };
-                Ok(OpenedGroup {
-                    bucket: r.try_get_by_index::<i64>(0)? as usize,
-                    priority: r.try_get_by_index(1)?,
-                    count: r.try_get_by_index(2)?,
-                    negative: r.try_get_by_index(3)?,
-                    recovered: r.try_get_by_index(4)?,
-                    first_ms: list(5)?,
-                    first_business_ms: list(6)?,
-                    resolution_ms: list(7)?,
-                    resolution_business_ms: list(8)?,
-                })
-            })
-            .collect();
+        return opened_groups(q.rows(conn).await?);
     }
     // SQLite runs in process: rows are cheap, grouped here.
     q.push(&format!(
@@ -511,13 +563,14 @@ pub async fn unstamped<C: ConnectionTrait>(
     let w = q.bind(workspace);
     let f = q.bind(from);
     let t = q.bind(to);
+    // The condition is the partial index's, word for word.
     q.push(&format!(
-        "SELECT c.created_at, c.first_responded_at, c.resolved_at, c.sla_policy_id, \
-         c.first_response_business_s, c.resolution_business_s FROM conversations c \
-         WHERE c.agency_id = {a} AND c.workspace_id = {w} \
-         AND c.created_at >= {f} AND c.created_at < {t} \
-         AND ((c.first_responded_at >= c.created_at AND c.first_response_business_s IS NULL) \
-           OR (c.resolved_at >= c.created_at AND c.resolution_business_s IS NULL))"
+        "SELECT created_at, first_responded_at, resolved_at, sla_policy_id, \
+         first_response_business_s, resolution_business_s FROM conversations \
+         WHERE agency_id = {a} AND workspace_id = {w} \
+         AND created_at >= {f} AND created_at < {t} \
+         AND ((first_responded_at IS NOT NULL AND first_response_business_s IS NULL) \
+         OR (resolved_at IS NOT NULL AND resolution_business_s IS NULL))"
     ));
     q.rows(conn)
         .await?

@@ -80,6 +80,11 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(name) = self.pg_name.take() {
+            // Kept for a look with psql (benchmarks): RAPPORT_TEST_KEEP_DB=1.
+            if std::env::var_os("RAPPORT_TEST_KEEP_DB").is_some() {
+                eprintln!("kept database {name}");
+                return;
+            }
             // Drop runs outside async; use a short-lived runtime on a thread.
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
