@@ -789,3 +789,45 @@ async fn rollup_slots_and_row_edges_agree() {
         1
     );
 }
+
+/// Deadlines due in the period that still run now: counted while the
+/// period lasts, none before they fall due in it, none once it is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_deadlines_count_what_still_runs() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let t = json!({ "firstResponseMinutes": 60 });
+    app.ok(
+        Some(&s.access),
+        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
+        json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true,
+                "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+    )
+    .await;
+    for who in ["ana", "bob"] {
+        import(&app, &s, &ws, who, "my order never arrived").await;
+    }
+    let now = Utc::now();
+    let open = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        let (app, s, ws) = (&app, &s, &ws);
+        async move {
+            app.ok(
+                Some(&s.access),
+                "query($w: ID!, $from: DateTime!, $to: DateTime!) {
+                   workspaceReport(workspaceId: $w, from: $from, to: $to, granularity: HOUR) {
+                     openDeadlines { firstResponse nextResponse resolution } } }",
+                json!({ "w": ws, "from": from, "to": to }),
+            )
+            .await["workspaceReport"]["openDeadlines"]
+                .clone()
+        }
+    };
+    let h = chrono::Duration::hours(1);
+    assert_eq!(
+        open(now - h, now + h + h).await,
+        json!({ "firstResponse": 2, "nextResponse": 0, "resolution": 0 })
+    );
+    assert_eq!(open(now - h, now + h / 2).await["firstResponse"], 0);
+    assert_eq!(open(now - h - h - h, now - h).await["firstResponse"], 0);
+}

@@ -622,7 +622,8 @@ pub async fn assigned<C: ConnectionTrait>(
         .collect()
 }
 
-/// Deadlines still running now, per target, among those due in the period.
+/// Deadlines still running now, per target, among those due in the period
+/// (none when the period is over: a deadline due in it is met or missed).
 pub async fn running<C: ConnectionTrait>(
     conn: &C,
     agency: Uuid,
@@ -631,27 +632,37 @@ pub async fn running<C: ConnectionTrait>(
     to: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<[i64; 3], DbErr> {
-    use crate::entities::conversation::{self, Column as C};
-    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-    let base = || {
-        conversation::Entity::find()
-            .filter(C::AgencyId.eq(agency))
-            .filter(C::WorkspaceId.eq(workspace))
-            .filter(C::Status.is_in(["OPEN", "PENDING_CUSTOMER"]))
+    let (lo, hi) = (from.max(now), to.max(now));
+    if lo >= hi {
+        return Ok([0, 0, 0]);
+    }
+    let mut q = Sql::new(conn.get_database_backend());
+    // Bound in the order they appear (SQLite's `?` is positional).
+    let mut within = |col: &str| {
+        let l = q.bind(lo);
+        let h = q.bind(hi);
+        format!("{col} >= {l} AND {col} < {h}")
     };
-    let running = |col: C| {
-        base()
-            .filter(col.gte(from.max(now)))
-            .filter(col.lt(to.max(now)))
+    let (first, next, resolution) = (
+        within("first_response_due_at"),
+        within("next_response_due_at"),
+        within("resolution_due_at"),
+    );
+    let a = q.bind(agency);
+    let w = q.bind(workspace);
+    q.push(&format!(
+        "SELECT \
+         CAST(SUM(CASE WHEN {first} AND first_responded_at IS NULL THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN {next} THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN {resolution} AND resolved_at IS NULL THEN 1 ELSE 0 END) AS BIGINT) \
+         FROM conversations WHERE agency_id = {a} AND workspace_id = {w} \
+         AND status IN ('OPEN', 'PENDING_CUSTOMER')"
+    ));
+    let rows = q.rows(conn).await?;
+    let Some(r) = rows.first() else {
+        return Ok([0, 0, 0]);
     };
-    let first = running(C::FirstResponseDueAt)
-        .filter(C::FirstRespondedAt.is_null())
-        .count(conn)
-        .await? as i64;
-    let next = running(C::NextResponseDueAt).count(conn).await? as i64;
-    let resolution = running(C::ResolutionDueAt)
-        .filter(C::ResolvedAt.is_null())
-        .count(conn)
-        .await? as i64;
-    Ok([first, next, resolution])
+    let get =
+        |i: usize| -> Result<i64, DbErr> { Ok(r.try_get_by_index::<Option<i64>>(i)?.unwrap_or(0)) };
+    Ok([get(0)?, get(1)?, get(2)?])
 }
