@@ -44,17 +44,21 @@ impl Sql {
         }
     }
 
-    /// Time ranges as a derived table `(idx, lo, hi)`.
-    fn ranges(&mut self, ranges: &[Range]) -> String {
+    /// One `SELECT` per time range, joined by `UNION ALL`: `branch` gets
+    /// the range's index as a literal and binds its own values in the
+    /// order they appear. Each branch is a plain index range scan (a join
+    /// with a derived table of ranges let PostgreSQL choose a sequential
+    /// scan of the whole workspace).
+    fn per_range(
+        &mut self,
+        ranges: &[Range],
+        mut branch: impl FnMut(&mut Sql, String, DateTime<Utc>, DateTime<Utc>) -> String,
+    ) {
         let parts: Vec<String> = ranges
             .iter()
-            .map(|(i, lo, hi)| {
-                let lo = self.bind(*lo);
-                let hi = self.bind(*hi);
-                format!("SELECT CAST({i} AS BIGINT) AS idx, {lo} AS lo, {hi} AS hi")
-            })
+            .map(|(i, lo, hi)| branch(self, format!("CAST({i} AS BIGINT)"), *lo, *hi))
             .collect();
-        format!("({})", parts.join(" UNION ALL "))
+        self.push(&parts.join(" UNION ALL "));
     }
 
     /// Slot ranges (epoch seconds, computed here, never user input) as a
@@ -184,17 +188,20 @@ pub async fn inbound<C: ConnectionTrait>(
     }
     if !split.rows.is_empty() {
         let mut q = Sql::new(backend);
-        let b = q.ranges(&split.rows);
-        let a = q.bind(agency);
-        let w = q.bind(workspace);
         let delay = ms_between(backend, "m.received_at", "m.published_at");
-        q.push(&format!(
-            "SELECT b.idx, m.channel_id, {SENTIMENT_CLASS} AS sentiment, COUNT(*) AS n, \
-             CAST(SUM({delay}) AS BIGINT) AS delay_sum, MAX({delay}) AS delay_max \
-             FROM {b} b JOIN messages m ON m.received_at >= b.lo AND m.received_at < b.hi \
-             WHERE m.agency_id = {a} AND m.workspace_id = {w} AND m.direction = 'INBOUND' \
-             GROUP BY b.idx, m.channel_id, 3"
-        ));
+        q.per_range(&split.rows, |q, idx, lo, hi| {
+            let a = q.bind(agency);
+            let w = q.bind(workspace);
+            let lo = q.bind(lo);
+            let hi = q.bind(hi);
+            format!(
+                "SELECT {idx}, m.channel_id, {SENTIMENT_CLASS}, COUNT(*), \
+                 CAST(SUM({delay}) AS BIGINT), MAX({delay}) FROM messages m \
+                 WHERE m.agency_id = {a} AND m.workspace_id = {w} AND m.direction = 'INBOUND' \
+                 AND m.received_at >= {lo} AND m.received_at < {hi} \
+                 GROUP BY m.channel_id, 3"
+            )
+        });
         for r in q.rows(conn).await? {
             out.push(inbound_row(r)?);
         }
@@ -213,14 +220,13 @@ pub struct CountRow {
 async fn counts<C: ConnectionTrait>(
     conn: &C,
     ranges: &[Range],
-    build: impl FnOnce(&mut Sql, &str),
+    branch: impl FnMut(&mut Sql, String, DateTime<Utc>, DateTime<Utc>) -> String,
 ) -> Result<Vec<CountRow>, DbErr> {
     if ranges.is_empty() {
         return Ok(Vec::new());
     }
     let mut q = Sql::new(conn.get_database_backend());
-    let b = q.ranges(ranges);
-    build(&mut q, &b);
+    q.per_range(ranges, branch);
     q.rows(conn)
         .await?
         .into_iter()
@@ -262,15 +268,17 @@ pub async fn replies<C: ConnectionTrait>(
         }
     }
     out.extend(
-        counts(conn, &split.rows, |q, b| {
+        counts(conn, &split.rows, |q, idx, lo, hi| {
             let a = q.bind(agency);
             let w = q.bind(workspace);
-            q.push(&format!(
-                "SELECT b.idx, m.sent_by_membership_id, COUNT(*) \
-                 FROM {b} b JOIN messages m ON m.received_at >= b.lo AND m.received_at < b.hi \
+            let lo = q.bind(lo);
+            let hi = q.bind(hi);
+            format!(
+                "SELECT {idx}, m.sent_by_membership_id, COUNT(*) FROM messages m \
                  WHERE m.agency_id = {a} AND m.workspace_id = {w} AND m.direction = 'OUTBOUND' \
-                 GROUP BY b.idx, m.sent_by_membership_id"
-            ));
+                 AND m.received_at >= {lo} AND m.received_at < {hi} \
+                 GROUP BY m.sent_by_membership_id"
+            )
         })
         .await?,
     );
@@ -294,15 +302,17 @@ pub async fn refusals<C: ConnectionTrait>(
     workspace: Uuid,
     buckets: &[Range],
 ) -> Result<Vec<CountRow>, DbErr> {
-    counts(conn, buckets, |q, b| {
+    counts(conn, buckets, |q, idx, lo, hi| {
         let a = q.bind(agency);
         let w = q.bind(workspace);
-        q.push(&format!(
-            "SELECT b.idx, r.membership_id, COUNT(*) \
-             FROM {b} b JOIN reply_refusals r ON r.created_at >= b.lo AND r.created_at < b.hi \
+        let lo = q.bind(lo);
+        let hi = q.bind(hi);
+        format!(
+            "SELECT {idx}, r.membership_id, COUNT(*) FROM reply_refusals r \
              WHERE r.agency_id = {a} AND r.workspace_id = {w} \
-             GROUP BY b.idx, r.membership_id"
-        ));
+             AND r.created_at >= {lo} AND r.created_at < {hi} \
+             GROUP BY r.membership_id"
+        )
     })
     .await
 }
@@ -314,18 +324,20 @@ pub async fn overrides<C: ConnectionTrait>(
     workspace: Uuid,
     buckets: &[Range],
 ) -> Result<Vec<CountRow>, DbErr> {
-    counts(conn, buckets, |q, b| {
+    counts(conn, buckets, |q, idx, lo, hi| {
         // Bound in the order they appear (SQLite's `?` is positional).
         let a2 = q.bind(agency);
         let a = q.bind(agency);
         let w = q.bind(workspace);
-        q.push(&format!(
-            "SELECT b.idx, ms.id, COUNT(*) \
-             FROM {b} b JOIN audit_log l ON l.created_at >= b.lo AND l.created_at < b.hi \
+        let lo = q.bind(lo);
+        let hi = q.bind(hi);
+        format!(
+            "SELECT {idx}, ms.id, COUNT(*) FROM audit_log l \
              LEFT JOIN memberships ms ON ms.user_id = l.actor_user_id AND ms.agency_id = {a2} \
              WHERE l.agency_id = {a} AND l.workspace_id = {w} AND l.action = 'sendReplyOverride' \
-             GROUP BY b.idx, ms.id"
-        ));
+             AND l.created_at >= {lo} AND l.created_at < {hi} \
+             GROUP BY ms.id"
+        )
     })
     .await
 }
@@ -362,15 +374,18 @@ pub async fn sla_events<C: ConnectionTrait>(
     }
     if !split.rows.is_empty() {
         let mut q = Sql::new(backend);
-        let b = q.ranges(&split.rows);
-        let a = q.bind(agency);
-        let w = q.bind(workspace);
-        q.push(&format!(
-            "SELECT b.idx, e.target, e.kind, COUNT(*) \
-             FROM {b} b JOIN sla_events e ON e.fired_at >= b.lo AND e.fired_at < b.hi \
-             WHERE e.agency_id = {a} AND e.workspace_id = {w} \
-             GROUP BY b.idx, e.target, e.kind"
-        ));
+        q.per_range(&split.rows, |q, idx, lo, hi| {
+            let a = q.bind(agency);
+            let w = q.bind(workspace);
+            let lo = q.bind(lo);
+            let hi = q.bind(hi);
+            format!(
+                "SELECT {idx}, e.target, e.kind, COUNT(*) FROM sla_events e \
+                 WHERE e.agency_id = {a} AND e.workspace_id = {w} \
+                 AND e.fired_at >= {lo} AND e.fired_at < {hi} \
+                 GROUP BY e.target, e.kind"
+            )
+        });
         statements.push(q);
     }
     let mut out = Vec::new();
@@ -472,23 +487,27 @@ async fn opened_rows<C: ConnectionTrait>(
 ) -> Result<Vec<OpenedGroup>, DbErr> {
     let backend = conn.get_database_backend();
     let mut q = Sql::new(backend);
-    let b = q.ranges(ranges);
-    let a = q.bind(agency);
-    let w = q.bind(workspace);
     let first = ms_between(backend, "c.first_responded_at", "c.created_at");
     let resolution = ms_between(backend, "c.resolved_at", "c.created_at");
     let answered = "c.first_responded_at >= c.created_at";
     let resolved = "c.resolved_at >= c.created_at";
     let negative = "c.opening_sentiment <= -0.05";
-    let from = format!(
-        "FROM {b} b JOIN conversations c ON c.created_at >= b.lo AND c.created_at < b.hi \
-         WHERE c.agency_id = {a} AND c.workspace_id = {w}"
-    );
+    let from = |q: &mut Sql, lo, hi| {
+        let a = q.bind(agency);
+        let w = q.bind(workspace);
+        let lo = q.bind(lo);
+        let hi = q.bind(hi);
+        format!(
+            "FROM conversations c WHERE c.agency_id = {a} AND c.workspace_id = {w} \
+             AND c.created_at >= {lo} AND c.created_at < {hi}"
+        )
+    };
     if backend == DbBackend::Postgres {
         // Aggregated in the database: one row per bucket and priority, the
         // durations as arrays (no per-conversation round trip).
-        q.push(&format!(
-            "SELECT b.idx, c.priority, COUNT(*), \
+        q.per_range(ranges, |q, idx, lo, hi| {
+            format!(
+                "SELECT {idx}, c.priority, COUNT(*), \
              CAST(SUM(CASE WHEN {negative} THEN 1 ELSE 0 END) AS BIGINT), \
              CAST(SUM(CASE WHEN {negative} AND c.recovered THEN 1 ELSE 0 END) AS BIGINT), \
              array_agg({first}) FILTER (WHERE {answered}), \
@@ -497,20 +516,25 @@ async fn opened_rows<C: ConnectionTrait>(
              array_agg({resolution}) FILTER (WHERE {resolved}), \
              array_agg(c.resolution_business_s * 1000) \
                FILTER (WHERE {resolved} AND c.resolution_business_s IS NOT NULL) \
-             {from} GROUP BY b.idx, c.priority"
-        ));
+             {from} GROUP BY c.priority",
+                from = from(q, lo, hi)
+            )
+        });
         return opened_groups(q.rows(conn).await?);
     }
     // SQLite runs in process: rows are cheap, grouped here.
-    q.push(&format!(
-        "SELECT b.idx, c.priority, CASE WHEN {negative} THEN 1 ELSE 0 END, \
+    q.per_range(ranges, |q, idx, lo, hi| {
+        format!(
+            "SELECT {idx}, c.priority, CASE WHEN {negative} THEN 1 ELSE 0 END, \
          CASE WHEN {negative} AND c.recovered THEN 1 ELSE 0 END, \
          CASE WHEN {answered} THEN {first} END, \
          CASE WHEN {answered} THEN c.first_response_business_s * 1000 END, \
          CASE WHEN {resolved} THEN {resolution} END, \
          CASE WHEN {resolved} THEN c.resolution_business_s * 1000 END \
-         {from}"
-    ));
+         {from}",
+            from = from(q, lo, hi)
+        )
+    });
     let mut groups: BTreeMap<(usize, String), OpenedGroup> = BTreeMap::new();
     for r in q.rows(conn).await? {
         let bucket = r.try_get_by_index::<i64>(0)? as usize;
