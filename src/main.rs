@@ -299,8 +299,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// The consumer loop, the feed poller, the SLA engine, the webhook
-/// deliverer, the reply publisher's sweep, and the reconciler that
-/// re-enqueues what Redis lost.
+/// deliverer, the reply publisher's sweep, the reconciler that re-enqueues
+/// what Redis lost, and the compaction of report rollups.
 async fn run_worker(
     db: DatabaseConnection,
     kv: Kv,
@@ -312,6 +312,11 @@ async fn run_worker(
         db.clone(),
         kv.clone(),
         ReconcilerConfig::default(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(rapport_worker::rollups::run(
+        db.clone(),
+        std::time::Duration::from_secs(10),
         shutdown.clone(),
     ));
     let feeds = FeedPoller::new(db.clone(), kv.clone(), FeedConfig::default())?;

@@ -669,6 +669,22 @@ fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
 
+/// Every figure of a report, by hour, for comparing two readings.
+const REPORT_ALL: &str = "query($w: ID!, $from: DateTime!, $to: DateTime!) {
+  workspaceReport(workspaceId: $w, from: $from, to: $to, granularity: HOUR, timezone: \"UTC\") {
+    total { ...F } buckets { from figures { ...F } } agents { name repliesSent assigned resolved }
+  }
+}
+fragment F on ReportFigures {
+  inbound inboundBySentiment { key count } inboundByChannel { key count } conversationsOpened
+  conversationsByPriority { key count }
+  firstResponse { calendar { count p50Seconds p90Seconds meanSeconds } business { count p50Seconds p90Seconds meanSeconds } }
+  resolution { calendar { count p50Seconds p90Seconds meanSeconds } business { count p50Seconds } }
+  sla { target met breached warned compliancePercent }
+  repliesSent cannedRefused overrides negativeConversations recovered
+  platformDelay { count meanSeconds maxSeconds }
+}";
+
 /// Whole 15-minute slots are read from the rollups the database keeps and
 /// a bucket's edges from the rows: both agree to the microsecond with a
 /// count made here, and a message moved to another time moves its count.
@@ -755,6 +771,56 @@ async fn rollup_slots_and_row_edges_agree() {
             assert_eq!(r["total"]["platformDelay"]["maxSeconds"], 2.5);
             assert_eq!(r["total"]["platformDelay"]["meanSeconds"], 2.5);
         }
+    }
+
+    // Compaction (PostgreSQL keeps a row per insert statement and key)
+    // folds each slot's rows into one and changes no figure.
+    let now = Utc::now();
+    let windows = [
+        json!({ "w": ws, "from": "2026-11-02T10:00:00Z", "to": "2026-11-02T12:00:00Z" }),
+        // The conversations, opened at import.
+        json!({ "w": ws, "from": now - chrono::Duration::hours(1), "to": now + chrono::Duration::hours(1) }),
+    ];
+    let mut before = Vec::new();
+    for w in &windows {
+        before.push(app.ok(Some(&s.access), REPORT_ALL, w.clone()).await);
+    }
+    assert_eq!(
+        before[1]["workspaceReport"]["total"]["conversationsOpened"],
+        7
+    );
+    let folded = rapport_worker::rollups::compact_once(&app.state.db)
+        .await
+        .unwrap();
+    if is_postgres() {
+        assert!(folded > 0, "fresh slots folded");
+        use sea_orm::ConnectionTrait;
+        for table in ["report_message_slots", "report_conversation_slots"] {
+            let row = app
+                .state
+                .db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    format!(
+                        "SELECT CAST(COUNT(*) FILTER (WHERE NOT compacted) AS BIGINT) AS fresh, \
+                         CAST(COUNT(*) - COUNT(DISTINCT (workspace_id, slot, \
+                           {}) ) AS BIGINT) AS repeated FROM {table}",
+                        if table == "report_message_slots" {
+                            "direction, channel_id, sentiment, member_id"
+                        } else {
+                            "priority"
+                        }
+                    ),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(row.try_get::<i64>("", "fresh").unwrap(), 0, "{table}");
+            assert_eq!(row.try_get::<i64>("", "repeated").unwrap(), 0, "{table}");
+        }
+    }
+    for (w, b) in windows.iter().zip(&before) {
+        assert_eq!(&app.ok(Some(&s.access), REPORT_ALL, w.clone()).await, b);
     }
 
     // Moved away: the old slot is empty, the new one counts it.

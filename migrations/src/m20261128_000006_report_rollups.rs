@@ -59,8 +59,56 @@ fn sentiment(r: &str) -> String {
     )
 }
 
+fn pg_slot(col: &str) -> String {
+    format!("CAST(floor(EXTRACT(EPOCH FROM {col}) / 900) * 900 AS BIGINT)")
+}
+
+/// Takes the transaction-scoped advisory lock of every `(workspace_id,
+/// slot)` of `keys` in order (`space` tells the rollups apart): recounts
+/// and compactions of one slot run one at a time.
+fn pg_lock_slots(keys: &str, space: u8) -> String {
+    format!(
+        "FOR slot_key IN SELECT DISTINCT x.workspace_id, x.slot FROM ({keys}) x ORDER BY 1, 2 LOOP
+           PERFORM pg_advisory_xact_lock(
+             hashtextextended(slot_key.workspace_id::text || ':' || slot_key.slot::text, {space}));
+         END LOOP;"
+    )
+}
+
+/// A trigger function (PL/pgSQL) running `body`.
+fn pg_function(name: &str, body: &str) -> String {
+    format!(
+        "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE slot_key record;
+         BEGIN {body} RETURN NULL; END $$;"
+    )
+}
+
+/// The keys `(workspace_id, slot)` of rows `o`/`n` whose `columns`
+/// changed in an update (`time`: the column placing a row in its slot).
+fn pg_changed(columns: &dyn Fn(&str) -> String, time: &str) -> String {
+    let of = |side: &str| {
+        format!(
+            "SELECT {side}.workspace_id AS workspace_id, {slot} AS slot \
+             FROM old_rows o JOIN new_rows n ON n.id = o.id \
+             WHERE ({old}) IS DISTINCT FROM ({new})",
+            slot = pg_slot(&format!("{side}.{time}")),
+            old = columns("o"),
+            new = columns("n"),
+        )
+    };
+    format!("{} UNION {}", of("o"), of("n"))
+}
+
+/// On PostgreSQL the rollups are append-only: every insert statement adds
+/// one row per key with its batch's figures (no unique key, so concurrent
+/// writers of the newest slot never wait on each other's row locks; the
+/// reads sum), and the worker compacts a slot's rows into one
+/// (`rapport_compact_report_rollups`). An update of a counted column or a
+/// delete counts the touched slots again, in one statement (one snapshot
+/// for what it removes and what it counts), under the slot's advisory
+/// lock.
 fn postgres_sql() -> String {
-    let slot = |col: &str| format!("CAST(floor(EXTRACT(EPOCH FROM {col}) / 900) * 900 AS BIGINT)");
     let nil = "'00000000-0000-0000-0000-000000000000'::uuid";
     let message_rows = |from: &str| {
         format!(
@@ -68,70 +116,87 @@ fn postgres_sql() -> String {
                {sentiment} AS sentiment, COALESCE(r.sent_by_membership_id, {nil}) AS member_id, \
                CAST(trunc(EXTRACT(EPOCH FROM (r.received_at - r.published_at)) * 1000) AS BIGINT) AS delay_ms \
              FROM {from} r",
-            slot = slot("r.received_at"),
+            slot = pg_slot("r.received_at"),
             sentiment = sentiment("r"),
         )
     };
-    let add_messages = |from: &str| {
+    let add_messages = |from: &str, compacted: bool| {
         format!(
-            "INSERT INTO report_message_slots AS s (agency_id, {MESSAGE_KEY}, messages, delay_sum_ms, delay_max_ms) \
-             SELECT agency_id, {MESSAGE_KEY}, COUNT(*), SUM(delay_ms), MAX(delay_ms) \
-             FROM ({rows}) x GROUP BY agency_id, {MESSAGE_KEY} ORDER BY {MESSAGE_KEY} \
-             ON CONFLICT ({MESSAGE_KEY}) DO UPDATE SET messages = s.messages + EXCLUDED.messages, \
-               delay_sum_ms = s.delay_sum_ms + EXCLUDED.delay_sum_ms, \
-               delay_max_ms = GREATEST(s.delay_max_ms, EXCLUDED.delay_max_ms)",
+            "INSERT INTO report_message_slots (agency_id, {MESSAGE_KEY}, messages, delay_sum_ms, delay_max_ms, compacted) \
+             SELECT agency_id, {MESSAGE_KEY}, COUNT(*), SUM(delay_ms), MAX(delay_ms), {compacted} \
+             FROM ({rows}) x GROUP BY agency_id, {MESSAGE_KEY}",
             rows = message_rows(from),
         )
     };
-    let add_sla = |from: &str| {
+    let add_sla = |from: &str, compacted: bool| {
         format!(
-            "INSERT INTO report_sla_slots AS s (agency_id, {SLA_KEY}, events) \
-             SELECT agency_id, workspace_id, {slot} AS slot, target, kind, COUNT(*) \
-             FROM {from} r GROUP BY agency_id, workspace_id, 3, target, kind ORDER BY workspace_id, 3, target, kind \
-             ON CONFLICT ({SLA_KEY}) DO UPDATE SET events = s.events + EXCLUDED.events",
-            slot = slot("r.fired_at"),
-        )
-    };
-    // Slots touched by an update (only rows whose counted columns changed)
-    // or a delete, counted again from the rows.
-    let changed = |side: &str| {
-        format!(
-            "SELECT {side}.workspace_id AS workspace_id, {slot} AS slot \
-             FROM old_rows o JOIN new_rows n ON n.id = o.id \
-             WHERE ({COUNTED}) IS DISTINCT FROM ({counted_new})",
-            slot = slot(&format!("{side}.received_at")),
-            COUNTED = counted("o"),
-            counted_new = counted("n"),
+            "INSERT INTO report_sla_slots (agency_id, {SLA_KEY}, events, compacted) \
+             SELECT agency_id, workspace_id, {slot} AS slot, target, kind, COUNT(*), {compacted} \
+             FROM {from} r GROUP BY agency_id, workspace_id, 3, target, kind",
+            slot = pg_slot("r.fired_at"),
         )
     };
     let recount = |keys: &str| {
         format!(
-            "DELETE FROM report_message_slots s USING ({keys}) k \
-               WHERE s.workspace_id = k.workspace_id AND s.slot = k.slot; \
-             {add}",
-            add = add_messages(&format!(
-                "(SELECT m.* FROM messages m JOIN ({keys}) k ON m.workspace_id = k.workspace_id \
-                  AND m.received_at >= to_timestamp(k.slot) AND m.received_at < to_timestamp(k.slot + 900))"
-            ))
+            "{lock}
+             WITH gone AS (DELETE FROM report_message_slots s USING ({keys}) k
+               WHERE s.workspace_id = k.workspace_id AND s.slot = k.slot)
+             {add};",
+            lock = pg_lock_slots(keys, 1),
+            add = add_messages(
+                &format!(
+                    "(SELECT m.* FROM messages m JOIN ({keys}) k ON m.workspace_id = k.workspace_id \
+                      AND m.received_at >= to_timestamp(k.slot) AND m.received_at < to_timestamp(k.slot + 900))"
+                ),
+                true
+            )
+        )
+    };
+    let compact = |table: &str, key: &str, cols: &str, sums: &str, space: u8| {
+        format!(
+            "FOR slot_key IN SELECT DISTINCT workspace_id, slot FROM {table} WHERE NOT compacted
+               ORDER BY 1, 2 LIMIT max_slots LOOP
+               PERFORM pg_advisory_xact_lock(
+                 hashtextextended(slot_key.workspace_id::text || ':' || slot_key.slot::text, {space}));
+               WITH gone AS (DELETE FROM {table} s
+                 WHERE s.workspace_id = slot_key.workspace_id AND s.slot = slot_key.slot RETURNING s.*)
+               INSERT INTO {table} (agency_id, {key}, {cols}, compacted)
+                 SELECT agency_id, {key}, {sums}, true FROM gone GROUP BY agency_id, {key};
+               done := done + 1;
+             END LOOP;"
         )
     };
     format!(
-        "CREATE FUNCTION rapport_rollup_messages() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN {messages}; RETURN NULL; END $$;
+        "CREATE TABLE report_message_slots (
+           agency_id uuid NOT NULL REFERENCES agencies (id) ON DELETE CASCADE,
+           workspace_id uuid NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+           slot bigint NOT NULL, direction text NOT NULL, channel_id uuid NOT NULL,
+           sentiment text NOT NULL, member_id uuid NOT NULL,
+           messages bigint NOT NULL, delay_sum_ms bigint NOT NULL, delay_max_ms bigint NOT NULL,
+           compacted boolean NOT NULL DEFAULT false);
+         CREATE INDEX ix_report_message_slots_slot ON report_message_slots (workspace_id, slot);
+         CREATE INDEX ix_report_message_slots_fresh ON report_message_slots (workspace_id, slot)
+           WHERE NOT compacted;
+         CREATE TABLE report_sla_slots (
+           agency_id uuid NOT NULL REFERENCES agencies (id) ON DELETE CASCADE,
+           workspace_id uuid NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+           slot bigint NOT NULL, target text NOT NULL, kind text NOT NULL, events bigint NOT NULL,
+           compacted boolean NOT NULL DEFAULT false);
+         CREATE INDEX ix_report_sla_slots_slot ON report_sla_slots (workspace_id, slot);
+         CREATE INDEX ix_report_sla_slots_fresh ON report_sla_slots (workspace_id, slot)
+           WHERE NOT compacted;
+         {add_fn}
          CREATE TRIGGER report_message_slots_add AFTER INSERT ON messages
            REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rapport_rollup_messages();
-         CREATE FUNCTION rapport_recount_messages_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN {recount_updated}; RETURN NULL; END $$;
+         {updated_fn}
          CREATE TRIGGER report_message_slots_update AFTER UPDATE ON messages
            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
            FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_messages_updated();
-         CREATE FUNCTION rapport_recount_messages_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN {recount_deleted}; RETURN NULL; END $$;
+         {deleted_fn}
          CREATE TRIGGER report_message_slots_delete AFTER DELETE ON messages
            REFERENCING OLD TABLE AS old_rows
            FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_messages_deleted();
-         CREATE FUNCTION rapport_rollup_sla_events() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN {sla}; RETURN NULL; END $$;
+         {sla_fn}
          CREATE TRIGGER report_sla_slots_add AFTER INSERT ON sla_events
            REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rapport_rollup_sla_events();
          {backfill_messages};
@@ -142,18 +207,60 @@ fn postgres_sql() -> String {
            resolution_business_s = CASE WHEN c.resolved_at >= c.created_at
              THEN CAST(trunc(EXTRACT(EPOCH FROM (c.resolved_at - c.created_at))) AS BIGINT) END
          WHERE c.sla_policy_id IS NULL OR NOT EXISTS
-           (SELECT 1 FROM sla_policies p WHERE p.id = c.sla_policy_id AND p.business_hours);",
-        messages = add_messages("new_rows"),
-        recount_updated = recount(&format!("{} UNION {}", changed("o"), changed("n"))),
-        recount_deleted = recount(&format!(
-            "SELECT DISTINCT o.workspace_id AS workspace_id, {} AS slot FROM old_rows o",
-            slot("o.received_at")
-        )),
-        sla = add_sla("new_rows"),
-        backfill_messages = add_messages("messages"),
-        backfill_sla = add_sla("sla_events"),
+           (SELECT 1 FROM sla_policies p WHERE p.id = c.sla_policy_id AND p.business_hours);
+         CREATE AGGREGATE rapport_concat(bigint[]) (SFUNC = array_cat, STYPE = bigint[], INITCOND = '{{}}');
+         CREATE FUNCTION rapport_compact_report_rollups(max_slots integer) RETURNS bigint
+         LANGUAGE plpgsql AS $$
+         DECLARE slot_key record; done bigint := 0;
+         BEGIN
+           {compact_messages}
+           {compact_sla}
+           {compact_conversations}
+           RETURN done;
+         END $$;",
+        add_fn = pg_function(
+            "rapport_rollup_messages",
+            &format!("{};", add_messages("new_rows", false))
+        ),
+        updated_fn = pg_function(
+            "rapport_recount_messages_updated",
+            &recount(&pg_changed(&counted, "received_at"))
+        ),
+        deleted_fn = pg_function(
+            "rapport_recount_messages_deleted",
+            &recount(&format!(
+                "SELECT DISTINCT o.workspace_id AS workspace_id, {} AS slot FROM old_rows o",
+                pg_slot("o.received_at")
+            ))
+        ),
+        sla_fn = pg_function(
+            "rapport_rollup_sla_events",
+            &format!("{};", add_sla("new_rows", false))
+        ),
+        backfill_messages = add_messages("messages", true),
+        backfill_sla = add_sla("sla_events", true),
+        compact_messages = compact(
+            "report_message_slots",
+            MESSAGE_KEY,
+            "messages, delay_sum_ms, delay_max_ms",
+            "SUM(messages), SUM(delay_sum_ms), MAX(delay_max_ms)",
+            1
+        ),
+        compact_sla = compact("report_sla_slots", SLA_KEY, "events", "SUM(events)", 2),
+        compact_conversations = compact(
+            "report_conversation_slots",
+            CONVERSATION_KEY,
+            "opened, negative, recovered, first_ms, first_business_ms, resolution_ms, \
+             resolution_business_ms",
+            "SUM(opened), SUM(negative), SUM(recovered), rapport_concat(first_ms), \
+             rapport_concat(first_business_ms), rapport_concat(resolution_ms), \
+             rapport_concat(resolution_business_ms)",
+            7
+        ),
     )
 }
+
+const CONVERSATION_KEY: &str = "workspace_id, slot, priority";
 
 /// The columns of conversation row `r` its slot's figures depend on.
 fn conversation_counted(r: &str) -> String {
@@ -174,22 +281,19 @@ fn conversation_counted(r: &str) -> String {
 
 /// PostgreSQL only: opened conversations per slot and current priority,
 /// with their response times as arrays of milliseconds, so a report reads
-/// a few thousand rows instead of every conversation. New conversations
-/// are added to their slot; an update that changes a counted column or a
-/// delete counts the touched slots again from the rows, under a
-/// transaction-scoped advisory lock per slot (taken in order), so two
-/// recounts of one slot never overwrite each other with stale figures.
-/// (SQLite runs in process and reads the conversations themselves.)
+/// a few thousand rows instead of every conversation; kept like the other
+/// rollups on PostgreSQL (append-only, recounted on change, compacted by
+/// the worker). SQLite runs in process and reads the conversations
+/// themselves.
 fn postgres_conversation_sql() -> String {
-    let slot = |col: &str| format!("CAST(floor(EXTRACT(EPOCH FROM {col}) / 900) * 900 AS BIGINT)");
     let ms = |later: &str| {
         format!("CAST(trunc(EXTRACT(EPOCH FROM (c.{later} - c.created_at)) * 1000) AS BIGINT)")
     };
     // The figures of conversations `c` in `from`, per slot `slot_of`.
-    let aggregate = |from: &str, slot_of: &str| {
+    let aggregate = |from: &str, slot_of: &str, compacted: bool| {
         format!(
-            "INSERT INTO report_conversation_slots AS s (agency_id, workspace_id, slot, priority, opened, \
-               negative, recovered, first_ms, first_business_ms, resolution_ms, resolution_business_ms) \
+            "INSERT INTO report_conversation_slots (agency_id, workspace_id, slot, priority, opened, \
+               negative, recovered, first_ms, first_business_ms, resolution_ms, resolution_business_ms, compacted) \
              SELECT c.agency_id, c.workspace_id, {slot_of}, c.priority, COUNT(*), \
                SUM(CASE WHEN c.opening_sentiment <= -0.05 THEN 1 ELSE 0 END), \
                SUM(CASE WHEN c.opening_sentiment <= -0.05 AND c.recovered THEN 1 ELSE 0 END), \
@@ -198,67 +302,28 @@ fn postgres_conversation_sql() -> String {
                  FILTER (WHERE c.first_responded_at >= c.created_at AND c.first_response_business_s IS NOT NULL), '{{}}'), \
                COALESCE(array_agg({resolution}) FILTER (WHERE c.resolved_at >= c.created_at), '{{}}'), \
                COALESCE(array_agg(c.resolution_business_s * 1000) \
-                 FILTER (WHERE c.resolved_at >= c.created_at AND c.resolution_business_s IS NOT NULL), '{{}}') \
-             FROM {from} GROUP BY 1, 2, 3, 4 ORDER BY 2, 3, 4",
+                 FILTER (WHERE c.resolved_at >= c.created_at AND c.resolution_business_s IS NOT NULL), '{{}}'), \
+               {compacted} \
+             FROM {from} GROUP BY 1, 2, 3, 4",
             first = ms("first_responded_at"),
             resolution = ms("resolved_at"),
         )
     };
-    // Counted again: the slot's row replaced.
-    let figures = |keys: &str| {
+    let recount = |keys: &str| {
         format!(
-            "{} ON CONFLICT (workspace_id, slot, priority) DO UPDATE SET opened = EXCLUDED.opened, \
-               negative = EXCLUDED.negative, recovered = EXCLUDED.recovered, first_ms = EXCLUDED.first_ms, \
-               first_business_ms = EXCLUDED.first_business_ms, resolution_ms = EXCLUDED.resolution_ms, \
-               resolution_business_ms = EXCLUDED.resolution_business_ms",
-            aggregate(
+            "{lock}
+             WITH gone AS (DELETE FROM report_conversation_slots s USING ({keys}) k
+               WHERE s.workspace_id = k.workspace_id AND s.slot = k.slot)
+             {insert};",
+            lock = pg_lock_slots(keys, 7),
+            insert = aggregate(
                 &format!(
                     "({keys}) k JOIN conversations c ON c.workspace_id = k.workspace_id \
                      AND c.created_at >= to_timestamp(k.slot) AND c.created_at < to_timestamp(k.slot + 900)"
                 ),
-                "k.slot"
-            )
-        )
-    };
-    // New conversations are added to their slot (commutative, so
-    // concurrent writers need no lock; the newest slot is the busiest).
-    let added = format!(
-        "{} ON CONFLICT (workspace_id, slot, priority) DO UPDATE SET opened = s.opened + EXCLUDED.opened, \
-           negative = s.negative + EXCLUDED.negative, recovered = s.recovered + EXCLUDED.recovered, \
-           first_ms = s.first_ms || EXCLUDED.first_ms, \
-           first_business_ms = s.first_business_ms || EXCLUDED.first_business_ms, \
-           resolution_ms = s.resolution_ms || EXCLUDED.resolution_ms, \
-           resolution_business_ms = s.resolution_business_ms || EXCLUDED.resolution_business_ms;",
-        aggregate("new_rows c", &slot("c.created_at"))
-    );
-    let recount = |keys: &str| {
-        format!(
-            "FOR slot_key IN SELECT DISTINCT x.workspace_id, x.slot FROM ({keys}) x ORDER BY 1, 2 LOOP
-               PERFORM pg_advisory_xact_lock(
-                 hashtextextended(slot_key.workspace_id::text || ':' || slot_key.slot::text, 7));
-             END LOOP;
-             DELETE FROM report_conversation_slots s USING ({keys}) k
-               WHERE s.workspace_id = k.workspace_id AND s.slot = k.slot;
-             {insert};",
-            insert = figures(keys),
-        )
-    };
-    let of = |side: &str, from: &str| {
-        format!(
-            "SELECT {side}.workspace_id AS workspace_id, {slot} AS slot FROM {from}",
-            slot = slot(&format!("{side}.created_at")),
-        )
-    };
-    let changed = format!(
-        "old_rows o JOIN new_rows n ON n.id = o.id WHERE ({}) IS DISTINCT FROM ({})",
-        conversation_counted("o"),
-        conversation_counted("n")
-    );
-    let function = |name: &str, body: String| {
-        format!(
-            "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-             DECLARE slot_key record;
-             BEGIN {body} RETURN NULL; END $$;"
+                "k.slot",
+                true
+            ),
         )
     };
     format!(
@@ -274,7 +339,10 @@ fn postgres_conversation_sql() -> String {
            first_business_ms bigint[] NOT NULL,
            resolution_ms bigint[] NOT NULL,
            resolution_business_ms bigint[] NOT NULL,
-           PRIMARY KEY (workspace_id, slot, priority));
+           compacted boolean NOT NULL DEFAULT false);
+         CREATE INDEX ix_report_conversation_slots_slot ON report_conversation_slots (workspace_id, slot);
+         CREATE INDEX ix_report_conversation_slots_fresh ON report_conversation_slots (workspace_id, slot)
+           WHERE NOT compacted;
          {inserted}
          CREATE TRIGGER report_conversation_slots_insert AFTER INSERT ON conversations
            REFERENCING NEW TABLE AS new_rows
@@ -288,23 +356,25 @@ fn postgres_conversation_sql() -> String {
            REFERENCING OLD TABLE AS old_rows
            FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_conversations_deleted();
          {backfill};",
-        inserted = function("rapport_recount_conversations_inserted", added),
-        updated = function(
+        inserted = pg_function(
+            "rapport_recount_conversations_inserted",
+            &format!(
+                "{};",
+                aggregate("new_rows c", &pg_slot("c.created_at"), false)
+            )
+        ),
+        updated = pg_function(
             "rapport_recount_conversations_updated",
-            recount(&format!(
-                "{} UNION {}",
-                of("o", &changed),
-                of("n", &changed)
+            &recount(&pg_changed(&conversation_counted, "created_at"))
+        ),
+        deleted = pg_function(
+            "rapport_recount_conversations_deleted",
+            &recount(&format!(
+                "SELECT DISTINCT o.workspace_id AS workspace_id, {} AS slot FROM old_rows o",
+                pg_slot("o.created_at")
             ))
         ),
-        deleted = function(
-            "rapport_recount_conversations_deleted",
-            recount(&of("o", "old_rows o"))
-        ),
-        backfill = figures(&format!(
-            "SELECT DISTINCT c.workspace_id, {} AS slot FROM conversations c",
-            slot("c.created_at")
-        )),
+        backfill = aggregate("conversations c", &pg_slot("c.created_at"), true),
     )
 }
 
@@ -413,61 +483,69 @@ fn sqlite_sql() -> String {
     )
 }
 
+/// SQLite's rollups: one row per key, added to in place (one writer).
+async fn sqlite_tables(m: &SchemaManager<'_>) -> Result<(), DbErr> {
+    m.create_table(
+        Table::create()
+            .table(n("report_message_slots"))
+            .col(uuid(n("agency_id")))
+            .col(uuid(n("workspace_id")))
+            .col(big_integer(n("slot")))
+            .col(text(n("direction")))
+            .col(uuid(n("channel_id")))
+            .col(text(n("sentiment")))
+            .col(uuid(n("member_id")))
+            .col(big_integer(n("messages")))
+            .col(big_integer(n("delay_sum_ms")))
+            .col(big_integer(n("delay_max_ms")))
+            .primary_key(
+                Index::create()
+                    .col(n("workspace_id"))
+                    .col(n("slot"))
+                    .col(n("direction"))
+                    .col(n("channel_id"))
+                    .col(n("sentiment"))
+                    .col(n("member_id")),
+            )
+            .foreign_key(&mut fk("report_message_slots", "agency_id", "agencies"))
+            .foreign_key(&mut fk(
+                "report_message_slots",
+                "workspace_id",
+                "workspaces",
+            ))
+            .to_owned(),
+    )
+    .await?;
+    m.create_table(
+        Table::create()
+            .table(n("report_sla_slots"))
+            .col(uuid(n("agency_id")))
+            .col(uuid(n("workspace_id")))
+            .col(big_integer(n("slot")))
+            .col(text(n("target")))
+            .col(text(n("kind")))
+            .col(big_integer(n("events")))
+            .primary_key(
+                Index::create()
+                    .col(n("workspace_id"))
+                    .col(n("slot"))
+                    .col(n("target"))
+                    .col(n("kind")),
+            )
+            .foreign_key(&mut fk("report_sla_slots", "agency_id", "agencies"))
+            .foreign_key(&mut fk("report_sla_slots", "workspace_id", "workspaces"))
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
-            Table::create()
-                .table(n("report_message_slots"))
-                .col(uuid(n("agency_id")))
-                .col(uuid(n("workspace_id")))
-                .col(big_integer(n("slot")))
-                .col(text(n("direction")))
-                .col(uuid(n("channel_id")))
-                .col(text(n("sentiment")))
-                .col(uuid(n("member_id")))
-                .col(big_integer(n("messages")))
-                .col(big_integer(n("delay_sum_ms")))
-                .col(big_integer(n("delay_max_ms")))
-                .primary_key(
-                    Index::create()
-                        .col(n("workspace_id"))
-                        .col(n("slot"))
-                        .col(n("direction"))
-                        .col(n("channel_id"))
-                        .col(n("sentiment"))
-                        .col(n("member_id")),
-                )
-                .foreign_key(&mut fk("report_message_slots", "agency_id", "agencies"))
-                .foreign_key(&mut fk(
-                    "report_message_slots",
-                    "workspace_id",
-                    "workspaces",
-                ))
-                .to_owned(),
-        )
-        .await?;
-        m.create_table(
-            Table::create()
-                .table(n("report_sla_slots"))
-                .col(uuid(n("agency_id")))
-                .col(uuid(n("workspace_id")))
-                .col(big_integer(n("slot")))
-                .col(text(n("target")))
-                .col(text(n("kind")))
-                .col(big_integer(n("events")))
-                .primary_key(
-                    Index::create()
-                        .col(n("workspace_id"))
-                        .col(n("slot"))
-                        .col(n("target"))
-                        .col(n("kind")),
-                )
-                .foreign_key(&mut fk("report_sla_slots", "agency_id", "agencies"))
-                .foreign_key(&mut fk("report_sla_slots", "workspace_id", "workspaces"))
-                .to_owned(),
-        )
-        .await?;
+        if m.get_database_backend() != DbBackend::Postgres {
+            sqlite_tables(m).await?;
+        }
         for col in ["first_response_business_s", "resolution_business_s"] {
             m.alter_table(
                 Table::alter()
@@ -516,6 +594,8 @@ impl MigrationTrait for Migration {
                      DROP FUNCTION rapport_recount_conversations_updated();
                      DROP FUNCTION rapport_recount_conversations_deleted();
                      DROP FUNCTION rapport_rollup_messages();
+                     DROP FUNCTION rapport_compact_report_rollups(integer);
+                     DROP AGGREGATE rapport_concat(bigint[]);
                      DROP FUNCTION rapport_rollup_sla_events();",
                 )
                 .await?;

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod publish;
 pub mod reconciler;
 pub mod registry;
+pub mod rollups;
 pub mod sla;
 
 pub use consumer::{Worker, WorkerConfig};
