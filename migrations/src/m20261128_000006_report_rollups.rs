@@ -84,20 +84,27 @@ fn pg_function(name: &str, body: &str) -> String {
     )
 }
 
-/// The keys `(workspace_id, slot)` of rows `o`/`n` whose `columns`
-/// changed in an update (`time`: the column placing a row in its slot).
-fn pg_changed(columns: &dyn Fn(&str) -> String, time: &str) -> String {
-    let of = |side: &str| {
-        format!(
-            "SELECT {side}.workspace_id AS workspace_id, {slot} AS slot \
-             FROM old_rows o JOIN new_rows n ON n.id = o.id \
-             WHERE ({old}) IS DISTINCT FROM ({new})",
-            slot = pg_slot(&format!("{side}.{time}")),
-            old = columns("o"),
-            new = columns("n"),
-        )
-    };
-    format!("{} UNION {}", of("o"), of("n"))
+/// The keys `(workspace_id, slot)` of an updated row, before and after
+/// (`time`: the column placing a row in its slot).
+fn pg_row_keys(time: &str) -> String {
+    format!(
+        "SELECT OLD.workspace_id AS workspace_id, {old} AS slot \
+         UNION SELECT NEW.workspace_id, {new}",
+        old = pg_slot(&format!("OLD.{time}")),
+        new = pg_slot(&format!("NEW.{time}")),
+    )
+}
+
+/// Fires only for rows whose counted `columns` changed: the condition is
+/// evaluated without calling the function, so the many updates that
+/// touch other columns (delivery status, due times, last message) cost
+/// nothing.
+fn pg_when_changed(columns: &dyn Fn(&str) -> String) -> String {
+    format!(
+        "WHEN (({}) IS DISTINCT FROM ({}))",
+        columns("OLD"),
+        columns("NEW")
+    )
 }
 
 /// On PostgreSQL the rollups are append-only: every insert statement adds
@@ -190,8 +197,7 @@ fn postgres_sql() -> String {
            REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rapport_rollup_messages();
          {updated_fn}
          CREATE TRIGGER report_message_slots_update AFTER UPDATE ON messages
-           REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-           FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_messages_updated();
+           FOR EACH ROW {message_changed} EXECUTE FUNCTION rapport_recount_messages_updated();
          {deleted_fn}
          CREATE TRIGGER report_message_slots_delete AFTER DELETE ON messages
            REFERENCING OLD TABLE AS old_rows
@@ -224,8 +230,9 @@ fn postgres_sql() -> String {
         ),
         updated_fn = pg_function(
             "rapport_recount_messages_updated",
-            &recount(&pg_changed(&counted, "received_at"))
+            &recount(&pg_row_keys("received_at"))
         ),
+        message_changed = pg_when_changed(&counted),
         deleted_fn = pg_function(
             "rapport_recount_messages_deleted",
             &recount(&format!(
@@ -349,8 +356,7 @@ fn postgres_conversation_sql() -> String {
            FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_conversations_inserted();
          {updated}
          CREATE TRIGGER report_conversation_slots_update AFTER UPDATE ON conversations
-           REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-           FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_conversations_updated();
+           FOR EACH ROW {conversation_changed} EXECUTE FUNCTION rapport_recount_conversations_updated();
          {deleted}
          CREATE TRIGGER report_conversation_slots_delete AFTER DELETE ON conversations
            REFERENCING OLD TABLE AS old_rows
@@ -365,8 +371,9 @@ fn postgres_conversation_sql() -> String {
         ),
         updated = pg_function(
             "rapport_recount_conversations_updated",
-            &recount(&pg_changed(&conversation_counted, "created_at"))
+            &recount(&pg_row_keys("created_at"))
         ),
+        conversation_changed = pg_when_changed(&conversation_counted),
         deleted = pg_function(
             "rapport_recount_conversations_deleted",
             &recount(&format!(
