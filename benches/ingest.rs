@@ -6,7 +6,9 @@
 //!     cargo bench --bench ingest
 //!
 //! Knobs (environment): BENCH_REQUESTS (default 3000), BENCH_EVENTS_PER_REQUEST
-//! (10), BENCH_CONCURRENCY (16), BENCH_WORKERS (1 worker process).
+//! (10), BENCH_CONCURRENCY (16), BENCH_WORKERS (1 worker process), BENCH_SETUP_SQL
+//! (statements run after the migrations, separated by `;`, e.g. to disable
+//! triggers and measure what they cost).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -60,6 +62,12 @@ async fn run() {
     let total = (requests * per_request) as u64;
 
     let app = TestApp::start_with(|s| s.http_workers = Some(1)).await;
+    if let Ok(t) = std::env::var("BENCH_SETUP_SQL") {
+        use sea_orm::ConnectionTrait;
+        for stmt in t.split(';').filter(|x| !x.is_empty()) {
+            app.state.db.execute_unprepared(stmt).await.unwrap();
+        }
+    }
     let s = app.sign_up("Bench", "bench@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let d = app

@@ -795,29 +795,32 @@ async fn rollup_slots_and_row_edges_agree() {
     if is_postgres() {
         assert!(folded > 0, "fresh slots folded");
         use sea_orm::ConnectionTrait;
-        for table in ["report_message_slots", "report_conversation_slots"] {
-            let row = app
-                .state
+        let count = async |sql: &str| -> i64 {
+            app.state
                 .db
                 .query_one_raw(sea_orm::Statement::from_string(
                     sea_orm::DbBackend::Postgres,
-                    format!(
-                        "SELECT CAST(COUNT(*) FILTER (WHERE NOT compacted) AS BIGINT) AS fresh, \
-                         CAST(COUNT(*) - COUNT(DISTINCT (workspace_id, slot, \
-                           {}) ) AS BIGINT) AS repeated FROM {table}",
-                        if table == "report_message_slots" {
-                            "direction, channel_id, sentiment, member_id"
-                        } else {
-                            "priority"
-                        }
-                    ),
+                    format!("SELECT CAST(({sql}) AS BIGINT) AS n"),
                 ))
                 .await
                 .unwrap()
-                .unwrap();
-            assert_eq!(row.try_get::<i64>("", "fresh").unwrap(), 0, "{table}");
-            assert_eq!(row.try_get::<i64>("", "repeated").unwrap(), 0, "{table}");
-        }
+                .unwrap()
+                .try_get::<i64>("", "n")
+                .unwrap()
+        };
+        assert_eq!(
+            count("SELECT COUNT(*) FROM report_message_slots WHERE NOT compacted").await,
+            0
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) - COUNT(DISTINCT (workspace_id, slot, direction, channel_id, sentiment, member_id)) FROM report_message_slots").await,
+            0
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM report_dirty_slots").await, 0);
+        assert_eq!(
+            count("SELECT SUM(opened) FROM report_conversation_slots").await,
+            7
+        );
     }
     for (w, b) in windows.iter().zip(&before) {
         assert_eq!(&app.ok(Some(&s.access), REPORT_ALL, w.clone()).await, b);

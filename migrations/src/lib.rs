@@ -58,6 +58,7 @@ pub const LATER_TENANT_TABLES: &[&str] = &[
     "report_sla_slots",
     // PostgreSQL only (SQLite reads the conversations themselves).
     "report_conversation_slots",
+    "report_dirty_slots",
 ];
 
 /// The role request-path transactions switch to on PostgreSQL so that

@@ -214,14 +214,12 @@ fn postgres_sql() -> String {
              THEN CAST(trunc(EXTRACT(EPOCH FROM (c.resolved_at - c.created_at))) AS BIGINT) END
          WHERE c.sla_policy_id IS NULL OR NOT EXISTS
            (SELECT 1 FROM sla_policies p WHERE p.id = c.sla_policy_id AND p.business_hours);
-         CREATE AGGREGATE rapport_concat(bigint[]) (SFUNC = array_cat, STYPE = bigint[], INITCOND = '{{}}');
          CREATE FUNCTION rapport_compact_report_rollups(max_slots integer) RETURNS bigint
          LANGUAGE plpgsql AS $$
          DECLARE slot_key record; done bigint := 0;
          BEGIN
            {compact_messages}
            {compact_sla}
-           {compact_conversations}
            RETURN done;
          END $$;",
         add_fn = pg_function(
@@ -254,20 +252,8 @@ fn postgres_sql() -> String {
             1
         ),
         compact_sla = compact("report_sla_slots", SLA_KEY, "events", "SUM(events)", 2),
-        compact_conversations = compact(
-            "report_conversation_slots",
-            CONVERSATION_KEY,
-            "opened, negative, recovered, first_ms, first_business_ms, resolution_ms, \
-             resolution_business_ms",
-            "SUM(opened), SUM(negative), SUM(recovered), rapport_concat(first_ms), \
-             rapport_concat(first_business_ms), rapport_concat(resolution_ms), \
-             rapport_concat(resolution_business_ms)",
-            7
-        ),
     )
 }
-
-const CONVERSATION_KEY: &str = "workspace_id, slot, priority";
 
 /// The columns of conversation row `r` its slot's figures depend on.
 fn conversation_counted(r: &str) -> String {
@@ -288,50 +274,21 @@ fn conversation_counted(r: &str) -> String {
 
 /// PostgreSQL only: opened conversations per slot and current priority,
 /// with their response times as arrays of milliseconds, so a report reads
-/// a few thousand rows instead of every conversation; kept like the other
-/// rollups on PostgreSQL (append-only, recounted on change, compacted by
-/// the worker). SQLite runs in process and reads the conversations
-/// themselves.
+/// a few thousand rows instead of every conversation. Writers only mark a
+/// slot dirty (`report_dirty_slots`, append-only: a new conversation, or
+/// a change of a counted column); the worker counts dirty slots again
+/// (`rapport_refresh_report_slots`, under the slot's advisory lock, the
+/// marks it removes and the rows it counts read in one snapshot), and a
+/// report reads a slot that is still dirty from the conversations
+/// themselves. So a burst of messages in one workspace costs each writer
+/// one small insert, never a recount of the busiest slot. SQLite runs in
+/// process and reads the conversations themselves.
 fn postgres_conversation_sql() -> String {
     let ms = |later: &str| {
         format!("CAST(trunc(EXTRACT(EPOCH FROM (c.{later} - c.created_at)) * 1000) AS BIGINT)")
     };
-    // The figures of conversations `c` in `from`, per slot `slot_of`.
-    let aggregate = |from: &str, slot_of: &str, compacted: bool| {
-        format!(
-            "INSERT INTO report_conversation_slots (agency_id, workspace_id, slot, priority, opened, \
-               negative, recovered, first_ms, first_business_ms, resolution_ms, resolution_business_ms, compacted) \
-             SELECT c.agency_id, c.workspace_id, {slot_of}, c.priority, COUNT(*), \
-               SUM(CASE WHEN c.opening_sentiment <= -0.05 THEN 1 ELSE 0 END), \
-               SUM(CASE WHEN c.opening_sentiment <= -0.05 AND c.recovered THEN 1 ELSE 0 END), \
-               COALESCE(array_agg({first}) FILTER (WHERE c.first_responded_at >= c.created_at), '{{}}'), \
-               COALESCE(array_agg(c.first_response_business_s * 1000) \
-                 FILTER (WHERE c.first_responded_at >= c.created_at AND c.first_response_business_s IS NOT NULL), '{{}}'), \
-               COALESCE(array_agg({resolution}) FILTER (WHERE c.resolved_at >= c.created_at), '{{}}'), \
-               COALESCE(array_agg(c.resolution_business_s * 1000) \
-                 FILTER (WHERE c.resolved_at >= c.created_at AND c.resolution_business_s IS NOT NULL), '{{}}'), \
-               {compacted} \
-             FROM {from} GROUP BY 1, 2, 3, 4",
-            first = ms("first_responded_at"),
-            resolution = ms("resolved_at"),
-        )
-    };
-    let recount = |keys: &str| {
-        format!(
-            "{lock}
-             WITH gone AS (DELETE FROM report_conversation_slots s USING ({keys}) k
-               WHERE s.workspace_id = k.workspace_id AND s.slot = k.slot)
-             {insert};",
-            lock = pg_lock_slots(keys, 7),
-            insert = aggregate(
-                &format!(
-                    "({keys}) k JOIN conversations c ON c.workspace_id = k.workspace_id \
-                     AND c.created_at >= to_timestamp(k.slot) AND c.created_at < to_timestamp(k.slot + 900)"
-                ),
-                "k.slot",
-                true
-            ),
-        )
+    let mark = |keys: &str| {
+        format!("INSERT INTO report_dirty_slots (agency_id, workspace_id, slot) {keys};")
     };
     format!(
         "CREATE TABLE report_conversation_slots (
@@ -346,42 +303,82 @@ fn postgres_conversation_sql() -> String {
            first_business_ms bigint[] NOT NULL,
            resolution_ms bigint[] NOT NULL,
            resolution_business_ms bigint[] NOT NULL,
-           compacted boolean NOT NULL DEFAULT false);
-         CREATE INDEX ix_report_conversation_slots_slot ON report_conversation_slots (workspace_id, slot);
-         CREATE INDEX ix_report_conversation_slots_fresh ON report_conversation_slots (workspace_id, slot)
-           WHERE NOT compacted;
+           PRIMARY KEY (workspace_id, slot, priority));
+         CREATE TABLE report_dirty_slots (
+           agency_id uuid NOT NULL REFERENCES agencies (id) ON DELETE CASCADE,
+           workspace_id uuid NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+           slot bigint NOT NULL);
+         CREATE INDEX ix_report_dirty_slots_slot ON report_dirty_slots (workspace_id, slot);
          {inserted}
          CREATE TRIGGER report_conversation_slots_insert AFTER INSERT ON conversations
            REFERENCING NEW TABLE AS new_rows
-           FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_conversations_inserted();
+           FOR EACH STATEMENT EXECUTE FUNCTION rapport_mark_conversations_inserted();
          {updated}
          CREATE TRIGGER report_conversation_slots_update AFTER UPDATE ON conversations
-           FOR EACH ROW {conversation_changed} EXECUTE FUNCTION rapport_recount_conversations_updated();
+           FOR EACH ROW {changed} EXECUTE FUNCTION rapport_mark_conversation_updated();
          {deleted}
          CREATE TRIGGER report_conversation_slots_delete AFTER DELETE ON conversations
            REFERENCING OLD TABLE AS old_rows
-           FOR EACH STATEMENT EXECUTE FUNCTION rapport_recount_conversations_deleted();
-         {backfill};",
+           FOR EACH STATEMENT EXECUTE FUNCTION rapport_mark_conversations_deleted();
+         CREATE FUNCTION rapport_refresh_report_slots(max_slots integer) RETURNS bigint
+         LANGUAGE plpgsql AS $$
+         DECLARE slot_key record; done bigint := 0;
+         BEGIN
+           FOR slot_key IN SELECT DISTINCT workspace_id, slot FROM report_dirty_slots
+             ORDER BY 1, 2 LIMIT max_slots LOOP
+             PERFORM pg_advisory_xact_lock(
+               hashtextextended(slot_key.workspace_id::text || ':' || slot_key.slot::text, 7));
+             WITH marks AS (DELETE FROM report_dirty_slots d
+                 WHERE d.workspace_id = slot_key.workspace_id AND d.slot = slot_key.slot),
+               gone AS (DELETE FROM report_conversation_slots s
+                 WHERE s.workspace_id = slot_key.workspace_id AND s.slot = slot_key.slot)
+             INSERT INTO report_conversation_slots (agency_id, workspace_id, slot, priority, opened,
+               negative, recovered, first_ms, first_business_ms, resolution_ms, resolution_business_ms)
+             SELECT c.agency_id, c.workspace_id, slot_key.slot, c.priority, COUNT(*),
+               SUM(CASE WHEN c.opening_sentiment <= -0.05 THEN 1 ELSE 0 END),
+               SUM(CASE WHEN c.opening_sentiment <= -0.05 AND c.recovered THEN 1 ELSE 0 END),
+               COALESCE(array_agg({first}) FILTER (WHERE c.first_responded_at >= c.created_at), '{{}}'),
+               COALESCE(array_agg(c.first_response_business_s * 1000)
+                 FILTER (WHERE c.first_responded_at >= c.created_at AND c.first_response_business_s IS NOT NULL), '{{}}'),
+               COALESCE(array_agg({resolution}) FILTER (WHERE c.resolved_at >= c.created_at), '{{}}'),
+               COALESCE(array_agg(c.resolution_business_s * 1000)
+                 FILTER (WHERE c.resolved_at >= c.created_at AND c.resolution_business_s IS NOT NULL), '{{}}')
+             FROM conversations c WHERE c.workspace_id = slot_key.workspace_id
+               AND c.created_at >= to_timestamp(slot_key.slot) AND c.created_at < to_timestamp(slot_key.slot + 900)
+             GROUP BY c.agency_id, c.workspace_id, c.priority;
+             done := done + 1;
+           END LOOP;
+           RETURN done;
+         END $$;
+         INSERT INTO report_dirty_slots (agency_id, workspace_id, slot)
+           SELECT DISTINCT c.agency_id, c.workspace_id, {created} FROM conversations c;",
+        first = ms("first_responded_at"),
+        resolution = ms("resolved_at"),
+        created = pg_slot("c.created_at"),
         inserted = pg_function(
-            "rapport_recount_conversations_inserted",
-            &format!(
-                "{};",
-                aggregate("new_rows c", &pg_slot("c.created_at"), false)
-            )
+            "rapport_mark_conversations_inserted",
+            &mark(&format!(
+                "SELECT DISTINCT n.agency_id, n.workspace_id, {} FROM new_rows n",
+                pg_slot("n.created_at")
+            ))
         ),
         updated = pg_function(
-            "rapport_recount_conversations_updated",
-            &recount(&pg_row_keys("created_at"))
+            "rapport_mark_conversation_updated",
+            &mark(&format!(
+                "SELECT OLD.agency_id, OLD.workspace_id, {old} \
+                 UNION SELECT NEW.agency_id, NEW.workspace_id, {new}",
+                old = pg_slot("OLD.created_at"),
+                new = pg_slot("NEW.created_at"),
+            ))
         ),
-        conversation_changed = pg_when_changed(&conversation_counted),
+        changed = pg_when_changed(&conversation_counted),
         deleted = pg_function(
-            "rapport_recount_conversations_deleted",
-            &recount(&format!(
-                "SELECT DISTINCT o.workspace_id AS workspace_id, {} AS slot FROM old_rows o",
+            "rapport_mark_conversations_deleted",
+            &mark(&format!(
+                "SELECT DISTINCT o.agency_id, o.workspace_id, {} FROM old_rows o",
                 pg_slot("o.created_at")
             ))
         ),
-        backfill = aggregate("conversations c", &pg_slot("c.created_at"), true),
     )
 }
 
@@ -576,7 +573,7 @@ impl MigrationTrait for Migration {
                 db.execute_unprepared(&postgres_sql()).await?;
                 db.execute_unprepared(&postgres_conversation_sql()).await?;
                 protect(m, TABLES).await?;
-                protect(m, &["report_conversation_slots"]).await
+                protect(m, &["report_conversation_slots", "report_dirty_slots"]).await
             }
             _ => db.execute_unprepared(&sqlite_sql()).await.map(|_| ()),
         }
@@ -593,16 +590,17 @@ impl MigrationTrait for Migration {
                      DROP TRIGGER report_message_slots_delete ON messages;
                      DROP FUNCTION rapport_recount_messages_updated();
                      DROP FUNCTION rapport_recount_messages_deleted();
-                     DROP TABLE report_conversation_slots;
                      DROP TRIGGER report_conversation_slots_insert ON conversations;
                      DROP TRIGGER report_conversation_slots_update ON conversations;
                      DROP TRIGGER report_conversation_slots_delete ON conversations;
-                     DROP FUNCTION rapport_recount_conversations_inserted();
-                     DROP FUNCTION rapport_recount_conversations_updated();
-                     DROP FUNCTION rapport_recount_conversations_deleted();
+                     DROP TABLE report_conversation_slots;
+                     DROP TABLE report_dirty_slots;
+                     DROP FUNCTION rapport_mark_conversations_inserted();
+                     DROP FUNCTION rapport_mark_conversation_updated();
+                     DROP FUNCTION rapport_mark_conversations_deleted();
+                     DROP FUNCTION rapport_refresh_report_slots(integer);
                      DROP FUNCTION rapport_rollup_messages();
                      DROP FUNCTION rapport_compact_report_rollups(integer);
-                     DROP AGGREGATE rapport_concat(bigint[]);
                      DROP FUNCTION rapport_rollup_sla_events();",
                 )
                 .await?;

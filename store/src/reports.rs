@@ -436,10 +436,14 @@ pub async fn opened<C: ConnectionTrait>(
         }
         return opened_rows(conn, agency, workspace, &ranges).await;
     }
+    // Slots the worker has not counted again since they changed are read
+    // from the conversations.
+    let (slots, mut rows) = clean_slots(conn, agency, workspace, split).await?;
+    rows.extend(split.rows.iter().copied());
     let mut out = Vec::new();
-    if !split.slots.is_empty() {
+    if !slots.is_empty() {
         let mut q = Sql::new(backend);
-        let s = Sql::slots(&split.slots);
+        let s = Sql::slots(&slots);
         let a = q.bind(agency);
         let w = q.bind(workspace);
         q.push(&format!(
@@ -450,10 +454,42 @@ pub async fn opened<C: ConnectionTrait>(
         ));
         out.extend(opened_groups(q.rows(conn).await?)?);
     }
-    if !split.rows.is_empty() {
-        out.extend(opened_rows(conn, agency, workspace, &split.rows).await?);
+    if !rows.is_empty() {
+        out.extend(opened_rows(conn, agency, workspace, &rows).await?);
     }
     Ok(out)
+}
+
+/// The split's slot ranges without the dirty conversation slots, and the
+/// dirty slots as row ranges.
+async fn clean_slots<C: ConnectionTrait>(
+    conn: &C,
+    agency: Uuid,
+    workspace: Uuid,
+    split: &Split,
+) -> Result<(Vec<(usize, i64, i64)>, Vec<Range>), DbErr> {
+    let (Some(lo), Some(hi)) = (
+        split.slots.iter().map(|s| s.1).min(),
+        split.slots.iter().map(|s| s.2).max(),
+    ) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut q = Sql::new(conn.get_database_backend());
+    let a = q.bind(agency);
+    let w = q.bind(workspace);
+    let l = q.bind(lo);
+    let h = q.bind(hi);
+    q.push(&format!(
+        "SELECT DISTINCT slot FROM report_dirty_slots \
+         WHERE agency_id = {a} AND workspace_id = {w} AND slot >= {l} AND slot < {h} ORDER BY slot"
+    ));
+    let dirty: Vec<i64> = q
+        .rows(conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get_by_index::<i64>(0))
+        .collect::<Result<_, _>>()?;
+    Ok(rapport_domain::report::without_slots(&split.slots, &dirty))
 }
 
 fn opened_groups(rows: Vec<QueryResult>) -> Result<Vec<OpenedGroup>, DbErr> {

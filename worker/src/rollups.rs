@@ -1,9 +1,11 @@
-//! Report rollups on PostgreSQL are append-only (a row per insert
-//! statement and key, so concurrent writers never wait on each other);
-//! this pass folds each slot's rows into one so reports read few rows.
-//! Safe to run from every worker at once: the database function takes
-//! each slot's advisory lock, the one its recounts take. SQLite keeps one
-//! row per key already.
+//! Report rollups on PostgreSQL (see the `report_rollups` migration):
+//! message and SLA rollups are append-only (a row per insert statement and
+//! key, so concurrent writers never wait on each other) and this pass
+//! folds each slot's rows into one; conversation slots that writers marked
+//! dirty are counted again. Reports are exact either way (they sum the
+//! rows, and read dirty slots from the conversations); this keeps them
+//! fast. Safe to run from every worker at once: the database functions
+//! take each slot's advisory lock. SQLite keeps one row per key already.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use std::time::Duration;
@@ -17,14 +19,21 @@ pub async fn compact_once(db: &DatabaseConnection) -> Result<i64, sea_orm::DbErr
     if db.get_database_backend() != DbBackend::Postgres {
         return Ok(0);
     }
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT rapport_compact_report_rollups($1) AS folded",
-            [SLOTS_PER_PASS.into()],
-        ))
-        .await?;
-    Ok(row.map_or(Ok(0), |r| r.try_get::<i64>("", "folded"))?)
+    let mut total = 0;
+    for function in [
+        "rapport_compact_report_rollups",
+        "rapport_refresh_report_slots",
+    ] {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!("SELECT {function}($1) AS folded"),
+                [SLOTS_PER_PASS.into()],
+            ))
+            .await?;
+        total += row.map_or(Ok(0), |r| r.try_get::<i64>("", "folded"))?;
+    }
+    Ok(total)
 }
 
 /// Runs passes until shutdown; a full pass runs again at once.

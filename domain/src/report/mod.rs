@@ -179,6 +179,35 @@ pub struct Split {
     pub slots: Vec<(usize, i64, i64)>,
 }
 
+/// Slot ranges with the `dirty` slots (sorted) taken out, and those as
+/// time ranges of rows, each with its bucket.
+#[allow(clippy::type_complexity)]
+pub fn without_slots(
+    slots: &[(usize, i64, i64)],
+    dirty: &[i64],
+) -> (
+    Vec<(usize, i64, i64)>,
+    Vec<(usize, DateTime<Utc>, DateTime<Utc>)>,
+) {
+    let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
+    let (mut clean, mut rows) = (Vec::new(), Vec::new());
+    for &(i, lo, hi) in slots {
+        let mut from = lo;
+        let inside = dirty.partition_point(|d| *d < lo)..dirty.partition_point(|d| *d < hi);
+        for &d in &dirty[inside] {
+            if from < d {
+                clean.push((i, from, d));
+            }
+            rows.push((i, at(d), at(d + SLOT_SECONDS)));
+            from = d + SLOT_SECONDS;
+        }
+        if from < hi {
+            clean.push((i, from, hi));
+        }
+    }
+    (clean, rows)
+}
+
 /// Cuts each bucket into its whole slots and the partial edges around them.
 pub fn split(buckets: &[(DateTime<Utc>, DateTime<Utc>)]) -> Split {
     let mut out = Split::default();
@@ -341,6 +370,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn dirty_slots_become_rows() {
+        let day = 1_795_824_000; // a midnight, UTC
+        let (clean, rows) = without_slots(
+            &[(0, day, day + 86_400), (1, day + 86_400, day + 2 * 86_400)],
+            &[day, day + 900 * 4, day + 86_400 + 900],
+        );
+        assert_eq!(
+            clean,
+            vec![
+                (0, day + 900, day + 3_600),
+                (0, day + 4_500, day + 86_400),
+                (1, day + 86_400, day + 87_300),
+                (1, day + 88_200, day + 2 * 86_400),
+            ]
+        );
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (0, t(day), t(day + 900)),
+                (0, t(day + 3_600), t(day + 4_500)),
+                (1, t(day + 87_300), t(day + 88_200)),
+            ]
+        );
     }
 
     #[test]
