@@ -12,6 +12,7 @@
 
 use anyhow::{Context, bail};
 use chrono::{Duration, Utc};
+use futures_util::StreamExt;
 use rapport_api::auth::viewer::{Auth, authenticate};
 use rapport_api::{AppState, graphql};
 use rapport_domain::calendar::Clock;
@@ -33,6 +34,9 @@ pub struct SeedArgs {
     /// Share of conversations that get a reply, 0 to 100.
     pub replied_percent: u8,
 }
+
+/// Workspaces filled at once.
+const SEED_CONCURRENCY: usize = 4;
 
 /// The password every seeded owner gets (printed at the end).
 pub const DEMO_PASSWORD: &str = "rapport-demo-password";
@@ -127,9 +131,11 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let run_id = &Uuid::new_v4().simple().to_string()[..6];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ started.elapsed().as_nanos() as u64 | 1);
-    let mut done = 0usize;
-    let mut replied = 0usize;
     let mut owners = Vec::new();
+    // Workspaces are created first (in order, through GraphQL), then
+    // filled several at a time: PostgreSQL works one connection per core,
+    // so one writer leaves the other core idle.
+    let mut plans = Vec::new();
     for a in 0..args.agencies {
         let email = format!("owner+{run_id}-{a}@demo.rapport.test");
         let d = gql(
@@ -186,20 +192,27 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
                 .await?
                 .context("seeded workspace")?;
             let n = per_ws + usize::from(a * args.workspaces_per_agency + w < extra);
-            seed_messages(
-                &db,
-                &ws,
-                &brand,
-                n,
-                &mut rng,
-                &mut done,
-                args.messages,
-                started,
-            )
-            .await?;
-            replied += seed_replies(&db, &ws, args.replied_percent, &mut rng).await?;
+            plans.push((ws, brand, n, Rng(rng.next() | 1)));
         }
     }
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let total = args.messages;
+    let results: Vec<anyhow::Result<usize>> = futures_util::stream::iter(plans)
+        .map(|(ws, brand, n, mut rng)| {
+            let (db, done) = (&db, &done);
+            async move {
+                seed_messages(db, &ws, &brand, n, &mut rng, done, total, started).await?;
+                seed_replies(db, &ws, args.replied_percent, &mut rng).await
+            }
+        })
+        .buffer_unordered(SEED_CONCURRENCY)
+        .collect()
+        .await;
+    let mut replied = 0;
+    for r in results {
+        replied += r?;
+    }
+    let done = done.into_inner();
     progress(done, args.messages, started);
     eprintln!();
     println!(
@@ -221,7 +234,7 @@ async fn seed_messages(
     brand: &str,
     n: usize,
     rng: &mut Rng,
-    done: &mut usize,
+    done: &std::sync::atomic::AtomicUsize,
     total: usize,
     started: Instant,
 ) -> anyhow::Result<()> {
@@ -262,9 +275,10 @@ async fn seed_messages(
         batch.push(e);
         if batch.len() == CHUNK || i + 1 == n {
             import_chunk(db, ws, &ch, &batch, 0).await?;
-            *done += batch.len();
+            let so_far =
+                done.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed) + batch.len();
             batch.clear();
-            progress(*done, total, started);
+            progress(so_far, total, started);
         }
     }
     Ok(())

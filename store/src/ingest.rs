@@ -485,7 +485,9 @@ async fn upsert_authors<'a>(
     kind: ChannelKind,
     incoming: impl Iterator<Item = &'a InboundAuthor>,
 ) -> Result<HashMap<String, author::Model>, DbErr> {
-    let mut latest: HashMap<&str, &InboundAuthor> = HashMap::new();
+    // In platform-id order: concurrent payloads sharing authors then lock
+    // their rows (refreshes and inserts) in one order and cannot deadlock.
+    let mut latest: std::collections::BTreeMap<&str, &InboundAuthor> = Default::default();
     for a in incoming {
         latest.insert(a.external_id.as_str(), a);
     }
