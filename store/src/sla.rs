@@ -554,14 +554,16 @@ pub fn recompute_due(c: &mut conversation::Model) {
     };
 }
 
-/// An agent replied: the first response is given (met if in time), and a
-/// running next-response clock stops (met if in time).
+/// An agent replied: the first response is given (met if in time, its
+/// business time counted on `clock`, which only the first reply reads),
+/// and a running next-response clock stops (met if in time).
 pub fn agent_replied(c: &mut conversation::Model, clock: &Clock, now: DateTime<Utc>) -> Vec<Met> {
     let mut met = Vec::new();
     let snap = Snapshot::of(c);
     let cycle = |t: Target| snap.as_ref().map_or(0, |s| s.cycle(t));
     if c.first_responded_at.is_none() {
         c.first_responded_at = Some(now);
+        c.first_response_business_s = business_seconds(clock, c.created_at, now);
         if let Some(due) = c.first_response_due_at
             && now <= due
         {
@@ -575,7 +577,6 @@ pub fn agent_replied(c: &mut conversation::Model, clock: &Clock, now: DateTime<U
     }
     c.updated_at = now;
     recompute_due(c);
-    stamp_business(c, clock);
     met
 }
 

@@ -446,7 +446,12 @@ async fn store_reply(
     .insert(txn)
     .await?;
     let mut c = d.conversation.clone();
-    let clock = sla::clock_for(txn, &c).await?;
+    // Only the first reply counts business time: later ones skip the
+    // policy and calendar lookup.
+    let clock = match c.first_responded_at {
+        None => sla::clock_for(txn, &c).await?,
+        Some(_) => rapport_domain::calendar::Clock::Calendar24x7,
+    };
     let met = sla::agent_replied(&mut c, &clock, now);
     let mut am = d.conversation.clone().into_active_model();
     am.first_responded_at = Set(c.first_responded_at);
