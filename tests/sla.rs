@@ -230,15 +230,14 @@ async fn warnings_and_breaches_fire_exactly_once_even_after_a_redis_flush_or_a_c
     rows.sort_by_key(|c| c.created_at);
     let late = rows[0].clone();
     let past = chrono::Utc::now() - chrono::Duration::seconds(30);
-    let mut snap: sla::Snapshot =
-        serde_json::from_value(late.sla_targets.clone().unwrap()).unwrap();
+    let mut snap: sla::Snapshot = late.sla_targets.clone().unwrap();
     snap.warn.insert(
         "FIRST_RESPONSE".into(),
         past - chrono::Duration::minutes(15),
     );
     let mut am = late.clone().into_active_model();
     am.first_response_due_at = Set(Some(past));
-    am.sla_targets = Set(Some(serde_json::to_value(&snap).unwrap()));
+    am.sla_targets = Set(Some(snap));
     am.update(&app.state.db).await.unwrap();
 
     let engine = |lease_ms: u64| SlaEngine {
@@ -586,7 +585,7 @@ async fn waiting_on_the_customer_pauses_resolving_meets_and_reopening_restarts()
     let mut snap = sla::Snapshot::of(&row).unwrap();
     snap.paused_at = Some(snap.paused_at.unwrap() - chrono::Duration::minutes(30));
     let mut am = row.into_active_model();
-    am.sla_targets = Set(Some(serde_json::to_value(&snap).unwrap()));
+    am.sla_targets = Set(Some(snap));
     am.update(&app.state.db).await.unwrap();
     app.ok(
         Some(&s.access),

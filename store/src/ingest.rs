@@ -3,6 +3,7 @@
 //! conversations and ranked. Shared by the ingestion job and bulk import;
 //! callers run it inside one tenant transaction per unit of work.
 
+use crate::entities::conversation::StoredBreakdown;
 use crate::entities::{author, channel, conversation, message, workspace};
 use crate::sla;
 use chrono::Utc;
@@ -379,7 +380,7 @@ impl Conv {
                 visibility: m.visibility.as_str().into(),
                 priority: breakdown.level.as_str().into(),
                 priority_score: breakdown.score,
-                priority_breakdown: breakdown_json(breakdown)?,
+                priority_breakdown: StoredBreakdown(breakdown.clone()),
                 sentiment: Some(sentiment),
                 opening_sentiment: Some(sentiment),
                 assignee_membership_id: None,
@@ -405,8 +406,7 @@ impl Conv {
     fn promise(&mut self, o: &sla::Opened) -> Result<(), DbErr> {
         let c = &mut self.model;
         c.sla_policy_id = Some(o.policy_id);
-        c.sla_targets =
-            Some(serde_json::to_value(&o.snapshot).map_err(|e| DbErr::Custom(e.to_string()))?);
+        c.sla_targets = Some(o.snapshot.clone());
         c.first_response_due_at = o.first_response.map(|d| d.due);
         c.resolution_due_at = o.resolution.map(|d| d.due);
         c.due_at = o.due();
@@ -424,12 +424,10 @@ impl Conv {
         now: chrono::DateTime<Utc>,
     ) {
         let c = &mut self.model;
-        if breakdown.score > c.priority_score
-            && let Ok(json) = breakdown_json(breakdown)
-        {
+        if breakdown.score > c.priority_score {
             c.priority = breakdown.level.as_str().into();
             c.priority_score = breakdown.score;
-            c.priority_breakdown = json;
+            c.priority_breakdown = StoredBreakdown(breakdown.clone());
         }
         c.sentiment = Some(sentiment);
         // Recovery: a conversation that began unhappy, now positive.
@@ -471,10 +469,6 @@ impl Conv {
         am.updated_at = Set(c.updated_at);
         am.update(txn).await.map(|_| ())
     }
-}
-
-fn breakdown_json(b: &Breakdown) -> Result<Value, DbErr> {
-    serde_json::to_value(b).map_err(|e| DbErr::Custom(e.to_string()))
 }
 
 /// Looks authors up by platform id, inserts the new ones (a concurrent

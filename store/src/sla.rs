@@ -82,7 +82,7 @@ fn stored_calendar(c: &business_calendar::Model) -> Option<BusinessCalendar> {
 
 /// What is stored on a conversation when it opens: the targets it was
 /// given, so later policy changes do not rewrite its history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sea_orm::FromJsonQueryResult)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     pub policy_id: Uuid,
@@ -102,7 +102,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn of(c: &conversation::Model) -> Option<Self> {
-        serde_json::from_value(c.sla_targets.clone()?).ok()
+        c.sla_targets.clone()
     }
 
     pub fn cycle(&self, t: Target) -> i32 {
@@ -291,11 +291,7 @@ impl Timer {
 
 /// The timers of a conversation's running deadlines.
 pub fn timers_of(c: &conversation::Model) -> Vec<(Timer, DateTime<Utc>)> {
-    let Some(snapshot) = c
-        .sla_targets
-        .clone()
-        .and_then(|v| serde_json::from_value::<Snapshot>(v).ok())
-    else {
+    let Some(snapshot) = Snapshot::of(c) else {
         return Vec::new();
     };
     let running = [
@@ -515,7 +511,7 @@ pub fn apply_status(
         _ => {}
     }
     recompute_due(c);
-    c.sla_targets = serde_json::to_value(&snap).ok();
+    c.sla_targets = Some(snap);
     stamp_business(c, clock);
     met
 }
@@ -602,7 +598,7 @@ pub fn customer_spoke(c: &mut conversation::Model, clock: &Clock, now: DateTime<
     *snap.cycles.entry(key.clone()).or_insert(0) += 1;
     snap.warn.insert(key, d.warn);
     c.next_response_due_at = Some(d.due);
-    c.sla_targets = serde_json::to_value(&snap).ok();
+    c.sla_targets = Some(snap);
     recompute_due(c);
 }
 

@@ -12,14 +12,14 @@ use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use rapport_domain::ingest::ChannelKind;
 use rapport_domain::priority::{Breakdown, PriorityLevel};
-use rapport_domain::{Kind, PageRequest, ScoreCursor, TimeCursor};
+use rapport_domain::{Cursor, Kind, PageRequest, ScoreCursor, TimeCursor};
 use rapport_store::entities::{author, channel, conversation, membership, message, raw_event};
 use rapport_store::jobs;
 use rapport_store::raw_events::{FAILED, PENDING};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, NullOrdering, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, Select, Set,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -384,8 +384,7 @@ impl Conversation {
     }
     /// How the score of the most urgent customer message was made up.
     async fn priority_breakdown(&self) -> ApiResult<PriorityBreakdown> {
-        let b: Breakdown = serde_json::from_value(self.0.priority_breakdown.clone())
-            .map_err(ApiError::internal)?;
+        let b: Breakdown = self.0.priority_breakdown.0.clone();
         Ok(PriorityBreakdown {
             sentiment: b.sentiment,
             reach: b.reach,
@@ -418,7 +417,7 @@ impl Conversation {
     }
     /// The response-time promise: deadlines and where they stand.
     async fn sla(&self) -> super::sla::ConversationSla {
-        super::sla::ConversationSla(self.0.clone())
+        super::sla::ConversationSla::of(&self.0)
     }
     /// The earliest deadline still running, if any.
     async fn due_at(&self) -> Option<DateTime<Utc>> {
@@ -633,15 +632,14 @@ impl ConversationQuery {
     }
 }
 
-/// Conversations of one workspace, or of every workspace the viewer may see.
 /// Rows fetched once for a whole page, so that a field asked on every node
-/// (the author) costs one query per page, not one per node. Lives for one
-/// request.
+/// (the author) costs nothing per node. Lives for one request.
 #[derive(Default)]
 pub struct Preloaded {
     authors: std::sync::Mutex<std::collections::HashMap<Uuid, author::Model>>,
 }
 
+/// Conversations of one workspace, or of every workspace the viewer may see.
 async fn list(
     ctx: &Context<'_>,
     workspace: Option<Uuid>,
@@ -650,27 +648,39 @@ async fn list(
     first: Option<i32>,
     after: Option<String>,
 ) -> ApiResult<Connection<String, Conversation>> {
-    let conn = list_page(ctx, workspace, filter, order_by, first, after).await?;
+    list_page(ctx, workspace, filter, order_by, first, after).await
+}
+
+/// One page's rows. When the page's authors are asked for, they come in the
+/// same query (a join), not in a second round trip.
+async fn fetch_page(
+    ctx: &Context<'_>,
+    q: Select<conversation::Entity>,
+) -> ApiResult<Vec<conversation::Model>> {
+    let db = &state(ctx).db;
     let wants_author = ctx
         .look_ahead()
         .field("edges")
         .field("node")
         .field("author")
         .exists();
-    if wants_author && let Some(pre) = ctx.data_opt::<std::sync::Arc<Preloaded>>() {
-        let v = auth(ctx).viewer()?;
-        let ids: Vec<Uuid> = conn.edges.iter().map(|e| e.node.0.author_id).collect();
-        if !ids.is_empty() {
-            let found = author::Entity::find()
-                .filter(author::Column::AgencyId.eq(v.agency_id))
-                .filter(author::Column::Id.is_in(ids))
-                .all(&state(ctx).db)
-                .await?;
-            let mut cache = pre.authors.lock().expect("preload lock");
-            cache.extend(found.into_iter().map(|a| (a.id, a)));
-        }
-    }
-    Ok(conn)
+    let Some(pre) = ctx
+        .data_opt::<std::sync::Arc<Preloaded>>()
+        .filter(|_| wants_author)
+    else {
+        return Ok(q.all(db).await?);
+    };
+    let rows = q.find_also_related(author::Entity).all(db).await?;
+    let mut cache = pre.authors.lock().expect("preload lock");
+    Ok(rows
+        .into_iter()
+        .map(|(c, a)| {
+            if let Some(a) = a {
+                cache.insert(a.id, a);
+            }
+            c
+        })
+        .collect())
 }
 
 async fn list_page(
@@ -682,7 +692,6 @@ async fn list_page(
     after: Option<String>,
 ) -> ApiResult<Connection<String, Conversation>> {
     let v = auth(ctx).viewer()?;
-    let db = &state(ctx).db;
     let f = filter.unwrap_or_default();
     let mut q = v.scope.select_in_workspaces::<conversation::Entity>();
     if let Some(ws) = workspace {
@@ -760,16 +769,21 @@ async fn list_page(
     match order_by {
         ConversationOrder::Newest => {
             let page = PageRequest::parse(first, after.as_deref())?;
-            keyset(
-                db,
-                q,
-                conversation::Column::Id,
-                page,
-                Order::NewestFirst,
-                |c| c.id,
-                Conversation,
-            )
-            .await
+            if let Some(Cursor(after)) = page.after {
+                q = q.filter(conversation::Column::Id.lt(after));
+            }
+            let q = q
+                .order_by_desc(conversation::Column::Id)
+                .limit(page.first + 1);
+            let mut rows = fetch_page(ctx, q).await?;
+            let has_next = rows.len() as u64 > page.first;
+            rows.truncate(page.first as usize);
+            let mut conn = Connection::new(page.after.is_some(), has_next);
+            conn.edges.extend(
+                rows.into_iter()
+                    .map(|r| Edge::new(Cursor::encode(r.id), Conversation(r))),
+            );
+            Ok(conn)
         }
         ConversationOrder::Priority => {
             let page = PageRequest::parse(first, None)?;
@@ -784,12 +798,11 @@ async fn list_page(
                         ),
                 );
             }
-            let mut rows = q
+            let q = q
                 .order_by_desc(conversation::Column::PriorityScore)
                 .order_by_desc(conversation::Column::Id)
-                .limit(page.first + 1)
-                .all(db)
-                .await?;
+                .limit(page.first + 1);
+            let mut rows = fetch_page(ctx, q).await?;
             let has_next = rows.len() as u64 > page.first;
             rows.truncate(page.first as usize);
             let mut conn = Connection::new(after.is_some(), has_next);
@@ -818,16 +831,15 @@ async fn list_page(
                         .add(conversation::Column::DueAt.is_null()),
                 });
             }
-            let mut rows = q
+            let q = q
                 .order_by_with_nulls(
                     conversation::Column::DueAt,
                     sea_orm::Order::Asc,
                     NullOrdering::Last,
                 )
                 .order_by_asc(conversation::Column::Id)
-                .limit(page.first + 1)
-                .all(db)
-                .await?;
+                .limit(page.first + 1);
+            let mut rows = fetch_page(ctx, q).await?;
             let has_next = rows.len() as u64 > page.first;
             rows.truncate(page.first as usize);
             let mut conn = Connection::new(after.is_some(), has_next);

@@ -775,7 +775,7 @@ async fn open_private_thread(
         opening_sentiment: Set(public.opening_sentiment),
         assignee_membership_id: Set(public.assignee_membership_id),
         sla_policy_id: Set(public.sla_policy_id),
-        sla_targets: Set(targets.and_then(|t| serde_json::to_value(t).ok())),
+        sla_targets: Set(targets),
         first_response_due_at: Set(None),
         next_response_due_at: Set(None),
         resolution_due_at: Set(None),

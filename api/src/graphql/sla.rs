@@ -534,18 +534,49 @@ impl From<SlaStatus> for GqlSlaStatus {
     }
 }
 
-/// A conversation's promise: its deadlines and where it stands.
-pub struct ConversationSla(pub conversation::Model);
+/// A conversation's promise: its deadlines and where it stands. Built once
+/// per conversation, so the stored snapshot is parsed once, not per field.
+pub struct ConversationSla {
+    policy_id: Option<Uuid>,
+    first_response_due: Option<DateTime<Utc>>,
+    next_response_due: Option<DateTime<Utc>>,
+    resolution_due: Option<DateTime<Utc>>,
+    /// Where a conversation that no clock runs for stands (paused, met or
+    /// breached); None while its clocks run.
+    settled: Option<GqlSlaStatus>,
+    open: bool,
+    /// The running deadline that comes first.
+    next: Option<Deadline>,
+}
 
 impl ConversationSla {
-    fn snapshot(&self) -> Option<Snapshot> {
-        serde_json::from_value(self.0.sla_targets.clone()?).ok()
+    pub fn of(c: &conversation::Model) -> Self {
+        let settled = match c.status.as_str() {
+            "PENDING_CUSTOMER" => Some(GqlSlaStatus::Paused),
+            "RESOLVED" | "CLOSED" => {
+                let late =
+                    matches!((c.resolved_at, c.resolution_due_at), (Some(r), Some(d)) if r > d);
+                Some(if late {
+                    GqlSlaStatus::Breached
+                } else {
+                    GqlSlaStatus::Met
+                })
+            }
+            _ => None,
+        };
+        ConversationSla {
+            policy_id: c.sla_policy_id,
+            first_response_due: c.first_response_due_at,
+            next_response_due: c.next_response_due_at,
+            resolution_due: c.resolution_due_at,
+            settled,
+            open: c.status == "OPEN",
+            next: Self::next_of(c),
+        }
     }
 
-    /// The running deadline that comes first.
-    fn next(&self) -> Option<Deadline> {
-        let s = self.snapshot()?;
-        let c = &self.0;
+    fn next_of(c: &conversation::Model) -> Option<Deadline> {
+        let s: &Snapshot = c.sla_targets.as_ref()?;
         [
             (
                 Target::FirstResponse,
@@ -574,7 +605,7 @@ impl ConversationSla {
 impl ConversationSla {
     /// The policy that set the deadlines; null when none applied.
     async fn policy(&self, ctx: &Context<'_>) -> ApiResult<Option<SlaPolicy>> {
-        let Some(id) = self.0.sla_policy_id else {
+        let Some(id) = self.policy_id else {
             return Ok(None);
         };
         let v = auth(ctx).viewer()?;
@@ -587,43 +618,32 @@ impl ConversationSla {
     /// When the first reply is (or was) due; null without a first-response
     /// target.
     async fn first_response_due(&self) -> Option<DateTime<Utc>> {
-        self.0.first_response_due_at
+        self.first_response_due
     }
     /// When the next reply is due; null while no next-response clock runs.
     async fn next_response_due(&self) -> Option<DateTime<Utc>> {
-        self.0.next_response_due_at
+        self.next_response_due
     }
     /// When resolution is (or was) due; null without a resolution target.
     async fn resolution_due(&self) -> Option<DateTime<Utc>> {
-        self.0.resolution_due_at
+        self.resolution_due
     }
     /// Where the promise stands now.
     async fn status(&self) -> GqlSlaStatus {
-        let c = &self.0;
-        match c.status.as_str() {
-            "PENDING_CUSTOMER" => return GqlSlaStatus::Paused,
-            "RESOLVED" | "CLOSED" => {
-                let late =
-                    matches!((c.resolved_at, c.resolution_due_at), (Some(r), Some(d)) if r > d);
-                return if late {
-                    GqlSlaStatus::Breached
-                } else {
-                    GqlSlaStatus::Met
-                };
-            }
-            _ => {}
+        if let Some(s) = self.settled {
+            return s;
         }
-        match self.next() {
-            Some(d) => sla::status(Utc::now(), &d).into(),
+        match &self.next {
+            Some(d) => sla::status(Utc::now(), d).into(),
             None => GqlSlaStatus::Met,
         }
     }
     /// Minutes left until the next running deadline (negative once breached).
     async fn remaining_minutes(&self) -> Option<f64> {
-        if self.0.status != "OPEN" {
+        if !self.open {
             return None;
         }
-        let d = self.next()?;
+        let d = self.next?;
         let secs = (d.due - Utc::now()).num_seconds() as f64;
         Some((secs / 60.0 * 10.0).round() / 10.0)
     }

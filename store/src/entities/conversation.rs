@@ -1,4 +1,8 @@
+use crate::sla::Snapshot;
+use rapport_domain::priority::Breakdown;
+use sea_orm::FromJsonQueryResult;
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "conversations")]
@@ -15,13 +19,15 @@ pub struct Model {
     pub visibility: String,
     pub priority: String,
     pub priority_score: f64,
-    pub priority_breakdown: Json,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub priority_breakdown: StoredBreakdown,
     pub sentiment: Option<f64>,
     /// Sentiment of the first message: an unhappy start can be recovered.
     pub opening_sentiment: Option<f64>,
     pub assignee_membership_id: Option<Uuid>,
     pub sla_policy_id: Option<Uuid>,
-    pub sla_targets: Option<Json>,
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub sla_targets: Option<Snapshot>,
     pub first_response_due_at: Option<DateTimeUtc>,
     pub next_response_due_at: Option<DateTimeUtc>,
     pub resolution_due_at: Option<DateTimeUtc>,
@@ -40,7 +46,28 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
 }
 
+/// The score of the conversation's most urgent customer message, part by
+/// part, stored as JSON and read straight into its type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, FromJsonQueryResult)]
+#[serde(transparent)]
+pub struct StoredBreakdown(pub Breakdown);
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    /// The customer: lets a page of conversations load its authors in the
+    /// same query.
+    #[sea_orm(
+        belongs_to = "super::author::Entity",
+        from = "Column::AuthorId",
+        to = "super::author::Column::Id"
+    )]
+    Author,
+}
+
+impl Related<super::author::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Author.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}
