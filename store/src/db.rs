@@ -21,6 +21,10 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     opts.connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         .max_connections(if url.starts_with("sqlite") { 8 } else { 20 })
+        // The pool's default pings every connection it hands out: one extra
+        // round trip per query. Only a connection idle long enough to have
+        // been dropped (server restart, proxy, firewall) is checked now.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     let db = Database::connect(opts).await?;
     // A pool connects lazily; ping so "unreachable" surfaces now, clearly.
