@@ -18,26 +18,9 @@ use rapport_domain::ingest::signature::generic_sign;
 use rapport_store::entities::message;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -237,16 +220,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn spawn_worker(app: &TestApp) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .arg("worker")
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis_url())
-        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
-        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
-        .env("RAPPORT_SECRET_KEY", SECRET_KEY)
+    app.rapport("worker")
         .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("rapport worker")
 }

@@ -10,7 +10,8 @@
 //!
 //! Knobs (environment): BENCH_AGENCIES (100), BENCH_WORKSPACES_PER_AGENCY
 //! (10), BENCH_MESSAGES (1,000,000), BENCH_SECONDS (20 per load),
-//! BENCH_CONNECTIONS (16), BENCH_SERVE_WORKERS (2 HTTP worker threads).
+//! BENCH_CONNECTIONS (16; a comma list such as `16,4` measures each in
+//! turn on the same seeded data).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -19,13 +20,6 @@ use common::*;
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     // Safe: no other threads exist yet.
@@ -104,13 +98,21 @@ async fn run() {
     let per_agency = env_usize("BENCH_WORKSPACES_PER_AGENCY", 10);
     let messages = env_usize("BENCH_MESSAGES", 1_000_000);
     let secs = env_usize("BENCH_SECONDS", 20);
-    let conns = env_usize("BENCH_CONNECTIONS", 16);
+    let conn_list: Vec<usize> = std::env::var("BENCH_CONNECTIONS")
+        .unwrap_or_else(|_| "16".into())
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse()
+                .expect("BENCH_CONNECTIONS: numbers, comma-separated")
+        })
+        .collect();
     let app = TestApp::start().await;
     let t = Instant::now();
     println!("seeding {agencies} agencies × {per_agency} workspaces, {messages} messages");
-    let status = Command::new(env!("CARGO_BIN_EXE_rapport"))
+    let status = app
+        .rapport("seed")
         .args([
-            "seed",
             "--agencies",
             &agencies.to_string(),
             "--workspaces-per-agency",
@@ -118,13 +120,9 @@ async fn run() {
             "--messages",
             &messages.to_string(),
         ])
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis_url())
-        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
-        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
-        .env("RAPPORT_SECRET_KEY", SECRET_KEY)
         .env("RUST_LOG", "error")
         .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
         .status()
         .unwrap();
     assert!(status.success());
@@ -136,15 +134,11 @@ async fn run() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let mut serve: Child = Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .arg("serve")
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis_url())
-        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
-        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
-        .env("RAPPORT_SECRET_KEY", SECRET_KEY)
+    let mut serve: Child = app
+        .rapport("serve")
         .env("RAPPORT_BIND", &bind)
         .env("RUST_LOG", "error")
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let url = format!("http://{bind}/graphql");
@@ -215,25 +209,32 @@ async fn run() {
         .as_array()
         .map(|e| e.len())
         .unwrap_or_else(|| panic!("{check}"));
-    println!("  inbox answers {n} conversations; loading {secs} s each with {conns} connections");
-    let floor = json!({ "query": "{ __typename }" });
-    let (u, tk) = (url.clone(), token.clone());
-    let f = tokio::task::spawn_blocking(move || wrk(&u, &tk, &floor, secs, conns))
-        .await
-        .unwrap();
-    let i = tokio::task::spawn_blocking(move || wrk(&url, &token, &inbox, secs, conns))
-        .await
-        .unwrap();
+    println!("  inbox answers {n} conversations; loading {secs} s each");
+    let mut results = Vec::new();
+    for &conns in &conn_list {
+        let floor = json!({ "query": "{ __typename }" });
+        let (u, tk) = (url.clone(), token.clone());
+        let f = tokio::task::spawn_blocking(move || wrk(&u, &tk, &floor, secs, conns))
+            .await
+            .unwrap();
+        let (u, tk, body) = (url.clone(), token.clone(), inbox.clone());
+        let i = tokio::task::spawn_blocking(move || wrk(&u, &tk, &body, secs, conns))
+            .await
+            .unwrap();
+        results.push((conns, f, i));
+    }
     let _ = serve.kill();
     let _ = serve.wait();
-    println!(
-        "results (PostgreSQL, {agencies}×{per_agency} workspaces, {messages} messages, {conns} connections):"
-    );
-    for (name, l) in [("floor { __typename }", &f), ("inbox (50 by priority)", &i)] {
+    for (conns, f, i) in &results {
         println!(
-            "  {name:24} {:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms  ({} good, {} with errors or not 200)",
-            l.rps, l.p50, l.p99, l.good, l.bad
+            "results (PostgreSQL, {agencies}×{per_agency} workspaces, {messages} messages, {conns} connections):"
         );
+        for (name, l) in [("floor { __typename }", f), ("inbox (50 by priority)", i)] {
+            println!(
+                "  {name:24} {:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms  ({} good, {} with errors or not 200)",
+                l.rps, l.p50, l.p99, l.good, l.bad
+            );
+        }
+        println!("  inbox / floor throughput: {:.1} %", 100.0 * i.rps / f.rps);
     }
-    println!("  inbox / floor throughput: {:.1} %", 100.0 * i.rps / f.rps);
 }

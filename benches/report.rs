@@ -12,16 +12,8 @@
 mod common;
 
 use common::*;
-use sea_orm::ConnectionTrait;
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     if std::env::var("RUST_LOG").is_ok() {
@@ -37,12 +29,6 @@ fn main() {
         .build()
         .unwrap()
         .block_on(run());
-}
-
-async fn exec(db: &sea_orm::DatabaseConnection, sql: &str) {
-    db.execute_unprepared(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{sql}"));
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {

@@ -21,26 +21,9 @@ use common::*;
 use rapport_domain::sla::Target;
 use rapport_store::sla::{self, Timer};
 use sea_orm::{ConnectionTrait, Statement};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn main() {
     // Safe: no other threads exist yet.
@@ -51,12 +34,6 @@ fn main() {
         .build()
         .unwrap()
         .block_on(run());
-}
-
-async fn exec(db: &sea_orm::DatabaseConnection, sql: &str) {
-    db.execute_unprepared(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{sql}"));
 }
 
 async fn scalar(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
@@ -256,15 +233,8 @@ async fn run() {
 }
 
 fn spawn_worker(app: &TestApp) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .arg("worker")
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis_url())
-        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
-        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
-        .env("RAPPORT_SECRET_KEY", SECRET_KEY)
+    app.rapport("worker")
         .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("rapport worker")

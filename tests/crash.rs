@@ -10,24 +10,15 @@ use rapport_store::entities::{message, raw_event};
 use rapport_store::raw_events::PROCESSED;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 const REQUESTS: usize = 400;
 const PER_REQUEST: usize = 10;
 
 fn worker(app: &TestApp) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .arg("worker")
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis_url())
-        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
-        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
-        .env("RAPPORT_SECRET_KEY", SECRET_KEY)
+    app.rapport("worker")
         .env("RAPPORT_CLAIM_IDLE_SECS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start rapport worker")
 }

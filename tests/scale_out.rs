@@ -11,7 +11,7 @@ use rapport_store::entities::{message, raw_event};
 use rapport_store::raw_events::PROCESSED;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 const REQUESTS: usize = 300;
@@ -29,17 +29,8 @@ impl Drop for Procs {
 }
 
 fn rapport(app: &TestApp, what: &str, bind: Option<&str>) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rapport"));
-    cmd.arg(what)
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis_url())
-        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
-        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
-        .env("RAPPORT_SECRET_KEY", SECRET_KEY)
-        .env("RAPPORT_CLAIM_IDLE_SECS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut cmd = app.rapport(what);
+    cmd.env("RAPPORT_CLAIM_IDLE_SECS", "1");
     if let Some(b) = bind {
         cmd.env("RAPPORT_BIND", b)
             .env("RAPPORT_PUBLIC_URL", format!("http://{b}"));

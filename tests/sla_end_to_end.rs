@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use rapport_domain::ingest::signature::{generic_sign, verify_generic};
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -106,20 +106,7 @@ async fn a_one_minute_promise_warns_breaches_and_is_met_through_real_workers() {
         .to_string();
     let _workers = Workers(
         (0..2)
-            .map(|_| {
-                Command::new(env!("CARGO_BIN_EXE_rapport"))
-                    .arg("worker")
-                    .env("DATABASE_URL", &app.db.url)
-                    .env("REDIS_URL", redis_url())
-                    .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
-                    .env("RAPPORT_JWT_SECRET", JWT_SECRET)
-                    .env("RAPPORT_SECRET_KEY", SECRET_KEY)
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|_| app.rapport("worker").spawn().unwrap())
             .collect(),
     );
 

@@ -8,7 +8,7 @@ use rapport_store::entities::{conversation, sla_event};
 use sea_orm::sea_query::Expr;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 const N: usize = 300;
@@ -62,20 +62,7 @@ async fn three_worker_processes_fire_each_timer_exactly_once() {
         .unwrap();
     let _workers = Workers(
         (0..3)
-            .map(|_| {
-                Command::new(env!("CARGO_BIN_EXE_rapport"))
-                    .arg("worker")
-                    .env("DATABASE_URL", &app.db.url)
-                    .env("REDIS_URL", redis_url())
-                    .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
-                    .env("RAPPORT_JWT_SECRET", JWT_SECRET)
-                    .env("RAPPORT_SECRET_KEY", SECRET_KEY)
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|_| app.rapport("worker").spawn().unwrap())
             .collect(),
     );
     let count = async || {

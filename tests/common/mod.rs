@@ -189,6 +189,23 @@ pub fn fast_worker_config(name: &str) -> rapport_worker::WorkerConfig {
 }
 
 impl TestApp {
+    /// The `rapport` binary running `subcommand` against this app's
+    /// database, Redis prefix and secrets, quiet (output discarded, warnings
+    /// only): for tests and benchmarks that need separate processes.
+    pub fn rapport(&self, subcommand: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"));
+        cmd.arg(subcommand)
+            .env("DATABASE_URL", &self.db.url)
+            .env("REDIS_URL", redis_url())
+            .env("RAPPORT_REDIS_PREFIX", &self.redis.prefix)
+            .env("RAPPORT_JWT_SECRET", JWT_SECRET)
+            .env("RAPPORT_SECRET_KEY", SECRET_KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    }
+
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
@@ -385,4 +402,31 @@ pub fn code(resp: &Value) -> Option<&str> {
 
 pub fn edges(conn: &Value) -> Vec<Value> {
     conn["edges"].as_array().cloned().unwrap_or_default()
+}
+
+/// A benchmark knob from the environment, or its default.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A figure in kB from `/proc/<pid>/status` (VmHWM, VmRSS), 0 when unknown.
+pub fn status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs SQL that must succeed (benchmark set-up), naming it when it fails.
+pub async fn exec(db: &sea_orm::DatabaseConnection, sql: &str) {
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{sql}"));
 }
