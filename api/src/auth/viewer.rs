@@ -9,7 +9,7 @@ use chrono::Utc;
 use rapport_domain::Role;
 use rapport_store::entities::{membership, membership_workspace, session};
 use rapport_store::{Scope, WorkspaceAccess};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, JoinType, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -80,26 +80,26 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> ApiResult<A
 }
 
 async fn load(state: &AppState, c: &Claims) -> ApiResult<Option<Viewer>> {
-    let live = session::Entity::find_by_id(c.sid)
-        .one(&state.db)
-        .await?
-        .filter(|s| {
-            s.revoked_at.is_none()
-                && s.agency_id == c.agency
-                && s.user_id == c.sub
-                && s.expires_at > Utc::now()
-        });
-    if live.is_none() {
-        return Ok(None);
-    }
-    let Some(m) = membership::Entity::find()
+    // The member and the token's session in one round trip: every request
+    // pays for this check.
+    let by_user = membership::Entity::belongs_to(session::Entity)
+        .from(membership::Column::UserId)
+        .to(session::Column::UserId)
+        .into();
+    let Some((m, Some(s))) = membership::Entity::find()
+        .join(JoinType::InnerJoin, by_user)
+        .select_also(session::Entity)
         .filter(membership::Column::AgencyId.eq(c.agency))
         .filter(membership::Column::UserId.eq(c.sub))
+        .filter(session::Column::Id.eq(c.sid))
         .one(&state.db)
         .await?
     else {
         return Ok(None);
     };
+    if s.revoked_at.is_some() || s.agency_id != c.agency || s.expires_at <= Utc::now() {
+        return Ok(None);
+    }
     let role = Role::parse(&m.role).map_err(ApiError::internal)?;
     let workspaces = if m.restricted {
         let ids = membership_workspace::Entity::find()
