@@ -1,7 +1,8 @@
 //! End-to-end ingestion benchmark (not a test): signed GENERIC webhooks
 //! through the real HTTP endpoint, Redis and a separate `rapport worker`
 //! process into PostgreSQL. Prints sustained messages/second end to end,
-//! webhook response-time percentiles, and the worker's peak memory.
+//! webhook response-time percentiles, the worker's peak memory, and the CPU
+//! PostgreSQL spends per message (the bound it sets on two cores).
 //!
 //!     cargo bench --bench ingest
 //!
@@ -157,16 +158,20 @@ async fn run() {
 
     // 2. The worker alone draining that backlog.
     let t = Instant::now();
+    let pg = postgres_cpu_ticks();
     children.extend((0..workers).map(|_| spawn_worker(&app)));
     wait_for(2 * total, &children, &mut peak_kb).await;
     let drain = t.elapsed();
+    let pg_drain = pg.zip(postgres_cpu_ticks()).map(|(a, b)| b - a);
     let cpu_ticks: u64 = children.iter().map(|c| cpu_ticks(c.id())).sum();
 
     // 3. Both at once, end to end.
     let t = Instant::now();
+    let pg = postgres_cpu_ticks();
     let loaded = send(2 * total as usize).await;
     wait_for(3 * total, &children, &mut peak_kb).await;
     let end_to_end = t.elapsed();
+    let pg_end_to_end = pg.zip(postgres_cpu_ticks()).map(|(a, b)| b - a);
     for c in &mut children {
         let _ = c.kill();
         let _ = c.wait();
@@ -198,25 +203,22 @@ async fn run() {
         ms(percentile(&loaded, 0.5)),
         ms(percentile(&loaded, 0.99))
     );
+    // PostgreSQL's own CPU per message bounds the rate: with both cores
+    // and nothing else running it could not store more than this.
+    for (phase, ticks) in [("2", pg_drain), ("3", pg_end_to_end)] {
+        if let Some(ticks) = ticks {
+            let per_message_ms = ticks as f64 * 10.0 / total as f64;
+            println!(
+                "  PostgreSQL CPU in phase {phase}: {:.1} s, {per_message_ms:.3} ms per message: at most {:.0} messages/s on 2 cores",
+                ticks as f64 / 100.0,
+                2000.0 / per_message_ms
+            );
+        }
+    }
     println!(
         "  worker peak memory:  {:.1} MiB (VmHWM)",
         peak_kb as f64 / 1024.0
     );
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat; 12 and 13 after "pid (comm)".
-    fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
 }
 
 fn spawn_worker(app: &TestApp) -> Child {

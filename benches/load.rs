@@ -4,7 +4,9 @@
 //! (first 50 open conversations by priority, with author and SLA) and the
 //! floor, a bare `{ __typename }` through the same stack. A Lua script
 //! counts a response as good only when it is a 200 whose body has no
-//! `errors`. Prints requests/s, p50/p99 latency, both ratios.
+//! `errors`. Prints requests/s, p50/p99 latency, both ratios, and the CPU
+//! one request costs the server and PostgreSQL (read from /proc), which
+//! bounds what two cores can serve at any concurrency.
 //!
 //!     cargo bench --bench load
 //!
@@ -57,9 +59,16 @@ struct Load {
     rps: f64,
     p50: f64,
     p99: f64,
+    /// CPU milliseconds per request: the server's, and PostgreSQL's when
+    /// it runs on this machine.
+    api_ms: f64,
+    pg_ms: Option<f64>,
 }
 
-fn wrk(url: &str, token: &str, body: &Value, secs: usize, conns: usize) -> Load {
+/// One `wrk` load against the server `serve_pid`, with the CPU both the
+/// server and PostgreSQL spent on it.
+fn wrk(url: &str, token: &str, body: &Value, secs: usize, conns: usize, serve_pid: u32) -> Load {
+    let (api0, pg0) = (cpu_ticks(serve_pid), postgres_cpu_ticks());
     let script = std::env::temp_dir().join(format!("rapport-wrk-{}.lua", std::process::id()));
     std::fs::write(&script, LUA).unwrap();
     let out = Command::new("wrk")
@@ -84,12 +93,17 @@ fn wrk(url: &str, token: &str, body: &Value, secs: usize, conns: usize) -> Load 
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
+    let per_request = |ticks: u64| ticks as f64 * 10.0 / (f[0] + f[1]).max(1.0);
     Load {
         good: f[0],
         bad: f[1],
         rps: f[0] / f[2],
         p50: f[3],
         p99: f[4],
+        api_ms: per_request(cpu_ticks(serve_pid) - api0),
+        pg_ms: pg0
+            .zip(postgres_cpu_ticks())
+            .map(|(a, b)| per_request(b - a)),
     }
 }
 
@@ -211,14 +225,15 @@ async fn run() {
         .unwrap_or_else(|| panic!("{check}"));
     println!("  inbox answers {n} conversations; loading {secs} s each");
     let mut results = Vec::new();
+    let pid = serve.id();
     for &conns in &conn_list {
         let floor = json!({ "query": "{ __typename }" });
         let (u, tk) = (url.clone(), token.clone());
-        let f = tokio::task::spawn_blocking(move || wrk(&u, &tk, &floor, secs, conns))
+        let f = tokio::task::spawn_blocking(move || wrk(&u, &tk, &floor, secs, conns, pid))
             .await
             .unwrap();
         let (u, tk, body) = (url.clone(), token.clone(), inbox.clone());
-        let i = tokio::task::spawn_blocking(move || wrk(&u, &tk, &body, secs, conns))
+        let i = tokio::task::spawn_blocking(move || wrk(&u, &tk, &body, secs, conns, pid))
             .await
             .unwrap();
         results.push((conns, f, i));
@@ -234,6 +249,17 @@ async fn run() {
                 "  {name:24} {:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms  ({} good, {} with errors or not 200)",
                 l.rps, l.p50, l.p99, l.good, l.bad
             );
+            // The CPU one request costs bounds throughput on two cores
+            // whatever the concurrency: 2,000 ms of CPU per second.
+            if let Some(pg) = l.pg_ms {
+                println!(
+                    "  {:24} CPU per request: rapport {:.3} ms, PostgreSQL {pg:.3} ms; at most {:.0} req/s on 2 cores, {:.0} for PostgreSQL alone",
+                    "",
+                    l.api_ms,
+                    2000.0 / (l.api_ms + pg),
+                    2000.0 / pg
+                );
+            }
         }
         println!("  inbox / floor throughput: {:.1} %", 100.0 * i.rps / f.rps);
     }

@@ -423,6 +423,51 @@ pub fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Fields of `/proc/<pid>/stat` after "pid (comm)", with the command name.
+fn proc_stat(pid: &str) -> Option<(String, Vec<u64>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    // Field 3 (state) is a letter: kept as 0 so indices stay those of proc(5) minus 3.
+    let fields = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    Some((comm, fields))
+}
+
+/// CPU time of a process in clock ticks (1/100 s): user + system time, and
+/// that of its children it has waited for.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    proc_stat(&pid.to_string()).map_or(0, |(_, f)| times(&f))
+}
+
+/// utime + stime + cutime + cstime (fields 14 to 17 of proc(5)).
+fn times(f: &[u64]) -> u64 {
+    f.get(11..15).map_or(0, |t| t.iter().sum())
+}
+
+/// CPU time, in clock ticks, of the local PostgreSQL server: every
+/// `postgres` process, and through the postmaster's children's time the
+/// backends that ended in between. None when no server runs on this machine
+/// (then a bench prints no PostgreSQL figure).
+pub fn postgres_cpu_ticks() -> Option<u64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some((_, f)) = proc_stat(pid).filter(|(c, _)| c == "postgres") {
+            *total.get_or_insert(0) += times(&f);
+        }
+    }
+    total
+}
+
 /// Runs SQL that must succeed (benchmark set-up), naming it when it fails.
 pub async fn exec(db: &sea_orm::DatabaseConnection, sql: &str) {
     use sea_orm::ConnectionTrait;
