@@ -323,13 +323,15 @@ async fn business_time_counts_only_open_hours() {
         .await["createBusinessCalendar"]["id"]
         .clone();
     let t = json!({ "firstResponseMinutes": 60 });
-    app.ok(
-        Some(&s.access),
-        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
-        json!({ "i": { "workspaceId": ws, "name": "Office hours", "isDefault": true, "businessHours": true, "calendarId": cal,
-                 "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
-    )
-    .await;
+    let policy = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
+            json!({ "i": { "workspaceId": ws, "name": "Office hours", "isDefault": true, "businessHours": true, "calendarId": cal,
+                     "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+        )
+        .await["createSlaPolicy"]["id"]
+        .clone();
     import(&app, &s, &ws, "dee", "hello").await;
     // Friday 16:30 to Monday 09:30: 64 h on the wall, 1 h of open time.
     place(
@@ -359,6 +361,25 @@ async fn business_time_counts_only_open_hours() {
     assert_eq!(weeks.len(), 2);
     assert_eq!(weeks[0]["figures"]["conversationsOpened"], 1);
     assert_eq!(weeks[1]["figures"]["conversationsOpened"], 0);
+
+    // The policy deleted: its conversations still count on its calendar
+    // (the placed figures carry no stored business time, so the report
+    // computes it from the deleted policy's clock).
+    app.ok(
+        Some(&s.access),
+        "mutation($i: DeleteSlaPolicyInput!) { deleteSlaPolicy(input: $i) { __typename } }",
+        json!({ "i": { "id": policy } }),
+    )
+    .await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            REPORT,
+            json!({ "w": ws, "from": "2026-11-02T00:00:00Z", "to": "2026-11-16T00:00:00Z", "g": "WEEK", "tz": "UTC" }),
+        )
+        .await;
+    let fr = &d["workspaceReport"]["total"]["firstResponse"];
+    assert_eq!(fr["business"]["p50Seconds"], 3_600.0, "{d}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rapport_domain::calendar::Clock;
 use rapport_domain::report::{Granularity, Period, Summary, split, summarize_ms};
 use rapport_domain::{GlobalId, Kind};
-use rapport_store::entities::{channel, membership, sla_policy, user, workspace};
+use rapport_store::entities::{channel, membership, user, workspace};
 use rapport_store::reports::{self, CountRow};
 use rapport_store::sla::business_seconds;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
@@ -423,7 +423,7 @@ pub async fn build<C: ConnectionTrait>(
         });
     }
     if !unstamped.is_empty() {
-        let clocks = policy_clocks(conn, ws).await?;
+        let clocks = rapport_store::sla::policy_clocks(conn, ws.id).await?;
         for c in &unstamped {
             let Some(i) = period.bucket_of(c.created_at) else {
                 continue;
@@ -488,34 +488,6 @@ pub async fn build<C: ConnectionTrait>(
         },
         period,
     })
-}
-
-/// The clock each of the workspace's policies counts on (deleted policies
-/// included: their conversations still report).
-async fn policy_clocks<C: ConnectionTrait>(
-    conn: &C,
-    ws: &workspace::Model,
-) -> ApiResult<HashMap<Uuid, Clock>> {
-    let live = rapport_store::sla::load(conn, ws.id).await?;
-    Ok(sla_policy::Entity::find()
-        .filter(sla_policy::Column::AgencyId.eq(ws.agency_id))
-        .filter(sla_policy::Column::WorkspaceId.eq(ws.id))
-        .all(conn)
-        .await?
-        .into_iter()
-        .map(|p| {
-            let snap = rapport_store::sla::Snapshot {
-                policy_id: p.id,
-                minutes: Default::default(),
-                warn_at_percent: 0,
-                calendar_id: p.calendar_id.filter(|_| p.business_hours),
-                warn: Default::default(),
-                paused_at: None,
-                cycles: Default::default(),
-            };
-            (p.id, live.clock_of(&snap))
-        })
-        .collect())
 }
 
 async fn agent_figures<C: ConnectionTrait>(

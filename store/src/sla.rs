@@ -128,19 +128,49 @@ pub async fn clock_for<C: ConnectionTrait>(
     })
 }
 
+/// A workspace's business calendars that can be read, by ID.
+async fn calendars<C: ConnectionTrait>(
+    conn: &C,
+    workspace_id: Uuid,
+) -> Result<HashMap<Uuid, BusinessCalendar>, DbErr> {
+    Ok(business_calendar::Entity::find()
+        .filter(business_calendar::Column::WorkspaceId.eq(workspace_id))
+        .all(conn)
+        .await?
+        .iter()
+        .filter_map(|c| stored_calendar(c).map(|cal| (c.id, cal)))
+        .collect())
+}
+
+/// The clock each of a workspace's policies counts on, deleted policies
+/// included (their conversations still report on them).
+pub async fn policy_clocks<C: ConnectionTrait>(
+    conn: &C,
+    workspace_id: Uuid,
+) -> Result<HashMap<Uuid, Clock>, DbErr> {
+    let calendars = calendars(conn, workspace_id).await?;
+    Ok(sla_policy::Entity::find()
+        .filter(sla_policy::Column::WorkspaceId.eq(workspace_id))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let cal = p.calendar_id.filter(|_| p.business_hours);
+            let clock = cal
+                .and_then(|id| calendars.get(&id))
+                .map_or(Clock::Calendar24x7, |c| Clock::Business(c.clone()));
+            (p.id, clock)
+        })
+        .collect())
+}
+
 pub async fn load<C: ConnectionTrait>(conn: &C, workspace_id: Uuid) -> Result<WorkspaceSla, DbErr> {
     let rows = sla_policy::Entity::find()
         .filter(sla_policy::Column::WorkspaceId.eq(workspace_id))
         .filter(sla_policy::Column::DeletedAt.is_null())
         .all(conn)
         .await?;
-    let calendars: HashMap<Uuid, BusinessCalendar> = business_calendar::Entity::find()
-        .filter(business_calendar::Column::WorkspaceId.eq(workspace_id))
-        .all(conn)
-        .await?
-        .iter()
-        .filter_map(|c| stored_calendar(c).map(|cal| (c.id, cal)))
-        .collect();
+    let calendars = calendars(conn, workspace_id).await?;
     let mut policies = Vec::with_capacity(rows.len());
     let mut clocks = HashMap::new();
     for r in rows {
