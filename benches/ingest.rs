@@ -162,7 +162,7 @@ async fn run() {
     children.extend((0..workers).map(|_| spawn_worker(&app)));
     wait_for(2 * total, &children, &mut peak_kb).await;
     let drain = t.elapsed();
-    let pg_drain = pg.zip(postgres_cpu_ticks()).map(|(a, b)| b - a);
+    let pg_drain = postgres_cpu_since(pg);
     let cpu_ticks: u64 = children.iter().map(|c| cpu_ticks(c.id())).sum();
 
     // 3. Both at once, end to end.
@@ -171,7 +171,7 @@ async fn run() {
     let loaded = send(2 * total as usize).await;
     wait_for(3 * total, &children, &mut peak_kb).await;
     let end_to_end = t.elapsed();
-    let pg_end_to_end = pg.zip(postgres_cpu_ticks()).map(|(a, b)| b - a);
+    let pg_end_to_end = postgres_cpu_since(pg);
     for c in &mut children {
         let _ = c.kill();
         let _ = c.wait();

@@ -101,9 +101,7 @@ fn wrk(url: &str, token: &str, body: &Value, secs: usize, conns: usize, serve_pi
         p50: f[3],
         p99: f[4],
         api_ms: per_request(cpu_ticks(serve_pid) - api0),
-        pg_ms: pg0
-            .zip(postgres_cpu_ticks())
-            .map(|(a, b)| per_request(b - a)),
+        pg_ms: postgres_cpu_since(pg0).map(per_request),
     }
 }
 

@@ -347,13 +347,15 @@ async fn business_time_counts_only_open_hours() {
         },
     )
     .await;
-    let d = app
-        .ok(
+    let two_weeks = async || {
+        app.ok(
             Some(&s.access),
             REPORT,
             json!({ "w": ws, "from": "2026-11-02T00:00:00Z", "to": "2026-11-16T00:00:00Z", "g": "WEEK", "tz": "UTC" }),
         )
-        .await;
+        .await
+    };
+    let d = two_weeks().await;
     let fr = &d["workspaceReport"]["total"]["firstResponse"];
     assert_eq!(fr["calendar"]["p50Seconds"], 234_000.0);
     assert_eq!(fr["business"]["p50Seconds"], 3_600.0);
@@ -371,13 +373,7 @@ async fn business_time_counts_only_open_hours() {
         json!({ "i": { "id": policy } }),
     )
     .await;
-    let d = app
-        .ok(
-            Some(&s.access),
-            REPORT,
-            json!({ "w": ws, "from": "2026-11-02T00:00:00Z", "to": "2026-11-16T00:00:00Z", "g": "WEEK", "tz": "UTC" }),
-        )
-        .await;
+    let d = two_weeks().await;
     let fr = &d["workspaceReport"]["total"]["firstResponse"];
     assert_eq!(fr["business"]["p50Seconds"], 3_600.0, "{d}");
 }

@@ -154,14 +154,21 @@ pub async fn policy_clocks<C: ConnectionTrait>(
         .all(conn)
         .await?
         .into_iter()
-        .map(|p| {
-            let cal = p.calendar_id.filter(|_| p.business_hours);
-            let clock = cal
-                .and_then(|id| calendars.get(&id))
-                .map_or(Clock::Calendar24x7, |c| Clock::Business(c.clone()));
-            (p.id, clock)
-        })
+        .map(|p| (p.id, policy_clock(&p, &calendars).0))
         .collect())
+}
+
+/// The clock a policy counts on, and the calendar behind it: business
+/// hours only with a readable calendar, around the clock otherwise.
+fn policy_clock(
+    p: &sla_policy::Model,
+    calendars: &HashMap<Uuid, BusinessCalendar>,
+) -> (Clock, Option<Uuid>) {
+    let cal = p.calendar_id.filter(|_| p.business_hours);
+    let clock = cal
+        .and_then(|id| calendars.get(&id))
+        .map_or(Clock::Calendar24x7, |c| Clock::Business(c.clone()));
+    (clock, cal)
 }
 
 pub async fn load<C: ConnectionTrait>(conn: &C, workspace_id: Uuid) -> Result<WorkspaceSla, DbErr> {
@@ -181,14 +188,7 @@ pub async fn load<C: ConnectionTrait>(conn: &C, workspace_id: Uuid) -> Result<Wo
             tracing::warn!(policy = %r.id, "unreadable SLA policy skipped");
             continue;
         };
-        let clock = match (
-            r.business_hours,
-            r.calendar_id.and_then(|id| calendars.get(&id)),
-        ) {
-            (true, Some(cal)) => Clock::Business(cal.clone()),
-            _ => Clock::Calendar24x7,
-        };
-        clocks.insert(r.id, (clock, r.calendar_id.filter(|_| r.business_hours)));
+        clocks.insert(r.id, policy_clock(&r, &calendars));
         policies.push(Policy {
             id: r.id,
             position: r.position,

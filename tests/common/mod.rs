@@ -468,6 +468,11 @@ pub fn postgres_cpu_ticks() -> Option<u64> {
     total
 }
 
+/// PostgreSQL's CPU ticks since `start` (a `postgres_cpu_ticks()` reading).
+pub fn postgres_cpu_since(start: Option<u64>) -> Option<u64> {
+    start.zip(postgres_cpu_ticks()).map(|(a, b)| b - a)
+}
+
 /// Runs SQL that must succeed (benchmark set-up), naming it when it fails.
 pub async fn exec(db: &sea_orm::DatabaseConnection, sql: &str) {
     use sea_orm::ConnectionTrait;
