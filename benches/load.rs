@@ -24,8 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn main() {
-    // Safe: no other threads exist yet.
-    unsafe { std::env::set_var("RAPPORT_TEST_BACKEND", "postgres") };
+    bench_on_local_postgres();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -139,8 +138,7 @@ async fn run() {
         .unwrap();
     assert!(status.success());
     println!("  seeded in {:.1} s", t.elapsed().as_secs_f64());
-    use sea_orm::ConnectionTrait;
-    app.state.db.execute_unprepared("ANALYZE").await.unwrap();
+    // `rapport seed` ends with VACUUM (ANALYZE) on PostgreSQL.
 
     let bind = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

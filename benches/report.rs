@@ -21,8 +21,7 @@ fn main() {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();
     }
-    // Safe: no other threads exist yet.
-    unsafe { std::env::set_var("RAPPORT_TEST_BACKEND", "postgres") };
+    bench_on_local_postgres();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -26,8 +26,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 fn main() {
-    // Safe: no other threads exist yet.
-    unsafe { std::env::set_var("RAPPORT_TEST_BACKEND", "postgres") };
+    bench_on_local_postgres();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -937,3 +937,76 @@ async fn conversations_filter_and_page_in_every_order() {
         .await;
     assert_eq!(code(&r), Some("BAD_USER_INPUT"));
 }
+
+/// The inbox reads its page by column position (store::pages): every
+/// field must come out as the entities read it by name. Each column holds
+/// a value no neighbour of the same type holds, so a field read from the
+/// wrong position fails the comparison.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_read_by_column_position_equals_the_entities() {
+    use chrono::{DateTime, Duration, Utc};
+    use rapport_store::entities::{author, conversation, membership};
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, QueryOrder, Set};
+    let app = TestApp::start().await;
+    let db = &app.state.db;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let targets =
+        json!({ "firstResponseMinutes": 60, "nextResponseMinutes": 90, "resolutionMinutes": 480 });
+    app.ok(
+        Some(&s.access),
+        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
+        json!({ "i": { "workspaceId": ws, "name": "Standard", "isDefault": true,
+                        "targets": { "urgent": targets, "high": targets, "normal": targets, "low": targets } } }),
+    )
+    .await;
+    let events: Vec<Value> = (0..2)
+        .map(|i| {
+            json!({ "id": format!("p{i}"), "text": "awful, I want a refund now", "published_at": "2026-11-20T09:00:00Z",
+                    "author": { "id": format!("u{i}"), "name": format!("User {i}"), "followers": 10 + i } })
+        })
+        .collect();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
+        json!({ "i": { "workspaceId": ws, "events": events } }),
+    )
+    .await;
+    let page = || conversation::Entity::find().order_by_asc(conversation::Column::Id);
+    let all = page().all(db).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all[1].sla_targets.is_some() && all[1].sla_policy_id.is_some());
+    let member = membership::Entity::find().one(db).await.unwrap().unwrap();
+    let base: DateTime<Utc> = "2026-11-20T09:00:00.123456Z".parse().unwrap();
+    let t = |m: i64| Some(base + Duration::minutes(m));
+    let mut am = all[1].clone().into_active_model();
+    am.parent_conversation_id = Set(Some(all[0].id));
+    am.sentiment = Set(Some(-0.5));
+    am.opening_sentiment = Set(Some(-0.25));
+    am.assignee_membership_id = Set(Some(member.id));
+    am.first_response_due_at = Set(t(1));
+    am.next_response_due_at = Set(t(2));
+    am.resolution_due_at = Set(t(3));
+    am.due_at = Set(t(4));
+    am.first_responded_at = Set(t(5));
+    am.resolved_at = Set(t(6));
+    am.first_response_business_s = Set(Some(7));
+    am.resolution_business_s = Set(Some(8));
+    am.last_customer_message_at = Set(t(9).unwrap());
+    am.recovered = Set(true);
+    am.created_at = Set(t(10).unwrap());
+    am.updated_at = Set(t(11).unwrap());
+    am.update(db).await.unwrap();
+
+    let by_position = rapport_store::pages::with_authors(db, page())
+        .await
+        .unwrap();
+    let by_name = page()
+        .find_also_related(author::Entity)
+        .all(db)
+        .await
+        .unwrap();
+    assert_eq!(by_position, by_name);
+    assert!(by_position.iter().all(|(_, a)| a.is_some()));
+    assert_eq!(by_position[1].0.due_at, t(4));
+}

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod kv;
 pub mod outbox;
+pub mod pages;
 pub mod raw_events;
 pub mod replies;
 pub mod reports;

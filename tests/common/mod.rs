@@ -25,6 +25,22 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// Benchmarks run on PostgreSQL on this host: reached without TLS, as the
+/// README advises for a server on the same host (TLS on loopback only
+/// spends CPU on both ends). Call before any other thread starts.
+pub fn bench_on_local_postgres() {
+    // Safe: called first thing in a benchmark's main, single-threaded.
+    unsafe {
+        std::env::set_var("RAPPORT_TEST_BACKEND", "postgres");
+        if std::env::var_os("RAPPORT_TEST_POSTGRES_URL").is_none() {
+            std::env::set_var(
+                "RAPPORT_TEST_POSTGRES_URL",
+                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+            );
+        }
+    }
+}
+
 pub fn is_postgres() -> bool {
     std::env::var("RAPPORT_TEST_BACKEND").as_deref() == Ok("postgres")
 }
@@ -58,9 +74,15 @@ impl TestDb {
                 .expect("create test database");
             admin.close().await.ok();
             let base = postgres_admin_url();
+            let (base, params) = base.split_once('?').unwrap_or((&base, ""));
             let root = &base[..base.rfind('/').expect("database in URL")];
+            let params = if params.is_empty() {
+                String::new()
+            } else {
+                format!("?{params}")
+            };
             TestDb {
-                url: format!("{root}/{name}"),
+                url: format!("{root}/{name}{params}"),
                 pg_name: Some(name),
                 _dir: None,
             }

@@ -670,7 +670,7 @@ async fn fetch_page(
     else {
         return Ok(q.all(db).await?);
     };
-    let rows = q.find_also_related(author::Entity).all(db).await?;
+    let rows = rapport_store::pages::with_authors(db, q).await?;
     let mut cache = pre.authors.lock().expect("preload lock");
     Ok(rows
         .into_iter()
