@@ -998,7 +998,7 @@ async fn a_page_read_by_column_position_equals_the_entities() {
     am.updated_at = Set(t(11).unwrap());
     am.update(db).await.unwrap();
 
-    let by_position = rapport_store::pages::with_authors(db, page())
+    let by_position = rapport_store::pages::with_authors(db, page(), 10)
         .await
         .unwrap();
     let by_name = page()
@@ -1009,4 +1009,13 @@ async fn a_page_read_by_column_position_equals_the_entities() {
     assert_eq!(by_position, by_name);
     assert!(by_position.iter().all(|(_, a)| a.is_some()));
     assert_eq!(by_position[1].0.due_at, t(4));
+    let alone = rapport_store::pages::conversations(db, page(), 10)
+        .await
+        .unwrap();
+    assert_eq!(alone, page().all(db).await.unwrap());
+    // The limit written into the SQL applies.
+    let first = rapport_store::pages::with_authors(db, page(), 1)
+        .await
+        .unwrap();
+    assert_eq!(first, by_name[..1]);
 }

@@ -1,24 +1,45 @@
-//! A page of conversations with their authors, in one query, read by
-//! column position.
+//! A page of conversations, with their authors in the same query when they
+//! are wanted, read by column position.
 //!
 //! sea-orm reads a joined row by prefixed column name: one formatted name
 //! and one name lookup per column and row, which was a third of the CPU an
 //! inbox request cost. Here the select list is the conversation's columns
 //! then the author's, each in its entity's declaration order, and each
 //! model is read from its offset.
+//!
+//! The page size is written into the SQL, not bound as a parameter: with a
+//! bound LIMIT, PostgreSQL's generic plan guesses a tenth of the rows,
+//! loses to the custom plan, and the statement is planned again on every
+//! execution (about as much CPU as running it). With the number in the
+//! text, each page size is a statement of its own (at most 101) that is
+//! planned once per connection.
 
 use crate::entities::{author, conversation};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ConnectionTrait, DbErr, Iterable, JoinType, QueryResult, QuerySelect, QueryTrait,
-    RelationTrait, Select,
+    RelationTrait, Select, Statement,
 };
 
-/// The page's rows: each conversation with its author (none only if the
-/// author row is gone).
+/// At most `limit` rows of `page` (which must have no limit of its own).
+pub async fn conversations<C: ConnectionTrait>(
+    conn: &C,
+    page: Select<conversation::Entity>,
+    limit: u64,
+) -> Result<Vec<conversation::Model>, DbErr> {
+    conn.query_all_raw(limited(conn, page, limit))
+        .await?
+        .iter()
+        .map(|row| conversation_at(row, 0))
+        .collect()
+}
+
+/// At most `limit` rows of `page` (which must have no limit of its own),
+/// each with its author (none only if the author row is gone).
 pub async fn with_authors<C: ConnectionTrait>(
     conn: &C,
     page: Select<conversation::Entity>,
+    limit: u64,
 ) -> Result<Vec<(conversation::Model, Option<author::Model>)>, DbErr> {
     let mut q = page
         .select_only()
@@ -30,13 +51,19 @@ pub async fn with_authors<C: ConnectionTrait>(
         // Aliased: some names repeat the conversation's (id, created_at).
         q = q.expr_as(Expr::col((author::Entity, c)), format!("b{i}"));
     }
-    let stmt = q.build(conn.get_database_backend());
     let width = conversation::Column::iter().count();
-    conn.query_all_raw(stmt)
+    conn.query_all_raw(limited(conn, q, limit))
         .await?
         .iter()
         .map(|row| Ok((conversation_at(row, 0)?, author_at(row, width)?)))
         .collect()
+}
+
+/// `q`'s statement with `LIMIT limit` written at its end (after ORDER BY).
+fn limited<C: ConnectionTrait>(conn: &C, q: Select<conversation::Entity>, limit: u64) -> Statement {
+    let mut stmt = q.build(conn.get_database_backend());
+    stmt.sql.push_str(&format!(" LIMIT {limit}"));
+    stmt
 }
 
 /// Takes column positions one after another from `at`.

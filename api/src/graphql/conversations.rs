@@ -651,11 +651,12 @@ async fn list(
     list_page(ctx, workspace, filter, order_by, first, after).await
 }
 
-/// One page's rows. When the page's authors are asked for, they come in the
-/// same query (a join), not in a second round trip.
+/// At most `limit` rows of one page. When the page's authors are asked
+/// for, they come in the same query (a join), not in a second round trip.
 async fn fetch_page(
     ctx: &Context<'_>,
     q: Select<conversation::Entity>,
+    limit: u64,
 ) -> ApiResult<Vec<conversation::Model>> {
     let db = &state(ctx).db;
     let wants_author = ctx
@@ -668,9 +669,9 @@ async fn fetch_page(
         .data_opt::<std::sync::Arc<Preloaded>>()
         .filter(|_| wants_author)
     else {
-        return Ok(q.all(db).await?);
+        return Ok(rapport_store::pages::conversations(db, q, limit).await?);
     };
-    let rows = rapport_store::pages::with_authors(db, q).await?;
+    let rows = rapport_store::pages::with_authors(db, q, limit).await?;
     let mut cache = pre.authors.lock().expect("preload lock");
     Ok(rows
         .into_iter()
@@ -772,10 +773,8 @@ async fn list_page(
             if let Some(Cursor(after)) = page.after {
                 q = q.filter(conversation::Column::Id.lt(after));
             }
-            let q = q
-                .order_by_desc(conversation::Column::Id)
-                .limit(page.first + 1);
-            let mut rows = fetch_page(ctx, q).await?;
+            let q = q.order_by_desc(conversation::Column::Id);
+            let mut rows = fetch_page(ctx, q, page.first + 1).await?;
             let has_next = rows.len() as u64 > page.first;
             rows.truncate(page.first as usize);
             let mut conn = Connection::new(page.after.is_some(), has_next);
@@ -800,9 +799,8 @@ async fn list_page(
             }
             let q = q
                 .order_by_desc(conversation::Column::PriorityScore)
-                .order_by_desc(conversation::Column::Id)
-                .limit(page.first + 1);
-            let mut rows = fetch_page(ctx, q).await?;
+                .order_by_desc(conversation::Column::Id);
+            let mut rows = fetch_page(ctx, q, page.first + 1).await?;
             let has_next = rows.len() as u64 > page.first;
             rows.truncate(page.first as usize);
             let mut conn = Connection::new(after.is_some(), has_next);
@@ -837,9 +835,8 @@ async fn list_page(
                     sea_orm::Order::Asc,
                     NullOrdering::Last,
                 )
-                .order_by_asc(conversation::Column::Id)
-                .limit(page.first + 1);
-            let mut rows = fetch_page(ctx, q).await?;
+                .order_by_asc(conversation::Column::Id);
+            let mut rows = fetch_page(ctx, q, page.first + 1).await?;
             let has_next = rows.len() as u64 > page.first;
             rows.truncate(page.first as usize);
             let mut conn = Connection::new(after.is_some(), has_next);
