@@ -848,12 +848,7 @@ async fn conversations_filter_and_page_in_every_order() {
                     "author": { "id": format!("u{i}"), "followers": i * 1000 } })
         })
         .collect();
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
-        json!({ "i": { "workspaceId": ws, "events": events } }),
-    )
-    .await;
+    app.import_events(&s, &ws, json!(events)).await;
     // Give three conversations deadlines (the SLA engine's job later).
     let all = conversation::Entity::find()
         .all(&app.state.db)
@@ -966,12 +961,7 @@ async fn a_page_read_by_column_position_equals_the_entities() {
                     "author": { "id": format!("u{i}"), "name": format!("User {i}"), "followers": 10 + i } })
         })
         .collect();
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
-        json!({ "i": { "workspaceId": ws, "events": events } }),
-    )
-    .await;
+    app.import_events(&s, &ws, json!(events)).await;
     let page = || conversation::Entity::find().order_by_asc(conversation::Column::Id);
     let all = page().all(db).await.unwrap();
     assert_eq!(all.len(), 2);

@@ -54,12 +54,7 @@ async fn the_shared_report_renders_its_charts_in_chromium() {
     .iter()
     .map(|(who, text)| json!({ "id": who, "text": text, "published_at": "2026-11-20T09:00:00Z", "author": { "id": who, "handle": who } }))
     .collect();
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
-        json!({ "i": { "workspaceId": ws, "events": events } }),
-    )
-    .await;
+    app.import_events(&s, &ws, json!(events)).await;
     let convs = app
         .ok(
             Some(&s.access),

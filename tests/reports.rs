@@ -16,11 +16,11 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 async fn import(app: &TestApp, s: &Session, ws: &str, who: &str, text: &str) {
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
-        json!({ "i": { "workspaceId": ws, "events": [{ "id": format!("m-{who}"), "text": text, "published_at": "2026-11-20T09:00:00Z",
-                 "author": { "id": who, "handle": who } }] } }),
+    app.import_events(
+        s,
+        ws,
+        json!([{ "id": format!("m-{who}"), "text": text, "published_at": "2026-11-20T09:00:00Z",
+                 "author": { "id": who, "handle": who } }]),
     )
     .await;
 }
@@ -591,12 +591,7 @@ async fn csv_exports_stream_for_members_and_clients_only() {
                          "author": { "id": format!("u{i}"), "handle": if i == 0 { "=cmd()".to_string() } else { format!("u{i}") } } }))
         .collect();
     for half in events.chunks(600) {
-        app.ok(
-            Some(&s.access),
-            "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
-            json!({ "i": { "workspaceId": ws, "events": half } }),
-        )
-        .await;
+        app.import_events(&s, &ws, json!(half)).await;
     }
     let (viewer, _) = app
         .add_member(

@@ -15,13 +15,8 @@ use serde_json::{Value, json};
 const POLICY: &str = "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id name position isDefault targets { urgent { firstResponseMinutes } } } }";
 
 async fn import(app: &TestApp, s: &Session, ws: &str, id: &str, followers: u64) {
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
-        json!({ "i": { "workspaceId": ws, "events": [{ "id": id, "text": "my order is late, not happy", "published_at": "2026-11-20T09:00:00Z",
-                 "author": { "id": format!("author-{id}"), "followers": followers } }] } }),
-    )
-    .await;
+    app.import_events(s, ws, json!([{ "id": id, "text": "my order is late, not happy", "published_at": "2026-11-20T09:00:00Z",
+                 "author": { "id": format!("author-{id}"), "followers": followers } }])).await;
 }
 
 async fn convs(app: &TestApp, s: &Session, ws: &str) -> Vec<Value> {
@@ -587,12 +582,7 @@ async fn waiting_on_the_customer_pauses_resolving_meets_and_reopening_restarts()
     let mut am = row.into_active_model();
     am.sla_targets = Set(Some(snap));
     am.update(&app.state.db).await.unwrap();
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
-        json!({ "i": { "workspaceId": ws, "events": [{ "id": "x-2", "text": "here is my order number", "published_at": "2026-11-20T09:05:00Z", "author": { "id": "author-x" } }] } }),
-    )
-    .await;
+    app.import_events(&s, &ws, json!([{ "id": "x-2", "text": "here is my order number", "published_at": "2026-11-20T09:05:00Z", "author": { "id": "author-x" } }])).await;
     let c1 = convs(&app, &s, &ws).await.remove(0);
     assert_eq!(c1["id"], c0["id"], "the answer joins the conversation");
     assert_eq!(c1["sla"]["status"], "ON_TRACK");

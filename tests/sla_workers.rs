@@ -39,12 +39,7 @@ async fn three_worker_processes_fire_each_timer_exactly_once() {
     let events: Vec<_> = (0..N)
         .map(|i| json!({ "id": format!("m{i}"), "text": "where is my order", "published_at": "2026-11-20T09:00:00Z", "author": { "id": format!("a{i}") } }))
         .collect();
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
-        json!({ "i": { "workspaceId": ws, "events": events } }),
-    )
-    .await;
+    app.import_events(&s, &ws, json!(events)).await;
     // Every first-response deadline has just passed.
     let past = chrono::Utc::now() - chrono::Duration::seconds(2);
     conversation::Entity::update_many()

@@ -7,11 +7,11 @@ use common::*;
 use serde_json::{Value, json};
 
 async fn import(app: &TestApp, s: &Session, ws: &str, id: &str, author: &str, text: &str) {
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
-        json!({ "i": { "workspaceId": ws, "events": [{ "id": id, "text": text, "published_at": "2026-11-20T09:00:00Z",
-                 "author": { "id": author, "handle": author, "name": author } }] } }),
+    app.import_events(
+        s,
+        ws,
+        json!([{ "id": id, "text": text, "published_at": "2026-11-20T09:00:00Z",
+                 "author": { "id": author, "handle": author, "name": author } }]),
     )
     .await;
 }

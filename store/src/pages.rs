@@ -67,12 +67,12 @@ fn limited<C: ConnectionTrait>(conn: &C, q: Select<conversation::Entity>, limit:
 }
 
 /// Takes column positions one after another from `at`.
-struct Cursor<'r> {
+struct Positions<'r> {
     row: &'r QueryResult,
     at: usize,
 }
 
-impl Cursor<'_> {
+impl Positions<'_> {
     fn next<T: sea_orm::TryGetable>(&mut self) -> Result<T, DbErr> {
         self.at += 1;
         self.row.try_get_by_index(self.at - 1)
@@ -82,7 +82,7 @@ impl Cursor<'_> {
 /// A conversation from columns `at..` (fields in declaration order, which
 /// is the order of `conversation::Column::iter()`).
 fn conversation_at(row: &QueryResult, at: usize) -> Result<conversation::Model, DbErr> {
-    let mut c = Cursor { row, at };
+    let mut c = Positions { row, at };
     // Struct fields are evaluated in the order written.
     Ok(conversation::Model {
         id: c.next()?,
@@ -118,7 +118,7 @@ fn conversation_at(row: &QueryResult, at: usize) -> Result<conversation::Model, 
 
 /// An author from columns `at..`, none when the join found no row.
 fn author_at(row: &QueryResult, at: usize) -> Result<Option<author::Model>, DbErr> {
-    let mut c = Cursor { row, at };
+    let mut c = Positions { row, at };
     let Some(id) = c.next::<Option<uuid::Uuid>>()? else {
         return Ok(None);
     };

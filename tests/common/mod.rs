@@ -365,6 +365,17 @@ impl TestApp {
         d["createWorkspace"]["id"].as_str().unwrap().to_string()
     }
 
+    /// Imports `events` (the GENERIC event format) into workspace `ws`
+    /// through the `importMessages` mutation.
+    pub async fn import_events(&self, s: &Session, ws: &str, events: Value) {
+        self.ok(
+            Some(&s.access),
+            "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
+            json!({ "i": { "workspaceId": ws, "events": events } }),
+        )
+        .await;
+    }
+
     /// Invites someone and accepts the invitation; returns their session
     /// and member ID.
     pub async fn add_member(
