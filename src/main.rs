@@ -73,6 +73,9 @@ enum Command {
         /// Share of conversations answered, in percent.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u8).range(0..=100))]
         replied_percent: u8,
+        /// The generator's seed, to reproduce a data set (printed at the end).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Print the GraphQL schema (SDL), or write it to a file.
     Schema {
@@ -192,6 +195,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             workspaces_per_agency,
             messages,
             replied_percent,
+            seed,
         } => {
             let secret = required_secret(&common)?;
             let key = required_key(&common)?;
@@ -209,6 +213,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     workspaces_per_agency,
                     messages,
                     replied_percent,
+                    seed,
                 },
             )
             .await
@@ -283,6 +288,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                             workspaces_per_agency: 3,
                             messages: 2_000,
                             replied_percent: 60,
+                            seed: None,
                         },
                     )
                     .await?;

@@ -34,6 +34,9 @@ pub struct SeedArgs {
     pub messages: usize,
     /// Share of conversations that get a reply, 0 to 100.
     pub replied_percent: u8,
+    /// The generator's seed: the same seed gives the same data (names,
+    /// texts, authors, followers); none picks one from the clock.
+    pub seed: Option<u64>,
 }
 
 /// Workspaces filled at once.
@@ -58,6 +61,19 @@ impl Rng {
     fn pick<'a>(&mut self, xs: &'a [&'a str]) -> &'a str {
         xs[(self.next() % xs.len() as u64) as usize]
     }
+}
+
+/// An author's follower count (Pareto, from 10 up): a function of the run's
+/// seed and the author alone. An author is one row per agency, shared by
+/// its workspaces, which are filled concurrently: a count drawn per message
+/// would leave whichever workspace wrote last.
+fn reach(seed: u64, author: usize) -> u64 {
+    // splitmix64's finaliser spreads neighbouring authors apart.
+    let mut z = seed ^ (author as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    let unit = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+    (10.0 / (1.0 - unit * 0.99999).powf(1.2)) as u64
 }
 
 const COMPLAINTS: &[&str] = &[
@@ -131,7 +147,13 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
     let extra = args.messages % workspaces;
     let started = Instant::now();
     let run_id = &Uuid::new_v4().simple().to_string()[..6];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ started.elapsed().as_nanos() as u64 | 1);
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    // xorshift never leaves zero: mix the seed and keep a bit set.
+    let mut rng = Rng((0x9e37_79b9_7f4a_7c15 ^ seed) | 1);
     let mut owners = Vec::new();
     // Workspaces are created first (in order, through GraphQL), then
     // filled several at a time: PostgreSQL works one connection per core,
@@ -202,7 +224,7 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
         .map(|(ws, brand, n, mut rng)| {
             let (db, done) = (&db, &done);
             async move {
-                seed_messages(db, &ws, &brand, n, &mut rng, done, total, started).await?;
+                seed_messages(db, &ws, &brand, n, &mut rng, seed, done, total, started).await?;
                 seed_replies(db, &ws, args.replied_percent, &mut rng).await
             }
         })
@@ -225,7 +247,7 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
             .context("vacuum after seeding")?;
     }
     println!(
-        "seeded {} agencies, {workspaces} workspaces, {done} messages ({replied} conversations answered) in {:.1} s",
+        "seeded {} agencies, {workspaces} workspaces, {done} messages ({replied} conversations answered) in {:.1} s (--seed {seed})",
         args.agencies,
         started.elapsed().as_secs_f64()
     );
@@ -243,6 +265,7 @@ async fn seed_messages(
     brand: &str,
     n: usize,
     rng: &mut Rng,
+    seed: u64,
     done: &std::sync::atomic::AtomicUsize,
     total: usize,
     started: Instant,
@@ -255,7 +278,7 @@ async fn seed_messages(
     for i in 0..n {
         // Power law: low author numbers write most.
         let author = ((authors as f64) * rng.unit().powi(3)) as usize;
-        let followers = (10.0 / (1.0 - rng.unit() * 0.99999).powf(1.2)) as u64;
+        let followers = reach(seed, author);
         let kind = rng.unit();
         let text = if kind < 0.45 {
             rng.pick(COMPLAINTS)
@@ -369,4 +392,25 @@ async fn seed_replies(
         txn.commit().await?;
     }
     Ok(answered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reach;
+
+    #[test]
+    fn reach_is_the_authors_own_and_heavy_tailed() {
+        assert_eq!(reach(7, 42), reach(7, 42));
+        let counts: Vec<u64> = (0..10_000).map(|a| reach(7, a)).collect();
+        assert!(counts.iter().all(|c| *c >= 10));
+        // P(count > 1000) = 0.01^(1/1.2) ≈ 2.2 %; P(count < 100) ≈ 85 %.
+        let loud = counts.iter().filter(|c| **c > 1000).count();
+        let quiet = counts.iter().filter(|c| **c < 100).count();
+        assert!((150..300).contains(&loud), "{loud}");
+        assert!((8_000..9_000).contains(&quiet), "{quiet}");
+        assert_ne!(
+            (0..100).map(|a| reach(7, a)).collect::<Vec<_>>(),
+            (0..100).map(|a| reach(8, a)).collect::<Vec<_>>()
+        );
+    }
 }
