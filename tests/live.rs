@@ -40,9 +40,12 @@ fn error_code(msg: &Value) -> Value {
     e["extensions"]["code"].clone()
 }
 
+/// The next message that is not a keep-alive, within 10 s in all (the
+/// server's pings must not keep a missing message waited for forever).
 async fn next(ws: &mut Ws) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("a message in time")
             .expect("open socket")
@@ -108,4 +111,102 @@ async fn conversation_updates_arrive_live_and_only_for_visible_workspaces() {
         .unwrap();
     let err = next(&mut sock3).await;
     assert_eq!(error_code(&err), "UNAUTHENTICATED", "{err}");
+}
+
+/// Waits for the next `conversationUpdated` event of subscription "1".
+async fn next_change(sock: &mut Ws) -> Value {
+    let got = next(sock).await;
+    assert_eq!(got["type"], "next", "{got}");
+    got["payload"]["data"]["conversationUpdated"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_assignments_and_status_changes_are_published_live() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, agent) = app
+        .add_member(&s, "agent@acme.test", "AGENT", Some(vec![ws.clone()]))
+        .await;
+    let (mut sock, _) = connect(&app, &s.access).await;
+    sock.send(Message::text(
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription($w: ID!) { conversationUpdated(workspaceId: $w) { event workspaceId conversationId } }", "variables": { "w": ws } } }).to_string(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Two messages of one thread in one import: one event, "created".
+    app.import_events(
+        &s,
+        &ws,
+        json!([
+            { "id": "m1", "text": "my order is late", "published_at": "2026-11-20T09:00:00Z",
+              "author": { "id": "ana", "handle": "ana" } },
+            { "id": "m2", "text": "still waiting", "published_at": "2026-11-20T09:05:00Z",
+              "in_reply_to": "m1", "author": { "id": "ana", "handle": "ana" } },
+        ]),
+    )
+    .await;
+    let created = next_change(&mut sock).await;
+    assert_eq!(created["event"], "created", "{created}");
+    assert_eq!(created["workspaceId"], ws.as_str());
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let nodes = edges(&d["conversations"]);
+    assert_eq!(nodes.len(), 1, "{d}");
+    let id = nodes[0]["node"]["id"].clone();
+    assert_eq!(created["conversationId"], id);
+
+    app.ok(
+        Some(&s.access),
+        "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }",
+        json!({ "i": { "conversationId": id, "memberId": agent } }),
+    )
+    .await;
+    let assigned = next_change(&mut sock).await;
+    assert_eq!(
+        (&assigned["event"], &assigned["conversationId"]),
+        (&json!("updated"), &id)
+    );
+
+    app.ok(
+        Some(&s.access),
+        "mutation($i: SetConversationStatusInput!) { setConversationStatus(input: $i) { status } }",
+        json!({ "i": { "conversationId": id, "status": "RESOLVED" } }),
+    )
+    .await;
+    let resolved = next_change(&mut sock).await;
+    assert_eq!(
+        (&resolved["event"], &resolved["conversationId"]),
+        (&json!("updated"), &id)
+    );
+
+    // A refused change publishes nothing: the next event is the next
+    // real change.
+    let r = app
+        .gql(
+            Some(&s.access),
+            "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }",
+            json!({ "i": { "conversationId": id, "memberId": "TWVtYmVyOm5vcGU" } }),
+        )
+        .await;
+    assert!(code(&r).is_some(), "{r}");
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "m3", "text": "thanks, sorted", "published_at": "2026-11-20T10:00:00Z",
+                 "in_reply_to": "m2", "author": { "id": "ana", "handle": "ana" } }]),
+    )
+    .await;
+    let reopened = next_change(&mut sock).await;
+    assert_eq!(
+        (&reopened["event"], &reopened["conversationId"]),
+        (&json!("updated"), &id)
+    );
 }

@@ -706,6 +706,7 @@ async fn a_breach_escalates_priority_and_assignment_per_policy() {
         .unwrap()
         .unwrap();
     assert_ne!(c.priority, "URGENT");
+    let ws_uuid = c.workspace_id;
     let mut am = c.into_active_model();
     am.first_response_due_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
     am.update(&app.state.db).await.unwrap();
@@ -714,14 +715,34 @@ async fn a_breach_escalates_priority_and_assignment_per_policy() {
         kv: app.state.kv.clone(),
         cfg: SlaConfig::default(),
     };
+    // Live views hear of the escalation (it re-ranks the inbox).
+    let mut pubsub = redis::Client::open(redis_url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub
+        .subscribe(app.state.kv.key(&format!("conversations:{ws_uuid}")))
+        .await
+        .unwrap();
     engine.rebuild().await.unwrap();
     engine.tick().await.unwrap();
     let evs = sla_event::Entity::find().all(&app.state.db).await.unwrap();
     assert!(evs.iter().any(|e| e.kind == "SLA_BREACHED"), "{evs:?}");
+    let msg = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        futures_util::StreamExt::next(&mut pubsub.on_message()),
+    )
+    .await
+    .expect("an update for the escalated conversation")
+    .unwrap();
+    let live: Value = serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+    assert_eq!(live["event"], "updated", "{live}");
     let d = app
-        .ok(Some(&s.access), "query($w: ID!) { conversations(workspaceId: $w) { edges { node { priority priorityScore assignee { id } } } } }", json!({ "w": ws }))
+        .ok(Some(&s.access), "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id priority priorityScore assignee { id } } } } }", json!({ "w": ws }))
         .await;
     let node = &edges(&d["conversations"])[0]["node"];
+    assert_eq!(live["conversationId"], node["id"]);
     assert_eq!(node["priority"], "URGENT");
     assert!(node["priorityScore"].as_f64().unwrap() >= 0.6);
     assert_eq!(node["assignee"]["id"], agent.as_str());

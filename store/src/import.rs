@@ -24,6 +24,8 @@ pub struct ImportSummary {
     pub rejected: Vec<(usize, String)>,
     /// SLA timers of the conversations opened, to schedule.
     pub timers: Vec<(crate::sla::Timer, chrono::DateTime<Utc>)>,
+    /// Conversations created or changed, for live updates.
+    pub touched: Vec<crate::ingest::Touched>,
 }
 
 impl ImportSummary {
@@ -32,6 +34,7 @@ impl ImportSummary {
         self.duplicates += other.duplicates;
         self.rejected.extend(other.rejected);
         self.timers.extend(other.timers);
+        self.touched.extend(other.touched);
     }
 }
 
@@ -113,5 +116,6 @@ pub async fn import_chunk(
     summary.accepted = stored.touched.len();
     summary.duplicates = parsed.len() - stored.touched.len();
     summary.timers = stored.timers;
+    summary.touched = stored.touched;
     Ok(summary)
 }

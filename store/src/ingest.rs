@@ -31,6 +31,26 @@ pub struct Touched {
     pub created: bool,
 }
 
+/// The live updates for what a batch touched: one per conversation
+/// (`(workspace, conversation, "created" | "updated")`), "created" when any
+/// of its messages opened it, in first-touched order.
+pub fn changes(touched: &[Touched]) -> Vec<(Uuid, Uuid, &'static str)> {
+    let mut out: Vec<(Uuid, Uuid, &'static str)> = Vec::with_capacity(touched.len());
+    let mut at: std::collections::HashMap<Uuid, usize> = Default::default();
+    for t in touched {
+        let event = if t.created { "created" } else { "updated" };
+        match at.get(&t.conversation_id) {
+            Some(&i) if t.created => out[i].2 = event,
+            Some(_) => {}
+            None => {
+                at.insert(t.conversation_id, out.len());
+                out.push((t.workspace_id, t.conversation_id, event));
+            }
+        }
+    }
+    out
+}
+
 /// Stores a payload's messages, each `(workspace, message)` pair once:
 /// pairs already stored are skipped. A handful of queries per payload, not
 /// per message: one dedup check, one author lookup and insert, one lookup
@@ -606,7 +626,8 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::mentions;
+    use super::{Touched, changes, mentions};
+    use uuid::Uuid;
 
     #[test]
     fn keywords_match_whole_words() {
@@ -615,5 +636,19 @@ mod tests {
         assert!(!mentions("the brewery is great", "brew"));
         assert!(mentions("café déçu", "café"));
         assert!(!mentions("anything", ""));
+    }
+
+    #[test]
+    fn one_change_per_conversation_created_wins_first_order_kept() {
+        let (w, a, b) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let t = |c, created| Touched {
+            workspace_id: w,
+            conversation_id: c,
+            created,
+        };
+        let got = changes(&[t(a, false), t(b, true), t(a, true), t(b, false)]);
+        assert_eq!(got, [(w, a, "created"), (w, b, "created")]);
+        assert_eq!(changes(&[t(b, false), t(b, false)]), [(w, b, "updated")]);
+        assert!(changes(&[]).is_empty());
     }
 }

@@ -73,19 +73,37 @@ impl Kv {
         conversation: uuid::Uuid,
         event: &str,
     ) {
+        self.conversations_changed([(workspace, conversation, event)])
+            .await
+    }
+
+    /// [`Kv::conversation_changed`] for many `(workspace, conversation,
+    /// "created" | "updated")` at once, in one round trip.
+    pub async fn conversations_changed<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (uuid::Uuid, uuid::Uuid, &'a str)>,
+    ) {
         use rapport_domain::{GlobalId, Kind};
-        let msg = serde_json::json!({
-            "workspaceId": GlobalId::encode(Kind::Workspace, workspace),
-            "conversationId": GlobalId::encode(Kind::Conversation, conversation),
-            "event": event,
-        });
-        let sent: RedisResult<()> = redis::cmd("PUBLISH")
-            .arg(self.key(&format!("conversations:{workspace}")))
-            .arg(msg.to_string())
-            .query_async(&mut self.conn())
-            .await;
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for (workspace, conversation, event) in changes {
+            let msg = serde_json::json!({
+                "workspaceId": GlobalId::encode(Kind::Workspace, workspace),
+                "conversationId": GlobalId::encode(Kind::Conversation, conversation),
+                "event": event,
+            });
+            pipe.cmd("PUBLISH")
+                .arg(self.key(&format!("conversations:{workspace}")))
+                .arg(msg.to_string())
+                .ignore();
+            any = true;
+        }
+        if !any {
+            return;
+        }
+        let sent: RedisResult<()> = pipe.query_async(&mut self.conn()).await;
         if let Err(e) = sent {
-            tracing::debug!(error = %e, "publishing a conversation update failed");
+            tracing::debug!(error = %e, "publishing conversation updates failed");
         }
     }
 

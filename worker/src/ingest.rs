@@ -127,11 +127,8 @@ impl Ingestor {
     }
 
     async fn publish(&self, touched: &[Touched]) {
-        for t in touched {
-            let event = if t.created { "created" } else { "updated" };
-            self.kv
-                .conversation_changed(t.workspace_id, t.conversation_id, event)
-                .await;
-        }
+        self.kv
+            .conversations_changed(rapport_store::ingest::changes(touched))
+            .await;
     }
 }

@@ -181,7 +181,7 @@ impl SlaEngine {
             .filter(|p| p.escalation.as_object().is_some_and(|o| !o.is_empty()))
             .map(|p| p.id)
             .collect();
-        let mut escalated = 0;
+        let mut escalated = Vec::new();
         for (k, _) in &fresh {
             let e = &events[*k];
             if e.kind == "SLA_BREACHED"
@@ -190,11 +190,13 @@ impl SlaEngine {
                     .is_some_and(|p| escalating.contains(&p))
                 && sla::escalate(&txn, e.conversation).await?
             {
-                escalated += 1;
+                escalated.push((e.conversation.workspace_id, e.conversation.id, "updated"));
             }
         }
         txn.commit().await?;
-        metrics::counter!("rapport_sla_escalations_total").increment(escalated);
+        metrics::counter!("rapport_sla_escalations_total").increment(escalated.len() as u64);
+        // Escalation raised or assigned them: inboxes re-rank live.
+        self.kv.conversations_changed(escalated).await;
         let mut pipe = redis::pipe();
         for (k, payload) in &fresh {
             let (i, e) = &live[*k];

@@ -893,6 +893,9 @@ async fn change_status(
     if let Err(e) = sla::schedule(&st.kv, &sla::timers_of(&saved)).await {
         tracing::warn!(error = %e, "scheduling SLA timers failed; the rebuild will");
     }
+    st.kv
+        .conversation_changed(saved.workspace_id, saved.id, "updated")
+        .await;
     Ok(Conversation(saved))
 }
 
@@ -956,6 +959,7 @@ impl ConversationMutation {
             .by(&txn, v)
             .await?;
         txn.commit().await?;
+        st.kv.conversation_changed(ws, saved.id, "updated").await;
         Ok(Conversation(saved))
     }
 
@@ -1107,6 +1111,9 @@ impl ImportMutation {
         if let Err(e) = rapport_store::sla::schedule(&st.kv, &summary.timers).await {
             tracing::warn!(error = %e, "scheduling SLA timers of imported conversations failed");
         }
+        st.kv
+            .conversations_changed(rapport_store::ingest::changes(&summary.touched))
+            .await;
         Ok(ImportMessagesPayload {
             accepted: summary.accepted as i32,
             duplicates: summary.duplicates as i32,
