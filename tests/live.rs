@@ -59,6 +59,24 @@ async fn next(ws: &mut Ws) -> Value {
     }
 }
 
+/// Waits until the server holds a Redis subscription to the workspace's
+/// conversation updates (a fixed pause would be too short on a busy
+/// machine, and an event published before it would be missed).
+async fn subscribed(app: &TestApp, ws: &str) {
+    let ws = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, ws).unwrap();
+    let channel = app.state.kv.key(&format!("conversations:{ws}"));
+    app.eventually("the subscription reaches Redis", async || {
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut app.state.kv.conn())
+            .await
+            .ok()?;
+        counts.first().is_some_and(|(_, n)| *n > 0).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversation_updates_arrive_live_and_only_for_visible_workspaces() {
     let app = TestApp::start().await;
@@ -72,8 +90,8 @@ async fn conversation_updates_arrive_live_and_only_for_visible_workspaces() {
     ))
     .await
     .unwrap();
-    // Give the subscription a moment to reach Redis, then cause an update.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Once the subscription reached Redis, cause an update.
+    subscribed(&app, &ws).await;
     let msg =
         json!({ "workspaceId": ws, "conversationId": "Q29udmVyc2F0aW9uOng", "event": "created" });
     let ws_uuid = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
@@ -134,7 +152,7 @@ async fn imports_assignments_and_status_changes_are_published_live() {
     ))
     .await
     .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    subscribed(&app, &ws).await;
 
     // Two messages of one thread in one import: one event, "created".
     app.import_events(
