@@ -6,12 +6,17 @@
 //   RAPPORT_WORKSPACE_ID  the workspace to watch
 //   RAPPORT_WEBHOOK_URL   a GENERIC channel's webhook URL in that workspace
 //   RAPPORT_WEBHOOK_SECRET its signing secret
+//   RAPPORT_REDIS_URL     the server's Redis, and RAPPORT_LIVE_CHANNELS the
+//                         pub/sub channels its subscriptions listen on
+//                         (comma-separated): the webhook is sent once the
+//                         server holds them, not after a guessed pause
 // Checks: without a token and with another agency's token the subscription
 // is refused; with the JWT in connection_init, a signed webhook delivery
 // arrives as a conversationUpdated event and then as an slaAlerts warning.
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { createHmac } from 'node:crypto';
+import { connect } from 'node:net';
 
 const env = (k) => {
   const v = process.env[k];
@@ -60,7 +65,7 @@ function first(c, query, ms) {
 async function refused(token, what) {
   const c = client(token);
   try {
-    await first(c, CONVERSATIONS, 3000);
+    await first(c, CONVERSATIONS, 10000);
     throw new Error(`${what}: an event arrived`);
   } catch (e) {
     if (e.message.startsWith(what)) throw e;
@@ -69,6 +74,37 @@ async function refused(token, what) {
     return code;
   } finally {
     await c.dispose();
+  }
+}
+
+// Subscriber counts of the channels, asked of Redis in its inline
+// protocol (PUBSUB NUMSUB answers channel, count pairs).
+function subscriberCounts(channels) {
+  const { hostname, port } = new URL(env('RAPPORT_REDIS_URL'));
+  return new Promise((resolve, reject) => {
+    const sock = connect(Number(port || 6379), hostname || '127.0.0.1');
+    let reply = '';
+    sock.on('connect', () => sock.write(`PUBSUB NUMSUB ${channels.join(' ')}\r\n`));
+    sock.on('data', (d) => {
+      reply += d;
+      const counts = [...reply.matchAll(/^:(\d+)\r$/gm)].map((m) => Number(m[1]));
+      if (counts.length === channels.length) {
+        sock.end();
+        resolve(counts);
+      }
+    });
+    sock.on('error', reject);
+  });
+}
+
+async function subscribed(ms) {
+  const channels = env('RAPPORT_LIVE_CHANNELS').split(',');
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const counts = await subscriberCounts(channels);
+    if (counts.every((n) => n > 0)) return;
+    if (Date.now() > deadline) throw new Error(`subscriptions not live within ${ms} ms: ${counts}`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
@@ -102,7 +138,7 @@ const c = client(env('RAPPORT_TOKEN'));
 const conversation = first(c, CONVERSATIONS, 20000);
 const alert = first(c, ALERTS, 30000);
 // Both subscriptions are live before the webhook is sent.
-await new Promise((r) => setTimeout(r, 1000));
+await subscribed(20000);
 await deliverWebhook();
 const got = await conversation;
 console.log(`conversationUpdated: ${JSON.stringify(got.conversationUpdated)}`);

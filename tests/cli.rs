@@ -64,7 +64,8 @@ async fn rapport_dev_runs_the_newcomer_session() {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut ready = false;
-    for _ in 0..100 {
+    // Up to 60 s: fresh migrations on a machine busy with other tests.
+    for _ in 0..600 {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await
             && r.status() == 200
         {

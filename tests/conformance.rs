@@ -94,6 +94,16 @@ async fn a_graphql_ws_client_gets_events_caused_by_a_webhook() {
         ("RAPPORT_WORKSPACE_ID", ws.clone()),
         ("RAPPORT_WEBHOOK_URL", hook),
         ("RAPPORT_WEBHOOK_SECRET", secret.to_string()),
+        ("RAPPORT_REDIS_URL", redis_url()),
+        ("RAPPORT_LIVE_CHANNELS", {
+            let id =
+                rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
+            format!(
+                "{},{}",
+                app.state.kv.key(&format!("conversations:{id}")),
+                app.state.kv.key(&format!("sla:{id}"))
+            )
+        }),
     ];
     let (ok, out) = tokio::task::spawn_blocking(move || node("ws.mjs", &[], &env))
         .await

@@ -6,7 +6,7 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use common::*;
-use rapport_store::entities::{conversation, message, sla_event};
+use rapport_store::entities::{conversation, message, report_share_link, sla_event};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -563,21 +563,32 @@ async fn shared_reports_open_without_login_until_revoked_or_expired() {
     .await;
     assert_eq!(get(url).await.0, 410);
 
-    // Expired.
+    // Expired: the link's expiry moved into the past (the signed token
+    // covers the expiry, so the link is signed again for it).
     let soon = app
         .ok(
             Some(&s.access),
             CREATE,
-            input(Utc::now() + chrono::Duration::seconds(2)),
+            input(Utc::now() + chrono::Duration::days(1)),
         )
-        .await["createReportShareLink"]["url"]
-        .as_str()
+        .await["createReportShareLink"]
+        .clone();
+    assert_eq!(get(soon["url"].as_str().unwrap().into()).await.0, 200);
+    let id = rapport_domain::GlobalId::decode(
+        rapport_domain::Kind::ReportShareLink,
+        soon["id"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut am = report_share_link::Entity::find_by_id(id)
+        .one(&app.state.db)
+        .await
         .unwrap()
-        .to_string();
-    assert_eq!(get(soon.clone()).await.0, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let (status, html) = get(soon).await;
-    assert_eq!(status, 410);
+        .unwrap()
+        .into_active_model();
+    am.expires_at = Set(Utc::now() - chrono::Duration::minutes(1));
+    let expired = am.update(&app.state.db).await.unwrap();
+    let (status, html) = get(rapport_api::share::url(&app.state, &expired)).await;
+    assert_eq!(status, 410, "{html}");
     assert!(html.contains("expired"));
 }
 

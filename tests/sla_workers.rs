@@ -70,7 +70,9 @@ async fn three_worker_processes_fire_each_timer_exactly_once() {
     while count().await < N as u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += 1;
-        assert!(waited < 300, "only {} of {N} breaches fired", count().await);
+        // Up to 90 s: a batch that failed (a busy database) fires again
+        // only once its 30 s lease runs out.
+        assert!(waited < 900, "only {} of {N} breaches fired", count().await);
     }
     // Give any double-firing a chance to show, then count again.
     tokio::time::sleep(Duration::from_secs(2)).await;

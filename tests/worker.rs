@@ -103,8 +103,10 @@ async fn jobs_are_handled_retried_dead_lettered_and_shutdown_is_graceful() {
         seen.load(Ordering::SeqCst) == 111
     })
     .await;
-    eventually("two dead letters", async || {
-        xlen(&kv, DEAD_LETTERS).await == 2
+    // The dead letter is written just before the job is acknowledged:
+    // wait for both.
+    eventually("two dead letters, all acknowledged", async || {
+        xlen(&kv, DEAD_LETTERS).await == 2 && pending(&kv).await == 0
     })
     .await;
     assert_eq!(

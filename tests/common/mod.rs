@@ -302,14 +302,27 @@ impl TestApp {
     }
 
     /// Polls `check` until it holds (or panics after ~10 s).
-    pub async fn eventually<T>(&self, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-        for _ in 0..200 {
+    pub async fn eventually<T>(&self, what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+        self.eventually_within(10, what, check).await
+    }
+
+    /// Polls `check` every 50 ms until it holds, for at most `secs`.
+    pub async fn eventually_within<T>(
+        &self,
+        secs: u64,
+        what: &str,
+        mut check: impl AsyncFnMut() -> Option<T>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
             if let Some(v) = check().await {
                 return v;
             }
+            if std::time::Instant::now() > deadline {
+                panic!("timed out after {secs} s waiting for: {what}");
+            }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("timed out waiting for: {what}");
     }
 
     pub async fn post_raw(&self, token: Option<&str>, body: Vec<u8>) -> reqwest::Response {
