@@ -78,22 +78,36 @@ async function refused(token, what) {
 }
 
 // Subscriber counts of the channels, asked of Redis in its inline
-// protocol (PUBSUB NUMSUB answers channel, count pairs).
+// protocol (PUBSUB NUMSUB answers channel, count pairs); an error reply,
+// a closed connection or 5 s of silence rejects.
 function subscriberCounts(channels) {
-  const { hostname, port } = new URL(env('RAPPORT_REDIS_URL'));
+  const { hostname, port, username, password } = new URL(env('RAPPORT_REDIS_URL'));
   return new Promise((resolve, reject) => {
     const sock = connect(Number(port || 6379), hostname || '127.0.0.1');
     let reply = '';
-    sock.on('connect', () => sock.write(`PUBSUB NUMSUB ${channels.join(' ')}\r\n`));
+    let done = false;
+    const finish = (f, v) => {
+      if (done) return;
+      done = true;
+      sock.destroy();
+      f(v);
+    };
+    sock.setTimeout(5000, () => finish(reject, new Error('Redis did not answer PUBSUB NUMSUB')));
+    sock.on('connect', () => {
+      const auth = password
+        ? `AUTH ${[username, password].filter(Boolean).map(decodeURIComponent).join(' ')}\r\n`
+        : '';
+      sock.write(`${auth}PUBSUB NUMSUB ${channels.join(' ')}\r\n`);
+    });
     sock.on('data', (d) => {
       reply += d;
+      const error = reply.match(/^-(.*)\r$/m);
+      if (error) return finish(reject, new Error(`Redis: ${error[1]}`));
       const counts = [...reply.matchAll(/^:(\d+)\r$/gm)].map((m) => Number(m[1]));
-      if (counts.length === channels.length) {
-        sock.end();
-        resolve(counts);
-      }
+      if (counts.length === channels.length) finish(resolve, counts);
     });
-    sock.on('error', reject);
+    sock.on('error', (e) => finish(reject, e));
+    sock.on('close', () => finish(reject, new Error('Redis closed the connection')));
   });
 }
 

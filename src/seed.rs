@@ -21,7 +21,7 @@ use rapport_store::import::{CHUNK, import_channel, import_chunk};
 use rapport_store::tenancy::begin_for_agency;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QuerySelect, Set,
+    QueryOrder, QuerySelect, Set,
 };
 use serde_json::{Value, json};
 use std::io::Write;
@@ -34,8 +34,9 @@ pub struct SeedArgs {
     pub messages: usize,
     /// Share of conversations that get a reply, 0 to 100.
     pub replied_percent: u8,
-    /// The generator's seed: the same seed gives the same data (names,
-    /// texts, authors, followers); none picks one from the clock.
+    /// The generator's seed: the same seed gives the same data (texts,
+    /// authors, followers, threads, which conversations are answered; ids,
+    /// dates and owner e-mails differ); none picks one from the clock.
     pub seed: Option<u64>,
 }
 
@@ -56,23 +57,38 @@ impl Rng {
         self.0
     }
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        unit_of(self.next())
     }
     fn pick<'a>(&mut self, xs: &'a [&'a str]) -> &'a str {
         xs[(self.next() % xs.len() as u64) as usize]
     }
 }
 
-/// An author's follower count (Pareto, from 10 up): a function of the run's
-/// seed and the author alone. An author is one row per agency, shared by
-/// its workspaces, which are filled concurrently: a count drawn per message
-/// would leave whichever workspace wrote last.
-fn reach(seed: u64, author: usize) -> u64 {
-    // splitmix64's finaliser spreads neighbouring authors apart.
-    let mut z = seed ^ (author as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+/// 64 random bits as a number in [0, 1).
+fn unit_of(bits: u64) -> f64 {
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// splitmix64's finaliser: neighbouring inputs, unrelated outputs.
+fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    let unit = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+    z ^ (z >> 31)
+}
+
+/// The seed an agency's authors draw from: the run's seed and the agency.
+fn agency_seed(seed: u64, agency: usize) -> u64 {
+    mix(seed ^ (agency as u64 + 1).wrapping_mul(0xd6e8_feb8_6659_fd93))
+}
+
+/// An author's follower count (Pareto, from 10 up): a function of the
+/// agency's seed and the author alone. An author is one row per agency,
+/// shared by its workspaces, which are filled concurrently: a count drawn
+/// per message would leave whichever workspace wrote last.
+fn followers_of(agency_seed: u64, author: usize) -> u64 {
+    let unit = unit_of(mix(
+        agency_seed ^ (author as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    ));
     (10.0 / (1.0 - unit * 0.99999).powf(1.2)) as u64
 }
 
@@ -215,16 +231,27 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
                 .await?
                 .context("seeded workspace")?;
             let n = per_ws + usize::from(a * args.workspaces_per_agency + w < extra);
-            plans.push((ws, brand, n, Rng(rng.next() | 1)));
+            plans.push((ws, brand, n, Rng(rng.next() | 1), agency_seed(seed, a)));
         }
     }
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = args.messages;
     let results: Vec<anyhow::Result<usize>> = futures_util::stream::iter(plans)
-        .map(|(ws, brand, n, mut rng)| {
+        .map(|(ws, brand, n, mut rng, authors_seed)| {
             let (db, done) = (&db, &done);
             async move {
-                seed_messages(db, &ws, &brand, n, &mut rng, seed, done, total, started).await?;
+                seed_messages(
+                    db,
+                    &ws,
+                    &brand,
+                    n,
+                    &mut rng,
+                    authors_seed,
+                    done,
+                    total,
+                    started,
+                )
+                .await?;
                 seed_replies(db, &ws, args.replied_percent, &mut rng).await
             }
         })
@@ -265,7 +292,7 @@ async fn seed_messages(
     brand: &str,
     n: usize,
     rng: &mut Rng,
-    seed: u64,
+    authors_seed: u64,
     done: &std::sync::atomic::AtomicUsize,
     total: usize,
     started: Instant,
@@ -278,7 +305,7 @@ async fn seed_messages(
     for i in 0..n {
         // Power law: low author numbers write most.
         let author = ((authors as f64) * rng.unit().powi(3)) as usize;
-        let followers = reach(seed, author);
+        let followers = followers_of(authors_seed, author);
         let kind = rng.unit();
         let text = if kind < 0.45 {
             rng.pick(COMPLAINTS)
@@ -328,6 +355,9 @@ async fn seed_replies(
         .select_only()
         .column(conversation::Column::Id)
         .filter(conversation::Column::WorkspaceId.eq(ws.id))
+        // Creation order (ids are time-ordered): the same seed answers the
+        // same conversations.
+        .order_by_asc(conversation::Column::Id)
         .into_tuple()
         .all(db)
         .await?;
@@ -396,21 +426,22 @@ async fn seed_replies(
 
 #[cfg(test)]
 mod tests {
-    use super::reach;
+    use super::{agency_seed, followers_of};
 
     #[test]
-    fn reach_is_the_authors_own_and_heavy_tailed() {
-        assert_eq!(reach(7, 42), reach(7, 42));
-        let counts: Vec<u64> = (0..10_000).map(|a| reach(7, a)).collect();
+    fn follower_counts_are_the_authors_own_and_heavy_tailed() {
+        let a = agency_seed(7, 0);
+        assert_eq!(followers_of(a, 42), followers_of(a, 42));
+        let counts: Vec<u64> = (0..10_000).map(|n| followers_of(a, n)).collect();
         assert!(counts.iter().all(|c| *c >= 10));
         // P(count > 1000) = 0.01^(1/1.2) ≈ 2.2 %; P(count < 100) ≈ 85 %.
         let loud = counts.iter().filter(|c| **c > 1000).count();
         let quiet = counts.iter().filter(|c| **c < 100).count();
         assert!((150..300).contains(&loud), "{loud}");
         assert!((8_000..9_000).contains(&quiet), "{quiet}");
-        assert_ne!(
-            (0..100).map(|a| reach(7, a)).collect::<Vec<_>>(),
-            (0..100).map(|a| reach(8, a)).collect::<Vec<_>>()
-        );
+        // Another agency's author #n, or another run's, is someone else.
+        let first = |s: u64| (0..100).map(|n| followers_of(s, n)).collect::<Vec<_>>();
+        assert_ne!(first(a), first(agency_seed(7, 1)));
+        assert_ne!(first(a), first(agency_seed(8, 0)));
     }
 }

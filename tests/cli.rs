@@ -62,7 +62,11 @@ async fn rapport_dev_runs_the_newcomer_session() {
     };
     let _child = Child(cmd.spawn().unwrap());
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    // Each probe gives up after 2 s, so the loop's limit holds.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let mut ready = false;
     // Up to 60 s: fresh migrations on a machine busy with other tests.
     for _ in 0..600 {

@@ -100,8 +100,8 @@ async fn a_graphql_ws_client_gets_events_caused_by_a_webhook() {
                 rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
             format!(
                 "{},{}",
-                app.state.kv.key(&format!("conversations:{id}")),
-                app.state.kv.key(&format!("sla:{id}"))
+                app.state.kv.channel(Topic::Conversations, id),
+                app.state.kv.channel(Topic::Sla, id)
             )
         }),
     ];

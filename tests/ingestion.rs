@@ -801,7 +801,7 @@ async fn new_and_changed_conversations_are_published_for_live_updates() {
     let client = redis::Client::open(redis_url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub
-        .subscribe(app.state.kv.key(&format!("conversations:{ws_uuid}")))
+        .subscribe(app.state.kv.channel(Topic::Conversations, ws_uuid))
         .await
         .unwrap();
     let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "X", "name": "x", "externalAccountId": "2244994945", "secret": "x-consumer-secret-123" })).await;

@@ -59,24 +59,6 @@ async fn next(ws: &mut Ws) -> Value {
     }
 }
 
-/// Waits until the server holds a Redis subscription to the workspace's
-/// conversation updates (a fixed pause would be too short on a busy
-/// machine, and an event published before it would be missed).
-async fn subscribed(app: &TestApp, ws: &str) {
-    let ws = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, ws).unwrap();
-    let channel = app.state.kv.key(&format!("conversations:{ws}"));
-    app.eventually("the subscription reaches Redis", async || {
-        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&channel)
-            .query_async(&mut app.state.kv.conn())
-            .await
-            .ok()?;
-        counts.first().is_some_and(|(_, n)| *n > 0).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversation_updates_arrive_live_and_only_for_visible_workspaces() {
     let app = TestApp::start().await;
@@ -91,12 +73,12 @@ async fn conversation_updates_arrive_live_and_only_for_visible_workspaces() {
     .await
     .unwrap();
     // Once the subscription reached Redis, cause an update.
-    subscribed(&app, &ws).await;
+    app.subscribed(Topic::Conversations, &ws).await;
     let msg =
         json!({ "workspaceId": ws, "conversationId": "Q29udmVyc2F0aW9uOng", "event": "created" });
     let ws_uuid = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
     let _: () = redis::cmd("PUBLISH")
-        .arg(app.state.kv.key(&format!("conversations:{ws_uuid}")))
+        .arg(app.state.kv.channel(Topic::Conversations, ws_uuid))
         .arg(msg.to_string())
         .query_async(&mut app.state.kv.conn())
         .await
@@ -138,6 +120,18 @@ async fn next_change(sock: &mut Ws) -> Value {
     got["payload"]["data"]["conversationUpdated"].clone()
 }
 
+/// Asserts that nothing but keep-alives arrives for a while: a step sent
+/// one event, not two, and a refused change none.
+async fn quiet(sock: &mut Ws) {
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, sock.next()).await {
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            assert!(v["type"] == "ping" || v["type"] == "ka", "unexpected: {v}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imports_assignments_and_status_changes_are_published_live() {
     let app = TestApp::start().await;
@@ -146,13 +140,21 @@ async fn imports_assignments_and_status_changes_are_published_live() {
     let (_, agent) = app
         .add_member(&s, "agent@acme.test", "AGENT", Some(vec![ws.clone()]))
         .await;
+    let (_, client) = app
+        .add_member(
+            &s,
+            "client@brew.test",
+            "CLIENT_VIEWER",
+            Some(vec![ws.clone()]),
+        )
+        .await;
     let (mut sock, _) = connect(&app, &s.access).await;
     sock.send(Message::text(
         json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription($w: ID!) { conversationUpdated(workspaceId: $w) { event workspaceId conversationId } }", "variables": { "w": ws } } }).to_string(),
     ))
     .await
     .unwrap();
-    subscribed(&app, &ws).await;
+    app.subscribed(Topic::Conversations, &ws).await;
 
     // Two messages of one thread in one import: one event, "created".
     app.import_events(
@@ -168,6 +170,7 @@ async fn imports_assignments_and_status_changes_are_published_live() {
     .await;
     let created = next_change(&mut sock).await;
     assert_eq!(created["event"], "created", "{created}");
+    quiet(&mut sock).await;
     assert_eq!(created["workspaceId"], ws.as_str());
     let d = app
         .ok(
@@ -192,6 +195,7 @@ async fn imports_assignments_and_status_changes_are_published_live() {
         (&assigned["event"], &assigned["conversationId"]),
         (&json!("updated"), &id)
     );
+    quiet(&mut sock).await;
 
     app.ok(
         Some(&s.access),
@@ -204,17 +208,21 @@ async fn imports_assignments_and_status_changes_are_published_live() {
         (&resolved["event"], &resolved["conversationId"]),
         (&json!("updated"), &id)
     );
+    quiet(&mut sock).await;
 
-    // A refused change publishes nothing: the next event is the next
-    // real change.
+    // A change refused inside its transaction (client viewers cannot
+    // take conversations) publishes nothing.
     let r = app
         .gql(
             Some(&s.access),
             "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }",
-            json!({ "i": { "conversationId": id, "memberId": "TWVtYmVyOm5vcGU" } }),
+            json!({ "i": { "conversationId": id, "memberId": client } }),
         )
         .await;
-    assert!(code(&r).is_some(), "{r}");
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    quiet(&mut sock).await;
+
+    // The customer writes again: the resolved conversation reopens.
     app.import_events(
         &s,
         &ws,

@@ -736,7 +736,7 @@ async fn a_breach_escalates_priority_and_assignment_per_policy() {
         .await
         .unwrap();
     pubsub
-        .subscribe(app.state.kv.key(&format!("conversations:{ws_uuid}")))
+        .subscribe(app.state.kv.channel(Topic::Conversations, ws_uuid))
         .await
         .unwrap();
     engine.rebuild().await.unwrap();

@@ -114,7 +114,6 @@ async fn jobs_are_handled_retried_dead_lettered_and_shutdown_is_graceful() {
         3,
         "retried up to max_deliveries"
     );
-    assert_eq!(pending(&kv).await, 0, "everything acknowledged");
     assert_eq!(seen.load(Ordering::SeqCst), 111, "each job ran once");
 
     tx.send(true).unwrap();

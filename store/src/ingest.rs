@@ -36,7 +36,7 @@ pub struct Touched {
 /// of its messages opened it, in first-touched order.
 pub fn changes(touched: &[Touched]) -> Vec<(Uuid, Uuid, &'static str)> {
     let mut out: Vec<(Uuid, Uuid, &'static str)> = Vec::with_capacity(touched.len());
-    let mut at: std::collections::HashMap<Uuid, usize> = Default::default();
+    let mut at: HashMap<Uuid, usize> = HashMap::with_capacity(touched.len());
     for t in touched {
         let event = if t.created { "created" } else { "updated" };
         match at.get(&t.conversation_id) {

@@ -12,6 +12,15 @@ pub struct Kv {
     prefix: String,
 }
 
+/// What a workspace's live pub/sub channel carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// `{"workspaceId","conversationId","event"}` per changed conversation.
+    Conversations,
+    /// SLA warnings, breaches and met promises as they are recorded.
+    Sla,
+}
+
 impl Kv {
     pub async fn connect(url: &str, prefix: &str) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
@@ -51,14 +60,25 @@ impl Kv {
             .await
     }
 
-    /// Messages published on `<prefix>:<suffix>` from now on, as text.
+    /// The pub/sub channel of a workspace's live topic:
+    /// `<prefix>:<topic>:<workspace uuid>`.
+    pub fn channel(&self, topic: Topic, workspace: uuid::Uuid) -> String {
+        let topic = match topic {
+            Topic::Conversations => "conversations",
+            Topic::Sla => "sla",
+        };
+        self.key(&format!("{topic}:{workspace}"))
+    }
+
+    /// Messages published on `channel` (see [`Kv::channel`]) from now on,
+    /// as text.
     pub async fn subscribe(
         &self,
-        suffix: &str,
+        channel: &str,
     ) -> RedisResult<impl futures_core::Stream<Item = String> + Send + use<>> {
         use futures_util::StreamExt;
         let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(self.key(suffix)).await?;
+        pubsub.subscribe(channel).await?;
         Ok(pubsub
             .into_on_message()
             .filter_map(|m| async move { m.get_payload::<String>().ok() }))
@@ -93,7 +113,7 @@ impl Kv {
                 "event": event,
             });
             pipe.cmd("PUBLISH")
-                .arg(self.key(&format!("conversations:{workspace}")))
+                .arg(self.channel(Topic::Conversations, workspace))
                 .arg(msg.to_string())
                 .ignore();
             any = true;

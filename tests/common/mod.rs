@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use rapport_api::{AppState, Settings};
+pub use rapport_store::kv::Topic;
 use rapport_store::{Kv, db};
 use serde_json::{Value, json};
 use std::net::TcpListener;
@@ -304,6 +305,24 @@ impl TestApp {
     /// Polls `check` until it holds (or panics after ~10 s).
     pub async fn eventually<T>(&self, what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
         self.eventually_within(10, what, check).await
+    }
+
+    /// Waits until some client (the server's subscription) listens on the
+    /// workspace's pub/sub channel of `topic`: a fixed pause could be too
+    /// short on a busy machine, and an event published before it is lost.
+    pub async fn subscribed(&self, topic: Topic, ws: &str) {
+        let ws = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, ws).unwrap();
+        let channel = self.state.kv.channel(topic, ws);
+        self.eventually("the subscription reaches Redis", async || {
+            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut self.state.kv.conn())
+                .await
+                .ok()?;
+            counts.first().is_some_and(|(_, n)| *n > 0).then_some(())
+        })
+        .await;
     }
 
     /// Polls `check` every 50 ms until it holds, for at most `secs`.

@@ -182,12 +182,16 @@ impl SlaEngine {
             .map(|p| p.id)
             .collect();
         let mut escalated = Vec::new();
+        // Two breaches of one conversation in a batch (first response and
+        // resolution) escalate it once.
+        let mut seen = HashSet::new();
         for (k, _) in &fresh {
             let e = &events[*k];
             if e.kind == "SLA_BREACHED"
                 && e.conversation
                     .sla_policy_id
                     .is_some_and(|p| escalating.contains(&p))
+                && seen.insert(e.conversation.id)
                 && sla::escalate(&txn, e.conversation).await?
             {
                 escalated.push((e.conversation.workspace_id, e.conversation.id, "updated"));
@@ -208,7 +212,10 @@ impl SlaEngine {
             metrics::counter!("rapport_sla_events_total", "kind" => e.kind.to_string())
                 .increment(1);
             pipe.cmd("PUBLISH")
-                .arg(self.kv.key(&format!("sla:{}", e.conversation.workspace_id)))
+                .arg(
+                    self.kv
+                        .channel(rapport_store::kv::Topic::Sla, e.conversation.workspace_id),
+                )
                 .arg(payload.to_string())
                 .ignore();
         }

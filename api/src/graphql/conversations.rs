@@ -1095,7 +1095,18 @@ impl ImportMutation {
         let events: Vec<serde_json::Value> = input.events.into_iter().map(|j| j.0).collect();
         let mut summary = ImportSummary::default();
         for (n, chunk) in events.chunks(CHUNK).enumerate() {
-            summary.add(import_chunk(&st.db, &ws, &ch, chunk, n * CHUNK).await?);
+            let mut part = import_chunk(&st.db, &ws, &ch, chunk, n * CHUNK).await?;
+            // Each chunk commits on its own: its timers and live updates
+            // go out now, whatever a later chunk does.
+            if let Err(e) = rapport_store::sla::schedule(&st.kv, &part.timers).await {
+                tracing::warn!(error = %e, "scheduling SLA timers of imported conversations failed");
+            }
+            st.kv
+                .conversations_changed(rapport_store::ingest::changes(&part.touched))
+                .await;
+            part.timers.clear();
+            part.touched.clear();
+            summary.add(part);
         }
         let txn = v.scope.begin(&st.db).await?;
         AuditEvent::new("importMessages")
@@ -1108,12 +1119,6 @@ impl ImportMutation {
             .by(&txn, v)
             .await?;
         txn.commit().await?;
-        if let Err(e) = rapport_store::sla::schedule(&st.kv, &summary.timers).await {
-            tracing::warn!(error = %e, "scheduling SLA timers of imported conversations failed");
-        }
-        st.kv
-            .conversations_changed(rapport_store::ingest::changes(&summary.touched))
-            .await;
         Ok(ImportMessagesPayload {
             accepted: summary.accepted as i32,
             duplicates: summary.duplicates as i32,

@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use async_graphql::{Context, ID, SimpleObject, Subscription};
 use futures_util::{Stream, StreamExt};
 use rapport_domain::Kind;
+use rapport_store::kv::Topic;
 use serde_json::Value;
 
 /// A conversation was created or changed.
@@ -46,12 +47,12 @@ fn text(v: &Value, k: &str) -> String {
         .to_string()
 }
 
-/// Messages of a workspace's pub/sub channel `<prefix>:<topic>:<uuid>`,
-/// once the member is known to see that workspace.
+/// Messages of a workspace's pub/sub channel of `topic`, once the member is
+/// known to see that workspace.
 async fn workspace_feed(
     ctx: &Context<'_>,
     workspace_id: &ID,
-    topic: &str,
+    topic: Topic,
 ) -> Result<impl Stream<Item = String> + use<>, ApiError> {
     let v = auth(ctx).viewer()?;
     let st = state(ctx);
@@ -59,7 +60,7 @@ async fn workspace_feed(
         .scope
         .workspace(&st.db, decode(Kind::Workspace, workspace_id)?)
         .await?;
-    Ok(st.kv.subscribe(&format!("{topic}:{}", ws.id)).await?)
+    Ok(st.kv.subscribe(&st.kv.channel(topic, ws.id)).await?)
 }
 
 #[derive(Default)]
@@ -76,7 +77,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         workspace_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = ConversationEvent> + use<>> {
-        let stream = workspace_feed(ctx, &workspace_id, "conversations").await?;
+        let stream = workspace_feed(ctx, &workspace_id, Topic::Conversations).await?;
         Ok(stream.filter_map(|raw| async move {
             let v: Value = serde_json::from_str(&raw).ok()?;
             Some(ConversationEvent {
@@ -93,7 +94,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         workspace_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = SlaAlert> + use<>> {
-        let stream = workspace_feed(ctx, &workspace_id, "sla").await?;
+        let stream = workspace_feed(ctx, &workspace_id, Topic::Sla).await?;
         Ok(stream.filter_map(|raw| async move {
             let v: Value = serde_json::from_str(&raw).ok()?;
             Some(SlaAlert {
