@@ -47,10 +47,7 @@ pub async fn run(db: &DatabaseConnection, workspace_id: &str, file: &Path) -> an
             r.0 = chunk_lines[r.0];
         }
         // No Redis here: live views catch up on their next read, the
-        // worker's periodic rebuild schedules the SLA timers. Keeping them
-        // would hold memory per imported line.
-        part.touched.clear();
-        part.timers.clear();
+        // worker's periodic rebuild schedules the SLA timers.
         summary.add(part);
         chunk.clear();
         chunk_lines.clear();

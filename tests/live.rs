@@ -59,6 +59,20 @@ async fn next(ws: &mut Ws) -> Value {
     }
 }
 
+/// Sends a graphql-transport-ws `subscribe` (id "1") for `query` on
+/// workspace `ws`.
+async fn subscribe(sock: &mut Ws, query: &str, ws: &str) {
+    sock.send(Message::text(
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "w": ws } } })
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+}
+
+const CONVERSATIONS: &str = "subscription($w: ID!) { conversationUpdated(workspaceId: $w) { event workspaceId conversationId } }";
+const ALERTS: &str = "subscription($w: ID!) { slaAlerts(workspaceId: $w) { kind } }";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversation_updates_arrive_live_and_only_for_visible_workspaces() {
     let app = TestApp::start().await;
@@ -67,11 +81,7 @@ async fn conversation_updates_arrive_live_and_only_for_visible_workspaces() {
     let ws = app.create_workspace(&s, "Brew Co").await;
     let (mut sock, ack) = connect(&app, &s.access).await;
     assert_eq!(ack["type"], "connection_ack");
-    sock.send(Message::text(
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription($w: ID!) { conversationUpdated(workspaceId: $w) { event workspaceId conversationId } }", "variables": { "w": ws } } }).to_string(),
-    ))
-    .await
-    .unwrap();
+    subscribe(&mut sock, CONVERSATIONS, &ws).await;
     // Once the subscription reached Redis, cause an update.
     app.subscribed(Topic::Conversations, &ws).await;
     let msg =
@@ -92,25 +102,25 @@ async fn conversation_updates_arrive_live_and_only_for_visible_workspaces() {
 
     // Another agency's member cannot subscribe to this workspace.
     let (mut sock2, _) = connect(&app, &other.access).await;
-    sock2
-        .send(Message::text(
-            json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription($w: ID!) { slaAlerts(workspaceId: $w) { kind } }", "variables": { "w": ws } } }).to_string(),
-        ))
-        .await
-        .unwrap();
+    subscribe(&mut sock2, ALERTS, &ws).await;
     let err = next(&mut sock2).await;
     assert_eq!(error_code(&err), "NOT_FOUND", "{err}");
 
     // Without a valid token: refused.
     let (mut sock3, _) = connect(&app, "not-a-token").await;
-    sock3
-        .send(Message::text(
-            json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription($w: ID!) { slaAlerts(workspaceId: $w) { kind } }", "variables": { "w": ws } } }).to_string(),
-        ))
-        .await
-        .unwrap();
+    subscribe(&mut sock3, ALERTS, &ws).await;
     let err = next(&mut sock3).await;
     assert_eq!(error_code(&err), "UNAUTHENTICATED", "{err}");
+}
+
+/// Waits for the next `conversationUpdated` event and checks that it is
+/// an update of conversation `id`.
+async fn expect_updated(sock: &mut Ws, id: &Value) {
+    let got = next_change(sock).await;
+    assert_eq!(
+        (&got["event"], &got["conversationId"]),
+        (&json!("updated"), id)
+    );
 }
 
 /// Waits for the next `conversationUpdated` event of subscription "1".
@@ -149,11 +159,7 @@ async fn imports_assignments_and_status_changes_are_published_live() {
         )
         .await;
     let (mut sock, _) = connect(&app, &s.access).await;
-    sock.send(Message::text(
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription($w: ID!) { conversationUpdated(workspaceId: $w) { event workspaceId conversationId } }", "variables": { "w": ws } } }).to_string(),
-    ))
-    .await
-    .unwrap();
+    subscribe(&mut sock, CONVERSATIONS, &ws).await;
     app.subscribed(Topic::Conversations, &ws).await;
 
     // Two messages of one thread in one import: one event, "created".
@@ -190,11 +196,7 @@ async fn imports_assignments_and_status_changes_are_published_live() {
         json!({ "i": { "conversationId": id, "memberId": agent } }),
     )
     .await;
-    let assigned = next_change(&mut sock).await;
-    assert_eq!(
-        (&assigned["event"], &assigned["conversationId"]),
-        (&json!("updated"), &id)
-    );
+    expect_updated(&mut sock, &id).await;
     quiet(&mut sock).await;
 
     app.ok(
@@ -203,11 +205,7 @@ async fn imports_assignments_and_status_changes_are_published_live() {
         json!({ "i": { "conversationId": id, "status": "RESOLVED" } }),
     )
     .await;
-    let resolved = next_change(&mut sock).await;
-    assert_eq!(
-        (&resolved["event"], &resolved["conversationId"]),
-        (&json!("updated"), &id)
-    );
+    expect_updated(&mut sock, &id).await;
     quiet(&mut sock).await;
 
     // A change refused inside its transaction (client viewers cannot
@@ -230,9 +228,5 @@ async fn imports_assignments_and_status_changes_are_published_live() {
                  "in_reply_to": "m2", "author": { "id": "ana", "handle": "ana" } }]),
     )
     .await;
-    let reopened = next_change(&mut sock).await;
-    assert_eq!(
-        (&reopened["event"], &reopened["conversationId"]),
-        (&json!("updated"), &id)
-    );
+    expect_updated(&mut sock, &id).await;
 }

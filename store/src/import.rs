@@ -22,19 +22,22 @@ pub struct ImportSummary {
     pub duplicates: usize,
     /// (0-based index in the input, reason).
     pub rejected: Vec<(usize, String)>,
-    /// SLA timers of the conversations opened, to schedule.
+    /// SLA timers of the conversations opened, to schedule. Of one chunk
+    /// only: [`ImportSummary::add`] keeps the counts, not these.
     pub timers: Vec<(crate::sla::Timer, chrono::DateTime<Utc>)>,
-    /// Conversations created or changed, for live updates.
+    /// Conversations created or changed, for live updates. Of one chunk
+    /// only, like `timers`.
     pub touched: Vec<crate::ingest::Touched>,
 }
 
 impl ImportSummary {
+    /// Adds a chunk's counts and rejections; its timers and live updates
+    /// are the caller's to act on first (a file's worth would be held in
+    /// memory otherwise).
     pub fn add(&mut self, other: ImportSummary) {
         self.accepted += other.accepted;
         self.duplicates += other.duplicates;
         self.rejected.extend(other.rejected);
-        self.timers.extend(other.timers);
-        self.touched.extend(other.touched);
     }
 }
 

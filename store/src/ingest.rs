@@ -31,6 +31,20 @@ pub struct Touched {
     pub created: bool,
 }
 
+/// After a batch committed: schedules its SLA timers (a cache of the
+/// deadlines just stored: if this fails, the periodic rebuild from the
+/// database schedules them) and publishes its live updates (best effort).
+pub async fn announce(
+    kv: &crate::Kv,
+    timers: &[(crate::sla::Timer, chrono::DateTime<chrono::Utc>)],
+    touched: &[Touched],
+) {
+    if let Err(e) = crate::sla::schedule(kv, timers).await {
+        tracing::warn!(error = %e, "scheduling SLA timers failed; the rebuild will");
+    }
+    kv.conversations_changed(changes(touched)).await;
+}
+
 /// The live updates for what a batch touched: one per conversation
 /// (`(workspace, conversation, "created" | "updated")`), "created" when any
 /// of its messages opened it, in first-touched order.

@@ -10,7 +10,7 @@ use chrono::Utc;
 use rapport_domain::ingest::{self, ChannelKind};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
-use rapport_store::ingest::{Touched, store_batch, targets};
+use rapport_store::ingest::{announce, store_batch, targets};
 use rapport_store::raw_events::{FAILED, PROCESSED};
 use rapport_store::tenancy::begin_for_agency;
 use sea_orm::sea_query::{Condition, Expr};
@@ -94,12 +94,7 @@ impl Ingestor {
         }
         txn.commit().await.context("committing an ingested event")?;
         metrics::counter!("rapport_messages_ingested_total").increment(stored.touched.len() as u64);
-        // Timers are a cache of deadlines stored above: if this fails, the
-        // rebuild from the database schedules them.
-        if let Err(e) = rapport_store::sla::schedule(&self.kv, &stored.timers).await {
-            tracing::warn!(error = %e, "scheduling SLA timers failed; the rebuild will");
-        }
-        self.publish(&stored.touched).await;
+        announce(&self.kv, &stored.timers, &stored.touched).await;
         Ok(())
     }
 
@@ -124,11 +119,5 @@ impl Ingestor {
             Ok(id) => self.mark_failed(id, &error).await,
             Err(_) => Ok(()),
         }
-    }
-
-    async fn publish(&self, touched: &[Touched]) {
-        self.kv
-            .conversations_changed(rapport_store::ingest::changes(touched))
-            .await;
     }
 }

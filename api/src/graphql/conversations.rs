@@ -1095,17 +1095,10 @@ impl ImportMutation {
         let events: Vec<serde_json::Value> = input.events.into_iter().map(|j| j.0).collect();
         let mut summary = ImportSummary::default();
         for (n, chunk) in events.chunks(CHUNK).enumerate() {
-            let mut part = import_chunk(&st.db, &ws, &ch, chunk, n * CHUNK).await?;
+            let part = import_chunk(&st.db, &ws, &ch, chunk, n * CHUNK).await?;
             // Each chunk commits on its own: its timers and live updates
             // go out now, whatever a later chunk does.
-            if let Err(e) = rapport_store::sla::schedule(&st.kv, &part.timers).await {
-                tracing::warn!(error = %e, "scheduling SLA timers of imported conversations failed");
-            }
-            st.kv
-                .conversations_changed(rapport_store::ingest::changes(&part.touched))
-                .await;
-            part.timers.clear();
-            part.touched.clear();
+            rapport_store::ingest::announce(&st.kv, &part.timers, &part.touched).await;
             summary.add(part);
         }
         let txn = v.scope.begin(&st.db).await?;
