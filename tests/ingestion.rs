@@ -6,7 +6,9 @@ mod common;
 
 use common::*;
 use rapport_domain::ingest::signature::{generic_sign, meta_sign, x_crc_response, x_sign};
+use rapport_store::entities::conversation::StoredBreakdown;
 use rapport_store::entities::{message, raw_event};
+use rapport_store::pages::Wanted;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
 
@@ -998,7 +1000,7 @@ async fn a_page_read_by_column_position_equals_the_entities() {
     am.updated_at = Set(t(11).unwrap());
     am.update(db).await.unwrap();
 
-    let by_position = rapport_store::pages::with_authors(db, page(), 10)
+    let by_position = rapport_store::pages::with_authors(db, page(), 10, Wanted::ALL)
         .await
         .unwrap();
     let by_name = page()
@@ -1009,12 +1011,34 @@ async fn a_page_read_by_column_position_equals_the_entities() {
     assert_eq!(by_position, by_name);
     assert!(by_position.iter().all(|(_, a)| a.is_some()));
     assert_eq!(by_position[1].0.due_at, t(4));
-    let alone = rapport_store::pages::conversations(db, page(), 10)
+    let alone = rapport_store::pages::conversations(db, page(), 10, Wanted::ALL)
         .await
         .unwrap();
     assert_eq!(alone, page().all(db).await.unwrap());
+    // Without its JSON columns: the rest of the row is the same.
+    let light = Wanted {
+        breakdown: false,
+        sla_targets: false,
+    };
+    let mut expected = alone.clone();
+    for c in &mut expected {
+        c.priority_breakdown = StoredBreakdown::unread();
+        c.sla_targets = None;
+    }
+    let (without, _): (Vec<_>, Vec<_>) = rapport_store::pages::with_authors(db, page(), 10, light)
+        .await
+        .unwrap()
+        .into_iter()
+        .unzip();
+    assert_eq!(without, expected);
+    assert_eq!(
+        rapport_store::pages::conversations(db, page(), 10, light)
+            .await
+            .unwrap(),
+        expected
+    );
     // The limit written into the SQL applies.
-    let first = rapport_store::pages::with_authors(db, page(), 1)
+    let first = rapport_store::pages::with_authors(db, page(), 1, Wanted::ALL)
         .await
         .unwrap();
     assert_eq!(first, by_name[..1]);

@@ -397,6 +397,65 @@ async fn one_inbox_across_workspaces_in_due_order_without_weakening_isolation() 
         )
         .await;
     assert_eq!(edges(&d["inbox"]).len(), 2);
+
+    // A page reads the JSON columns (breakdown, SLA snapshot) only when a
+    // field asks for them, through `edges`, `nodes` or a fragment; what it
+    // shows matches the conversation read whole.
+    let full = "id priority priorityScore dueAt author { handle }
+        priorityBreakdown { sentiment reach visibility urgency urgencyMatches score level }
+        sla { status firstResponseDue nextResponseDue resolutionDue remainingMinutes }";
+    let d = app
+        .ok(
+            Some(&s.access),
+            &format!(
+                "{{ a: inbox(orderBy: PRIORITY) {{ nodes {{ ...F }} }}
+                    b: inbox(orderBy: PRIORITY) {{ edges {{ node {{ id priority author {{ handle }} }} }} }}
+                    c: inbox(orderBy: PRIORITY) {{ edges {{ node {{ sla {{ status }} }} }} }} }}
+                 fragment F on Conversation {{ {full} }}"
+            ),
+            json!({}),
+        )
+        .await;
+    let listed = d["a"]["nodes"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    for (c, light) in listed.iter().zip(edges(&d["b"])) {
+        let one = app
+            .ok(
+                Some(&s.access),
+                &format!("query($id: ID!) {{ conversation(id: $id) {{ {full} }} }}"),
+                json!({ "id": c["id"] }),
+            )
+            .await;
+        let mut one = one["conversation"].clone();
+        let mut c = c.clone();
+        // The time left moves between the two reads.
+        for x in [&mut one, &mut c] {
+            assert!(x["sla"]["remainingMinutes"].as_f64().unwrap() > 0.0, "{x}");
+            x["sla"]["remainingMinutes"] = Value::Null;
+        }
+        assert_eq!(c, one);
+        assert!(
+            c["priorityBreakdown"]["score"].as_f64().unwrap() > 0.0,
+            "{c}"
+        );
+        assert_eq!(light["node"]["id"], c["id"]);
+        assert_eq!(light["node"]["author"], c["author"]);
+    }
+    assert_eq!(edges(&d["c"]).len(), 2);
+    // Each page read what its fields needed: nothing was read twice.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("rapport_conversation_rereads_total"),
+        "{metrics}"
+    );
 }
 
 /// A receiver that fails the first `fail` requests, then accepts; records

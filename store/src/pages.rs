@@ -13,7 +13,13 @@
 //! execution (about as much CPU as running it). With the number in the
 //! text, each page size is a statement of its own (at most 101) that is
 //! planned once per connection.
+//!
+//! The two JSON columns (the priority breakdown and the SLA snapshot) are
+//! read only when the caller asks: PostgreSQL spends more CPU writing a
+//! row's jsonb out than on all its other columns, and the client parses it
+//! again. A list that shows neither reads a NULL in their place.
 
+use crate::entities::conversation::StoredBreakdown;
 use crate::entities::{author, conversation};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -21,16 +27,38 @@ use sea_orm::{
     RelationTrait, Select, Statement,
 };
 
+/// Which of a conversation's JSON columns a page reads. One left out
+/// stands in as [`StoredBreakdown::unread`] or `None`: the caller must not
+/// show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub breakdown: bool,
+    pub sla_targets: bool,
+}
+
+impl Wanted {
+    pub const ALL: Wanted = Wanted {
+        breakdown: true,
+        sla_targets: true,
+    };
+
+    pub fn is_all(self) -> bool {
+        self == Self::ALL
+    }
+}
+
 /// At most `limit` rows of `page` (which must have no limit of its own).
 pub async fn conversations<C: ConnectionTrait>(
     conn: &C,
     page: Select<conversation::Entity>,
     limit: u64,
+    wanted: Wanted,
 ) -> Result<Vec<conversation::Model>, DbErr> {
-    conn.query_all_raw(limited(conn, page, limit))
+    let q = conversation_columns(page.select_only(), wanted);
+    conn.query_all_raw(limited(conn, q, limit))
         .await?
         .iter()
-        .map(|row| conversation_at(row, 0))
+        .map(|row| conversation_at(row, 0, wanted))
         .collect()
 }
 
@@ -40,23 +68,45 @@ pub async fn with_authors<C: ConnectionTrait>(
     conn: &C,
     page: Select<conversation::Entity>,
     limit: u64,
+    wanted: Wanted,
 ) -> Result<Vec<(conversation::Model, Option<author::Model>)>, DbErr> {
-    let mut q = page
-        .select_only()
-        .join(JoinType::LeftJoin, conversation::Relation::Author.def());
-    for c in conversation::Column::iter() {
-        q = q.expr(Expr::col((conversation::Entity, c)));
-    }
-    for (i, c) in author::Column::iter().enumerate() {
+    let mut q = conversation_columns(
+        page.select_only()
+            .join(JoinType::LeftJoin, conversation::Relation::Author.def()),
+        wanted,
+    );
+    for (c, alias) in author::Column::iter().zip(AUTHOR_ALIASES) {
         // Aliased: some names repeat the conversation's (id, created_at).
-        q = q.expr_as(Expr::col((author::Entity, c)), format!("b{i}"));
+        q = q.expr_as(Expr::col((author::Entity, c)), alias);
     }
+    debug_assert_eq!(author::Column::iter().count(), AUTHOR_ALIASES.len());
     let width = conversation::Column::iter().count();
     conn.query_all_raw(limited(conn, q, limit))
         .await?
         .iter()
-        .map(|row| Ok((conversation_at(row, 0)?, author_at(row, width)?)))
+        .map(|row| Ok((conversation_at(row, 0, wanted)?, author_at(row, width)?)))
         .collect()
+}
+
+const AUTHOR_ALIASES: [&str; 10] = ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9"];
+
+/// The conversation's columns in declaration order, NULL in place of a
+/// JSON column not wanted.
+fn conversation_columns(
+    mut q: Select<conversation::Entity>,
+    wanted: Wanted,
+) -> Select<conversation::Entity> {
+    use conversation::Column as C;
+    for c in C::iter() {
+        let skip = matches!(c, C::PriorityBreakdown) && !wanted.breakdown
+            || matches!(c, C::SlaTargets) && !wanted.sla_targets;
+        q = if skip {
+            q.expr(Expr::cust("NULL"))
+        } else {
+            q.expr(Expr::col((conversation::Entity, c)))
+        };
+    }
+    q
 }
 
 /// `q`'s statement with `LIMIT limit` written at its end (after ORDER BY).
@@ -77,11 +127,25 @@ impl Positions<'_> {
         self.at += 1;
         self.row.try_get_by_index(self.at - 1)
     }
+
+    /// The next column when `read`, else `unread` (the column holds NULL).
+    fn next_if<T: sea_orm::TryGetable>(&mut self, read: bool, unread: T) -> Result<T, DbErr> {
+        if read {
+            self.next()
+        } else {
+            self.at += 1;
+            Ok(unread)
+        }
+    }
 }
 
 /// A conversation from columns `at..` (fields in declaration order, which
 /// is the order of `conversation::Column::iter()`).
-fn conversation_at(row: &QueryResult, at: usize) -> Result<conversation::Model, DbErr> {
+fn conversation_at(
+    row: &QueryResult,
+    at: usize,
+    wanted: Wanted,
+) -> Result<conversation::Model, DbErr> {
     let mut c = Positions { row, at };
     // Struct fields are evaluated in the order written.
     Ok(conversation::Model {
@@ -95,12 +159,12 @@ fn conversation_at(row: &QueryResult, at: usize) -> Result<conversation::Model, 
         visibility: c.next()?,
         priority: c.next()?,
         priority_score: c.next()?,
-        priority_breakdown: c.next()?,
+        priority_breakdown: c.next_if(wanted.breakdown, StoredBreakdown::unread())?,
         sentiment: c.next()?,
         opening_sentiment: c.next()?,
         assignee_membership_id: c.next()?,
         sla_policy_id: c.next()?,
-        sla_targets: c.next()?,
+        sla_targets: c.next_if(wanted.sla_targets, None)?,
         first_response_due_at: c.next()?,
         next_response_due_at: c.next()?,
         resolution_due_at: c.next()?,

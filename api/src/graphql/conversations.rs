@@ -15,6 +15,7 @@ use rapport_domain::priority::{Breakdown, PriorityLevel};
 use rapport_domain::{Cursor, Kind, PageRequest, ScoreCursor, TimeCursor};
 use rapport_store::entities::{author, channel, conversation, membership, message, raw_event};
 use rapport_store::jobs;
+use rapport_store::pages::Wanted;
 use rapport_store::raw_events::{FAILED, PENDING};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, NullOrdering, Query};
 use sea_orm::{
@@ -22,6 +23,7 @@ use sea_orm::{
     QuerySelect, Select, Set,
 };
 use serde_json::json;
+use std::borrow::Cow;
 use uuid::Uuid;
 
 /// Where a conversation stands in the agency's workflow.
@@ -291,6 +293,35 @@ pub struct PriorityBreakdown {
 pub struct Conversation(pub conversation::Model);
 
 /// A thread with one customer on one channel, ranked for the inbox.
+impl Conversation {
+    /// The row with the JSON column `read` names: a page that expected no
+    /// field to ask for it left it unread.
+    async fn complete(
+        &self,
+        ctx: &Context<'_>,
+        read: fn(Wanted) -> bool,
+    ) -> ApiResult<Cow<'_, conversation::Model>> {
+        let unread = ctx
+            .data_opt::<std::sync::Arc<Preloaded>>()
+            .and_then(|pre| {
+                let unread = pre.unread.lock().expect("preload lock");
+                unread.get(&self.0.id).copied()
+            })
+            .is_some_and(|w| !read(w));
+        if !unread {
+            return Ok(Cow::Borrowed(&self.0));
+        }
+        // Counted: the page's look-ahead should have seen the field.
+        metrics::counter!("rapport_conversation_rereads_total").increment(1);
+        let v = auth(ctx).viewer()?;
+        Ok(Cow::Owned(
+            v.scope
+                .find::<conversation::Entity, _>(&state(ctx).db, self.0.id)
+                .await?,
+        ))
+    }
+}
+
 #[Object]
 impl Conversation {
     /// Global ID of the conversation.
@@ -383,8 +414,13 @@ impl Conversation {
         self.0.priority_score
     }
     /// How the score of the most urgent customer message was made up.
-    async fn priority_breakdown(&self) -> ApiResult<PriorityBreakdown> {
-        let b: Breakdown = self.0.priority_breakdown.0.clone();
+    async fn priority_breakdown(&self, ctx: &Context<'_>) -> ApiResult<PriorityBreakdown> {
+        let b: Breakdown = self
+            .complete(ctx, |w| w.breakdown)
+            .await?
+            .priority_breakdown
+            .0
+            .clone();
         Ok(PriorityBreakdown {
             sentiment: b.sentiment,
             reach: b.reach,
@@ -416,8 +452,10 @@ impl Conversation {
             .map(Member))
     }
     /// The response-time promise: deadlines and where they stand.
-    async fn sla(&self) -> super::sla::ConversationSla {
-        super::sla::ConversationSla::of(&self.0)
+    async fn sla(&self, ctx: &Context<'_>) -> ApiResult<super::sla::ConversationSla> {
+        Ok(super::sla::ConversationSla::of(
+            &*self.complete(ctx, |w| w.sla_targets).await?,
+        ))
     }
     /// The earliest deadline still running, if any.
     async fn due_at(&self) -> Option<DateTime<Utc>> {
@@ -637,6 +675,8 @@ impl ConversationQuery {
 #[derive(Default)]
 pub struct Preloaded {
     authors: std::sync::Mutex<std::collections::HashMap<Uuid, author::Model>>,
+    /// Conversations read without their JSON columns (`pages::Wanted`).
+    unread: std::sync::Mutex<std::collections::HashMap<Uuid, Wanted>>,
 }
 
 /// Conversations of one workspace, or of every workspace the viewer may see.
@@ -652,36 +692,49 @@ async fn list(
 }
 
 /// At most `limit` rows of one page. When the page's authors are asked
-/// for, they come in the same query (a join), not in a second round trip.
+/// for, they come in the same query (a join), not in a second round trip;
+/// the JSON columns no field asks for are not read.
 async fn fetch_page(
     ctx: &Context<'_>,
     q: Select<conversation::Entity>,
     limit: u64,
 ) -> ApiResult<Vec<conversation::Model>> {
+    use rapport_store::pages;
     let db = &state(ctx).db;
-    let wants_author = ctx
-        .look_ahead()
-        .field("edges")
-        .field("node")
-        .field("author")
-        .exists();
-    let Some(pre) = ctx
-        .data_opt::<std::sync::Arc<Preloaded>>()
-        .filter(|_| wants_author)
-    else {
-        return Ok(rapport_store::pages::conversations(db, q, limit).await?);
+    // A node's fields, asked through `edges { node }` or `nodes`.
+    let asks = |field: &str| {
+        let la = ctx.look_ahead();
+        la.field("edges").field("node").field(field).exists()
+            || la.field("nodes").field(field).exists()
     };
-    let rows = rapport_store::pages::with_authors(db, q, limit).await?;
-    let mut cache = pre.authors.lock().expect("preload lock");
-    Ok(rows
-        .into_iter()
-        .map(|(c, a)| {
-            if let Some(a) = a {
-                cache.insert(a.id, a);
-            }
-            c
-        })
-        .collect())
+    let Some(pre) = ctx.data_opt::<std::sync::Arc<Preloaded>>() else {
+        return Ok(pages::conversations(db, q, limit, Wanted::ALL).await?);
+    };
+    let wanted = Wanted {
+        breakdown: asks("priorityBreakdown"),
+        sla_targets: asks("sla"),
+    };
+    let rows = if asks("author") {
+        let rows = pages::with_authors(db, q, limit, wanted).await?;
+        let mut cache = pre.authors.lock().expect("preload lock");
+        rows.into_iter()
+            .map(|(c, a)| {
+                if let Some(a) = a {
+                    cache.insert(a.id, a);
+                }
+                c
+            })
+            .collect()
+    } else {
+        pages::conversations(db, q, limit, wanted).await?
+    };
+    if !wanted.is_all() {
+        pre.unread
+            .lock()
+            .expect("preload lock")
+            .extend(rows.iter().map(|c| (c.id, wanted)));
+    }
+    Ok(rows)
 }
 
 async fn list_page(

@@ -52,6 +52,22 @@ pub struct Model {
 #[serde(transparent)]
 pub struct StoredBreakdown(pub Breakdown);
 
+impl StoredBreakdown {
+    /// Stands in for a breakdown a page did not read (see
+    /// `pages::Wanted`); never shown.
+    pub fn unread() -> Self {
+        StoredBreakdown(Breakdown {
+            sentiment: 0.0,
+            reach: 0.0,
+            visibility: 0.0,
+            urgency: 0.0,
+            urgency_matches: Vec::new(),
+            score: 0.0,
+            level: rapport_domain::priority::PriorityLevel::Low,
+        })
+    }
+}
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     /// The customer: lets a page of conversations load its authors in the
