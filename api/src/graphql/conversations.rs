@@ -290,25 +290,23 @@ pub struct PriorityBreakdown {
     level: GqlPriority,
 }
 
-pub struct Conversation(pub conversation::Model);
+/// A conversation row, and which of its JSON columns were read.
+pub struct Conversation(pub conversation::Model, Wanted);
 
-/// A thread with one customer on one channel, ranked for the inbox.
 impl Conversation {
+    /// A row read with every column.
+    pub fn whole(row: conversation::Model) -> Self {
+        Conversation(row, Wanted::ALL)
+    }
+
     /// The row with the JSON column `read` names: a page that expected no
-    /// field to ask for it left it unread.
+    /// field to ask for it left it unread, and it is read again.
     async fn complete(
         &self,
         ctx: &Context<'_>,
         read: fn(Wanted) -> bool,
     ) -> ApiResult<Cow<'_, conversation::Model>> {
-        let unread = ctx
-            .data_opt::<std::sync::Arc<Preloaded>>()
-            .and_then(|pre| {
-                let unread = pre.unread.lock().expect("preload lock");
-                unread.get(&self.0.id).copied()
-            })
-            .is_some_and(|w| !read(w));
-        if !unread {
+        if read(self.1) {
             return Ok(Cow::Borrowed(&self.0));
         }
         // Counted: the page's look-ahead should have seen the field.
@@ -322,6 +320,7 @@ impl Conversation {
     }
 }
 
+/// A thread with one customer on one channel, ranked for the inbox.
 #[Object]
 impl Conversation {
     /// Global ID of the conversation.
@@ -340,7 +339,7 @@ impl Conversation {
             .filter(conversation::Column::Id.eq(id))
             .one(&state(ctx).db)
             .await?
-            .map(Conversation))
+            .map(Conversation::whole))
     }
     /// Private threads this public conversation was taken to, oldest first.
     async fn private_threads(&self, ctx: &Context<'_>) -> ApiResult<Vec<Conversation>> {
@@ -353,7 +352,7 @@ impl Conversation {
             .all(&state(ctx).db)
             .await?
             .into_iter()
-            .map(Conversation)
+            .map(Conversation::whole)
             .collect())
     }
     /// The workspace the conversation belongs to.
@@ -631,7 +630,7 @@ impl ConversationQuery {
             .one(&state(ctx).db)
             .await?
             .ok_or(ApiError::NotFound)?;
-        Ok(Conversation(c))
+        Ok(Conversation::whole(c))
     }
 
     /// Inbound events that could not be turned into messages, newest first.
@@ -675,8 +674,6 @@ impl ConversationQuery {
 #[derive(Default)]
 pub struct Preloaded {
     authors: std::sync::Mutex<std::collections::HashMap<Uuid, author::Model>>,
-    /// Conversations read without their JSON columns (`pages::Wanted`).
-    unread: std::sync::Mutex<std::collections::HashMap<Uuid, Wanted>>,
 }
 
 /// Conversations of one workspace, or of every workspace the viewer may see.
@@ -691,14 +688,15 @@ async fn list(
     list_page(ctx, workspace, filter, order_by, first, after).await
 }
 
-/// At most `limit` rows of one page. When the page's authors are asked
-/// for, they come in the same query (a join), not in a second round trip;
-/// the JSON columns no field asks for are not read.
+/// At most `limit` rows of one page, and which JSON columns they hold.
+/// When the page's authors are asked for, they come in the same query (a
+/// join), not in a second round trip; the JSON columns no field asks for
+/// are not read.
 async fn fetch_page(
     ctx: &Context<'_>,
     q: Select<conversation::Entity>,
     limit: u64,
-) -> ApiResult<Vec<conversation::Model>> {
+) -> ApiResult<(Vec<conversation::Model>, Wanted)> {
     use rapport_store::pages;
     let db = &state(ctx).db;
     // A node's fields, asked through `edges { node }` or `nodes`.
@@ -707,34 +705,27 @@ async fn fetch_page(
         la.field("edges").field("node").field(field).exists()
             || la.field("nodes").field(field).exists()
     };
-    let Some(pre) = ctx.data_opt::<std::sync::Arc<Preloaded>>() else {
-        return Ok(pages::conversations(db, q, limit, Wanted::ALL).await?);
-    };
     let wanted = Wanted {
         breakdown: asks("priorityBreakdown"),
         sla_targets: asks("sla"),
     };
-    let rows = if asks("author") {
-        let rows = pages::with_authors(db, q, limit, wanted).await?;
-        let mut cache = pre.authors.lock().expect("preload lock");
-        rows.into_iter()
-            .map(|(c, a)| {
-                if let Some(a) = a {
-                    cache.insert(a.id, a);
-                }
-                c
-            })
-            .collect()
-    } else {
-        pages::conversations(db, q, limit, wanted).await?
+    let pre = ctx.data_opt::<std::sync::Arc<Preloaded>>();
+    let rows = match pre.filter(|_| asks("author")) {
+        Some(pre) => {
+            let rows = pages::with_authors(db, q, limit, wanted).await?;
+            let mut cache = pre.authors.lock().expect("preload lock");
+            rows.into_iter()
+                .map(|(c, a)| {
+                    if let Some(a) = a {
+                        cache.insert(a.id, a);
+                    }
+                    c
+                })
+                .collect()
+        }
+        None => pages::conversations(db, q, limit, wanted).await?,
     };
-    if !wanted.is_all() {
-        pre.unread
-            .lock()
-            .expect("preload lock")
-            .extend(rows.iter().map(|c| (c.id, wanted)));
-    }
-    Ok(rows)
+    Ok((rows, wanted))
 }
 
 async fn list_page(
@@ -827,13 +818,13 @@ async fn list_page(
                 q = q.filter(conversation::Column::Id.lt(after));
             }
             let q = q.order_by_desc(conversation::Column::Id);
-            let mut rows = fetch_page(ctx, q, page.first + 1).await?;
+            let (mut rows, wanted) = fetch_page(ctx, q, page.first + 1).await?;
             let has_next = rows.len() as u64 > page.first;
             rows.truncate(page.first as usize);
             let mut conn = Connection::new(page.after.is_some(), has_next);
             conn.edges.extend(
                 rows.into_iter()
-                    .map(|r| Edge::new(Cursor::encode(r.id), Conversation(r))),
+                    .map(|r| Edge::new(Cursor::encode(r.id), Conversation(r, wanted))),
             );
             Ok(conn)
         }
@@ -853,15 +844,16 @@ async fn list_page(
             let q = q
                 .order_by_desc(conversation::Column::PriorityScore)
                 .order_by_desc(conversation::Column::Id);
-            let mut rows = fetch_page(ctx, q, page.first + 1).await?;
+            let (mut rows, wanted) = fetch_page(ctx, q, page.first + 1).await?;
             let has_next = rows.len() as u64 > page.first;
             rows.truncate(page.first as usize);
             let mut conn = Connection::new(after.is_some(), has_next);
-            conn.edges.extend(
-                rows.into_iter().map(|r| {
-                    Edge::new(ScoreCursor::encode(r.priority_score, r.id), Conversation(r))
-                }),
-            );
+            conn.edges.extend(rows.into_iter().map(|r| {
+                Edge::new(
+                    ScoreCursor::encode(r.priority_score, r.id),
+                    Conversation(r, wanted),
+                )
+            }));
             Ok(conn)
         }
         ConversationOrder::Due => {
@@ -889,13 +881,14 @@ async fn list_page(
                     NullOrdering::Last,
                 )
                 .order_by_asc(conversation::Column::Id);
-            let mut rows = fetch_page(ctx, q, page.first + 1).await?;
+            let (mut rows, wanted) = fetch_page(ctx, q, page.first + 1).await?;
             let has_next = rows.len() as u64 > page.first;
             rows.truncate(page.first as usize);
             let mut conn = Connection::new(after.is_some(), has_next);
             conn.edges.extend(
-                rows.into_iter()
-                    .map(|r| Edge::new(TimeCursor::encode(r.due_at, r.id), Conversation(r))),
+                rows.into_iter().map(|r| {
+                    Edge::new(TimeCursor::encode(r.due_at, r.id), Conversation(r, wanted))
+                }),
             );
             Ok(conn)
         }
@@ -949,7 +942,7 @@ async fn change_status(
     st.kv
         .conversation_changed(saved.workspace_id, saved.id, "updated")
         .await;
-    Ok(Conversation(saved))
+    Ok(Conversation::whole(saved))
 }
 
 #[derive(Default)]
@@ -1013,7 +1006,7 @@ impl ConversationMutation {
             .await?;
         txn.commit().await?;
         st.kv.conversation_changed(ws, saved.id, "updated").await;
-        Ok(Conversation(saved))
+        Ok(Conversation::whole(saved))
     }
 
     /// Shorthand for `setConversationStatus(RESOLVED)`.

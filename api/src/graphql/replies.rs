@@ -684,7 +684,7 @@ impl ReplyMutation {
             .await;
         Ok(TakeOfflinePayload {
             reply: Message(reply),
-            private_conversation: Conversation(private),
+            private_conversation: Conversation::whole(private),
         })
     }
 
