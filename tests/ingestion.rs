@@ -1015,28 +1015,40 @@ async fn a_page_read_by_column_position_equals_the_entities() {
         .await
         .unwrap();
     assert_eq!(alone, page().all(db).await.unwrap());
-    // Without its JSON columns: the rest of the row is the same.
-    let light = Wanted {
-        breakdown: false,
-        sla_targets: false,
-    };
-    let mut expected = alone.clone();
-    for c in &mut expected {
-        c.priority_breakdown = StoredBreakdown::unread();
-        c.sla_targets = None;
+    // Without one or both JSON columns: a NULL stands in their place and
+    // the rest of the row (the authors' columns after it too) is the same.
+    for (breakdown, sla_targets) in [(false, false), (true, false), (false, true)] {
+        let wanted = Wanted {
+            breakdown,
+            sla_targets,
+        };
+        let mut expected = alone.clone();
+        for c in &mut expected {
+            if !breakdown {
+                c.priority_breakdown = StoredBreakdown::unread();
+            }
+            if !sla_targets {
+                c.sla_targets = None;
+            }
+        }
+        assert_ne!(expected, alone, "{wanted:?} leaves something out");
+        let (without, authors): (Vec<_>, Vec<_>) =
+            rapport_store::pages::with_authors(db, page(), 10, wanted)
+                .await
+                .unwrap()
+                .into_iter()
+                .unzip();
+        assert_eq!(without, expected, "{wanted:?}");
+        let authors_by_name: Vec<_> = by_name.iter().map(|(_, a)| a.clone()).collect();
+        assert_eq!(authors, authors_by_name, "{wanted:?}");
+        assert_eq!(
+            rapport_store::pages::conversations(db, page(), 10, wanted)
+                .await
+                .unwrap(),
+            expected,
+            "{wanted:?}"
+        );
     }
-    let (without, _): (Vec<_>, Vec<_>) = rapport_store::pages::with_authors(db, page(), 10, light)
-        .await
-        .unwrap()
-        .into_iter()
-        .unzip();
-    assert_eq!(without, expected);
-    assert_eq!(
-        rapport_store::pages::conversations(db, page(), 10, light)
-            .await
-            .unwrap(),
-        expected
-    );
     // The limit written into the SQL applies.
     let first = rapport_store::pages::with_authors(db, page(), 1, Wanted::ALL)
         .await

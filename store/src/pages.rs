@@ -41,10 +41,6 @@ impl Wanted {
         breakdown: true,
         sla_targets: true,
     };
-
-    pub fn is_all(self) -> bool {
-        self == Self::ALL
-    }
 }
 
 /// At most `limit` rows of `page` (which must have no limit of its own).

@@ -312,11 +312,20 @@ impl Conversation {
         // Counted: the page's look-ahead should have seen the field.
         metrics::counter!("rapport_conversation_rereads_total").increment(1);
         let v = auth(ctx).viewer()?;
-        Ok(Cow::Owned(
-            v.scope
-                .find::<conversation::Entity, _>(&state(ctx).db, self.0.id)
-                .await?,
-        ))
+        let fresh = v
+            .scope
+            .find::<conversation::Entity, _>(&state(ctx).db, self.0.id)
+            .await?;
+        // Only the columns the page left out, so that the node's fields all
+        // describe the row the page read.
+        let mut row = self.0.clone();
+        if !self.1.breakdown {
+            row.priority_breakdown = fresh.priority_breakdown;
+        }
+        if !self.1.sla_targets {
+            row.sla_targets = fresh.sla_targets;
+        }
+        Ok(Cow::Owned(row))
     }
 }
 
