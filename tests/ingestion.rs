@@ -234,15 +234,7 @@ async fn bad_signatures_are_refused_and_leave_nothing_behind() {
         assert_eq!(code, 401, "{what}: {resp}");
     }
     assert_eq!(raw_count(&app).await, 0, "rejections store nothing");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("rapport_webhook_rejected_total{reason=\"signature_mismatch\"}"),
         "{metrics}"

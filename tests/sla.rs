@@ -456,15 +456,7 @@ async fn one_inbox_across_workspaces_in_due_order_without_weakening_isolation() 
     );
     // Each page read what its fields needed: nothing was read twice (in
     // this whole test process, where no test should cause a re-read).
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         !metrics.contains("rapport_conversation_rereads_total"),
         "{metrics}"

@@ -367,6 +367,19 @@ impl TestApp {
     }
 
     /// Runs an operation that must succeed; returns `data`.
+    /// The Prometheus text of `GET /metrics` (one recorder per process:
+    /// it counts every test of this binary).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn ok(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let r = self.gql(token, query, variables).await;
         assert!(r.get("errors").is_none(), "unexpected errors: {r}");
