@@ -449,6 +449,167 @@ async fn generic_events_land_in_every_workspace_whose_brand_they_mention() {
     );
 }
 
+/// One payload joining several known conversations (one of them resolved)
+/// and refreshing their authors: on PostgreSQL all of it is written in one
+/// statement per table, which must leave each row as its own update would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_payload_updates_each_joined_conversation_and_author() {
+    use rapport_store::entities::{author, conversation};
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
+    let deliver = async |events: Value| {
+        let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
+        let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
+        let (code, reply) = post(&app, &url, &[("x-rapport-signature", sig)], &body).await;
+        assert_eq!(code, 200, "{reply}");
+    };
+    let stored = async |n: u64| {
+        app.eventually("messages stored", async || {
+            (message::Entity::find().count(&app.state.db).await.unwrap() == n).then_some(())
+        })
+        .await
+    };
+    let event = |id: &str, author: &str, handle: &str, followers: u64, text: &str, at: &str| {
+        json!({ "id": id, "text": text, "published_at": at,
+                "author": { "id": author, "handle": handle, "followers": followers } })
+    };
+    deliver(json!([
+        event(
+            "1",
+            "u1",
+            "one",
+            10,
+            "what time do you open",
+            "2026-11-20T09:00:00Z"
+        ),
+        event(
+            "2",
+            "u2",
+            "two",
+            20,
+            "is there parking nearby",
+            "2026-11-20T09:00:00Z"
+        ),
+        event(
+            "3",
+            "u3",
+            "three",
+            30,
+            "do you sell gift cards",
+            "2026-11-20T09:00:00Z"
+        ),
+    ]))
+    .await;
+    stored(3).await;
+    let before: Vec<conversation::Model> = conversation::Entity::find()
+        .order_by_asc(conversation::Column::Id)
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(before.len(), 3);
+    let of = |handle_author: &str, rows: &[conversation::Model], authors: &[author::Model]| {
+        let a = authors
+            .iter()
+            .find(|a| a.external_id == handle_author)
+            .unwrap();
+        rows.iter().find(|c| c.author_id == a.id).unwrap().clone()
+    };
+    let authors = author::Entity::find().all(&app.state.db).await.unwrap();
+    let resolved = of("u2", &before, &authors);
+    app.ok(
+        Some(&s.access),
+        "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
+        json!({ "c": rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, resolved.id) }),
+    )
+    .await;
+
+    // One payload: an angry refund demand, a happy reply in the resolved
+    // conversation, a neutral follow-up; every author's profile changed
+    // (u3's reach kept, so its rank cannot rise).
+    let mut reply = event(
+        "5",
+        "u2",
+        "two",
+        200,
+        "Thanks, that was great help!",
+        "2026-11-20T10:05:00Z",
+    );
+    reply["in_reply_to"] = json!("2");
+    deliver(json!([
+        event(
+            "4",
+            "u1",
+            "one_renamed",
+            100,
+            "This is terrible, I want a refund now!",
+            "2026-11-20T10:00:00.123456Z"
+        ),
+        reply,
+        event("6", "u3", "three_new", 30, "ok", "2026-11-20T08:00:00Z"),
+    ]))
+    .await;
+    stored(6).await;
+    let after: Vec<conversation::Model> = conversation::Entity::find()
+        .order_by_asc(conversation::Column::Id)
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.iter().map(|c| c.id).collect::<Vec<_>>(),
+        before.iter().map(|c| c.id).collect::<Vec<_>>(),
+        "every message joined its author's conversation"
+    );
+    let authors = author::Entity::find()
+        .order_by_asc(author::Column::ExternalId)
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        authors
+            .iter()
+            .map(|a| (a.handle.as_str(), a.follower_count))
+            .collect::<Vec<_>>(),
+        [("one_renamed", 100), ("two", 200), ("three_new", 30)]
+    );
+    let ts = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+
+    let (old1, new1) = (of("u1", &before, &authors), of("u1", &after, &authors));
+    assert!(new1.priority_score > old1.priority_score, "{new1:?}");
+    assert_eq!(new1.priority_breakdown.0.urgency_matches, ["refund"]);
+    assert!(new1.sentiment.unwrap() < -0.05, "{new1:?}");
+    assert_eq!(new1.opening_sentiment, old1.opening_sentiment);
+    assert_eq!(
+        new1.last_customer_message_at,
+        ts("2026-11-20T10:00:00.123456Z")
+    );
+    assert!(new1.updated_at > old1.updated_at);
+    assert_eq!(new1.status, "OPEN");
+
+    let new2 = of("u2", &after, &authors);
+    assert_eq!(new2.status, "OPEN", "the customer's answer reopened it");
+    assert_eq!(new2.resolved_at, None);
+    assert_eq!(new2.resolution_business_s, None);
+    assert!(new2.sentiment.unwrap() > 0.05);
+    assert_eq!(new2.last_customer_message_at, ts("2026-11-20T10:05:00Z"));
+
+    // An older message does not move the last customer message back; a
+    // milder one keeps the conversation's rank and breakdown.
+    let (old3, new3) = (of("u3", &before, &authors), of("u3", &after, &authors));
+    assert_eq!(new3.last_customer_message_at, old3.last_customer_message_at);
+    assert_eq!(new3.priority_breakdown, old3.priority_breakdown);
+    assert_eq!(
+        message::Entity::find()
+            .filter(message::Column::ConversationId.eq(new3.id))
+            .count(&app.state.db)
+            .await
+            .unwrap(),
+        2
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_lost_from_redis_are_recovered_by_the_reconciler() {
     let app = TestApp::start().await; // no worker yet

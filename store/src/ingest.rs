@@ -5,7 +5,7 @@
 
 use crate::entities::conversation::StoredBreakdown;
 use crate::entities::{author, channel, conversation, message, workspace};
-use crate::sla;
+use crate::{batch, sla};
 use chrono::Utc;
 use rapport_domain::ingest::{ChannelKind, Inbound, InboundAuthor, Visibility};
 use rapport_domain::priority::{self, Breakdown, PriorityInput};
@@ -18,6 +18,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 use uuid::Uuid;
 
 pub const OPEN: &str = "OPEN";
@@ -306,9 +307,11 @@ pub async fn store_batch(
             .exec_without_returning(txn)
             .await?;
     }
-    for c in convs.into_values().filter(|c| c.dirty) {
-        c.save(txn).await?;
-    }
+    save_conversations(
+        txn,
+        convs.into_values().filter(|c| c.dirty).map(|c| c.model),
+    )
+    .await?;
     for chunk in messages.chunks(CHUNK / 2) {
         message::Entity::insert_many(chunk.to_vec())
             .on_conflict(
@@ -479,30 +482,104 @@ impl Conv {
         c.updated_at = now;
         self.dirty = true;
     }
+}
 
-    async fn save(self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
-        let c = self.model;
-        let mut am = conversation::ActiveModel {
-            id: sea_orm::ActiveValue::Unchanged(c.id),
-            ..Default::default()
-        };
-        am.priority = Set(c.priority);
-        am.priority_score = Set(c.priority_score);
-        am.priority_breakdown = Set(c.priority_breakdown);
-        am.sentiment = Set(c.sentiment);
-        am.recovered = Set(c.recovered);
-        am.last_customer_message_at = Set(c.last_customer_message_at);
-        am.status = Set(c.status);
-        am.resolved_at = Set(c.resolved_at);
-        am.resolution_business_s = Set(c.resolution_business_s);
-        am.next_response_due_at = Set(c.next_response_due_at);
-        am.first_response_due_at = Set(c.first_response_due_at);
-        am.resolution_due_at = Set(c.resolution_due_at);
-        am.due_at = Set(c.due_at);
-        am.sla_targets = Set(c.sla_targets);
-        am.updated_at = Set(c.updated_at);
-        am.update(txn).await.map(|_| ())
+/// What ingestion changes in a conversation it joins, for one batched
+/// update (`batch::Update`); `save_one` writes the same columns.
+const CONVERSATION_CHANGES: &[(&str, &str)] = &[
+    ("priority", "text"),
+    ("priority_score", "float8"),
+    ("priority_breakdown", "jsonb"),
+    ("sentiment", "float8"),
+    ("recovered", "boolean"),
+    ("last_customer_message_at", "timestamptz"),
+    ("status", "text"),
+    ("resolved_at", "timestamptz"),
+    ("resolution_business_s", "bigint"),
+    ("next_response_due_at", "timestamptz"),
+    ("first_response_due_at", "timestamptz"),
+    ("resolution_due_at", "timestamptz"),
+    ("due_at", "timestamptz"),
+    ("sla_targets", "jsonb"),
+    ("updated_at", "timestamptz"),
+];
+
+/// Writes the conversations a payload joined: one statement on PostgreSQL,
+/// one per conversation on SQLite (in process: no round trips to save).
+async fn save_conversations(
+    txn: &DatabaseTransaction,
+    changed: impl Iterator<Item = conversation::Model>,
+) -> Result<(), DbErr> {
+    static UPDATE: LazyLock<batch::Update> =
+        LazyLock::new(|| batch::Update::new("conversations", CONVERSATION_CHANGES));
+    if txn.get_database_backend() != DbBackend::Postgres {
+        for c in changed {
+            save_one(txn, c).await?;
+        }
+        return Ok(());
     }
+    let json = |v: Result<Value, serde_json::Error>| v.map_err(|e| DbErr::Json(e.to_string()));
+    let mut rows = Vec::new();
+    for c in changed {
+        let mut r = serde_json::Map::new();
+        r.insert("priority".into(), c.priority.into());
+        r.insert("priority_score".into(), c.priority_score.into());
+        r.insert(
+            "priority_breakdown".into(),
+            json(serde_json::to_value(&c.priority_breakdown))?,
+        );
+        r.insert("sentiment".into(), c.sentiment.into());
+        r.insert("recovered".into(), c.recovered.into());
+        r.insert(
+            "last_customer_message_at".into(),
+            batch::timestamp(c.last_customer_message_at),
+        );
+        r.insert("status".into(), c.status.into());
+        r.insert("resolved_at".into(), batch::timestamp_opt(c.resolved_at));
+        r.insert(
+            "resolution_business_s".into(),
+            c.resolution_business_s.into(),
+        );
+        for (k, t) in [
+            ("next_response_due_at", c.next_response_due_at),
+            ("first_response_due_at", c.first_response_due_at),
+            ("resolution_due_at", c.resolution_due_at),
+            ("due_at", c.due_at),
+        ] {
+            r.insert(k.into(), batch::timestamp_opt(t));
+        }
+        r.insert(
+            "sla_targets".into(),
+            json(serde_json::to_value(&c.sla_targets))?,
+        );
+        r.insert("updated_at".into(), batch::timestamp(c.updated_at));
+        rows.push((c.id, r));
+    }
+    UPDATE.run(txn, rows).await
+}
+
+/// One joined conversation's changes (`CONVERSATION_CHANGES`) by itself.
+async fn save_one(txn: &DatabaseTransaction, c: conversation::Model) -> Result<(), DbErr> {
+    let mut am = conversation::ActiveModel {
+        id: sea_orm::ActiveValue::Unchanged(c.id),
+        ..Default::default()
+    };
+    am.priority = Set(c.priority);
+    am.priority_score = Set(c.priority_score);
+    am.priority_breakdown = Set(c.priority_breakdown);
+    am.sentiment = Set(c.sentiment);
+    am.recovered = Set(c.recovered);
+    am.last_customer_message_at = Set(c.last_customer_message_at);
+    am.status = Set(c.status);
+    am.resolved_at = Set(c.resolved_at);
+    am.resolution_business_s = Set(c.resolution_business_s);
+    am.next_response_due_at = Set(c.next_response_due_at);
+    am.first_response_due_at = Set(c.first_response_due_at);
+    am.resolution_due_at = Set(c.resolution_due_at);
+    am.due_at = Set(c.due_at);
+    am.sla_targets = Set(c.sla_targets);
+    am.updated_at = Set(c.updated_at);
+    am.update(txn).await.map(|_| ())
 }
 
 /// Looks authors up by platform id, inserts the new ones (a concurrent
@@ -513,8 +590,9 @@ async fn upsert_authors<'a>(
     kind: ChannelKind,
     incoming: impl Iterator<Item = &'a InboundAuthor>,
 ) -> Result<HashMap<String, author::Model>, DbErr> {
-    // In platform-id order: concurrent payloads sharing authors then lock
-    // their rows (refreshes and inserts) in one order and cannot deadlock.
+    // New authors are inserted in platform-id order, known ones refreshed
+    // in id order: concurrent payloads sharing authors lock their rows in
+    // one order at each step and cannot deadlock on them.
     let mut latest: std::collections::BTreeMap<&str, &InboundAuthor> = Default::default();
     for a in incoming {
         latest.insert(a.external_id.as_str(), a);
@@ -535,6 +613,7 @@ async fn upsert_authors<'a>(
     let now = Utc::now();
     let followers = |a: &InboundAuthor| i64::try_from(a.followers).unwrap_or(i64::MAX);
     let mut missing = Vec::new();
+    let mut refreshed: Vec<author::Model> = Vec::new();
     for (id, a) in &latest {
         match found.get(*id) {
             None => missing.push(author::ActiveModel {
@@ -556,22 +635,23 @@ async fn upsert_authors<'a>(
                     || (followers(a) > 0 && existing.follower_count != followers(a))
                     || existing.verified != a.verified;
                 if changed {
-                    let mut am = existing.clone().into_active_model();
-                    am.handle = Set(a.handle.clone());
+                    let mut new = existing.clone();
+                    new.handle = a.handle.clone();
                     if a.name.is_some() {
-                        am.display_name = Set(a.name.clone());
+                        new.display_name = a.name.clone();
                     }
                     if followers(a) > 0 {
-                        am.follower_count = Set(followers(a));
+                        new.follower_count = followers(a);
                     }
-                    am.verified = Set(a.verified);
-                    am.updated_at = Set(now);
-                    let updated = am.update(txn).await?;
-                    found.insert(updated.external_id.clone(), updated);
+                    new.verified = a.verified;
+                    new.updated_at = now;
+                    refreshed.push(new);
                 }
             }
         }
     }
+    refresh_authors(txn, &refreshed).await?;
+    found.extend(refreshed.into_iter().map(|a| (a.external_id.clone(), a)));
     for chunk in missing.chunks(CHUNK / 2) {
         for a in author::Entity::insert_many(chunk.to_vec())
             .on_conflict(
@@ -590,6 +670,49 @@ async fn upsert_authors<'a>(
         }
     }
     Ok(found)
+}
+
+/// Writes authors' refreshed profiles: one statement on PostgreSQL (rows
+/// locked in id order), one per author elsewhere.
+async fn refresh_authors(
+    txn: &DatabaseTransaction,
+    refreshed: &[author::Model],
+) -> Result<(), DbErr> {
+    static UPDATE: LazyLock<batch::Update> = LazyLock::new(|| {
+        batch::Update::new(
+            "authors",
+            &[
+                ("handle", "text"),
+                ("display_name", "text"),
+                ("follower_count", "bigint"),
+                ("verified", "boolean"),
+                ("updated_at", "timestamptz"),
+            ],
+        )
+    });
+    if txn.get_database_backend() != DbBackend::Postgres {
+        for a in refreshed {
+            a.clone()
+                .into_active_model()
+                .reset_all()
+                .update(txn)
+                .await?;
+        }
+        return Ok(());
+    }
+    let rows = refreshed
+        .iter()
+        .map(|a| {
+            let mut r = serde_json::Map::new();
+            r.insert("handle".into(), a.handle.clone().into());
+            r.insert("display_name".into(), a.display_name.clone().into());
+            r.insert("follower_count".into(), a.follower_count.into());
+            r.insert("verified".into(), a.verified.into());
+            r.insert("updated_at".into(), batch::timestamp(a.updated_at));
+            (a.id, r)
+        })
+        .collect();
+    UPDATE.run(txn, rows).await
 }
 
 /// Where one message lands: its channel's workspace, or for keyword-routed

@@ -2,6 +2,7 @@
 //! and migrations, entities, the tenancy scope every query goes through,
 //! storage errors, and Redis keys.
 
+pub mod batch;
 pub mod db;
 pub mod entities;
 pub mod errors;

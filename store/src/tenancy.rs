@@ -189,6 +189,34 @@ pub async fn begin_for_agency(
     db: &DatabaseConnection,
     agency_id: Uuid,
 ) -> StoreResult<DatabaseTransaction> {
+    begin(db, agency_id, Commit::Durable).await
+}
+
+/// Like [`begin_for_agency`], for work re-derived from rows already
+/// durable: ingestion, whose every effect commits together with marking its
+/// raw event processed. Its commit does not wait for the write-ahead log to
+/// reach the disk (`synchronous_commit = off` for this transaction): a
+/// server crash may lose the last fraction of a second of such commits,
+/// which leaves their raw events PENDING and the reconciler redoes them.
+/// A crash never leaves half a commit, so nothing is lost or doubled.
+pub async fn begin_rederivable_for_agency(
+    db: &DatabaseConnection,
+    agency_id: Uuid,
+) -> StoreResult<DatabaseTransaction> {
+    begin(db, agency_id, Commit::Rederivable).await
+}
+
+#[derive(PartialEq)]
+enum Commit {
+    Durable,
+    Rederivable,
+}
+
+async fn begin(
+    db: &DatabaseConnection,
+    agency_id: Uuid,
+    commit: Commit,
+) -> StoreResult<DatabaseTransaction> {
     let txn = if db.get_database_backend() == DbBackend::Sqlite {
         // SQLite: take the write lock up front. A deferred transaction that
         // reads and then writes fails at once ("database is locked") when
@@ -203,10 +231,16 @@ pub async fn begin_for_agency(
     };
     if txn.get_database_backend() == DbBackend::Postgres {
         // One round trip: `role` is a setting like any other, and
-        // `is_local = true` scopes both to this transaction (SET LOCAL).
+        // `is_local = true` scopes each to this transaction (SET LOCAL).
+        let sql = if commit == Commit::Rederivable {
+            "SELECT set_config('role', $1, true), set_config('rapport.agency_id', $2, true), \
+             set_config('synchronous_commit', 'off', true)"
+        } else {
+            "SELECT set_config('role', $1, true), set_config('rapport.agency_id', $2, true)"
+        };
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT set_config('role', $1, true), set_config('rapport.agency_id', $2, true)",
+            sql,
             [APP_ROLE.into(), agency_id.to_string().into()],
         ))
         .await?;

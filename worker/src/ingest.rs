@@ -12,7 +12,7 @@ use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
 use rapport_store::ingest::{announce, store_batch, targets};
 use rapport_store::raw_events::{FAILED, PROCESSED};
-use rapport_store::tenancy::begin_for_agency;
+use rapport_store::tenancy::begin_rederivable_for_agency;
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::Value;
@@ -57,7 +57,7 @@ impl Ingestor {
                 return Ok(());
             }
         };
-        let txn = begin_for_agency(&self.db, raw.agency_id).await?;
+        let txn = begin_rederivable_for_agency(&self.db, raw.agency_id).await?;
         // The channel's own workspace (even archived: nothing is dropped),
         // and for keyword-routed sources every active one of the agency.
         let own = workspace::Column::Id.eq(ch.workspace_id);
