@@ -16,8 +16,9 @@ mod common;
 
 use common::*;
 use rapport_domain::ingest::signature::generic_sign;
-use rapport_store::entities::message;
-use sea_orm::{EntityTrait, PaginatorTrait};
+use rapport_store::entities::{message, raw_event};
+use rapport_store::raw_events::PENDING;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use std::process::Child;
 use std::sync::Arc;
@@ -118,13 +119,23 @@ async fn run() {
         latencies
     };
     let stored = async || message::Entity::find().count(&app.state.db).await.unwrap();
+    // Polls the pending raw events (an index probe), and counts the
+    // messages only once none is left: counting every 50 ms cost
+    // PostgreSQL a tenth of what the phase measures.
+    let pending = async || {
+        raw_event::Entity::find()
+            .filter(raw_event::Column::Status.eq(PENDING))
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .is_some()
+    };
     let wait_for = async |target: u64, children: &[Child], peak_kb: &mut u64| {
         loop {
             for c in children {
                 *peak_kb = (*peak_kb).max(status_kb(c.id(), "VmHWM:"));
             }
-            let n = stored().await;
-            if n >= target {
+            if !pending().await && stored().await >= target {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
