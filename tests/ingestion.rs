@@ -472,6 +472,13 @@ async fn one_payload_updates_each_joined_conversation_and_author() {
         })
         .await
     };
+    let all_conversations = async || {
+        conversation::Entity::find()
+            .order_by_asc(conversation::Column::Id)
+            .all(&app.state.db)
+            .await
+            .unwrap()
+    };
     let event = |id: &str, author: &str, handle: &str, followers: u64, text: &str, at: &str| {
         json!({ "id": id, "text": text, "published_at": at,
                 "author": { "id": author, "handle": handle, "followers": followers } })
@@ -504,16 +511,12 @@ async fn one_payload_updates_each_joined_conversation_and_author() {
     ]))
     .await;
     stored(3).await;
-    let before: Vec<conversation::Model> = conversation::Entity::find()
-        .order_by_asc(conversation::Column::Id)
-        .all(&app.state.db)
-        .await
-        .unwrap();
+    let before = all_conversations().await;
     assert_eq!(before.len(), 3);
-    let of = |handle_author: &str, rows: &[conversation::Model], authors: &[author::Model]| {
+    let of = |external_id: &str, rows: &[conversation::Model], authors: &[author::Model]| {
         let a = authors
             .iter()
-            .find(|a| a.external_id == handle_author)
+            .find(|a| a.external_id == external_id)
             .unwrap();
         rows.iter().find(|c| c.author_id == a.id).unwrap().clone()
     };
@@ -552,11 +555,7 @@ async fn one_payload_updates_each_joined_conversation_and_author() {
     ]))
     .await;
     stored(6).await;
-    let after: Vec<conversation::Model> = conversation::Entity::find()
-        .order_by_asc(conversation::Column::Id)
-        .all(&app.state.db)
-        .await
-        .unwrap();
+    let after = all_conversations().await;
     assert_eq!(
         after.iter().map(|c| c.id).collect::<Vec<_>>(),
         before.iter().map(|c| c.id).collect::<Vec<_>>(),
