@@ -126,6 +126,9 @@ struct Common {
     /// worker claims it (the first is presumed dead).
     #[arg(long, env = "RAPPORT_CLAIM_IDLE_SECS", default_value_t = 60)]
     claim_idle_secs: u64,
+    /// Worker: raw events of one channel stored in one transaction, at most.
+    #[arg(long, env = "RAPPORT_INGEST_GROUP", default_value_t = 16)]
+    ingest_group: usize,
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
     redis_prefix: String,
@@ -356,6 +359,7 @@ async fn run_worker(
     tokio::spawn(publisher.clone().run(shutdown.clone()));
     let config = WorkerConfig {
         claim_idle: std::time::Duration::from_secs(c.claim_idle_secs.max(1)),
+        group: c.ingest_group.max(1),
         ..WorkerConfig::default()
     };
     Worker::new(kv.clone(), handlers(db, kv, publisher), config)

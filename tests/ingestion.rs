@@ -610,6 +610,106 @@ async fn one_payload_updates_each_joined_conversation_and_author() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_read_together_share_a_transaction_and_a_failing_one_fails_alone() {
+    use rapport_store::raw_events::PENDING;
+    use rapport_worker::ingest::Ingestor;
+    use sea_orm::{ColumnTrait, ConnectionTrait, QueryFilter, QueryOrder};
+    // No worker: the test hands the raw events to the ingestor itself.
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
+    // Delivers one payload; returns its job's payload.
+    let deliver = async |id: &str, author: &str, text: &str, reply_to: Option<&str>| {
+        let mut event = json!({ "id": id, "text": text, "published_at": "2026-11-20T09:00:00Z",
+                                "author": { "id": author, "handle": author, "followers": 10 } });
+        if let Some(parent) = reply_to {
+            event["in_reply_to"] = json!(parent);
+        }
+        let body = serde_json::to_vec(&json!({ "events": [event] })).unwrap();
+        let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
+        let (code, reply) = post(&app, &url, &[("x-rapport-signature", sig)], &body).await;
+        assert_eq!(code, 200, "{reply}");
+        let raw = raw_event::Entity::find()
+            .order_by_desc(raw_event::Column::CreatedAt)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        json!({ "raw_event_id": raw.id })
+    };
+    let message = async |external_id: &str| {
+        message::Entity::find()
+            .filter(message::Column::ExternalId.eq(external_id))
+            .one(&app.state.db)
+            .await
+            .unwrap()
+    };
+    let ingestor = Ingestor {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+    };
+
+    // A question, another author's answer to it, an unknown raw event: the
+    // two known ones commit together (one receipt time), the answer joins
+    // the question's conversation, the unknown one fails for good.
+    let a = deliver("a1", "ann", "what time do you open", None).await;
+    let b = deliver("b1", "bob", "they open at nine", Some("a1")).await;
+    let unknown = json!({ "raw_event_id": uuid::Uuid::now_v7() });
+    let results = ingestor.handle_many(vec![a.clone(), b, unknown]).await;
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    let err = results[2].as_ref().unwrap_err();
+    assert!(
+        err.downcast_ref::<rapport_worker::Permanent>().is_some(),
+        "{err:#}"
+    );
+    let (a1, b1) = (message("a1").await.unwrap(), message("b1").await.unwrap());
+    assert_eq!(a1.received_at, b1.received_at, "one transaction");
+    assert_eq!(a1.conversation_id, b1.conversation_id);
+    // Handed over again (a redelivery): nothing twice.
+    assert!(ingestor.handle_many(vec![a]).await[0].is_ok());
+    assert_eq!(
+        message::Entity::find().count(&app.state.db).await.unwrap(),
+        2
+    );
+
+    // A message the database refuses fails its transaction: the other
+    // events of the group are stored one by one, the refused one stays
+    // pending for a retry (its job fails, not permanently).
+    let refuse = if is_postgres() {
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.body = 'poison' THEN RAISE EXCEPTION 'poison refused'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_poison();"
+    } else {
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poison refused'); END;"
+    };
+    app.state.db.execute_unprepared(refuse).await.unwrap();
+    let c = deliver("c1", "cat", "do you sell gift cards", None).await;
+    let poison = deliver("p1", "pat", "poison", None).await;
+    let d = deliver("d1", "dan", "is there parking", None).await;
+    let results = ingestor.handle_many(vec![c, poison, d]).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    let err = results[1].as_ref().unwrap_err();
+    assert!(
+        err.downcast_ref::<rapport_worker::Permanent>().is_none(),
+        "{err:#}"
+    );
+    assert!(format!("{err:#}").contains("poison refused"), "{err:#}");
+    assert!(message("c1").await.is_some() && message("d1").await.is_some());
+    assert!(message("p1").await.is_none());
+    assert_eq!(
+        raw_event::Entity::find()
+            .filter(raw_event::Column::Status.eq(PENDING))
+            .count(&app.state.db)
+            .await
+            .unwrap(),
+        1,
+        "only the refused event waits for a retry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_lost_from_redis_are_recovered_by_the_reconciler() {
     let app = TestApp::start().await; // no worker yet
     let s = app.sign_up("Acme", "a@acme.test").await;

@@ -22,6 +22,7 @@ fn config(name: &str) -> WorkerConfig {
         claim_idle: Duration::from_millis(300),
         max_deliveries: 3,
         concurrency: 4,
+        group: 4,
     }
 }
 
@@ -122,6 +123,69 @@ async fn jobs_are_handled_retried_dead_lettered_and_shutdown_is_graceful() {
         matches!(stopped, Ok(Ok(Ok(())))),
         "worker stops on shutdown"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_kind_are_handed_over_together_and_settled_one_by_one() {
+    let redis = TestRedis::new();
+    let kv = redis.kv().await;
+    // Queued before the worker starts: read in one batch of 16.
+    for n in 0..10 {
+        jobs::enqueue(&kv, "sum", &json!({ "n": n })).await.unwrap();
+    }
+    let _: () = redis::cmd("XADD")
+        .arg(kv.key(STREAM))
+        .arg("*")
+        .arg("kind")
+        .arg("sum")
+        .arg("payload")
+        .arg("not json")
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap();
+    let groups = Arc::new(std::sync::Mutex::new(Vec::<Vec<u64>>::new()));
+    let registry = {
+        let groups = groups.clone();
+        Registry::new().on_many("sum", move |payloads| {
+            let groups = groups.clone();
+            async move {
+                let ns: Vec<u64> = payloads.iter().map(|p| p["n"].as_u64().unwrap()).collect();
+                groups.lock().unwrap().push(ns.clone());
+                ns.iter()
+                    .map(|&n| {
+                        if n == 7 {
+                            Err(anyhow::anyhow!("seven refused"))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .collect()
+            }
+        })
+    };
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::spawn(Worker::new(kv.clone(), registry, config("w3")).run(rx));
+    // The failing job is retried alone until max_deliveries; the
+    // unreadable one is dead at once; the others are acknowledged.
+    eventually("two dead letters, all acknowledged", async || {
+        xlen(&kv, DEAD_LETTERS).await == 2 && pending(&kv).await == 0
+    })
+    .await;
+    tx.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+    let groups = groups.lock().unwrap().clone();
+    let first: Vec<u64> = groups.iter().take(3).flatten().copied().collect();
+    assert_eq!(
+        first,
+        (0..10).collect::<Vec<_>>(),
+        "in stream order: {groups:?}"
+    );
+    assert_eq!(
+        groups.iter().take(3).map(Vec::len).collect::<Vec<_>>(),
+        [4, 4, 2],
+        "at most `group` (4) at a time: {groups:?}"
+    );
+    assert_eq!(groups[3..], [vec![7], vec![7]], "only the failed job again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

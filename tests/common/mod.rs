@@ -208,6 +208,7 @@ pub fn fast_worker_config(name: &str) -> rapport_worker::WorkerConfig {
         claim_idle: std::time::Duration::from_millis(500),
         max_deliveries: 3,
         concurrency: 4,
+        group: 8,
     }
 }
 

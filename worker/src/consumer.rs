@@ -1,6 +1,6 @@
 //! The consumer loop over the job stream.
 
-use crate::registry::{Permanent, Registry};
+use crate::registry::{ManyFn, Permanent, Registry};
 use anyhow::Context;
 use futures_util::StreamExt;
 use rapport_store::Kv;
@@ -21,8 +21,11 @@ pub struct WorkerConfig {
     pub claim_idle: Duration,
     /// Deliveries after which a failing job goes to the dead-letter stream.
     pub max_deliveries: u64,
-    /// Jobs of one batch processed at the same time.
+    /// Units of one batch processed at the same time.
     pub concurrency: usize,
+    /// At most this many jobs of one kind go to a handler together (for
+    /// kinds registered with `Registry::on_many`).
+    pub group: usize,
 }
 
 impl Default for WorkerConfig {
@@ -38,6 +41,7 @@ impl Default for WorkerConfig {
             claim_idle: Duration::from_secs(60),
             max_deliveries: 5,
             concurrency: 8,
+            group: 16,
         }
     }
 }
@@ -53,6 +57,22 @@ struct Job {
     id: String,
     kind: String,
     payload: String,
+}
+
+/// What runs as one: a job, or jobs of one kind handled together.
+enum Unit {
+    One(Job),
+    Many(ManyFn, Vec<Job>),
+}
+
+/// A job's outcome; `Err((error, permanent))`: a permanent failure is not retried.
+type Outcome = Result<(), (String, bool)>;
+
+fn outcome_of(r: anyhow::Result<()>) -> Outcome {
+    r.map_err(|e| {
+        let permanent = e.downcast_ref::<Permanent>().is_some();
+        (format!("{e:#}"), permanent)
+    })
 }
 
 impl Worker {
@@ -106,14 +126,16 @@ impl Worker {
                     _ = shutdown.changed() => break,
                 }
             }
-            // A batch runs concurrently; each job is acknowledged on its own
-            // when done, so a crash mid-batch redelivers only unfinished ones.
+            // A batch runs concurrently, in units: one job, or up to `group`
+            // jobs of a kind whose handler takes them together. Each job is
+            // acknowledged on its own when done, so a crash mid-batch
+            // redelivers only unfinished ones.
             let this = &self;
-            let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(jobs)
-                .map(|job| {
+            let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(self.units(jobs))
+                .map(|unit| {
                     let mut conn = conn.clone();
                     let stream = stream.clone();
-                    async move { this.process(&mut conn, &stream, job).await }
+                    async move { this.process(&mut conn, &stream, unit).await }
                 })
                 .buffer_unordered(self.config.concurrency.max(1))
                 .collect()
@@ -149,22 +171,78 @@ impl Worker {
         }
     }
 
+    /// Splits a batch into units, in stream order within each unit.
+    fn units(&self, jobs: Vec<Job>) -> Vec<Unit> {
+        let mut units = Vec::new();
+        let mut together: Vec<(String, ManyFn, Vec<Job>)> = Vec::new();
+        for job in jobs {
+            let Some(handler) = self.registry.many(&job.kind) else {
+                units.push(Unit::One(job));
+                continue;
+            };
+            match together.iter_mut().find(|(k, ..)| *k == job.kind) {
+                Some((_, _, jobs)) => jobs.push(job),
+                None => together.push((job.kind.clone(), handler, vec![job])),
+            }
+        }
+        for (_, handler, jobs) in together {
+            let mut jobs = jobs.into_iter().peekable();
+            while jobs.peek().is_some() {
+                let chunk: Vec<Job> = jobs.by_ref().take(self.config.group.max(1)).collect();
+                units.push(Unit::Many(handler.clone(), chunk));
+            }
+        }
+        units
+    }
+
     async fn process(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         stream: &str,
-        job: Job,
+        unit: Unit,
     ) -> anyhow::Result<()> {
-        // Err((error, permanent)): a permanent failure is not retried.
-        let payload: Option<serde_json::Value> = serde_json::from_str(&job.payload).ok();
-        let outcome: Result<(), (String, bool)> = match (self.registry.get(&job.kind), &payload) {
-            (None, _) => Err((format!("no handler for job kind {:?}", job.kind), true)),
-            (_, None) => Err(("payload is not JSON".to_string(), true)),
-            (Some(handler), Some(p)) => handler(p.clone()).await.map_err(|e| {
-                let permanent = e.downcast_ref::<Permanent>().is_some();
-                (format!("{e:#}"), permanent)
-            }),
-        };
+        match unit {
+            Unit::One(job) => {
+                let payload: Option<serde_json::Value> = serde_json::from_str(&job.payload).ok();
+                let outcome = match (self.registry.get(&job.kind), &payload) {
+                    (None, _) => Err((format!("no handler for job kind {:?}", job.kind), true)),
+                    (_, None) => Err(("payload is not JSON".to_string(), true)),
+                    (Some(handler), Some(p)) => outcome_of(handler(p.clone()).await),
+                };
+                self.settle(conn, stream, job, payload, outcome).await
+            }
+            Unit::Many(handler, jobs) => {
+                let payloads: Vec<Option<serde_json::Value>> = jobs
+                    .iter()
+                    .map(|j| serde_json::from_str(&j.payload).ok())
+                    .collect();
+                let mut results = handler(payloads.iter().flatten().cloned().collect())
+                    .await
+                    .into_iter();
+                for (job, payload) in jobs.into_iter().zip(payloads) {
+                    let outcome = match &payload {
+                        None => Err(("payload is not JSON".to_string(), true)),
+                        Some(_) => results.next().map_or_else(
+                            || Err(("the handler returned no result".to_string(), false)),
+                            outcome_of,
+                        ),
+                    };
+                    self.settle(conn, stream, job, payload, outcome).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Acknowledges a job done, or retries or dead-letters a failed one.
+    async fn settle(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        stream: &str,
+        job: Job,
+        payload: Option<serde_json::Value>,
+        outcome: Outcome,
+    ) -> anyhow::Result<()> {
         let dead = match &outcome {
             Ok(()) => false,
             Err((why, permanent)) => {

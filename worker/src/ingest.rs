@@ -1,13 +1,14 @@
 //! The ingestion job: a raw event becomes deduplicated messages from
-//! upserted authors, threaded into conversations and ranked. All of one raw
+//! upserted authors, threaded into conversations and ranked. All of a raw
 //! event's effects commit in one transaction together with marking it
-//! processed, so a crash at any point means a clean retry: at-least-once
-//! delivery, exactly-once effect.
+//! processed (events of one channel read together share that
+//! transaction), so a crash at any point means a clean retry:
+//! at-least-once delivery, exactly-once effect.
 
 use crate::registry::Permanent;
 use anyhow::Context;
 use chrono::Utc;
-use rapport_domain::ingest::{self, ChannelKind};
+use rapport_domain::ingest::{self, ChannelKind, Inbound};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
 use rapport_store::ingest::{announce, store_batch, targets};
@@ -16,6 +17,7 @@ use rapport_store::tenancy::begin_rederivable_for_agency;
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::Value;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -32,37 +34,145 @@ fn raw_id(payload: &Value) -> anyhow::Result<Uuid> {
         .ok_or_else(|| Permanent("job has no raw_event_id".into()).into())
 }
 
+/// A parsed raw event waiting to be stored.
+struct Parsed {
+    /// Its place among the payloads handed over.
+    at: usize,
+    raw_id: Uuid,
+    inbound: Vec<Inbound>,
+}
+
 impl Ingestor {
+    /// One raw event.
     pub async fn handle(&self, payload: Value) -> anyhow::Result<()> {
-        let id = raw_id(&payload)?;
-        let raw = raw_event::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| Permanent(format!("raw event {id} does not exist")))?;
-        if raw.status != rapport_store::raw_events::PENDING {
-            return Ok(()); // processed (or dead) already: a redelivery
-        }
-        let ch = channel::Entity::find_by_id(raw.channel_id)
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| Permanent("channel of the raw event is gone".into()))?;
-        let kind = ChannelKind::parse(&ch.kind).map_err(|e| Permanent(e.to_string()))?;
-        let inbound = match ingest::parse(kind, &raw.body, &ch.external_account_id, raw.created_at)
-        {
-            Ok(m) => m,
+        self.handle_many(vec![payload])
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Raw events read together from the stream: each channel's events are
+    /// stored in one transaction (a dozen statements for all of them
+    /// instead of a dozen each). If that transaction fails, each of its
+    /// events is tried alone, so one bad event fails only itself. One
+    /// result per payload, in order.
+    pub async fn handle_many(&self, payloads: Vec<Value>) -> Vec<anyhow::Result<()>> {
+        let mut results: Vec<anyhow::Result<()>> = payloads.iter().map(|_| Ok(())).collect();
+        let groups = match self.parse_all(&payloads, &mut results).await {
+            Ok(groups) => groups,
             Err(e) => {
-                // Retrying cannot fix a payload: it is a dead letter now.
-                self.mark_failed(raw.id, &e.to_string()).await?;
-                metrics::counter!("rapport_ingest_unparseable_total").increment(1);
-                return Ok(());
+                return payloads
+                    .iter()
+                    .map(|_| Err(anyhow::anyhow!("{e:#}")))
+                    .collect();
             }
         };
-        let txn = begin_rederivable_for_agency(&self.db, raw.agency_id).await?;
+        for (ch, kind, events) in groups {
+            if events.len() > 1 {
+                match self.store(&ch, kind, &events).await {
+                    Ok(true) => continue,
+                    Ok(false) => {} // another worker took some of them
+                    Err(e) => {
+                        tracing::debug!(error = %format!("{e:#}"), events = events.len(), "storing raw events together failed; one by one");
+                    }
+                }
+            }
+            for one in events.chunks(1) {
+                results[one[0].at] = self.store(&ch, kind, one).await.map(|_| ());
+            }
+        }
+        results
+    }
+
+    /// Reads the raw events and their channels (one query each) and parses
+    /// every pending event; the others get their result here. Returns the
+    /// pending events by channel, in stream order.
+    async fn parse_all(
+        &self,
+        payloads: &[Value],
+        results: &mut [anyhow::Result<()>],
+    ) -> anyhow::Result<Vec<(channel::Model, ChannelKind, Vec<Parsed>)>> {
+        let ids: Vec<Option<Uuid>> = payloads.iter().map(|p| raw_id(p).ok()).collect();
+        let raws: HashMap<Uuid, raw_event::Model> = raw_event::Entity::find()
+            .filter(raw_event::Column::Id.is_in(ids.iter().flatten().copied()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let channels: HashMap<Uuid, channel::Model> = channel::Entity::find()
+            .filter(channel::Column::Id.is_in(raws.values().map(|r| r.channel_id)))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
+        let mut groups: Vec<(channel::Model, ChannelKind, Vec<Parsed>)> = Vec::new();
+        for (at, id) in ids.into_iter().enumerate() {
+            let found = id
+                .ok_or_else(|| Permanent("job has no raw_event_id".into()))
+                .and_then(|id| {
+                    raws.get(&id)
+                        .ok_or_else(|| Permanent(format!("raw event {id} does not exist")))
+                });
+            let raw = match found {
+                Ok(raw) => raw,
+                Err(e) => {
+                    results[at] = Err(e.into());
+                    continue;
+                }
+            };
+            if raw.status != rapport_store::raw_events::PENDING {
+                continue; // processed (or dead) already: a redelivery
+            }
+            let Some(ch) = channels.get(&raw.channel_id) else {
+                results[at] = Err(Permanent("channel of the raw event is gone".into()).into());
+                continue;
+            };
+            let kind = match ChannelKind::parse(&ch.kind) {
+                Ok(kind) => kind,
+                Err(e) => {
+                    results[at] = Err(Permanent(e.to_string()).into());
+                    continue;
+                }
+            };
+            match ingest::parse(kind, &raw.body, &ch.external_account_id, raw.created_at) {
+                Ok(inbound) => {
+                    let parsed = Parsed {
+                        at,
+                        raw_id: raw.id,
+                        inbound,
+                    };
+                    match groups.iter_mut().find(|(c, ..)| c.id == ch.id) {
+                        Some((_, _, events)) => events.push(parsed),
+                        None => groups.push((ch.clone(), kind, vec![parsed])),
+                    }
+                }
+                Err(e) => {
+                    // Retrying cannot fix a payload: it is a dead letter now.
+                    results[at] = self.mark_failed(raw.id, &e.to_string()).await;
+                    metrics::counter!("rapport_ingest_unparseable_total").increment(1);
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Stores one channel's parsed events and marks them processed, in one
+    /// transaction. `Ok(false)`: another worker processed one of them
+    /// first (nothing was written).
+    async fn store(
+        &self,
+        ch: &channel::Model,
+        kind: ChannelKind,
+        events: &[Parsed],
+    ) -> anyhow::Result<bool> {
+        let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
         // The channel's own workspace (even archived: nothing is dropped),
         // and for keyword-routed sources every active one of the agency.
         let own = workspace::Column::Id.eq(ch.workspace_id);
         let workspaces = workspace::Entity::find()
-            .filter(workspace::Column::AgencyId.eq(raw.agency_id))
+            .filter(workspace::Column::AgencyId.eq(ch.agency_id))
             .filter(if kind.routes_by_keywords() {
                 Condition::any()
                     .add(own)
@@ -72,30 +182,31 @@ impl Ingestor {
             })
             .all(&txn)
             .await?;
-        let items: Vec<_> = inbound
+        let items: Vec<_> = events
             .iter()
+            .flat_map(|e| &e.inbound)
             .flat_map(|m| {
-                targets(kind, &ch, &workspaces, &m.text)
+                targets(kind, ch, &workspaces, &m.text)
                     .into_iter()
                     .map(move |ws| (ws, m))
             })
             .collect();
-        let stored = store_batch(&txn, &ch, kind, &items).await?;
+        let stored = store_batch(&txn, ch, kind, &items).await?;
         // Conditional: of two workers racing on one event, one commits.
         let done = raw_event::Entity::update_many()
             .col_expr(raw_event::Column::Status, Expr::value(PROCESSED))
             .col_expr(raw_event::Column::ProcessedAt, Expr::value(Utc::now()))
-            .filter(raw_event::Column::Id.eq(raw.id))
+            .filter(raw_event::Column::Id.is_in(events.iter().map(|e| e.raw_id)))
             .filter(raw_event::Column::Status.eq(rapport_store::raw_events::PENDING))
             .exec(&txn)
             .await?;
-        if done.rows_affected != 1 {
-            return Ok(()); // dropped: rolls back; someone else did it
+        if done.rows_affected != events.len() as u64 {
+            return Ok(false); // dropped: rolls back
         }
-        txn.commit().await.context("committing an ingested event")?;
+        txn.commit().await.context("committing ingested events")?;
         metrics::counter!("rapport_messages_ingested_total").increment(stored.touched.len() as u64);
         announce(&self.kv, &stored.timers, &stored.touched).await;
-        Ok(())
+        Ok(true)
     }
 
     /// Marks a raw event as a dead letter the agency can see and retry.

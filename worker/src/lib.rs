@@ -30,9 +30,9 @@ pub fn handlers(db: DatabaseConnection, kv: Kv, publisher: Arc<publish::Publishe
             let publisher = publisher.clone();
             async move { publisher.handle(p).await }
         })
-        .on(INGEST, move |p| {
+        .on_many(INGEST, move |p| {
             let i = ingestor.clone();
-            async move { i.handle(p).await }
+            async move { i.handle_many(p).await }
         })
         .on_dead(INGEST, move |p, e| {
             let i = on_dead.clone();

@@ -10,6 +10,8 @@ use std::sync::Arc;
 pub type JobFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 type HandlerFn = Arc<dyn Fn(serde_json::Value) -> JobFuture + Send + Sync>;
 type DeadFn = Arc<dyn Fn(serde_json::Value, String) -> JobFuture + Send + Sync>;
+pub type ManyFuture = Pin<Box<dyn Future<Output = Vec<anyhow::Result<()>>> + Send>>;
+pub(crate) type ManyFn = Arc<dyn Fn(Vec<serde_json::Value>) -> ManyFuture + Send + Sync>;
 
 /// A failure that retrying cannot fix (unreadable job, missing row): the
 /// job goes to the dead letters at once instead of after every retry.
@@ -28,6 +30,7 @@ impl std::error::Error for Permanent {}
 pub struct Registry {
     handlers: HashMap<String, HandlerFn>,
     dead: HashMap<String, DeadFn>,
+    many: HashMap<String, ManyFn>,
 }
 
 impl Registry {
@@ -41,6 +44,20 @@ impl Registry {
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         self.handlers
+            .insert(kind.to_string(), Arc::new(move |p| Box::pin(handler(p))));
+        self
+    }
+
+    /// Jobs of `kind` read together are handed over together (up to the
+    /// worker's `group` at a time), so a handler can do their work in one
+    /// transaction; it returns one result per payload, in order. Takes
+    /// precedence over `on` for this kind.
+    pub fn on_many<F, Fut>(mut self, kind: &str, handler: F) -> Self
+    where
+        F: Fn(Vec<serde_json::Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<anyhow::Result<()>>> + Send + 'static,
+    {
+        self.many
             .insert(kind.to_string(), Arc::new(move |p| Box::pin(handler(p))));
         self
     }
@@ -60,11 +77,18 @@ impl Registry {
     }
 
     pub fn kinds(&self) -> impl Iterator<Item = &str> {
-        self.handlers.keys().map(String::as_str)
+        self.handlers
+            .keys()
+            .chain(self.many.keys().filter(|k| !self.handlers.contains_key(*k)))
+            .map(String::as_str)
     }
 
     pub(crate) fn get(&self, kind: &str) -> Option<HandlerFn> {
         self.handlers.get(kind).cloned()
+    }
+
+    pub(crate) fn many(&self, kind: &str) -> Option<ManyFn> {
+        self.many.get(kind).cloned()
     }
 
     pub(crate) fn dead(&self, kind: &str) -> Option<DeadFn> {
