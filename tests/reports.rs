@@ -849,6 +849,46 @@ async fn rollup_slots_and_row_edges_agree() {
         assert_eq!(&app.ok(Some(&s.access), REPORT_ALL, w.clone()).await, b);
     }
 
+    // A slot counted before and changed since is counted again: its rows
+    // replaced, not added to (this once failed on the primary key).
+    if is_postgres() {
+        use rapport_store::entities::conversation;
+        use sea_orm::ConnectionTrait;
+        let c = conversation::Entity::find()
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut am = c.clone().into_active_model();
+        am.priority = Set(if c.priority == "URGENT" {
+            "LOW"
+        } else {
+            "URGENT"
+        }
+        .into());
+        am.update(&app.state.db).await.unwrap();
+        let folded = rapport_worker::rollups::compact_once(&app.state.db)
+            .await
+            .unwrap();
+        assert!(folded > 0, "the changed slot counted again");
+        let row = app
+            .state
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT CAST((SELECT COUNT(*) FROM report_dirty_slots) AS BIGINT) AS dirty,
+                        CAST((SELECT SUM(opened) FROM report_conversation_slots) AS BIGINT) AS opened,
+                        CAST((SELECT SUM(opened) FROM report_conversation_slots WHERE priority = 'URGENT') AS BIGINT) AS urgent,
+                        CAST((SELECT COUNT(*) FROM conversations WHERE priority = 'URGENT') AS BIGINT) AS urgent_now",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let get = |c: &str| row.try_get::<Option<i64>>("", c).unwrap().unwrap_or(0);
+        assert_eq!((get("dirty"), get("opened")), (0, 7));
+        assert_eq!(get("urgent"), get("urgent_now"));
+    }
+
     // Moved away: the old slot is empty, the new one counts it.
     let m = message::Entity::find()
         .filter(message::Column::ReceivedAt.eq(at(times[1])))

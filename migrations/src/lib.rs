@@ -9,6 +9,7 @@ mod m20261128_000003_reply_delivery;
 mod m20261128_000004_teams;
 mod m20261128_000005_reporting;
 mod m20261128_000006_report_rollups;
+mod m20261201_000007_refresh_slots_fix;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000004_teams::Migration),
             Box::new(m20261128_000005_reporting::Migration),
             Box::new(m20261128_000006_report_rollups::Migration),
+            Box::new(m20261201_000007_refresh_slots_fix::Migration),
         ]
     }
 }

@@ -284,9 +284,6 @@ fn conversation_counted(r: &str) -> String {
 /// one small insert, never a recount of the busiest slot. SQLite runs in
 /// process and reads the conversations themselves.
 fn postgres_conversation_sql() -> String {
-    let ms = |later: &str| {
-        format!("CAST(trunc(EXTRACT(EPOCH FROM (c.{later} - c.created_at)) * 1000) AS BIGINT)")
-    };
     let mark = |keys: &str| {
         format!("INSERT INTO report_dirty_slots (agency_id, workspace_id, slot) {keys};")
     };
@@ -320,40 +317,10 @@ fn postgres_conversation_sql() -> String {
          CREATE TRIGGER report_conversation_slots_delete AFTER DELETE ON conversations
            REFERENCING OLD TABLE AS old_rows
            FOR EACH STATEMENT EXECUTE FUNCTION rapport_mark_conversations_deleted();
-         CREATE FUNCTION rapport_refresh_report_slots(max_slots integer) RETURNS bigint
-         LANGUAGE plpgsql AS $$
-         DECLARE slot_key record; done bigint := 0;
-         BEGIN
-           FOR slot_key IN SELECT DISTINCT workspace_id, slot FROM report_dirty_slots
-             ORDER BY 1, 2 LIMIT max_slots LOOP
-             PERFORM pg_advisory_xact_lock(
-               hashtextextended(slot_key.workspace_id::text || ':' || slot_key.slot::text, 7));
-             WITH marks AS (DELETE FROM report_dirty_slots d
-                 WHERE d.workspace_id = slot_key.workspace_id AND d.slot = slot_key.slot),
-               gone AS (DELETE FROM report_conversation_slots s
-                 WHERE s.workspace_id = slot_key.workspace_id AND s.slot = slot_key.slot)
-             INSERT INTO report_conversation_slots (agency_id, workspace_id, slot, priority, opened,
-               negative, recovered, first_ms, first_business_ms, resolution_ms, resolution_business_ms)
-             SELECT c.agency_id, c.workspace_id, slot_key.slot, c.priority, COUNT(*),
-               SUM(CASE WHEN c.opening_sentiment <= -0.05 THEN 1 ELSE 0 END),
-               SUM(CASE WHEN c.opening_sentiment <= -0.05 AND c.recovered THEN 1 ELSE 0 END),
-               COALESCE(array_agg({first}) FILTER (WHERE c.first_responded_at >= c.created_at), '{{}}'),
-               COALESCE(array_agg(c.first_response_business_s * 1000)
-                 FILTER (WHERE c.first_responded_at >= c.created_at AND c.first_response_business_s IS NOT NULL), '{{}}'),
-               COALESCE(array_agg({resolution}) FILTER (WHERE c.resolved_at >= c.created_at), '{{}}'),
-               COALESCE(array_agg(c.resolution_business_s * 1000)
-                 FILTER (WHERE c.resolved_at >= c.created_at AND c.resolution_business_s IS NOT NULL), '{{}}')
-             FROM conversations c WHERE c.workspace_id = slot_key.workspace_id
-               AND c.created_at >= to_timestamp(slot_key.slot) AND c.created_at < to_timestamp(slot_key.slot + 900)
-             GROUP BY c.agency_id, c.workspace_id, c.priority;
-             done := done + 1;
-           END LOOP;
-           RETURN done;
-         END $$;
+         {refresh}
          INSERT INTO report_dirty_slots (agency_id, workspace_id, slot)
            SELECT DISTINCT c.agency_id, c.workspace_id, {created} FROM conversations c;",
-        first = ms("first_responded_at"),
-        resolution = ms("resolved_at"),
+        refresh = refresh_slots_sql(),
         created = pg_slot("c.created_at"),
         inserted = pg_function(
             "rapport_mark_conversations_inserted",
@@ -379,6 +346,53 @@ fn postgres_conversation_sql() -> String {
                 pg_slot("o.created_at")
             ))
         ),
+    )
+}
+
+/// `rapport_refresh_report_slots(max_slots)`: counts dirty conversation
+/// slots again, each under its advisory lock. The slot's old rows go in a
+/// statement of their own first: a data-modifying `WITH` that nothing reads
+/// runs after the main statement, so deleting them there let the new rows
+/// collide with the old ones on the primary key (and the whole pass failed
+/// whenever a slot counted before was dirty again). The marks removed and
+/// the conversations counted still share one statement, one snapshot.
+pub(crate) fn refresh_slots_sql() -> String {
+    let ms = |later: &str| {
+        format!("CAST(trunc(EXTRACT(EPOCH FROM (c.{later} - c.created_at)) * 1000) AS BIGINT)")
+    };
+    format!(
+        "CREATE OR REPLACE FUNCTION rapport_refresh_report_slots(max_slots integer) RETURNS bigint
+         LANGUAGE plpgsql AS $$
+         DECLARE slot_key record; done bigint := 0;
+         BEGIN
+           FOR slot_key IN SELECT DISTINCT workspace_id, slot FROM report_dirty_slots
+             ORDER BY 1, 2 LIMIT max_slots LOOP
+             PERFORM pg_advisory_xact_lock(
+               hashtextextended(slot_key.workspace_id::text || ':' || slot_key.slot::text, 7));
+             DELETE FROM report_conversation_slots s
+               WHERE s.workspace_id = slot_key.workspace_id AND s.slot = slot_key.slot;
+             WITH marks AS (DELETE FROM report_dirty_slots d
+                 WHERE d.workspace_id = slot_key.workspace_id AND d.slot = slot_key.slot)
+             INSERT INTO report_conversation_slots (agency_id, workspace_id, slot, priority, opened,
+               negative, recovered, first_ms, first_business_ms, resolution_ms, resolution_business_ms)
+             SELECT c.agency_id, c.workspace_id, slot_key.slot, c.priority, COUNT(*),
+               SUM(CASE WHEN c.opening_sentiment <= -0.05 THEN 1 ELSE 0 END),
+               SUM(CASE WHEN c.opening_sentiment <= -0.05 AND c.recovered THEN 1 ELSE 0 END),
+               COALESCE(array_agg({first}) FILTER (WHERE c.first_responded_at >= c.created_at), '{{}}'),
+               COALESCE(array_agg(c.first_response_business_s * 1000)
+                 FILTER (WHERE c.first_responded_at >= c.created_at AND c.first_response_business_s IS NOT NULL), '{{}}'),
+               COALESCE(array_agg({resolution}) FILTER (WHERE c.resolved_at >= c.created_at), '{{}}'),
+               COALESCE(array_agg(c.resolution_business_s * 1000)
+                 FILTER (WHERE c.resolved_at >= c.created_at AND c.resolution_business_s IS NOT NULL), '{{}}')
+             FROM conversations c WHERE c.workspace_id = slot_key.workspace_id
+               AND c.created_at >= to_timestamp(slot_key.slot) AND c.created_at < to_timestamp(slot_key.slot + 900)
+             GROUP BY c.agency_id, c.workspace_id, c.priority;
+             done := done + 1;
+           END LOOP;
+           RETURN done;
+         END $$;",
+        first = ms("first_responded_at"),
+        resolution = ms("resolved_at"),
     )
 }
 
