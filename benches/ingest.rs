@@ -9,7 +9,8 @@
 //! Knobs (environment): BENCH_REQUESTS (default 3000), BENCH_EVENTS_PER_REQUEST
 //! (10), BENCH_CONCURRENCY (16), BENCH_WORKERS (1 worker process), BENCH_SETUP_SQL
 //! (statements run after the migrations, separated by `;`, e.g. to disable
-//! triggers and measure what they cost).
+//! triggers and measure what they cost), BENCH_RATE (messages/s offered in
+//! the steady phase, 5000) and BENCH_SUSTAIN_SECONDS (its length, 10).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -43,6 +44,8 @@ async fn run() {
     let per_request = env_usize("BENCH_EVENTS_PER_REQUEST", 10);
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
     let workers = env_usize("BENCH_WORKERS", 1);
+    let rate = env_usize("BENCH_RATE", 5000) as f64;
+    let sustain_secs = env_usize("BENCH_SUSTAIN_SECONDS", 10) as f64;
     let total = (requests * per_request) as u64;
 
     let app = TestApp::start_with(|s| s.http_workers = Some(1)).await;
@@ -80,11 +83,20 @@ async fn run() {
         .pool_max_idle_per_host(concurrency)
         .build()
         .unwrap();
-    // Sends `requests` signed requests (event ids from `offset`); returns latencies.
-    let send = async |offset: usize| {
-        let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
-        let mut tasks = Vec::with_capacity(requests);
-        for r in 0..requests {
+    // Sends `n` signed requests (event ids from `offset`); returns their
+    // latencies. Without a rate, `concurrency` clients send back to back;
+    // with one (requests/s), request i is due at start + i / rate whatever
+    // the answers so far (an open loop, as platforms send), and its latency
+    // counts from when it was due, so a late sender is not hidden.
+    let send = async |offset: usize, n: usize, rate: Option<f64>| {
+        let sem = Arc::new(tokio::sync::Semaphore::new(if rate.is_some() {
+            256
+        } else {
+            concurrency
+        }));
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::with_capacity(n);
+        for r in 0..n {
             let events: Vec<_> = (0..per_request)
                 .map(|i| {
                     let n = offset + r * per_request + i;
@@ -93,11 +105,15 @@ async fn run() {
                 })
                 .collect();
             let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
+            let due = rate.map(|rate| start + Duration::from_secs_f64(r as f64 / rate));
+            if let Some(due) = due {
+                tokio::time::sleep_until(due).await;
+            }
             let permit = sem.clone().acquire_owned().await.unwrap();
             let (client, url) = (client.clone(), url.clone());
             tasks.push(tokio::spawn(async move {
                 let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
-                let t = Instant::now();
+                let t = due.map_or_else(Instant::now, |d| d.into_std());
                 let resp = client
                     .post(url.as_str())
                     .header("x-rapport-signature", sig)
@@ -111,7 +127,7 @@ async fn run() {
                 took
             }));
         }
-        let mut latencies = Vec::with_capacity(requests);
+        let mut latencies = Vec::with_capacity(n);
         for t in tasks {
             latencies.push(t.await.unwrap());
         }
@@ -148,7 +164,7 @@ async fn run() {
     let mut peak_kb = 0;
     children.extend((0..workers).map(|_| spawn_worker(&app)));
     let t = Instant::now();
-    send(0).await;
+    send(0, requests, None).await;
     wait_for(total, &children, &mut peak_kb).await;
     let cold = t.elapsed();
     {
@@ -163,7 +179,7 @@ async fn run() {
 
     // 1. The receiver alone (no worker): what platforms see.
     let t = Instant::now();
-    let alone = send(total as usize).await;
+    let alone = send(total as usize, requests, None).await;
     let alone_rate = requests as f64 / t.elapsed().as_secs_f64();
 
     // 2. The worker alone draining that backlog.
@@ -178,10 +194,27 @@ async fn run() {
     // 3. Both at once, end to end.
     let t = Instant::now();
     let pg = postgres_cpu_ticks();
-    let loaded = send(2 * total as usize).await;
+    let loaded = send(2 * total as usize, requests, None).await;
     wait_for(3 * total, &children, &mut peak_kb).await;
     let end_to_end = t.elapsed();
     let pg_end_to_end = postgres_cpu_since(pg);
+
+    // 4. A steady arrival rate, as platforms deliver: do the workers keep
+    //    up, and what do the webhooks answer in meanwhile?
+    let sustained_requests = (rate * sustain_secs / per_request as f64).round() as usize;
+    let sustained_total = (sustained_requests * per_request) as u64;
+    let t = Instant::now();
+    let pg = postgres_cpu_ticks();
+    let steady = send(
+        3 * total as usize,
+        sustained_requests,
+        Some(rate / per_request as f64),
+    )
+    .await;
+    let sent = t.elapsed();
+    wait_for(3 * total + sustained_total, &children, &mut peak_kb).await;
+    let sustained = t.elapsed();
+    let pg_sustained = postgres_cpu_since(pg);
     for c in &mut children {
         let _ = c.kill();
         let _ = c.wait();
@@ -213,11 +246,24 @@ async fn run() {
         ms(percentile(&loaded, 0.5)),
         ms(percentile(&loaded, 0.99))
     );
+    println!(
+        "  4. steady arrivals:  {rate:.0} messages/s offered for {:.1} s, {:.0} messages/s stored ({sustained_total} stored {:.2} s after the last was sent); webhook latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+        sent.as_secs_f64(),
+        sustained_total as f64 / sustained.as_secs_f64(),
+        (sustained - sent).as_secs_f64(),
+        ms(percentile(&steady, 0.5)),
+        ms(percentile(&steady, 0.9)),
+        ms(percentile(&steady, 0.99))
+    );
     // PostgreSQL's own CPU per message bounds the rate: with both cores
     // and nothing else running it could not store more than this.
-    for (phase, ticks) in [("2", pg_drain), ("3", pg_end_to_end)] {
+    for (phase, ticks, messages) in [
+        ("2", pg_drain, total),
+        ("3", pg_end_to_end, total),
+        ("4", pg_sustained, sustained_total),
+    ] {
         if let Some(ticks) = ticks {
-            let per_message_ms = ticks as f64 * 10.0 / total as f64;
+            let per_message_ms = ticks as f64 * 10.0 / messages as f64;
             println!(
                 "  PostgreSQL CPU in phase {phase}: {:.1} s, {per_message_ms:.3} ms per message: at most {:.0} messages/s on 2 cores",
                 ticks as f64 / 100.0,
