@@ -126,7 +126,8 @@ struct Common {
     /// worker claims it (the first is presumed dead).
     #[arg(long, env = "RAPPORT_CLAIM_IDLE_SECS", default_value_t = 60)]
     claim_idle_secs: u64,
-    /// Worker: raw events of one channel stored in one transaction, at most.
+    /// Worker: ingest jobs of one read handed over together, at most; each
+    /// channel's among them are stored in one transaction.
     #[arg(long, env = "RAPPORT_INGEST_GROUP", default_value_t = 16)]
     ingest_group: usize,
     /// Prefix of every Redis key, so deployments can share one Redis.

@@ -630,8 +630,9 @@ async fn events_read_together_share_a_transaction_and_a_failing_one_fails_alone(
         let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
         let (code, reply) = post(&app, &url, &[("x-rapport-signature", sig)], &body).await;
         assert_eq!(code, 200, "{reply}");
+        // Ids are time-ordered (UUIDv7): the newest is this one.
         let raw = raw_event::Entity::find()
-            .order_by_desc(raw_event::Column::CreatedAt)
+            .order_by_desc(raw_event::Column::Id)
             .one(&app.state.db)
             .await
             .unwrap()

@@ -68,16 +68,38 @@ pub fn changes(touched: &[Touched]) -> Vec<(Uuid, Uuid, &'static str)> {
 
 /// Stores a payload's messages, each `(workspace, message)` pair once:
 /// pairs already stored are skipped. A handful of queries per payload, not
-/// per message: one dedup check, one author lookup and insert, one lookup
-/// each of parents and open conversations, then multi-row inserts and one
-/// update per changed conversation. Returns what was stored.
+/// per message: the authors' locks, one dedup check, one author lookup and
+/// insert, one lookup each of parents and open conversations, then
+/// multi-row inserts and one update for the changed conversations. Returns
+/// what was stored.
 pub async fn store_batch(
     txn: &DatabaseTransaction,
     ch: &channel::Model,
     kind: ChannelKind,
     items: &[(&workspace::Model, &Inbound)],
 ) -> Result<Stored, DbErr> {
-    // 1. Deduplicate against the database and within the payload.
+    // 1. Concurrent payloads may carry the same authors: serialise per
+    //    author (all locks at once, in a fixed order) before anything is
+    //    read, so that two payloads sharing an author run one after the
+    //    other: the second sees the first's messages (and stores none of
+    //    them again), its authors and conversations, and no two can
+    //    deadlock on author rows. SQLite's write transactions are serialised
+    //    already.
+    if txn.get_database_backend() == DbBackend::Postgres {
+        let authors: Vec<String> = unique(items.iter().map(|(_, m)| m.author.external_id.clone()));
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended($1 || a, 0) AS k \
+             FROM unnest($2::text[]) AS a) AS keys ORDER BY k",
+            [
+                format!("{}:{}:", ch.agency_id, kind.as_str()).into(),
+                authors.into(),
+            ],
+        ))
+        .await?;
+    }
+
+    // 2. Deduplicate against the database and within the payload.
     let ext_ids: Vec<&str> = unique(items.iter().map(|(_, m)| m.external_id.as_str()));
     let mut seen: HashSet<(String, Uuid)> = HashSet::new();
     for chunk in ext_ids.chunks(CHUNK) {
@@ -101,30 +123,12 @@ pub async fn store_batch(
         return Ok(Stored::default());
     }
 
-    // 2. Authors, inserted or refreshed.
+    // 3. Authors, inserted or refreshed.
     let authors =
         upsert_authors(txn, ch.agency_id, kind, todo.iter().map(|(_, m)| &m.author)).await?;
     let author_of = |m: &Inbound| authors[&m.author.external_id].id;
     let ws_ids: Vec<Uuid> = unique(todo.iter().map(|(ws, _)| ws.id));
     let author_ids: Vec<Uuid> = unique(todo.iter().map(|(_, m)| author_of(m)));
-
-    // 3. Concurrent payloads may carry the same authors: serialise per
-    //    (workspace, author), all locks at once in a fixed order (no
-    //    deadlocks). SQLite's write transactions are serialised already.
-    if txn.get_database_backend() == DbBackend::Postgres {
-        let mut keys: Vec<i64> = todo
-            .iter()
-            .map(|(ws, m)| lock_key(ws.id, author_of(m)))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k",
-            [keys.into()],
-        ))
-        .await?;
-    }
 
     // 4. Conversations the messages may join: those of the messages they
     //    answer, and their authors' open ones.
@@ -343,14 +347,6 @@ const CHUNK: usize = 500;
 fn unique<T: Clone + Eq + std::hash::Hash>(it: impl Iterator<Item = T>) -> Vec<T> {
     let mut seen = HashSet::new();
     it.filter(|x| seen.insert(x.clone())).collect()
-}
-
-fn lock_key(ws: Uuid, author: Uuid) -> i64 {
-    let mut key = [0u8; 8];
-    for (i, b) in ws.as_bytes().iter().chain(author.as_bytes()).enumerate() {
-        key[i % 8] ^= b.rotate_left((i / 8) as u32);
-    }
-    i64::from_le_bytes(key)
 }
 
 /// Which open conversation a new message joins: the author's public one in
@@ -590,9 +586,10 @@ async fn upsert_authors<'a>(
     kind: ChannelKind,
     incoming: impl Iterator<Item = &'a InboundAuthor>,
 ) -> Result<HashMap<String, author::Model>, DbErr> {
-    // New authors are inserted in platform-id order, known ones refreshed
-    // in id order: concurrent payloads sharing authors lock their rows in
-    // one order at each step and cannot deadlock on them.
+    // Payloads sharing authors hold their advisory locks (`store_batch`)
+    // and run one after the other; other writers (the API) lock one author
+    // row at a time. Known authors are refreshed in id order, new ones
+    // inserted in platform-id order.
     let mut latest: std::collections::BTreeMap<&str, &InboundAuthor> = Default::default();
     for a in incoming {
         latest.insert(a.external_id.as_str(), a);

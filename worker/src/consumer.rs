@@ -216,20 +216,36 @@ impl Worker {
                     .iter()
                     .map(|j| serde_json::from_str(&j.payload).ok())
                     .collect();
-                let mut results = handler(payloads.iter().flatten().cloned().collect())
-                    .await
-                    .into_iter();
+                let readable: Vec<serde_json::Value> = payloads.iter().flatten().cloned().collect();
+                let expected = readable.len();
+                let results = if readable.is_empty() {
+                    Vec::new()
+                } else {
+                    handler(readable).await
+                };
+                // Results pair with jobs by position: a handler that miscounts
+                // cannot say which job a result is for, so none counts.
+                let mut results = if results.len() == expected {
+                    results.into_iter().map(outcome_of).collect()
+                } else {
+                    tracing::error!(kind = %jobs[0].kind, expected, got = results.len(), "handler returned a wrong number of results");
+                    vec![Err(("the handler miscounted its results".to_string(), false)); expected]
+                }
+                .into_iter();
+                let mut first_error = None;
                 for (job, payload) in jobs.into_iter().zip(payloads) {
                     let outcome = match &payload {
                         None => Err(("payload is not JSON".to_string(), true)),
-                        Some(_) => results.next().map_or_else(
-                            || Err(("the handler returned no result".to_string(), false)),
-                            outcome_of,
-                        ),
+                        Some(_) => results
+                            .next()
+                            .unwrap_or_else(|| Err(("no result for this job".to_string(), false))),
                     };
-                    self.settle(conn, stream, job, payload, outcome).await?;
+                    // Every job is settled even if one fails to be.
+                    if let Err(e) = self.settle(conn, stream, job, payload, outcome).await {
+                        first_error.get_or_insert(e);
+                    }
                 }
-                Ok(())
+                first_error.map_or(Ok(()), Err)
             }
         }
     }

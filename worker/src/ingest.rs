@@ -43,14 +43,6 @@ struct Parsed {
 }
 
 impl Ingestor {
-    /// One raw event.
-    pub async fn handle(&self, payload: Value) -> anyhow::Result<()> {
-        self.handle_many(vec![payload])
-            .await
-            .pop()
-            .unwrap_or(Ok(()))
-    }
-
     /// Raw events read together from the stream: each channel's events are
     /// stored in one transaction (a dozen statements for all of them
     /// instead of a dozen each). If that transaction fails, each of its
@@ -60,6 +52,7 @@ impl Ingestor {
         let mut results: Vec<anyhow::Result<()>> = payloads.iter().map(|_| Ok(())).collect();
         let groups = match self.parse_all(&payloads, &mut results).await {
             Ok(groups) => groups,
+            // The database is unreachable, say: every job is retried.
             Err(e) => {
                 return payloads
                     .iter()
@@ -73,12 +66,15 @@ impl Ingestor {
                     Ok(true) => continue,
                     Ok(false) => {} // another worker took some of them
                     Err(e) => {
-                        tracing::debug!(error = %format!("{e:#}"), events = events.len(), "storing raw events together failed; one by one");
+                        tracing::warn!(error = %format!("{e:#}"), events = events.len(), "storing raw events together failed; trying them one by one");
                     }
                 }
             }
-            for one in events.chunks(1) {
-                results[one[0].at] = self.store(&ch, kind, one).await.map(|_| ());
+            for event in &events {
+                results[event.at] = self
+                    .store(&ch, kind, std::slice::from_ref(event))
+                    .await
+                    .map(|_| ());
             }
         }
         results
@@ -108,7 +104,11 @@ impl Ingestor {
             .map(|c| (c.id, c))
             .collect();
         let mut groups: Vec<(channel::Model, ChannelKind, Vec<Parsed>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (at, id) in ids.into_iter().enumerate() {
+            if id.is_some_and(|id| !seen.insert(id)) {
+                continue; // the same event twice in one read (re-enqueued): once is enough
+            }
             let found = id
                 .ok_or_else(|| Permanent("job has no raw_event_id".into()))
                 .and_then(|id| {
