@@ -49,6 +49,15 @@ async fn post(app: &TestApp, url: &str, headers: &[(&str, String)], body: &[u8])
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Posts `{"events": events}` to a GENERIC channel signed with the tests'
+/// secret; it must be accepted.
+async fn deliver_generic(app: &TestApp, url: &str, events: Value) {
+    let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
+    let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
+    let (code, reply) = post(app, url, &[("x-rapport-signature", sig)], &body).await;
+    assert_eq!(code, 200, "{reply}");
+}
+
 async fn conversations(app: &TestApp, s: &Session, ws: &str) -> Vec<Value> {
     let d = app
         .ok(
@@ -460,12 +469,7 @@ async fn one_payload_updates_each_joined_conversation_and_author() {
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
-    let deliver = async |events: Value| {
-        let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
-        let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
-        let (code, reply) = post(&app, &url, &[("x-rapport-signature", sig)], &body).await;
-        assert_eq!(code, 200, "{reply}");
-    };
+    let deliver = async |events: Value| deliver_generic(&app, &url, events).await;
     let stored = async |n: u64| {
         app.eventually("messages stored", async || {
             (message::Entity::find().count(&app.state.db).await.unwrap() == n).then_some(())
@@ -626,10 +630,7 @@ async fn events_read_together_share_a_transaction_and_a_failing_one_fails_alone(
         if let Some(parent) = reply_to {
             event["in_reply_to"] = json!(parent);
         }
-        let body = serde_json::to_vec(&json!({ "events": [event] })).unwrap();
-        let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
-        let (code, reply) = post(&app, &url, &[("x-rapport-signature", sig)], &body).await;
-        assert_eq!(code, 200, "{reply}");
+        deliver_generic(&app, &url, json!([event])).await;
         // Ids are time-ordered (UUIDv7): the newest is this one.
         let raw = raw_event::Entity::find()
             .order_by_desc(raw_event::Column::Id)

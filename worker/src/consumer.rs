@@ -68,6 +68,11 @@ enum Unit {
 /// A job's outcome; `Err((error, permanent))`: a permanent failure is not retried.
 type Outcome = Result<(), (String, bool)>;
 
+/// A job whose payload is not JSON: retrying cannot help.
+fn unreadable() -> Outcome {
+    Err(("payload is not JSON".to_string(), true))
+}
+
 fn outcome_of(r: anyhow::Result<()>) -> Outcome {
     r.map_err(|e| {
         let permanent = e.downcast_ref::<Permanent>().is_some();
@@ -206,7 +211,7 @@ impl Worker {
                 let payload: Option<serde_json::Value> = serde_json::from_str(&job.payload).ok();
                 let outcome = match (self.registry.get(&job.kind), &payload) {
                     (None, _) => Err((format!("no handler for job kind {:?}", job.kind), true)),
-                    (_, None) => Err(("payload is not JSON".to_string(), true)),
+                    (_, None) => unreadable(),
                     (Some(handler), Some(p)) => outcome_of(handler(p.clone()).await),
                 };
                 self.settle(conn, stream, job, payload, outcome).await
@@ -235,7 +240,7 @@ impl Worker {
                 let mut first_error = None;
                 for (job, payload) in jobs.into_iter().zip(payloads) {
                     let outcome = match &payload {
-                        None => Err(("payload is not JSON".to_string(), true)),
+                        None => unreadable(),
                         Some(_) => results
                             .next()
                             .unwrap_or_else(|| Err(("no result for this job".to_string(), false))),

@@ -34,6 +34,9 @@ fn raw_id(payload: &Value) -> anyhow::Result<Uuid> {
         .ok_or_else(|| Permanent("job has no raw_event_id".into()).into())
 }
 
+/// One channel's pending events, in stream order.
+type Group = (channel::Model, ChannelKind, Vec<Parsed>);
+
 /// A parsed raw event waiting to be stored.
 struct Parsed {
     /// Its place among the payloads handed over.
@@ -87,7 +90,7 @@ impl Ingestor {
         &self,
         payloads: &[Value],
         results: &mut [anyhow::Result<()>],
-    ) -> anyhow::Result<Vec<(channel::Model, ChannelKind, Vec<Parsed>)>> {
+    ) -> anyhow::Result<Vec<Group>> {
         let ids: Vec<Option<Uuid>> = payloads.iter().map(|p| raw_id(p).ok()).collect();
         let raws: HashMap<Uuid, raw_event::Model> = raw_event::Entity::find()
             .filter(raw_event::Column::Id.is_in(ids.iter().flatten().copied()))
@@ -103,7 +106,7 @@ impl Ingestor {
             .into_iter()
             .map(|c| (c.id, c))
             .collect();
-        let mut groups: Vec<(channel::Model, ChannelKind, Vec<Parsed>)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (at, id) in ids.into_iter().enumerate() {
             if id.is_some_and(|id| !seen.insert(id)) {
