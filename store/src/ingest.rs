@@ -5,7 +5,7 @@
 
 use crate::entities::conversation::StoredBreakdown;
 use crate::entities::{author, channel, conversation, message, workspace};
-use crate::{batch, sla};
+use crate::{batch, locks, sla};
 use chrono::Utc;
 use rapport_domain::ingest::{ChannelKind, Inbound, InboundAuthor, Visibility};
 use rapport_domain::priority::{self, Breakdown, PriorityInput};
@@ -147,32 +147,42 @@ pub async fn store_batch(
             .await?;
         parent_conv.extend(rows.into_iter().map(|(e, w, c)| ((e, w), c)));
     }
-    let mut convs: HashMap<Uuid, Conv> = HashMap::new();
-    let wanted: Vec<Uuid> = unique(parent_conv.values().copied());
-    for chunk in wanted.chunks(CHUNK) {
-        for c in conversation::Entity::find()
-            .filter(conversation::Column::Id.is_in(chunk.iter().copied()))
-            .all(txn)
-            .await?
-        {
-            convs.insert(c.id, Conv::existing(c));
-        }
-    }
-    let mut open: HashMap<OpenKey, Uuid> = HashMap::new();
+    //    Both are locked (crate::locks) before they are read for good: an
+    //    agent's reply, a status change or another payload committing
+    //    meanwhile is waited for and read, not overwritten by what this
+    //    payload computed from the row before it.
+    let mut candidates: Vec<Uuid> = unique(parent_conv.values().copied());
     // Feed entries stand alone: their "author" is often the feed itself.
     if kind != ChannelKind::Feed {
         for chunk in author_ids.chunks(CHUNK) {
-            for c in conversation::Entity::find()
+            let ids: Vec<Uuid> = conversation::Entity::find()
+                .select_only()
+                .column(conversation::Column::Id)
                 .filter(conversation::Column::WorkspaceId.is_in(ws_ids.iter().copied()))
                 .filter(conversation::Column::AuthorId.is_in(chunk.iter().copied()))
                 .filter(conversation::Column::Status.is_in([OPEN, PENDING_CUSTOMER]))
+                .into_tuple()
                 .all(txn)
-                .await?
-            {
-                open.entry(OpenKey::of(&c)).or_insert(c.id);
-                convs.entry(c.id).or_insert_with(|| Conv::existing(c));
-            }
+                .await?;
+            candidates.extend(ids);
         }
+    }
+    let mut convs: HashMap<Uuid, Conv> = HashMap::new();
+    let mut open: HashMap<OpenKey, Uuid> = HashMap::new();
+    let authors_here: HashSet<Uuid> = author_ids.iter().copied().collect();
+    for c in locks::conversations(txn, candidates).await? {
+        // Resolved or closed since the candidates were listed: joined only
+        // as a reply's parent. (New open ones cannot appear meanwhile: their
+        // authors' locks are held.)
+        let still_open = kind != ChannelKind::Feed
+            && [OPEN, PENDING_CUSTOMER].contains(&c.status.as_str())
+            && ws_ids.contains(&c.workspace_id)
+            && authors_here.contains(&c.author_id);
+        if still_open {
+            // Rows come in id order: the oldest open one is joined.
+            open.entry(OpenKey::of(&c)).or_insert(c.id);
+        }
+        convs.insert(c.id, Conv::existing(c));
     }
 
     // 5. Thread each message, in payload order, and rank its conversation;

@@ -772,6 +772,19 @@ pub async fn escalate<C: ConnectionTrait>(
     use crate::entities::membership;
     use rapport_domain::priority::PriorityLevel;
     use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+    // Read again, locked (crate::locks): since the breach was read, the
+    // conversation may have been re-ranked, assigned or resolved.
+    let Some(c) = crate::locks::for_update(conversation::Entity::find_by_id(c.id))
+        .one(conn)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let c = &c;
+    if c.status != "OPEN" {
+        // Answered or resolved meanwhile: nobody needs calling.
+        return Ok(false);
+    }
     let Some(policy) = (match c.sla_policy_id {
         Some(id) => sla_policy::Entity::find_by_id(id).one(conn).await?,
         None => None,

@@ -413,13 +413,18 @@ impl TestApp {
 
     /// Imports `events` (the GENERIC event format) into workspace `ws`
     /// through the `importMessages` mutation.
+    /// Imports events that must all be valid: a rejected one fails the
+    /// test (a test meaning to import nothing would pass unnoticed).
     pub async fn import_events(&self, s: &Session, ws: &str, events: Value) {
-        self.ok(
-            Some(&s.access),
-            "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
-            json!({ "i": { "workspaceId": ws, "events": events } }),
-        )
-        .await;
+        let d = self
+            .ok(
+                Some(&s.access),
+                "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { rejected { index reason } } }",
+                json!({ "i": { "workspaceId": ws, "events": events } }),
+            )
+            .await;
+        let rejected = &d["importMessages"]["rejected"];
+        assert_eq!(rejected, &json!([]), "events rejected by importMessages");
     }
 
     /// Invites someone and accepts the invitation; returns their session

@@ -185,16 +185,24 @@ impl SlaEngine {
         // Two breaches of one conversation in a batch (first response and
         // resolution) escalate it once.
         let mut seen = HashSet::new();
-        for (k, _) in &fresh {
-            let e = &events[*k];
-            if e.kind == "SLA_BREACHED"
-                && e.conversation
-                    .sla_policy_id
-                    .is_some_and(|p| escalating.contains(&p))
-                && seen.insert(e.conversation.id)
-                && sla::escalate(&txn, e.conversation).await?
-            {
-                escalated.push((e.conversation.workspace_id, e.conversation.id, "updated"));
+        let mut breached: Vec<&conversation::Model> = fresh
+            .iter()
+            .map(|(k, _)| &events[*k])
+            .filter(|e| {
+                e.kind == "SLA_BREACHED"
+                    && e.conversation
+                        .sla_policy_id
+                        .is_some_and(|p| escalating.contains(&p))
+            })
+            .map(|e| e.conversation)
+            .filter(|c| seen.insert(c.id))
+            .collect();
+        // Each is locked as it is escalated: in id order, as every writer
+        // of several conversations takes them (rapport_store::locks).
+        breached.sort_by_key(|c| c.id);
+        for c in breached {
+            if sla::escalate(&txn, c).await? {
+                escalated.push((c.workspace_id, c.id, "updated"));
             }
         }
         txn.commit().await?;

@@ -14,9 +14,9 @@ use rapport_domain::ingest::ChannelKind;
 use rapport_domain::priority::{Breakdown, PriorityLevel};
 use rapport_domain::{Cursor, Kind, PageRequest, ScoreCursor, TimeCursor};
 use rapport_store::entities::{author, channel, conversation, membership, message, raw_event};
-use rapport_store::jobs;
 use rapport_store::pages::Wanted;
 use rapport_store::raw_events::{FAILED, PENDING};
+use rapport_store::{jobs, locks};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, NullOrdering, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
@@ -914,13 +914,16 @@ async fn change_status(
     v.require_writer()?;
     let st = state(ctx);
     let txn = v.scope.begin(&st.db).await?;
-    let current = v
-        .scope
-        .select_in_workspaces::<conversation::Entity>()
-        .filter(conversation::Column::Id.eq(decode(Kind::Conversation, &input.conversation_id)?))
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let current = locks::for_update(
+        v.scope
+            .select_in_workspaces::<conversation::Entity>()
+            .filter(
+                conversation::Column::Id.eq(decode(Kind::Conversation, &input.conversation_id)?),
+            ),
+    )
+    .one(&txn)
+    .await?
+    .ok_or(ApiError::NotFound)?;
     let clock = sla::clock_for(&txn, &current).await?;
     let now = Utc::now();
     let mut next = current.clone();
@@ -970,15 +973,17 @@ impl ConversationMutation {
         v.require_writer()?;
         let st = state(ctx);
         let txn = v.scope.begin(&st.db).await?;
-        let current = v
-            .scope
-            .select_in_workspaces::<conversation::Entity>()
-            .filter(
-                conversation::Column::Id.eq(decode(Kind::Conversation, &input.conversation_id)?),
-            )
-            .one(&txn)
-            .await?
-            .ok_or(ApiError::NotFound)?;
+        let current = locks::for_update(
+            v.scope
+                .select_in_workspaces::<conversation::Entity>()
+                .filter(
+                    conversation::Column::Id
+                        .eq(decode(Kind::Conversation, &input.conversation_id)?),
+                ),
+        )
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound)?;
         let assignee = match &input.member_id {
             None => None,
             Some(id) => {

@@ -18,7 +18,7 @@ use rapport_domain::reply::guard::{self, Check, Finding};
 use rapport_domain::reply::settings::{DuplicateWindow, SimilarityThreshold};
 use rapport_domain::reply::template::Template;
 use rapport_store::entities::{author, channel, conversation, message, reply_refusal, workspace};
-use rapport_store::{jobs, sla};
+use rapport_store::{jobs, locks, sla};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, Set,
@@ -167,6 +167,10 @@ pub struct TakeOfflinePayload {
 /// What the agent asked for, before it is rendered.
 struct Ask<'a> {
     conversation_id: &'a ID,
+    /// The reply will be stored: the conversation is locked until the
+    /// transaction ends (rapport_store::locks), so its clocks are computed
+    /// from the row as committed, not overwriting a concurrent change.
+    storing: bool,
     template_id: Option<&'a ID>,
     slots: &'a [SlotValue],
     text: Option<&'a str>,
@@ -202,13 +206,12 @@ async fn draft(
     txn: &DatabaseTransaction,
     ask: &Ask<'_>,
 ) -> ApiResult<Draft> {
-    let c = v
+    let q = v
         .scope
         .select_in_workspaces::<conversation::Entity>()
-        .filter(conversation::Column::Id.eq(decode(Kind::Conversation, ask.conversation_id)?))
-        .one(txn)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+        .filter(conversation::Column::Id.eq(decode(Kind::Conversation, ask.conversation_id)?));
+    let q = if ask.storing { locks::for_update(q) } else { q };
+    let c = q.one(txn).await?.ok_or(ApiError::NotFound)?;
     if c.status == "CLOSED" {
         return Err(ApiError::bad_input(
             "conversationId",
@@ -569,6 +572,7 @@ impl ReplyQuery {
             &txn,
             &Ask {
                 conversation_id: &input.conversation_id,
+                storing: false,
                 template_id: input.template_id.as_ref(),
                 slots: &input.slots,
                 text: input.text.as_deref(),
@@ -605,6 +609,7 @@ impl ReplyMutation {
             &txn,
             &Ask {
                 conversation_id: &input.conversation_id,
+                storing: true,
                 template_id: input.template_id.as_ref(),
                 slots: &input.slots,
                 text: input.text.as_deref(),
@@ -646,6 +651,7 @@ impl ReplyMutation {
             &txn,
             &Ask {
                 conversation_id: &input.conversation_id,
+                storing: true,
                 template_id: input.template_id.as_ref(),
                 slots: &input.slots,
                 text: input.text.as_deref(),
@@ -705,6 +711,7 @@ impl ReplyMutation {
             &txn,
             &Ask {
                 conversation_id: &input.conversation_id,
+                storing: true,
                 template_id: input.template_id.as_ref(),
                 slots: &input.slots,
                 text: input.text.as_deref(),

@@ -1,0 +1,212 @@
+//! Writers of one conversation at the same moment (store/src/locks.rs):
+//! each waits for the other's commit and computes from the row as
+//! committed, so neither undoes the other. A change is held uncommitted in
+//! the database while the real ingestion or reply runs; once Rapport's
+//! writer is seen waiting for it, it commits. Unlocked, the writer would
+//! have read the row from before the change and written over it.
+//!
+//! PostgreSQL only: SQLite's write transactions run one at a time.
+
+mod common;
+
+use common::*;
+use rapport_store::entities::conversation;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Statement, TransactionTrait,
+};
+use serde_json::json;
+
+/// Runs `writer` while `change` is held uncommitted; commits the change
+/// once a backend of this database waits for a lock, then finishes the
+/// writer.
+async fn while_uncommitted<T>(app: &TestApp, change: &str, writer: impl Future<Output = T>) -> T {
+    let db = &app.state.db;
+    let held = db.begin().await.unwrap();
+    held.execute_unprepared(change).await.unwrap();
+    let release = async {
+        app.eventually("the writer waits for the uncommitted change", async || {
+            (lock_waiters(db).await > 0).then_some(())
+        })
+        .await;
+        held.commit().await.unwrap();
+    };
+    let (out, ()) = tokio::join!(writer, release);
+    out
+}
+
+async fn lock_waiters(db: &DatabaseConnection) -> i64 {
+    db.query_one_raw(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT count(*) AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "n")
+    .unwrap()
+}
+
+async fn only_conversation(app: &TestApp) -> conversation::Model {
+    let all = conversation::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "one conversation");
+    all.into_iter().next().unwrap()
+}
+
+/// A workspace with a promise (first response 60 min, next 30, resolution
+/// 480) and one customer's open conversation.
+async fn setup(app: &TestApp) -> (Session, String, conversation::Model) {
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let t =
+        json!({ "firstResponseMinutes": 60, "nextResponseMinutes": 30, "resolutionMinutes": 480 });
+    app.ok(
+        Some(&s.access),
+        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
+        json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true,
+                       "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+    )
+    .await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "m1", "text": "my latte arrived cold", "published_at": "2026-12-05T09:00:00Z", "author": { "id": "ana" } }]),
+    )
+    .await;
+    let c = only_conversation(app).await;
+    assert!(c.first_response_due_at.is_some() && c.next_response_due_at.is_none());
+    (s, ws, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_message_ingested_during_a_reply_starts_the_next_response_clock() {
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let (s, ws, c) = setup(&app).await;
+    // The agent's first reply, as sendReply writes it, not yet committed;
+    // meanwhile the customer writes again.
+    let reply = format!(
+        "UPDATE conversations SET first_responded_at = now(), due_at = resolution_due_at,
+           updated_at = now() WHERE id = '{}'",
+        c.id
+    );
+    let again = json!([{ "id": "m2", "text": "still waiting for my latte", "published_at": "2026-12-05T09:05:00Z", "author": { "id": "ana" } }]);
+    while_uncommitted(&app, &reply, app.import_events(&s, &ws, again)).await;
+    let after = only_conversation(&app).await;
+    assert!(
+        after.first_responded_at.is_some(),
+        "the reply stays answered"
+    );
+    // Read after the reply: the customer spoke after it, so the next
+    // response is due (unlocked, ingestion wrote back the row it read
+    // before the reply: no next-response clock, the first response due).
+    let next = after
+        .next_response_due_at
+        .expect("the next-response clock runs");
+    assert_eq!(
+        after.due_at,
+        Some(next.min(after.resolution_due_at.unwrap()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_waits_for_a_concurrent_close_and_is_refused() {
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let (s, _, c) = setup(&app).await;
+    let close = format!(
+        "UPDATE conversations SET status = 'CLOSED', updated_at = now() WHERE id = '{}'",
+        c.id
+    );
+    let id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, c.id);
+    let send = app.gql(
+        Some(&s.access),
+        "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+        json!({ "i": { "conversationId": id, "visibility": "PUBLIC",
+                       "text": "so sorry your latte arrived cold, a fresh one is on us today" } }),
+    );
+    let r = while_uncommitted(&app, &close, send).await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CLOSED"),
+        "{r}"
+    );
+    let after = only_conversation(&app).await;
+    assert_eq!(after.status, "CLOSED");
+    assert!(after.first_responded_at.is_none(), "no reply was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_status_changes_at_once_each_see_the_other() {
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let (s, _, c) = setup(&app).await;
+    // An agent resolves; at the same moment another sets it OPEN again:
+    // reopening must restart the resolution clock from the resolved row.
+    let resolve = format!(
+        "UPDATE conversations SET status = 'RESOLVED', resolved_at = now(),
+           resolution_due_at = NULL, due_at = NULL, updated_at = now() WHERE id = '{}'",
+        c.id
+    );
+    let id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, c.id);
+    let reopen = app.ok(
+        Some(&s.access),
+        "mutation($i: SetConversationStatusInput!) { setConversationStatus(input: $i) { status } }",
+        json!({ "i": { "conversationId": id, "status": "OPEN" } }),
+    );
+    while_uncommitted(&app, &resolve, reopen).await;
+    let after = only_conversation(&app).await;
+    assert_eq!(after.status, "OPEN");
+    assert!(after.resolved_at.is_none());
+    let due = after
+        .resolution_due_at
+        .expect("the reopened conversation's resolution clock runs again");
+    assert!(
+        due > c.resolution_due_at.unwrap(),
+        "restarted at the reopening, not the first opening"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_reads_of_many_conversations_come_in_id_order() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let events: Vec<_> = (0..5)
+        .map(|i| json!({ "id": format!("m{i}"), "text": "hello", "published_at": "2026-12-05T09:00:00Z", "author": { "id": format!("a{i}") } }))
+        .collect();
+    app.import_events(&s, &ws, json!(events)).await;
+    let mut ids: Vec<_> = conversation::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids.len(), 5);
+    let txn = app.state.db.begin().await.unwrap();
+    let mut asked = ids.clone();
+    asked.reverse();
+    asked.push(ids[0]);
+    let got: Vec<_> = rapport_store::locks::conversations(&txn, asked)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    txn.commit().await.unwrap();
+    ids.sort();
+    assert_eq!(got, ids, "each once, in id order");
+}
