@@ -63,13 +63,7 @@ async fn setup(app: &TestApp) -> (Session, String, conversation::Model) {
     let ws = app.create_workspace(&s, "Brew Co").await;
     let t =
         json!({ "firstResponseMinutes": 60, "nextResponseMinutes": 30, "resolutionMinutes": 480 });
-    app.ok(
-        Some(&s.access),
-        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
-        json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true,
-                       "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
-    )
-    .await;
+    app.default_policy(&s, &ws, t, json!({})).await;
     app.import_events(
         &s,
         &ws,

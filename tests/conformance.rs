@@ -65,12 +65,11 @@ async fn a_graphql_ws_client_gets_events_caused_by_a_webhook() {
     let other = app.sign_up("Rival", "owner@rival.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     // A 1-minute promise warned at 5 %: the warning comes 3 s after receipt.
-    let t = json!({ "firstResponseMinutes": 1 });
-    app.ok(
-        Some(&s.access),
-        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
-        json!({ "i": { "workspaceId": ws, "name": "Fast", "isDefault": true, "warnAtPercent": 5,
-                 "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+    app.default_policy(
+        &s,
+        &ws,
+        json!({ "firstResponseMinutes": 1 }),
+        json!({ "name": "Fast", "warnAtPercent": 5 }),
     )
     .await;
     let secret = "ws-client-secret-1";

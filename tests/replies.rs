@@ -47,11 +47,11 @@ async fn the_guard_refuses_canned_replies_and_replies_stop_the_clocks() {
         .as_str()
         .unwrap()
         .to_string();
-    let t = json!({ "firstResponseMinutes": 60, "nextResponseMinutes": 30 });
-    app.ok(
-        Some(&s.access),
-        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
-        json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true, "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+    app.default_policy(
+        &s,
+        &ws,
+        json!({ "firstResponseMinutes": 60, "nextResponseMinutes": 30 }),
+        json!({}),
     )
     .await;
 

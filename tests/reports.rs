@@ -322,16 +322,14 @@ async fn business_time_counts_only_open_hours() {
         )
         .await["createBusinessCalendar"]["id"]
         .clone();
-    let t = json!({ "firstResponseMinutes": 60 });
     let policy = app
-        .ok(
-            Some(&s.access),
-            "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
-            json!({ "i": { "workspaceId": ws, "name": "Office hours", "isDefault": true, "businessHours": true, "calendarId": cal,
-                     "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+        .default_policy(
+            &s,
+            &ws,
+            json!({ "firstResponseMinutes": 60 }),
+            json!({ "name": "Office hours", "businessHours": true, "calendarId": cal }),
         )
-        .await["createSlaPolicy"]["id"]
-        .clone();
+        .await;
     import(&app, &s, &ws, "dee", "hello").await;
     // Friday 16:30 to Monday 09:30: 64 h on the wall, 1 h of open time.
     place(
@@ -924,14 +922,8 @@ async fn open_deadlines_count_what_still_runs() {
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "owner@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let t = json!({ "firstResponseMinutes": 60 });
-    app.ok(
-        Some(&s.access),
-        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
-        json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true,
-                "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
-    )
-    .await;
+    app.default_policy(&s, &ws, json!({ "firstResponseMinutes": 60 }), json!({}))
+        .await;
     for who in ["ana", "bob"] {
         import(&app, &s, &ws, who, "my order never arrived").await;
     }

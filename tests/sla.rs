@@ -181,12 +181,11 @@ async fn business_calendars_are_validated_and_count_only_open_hours() {
         d["createBusinessCalendar"]["holidays"][1],
         json!({ "date": null, "month": 1, "day": 1 })
     );
-    let t = json!({ "firstResponseMinutes": 60 });
-    app.ok(
-        Some(&s.access),
-        POLICY,
-        json!({ "i": { "workspaceId": ws, "name": "Office hours", "isDefault": true, "businessHours": true, "calendarId": cal,
-                 "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+    app.default_policy(
+        &s,
+        &ws,
+        json!({ "firstResponseMinutes": 60 }),
+        json!({ "name": "Office hours", "businessHours": true, "calendarId": cal }),
     )
     .await;
     import(&app, &s, &ws, "c1", 10).await;
@@ -215,7 +214,7 @@ async fn warnings_and_breaches_fire_exactly_once_even_after_a_redis_flush_or_a_c
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let t = json!({ "firstResponseMinutes": 60, "resolutionMinutes": 600 });
-    app.ok(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true, "targets": { "urgent": t, "high": t, "normal": t, "low": t } } })).await;
+    app.default_policy(&s, &ws, t, json!({})).await;
     import(&app, &s, &ws, "late", 10).await;
     import(&app, &s, &ws, "fine", 10).await;
 
@@ -530,7 +529,7 @@ async fn breaches_are_delivered_signed_to_webhooks_with_retries() {
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let t = json!({ "firstResponseMinutes": 60 });
-    app.ok(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true, "targets": { "urgent": t, "high": t, "normal": t, "low": t } } })).await;
+    app.default_policy(&s, &ws, t, json!({})).await;
     let receiver = Receiver {
         fail: 2,
         ..Default::default()
@@ -630,7 +629,7 @@ async fn waiting_on_the_customer_pauses_resolving_meets_and_reopening_restarts()
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let t = json!({ "firstResponseMinutes": 60, "resolutionMinutes": 600 });
-    app.ok(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true, "targets": { "urgent": t, "high": t, "normal": t, "low": t } } })).await;
+    app.default_policy(&s, &ws, t, json!({})).await;
     import(&app, &s, &ws, "x", 10).await;
     let c0 = convs(&app, &s, &ws).await.remove(0);
     let id = c0["id"].as_str().unwrap().to_string();

@@ -77,12 +77,11 @@ async fn a_one_minute_promise_warns_breaches_and_is_met_through_real_workers() {
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "owner@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let t = json!({ "firstResponseMinutes": 1 });
-    app.ok(
-        Some(&s.access),
-        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
-        json!({ "i": { "workspaceId": ws, "name": "One minute", "isDefault": true, "warnAtPercent": 25,
-                 "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
+    app.default_policy(
+        &s,
+        &ws,
+        json!({ "firstResponseMinutes": 1 }),
+        json!({ "name": "One minute", "warnAtPercent": 25 }),
     )
     .await;
     let seen: Seen = Arc::default();

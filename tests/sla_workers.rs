@@ -29,13 +29,8 @@ async fn three_worker_processes_fire_each_timer_exactly_once() {
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let t = json!({ "firstResponseMinutes": 60 });
-    app.ok(
-        Some(&s.access),
-        "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
-        json!({ "i": { "workspaceId": ws, "name": "Std", "isDefault": true, "targets": { "urgent": t, "high": t, "normal": t, "low": t } } }),
-    )
-    .await;
+    app.default_policy(&s, &ws, json!({ "firstResponseMinutes": 60 }), json!({}))
+        .await;
     let events: Vec<_> = (0..N)
         .map(|i| json!({ "id": format!("m{i}"), "text": "where is my order", "published_at": "2026-11-20T09:00:00Z", "author": { "id": format!("a{i}") } }))
         .collect();

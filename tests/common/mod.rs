@@ -413,6 +413,30 @@ impl TestApp {
 
     /// Imports `events` (the GENERIC event format) into workspace `ws`
     /// through the `importMessages` mutation.
+    /// Creates the workspace's default SLA policy ("Std") with the same
+    /// `targets` for every priority; `extra` adds or overrides input fields
+    /// (`name`, `warnAtPercent`, `businessHours`, `calendarId`). Returns its ID.
+    pub async fn default_policy(
+        &self,
+        s: &Session,
+        ws: &str,
+        targets: Value,
+        extra: Value,
+    ) -> Value {
+        let mut input = json!({ "workspaceId": ws, "name": "Std", "isDefault": true,
+            "targets": { "urgent": targets, "high": targets, "normal": targets, "low": targets } });
+        if let (Some(i), Some(e)) = (input.as_object_mut(), extra.as_object()) {
+            i.extend(e.clone());
+        }
+        self.ok(
+            Some(&s.access),
+            "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
+            json!({ "i": input }),
+        )
+        .await["createSlaPolicy"]["id"]
+            .clone()
+    }
+
     /// Imports events that must all be valid: a rejected one fails the
     /// test (a test meaning to import nothing would pass unnoticed).
     pub async fn import_events(&self, s: &Session, ws: &str, events: Value) {
