@@ -10,7 +10,11 @@
 //! (10), BENCH_CONCURRENCY (16), BENCH_WORKERS (1 worker process), BENCH_SETUP_SQL
 //! (statements run after the migrations, separated by `;`, e.g. to disable
 //! triggers and measure what they cost), BENCH_RATE (messages/s offered in
-//! the steady phase, 5000) and BENCH_SUSTAIN_SECONDS (its length, 10).
+//! the steady phase, 5000), BENCH_SUSTAIN_SECONDS (its length, 10) and
+//! BENCH_SLOW_MS (print the start time of every webhook request that took
+//! at least this long, to line up with a sample of PostgreSQL's waits),
+//! BENCH_HTTP_WORKERS (the API's HTTP worker threads, 1; `rapport serve`
+//! starts one per core).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -47,8 +51,12 @@ async fn run() {
     let rate = env_usize("BENCH_RATE", 5000) as f64;
     let sustain_secs = env_usize("BENCH_SUSTAIN_SECONDS", 10) as f64;
     let total = (requests * per_request) as u64;
+    let slow_ms = std::env::var("BENCH_SLOW_MS")
+        .ok()
+        .and_then(|v| v.parse::<u128>().ok());
 
-    let app = TestApp::start_with(|s| s.http_workers = Some(1)).await;
+    let http_workers = env_usize("BENCH_HTTP_WORKERS", 1);
+    let app = TestApp::start_with(|s| s.http_workers = Some(http_workers)).await;
     if let Ok(t) = std::env::var("BENCH_SETUP_SQL") {
         use sea_orm::ConnectionTrait;
         for stmt in t.split(';').filter(|x| !x.is_empty()) {
@@ -123,6 +131,16 @@ async fn run() {
                     .unwrap();
                 let took = t.elapsed();
                 assert_eq!(resp.status(), 200);
+                if slow_ms.is_some_and(|ms| took.as_millis() >= ms) {
+                    // When it started, to line up with what PostgreSQL's
+                    // backends were waiting on at that moment.
+                    let started = chrono::Utc::now() - took;
+                    eprintln!(
+                        "slow request: started {} took {:.1} ms",
+                        started.format("%H:%M:%S%.3f"),
+                        took.as_secs_f64() * 1e3
+                    );
+                }
                 drop(permit);
                 took
             }));
@@ -221,7 +239,7 @@ async fn run() {
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "ingest benchmark: {requests} webhook requests x {per_request} events = {total} messages per phase, {concurrency} concurrent clients, {workers} worker process(es), PostgreSQL, 2 cores shared by all"
+        "ingest benchmark: {requests} webhook requests x {per_request} events = {total} messages per phase, {concurrency} concurrent clients, {http_workers} HTTP worker thread(s), {workers} worker process(es), PostgreSQL, 2 cores shared by all"
     );
     println!(
         "  0. warm-up, fresh tables without statistics: {:.0} messages/s end to end",
