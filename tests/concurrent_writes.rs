@@ -18,20 +18,25 @@ use serde_json::json;
 
 /// Runs `writer` while `change` is held uncommitted; commits the change
 /// once a backend of this database waits for a lock, then finishes the
-/// writer.
-async fn while_uncommitted<T>(app: &TestApp, change: &str, writer: impl Future<Output = T>) -> T {
+/// writer. A writer that finishes without waiting fails the test with
+/// what it returned.
+async fn while_uncommitted<T: std::fmt::Debug>(
+    app: &TestApp,
+    change: &str,
+    writer: impl Future<Output = T>,
+) -> T {
     let db = &app.state.db;
     let held = db.begin().await.unwrap();
     held.execute_unprepared(change).await.unwrap();
-    let release = async {
-        app.eventually("the writer waits for the uncommitted change", async || {
+    let mut writer = std::pin::pin!(writer);
+    tokio::select! {
+        out = &mut writer => panic!("the writer did not wait for the uncommitted change: {out:?}"),
+        () = app.eventually("the writer waits for the uncommitted change", async || {
             (lock_waiters(db).await > 0).then_some(())
-        })
-        .await;
-        held.commit().await.unwrap();
-    };
-    let (out, ()) = tokio::join!(writer, release);
-    out
+        }) => {}
+    }
+    held.commit().await.unwrap();
+    writer.await
 }
 
 async fn lock_waiters(db: &DatabaseConnection) -> i64 {
@@ -203,4 +208,67 @@ async fn locked_reads_of_many_conversations_come_in_id_order() {
     txn.commit().await.unwrap();
     ids.sort();
     assert_eq!(got, ids, "each once, in id order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_does_not_escalate_a_conversation_resolved_meanwhile() {
+    use rapport_worker::sla::{SlaConfig, SlaEngine};
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    app.default_policy(
+        &s,
+        &ws,
+        json!({ "firstResponseMinutes": 60 }),
+        json!({ "escalation": { "raisePriorityTo": "URGENT" } }),
+    )
+    .await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "m1", "text": "where is my parcel?", "published_at": "2026-12-05T09:00:00Z", "author": { "id": "ana" } }]),
+    )
+    .await;
+    let c = only_conversation(&app).await;
+    assert_ne!(c.priority, "URGENT");
+    exec(
+        &app.state.db,
+        &format!(
+            "UPDATE conversations SET first_response_due_at = now() - interval '1 second' WHERE id = '{}'",
+            c.id
+        ),
+    )
+    .await;
+    let engine = SlaEngine {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        cfg: SlaConfig::default(),
+    };
+    // The breach is read while an agent's resolution is not yet committed.
+    let resolve = format!(
+        "UPDATE conversations SET status = 'RESOLVED', resolved_at = now() WHERE id = '{}'",
+        c.id
+    );
+    let fire = async {
+        engine.rebuild().await.unwrap();
+        engine.tick().await.unwrap();
+    };
+    while_uncommitted(&app, &resolve, fire).await;
+    let events = rapport_store::entities::sla_event::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.kind == "SLA_BREACHED"),
+        "the breach happened and is recorded: {events:?}"
+    );
+    let after = only_conversation(&app).await;
+    assert_eq!(after.status, "RESOLVED");
+    assert_eq!(
+        after.priority, c.priority,
+        "resolved before the escalation could lock it: not escalated"
+    );
 }

@@ -172,14 +172,18 @@ pub async fn store_batch(
     let authors_here: HashSet<Uuid> = author_ids.iter().copied().collect();
     for c in locks::conversations(txn, candidates).await? {
         // Resolved or closed since the candidates were listed: joined only
-        // as a reply's parent. (New open ones cannot appear meanwhile: their
-        // authors' locks are held.)
+        // as a reply's parent. One opened meanwhile by another ingestion
+        // cannot be missed (the authors' locks are held); one opened by the
+        // API (`takeOffline`'s private thread, a reopening) can, and the
+        // message then starts its own conversation, as it did before.
         let still_open = kind != ChannelKind::Feed
             && [OPEN, PENDING_CUSTOMER].contains(&c.status.as_str())
             && ws_ids.contains(&c.workspace_id)
             && authors_here.contains(&c.author_id);
         if still_open {
-            // Rows come in id order: the oldest open one is joined.
+            // Normally one is open per key; should there be more (an agent
+            // reopened an older one), the oldest is joined, every time:
+            // rows come in id order.
             open.entry(OpenKey::of(&c)).or_insert(c.id);
         }
         convs.insert(c.id, Conv::existing(c));

@@ -782,7 +782,9 @@ pub async fn escalate<C: ConnectionTrait>(
     };
     let c = &c;
     if c.status != "OPEN" {
-        // Answered or resolved meanwhile: nobody needs calling.
+        // Resolved, closed or waiting on the customer since the breach was
+        // read: nobody needs calling. (A reply alone leaves it OPEN: the
+        // breach happened, and the escalation stands.)
         return Ok(false);
     }
     let Some(policy) = (match c.sla_policy_id {

@@ -411,8 +411,6 @@ impl TestApp {
         d["createWorkspace"]["id"].as_str().unwrap().to_string()
     }
 
-    /// Imports `events` (the GENERIC event format) into workspace `ws`
-    /// through the `importMessages` mutation.
     /// Creates the workspace's default SLA policy ("Std") with the same
     /// `targets` for every priority; `extra` adds or overrides input fields
     /// (`name`, `warnAtPercent`, `businessHours`, `calendarId`). Returns its ID.
@@ -437,8 +435,9 @@ impl TestApp {
             .clone()
     }
 
-    /// Imports events that must all be valid: a rejected one fails the
-    /// test (a test meaning to import nothing would pass unnoticed).
+    /// Imports `events` (the GENERIC event format) into workspace `ws`
+    /// through the `importMessages` mutation. All must be valid: a rejected
+    /// one fails the test (a test importing nothing would pass unnoticed).
     pub async fn import_events(&self, s: &Session, ws: &str, events: Value) {
         let d = self
             .ok(

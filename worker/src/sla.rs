@@ -164,7 +164,8 @@ impl SlaEngine {
             })
             .collect();
         let fresh = sla::record_events(&txn, &events, now).await?;
-        // Escalation commits with the breach: both or neither. Only
+        // Escalation commits with the breach: never one without the other
+        // (a conversation no longer OPEN by then is not escalated). Only
         // policies that escalate at all are looked at per conversation.
         let mut policies: Vec<Uuid> = fresh
             .iter()

@@ -125,7 +125,7 @@ impl AuthQuery {
             .await?
             .ok_or(ApiError::NotFound)?;
         Ok(Me {
-            user: User(load_user(ctx, v.user_id).await?),
+            user: User(load_user(&state(ctx).db, v.user_id).await?),
             agency: Agency(a),
             role: v.role.into(),
             member: Member(m),

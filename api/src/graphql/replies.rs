@@ -200,12 +200,7 @@ fn channel_limit(kind: ChannelKind) -> usize {
     }
 }
 
-async fn draft(
-    ctx: &Context<'_>,
-    v: &Viewer,
-    txn: &DatabaseTransaction,
-    ask: &Ask<'_>,
-) -> ApiResult<Draft> {
+async fn draft(v: &Viewer, txn: &DatabaseTransaction, ask: &Ask<'_>) -> ApiResult<Draft> {
     let q = v
         .scope
         .select_in_workspaces::<conversation::Entity>()
@@ -250,7 +245,9 @@ async fn draft(
         .order_by_desc(message::Column::Id)
         .one(txn)
         .await?;
-    let agent = load_user(ctx, v.user_id).await?;
+    // Through the transaction: while the conversation is locked, a second
+    // pooled connection per waiting reply could run the pool dry.
+    let agent = load_user(txn, v.user_id).await?;
     let first_name = agent
         .name
         .split_whitespace()
@@ -567,7 +564,6 @@ impl ReplyQuery {
         v.require_writer()?;
         let txn = v.scope.begin(&state(ctx).db).await?;
         let d = draft(
-            ctx,
             v,
             &txn,
             &Ask {
@@ -604,7 +600,6 @@ impl ReplyMutation {
         v.require_writer()?;
         let txn = v.scope.begin(&state(ctx).db).await?;
         let d = draft(
-            ctx,
             v,
             &txn,
             &Ask {
@@ -646,7 +641,6 @@ impl ReplyMutation {
         v.require_writer()?;
         let txn = v.scope.begin(&state(ctx).db).await?;
         let d = draft(
-            ctx,
             v,
             &txn,
             &Ask {
@@ -706,7 +700,6 @@ impl ReplyMutation {
         v.require_writer()?;
         let txn = v.scope.begin(&state(ctx).db).await?;
         let d = draft(
-            ctx,
             v,
             &txn,
             &Ask {

@@ -105,9 +105,11 @@ impl User {
     }
 }
 
-pub async fn load_user(ctx: &Context<'_>, id: Uuid) -> ApiResult<user::Model> {
+/// A member's user, read through `conn` (a request's transaction when it
+/// has one, so that it needs no second pooled connection).
+pub async fn load_user<C: sea_orm::ConnectionTrait>(conn: &C, id: Uuid) -> ApiResult<user::Model> {
     user::Entity::find_by_id(id)
-        .one(&state(ctx).db)
+        .one(conn)
         .await?
         .ok_or_else(|| ApiError::internal(format!("user {id} of a membership is missing")))
 }
@@ -183,7 +185,7 @@ impl Member {
     }
     /// The person's account.
     async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
-        load_user(ctx, self.0.user_id).await.map(User)
+        load_user(&state(ctx).db, self.0.user_id).await.map(User)
     }
     /// The member's role in this agency.
     async fn role(&self) -> ApiResult<GqlRole> {
