@@ -6,6 +6,7 @@ use super::paging::{Order, keyset};
 use super::types::{Member, Workspace, decode, gid};
 use super::{auth, state};
 use crate::audit::AuditEvent;
+use crate::auth::viewer::Viewer;
 use crate::error::{ApiError, ApiResult};
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
@@ -19,8 +20,8 @@ use rapport_store::raw_events::{FAILED, PENDING};
 use rapport_store::{jobs, locks};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, NullOrdering, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, Select, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, Select, Set,
 };
 use serde_json::json;
 use std::borrow::Cow;
@@ -632,13 +633,7 @@ impl ConversationQuery {
     /// workspace the member may not see.
     async fn conversation(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Conversation> {
         let v = auth(ctx).viewer()?;
-        let c = v
-            .scope
-            .select_in_workspaces::<conversation::Entity>()
-            .filter(conversation::Column::Id.eq(decode(Kind::Conversation, &id)?))
-            .one(&state(ctx).db)
-            .await?
-            .ok_or(ApiError::NotFound)?;
+        let c = visible(v, &state(ctx).db, &id, Locked::No).await?;
         Ok(Conversation::whole(c))
     }
 
@@ -904,6 +899,32 @@ async fn list_page(
     }
 }
 
+/// Whether a conversation is read to be changed (rapport_store::locks).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Locked {
+    No,
+    ForUpdate,
+}
+
+/// The conversation `id` if the viewer may see it; NOT_FOUND when it does
+/// not exist or is in a workspace the viewer may not see.
+pub(super) async fn visible<C: ConnectionTrait>(
+    v: &Viewer,
+    conn: &C,
+    id: &ID,
+    locked: Locked,
+) -> ApiResult<conversation::Model> {
+    let q = v
+        .scope
+        .select_in_workspaces::<conversation::Entity>()
+        .filter(conversation::Column::Id.eq(decode(Kind::Conversation, id)?));
+    let q = match locked {
+        Locked::No => q,
+        Locked::ForUpdate => locks::for_update(q),
+    };
+    q.one(conn).await?.ok_or(ApiError::NotFound)
+}
+
 /// Moves a conversation to a status (see `setConversationStatus`).
 async fn change_status(
     ctx: &Context<'_>,
@@ -914,16 +935,7 @@ async fn change_status(
     v.require_writer()?;
     let st = state(ctx);
     let txn = v.scope.begin(&st.db).await?;
-    let current = locks::for_update(
-        v.scope
-            .select_in_workspaces::<conversation::Entity>()
-            .filter(
-                conversation::Column::Id.eq(decode(Kind::Conversation, &input.conversation_id)?),
-            ),
-    )
-    .one(&txn)
-    .await?
-    .ok_or(ApiError::NotFound)?;
+    let current = visible(v, &txn, &input.conversation_id, Locked::ForUpdate).await?;
     let clock = sla::clock_for(&txn, &current).await?;
     let now = Utc::now();
     let mut next = current.clone();
@@ -973,17 +985,7 @@ impl ConversationMutation {
         v.require_writer()?;
         let st = state(ctx);
         let txn = v.scope.begin(&st.db).await?;
-        let current = locks::for_update(
-            v.scope
-                .select_in_workspaces::<conversation::Entity>()
-                .filter(
-                    conversation::Column::Id
-                        .eq(decode(Kind::Conversation, &input.conversation_id)?),
-                ),
-        )
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+        let current = visible(v, &txn, &input.conversation_id, Locked::ForUpdate).await?;
         let assignee = match &input.member_id {
             None => None,
             Some(id) => {

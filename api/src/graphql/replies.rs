@@ -3,9 +3,9 @@
 //! QUEUED in the same transaction as its clock effects; the worker then
 //! publishes it on the platform.
 
-use super::conversations::{Conversation, Message, Visibility};
+use super::conversations::{Conversation, Locked, Message, Visibility, visible};
 use super::templates::{Intent, slots_of, usable};
-use super::types::{decode, gid, load_user, strings};
+use super::types::{gid, load_user, strings};
 use super::{auth, state};
 use crate::audit::AuditEvent;
 use crate::auth::viewer::Viewer;
@@ -18,7 +18,7 @@ use rapport_domain::reply::guard::{self, Check, Finding};
 use rapport_domain::reply::settings::{DuplicateWindow, SimilarityThreshold};
 use rapport_domain::reply::template::Template;
 use rapport_store::entities::{author, channel, conversation, message, reply_refusal, workspace};
-use rapport_store::{jobs, locks, sla};
+use rapport_store::{jobs, sla};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, Set,
@@ -167,10 +167,10 @@ pub struct TakeOfflinePayload {
 /// What the agent asked for, before it is rendered.
 struct Ask<'a> {
     conversation_id: &'a ID,
-    /// The reply will be stored: the conversation is locked until the
-    /// transaction ends (rapport_store::locks), so its clocks are computed
-    /// from the row as committed, not overwriting a concurrent change.
-    storing: bool,
+    /// `ForUpdate` when the reply will be stored: the conversation is locked
+    /// until the transaction ends, so its clocks are computed from the row
+    /// as committed, not overwriting a concurrent change.
+    locked: Locked,
     template_id: Option<&'a ID>,
     slots: &'a [SlotValue],
     text: Option<&'a str>,
@@ -201,12 +201,7 @@ fn channel_limit(kind: ChannelKind) -> usize {
 }
 
 async fn draft(v: &Viewer, txn: &DatabaseTransaction, ask: &Ask<'_>) -> ApiResult<Draft> {
-    let q = v
-        .scope
-        .select_in_workspaces::<conversation::Entity>()
-        .filter(conversation::Column::Id.eq(decode(Kind::Conversation, ask.conversation_id)?));
-    let q = if ask.storing { locks::for_update(q) } else { q };
-    let c = q.one(txn).await?.ok_or(ApiError::NotFound)?;
+    let c = visible(v, txn, ask.conversation_id, ask.locked).await?;
     if c.status == "CLOSED" {
         return Err(ApiError::bad_input(
             "conversationId",
@@ -568,7 +563,7 @@ impl ReplyQuery {
             &txn,
             &Ask {
                 conversation_id: &input.conversation_id,
-                storing: false,
+                locked: Locked::No,
                 template_id: input.template_id.as_ref(),
                 slots: &input.slots,
                 text: input.text.as_deref(),
@@ -604,7 +599,7 @@ impl ReplyMutation {
             &txn,
             &Ask {
                 conversation_id: &input.conversation_id,
-                storing: true,
+                locked: Locked::ForUpdate,
                 template_id: input.template_id.as_ref(),
                 slots: &input.slots,
                 text: input.text.as_deref(),
@@ -645,7 +640,7 @@ impl ReplyMutation {
             &txn,
             &Ask {
                 conversation_id: &input.conversation_id,
-                storing: true,
+                locked: Locked::ForUpdate,
                 template_id: input.template_id.as_ref(),
                 slots: &input.slots,
                 text: input.text.as_deref(),
@@ -704,7 +699,7 @@ impl ReplyMutation {
             &txn,
             &Ask {
                 conversation_id: &input.conversation_id,
-                storing: true,
+                locked: Locked::ForUpdate,
                 template_id: input.template_id.as_ref(),
                 slots: &input.slots,
                 text: input.text.as_deref(),
