@@ -614,6 +614,184 @@ async fn one_payload_updates_each_joined_conversation_and_author() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_arriving_after_its_replies_joins_their_conversation_as_an_earlier_message() {
+    use rapport_store::entities::conversation;
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let t =
+        json!({ "firstResponseMinutes": 60, "nextResponseMinutes": 30, "resolutionMinutes": 480 });
+    app.default_policy(&s, &ws, t, json!({})).await;
+    let event = |id: &str, author: &str, text: &str, at: &str, reply_to: Option<&str>| {
+        let mut e = json!({ "id": id, "text": text, "published_at": at,
+                            "author": { "id": author, "handle": author, "followers": 10 } });
+        if let Some(p) = reply_to {
+            e["in_reply_to"] = json!(p);
+        }
+        e
+    };
+    let conversations = async || {
+        conversation::Entity::find()
+            .order_by_asc(conversation::Column::Id)
+            .all(&app.state.db)
+            .await
+            .unwrap()
+    };
+    let conversation_of = async |external_id: &str| {
+        message::Entity::find()
+            .filter(message::Column::ExternalId.eq(external_id))
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap()
+            .conversation_id
+    };
+
+    // A friendly answer arrives before the complaint it answers: it starts
+    // a conversation, clocks running.
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "b1",
+            "bob",
+            "they open at nine, hope that helps",
+            "2026-12-05T09:05:00Z",
+            Some("a1")
+        )]),
+    )
+    .await;
+    let [before] = conversations().await.try_into().unwrap();
+    assert!(before.first_response_due_at.is_some());
+
+    // The complaint: it joins that conversation and ranks it, but it is an
+    // earlier message, not the customer's next turn.
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "a1",
+            "ann",
+            "This is terrible, I want a refund now!",
+            "2026-12-05T09:00:00Z",
+            None
+        )]),
+    )
+    .await;
+    let [after] = conversations().await.try_into().unwrap();
+    assert_eq!(after.id, before.id);
+    assert_eq!(conversation_of("a1").await, before.id);
+    assert!(after.priority_score > before.priority_score, "{after:?}");
+    assert_eq!(after.priority_breakdown.0.urgency_matches, ["refund"]);
+    assert_eq!(after.sentiment, before.sentiment, "the latest message's");
+    assert_eq!(
+        after.last_customer_message_at,
+        before.last_customer_message_at
+    );
+    assert_eq!(after.first_response_due_at, before.first_response_due_at);
+    assert_eq!(after.due_at, before.due_at);
+    assert_eq!(after.status, "OPEN");
+    // Delivered again: nothing twice.
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "a1",
+            "ann",
+            "This is terrible, I want a refund now!",
+            "2026-12-05T09:00:00Z",
+            None
+        )]),
+    )
+    .await;
+    assert_eq!(
+        message::Entity::find().count(&app.state.db).await.unwrap(),
+        2
+    );
+
+    // Within one payload, the answer first: one conversation.
+    app.import_events(
+        &s,
+        &ws,
+        json!([
+            event(
+                "d1",
+                "dan",
+                "yes, in the car park",
+                "2026-12-05T10:01:00Z",
+                Some("c1")
+            ),
+            event(
+                "c1",
+                "cat",
+                "is there parking?",
+                "2026-12-05T10:00:00Z",
+                None
+            ),
+        ]),
+    )
+    .await;
+    assert_eq!(conversation_of("c1").await, conversation_of("d1").await);
+    assert_eq!(conversations().await.len(), 2);
+
+    // A resolved conversation stays resolved when an earlier message of
+    // its thread turns up.
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "f1",
+            "fay",
+            "thanks, sorted!",
+            "2026-12-05T11:05:00Z",
+            Some("e1")
+        )]),
+    )
+    .await;
+    let resolved = conversation_of("f1").await;
+    app.ok(
+        Some(&s.access),
+        "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
+        json!({ "c": rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, resolved) }),
+    )
+    .await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "e1",
+            "eve",
+            "my order is late",
+            "2026-12-05T11:00:00Z",
+            None
+        )]),
+    )
+    .await;
+    assert_eq!(conversation_of("e1").await, resolved);
+    let all = conversations().await;
+    assert_eq!(all.len(), 3);
+    let c = all.iter().find(|c| c.id == resolved).unwrap();
+    assert_eq!(c.status, "RESOLVED");
+    assert!(c.resolved_at.is_some());
+
+    // A later reply to the early-answered message joins the same thread.
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "a2",
+            "ann",
+            "still waiting on that refund",
+            "2026-12-05T12:00:00Z",
+            Some("a1")
+        )]),
+    )
+    .await;
+    assert_eq!(conversation_of("a2").await, before.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_read_together_share_a_transaction_and_a_failing_one_fails_alone() {
     use rapport_store::raw_events::PENDING;
     use rapport_worker::ingest::Ingestor;

@@ -10,6 +10,7 @@ mod m20261128_000004_teams;
 mod m20261128_000005_reporting;
 mod m20261128_000006_report_rollups;
 mod m20261201_000007_refresh_slots_fix;
+mod m20261205_000008_reply_lookup;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000005_reporting::Migration),
             Box::new(m20261128_000006_report_rollups::Migration),
             Box::new(m20261201_000007_refresh_slots_fix::Migration),
+            Box::new(m20261205_000008_reply_lookup::Migration),
         ]
     }
 }

@@ -13,8 +13,8 @@ use rapport_domain::sentiment;
 use rapport_domain::sla::Facts;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, Set, Statement,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, Set, Statement,
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -68,8 +68,9 @@ pub fn changes(touched: &[Touched]) -> Vec<(Uuid, Uuid, &'static str)> {
 
 /// Stores a payload's messages, each `(workspace, message)` pair once:
 /// pairs already stored are skipped. A handful of queries per payload, not
-/// per message: the authors' locks, one dedup check, one author lookup and
-/// insert, one lookup each of parents and open conversations, then
+/// per message: the authors' locks, one dedup check (which also finds
+/// replies that arrived first), one author lookup and insert, one lookup
+/// each of parents and open conversations, then
 /// multi-row inserts and one update for the changed conversations. Returns
 /// what was stored.
 pub async fn store_batch(
@@ -99,20 +100,39 @@ pub async fn store_batch(
         .await?;
     }
 
-    // 2. Deduplicate against the database and within the payload.
+    // 2. Deduplicate against the database and within the payload. The same
+    //    lookup finds replies stored before the message they answer
+    //    (platforms deliver out of order; concurrent chunks of one channel
+    //    race): the message joins the oldest such reply's conversation.
     let ext_ids: Vec<&str> = unique(items.iter().map(|(_, m)| m.external_id.as_str()));
     let mut seen: HashSet<(String, Uuid)> = HashSet::new();
+    let mut early: HashMap<(String, Uuid), Uuid> = HashMap::new();
     for chunk in ext_ids.chunks(CHUNK) {
-        let rows: Vec<(String, Uuid)> = message::Entity::find()
+        let wanted: HashSet<&str> = chunk.iter().copied().collect();
+        let rows: Vec<(String, Uuid, Option<String>, Uuid)> = message::Entity::find()
             .select_only()
             .column(message::Column::ExternalId)
             .column(message::Column::WorkspaceId)
+            .column(message::Column::InReplyToExternalId)
+            .column(message::Column::ConversationId)
             .filter(message::Column::ChannelId.eq(ch.id))
-            .filter(message::Column::ExternalId.is_in(chunk.iter().copied()))
+            .filter(
+                Condition::any()
+                    .add(message::Column::ExternalId.is_in(chunk.iter().copied()))
+                    .add(message::Column::InReplyToExternalId.is_in(chunk.iter().copied())),
+            )
             .into_tuple()
             .all(txn)
             .await?;
-        seen.extend(rows);
+        for (ext, ws, parent, conv) in rows {
+            if let Some(p) = parent.filter(|p| wanted.contains(p.as_str())) {
+                let oldest = early.entry((p, ws)).or_insert(conv);
+                *oldest = (*oldest).min(conv);
+            }
+            if wanted.contains(ext.as_str()) {
+                seen.insert((ext, ws));
+            }
+        }
     }
     let todo: Vec<(&workspace::Model, &Inbound)> = items
         .iter()
@@ -131,7 +151,8 @@ pub async fn store_batch(
     let author_ids: Vec<Uuid> = unique(todo.iter().map(|(_, m)| author_of(m)));
 
     // 4. Conversations the messages may join: those of the messages they
-    //    answer, and their authors' open ones.
+    //    answer, those of replies that arrived before them, and their
+    //    authors' open ones.
     let parents: Vec<&str> = unique(todo.iter().filter_map(|(_, m)| m.in_reply_to.as_deref()));
     let mut parent_conv: HashMap<(String, Uuid), Uuid> = HashMap::new();
     for chunk in parents.chunks(CHUNK) {
@@ -151,7 +172,7 @@ pub async fn store_batch(
     //    agent's reply, a status change or another payload committing
     //    meanwhile is waited for and read, not overwritten by what this
     //    payload computed from the row before it.
-    let mut candidates: Vec<Uuid> = unique(parent_conv.values().copied());
+    let mut candidates: Vec<Uuid> = unique(parent_conv.values().chain(early.values()).copied());
     // Feed entries stand alone: their "author" is often the feed itself.
     if kind != ChannelKind::Feed {
         for chunk in author_ids.chunks(CHUNK) {
@@ -195,6 +216,7 @@ pub async fn store_batch(
     let mut slas: HashMap<Uuid, sla::WorkspaceSla> = HashMap::new();
     let mut timers = Vec::new();
     let mut here: HashMap<(String, Uuid), Uuid> = HashMap::new();
+    let mut early_here: HashMap<(String, Uuid), Uuid> = HashMap::new();
     let mut new_order = Vec::new();
     let mut messages = Vec::with_capacity(todo.len());
     let mut touched = Vec::with_capacity(todo.len());
@@ -210,28 +232,34 @@ pub async fn store_batch(
             urgency_keywords: &strings(&ws.urgency_keywords),
         });
         let key = OpenKey::new(ws.id, author_id, m.visibility, ch.id);
-        let joined = m
-            .in_reply_to
-            .as_ref()
-            .and_then(|p| {
-                let k = (p.clone(), ws.id);
-                here.get(&k).or_else(|| parent_conv.get(&k)).copied()
-            })
-            .or_else(|| {
-                (kind != ChannelKind::Feed)
-                    .then(|| open.get(&key).copied())
-                    .flatten()
-            });
+        let parent = m.in_reply_to.as_ref().and_then(|p| {
+            let k = (p.clone(), ws.id);
+            here.get(&k).or_else(|| parent_conv.get(&k)).copied()
+        });
+        // Answered before it arrived: it joins its replies' thread as an
+        // earlier message, not as the customer's next turn.
+        let answered_early = parent.is_none().then(|| {
+            let k = (m.external_id.clone(), ws.id);
+            early.get(&k).or_else(|| early_here.get(&k)).copied()
+        });
+        let late = answered_early.flatten().is_some();
+        let joined = parent.or(answered_early.flatten()).or_else(|| {
+            (kind != ChannelKind::Feed)
+                .then(|| open.get(&key).copied())
+                .flatten()
+        });
         // A customer answering a conversation that waited on them, or was
         // resolved, opens it again: paused clocks resume, a reopened one
         // restarts its resolution clock.
-        let reopening = joined
-            .and_then(|id| convs.get(&id))
-            .is_some_and(|c| c.model.status != OPEN);
+        let reopening = !late
+            && joined
+                .and_then(|id| convs.get(&id))
+                .is_some_and(|c| c.model.status != OPEN);
         // After an agent reply, a customer message starts the next-response clock.
-        let answered = joined.and_then(|id| convs.get(&id)).is_some_and(|c| {
-            c.model.first_responded_at.is_some() && c.model.next_response_due_at.is_none()
-        });
+        let answered = !late
+            && joined.and_then(|id| convs.get(&id)).is_some_and(|c| {
+                c.model.first_responded_at.is_some() && c.model.next_response_due_at.is_none()
+            });
         if (reopening || answered)
             && let std::collections::hash_map::Entry::Vacant(e) = slas.entry(ws.id)
         {
@@ -248,7 +276,11 @@ pub async fn store_batch(
                     c.dirty = true;
                     timers.extend(sla::timers_of(&c.model));
                 }
-                c.join(m, score, &breakdown, now);
+                if late {
+                    c.join_earlier(m, &breakdown, now);
+                } else {
+                    c.join(m, score, &breakdown, now);
+                }
                 (c.model.id, false)
             }
             None => {
@@ -279,6 +311,11 @@ pub async fn store_batch(
             }
         };
         here.insert((m.external_id.clone(), ws.id), conversation_id);
+        if let Some(p) = &m.in_reply_to {
+            early_here
+                .entry((p.clone(), ws.id))
+                .or_insert(conversation_id);
+        }
         messages.push(message::ActiveModel {
             id: Set(Uuid::now_v7()),
             agency_id: Set(ch.agency_id),
@@ -470,24 +507,34 @@ impl Conv {
         breakdown: &Breakdown,
         now: chrono::DateTime<Utc>,
     ) {
+        self.join_earlier(m, breakdown, now);
+        let c = &mut self.model;
+        c.sentiment = Some(sentiment);
+        // Recovery: a conversation that began unhappy, now positive.
+        if c.opening_sentiment.is_some_and(|s| s <= -0.05) && sentiment >= 0.05 {
+            c.recovered = true;
+        }
+        if c.status != OPEN {
+            c.status = OPEN.into();
+            c.resolved_at = None;
+            c.resolution_business_s = None;
+        }
+    }
+
+    /// A customer message that may be older than the conversation's latest:
+    /// it can raise the rank, never move the last customer message back.
+    /// Alone, for a message whose replies arrived before it: the thread
+    /// gains context, not a new turn, so its sentiment, status and clocks
+    /// stay as they are.
+    fn join_earlier(&mut self, m: &Inbound, breakdown: &Breakdown, now: chrono::DateTime<Utc>) {
         let c = &mut self.model;
         if breakdown.score > c.priority_score {
             c.priority = breakdown.level.as_str().into();
             c.priority_score = breakdown.score;
             c.priority_breakdown = StoredBreakdown(breakdown.clone());
         }
-        c.sentiment = Some(sentiment);
-        // Recovery: a conversation that began unhappy, now positive.
-        if c.opening_sentiment.is_some_and(|s| s <= -0.05) && sentiment >= 0.05 {
-            c.recovered = true;
-        }
         if m.published_at > c.last_customer_message_at {
             c.last_customer_message_at = m.published_at;
-        }
-        if c.status != OPEN {
-            c.status = OPEN.into();
-            c.resolved_at = None;
-            c.resolution_business_s = None;
         }
         c.updated_at = now;
         self.dirty = true;
