@@ -39,6 +39,37 @@ async fn while_uncommitted<T: std::fmt::Debug>(
     writer.await
 }
 
+/// Two writers queued behind an uncommitted `change`: `first` is started
+/// and seen waiting for it, then `second` must wait as well (for `first`);
+/// then the change commits and both finish. Either writer finishing
+/// without waiting fails the test with what it returned.
+async fn queued_behind<A: std::fmt::Debug, B: std::fmt::Debug>(
+    app: &TestApp,
+    change: &str,
+    first: impl Future<Output = A>,
+    second: impl Future<Output = B>,
+) -> (A, B) {
+    let db = &app.state.db;
+    let held = db.begin().await.unwrap();
+    held.execute_unprepared(change).await.unwrap();
+    let (mut first, mut second) = (std::pin::pin!(first), std::pin::pin!(second));
+    tokio::select! {
+        out = &mut first => panic!("the first writer did not wait for the uncommitted change: {out:?}"),
+        () = app.eventually("the first writer waits", async || {
+            (lock_waiters(db).await > 0).then_some(())
+        }) => {}
+    }
+    tokio::select! {
+        out = &mut first => panic!("the first writer did not wait for the uncommitted change: {out:?}"),
+        out = &mut second => panic!("the second writer did not wait for the first: {out:?}"),
+        () = app.eventually("the second writer waits", async || {
+            (lock_waiters(db).await > 1).then_some(())
+        }) => {}
+    }
+    held.commit().await.unwrap();
+    tokio::join!(first, second)
+}
+
 async fn lock_waiters(db: &DatabaseConnection) -> i64 {
     db.query_one_raw(Statement::from_string(
         DbBackend::Postgres,
@@ -270,5 +301,97 @@ async fn a_breach_does_not_escalate_a_conversation_resolved_meanwhile() {
     assert_eq!(
         after.priority, c.priority,
         "resolved before the escalation could lock it: not escalated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_ingested_while_an_agent_reopens_joins_the_reopened_conversation() {
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let (s, ws, c) = setup(&app).await;
+    let id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, c.id);
+    app.ok(
+        Some(&s.access),
+        "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
+        json!({ "c": id }),
+    )
+    .await;
+    // The reopening is held up by another writer of the row (it already
+    // holds the customer's lock); the customer writes again meanwhile.
+    let busy = format!(
+        "SELECT 1 FROM conversations WHERE id = '{}' FOR UPDATE",
+        c.id
+    );
+    let reopen = app.ok(
+        Some(&s.access),
+        "mutation($i: SetConversationStatusInput!) { setConversationStatus(input: $i) { status } }",
+        json!({ "i": { "conversationId": id, "status": "OPEN" } }),
+    );
+    let again = json!([{ "id": "m2", "text": "it happened again today", "published_at": "2026-12-05T10:00:00Z", "author": { "id": "ana" } }]);
+    queued_behind(&app, &busy, reopen, app.import_events(&s, &ws, again)).await;
+    // Unlocked, the payload saw no open conversation and opened a second.
+    let after = only_conversation(&app).await;
+    assert_eq!(after.status, "OPEN");
+    assert_eq!(
+        rapport_store::entities::message::Entity::find()
+            .all(&app.state.db)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.conversation_id == c.id)
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_message_ingested_while_an_agent_takes_it_offline_joins_the_thread() {
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let (s, ws, c) = setup(&app).await;
+    let id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, c.id);
+    let busy = format!(
+        "SELECT 1 FROM conversations WHERE id = '{}' FOR UPDATE",
+        c.id
+    );
+    let offline = app.ok(
+        Some(&s.access),
+        "mutation($i: TakeOfflineInput!) { takeOffline(input: $i) { privateConversation { id } } }",
+        json!({ "i": { "conversationId": id,
+                       "text": "Ana, sorry your latte arrived cold. Please message us privately with your order number and we will sort it today." } }),
+    );
+    let dm = json!([{ "id": "d1", "text": "order 4471", "visibility": "private", "published_at": "2026-12-05T09:10:00Z", "author": { "id": "ana" } }]);
+    let (d, ()) = queued_behind(&app, &busy, offline, app.import_events(&s, &ws, dm)).await;
+    let thread = d["takeOffline"]["privateConversation"]["id"].clone();
+    let private: Vec<_> = conversation::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.visibility == "PRIVATE")
+        .collect();
+    assert_eq!(private.len(), 1, "one private conversation: {private:?}");
+    assert_eq!(private[0].parent_conversation_id, Some(c.id));
+    assert_eq!(
+        thread,
+        json!(rapport_domain::GlobalId::encode(
+            rapport_domain::Kind::Conversation,
+            private[0].id
+        ))
+    );
+    let dm = rapport_store::entities::message::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.external_id == "d1")
+        .unwrap();
+    assert_eq!(
+        dm.conversation_id, private[0].id,
+        "the DM joined the thread"
     );
 }

@@ -277,3 +277,75 @@ async fn assignment_resolution_and_recovery() {
         .await;
     assert_eq!(d["resolveConversation"]["status"], "RESOLVED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_offline_adopts_the_customers_open_private_conversation() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    // The customer wrote in private first, then in public.
+    app.import_events(
+        &s,
+        &ws,
+        json!([
+            { "id": "d1", "text": "hello, anyone there?", "visibility": "private", "published_at": "2026-11-20T08:00:00Z",
+              "author": { "id": "ana", "handle": "ana", "name": "Ana" } },
+            { "id": "p1", "text": "my latte arrived cold", "published_at": "2026-11-20T09:00:00Z",
+              "author": { "id": "ana", "handle": "ana", "name": "Ana" } },
+        ]),
+    )
+    .await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { conversations(workspaceId: $w, orderBy: NEWEST) { edges { node { id visibility } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let of = |vis: &str| {
+        edges(&d["conversations"])
+            .into_iter()
+            .find(|e| e["node"]["visibility"] == vis)
+            .unwrap()["node"]["id"]
+            .clone()
+    };
+    let (dm, public) = (of("PRIVATE"), of("PUBLIC"));
+    const OFFLINE: &str = "mutation($i: TakeOfflineInput!) { takeOffline(input: $i) { privateConversation { id status parentConversation { id } } } }";
+    let offline = json!({ "i": { "conversationId": public,
+        "text": "Ana, sorry your latte arrived cold. Please message us privately with your order number and we will sort it today." } });
+    let d = app.ok(Some(&s.access), OFFLINE, offline).await;
+    // Their private messages join that conversation, so it is the thread:
+    // linked, not a second private conversation beside it.
+    let thread = &d["takeOffline"]["privateConversation"];
+    assert_eq!(thread["id"], dm, "{d}");
+    assert_eq!(thread["parentConversation"]["id"], public);
+    assert_eq!(thread["status"], "OPEN", "the customer's message waits");
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($c: ID!) { conversation(id: $c) { privateThreads { id } } }",
+            json!({ "c": public }),
+        )
+        .await;
+    assert_eq!(d["conversation"]["privateThreads"], json!([{ "id": dm }]));
+    // Their next private message joins it.
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "d2", "text": "order 4471", "visibility": "private", "published_at": "2026-11-20T09:30:00Z",
+                 "author": { "id": "ana", "handle": "ana", "name": "Ana" } }]),
+    )
+    .await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($c: ID!) { conversation(id: $c) { messages { edges { node { externalId } } } } }",
+            json!({ "c": dm }),
+        )
+        .await;
+    let ids: Vec<_> = edges(&d["conversation"]["messages"])
+        .into_iter()
+        .map(|e| e["node"]["externalId"].clone())
+        .collect();
+    assert_eq!(ids, [json!("d1"), json!("d2")]);
+}

@@ -14,7 +14,7 @@ use rapport_domain::sla::Facts;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
-    DbErr, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, Set, Statement,
+    DbErr, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, Set,
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -84,21 +84,12 @@ pub async fn store_batch(
     //    read, so that two payloads sharing an author run one after the
     //    other: the second sees the first's messages (and stores none of
     //    them again), its authors and conversations, and no two can
-    //    deadlock on author rows. SQLite's write transactions are serialised
+    //    deadlock on author rows. The API takes the same locks before it
+    //    opens a conversation (crate::locks::authors), so none it opens
+    //    meanwhile goes unseen. SQLite's write transactions are serialised
     //    already.
-    if txn.get_database_backend() == DbBackend::Postgres {
-        let authors: Vec<String> = unique(items.iter().map(|(_, m)| m.author.external_id.clone()));
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended($1 || a, 0) AS k \
-             FROM unnest($2::text[]) AS a) AS keys ORDER BY k",
-            [
-                format!("{}:{}:", ch.agency_id, kind.as_str()).into(),
-                authors.into(),
-            ],
-        ))
-        .await?;
-    }
+    let authors: Vec<String> = unique(items.iter().map(|(_, m)| m.author.external_id.clone()));
+    locks::authors(txn, ch.agency_id, kind.as_str(), authors).await?;
 
     // 2. Deduplicate against the database and within the payload. The same
     //    lookup finds replies stored before the message they answer
@@ -193,10 +184,8 @@ pub async fn store_batch(
     let authors_here: HashSet<Uuid> = author_ids.iter().copied().collect();
     for c in locks::conversations(txn, candidates).await? {
         // Resolved or closed since the candidates were listed: joined only
-        // as a reply's parent. One opened meanwhile by another ingestion
-        // cannot be missed (the authors' locks are held); one opened by the
-        // API (`takeOffline`'s private thread, a reopening) can, and the
-        // message then starts its own conversation, as it did before.
+        // as a reply's parent. None can have been opened meanwhile: every
+        // opener holds the author's lock, as this payload does.
         let still_open = kind != ChannelKind::Feed
             && [OPEN, PENDING_CUSTOMER].contains(&c.status.as_str())
             && ws_ids.contains(&c.workspace_id)

@@ -12,11 +12,18 @@
 //! conversation does not wait. Several rows are taken in primary-key order,
 //! so two writers of overlapping sets cannot deadlock. SQLite needs none of
 //! this: its write transactions start `IMMEDIATE`, one at a time.
+//!
+//! Rows that do not exist yet cannot be locked: whether a customer's new
+//! message joins an open conversation or starts one depends on which of
+//! their conversations are open, so everything that opens one (ingestion,
+//! a reopening, `takeOffline`'s private thread) first takes the author's
+//! lock (`authors`), before any row lock, in the same order everywhere.
 
 use crate::entities::conversation;
 use sea_orm::sea_query::LockType;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select, Statement,
 };
 use uuid::Uuid;
 
@@ -50,4 +57,31 @@ pub async fn conversations<C: ConnectionTrait>(
         );
     }
     Ok(out)
+}
+
+/// Serialises, until the transaction ends, everything that may open a
+/// conversation of these authors (an agency's authors on one platform,
+/// by platform id): PostgreSQL advisory locks, all taken in one statement
+/// in a fixed order, so two holders of overlapping sets cannot deadlock.
+/// Take them before any row lock.
+pub async fn authors<C: ConnectionTrait>(
+    txn: &C,
+    agency_id: Uuid,
+    platform: &str,
+    external_ids: Vec<String>,
+) -> Result<(), DbErr> {
+    if txn.get_database_backend() != DbBackend::Postgres || external_ids.is_empty() {
+        return Ok(());
+    }
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended($1 || a, 0) AS k \
+         FROM unnest($2::text[]) AS a) AS keys ORDER BY k",
+        [
+            format!("{agency_id}:{platform}:").into(),
+            external_ids.into(),
+        ],
+    ))
+    .await
+    .map(|_| ())
 }

@@ -925,6 +925,29 @@ pub(super) async fn visible<C: ConnectionTrait>(
     q.one(conn).await?.ok_or(ApiError::NotFound)
 }
 
+/// Before a change that may open conversation `id` (a reopening,
+/// `takeOffline`'s private thread): its author's lock
+/// (`rapport_store::locks::authors`), taken before any row lock, as
+/// ingestion takes them. A payload of the same author being ingested then
+/// waits for this change and joins what it opened, instead of opening
+/// another conversation beside it.
+pub(super) async fn lock_author_of<C: ConnectionTrait>(
+    v: &Viewer,
+    txn: &C,
+    id: &ID,
+) -> ApiResult<()> {
+    if txn.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(()); // SQLite's write transactions run one at a time
+    }
+    let c = visible(v, txn, id, Locked::No).await?;
+    let a = author::Entity::find_by_id(c.author_id)
+        .one(txn)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    locks::authors(txn, a.agency_id, &a.platform, vec![a.external_id]).await?;
+    Ok(())
+}
+
 /// Moves a conversation to a status (see `setConversationStatus`).
 async fn change_status(
     ctx: &Context<'_>,
@@ -935,6 +958,12 @@ async fn change_status(
     v.require_writer()?;
     let st = state(ctx);
     let txn = v.scope.begin(&st.db).await?;
+    if matches!(
+        input.status,
+        ConversationStatus::Open | ConversationStatus::PendingCustomer
+    ) {
+        lock_author_of(v, &txn, &input.conversation_id).await?;
+    }
     let current = visible(v, &txn, &input.conversation_id, Locked::ForUpdate).await?;
     let clock = sla::clock_for(&txn, &current).await?;
     let now = Utc::now();

@@ -3,7 +3,7 @@
 //! QUEUED in the same transaction as its clock effects; the worker then
 //! publishes it on the platform.
 
-use super::conversations::{Conversation, Locked, Message, Visibility, visible};
+use super::conversations::{Conversation, Locked, Message, Visibility, lock_author_of, visible};
 use super::templates::{Intent, slots_of, usable};
 use super::types::{gid, load_user, strings};
 use super::{auth, state};
@@ -635,6 +635,7 @@ impl ReplyMutation {
         let v = auth(ctx).viewer()?;
         v.require_writer()?;
         let txn = v.scope.begin(&state(ctx).db).await?;
+        lock_author_of(v, &txn, &input.conversation_id).await?;
         let d = draft(
             v,
             &txn,
@@ -658,7 +659,7 @@ impl ReplyMutation {
             &[Intent::Acknowledge, Intent::TakeOffline],
             "takeOffline",
         )?;
-        let private = open_private_thread(&txn, &d.conversation).await?;
+        let (private, created) = open_private_thread(&txn, &d.conversation).await?;
         let reply = commit_reply(
             ctx,
             v,
@@ -675,7 +676,11 @@ impl ReplyMutation {
         dispatch(ctx, &reply).await;
         state(ctx)
             .kv
-            .conversation_changed(private.workspace_id, private.id, "created")
+            .conversation_changed(
+                private.workspace_id,
+                private.id,
+                if created { "created" } else { "updated" },
+            )
             .await;
         Ok(TakeOfflinePayload {
             reply: Message(reply),
@@ -735,18 +740,43 @@ impl ReplyMutation {
 /// promise as the public conversation, linked to it, waiting on the
 /// customer. The public reply already answered them, so their first
 /// private message starts the next-response clock.
+///
+/// If the customer already has an open private conversation on the
+/// channel (they wrote in private before, or `takeOffline` ran before), it
+/// is the thread: it is the one their private messages join (the oldest
+/// open one, as ingestion threads them), linked to the public conversation
+/// unless it already is to another. The caller holds the author's lock, so
+/// no concurrent payload opens one meanwhile. Returns the thread and
+/// whether it is new.
 async fn open_private_thread(
     txn: &DatabaseTransaction,
     public: &conversation::Model,
-) -> ApiResult<conversation::Model> {
+) -> ApiResult<(conversation::Model, bool)> {
     let now = Utc::now();
     if let Some(existing) = conversation::Entity::find()
-        .filter(conversation::Column::ParentConversationId.eq(public.id))
+        .filter(conversation::Column::WorkspaceId.eq(public.workspace_id))
+        .filter(conversation::Column::AuthorId.eq(public.author_id))
+        .filter(conversation::Column::ChannelId.eq(public.channel_id))
+        .filter(conversation::Column::Visibility.eq("PRIVATE"))
         .filter(conversation::Column::Status.is_in(["OPEN", "PENDING_CUSTOMER"]))
+        .order_by_asc(conversation::Column::Id)
         .one(txn)
         .await?
     {
-        return Ok(existing);
+        if existing.parent_conversation_id.is_some() {
+            return Ok((existing, false));
+        }
+        // Only the link is written: other writers of the row may change
+        // the rest meanwhile.
+        let linked = conversation::ActiveModel {
+            id: sea_orm::ActiveValue::Unchanged(existing.id),
+            parent_conversation_id: Set(Some(public.id)),
+            updated_at: Set(now),
+            ..Default::default()
+        }
+        .update(txn)
+        .await?;
+        return Ok((linked, false));
     }
     let targets = sla::Snapshot::of(public).map(|s| sla::Snapshot {
         warn: Default::default(),
@@ -786,5 +816,5 @@ async fn open_private_thread(
     }
     .insert(txn)
     .await?;
-    Ok(row)
+    Ok((row, true))
 }
