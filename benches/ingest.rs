@@ -14,7 +14,9 @@
 //! BENCH_SLOW_MS (print the start time of every webhook request that took
 //! at least this long, to line up with a sample of PostgreSQL's waits),
 //! BENCH_HTTP_WORKERS (the API's HTTP worker threads, 1; `rapport serve`
-//! starts one per core).
+//! starts one per core), BENCH_WORKER_NICE (start the worker processes
+//! under `nice -n N`). The worker processes take RAPPORT_* settings from
+//! the environment (RAPPORT_WORKER_LINGER_MS, RAPPORT_INGEST_GROUP).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -296,8 +298,21 @@ async fn run() {
 }
 
 fn spawn_worker(app: &TestApp) -> Child {
-    app.rapport("worker")
-        .env("RUST_LOG", "error")
-        .spawn()
-        .expect("rapport worker")
+    let mut cmd = app.rapport("worker");
+    cmd.env("RUST_LOG", "error");
+    // BENCH_WORKER_NICE: run the worker processes at this lower CPU priority.
+    let nice = env_usize("BENCH_WORKER_NICE", 0);
+    if nice > 0 {
+        let mut niced = std::process::Command::new("nice");
+        niced
+            .arg("-n")
+            .arg(nice.to_string())
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd = niced;
+    }
+    cmd.spawn().expect("rapport worker")
 }

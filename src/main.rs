@@ -130,6 +130,11 @@ struct Common {
     /// channel's among them are stored in one transaction.
     #[arg(long, env = "RAPPORT_INGEST_GROUP", default_value_t = 16)]
     ingest_group: usize,
+    /// Worker: milliseconds to wait for more jobs after a read that brought
+    /// fewer than a group, so that a steady trickle is stored in fewer,
+    /// larger transactions (0: handle each read at once).
+    #[arg(long, env = "RAPPORT_WORKER_LINGER_MS", default_value_t = 10)]
+    worker_linger_ms: u64,
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
     redis_prefix: String,
@@ -361,6 +366,7 @@ async fn run_worker(
     let config = WorkerConfig {
         claim_idle: std::time::Duration::from_secs(c.claim_idle_secs.max(1)),
         group: c.ingest_group.max(1),
+        linger: std::time::Duration::from_millis(c.worker_linger_ms),
         ..WorkerConfig::default()
     };
     Worker::new(kv.clone(), handlers(db, kv, publisher), config)

@@ -23,6 +23,7 @@ fn config(name: &str) -> WorkerConfig {
         max_deliveries: 3,
         concurrency: 4,
         group: 4,
+        linger: Duration::ZERO,
     }
 }
 
@@ -44,13 +45,18 @@ async fn xlen(kv: &rapport_store::Kv, key: &str) -> usize {
         .unwrap()
 }
 
+/// Jobs read and not yet acknowledged; none before the worker has created
+/// its consumer group.
 async fn pending(kv: &rapport_store::Kv) -> usize {
-    let v: redis::Value = redis::cmd("XPENDING")
+    let v: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
         .arg(kv.key(STREAM))
         .arg(GROUP)
         .query_async(&mut kv.conn())
-        .await
-        .unwrap();
+        .await;
+    let v = match v {
+        Err(e) if e.code() == Some("NOGROUP") => return 0,
+        v => v.unwrap(),
+    };
     match v {
         redis::Value::Array(parts) => match parts.first() {
             Some(redis::Value::Int(n)) => *n as usize,
@@ -187,6 +193,44 @@ async fn jobs_of_a_kind_are_handed_over_together_and_settled_one_by_one() {
         "{groups:?}"
     );
     assert_eq!(groups[3..], [vec![7], vec![7]], "only the failed job again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_of_jobs_waits_the_linger_time_to_be_handled_together() {
+    let redis = TestRedis::new();
+    let kv = redis.kv().await;
+    let groups = Arc::new(std::sync::Mutex::new(Vec::<Vec<u64>>::new()));
+    let registry = {
+        let groups = groups.clone();
+        Registry::new().on_many("sum", move |payloads| {
+            let groups = groups.clone();
+            async move {
+                let ns: Vec<u64> = payloads.iter().map(|p| p["n"].as_u64().unwrap()).collect();
+                groups.lock().unwrap().push(ns);
+                payloads.iter().map(|_| Ok(())).collect()
+            }
+        })
+    };
+    let (tx, rx) = watch::channel(false);
+    // A linger far longer than the test needs between its two jobs.
+    let cfg = WorkerConfig {
+        linger: Duration::from_secs(3),
+        ..config("w-linger")
+    };
+    let handle = tokio::spawn(Worker::new(kv.clone(), registry, cfg).run(rx));
+    jobs::enqueue(&kv, "sum", &json!({ "n": 1 })).await.unwrap();
+    // The first job is read (pending on the worker) and not yet handled:
+    // the second, enqueued now, joins it.
+    eventually("the first job read", async || pending(&kv).await == 1).await;
+    assert!(groups.lock().unwrap().is_empty());
+    jobs::enqueue(&kv, "sum", &json!({ "n": 2 })).await.unwrap();
+    eventually("both acknowledged", async || {
+        !groups.lock().unwrap().is_empty() && pending(&kv).await == 0
+    })
+    .await;
+    tx.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+    assert_eq!(*groups.lock().unwrap(), [vec![1, 2]], "handled together");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,6 +209,7 @@ pub fn fast_worker_config(name: &str) -> rapport_worker::WorkerConfig {
         max_deliveries: 3,
         concurrency: 4,
         group: 8,
+        linger: std::time::Duration::ZERO,
     }
 }
 

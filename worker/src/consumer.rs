@@ -26,6 +26,11 @@ pub struct WorkerConfig {
     /// At most this many jobs of one kind go to a handler together (for
     /// kinds registered with `Registry::on_many`).
     pub group: usize,
+    /// After a read that brought fewer than `group` jobs, how long to wait
+    /// for more before handling them: under a steady trickle, larger groups
+    /// mean fewer transactions and commits for the same messages, at the
+    /// cost of this much delay. Zero handles every read at once.
+    pub linger: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -42,6 +47,7 @@ impl Default for WorkerConfig {
             max_deliveries: 5,
             concurrency: 8,
             group: 16,
+            linger: Duration::from_millis(10),
         }
     }
 }
@@ -111,24 +117,31 @@ impl Worker {
             return Err(e).context("creating the worker consumer group");
         }
         tracing::info!(consumer = %self.config.consumer, stream = %stream, "worker started");
+        // Orphans are looked for now and then, not before every read: a
+        // job becomes one only after `claim_idle` anyway.
+        let claim_every = (self.config.claim_idle / 2).min(Duration::from_secs(1));
+        let mut last_claim: Option<std::time::Instant> = None;
         while !*shutdown.borrow() {
-            let mut jobs = self.claim_orphans(&mut conn, &stream).await?;
+            let mut jobs = Vec::new();
+            if last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
+                last_claim = Some(std::time::Instant::now());
+                jobs = self.claim_orphans(&mut conn, &stream).await?;
+            }
             if jobs.is_empty() {
-                let mut cmd = redis::cmd("XREADGROUP");
-                cmd.arg("GROUP")
-                    .arg(GROUP)
-                    .arg(&self.config.consumer)
-                    .arg("COUNT")
-                    .arg(self.config.batch)
-                    .arg("BLOCK")
-                    .arg(self.config.block.as_millis() as u64)
-                    .arg("STREAMS")
-                    .arg(&stream)
-                    .arg(">");
-                let read = cmd.query_async::<Value>(&mut conn);
+                let read = self.read(&mut conn, &stream, self.config.batch, true);
                 tokio::select! {
-                    r = read => jobs = parse_read(r.context("reading the job stream")?),
+                    r = read => jobs = r?,
                     _ = shutdown.changed() => break,
+                }
+                if !jobs.is_empty()
+                    && jobs.len() < self.config.group
+                    && !self.config.linger.is_zero()
+                {
+                    tokio::time::sleep(self.config.linger).await;
+                    let room = self.config.batch.saturating_sub(jobs.len());
+                    if room > 0 {
+                        jobs.extend(self.read(&mut conn, &stream, room, false).await?);
+                    }
                 }
             }
             // A batch runs concurrently, in units: one job, or up to `group`
@@ -151,6 +164,32 @@ impl Worker {
         }
         tracing::info!(consumer = %self.config.consumer, "worker stopped");
         Ok(())
+    }
+
+    /// New jobs for this consumer, at most `count`; waits up to `block`
+    /// for the first when `wait`, otherwise returns what is there.
+    async fn read(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        stream: &str,
+        count: usize,
+        wait: bool,
+    ) -> anyhow::Result<Vec<Job>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.config.consumer)
+            .arg("COUNT")
+            .arg(count);
+        if wait {
+            cmd.arg("BLOCK").arg(self.config.block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(stream).arg(">");
+        let reply = cmd
+            .query_async::<Value>(conn)
+            .await
+            .context("reading the job stream")?;
+        Ok(parse_read(reply))
     }
 
     async fn claim_orphans(
