@@ -84,10 +84,10 @@ pub async fn store_batch(
     //    read, so that two payloads sharing an author run one after the
     //    other: the second sees the first's messages (and stores none of
     //    them again), its authors and conversations, and no two can
-    //    deadlock on author rows. The API takes the same locks before it
-    //    opens a conversation (crate::locks::authors), so none it opens
-    //    meanwhile goes unseen. SQLite's write transactions are serialised
-    //    already.
+    //    deadlock on author rows. The API takes the same lock before it
+    //    opens a conversation of the author (crate::locks::authors), so
+    //    none it opens meanwhile goes unseen. SQLite's write transactions
+    //    are serialised already.
     let authors: Vec<String> = unique(items.iter().map(|(_, m)| m.author.external_id.clone()));
     locks::authors(txn, ch.agency_id, kind.as_str(), authors).await?;
 
@@ -184,8 +184,11 @@ pub async fn store_batch(
     let authors_here: HashSet<Uuid> = author_ids.iter().copied().collect();
     for c in locks::conversations(txn, candidates).await? {
         // Resolved or closed since the candidates were listed: joined only
-        // as a reply's parent. None can have been opened meanwhile: every
-        // opener holds the author's lock, as this payload does.
+        // as a reply's parent. None of these authors' conversations can
+        // have been opened meanwhile by the API or by a payload of theirs:
+        // those hold the author's lock, as this payload does. One reopened
+        // by another author's reply (a payload holding only that author's
+        // lock) can be: the message then opens a second conversation.
         let still_open = kind != ChannelKind::Feed
             && [OPEN, PENDING_CUSTOMER].contains(&c.status.as_str())
             && ws_ids.contains(&c.workspace_id)

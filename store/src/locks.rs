@@ -18,6 +18,8 @@
 //! their conversations are open, so everything that opens one (ingestion,
 //! a reopening, `takeOffline`'s private thread) first takes the author's
 //! lock (`authors`), before any row lock, in the same order everywhere.
+//! (Not a reply of another author reopening the conversation: its payload
+//! holds the replier's lock only.)
 
 use crate::entities::conversation;
 use sea_orm::sea_query::LockType;
