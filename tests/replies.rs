@@ -349,3 +349,37 @@ async fn take_offline_adopts_the_customers_open_private_conversation() {
         .collect();
     assert_eq!(ids, [json!("d1"), json!("d2")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_reply_answers_the_latest_message_even_when_an_older_one_arrived_last() {
+    use rapport_store::entities::message;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    // Bob's answer to Ann arrives first; Ann's question joins its
+    // conversation afterwards, stored last but published first.
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "b1", "text": "same here, my oat latte was cold as well", "in_reply_to": "a1",
+                 "published_at": "2026-11-20T09:05:00Z", "author": { "id": "bob", "handle": "bob" } }]),
+    )
+    .await;
+    import(&app, &s, &ws, "a1", "ann", "my latte arrived cold").await;
+    let conv = conversation_of(&app, &s, &ws, "bob").await;
+    app.ok(
+        Some(&s.access),
+        SEND,
+        json!({ "i": { "conversationId": conv["id"], "visibility": "PUBLIC",
+                "text": "Sorry to both of you, we are checking the steamer at that shop this morning." } }),
+    )
+    .await;
+    let sent = message::Entity::find()
+        .filter(message::Column::Direction.eq("OUTBOUND"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent.in_reply_to_external_id.as_deref(), Some("b1"));
+}

@@ -227,17 +227,17 @@ async fn draft(v: &Viewer, txn: &DatabaseTransaction, ask: &Ask<'_>) -> ApiResul
             "replies cannot be published on FEED channels; answer on the site itself",
         ));
     }
-    let last = message::Entity::find()
-        .filter(message::Column::ConversationId.eq(c.id))
-        .filter(message::Column::Direction.eq("INBOUND"))
-        .order_by_desc(message::Column::Id)
-        .one(txn)
-        .await?;
-    let last_public = message::Entity::find()
-        .filter(message::Column::ConversationId.eq(c.id))
-        .filter(message::Column::Direction.eq("INBOUND"))
+    // The customer's latest by the platform's time, not the latest stored:
+    // a message that arrived after its replies is older than they are.
+    let latest = |q: sea_orm::Select<message::Entity>| {
+        q.filter(message::Column::ConversationId.eq(c.id))
+            .filter(message::Column::Direction.eq("INBOUND"))
+            .order_by_desc(message::Column::PublishedAt)
+            .order_by_desc(message::Column::Id)
+    };
+    let last = latest(message::Entity::find()).one(txn).await?;
+    let last_public = latest(message::Entity::find())
         .filter(message::Column::Visibility.eq("PUBLIC"))
-        .order_by_desc(message::Column::Id)
         .one(txn)
         .await?;
     // Through the transaction: while the conversation is locked, a second
