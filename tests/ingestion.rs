@@ -603,6 +603,7 @@ async fn one_payload_updates_each_joined_conversation_and_author() {
     let (old3, new3) = (of("u3", &before, &authors), of("u3", &after, &authors));
     assert_eq!(new3.last_customer_message_at, old3.last_customer_message_at);
     assert_eq!(new3.priority_breakdown, old3.priority_breakdown);
+    assert_eq!(new3.sentiment, old3.sentiment, "the latest message's mood");
     assert_eq!(
         message::Entity::find()
             .filter(message::Column::ConversationId.eq(new3.id))

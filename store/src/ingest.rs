@@ -490,8 +490,9 @@ impl Conv {
     }
 
     /// Another customer message in this conversation: rank by its most
-    /// urgent message, follow the latest sentiment, and reopen it (the
-    /// customer spoke, the ball is in the agency's court again).
+    /// urgent message, follow the sentiment of the latest by publish time,
+    /// and reopen it (the customer spoke, the ball is in the agency's court
+    /// again).
     fn join(
         &mut self,
         m: &Inbound,
@@ -499,12 +500,17 @@ impl Conv {
         breakdown: &Breakdown,
         now: chrono::DateTime<Utc>,
     ) {
+        // Platforms deliver out of order: an older message than the latest
+        // does not speak for the customer's current mood.
+        let newest = m.published_at >= self.model.last_customer_message_at;
         self.join_earlier(m, breakdown, now);
         let c = &mut self.model;
-        c.sentiment = Some(sentiment);
-        // Recovery: a conversation that began unhappy, now positive.
-        if c.opening_sentiment.is_some_and(|s| s <= -0.05) && sentiment >= 0.05 {
-            c.recovered = true;
+        if newest {
+            c.sentiment = Some(sentiment);
+            // Recovery: a conversation that began unhappy, now positive.
+            if c.opening_sentiment.is_some_and(|s| s <= -0.05) && sentiment >= 0.05 {
+                c.recovered = true;
+            }
         }
         if c.status != OPEN {
             c.status = OPEN.into();
