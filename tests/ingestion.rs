@@ -666,8 +666,8 @@ async fn a_message_arriving_after_its_replies_joins_their_conversation_as_an_ear
     let [before] = conversations().await.try_into().unwrap();
     assert!(before.first_response_due_at.is_some());
 
-    // The complaint: it joins that conversation and ranks it, but it is an
-    // earlier message, not the customer's next turn.
+    // The complaint: it joins that conversation and ranks it; older than
+    // the answer, it leaves the latest sentiment and the clocks alone.
     app.import_events(
         &s,
         &ws,
@@ -693,6 +693,24 @@ async fn a_message_arriving_after_its_replies_joins_their_conversation_as_an_ear
     assert_eq!(after.first_response_due_at, before.first_response_due_at);
     assert_eq!(after.due_at, before.due_at);
     assert_eq!(after.status, "OPEN");
+    // The thread reads in publish order, a page at a time.
+    let page = async |after: Value| {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($c: ID!, $a: String) { conversation(id: $c) { messages(first: 1, after: $a) {
+                    edges { cursor node { externalId } } pageInfo { hasNextPage } } } }",
+                json!({ "c": rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, before.id), "a": after }),
+            )
+            .await;
+        d["conversation"]["messages"].clone()
+    };
+    let p1 = page(Value::Null).await;
+    assert_eq!(p1["edges"][0]["node"]["externalId"], "a1", "{p1}");
+    assert_eq!(p1["pageInfo"]["hasNextPage"], true);
+    let p2 = page(p1["edges"][0]["cursor"].clone()).await;
+    assert_eq!(p2["edges"][0]["node"]["externalId"], "b1", "{p2}");
+    assert_eq!(p2["pageInfo"]["hasNextPage"], false);
     // Delivered again: nothing twice.
     app.import_events(
         &s,
@@ -736,27 +754,30 @@ async fn a_message_arriving_after_its_replies_joins_their_conversation_as_an_ear
     assert_eq!(conversation_of("c1").await, conversation_of("d1").await);
     assert_eq!(conversations().await.len(), 2);
 
-    // A resolved conversation stays resolved when an earlier message of
-    // its thread turns up.
+    // The customer's own conversation, resolved, stays resolved when an
+    // earlier message of theirs turns up: the agent handled the newer one.
     app.import_events(
         &s,
         &ws,
         json!([event(
-            "f1",
-            "fay",
+            "e2",
+            "eve",
             "thanks, sorted!",
             "2026-12-05T11:05:00Z",
             Some("e1")
         )]),
     )
     .await;
-    let resolved = conversation_of("f1").await;
-    app.ok(
-        Some(&s.access),
-        "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
-        json!({ "c": rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, resolved) }),
-    )
-    .await;
+    let resolve = async |id: uuid::Uuid| {
+        app.ok(
+            Some(&s.access),
+            "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
+            json!({ "c": rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, id) }),
+        )
+        .await;
+    };
+    let eves = conversation_of("e2").await;
+    resolve(eves).await;
     app.import_events(
         &s,
         &ws,
@@ -769,14 +790,52 @@ async fn a_message_arriving_after_its_replies_joins_their_conversation_as_an_ear
         )]),
     )
     .await;
-    assert_eq!(conversation_of("e1").await, resolved);
+    assert_eq!(conversation_of("e1").await, eves);
     let all = conversations().await;
     assert_eq!(all.len(), 3);
-    let c = all.iter().find(|c| c.id == resolved).unwrap();
+    let c = all.iter().find(|c| c.id == eves).unwrap();
     assert_eq!(c.status, "RESOLVED");
     assert!(c.resolved_at.is_some());
 
+    // Another customer's message, though, is one nobody has answered: in
+    // the resolved thread of the reply that came first, it reopens it.
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "f1",
+            "fay",
+            "same problem here",
+            "2026-12-05T12:05:00Z",
+            Some("g1")
+        )]),
+    )
+    .await;
+    let fays = conversation_of("f1").await;
+    resolve(fays).await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "g1",
+            "gus",
+            "my parcel never came",
+            "2026-12-05T12:00:00Z",
+            None
+        )]),
+    )
+    .await;
+    assert_eq!(conversation_of("g1").await, fays);
+    let c = conversations()
+        .await
+        .into_iter()
+        .find(|c| c.id == fays)
+        .unwrap();
+    assert_eq!(c.status, "OPEN", "reopened for the unanswered customer");
+    assert!(c.resolved_at.is_none());
+
     // A later reply to the early-answered message joins the same thread.
+    assert_eq!(conversations().await.len(), 4);
     app.import_events(
         &s,
         &ws,

@@ -368,6 +368,18 @@ async fn a_public_reply_answers_the_latest_message_even_when_an_older_one_arrive
     .await;
     import(&app, &s, &ws, "a1", "ann", "my latte arrived cold").await;
     let conv = conversation_of(&app, &s, &ws, "bob").await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($c: ID!) { conversation(id: $c) { messages { edges { node { externalId } } } } }",
+            json!({ "c": conv["id"] }),
+        )
+        .await;
+    assert_eq!(
+        edges(&d["conversation"]["messages"]).len(),
+        2,
+        "Ann's question joined Bob's answer: {d}"
+    );
     app.ok(
         Some(&s.access),
         SEND,

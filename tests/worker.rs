@@ -212,9 +212,11 @@ async fn a_trickle_of_jobs_waits_the_linger_time_to_be_handled_together() {
         })
     };
     let (tx, rx) = watch::channel(false);
-    // A linger far longer than the test needs between its two jobs.
+    // A linger far longer than the test needs between its two jobs (and
+    // a claim time long enough not to cut it short).
     let cfg = WorkerConfig {
         linger: Duration::from_secs(3),
+        claim_idle: Duration::from_secs(20),
         ..config("w-linger")
     };
     let handle = tokio::spawn(Worker::new(kv.clone(), registry, cfg).run(rx));

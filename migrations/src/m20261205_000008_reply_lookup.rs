@@ -1,6 +1,8 @@
-//! An index for finding the replies to a message on its channel, so that a
-//! message arriving after its replies (out-of-order delivery) joins their
-//! conversation. Partial: most messages answer nothing.
+//! Out-of-order delivery: an index for finding the replies to a message on
+//! its channel, so that a message arriving after its replies joins their
+//! conversation (partial: most messages answer nothing); and a thread's
+//! index in publish order, since a message may be stored after its replies
+//! (it replaces the one in storage order).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::ConnectionTrait;
@@ -18,19 +20,27 @@ impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         // The same statement on both backends (sea-query has no partial
         // index builder).
-        m.get_connection()
-            .execute_unprepared(
-                "CREATE INDEX ix_messages_replies ON messages (channel_id, in_reply_to_external_id) \
-                 WHERE in_reply_to_external_id IS NOT NULL",
-            )
-            .await
-            .map(|_| ())
+        let db = m.get_connection();
+        for sql in [
+            "CREATE INDEX ix_messages_replies ON messages (channel_id, in_reply_to_external_id) \
+             WHERE in_reply_to_external_id IS NOT NULL",
+            "CREATE INDEX ix_messages_thread ON messages (agency_id, conversation_id, published_at, id)",
+            "DROP INDEX ix_messages_conversation",
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.get_connection()
-            .execute_unprepared("DROP INDEX ix_messages_replies")
-            .await
-            .map(|_| ())
+        let db = m.get_connection();
+        for sql in [
+            "CREATE INDEX ix_messages_conversation ON messages (agency_id, conversation_id, id)",
+            "DROP INDEX ix_messages_thread",
+            "DROP INDEX ix_messages_replies",
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
     }
 }

@@ -228,14 +228,21 @@ pub async fn store_batch(
             let k = (p.clone(), ws.id);
             here.get(&k).or_else(|| parent_conv.get(&k)).copied()
         });
-        // Answered before it arrived: it joins its replies' thread as an
-        // earlier message, not as the customer's next turn.
-        let answered_early = parent.is_none().then(|| {
-            let k = (m.external_id.clone(), ws.id);
-            early.get(&k).or_else(|| early_here.get(&k)).copied()
-        });
-        let late = answered_early.flatten().is_some();
-        let joined = parent.or(answered_early.flatten()).or_else(|| {
+        // Answered before it arrived: it joins its replies' thread. In the
+        // customer's own conversation it is an earlier message, not their
+        // next turn; in another customer's, it is a customer's message the
+        // agency has not answered, handled like any other.
+        let answered_early = parent
+            .is_none()
+            .then(|| {
+                let k = (m.external_id.clone(), ws.id);
+                early.get(&k).or_else(|| early_here.get(&k)).copied()
+            })
+            .flatten();
+        let late = answered_early
+            .and_then(|id| convs.get(&id))
+            .is_some_and(|c| c.model.author_id == author_id);
+        let joined = parent.or(answered_early).or_else(|| {
             (kind != ChannelKind::Feed)
                 .then(|| open.get(&key).copied())
                 .flatten()

@@ -120,6 +120,8 @@ impl Worker {
         // Orphans are looked for now and then, not before every read: a
         // job becomes one only after `claim_idle` anyway.
         let claim_every = (self.config.claim_idle / 2).min(Duration::from_secs(1));
+        // Jobs in hand must not wait so long that another worker claims them.
+        let linger = self.config.linger.min(self.config.claim_idle / 4);
         let mut last_claim: Option<std::time::Instant> = None;
         while !*shutdown.borrow() {
             let mut jobs = Vec::new();
@@ -133,14 +135,21 @@ impl Worker {
                     r = read => jobs = r?,
                     _ = shutdown.changed() => break,
                 }
-                if !jobs.is_empty()
-                    && jobs.len() < self.config.group
-                    && !self.config.linger.is_zero()
-                {
-                    tokio::time::sleep(self.config.linger).await;
+                // Jobs in hand are handled whatever happens here: a failed
+                // second read or a shutdown only cuts the wait short.
+                if !jobs.is_empty() && jobs.len() < self.config.group && !linger.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(linger) => {}
+                        _ = shutdown.changed() => {}
+                    }
                     let room = self.config.batch.saturating_sub(jobs.len());
                     if room > 0 {
-                        jobs.extend(self.read(&mut conn, &stream, room, false).await?);
+                        match self.read(&mut conn, &stream, room, false).await {
+                            Ok(more) => jobs.extend(more),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reading more jobs after the linger")
+                            }
+                        }
                     }
                 }
             }

@@ -482,7 +482,8 @@ impl Conversation {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
-    /// The thread, oldest first.
+    /// The thread, oldest first by publish time (platforms deliver out of
+    /// order: a message may be stored after its replies).
     #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
     async fn messages(
         &self,
@@ -490,22 +491,37 @@ impl Conversation {
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Connection<String, Message>> {
+        use message::Column::{Id, PublishedAt};
         let v = auth(ctx).viewer()?;
-        let page = PageRequest::parse(first, after.as_deref())?;
-        let q = v
+        let page = PageRequest::parse(first, None)?;
+        let mut q = v
             .scope
             .select::<message::Entity>()
             .filter(message::Column::ConversationId.eq(self.0.id));
-        keyset(
-            &state(ctx).db,
-            q,
-            message::Column::Id,
-            page,
-            Order::OldestFirst,
-            |m| m.id,
-            Message,
-        )
-        .await
+        if let Some(c) = after.as_deref().map(TimeCursor::parse).transpose()? {
+            let at = c.at.ok_or_else(|| {
+                ApiError::bad_input("after", "is not a cursor returned by this list")
+            })?;
+            q = q.filter(
+                Condition::any()
+                    .add(PublishedAt.gt(at))
+                    .add(Condition::all().add(PublishedAt.eq(at)).add(Id.gt(c.id))),
+            );
+        }
+        let mut rows = q
+            .order_by_asc(PublishedAt)
+            .order_by_asc(Id)
+            .limit(page.first + 1)
+            .all(&state(ctx).db)
+            .await?;
+        let has_next = rows.len() as u64 > page.first;
+        rows.truncate(page.first as usize);
+        let mut conn = Connection::new(after.is_some(), has_next);
+        conn.edges.extend(
+            rows.into_iter()
+                .map(|m| Edge::new(TimeCursor::encode(Some(m.published_at), m.id), Message(m))),
+        );
+        Ok(conn)
     }
 }
 

@@ -230,7 +230,8 @@ async fn draft(v: &Viewer, txn: &DatabaseTransaction, ask: &Ask<'_>) -> ApiResul
     // The customer's latest by the platform's time, not the latest stored:
     // a message that arrived after its replies is older than they are.
     let latest = |q: sea_orm::Select<message::Entity>| {
-        q.filter(message::Column::ConversationId.eq(c.id))
+        q.filter(message::Column::AgencyId.eq(c.agency_id))
+            .filter(message::Column::ConversationId.eq(c.id))
             .filter(message::Column::Direction.eq("INBOUND"))
             .order_by_desc(message::Column::PublishedAt)
             .order_by_desc(message::Column::Id)
