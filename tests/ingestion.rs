@@ -668,18 +668,14 @@ async fn a_message_arriving_after_its_replies_joins_their_conversation_as_an_ear
 
     // The complaint: it joins that conversation and ranks it; older than
     // the answer, it leaves the latest sentiment and the clocks alone.
-    app.import_events(
-        &s,
-        &ws,
-        json!([event(
-            "a1",
-            "ann",
-            "This is terrible, I want a refund now!",
-            "2026-12-05T09:00:00Z",
-            None
-        )]),
-    )
-    .await;
+    let complaint = json!([event(
+        "a1",
+        "ann",
+        "This is terrible, I want a refund now!",
+        "2026-12-05T09:00:00Z",
+        None
+    )]);
+    app.import_events(&s, &ws, complaint.clone()).await;
     let [after] = conversations().await.try_into().unwrap();
     assert_eq!(after.id, before.id);
     assert_eq!(conversation_of("a1").await, before.id);
@@ -712,18 +708,7 @@ async fn a_message_arriving_after_its_replies_joins_their_conversation_as_an_ear
     assert_eq!(p2["edges"][0]["node"]["externalId"], "b1", "{p2}");
     assert_eq!(p2["pageInfo"]["hasNextPage"], false);
     // Delivered again: nothing twice.
-    app.import_events(
-        &s,
-        &ws,
-        json!([event(
-            "a1",
-            "ann",
-            "This is terrible, I want a refund now!",
-            "2026-12-05T09:00:00Z",
-            None
-        )]),
-    )
-    .await;
+    app.import_events(&s, &ws, complaint).await;
     assert_eq!(
         message::Entity::find().count(&app.state.db).await.unwrap(),
         2
