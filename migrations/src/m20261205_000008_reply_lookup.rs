@@ -2,7 +2,9 @@
 //! its channel, so that a message arriving after its replies joins their
 //! conversation (partial: most messages answer nothing); and a thread's
 //! index in publish order, since a message may be stored after its replies
-//! (it replaces the one in storage order).
+//! (it replaces the one in storage order). Plain `CREATE INDEX`: on
+//! PostgreSQL, writes to `messages` wait while the indexes are built
+//! (migrations run in a transaction, which `CONCURRENTLY` cannot).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::ConnectionTrait;
