@@ -11,7 +11,7 @@ use rapport_domain::ingest::{ChannelKind, Inbound, InboundAuthor, Visibility};
 use rapport_domain::priority::{self, Breakdown, PriorityInput};
 use rapport_domain::sentiment;
 use rapport_domain::sla::Facts;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
     DbErr, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, Set,
@@ -110,7 +110,19 @@ pub async fn store_batch(
             .filter(
                 Condition::any()
                     .add(message::Column::ExternalId.is_in(chunk.iter().copied()))
-                    .add(message::Column::InReplyToExternalId.is_in(chunk.iter().copied())),
+                    .add(
+                        // Replies whose parent is stored already are of no
+                        // use (the parent is a redelivery): left in the
+                        // database, however many a popular message has.
+                        Condition::all()
+                            .add(message::Column::InReplyToExternalId.is_in(chunk.iter().copied()))
+                            .add(Expr::cust(
+                                "NOT EXISTS (SELECT 1 FROM messages AS p \
+                                 WHERE p.channel_id = messages.channel_id \
+                                 AND p.external_id = messages.in_reply_to_external_id \
+                                 AND p.workspace_id = messages.workspace_id)",
+                            )),
+                    ),
             )
             .into_tuple()
             .all(txn)
