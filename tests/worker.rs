@@ -66,6 +66,29 @@ async fn pending(kv: &rapport_store::Kv) -> usize {
     }
 }
 
+type Groups = Arc<std::sync::Mutex<Vec<Vec<u64>>>>;
+
+/// A registry taking `sum` jobs together; it records each group's `n`s and
+/// refuses the job whose `n` is `refused`.
+fn recording_sums(refused: Option<u64>) -> (Registry, Groups) {
+    let groups = Groups::default();
+    let seen = groups.clone();
+    let registry = Registry::new().on_many("sum", move |payloads| {
+        let seen = seen.clone();
+        async move {
+            let ns: Vec<u64> = payloads.iter().map(|p| p["n"].as_u64().unwrap()).collect();
+            seen.lock().unwrap().push(ns.clone());
+            ns.iter()
+                .map(|&n| match refused {
+                    Some(r) if r == n => Err(anyhow::anyhow!("{n} refused")),
+                    _ => Ok(()),
+                })
+                .collect()
+        }
+    });
+    (registry, groups)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_are_handled_retried_dead_lettered_and_shutdown_is_graceful() {
     let redis = TestRedis::new();
@@ -152,26 +175,7 @@ async fn jobs_of_a_kind_are_handed_over_together_and_settled_one_by_one() {
         }
         jobs::enqueue(&kv, "sum", &json!({ "n": n })).await.unwrap();
     }
-    let groups = Arc::new(std::sync::Mutex::new(Vec::<Vec<u64>>::new()));
-    let registry = {
-        let groups = groups.clone();
-        Registry::new().on_many("sum", move |payloads| {
-            let groups = groups.clone();
-            async move {
-                let ns: Vec<u64> = payloads.iter().map(|p| p["n"].as_u64().unwrap()).collect();
-                groups.lock().unwrap().push(ns.clone());
-                ns.iter()
-                    .map(|&n| {
-                        if n == 7 {
-                            Err(anyhow::anyhow!("seven refused"))
-                        } else {
-                            Ok(())
-                        }
-                    })
-                    .collect()
-            }
-        })
-    };
+    let (registry, groups) = recording_sums(Some(7));
     let (tx, rx) = watch::channel(false);
     let handle = tokio::spawn(Worker::new(kv.clone(), registry, config("w3")).run(rx));
     // The failing job is retried alone until max_deliveries; the
@@ -199,18 +203,7 @@ async fn jobs_of_a_kind_are_handed_over_together_and_settled_one_by_one() {
 async fn a_trickle_of_jobs_waits_the_linger_time_to_be_handled_together() {
     let redis = TestRedis::new();
     let kv = redis.kv().await;
-    let groups = Arc::new(std::sync::Mutex::new(Vec::<Vec<u64>>::new()));
-    let registry = {
-        let groups = groups.clone();
-        Registry::new().on_many("sum", move |payloads| {
-            let groups = groups.clone();
-            async move {
-                let ns: Vec<u64> = payloads.iter().map(|p| p["n"].as_u64().unwrap()).collect();
-                groups.lock().unwrap().push(ns);
-                payloads.iter().map(|_| Ok(())).collect()
-            }
-        })
-    };
+    let (registry, groups) = recording_sums(None);
     let (tx, rx) = watch::channel(false);
     // A linger far longer than the test needs between its two jobs (and
     // a claim time long enough not to cut it short).

@@ -2,7 +2,7 @@
 //! dead letters of ingestion with a retry.
 
 use super::channels::{Channel, GqlChannelKind};
-use super::paging::{Order, keyset};
+use super::paging::{Order, connection, keyset};
 use super::types::{Member, Workspace, decode, gid};
 use super::{auth, state};
 use crate::audit::AuditEvent;
@@ -508,20 +508,15 @@ impl Conversation {
                     .add(Condition::all().add(PublishedAt.eq(at)).add(Id.gt(c.id))),
             );
         }
-        let mut rows = q
+        let rows = q
             .order_by_asc(PublishedAt)
             .order_by_asc(Id)
             .limit(page.first + 1)
             .all(&state(ctx).db)
             .await?;
-        let has_next = rows.len() as u64 > page.first;
-        rows.truncate(page.first as usize);
-        let mut conn = Connection::new(after.is_some(), has_next);
-        conn.edges.extend(
-            rows.into_iter()
-                .map(|m| Edge::new(TimeCursor::encode(Some(m.published_at), m.id), Message(m))),
-        );
-        Ok(conn)
+        Ok(connection(rows, page.first, after.is_some(), |m| {
+            Edge::new(TimeCursor::encode(Some(m.published_at), m.id), Message(m))
+        }))
     }
 }
 
@@ -838,15 +833,10 @@ async fn list_page(
                 q = q.filter(conversation::Column::Id.lt(after));
             }
             let q = q.order_by_desc(conversation::Column::Id);
-            let (mut rows, wanted) = fetch_page(ctx, q, page.first + 1).await?;
-            let has_next = rows.len() as u64 > page.first;
-            rows.truncate(page.first as usize);
-            let mut conn = Connection::new(page.after.is_some(), has_next);
-            conn.edges.extend(
-                rows.into_iter()
-                    .map(|r| Edge::new(Cursor::encode(r.id), Conversation(r, wanted))),
-            );
-            Ok(conn)
+            let (rows, wanted) = fetch_page(ctx, q, page.first + 1).await?;
+            Ok(connection(rows, page.first, page.after.is_some(), |r| {
+                Edge::new(Cursor::encode(r.id), Conversation(r, wanted))
+            }))
         }
         ConversationOrder::Priority => {
             let page = PageRequest::parse(first, None)?;
@@ -864,17 +854,13 @@ async fn list_page(
             let q = q
                 .order_by_desc(conversation::Column::PriorityScore)
                 .order_by_desc(conversation::Column::Id);
-            let (mut rows, wanted) = fetch_page(ctx, q, page.first + 1).await?;
-            let has_next = rows.len() as u64 > page.first;
-            rows.truncate(page.first as usize);
-            let mut conn = Connection::new(after.is_some(), has_next);
-            conn.edges.extend(rows.into_iter().map(|r| {
+            let (rows, wanted) = fetch_page(ctx, q, page.first + 1).await?;
+            Ok(connection(rows, page.first, after.is_some(), |r| {
                 Edge::new(
                     ScoreCursor::encode(r.priority_score, r.id),
                     Conversation(r, wanted),
                 )
-            }));
-            Ok(conn)
+            }))
         }
         ConversationOrder::Due => {
             let page = PageRequest::parse(first, None)?;
@@ -901,16 +887,10 @@ async fn list_page(
                     NullOrdering::Last,
                 )
                 .order_by_asc(conversation::Column::Id);
-            let (mut rows, wanted) = fetch_page(ctx, q, page.first + 1).await?;
-            let has_next = rows.len() as u64 > page.first;
-            rows.truncate(page.first as usize);
-            let mut conn = Connection::new(after.is_some(), has_next);
-            conn.edges.extend(
-                rows.into_iter().map(|r| {
-                    Edge::new(TimeCursor::encode(r.due_at, r.id), Conversation(r, wanted))
-                }),
-            );
-            Ok(conn)
+            let (rows, wanted) = fetch_page(ctx, q, page.first + 1).await?;
+            Ok(connection(rows, page.first, after.is_some(), |r| {
+                Edge::new(TimeCursor::encode(r.due_at, r.id), Conversation(r, wanted))
+            }))
         }
     }
 }

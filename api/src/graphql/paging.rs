@@ -3,7 +3,7 @@
 
 use crate::error::ApiResult;
 use async_graphql::OutputType;
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::{Connection, Edge, EmptyFields};
 use rapport_domain::{Cursor, PageRequest};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
@@ -41,13 +41,23 @@ where
         Order::OldestFirst => q.order_by_asc(id_column),
         Order::NewestFirst => q.order_by_desc(id_column),
     };
-    let mut rows = q.limit(page.first + 1).all(conn).await?;
-    let has_next = rows.len() as u64 > page.first;
-    rows.truncate(page.first as usize);
-    let mut connection = Connection::new(page.after.is_some(), has_next);
-    connection.edges.extend(
-        rows.into_iter()
-            .map(|r| Edge::new(Cursor::encode(id_of(&r)), node(r))),
-    );
-    Ok(connection)
+    let rows = q.limit(page.first + 1).all(conn).await?;
+    Ok(connection(rows, page.first, page.after.is_some(), |r| {
+        Edge::new(Cursor::encode(id_of(&r)), node(r))
+    }))
+}
+
+/// A page from `rows` fetched with a limit of `first + 1`: the extra row,
+/// if any, only says that there is a next page.
+pub fn connection<T, N: OutputType>(
+    mut rows: Vec<T>,
+    first: u64,
+    after: bool,
+    edge: impl Fn(T) -> Edge<String, N, EmptyFields>,
+) -> Connection<String, N> {
+    let has_next = rows.len() as u64 > first;
+    rows.truncate(first as usize);
+    let mut page = Connection::new(after, has_next);
+    page.edges.extend(rows.into_iter().map(edge));
+    page
 }
