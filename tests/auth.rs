@@ -299,6 +299,31 @@ async fn invitations_roles_and_removal() {
         )
         .await;
     assert_eq!(code(&demote), Some("BAD_USER_INPUT"));
+    // Nor when the other OWNER is an invitation not yet accepted (it may
+    // never be): the agency would be left with no one to run it.
+    let invited = app
+        .ok(
+            Some(&owner.access),
+            "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { member { id invitationPending } } }",
+            json!({ "i": { "email": "co-owner@a.test", "name": "Co", "role": "OWNER" } }),
+        )
+        .await;
+    assert_eq!(invited["inviteMember"]["member"]["invitationPending"], true);
+    for (what, q, i) in [
+        (
+            "demote",
+            "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { role } }",
+            json!({ "memberId": owner_member, "role": "ADMIN" }),
+        ),
+        (
+            "remove",
+            "mutation($i: RemoveMemberInput!) { removeMember(input: $i) { removedMemberId } }",
+            json!({ "memberId": owner_member }),
+        ),
+    ] {
+        let r = app.gql(Some(&owner.access), q, json!({ "i": i })).await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{what}: {r}");
+    }
 
     // Promotion takes effect on the next request, without a new token.
     let up = app

@@ -161,4 +161,25 @@ async fn a_client_viewer_is_refused_every_mutation_and_reads_its_workspace() {
         .await;
     assert_eq!(d["workspace"]["name"], "Brew Co");
     assert_eq!(d["workspaceReport"]["total"]["inbound"], 0);
+
+    // A conversation's channel shows the client its name and kind, not the
+    // agency's addresses (webhook, feed, callback).
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "m1", "text": "my latte arrived cold", "published_at": "2026-12-05T09:00:00Z", "author": { "id": "ana" } }]),
+    )
+    .await;
+    let q = "query($w: ID!) { conversations(workspaceId: $w) { edges { node { channel { kind webhookUrl feedUrl callbackUrl } } } } }";
+    let channel_as = async |token: &str| {
+        let d = app.ok(Some(token), q, json!({ "w": ws })).await;
+        edges(&d["conversations"])[0]["node"]["channel"].clone()
+    };
+    let agency = channel_as(&s.access).await;
+    assert!(agency["webhookUrl"].is_string(), "{agency}");
+    let client_sees = channel_as(&client.access).await;
+    assert_eq!(
+        client_sees,
+        json!({ "kind": "GENERIC", "webhookUrl": null, "feedUrl": null, "callbackUrl": null })
+    );
 }

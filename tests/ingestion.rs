@@ -187,9 +187,9 @@ async fn bad_signatures_are_refused_and_leave_nothing_behind() {
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let (_, x_url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "X", "name": "x", "externalAccountId": "1", "secret": "right-secret" })).await;
+    let (x_id, x_url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "X", "name": "x", "externalAccountId": "1", "secret": "right-secret" })).await;
     let (_, fb_url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "FACEBOOK", "name": "fb", "externalAccountId": "104000000000001", "secret": "meta-app-secret", "verifyToken": "verify-me-please" })).await;
-    let (_, g_url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
+    let (g_id, g_url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
 
     let mut altered = META_FIXTURE.to_vec();
     let pos = altered.iter().position(|b| *b == b'T').unwrap();
@@ -282,6 +282,56 @@ async fn bad_signatures_are_refused_and_leave_nothing_behind() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 403);
+
+    // A secret that cannot be decrypted (the key changed) is never taken
+    // for an empty key: a body "signed" with "" gets 503 (the platform
+    // retries) and stores nothing; so does X's CRC check.
+    let before = raw_count(&app).await;
+    for gid in [g_id.as_str(), x_id.as_str()] {
+        let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Channel, gid).unwrap();
+        let mut c: rapport_store::entities::channel::ActiveModel =
+            rapport_store::entities::channel::Entity::find_by_id(id)
+                .one(&app.state.db)
+                .await
+                .unwrap()
+                .unwrap()
+                .into();
+        c.secret_ciphertext = sea_orm::Set(Some(vec![7; 40]));
+        sea_orm::ActiveModelTrait::update(c, &app.state.db)
+            .await
+            .unwrap();
+    }
+    let (code, resp) = post(
+        &app,
+        &g_url,
+        &[(
+            "x-rapport-signature",
+            generic_sign(b"", GENERIC_FIXTURE, chrono::Utc::now().timestamp()),
+        )],
+        GENERIC_FIXTURE,
+    )
+    .await;
+    assert_eq!(
+        (code, resp["status"].as_str()),
+        (503, Some("secret_unavailable")),
+        "{resp}"
+    );
+    let (code, resp) = post(
+        &app,
+        &x_url,
+        &[("x-twitter-webhooks-signature", x_sign(b"", X_FIXTURE))],
+        X_FIXTURE,
+    )
+    .await;
+    assert_eq!(code, 503, "{resp}");
+    let crc = app
+        .client
+        .get(format!("{x_url}?crc_token=abc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crc.status(), 503);
+    assert_eq!(raw_count(&app).await, before, "nothing stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,6 +506,45 @@ async fn generic_events_land_in_every_workspace_whose_brand_they_mention() {
         1,
         "unmatched events stay in the channel's workspace"
     );
+}
+
+/// JSON may carry `\u0000`, which PostgreSQL's text refuses: the character
+/// is dropped, not the payload (before, the whole delivery failed on every
+/// retry and became a dead letter that no retry could mend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_is_dropped_not_the_payload() {
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
+    deliver_generic(
+        &app,
+        &url,
+        json!([
+            { "id": "n\u{0}ul", "text": "cold\u{0} latte", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "u\u{0}1", "handle": "ana\u{0}", "name": "A\u{0}na" } },
+            { "id": "plain", "text": "fine coffee", "published_at": "2026-11-20T09:01:00Z", "author": { "id": "u2" } }
+        ]),
+    )
+    .await;
+    let all = app
+        .eventually("both stored", async || {
+            let c = conversations(&app, &s, &ws).await;
+            (c.len() == 2).then_some(c)
+        })
+        .await;
+    let ana = all.iter().find(|c| c["author"]["handle"] == "ana").unwrap();
+    let m = &edges(&ana["messages"])[0]["node"];
+    assert_eq!(
+        (m["externalId"].as_str(), m["body"].as_str()),
+        (Some("nul"), Some("cold latte"))
+    );
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "imp\u{0}", "text": "again\u{0}", "published_at": "2026-11-20T09:02:00Z", "author": { "id": "u3" } }]),
+    )
+    .await;
+    assert_eq!(conversations(&app, &s, &ws).await.len(), 3);
 }
 
 /// One payload joining several known conversations (one of them resolved)

@@ -208,6 +208,31 @@ async fn restricted_members_see_only_their_workspaces() {
         )
         .await;
 
+    let (_, both) = app
+        .add_member(
+            &owner,
+            "lead@a.test",
+            "AGENT",
+            Some(vec![w1.clone(), w2.clone()]),
+        )
+        .await;
+    // A colleague's restriction lists only the workspaces the viewer sees.
+    let d = app
+        .ok(
+            Some(&agent.access),
+            "{ members(first: 50) { edges { node { id restrictedToWorkspaces { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let lead = edges(&d["members"])
+        .into_iter()
+        .find(|e| e["node"]["id"] == both.as_str())
+        .unwrap();
+    assert_eq!(
+        lead["node"]["restrictedToWorkspaces"],
+        json!([{ "id": w1 }])
+    );
+
     let list = "{ workspaces { edges { node { id } } } }";
     let ids = |d: &Value| -> Vec<String> {
         edges(&d["workspaces"])

@@ -37,6 +37,17 @@ fn reject(reason: &'static str, status: StatusCode, message: &str) -> HttpRespon
     answer(status, reason, message)
 }
 
+/// A channel secret that cannot be decrypted: never verify against an empty
+/// key (any body "signed" with "" would pass); 503 so the platform retries
+/// once `RAPPORT_SECRET_KEY` is put right.
+fn secret_unavailable() -> HttpResponse {
+    reject(
+        "secret_unavailable",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the channel's signing secret cannot be read; retry later",
+    )
+}
+
 /// The channel a webhook path names, if it may receive.
 async fn channel_for(state: &AppState, raw_id: &str) -> Result<channel::Model, HttpResponse> {
     let not_found = || reject("unknown_channel", StatusCode::NOT_FOUND, "no such channel");
@@ -93,14 +104,15 @@ pub async fn verify(
     };
     match kind {
         ChannelKind::X => {
-            let (Some(token), Some(secret)) =
-                (query.get("crc_token"), open(&state, &c.secret_ciphertext))
-            else {
+            let Some(token) = query.get("crc_token") else {
                 return answer(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
                     "crc_token is required",
                 );
+            };
+            let Some(secret) = open(&state, &c.secret_ciphertext).filter(|s| !s.is_empty()) else {
+                return secret_unavailable();
             };
             HttpResponse::Ok()
                 .json(json!({ "response_token": signature::x_crc_response(&secret, token) }))
@@ -183,7 +195,16 @@ pub async fn receive(
         );
     };
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let secret = open(&state, &c.secret_ciphertext).unwrap_or_default();
+    if kind == ChannelKind::Feed {
+        return answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not_webhook",
+            "FEED channels are polled, not pushed",
+        );
+    }
+    let Some(secret) = open(&state, &c.secret_ciphertext).filter(|s| !s.is_empty()) else {
+        return secret_unavailable();
+    };
     let checked: Result<(), SignatureError> = match kind {
         ChannelKind::X => signature::verify_x(&secret, &body, header(X_HEADER)),
         ChannelKind::Facebook | ChannelKind::Instagram => {
@@ -195,13 +216,7 @@ pub async fn receive(
             header(GENERIC_HEADER),
             chrono::Utc::now().timestamp(),
         ),
-        ChannelKind::Feed => {
-            return answer(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "not_webhook",
-                "FEED channels are polled, not pushed",
-            );
-        }
+        ChannelKind::Feed => unreachable!("FEED is answered before the secret is opened"),
     };
     if let Err(e) = checked {
         return reject(

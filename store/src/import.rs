@@ -102,7 +102,7 @@ pub async fn import_chunk(
     let mut parsed = Vec::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
         match generic::parse(e) {
-            Ok(mut m) if m.len() == 1 => parsed.push(m.remove(0)),
+            Ok(mut m) if m.len() == 1 => parsed.push(m.remove(0).without_nul()),
             Ok(_) => summary
                 .rejected
                 .push((first_index + i, "one event per line".into())),

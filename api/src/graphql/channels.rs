@@ -168,15 +168,20 @@ impl Channel {
     async fn status(&self) -> ApiResult<ChannelStatus> {
         ChannelStatus::parse(&self.0.status)
     }
-    /// Register this URL with the platform (null for polled feeds).
+    /// Register this URL with the platform (null for polled feeds, and for
+    /// CLIENT_VIEWER).
     async fn webhook_url(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
+        if !writer(ctx) {
+            return Ok(None);
+        }
         Ok(kind_of(&self.0)?
             .is_webhook()
             .then(|| webhook_url(state(ctx), self.0.id)))
     }
-    /// FEED: the RSS or Atom address polled; null for other kinds.
-    async fn feed_url(&self) -> Option<&str> {
-        self.0.feed_url.as_deref()
+    /// FEED: the RSS or Atom address polled; null for other kinds, and for
+    /// CLIENT_VIEWER (a feed address may carry a token).
+    async fn feed_url(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.0.feed_url.as_deref().filter(|_| writer(ctx))
     }
     /// FEED: seconds between polls; null for other kinds.
     async fn poll_interval_seconds(&self) -> Option<i32> {
@@ -191,9 +196,10 @@ impl Channel {
     async fn can_publish(&self) -> bool {
         self.0.access_token_ciphertext.is_some() || self.0.callback_url.is_some()
     }
-    /// GENERIC: where replies are POSTed, signed with the channel's secret.
-    async fn callback_url(&self) -> Option<&str> {
-        self.0.callback_url.as_deref()
+    /// GENERIC: where replies are POSTed, signed with the channel's secret;
+    /// null for CLIENT_VIEWER (the agency's own systems).
+    async fn callback_url(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.0.callback_url.as_deref().filter(|_| writer(ctx))
     }
     /// When the channel was connected.
     async fn created_at(&self) -> DateTime<Utc> {
@@ -203,6 +209,12 @@ impl Channel {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+}
+
+/// Whether the viewer may see a channel's addresses: CLIENT_VIEWER reaches a
+/// channel only through its conversations, and sees its name and kind.
+fn writer(ctx: &Context<'_>) -> bool {
+    auth(ctx).viewer().is_ok_and(|v| v.role.can_write())
 }
 
 /// A new channel. Which of the optional fields are required, allowed or

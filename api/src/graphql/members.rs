@@ -13,9 +13,10 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::Utc;
 use rapport_domain::{Email, Kind, Name, PageRequest, Role};
 use rapport_store::entities::{membership, membership_workspace, user};
+use rapport_store::locks;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
-    PaginatorTrait, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, Set,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -172,7 +173,10 @@ async fn set_restriction(
     Ok(())
 }
 
-/// Refuses a change that would leave the agency without an owner.
+/// Refuses a change that would leave the agency without an owner who has
+/// accepted (an invitation may never be accepted). The owners' rows are
+/// locked, so two owners demoting each other at once are taken one after
+/// the other and the second sees the first's change.
 async fn keep_an_owner(
     v: &Viewer,
     txn: &DatabaseTransaction,
@@ -182,13 +186,19 @@ async fn keep_an_owner(
     if current.role != Role::Owner.as_str() || new_role == Some(Role::Owner) {
         return Ok(());
     }
-    let owners = v
-        .scope
-        .select::<membership::Entity>()
-        .filter(membership::Column::Role.eq(Role::Owner.as_str()))
-        .count(txn)
-        .await?;
-    if owners <= 1 {
+    let owners = locks::for_update(
+        v.scope
+            .select::<membership::Entity>()
+            .filter(membership::Column::Role.eq(Role::Owner.as_str()))
+            .order_by_asc(membership::Column::Id),
+    )
+    .all(txn)
+    .await?;
+    let others = owners
+        .iter()
+        .filter(|m| m.id != current.id && m.invitation_hash.is_none())
+        .count();
+    if others == 0 {
         return Err(ApiError::bad_input(
             "memberId",
             "the agency's last OWNER cannot be removed or demoted",

@@ -195,7 +195,8 @@ impl Member {
     async fn invitation_pending(&self) -> bool {
         self.0.invitation_hash.is_some()
     }
-    /// The only workspaces this member may see; null means all of the agency's.
+    /// The only workspaces this member may see; null means all of the
+    /// agency's. Lists only those the viewer may see too.
     async fn restricted_to_workspaces(
         &self,
         ctx: &Context<'_>,
@@ -204,16 +205,19 @@ impl Member {
             return Ok(None);
         }
         let db = &state(ctx).db;
-        let ids: Vec<Uuid> = membership_workspace::Entity::find()
-            .filter(membership_workspace::Column::AgencyId.eq(self.0.agency_id))
+        // Through the viewer's scope: a member restricted to some brands
+        // must not learn the others' names and settings from a colleague.
+        let scope = &super::auth(ctx).viewer()?.scope;
+        let ids: Vec<Uuid> = scope
+            .select_in_workspaces::<membership_workspace::Entity>()
             .filter(membership_workspace::Column::MembershipId.eq(self.0.id))
             .all(db)
             .await?
             .into_iter()
             .map(|m| m.workspace_id)
             .collect();
-        let rows = workspace::Entity::find()
-            .filter(workspace::Column::AgencyId.eq(self.0.agency_id))
+        let rows = scope
+            .select_in_workspaces::<workspace::Entity>()
             .filter(workspace::Column::Id.is_in(ids))
             .all(db)
             .await?;

@@ -107,6 +107,30 @@ pub struct Inbound {
     pub url: Option<String>,
 }
 
+impl Inbound {
+    /// Without NUL characters: JSON may carry `\u0000`, PostgreSQL's text
+    /// refuses it, and one such event would fail its whole payload on every
+    /// retry. Every parser's output goes through here.
+    pub fn without_nul(mut self) -> Self {
+        fn strip(s: &mut String) {
+            if s.contains('\0') {
+                s.retain(|c| c != '\0');
+            }
+        }
+        strip(&mut self.external_id);
+        strip(&mut self.text);
+        strip(&mut self.author.external_id);
+        strip(&mut self.author.handle);
+        for s in [&mut self.in_reply_to, &mut self.url, &mut self.author.name]
+            .into_iter()
+            .flatten()
+        {
+            strip(s);
+        }
+        self
+    }
+}
+
 /// Why a payload could not be understood. Stored with the raw event so
 /// the agency sees it in its dead letters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,15 +162,17 @@ pub fn parse(
     account_id: &str,
     received_at: DateTime<Utc>,
 ) -> Result<Vec<Inbound>, PayloadError> {
-    if kind == ChannelKind::Feed {
-        return feed::parse(body, received_at);
-    }
-    let json: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| PayloadError::new(format!("body is not JSON: {e}")))?;
-    match kind {
-        ChannelKind::X => x::parse(&json, account_id),
-        ChannelKind::Facebook | ChannelKind::Instagram => meta::parse(&json, account_id),
-        ChannelKind::Generic => generic::parse(&json),
-        ChannelKind::Feed => unreachable!("feeds are handled above"),
-    }
+    let parsed = if kind == ChannelKind::Feed {
+        feed::parse(body, received_at)?
+    } else {
+        let json: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| PayloadError::new(format!("body is not JSON: {e}")))?;
+        match kind {
+            ChannelKind::X => x::parse(&json, account_id)?,
+            ChannelKind::Facebook | ChannelKind::Instagram => meta::parse(&json, account_id)?,
+            ChannelKind::Generic => generic::parse(&json)?,
+            ChannelKind::Feed => unreachable!("feeds are handled above"),
+        }
+    };
+    Ok(parsed.into_iter().map(Inbound::without_nul).collect())
 }

@@ -52,6 +52,16 @@ impl Period {
         granularity: Granularity,
         timezone: TimeZone,
     ) -> Result<Self, ParseError> {
+        // chrono accepts years up to 262143; stepping past its last day
+        // would panic, and no report spans centuries.
+        for (field, t) in [("from", from), ("to", to)] {
+            if !(1970..=9999).contains(&t.year()) {
+                return Err(ParseError::new(
+                    field,
+                    "must be between the years 1970 and 9999",
+                ));
+            }
+        }
         if to <= from {
             return Err(ParseError::new("to", "must be after from"));
         }
@@ -245,6 +255,32 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn dates_outside_the_calendar_range_are_refused_not_a_panic() {
+        let utc = TimeZone::parse("UTC").unwrap();
+        let far = Utc.with_ymd_and_hms(262142, 12, 31, 0, 0, 0).unwrap();
+        for g in [Granularity::Hour, Granularity::Day, Granularity::Week] {
+            let e = Period::parse(far, far + Duration::hours(1), g, utc.clone()).unwrap_err();
+            assert_eq!(e.field, "from");
+        }
+        let e = Period::parse(
+            at("1969-12-31T00:00:00Z"),
+            at("1970-01-02T00:00:00Z"),
+            Granularity::Day,
+            utc.clone(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "from");
+        let e = Period::parse(
+            at("9999-12-31T00:00:00Z"),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Granularity::Day,
+            utc,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "to");
     }
 
     #[test]
