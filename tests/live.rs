@@ -230,3 +230,67 @@ async fn imports_assignments_and_status_changes_are_published_live() {
     .await;
     expect_updated(&mut sock, &id).await;
 }
+
+/// A socket outlives the member as they were at connection_init: after the
+/// member is removed, the socket's next operation is refused and its live
+/// feed ends at the next event instead of going on delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_follows_the_member_as_they_are_now_not_as_they_connected() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (agent, agent_id) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
+    let (mut sock, ack) = connect(&app, &agent.access).await;
+    assert_eq!(ack["type"], "connection_ack");
+    subscribe(&mut sock, CONVERSATIONS, &ws).await;
+    app.subscribed(Topic::Conversations, &ws).await;
+    let ask_role = async |sock: &mut Ws, id: &str| {
+        sock.send(Message::text(
+            json!({ "id": id, "type": "subscribe", "payload": { "query": "{ me { role } }" } })
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+        let got = next(sock).await;
+        assert_eq!(
+            (got["type"].as_str(), got["id"].as_str()),
+            (Some("next"), Some(id)),
+            "{got}"
+        );
+        let done = next(sock).await;
+        assert_eq!(done["type"], "complete", "{done}");
+        got
+    };
+    let before = ask_role(&mut sock, "2").await;
+    assert_eq!(before["payload"]["data"]["me"]["role"], "AGENT", "{before}");
+
+    app.ok(
+        Some(&s.access),
+        "mutation($i: RemoveMemberInput!) { removeMember(input: $i) { removedMemberId } }",
+        json!({ "i": { "memberId": agent_id } }),
+    )
+    .await;
+    let after = ask_role(&mut sock, "3").await;
+    assert_eq!(error_code(&after), "UNAUTHENTICATED", "{after}");
+
+    let ws_uuid = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
+    let _: () = redis::cmd("PUBLISH")
+        .arg(app.state.kv.channel(Topic::Conversations, ws_uuid))
+        .arg(json!({ "workspaceId": ws, "conversationId": "Q29udmVyc2F0aW9uOng", "event": "created" }).to_string())
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    let got = next(&mut sock).await;
+    assert_eq!(got["id"], "1", "{got}");
+    assert_eq!(
+        error_code(&got),
+        "UNAUTHENTICATED",
+        "no event after the removal: {got}"
+    );
+    let done = next(&mut sock).await;
+    assert_eq!(
+        (done["type"].as_str(), done["id"].as_str()),
+        (Some("complete"), Some("1")),
+        "{done}"
+    );
+}

@@ -234,6 +234,10 @@ async fn graphql_ws(
     schema: web::Data<RapportSchema>,
 ) -> actix_web::Result<HttpResponse> {
     let st = state.get_ref().clone();
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
     async_graphql_actix_web::GraphQLSubscription::new(schema.get_ref().clone())
         .on_connection_init(move |init: serde_json::Value| async move {
             let header = ["Authorization", "authorization"]
@@ -250,6 +254,9 @@ async fn graphql_ws(
                 .map_err(|e| async_graphql::Error::new(e.message()))?;
             let mut data = async_graphql::Data::default();
             data.insert(auth);
+            // Each operation is authenticated again from these (see
+            // graphql::socket_auth), not from the member as they are now.
+            data.insert(graphql::socket_auth::SocketCredentials { header, ip });
             Ok(data)
         })
         .start(&req, payload)

@@ -74,12 +74,44 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> ApiResult<A
     let Some(claims) = state.jwt.verify(token) else {
         return Ok(Auth::Invalid);
     };
-    Ok(load(state, &claims)
+    Ok(load(state, Identity::from(&claims))
         .await?
         .map_or(Auth::Invalid, |v| Auth::Member(Box::new(v))))
 }
 
-async fn load(state: &AppState, c: &Claims) -> ApiResult<Option<Viewer>> {
+/// The member as they are now, for a connection that outlives its access
+/// token (a live subscription): None once the session is revoked or ended
+/// or the membership is gone.
+pub async fn reload(state: &AppState, v: &Viewer) -> ApiResult<Option<Viewer>> {
+    load(
+        state,
+        Identity {
+            sub: v.user_id,
+            agency: v.agency_id,
+            sid: v.session_id,
+        },
+    )
+    .await
+}
+
+/// Who a token names: its user, agency and session.
+struct Identity {
+    sub: Uuid,
+    agency: Uuid,
+    sid: Uuid,
+}
+
+impl From<&Claims> for Identity {
+    fn from(c: &Claims) -> Self {
+        Identity {
+            sub: c.sub,
+            agency: c.agency,
+            sid: c.sid,
+        }
+    }
+}
+
+async fn load(state: &AppState, c: Identity) -> ApiResult<Option<Viewer>> {
     // The member and the token's session in one round trip: every request
     // pays for this check.
     let by_user = membership::Entity::belongs_to(session::Entity)

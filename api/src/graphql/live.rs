@@ -2,10 +2,11 @@
 //! legacy graphql-ws): live conversation changes and SLA alerts of a
 //! workspace, fed by the Redis pub/sub channels the worker publishes on.
 
+use super::socket_auth::while_allowed;
 use super::types::decode;
 use super::{auth, state};
 use crate::error::ApiError;
-use async_graphql::{Context, ID, SimpleObject, Subscription};
+use async_graphql::{Context, ErrorExtensions, ID, SimpleObject, Subscription};
 use futures_util::{Stream, StreamExt};
 use rapport_domain::Kind;
 use rapport_store::kv::Topic;
@@ -48,19 +49,33 @@ fn text(v: &Value, k: &str) -> String {
 }
 
 /// Messages of a workspace's pub/sub channel of `topic`, once the member is
-/// known to see that workspace.
+/// known to see that workspace; each one is delivered only while they still
+/// may (the feed ends with UNAUTHENTICATED after a logout, a removal or a
+/// narrowed restriction).
 async fn workspace_feed(
     ctx: &Context<'_>,
     workspace_id: &ID,
     topic: Topic,
-) -> Result<impl Stream<Item = String> + use<>, ApiError> {
+) -> Result<impl Stream<Item = Result<String, ApiError>> + use<>, ApiError> {
     let v = auth(ctx).viewer()?;
     let st = state(ctx);
     let ws = v
         .scope
         .workspace(&st.db, decode(Kind::Workspace, workspace_id)?)
         .await?;
-    Ok(st.kv.subscribe(&st.kv.channel(topic, ws.id)).await?)
+    let feed = st.kv.subscribe(&st.kv.channel(topic, ws.id)).await?;
+    Ok(while_allowed(st.clone(), v.clone(), ws.id, feed))
+}
+
+/// A feed's message as `make` reads it; errors carry their code.
+fn event<T>(
+    item: Result<String, ApiError>,
+    make: impl FnOnce(Value) -> T,
+) -> Option<async_graphql::Result<T>> {
+    match item {
+        Ok(raw) => serde_json::from_str(&raw).ok().map(|v| Ok(make(v))),
+        Err(e) => Some(Err(e.extend())),
+    }
 }
 
 #[derive(Default)]
@@ -76,11 +91,11 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         workspace_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = ConversationEvent> + use<>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ConversationEvent>> + use<>>
+    {
         let stream = workspace_feed(ctx, &workspace_id, Topic::Conversations).await?;
-        Ok(stream.filter_map(|raw| async move {
-            let v: Value = serde_json::from_str(&raw).ok()?;
-            Some(ConversationEvent {
+        Ok(stream.filter_map(|item| async move {
+            event(item, |v| ConversationEvent {
                 workspace_id: ID(text(&v, "workspaceId")),
                 conversation_id: ID(text(&v, "conversationId")),
                 event: text(&v, "event"),
@@ -93,11 +108,10 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         workspace_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = SlaAlert> + use<>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<SlaAlert>> + use<>> {
         let stream = workspace_feed(ctx, &workspace_id, Topic::Sla).await?;
-        Ok(stream.filter_map(|raw| async move {
-            let v: Value = serde_json::from_str(&raw).ok()?;
-            Some(SlaAlert {
+        Ok(stream.filter_map(|item| async move {
+            event(item, |v| SlaAlert {
                 kind: text(&v, "type"),
                 target: text(&v, "target"),
                 workspace_id: ID(text(&v, "workspaceId")),

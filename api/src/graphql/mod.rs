@@ -11,6 +11,7 @@ mod paging;
 mod replies;
 mod reports;
 mod sla;
+pub mod socket_auth;
 mod teams;
 mod templates;
 mod types;
@@ -76,7 +77,8 @@ pub fn build(state: Option<AppState>, max_depth: usize, max_complexity: usize) -
     .limit_depth(max_depth)
     .limit_complexity(max_complexity)
     .limit_recursive_depth(32)
-    .limit_directives(16);
+    .limit_directives(16)
+    .extension(socket_auth::PerOperationAuth);
     b = describe_connections(b);
     if let Some(state) = state {
         b = b.data(state);

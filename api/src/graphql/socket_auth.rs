@@ -1,0 +1,89 @@
+//! Operations sent over a WebSocket are authenticated one by one, as HTTP
+//! requests are: the socket keeps the token from `connection_init`, not the
+//! member as they were then, so a logout, a removal or a role change applies
+//! to the socket's next operation rather than to its next reconnect.
+
+use super::ClientIp;
+use super::conversations::Preloaded;
+use crate::auth::viewer::{Viewer, authenticate, reload};
+use crate::error::ApiError;
+use crate::state::AppState;
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
+};
+use async_graphql::{ErrorExtensions, Pos, Request, ServerResult};
+use std::sync::Arc;
+
+/// What a socket's `connection_init` sent, kept for the connection's life.
+pub struct SocketCredentials {
+    /// The `Authorization` value (`Bearer …`), if any was sent.
+    pub header: Option<String>,
+    pub ip: String,
+}
+
+/// Schema extension: gives each operation of a socket a freshly checked
+/// `Auth`. HTTP requests carry their own and pass through untouched.
+pub struct PerOperationAuth;
+
+impl ExtensionFactory for PerOperationAuth {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(PerOperationAuth)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for PerOperationAuth {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        if let (Some(c), Some(st)) = (
+            ctx.data_opt::<SocketCredentials>(),
+            ctx.data_opt::<AppState>(),
+        ) {
+            let auth = authenticate(st, c.header.as_deref())
+                .await
+                .map_err(|e| e.extend().into_server_error(Pos::default()))?;
+            request = request
+                .data(auth)
+                .data(ClientIp(c.ip.clone()))
+                .data(Arc::new(Preloaded::default()));
+        }
+        next.run(ctx, request).await
+    }
+}
+
+/// Ends a live feed once its member may no longer see the workspace: each
+/// event is delivered only after the member's session, membership and
+/// restriction are read again.
+pub fn while_allowed<S>(
+    st: AppState,
+    viewer: Viewer,
+    workspace: uuid::Uuid,
+    feed: S,
+) -> impl futures_util::Stream<Item = Result<String, ApiError>>
+where
+    S: futures_util::Stream<Item = String> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::unfold(
+        (Box::pin(feed), st, viewer, false),
+        move |(mut feed, st, v, ended)| async move {
+            if ended {
+                return None;
+            }
+            let raw = feed.next().await?;
+            let verdict = match reload(&st, &v).await {
+                Ok(Some(now)) if now.scope.sees_workspace(workspace) => Ok(raw),
+                Ok(_) => Err(ApiError::Unauthenticated(
+                    "the session ended or no longer sees this workspace; subscribe again",
+                )),
+                Err(e) => Err(e),
+            };
+            let ended = verdict.is_err();
+            Some((verdict, (feed, st, v, ended)))
+        },
+    )
+}
