@@ -395,3 +395,54 @@ async fn a_private_message_ingested_while_an_agent_takes_it_offline_joins_the_th
         "the DM joined the thread"
     );
 }
+
+/// A reply and the message it answers, by two customers, in payloads
+/// stored at the same moment: each holds only its own author's lock, and
+/// neither sees the other uncommitted. The message locks make the second
+/// wait for the first, which it then sees: one conversation, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_stored_while_its_parent_is_being_stored_joins_its_conversation() {
+    use rapport_domain::ingest::{ChannelKind, generic};
+    use rapport_store::entities::workspace;
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let ws_id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
+    let db = &app.state.db;
+    let wsm = workspace::Entity::find_by_id(ws_id)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    let ch = rapport_store::import::import_channel(db, &wsm)
+        .await
+        .unwrap();
+    let parent = generic::parse(&json!({ "id": "t1", "text": "my latte arrived cold", "published_at": "2026-12-05T09:00:00Z", "author": { "id": "ana" } }))
+        .unwrap()
+        .remove(0);
+    // Ana's message, stored but not committed; meanwhile Bo's reply to it.
+    let held = rapport_store::tenancy::begin_for_agency(db, wsm.agency_id)
+        .await
+        .unwrap();
+    rapport_store::ingest::store_batch(&held, &ch, ChannelKind::Generic, &[(&wsm, &parent)])
+        .await
+        .unwrap();
+    let reply = app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "t2", "in_reply_to": "t1", "text": "same here, twice this week", "published_at": "2026-12-05T09:01:00Z", "author": { "id": "bo" } }]),
+    );
+    let mut reply = std::pin::pin!(reply);
+    tokio::select! {
+        () = &mut reply => panic!("the reply was stored without waiting for its parent"),
+        () = app.eventually("the reply waits for its parent", async || {
+            (lock_waiters(db).await > 0).then_some(())
+        }) => {}
+    }
+    held.commit().await.unwrap();
+    reply.await;
+    only_conversation(&app).await;
+}

@@ -88,8 +88,19 @@ pub async fn store_batch(
     //    opens a conversation of the author (crate::locks::authors), so
     //    none it opens meanwhile goes unseen. SQLite's write transactions
     //    are serialised already.
-    let authors: Vec<String> = unique(items.iter().map(|(_, m)| m.author.external_id.clone()));
-    locks::authors(txn, ch.agency_id, kind.as_str(), authors).await?;
+    //    With them, one lock per message and per message answered: a reply
+    //    and its parent in concurrent payloads would otherwise each miss
+    //    the other (neither committed) and open two conversations.
+    let mut keys: Vec<String> = items
+        .iter()
+        .map(|(_, m)| locks::author_key(ch.agency_id, kind.as_str(), &m.author.external_id))
+        .collect();
+    keys.extend(items.iter().flat_map(|(_, m)| {
+        std::iter::once(&m.external_id)
+            .chain(m.in_reply_to.as_ref())
+            .map(|id| locks::message_key(ch.id, id))
+    }));
+    locks::advisory(txn, keys).await?;
 
     // 2. Deduplicate against the database and within the payload. The same
     //    lookup finds replies stored before the message they answer

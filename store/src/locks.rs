@@ -19,7 +19,9 @@
 //! a reopening, `takeOffline`'s private thread) first takes the author's
 //! lock (`authors`), before any row lock, in the same order everywhere.
 //! (Not a reply of another author reopening the conversation: its payload
-//! holds the replier's lock only.)
+//! holds the replier's lock only.) Ingestion also takes a lock per message
+//! and per message answered (`message_key`), so that a reply and its parent
+//! arriving at once are threaded together.
 
 use crate::entities::conversation;
 use sea_orm::sea_query::LockType;
@@ -63,26 +65,47 @@ pub async fn conversations<C: ConnectionTrait>(
 
 /// Serialises, until the transaction ends, everything that may open a
 /// conversation of these authors (an agency's authors on one platform,
-/// by platform id): PostgreSQL advisory locks, all taken in one statement
-/// in a fixed order, so two holders of overlapping sets cannot deadlock.
-/// Take them before any row lock.
+/// by platform id). Take it before any row lock.
 pub async fn authors<C: ConnectionTrait>(
     txn: &C,
     agency_id: Uuid,
     platform: &str,
     external_ids: Vec<String>,
 ) -> Result<(), DbErr> {
-    if txn.get_database_backend() != DbBackend::Postgres || external_ids.is_empty() {
+    let keys = external_ids
+        .iter()
+        .map(|a| author_key(agency_id, platform, a))
+        .collect();
+    advisory(txn, keys).await
+}
+
+/// The lock of one author: see [`authors`].
+pub fn author_key(agency_id: Uuid, platform: &str, external_id: &str) -> String {
+    format!("{agency_id}:{platform}:{external_id}")
+}
+
+/// The lock of one platform message of a channel. Ingestion takes it for
+/// each message and for the message it answers, so a reply and its parent
+/// in concurrent payloads (different authors, so different author locks)
+/// are stored one after the other: the second sees the first and joins its
+/// conversation, instead of each opening one of its own.
+pub fn message_key(channel_id: Uuid, external_id: &str) -> String {
+    format!("message:{channel_id}:{external_id}")
+}
+
+/// PostgreSQL advisory locks on `keys` until the transaction ends, all
+/// taken in one statement in a fixed order, so two holders of overlapping
+/// sets cannot deadlock (every caller takes all of its keys at once).
+/// SQLite's write transactions are serialised already.
+pub async fn advisory<C: ConnectionTrait>(txn: &C, keys: Vec<String>) -> Result<(), DbErr> {
+    if txn.get_database_backend() != DbBackend::Postgres || keys.is_empty() {
         return Ok(());
     }
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended($1 || a, 0) AS k \
-         FROM unnest($2::text[]) AS a) AS keys ORDER BY k",
-        [
-            format!("{agency_id}:{platform}:").into(),
-            external_ids.into(),
-        ],
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(a, 0) AS k \
+         FROM unnest($1::text[]) AS a) AS keys ORDER BY k",
+        [keys.into()],
     ))
     .await
     .map(|_| ())
