@@ -359,6 +359,42 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
         private["id"]
     );
 
+    // Another customer answers the brand's published comment: found by the
+    // platform id publishing recorded, it joins that conversation.
+    let answer = serde_json::to_vec(
+        &json!({ "object": "page", "entry": [{ "id": "104000000000001", "time": 1764300050,
+        "changes": [{ "field": "feed", "value": { "item": "comment", "verb": "add",
+            "comment_id": "104000000000001_555_901", "parent_id": "104000000000001_555_900",
+            "post_id": "104000000000001_555", "created_time": 1764300050,
+            "message": "Same thing happened to my parcel last week",
+            "from": { "id": "7000002", "name": "Marc Dubois" } } }] }] }),
+    )
+    .unwrap();
+    post(
+        &app,
+        &url,
+        (
+            "x-hub-signature-256",
+            meta_sign(app_secret.as_bytes(), &answer),
+        ),
+        &answer,
+    )
+    .await;
+    app.eventually("the answer to the brand's comment joins its conversation", async || {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($c: ID!) { conversation(id: $c) { messages(first: 50) { edges { node { body } } } } }",
+                json!({ "c": conv }),
+            )
+            .await;
+        edges(&d["conversation"]["messages"])
+            .iter()
+            .any(|e| e["node"]["body"] == "Same thing happened to my parcel last week")
+            .then_some(())
+    })
+    .await;
+
     // The customer's private message joins the private thread and reopens it.
     let dm = serde_json::to_vec(&json!({ "object": "page", "entry": [{ "id": "104000000000001", "time": 1764300100,
         "messaging": [{ "sender": { "id": "7000001" }, "recipient": { "id": "104000000000001" }, "timestamp": 1764300100000_i64,

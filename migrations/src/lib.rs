@@ -11,6 +11,7 @@ mod m20261128_000005_reporting;
 mod m20261128_000006_report_rollups;
 mod m20261201_000007_refresh_slots_fix;
 mod m20261205_000008_reply_lookup;
+mod m20261205_000009_published_reply_lookup;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000006_report_rollups::Migration),
             Box::new(m20261201_000007_refresh_slots_fix::Migration),
             Box::new(m20261205_000008_reply_lookup::Migration),
+            Box::new(m20261205_000009_published_reply_lookup::Migration),
         ]
     }
 }

@@ -170,17 +170,29 @@ pub async fn store_batch(
     let parents: Vec<&str> = unique(todo.iter().filter_map(|(_, m)| m.in_reply_to.as_deref()));
     let mut parent_conv: HashMap<(String, Uuid), Uuid> = HashMap::new();
     for chunk in parents.chunks(CHUNK) {
-        let rows: Vec<(String, Uuid, Uuid)> = message::Entity::find()
+        // A customer may answer the brand's own published reply: stored as
+        // `rapport:<id>`, it is known to the platform by the id publishing
+        // recorded (`platform_message_id`, indexed per channel).
+        let rows: Vec<(String, Option<String>, Uuid, Uuid)> = message::Entity::find()
             .select_only()
             .column(message::Column::ExternalId)
+            .column(message::Column::PlatformMessageId)
             .column(message::Column::WorkspaceId)
             .column(message::Column::ConversationId)
             .filter(message::Column::ChannelId.eq(ch.id))
-            .filter(message::Column::ExternalId.is_in(chunk.iter().copied()))
+            .filter(
+                Condition::any()
+                    .add(message::Column::ExternalId.is_in(chunk.iter().copied()))
+                    .add(message::Column::PlatformMessageId.is_in(chunk.iter().copied())),
+            )
             .into_tuple()
             .all(txn)
             .await?;
-        parent_conv.extend(rows.into_iter().map(|(e, w, c)| ((e, w), c)));
+        for (ext, platform_id, w, c) in rows {
+            for id in std::iter::once(ext).chain(platform_id) {
+                parent_conv.insert((id, w), c);
+            }
+        }
     }
     //    Both are locked (crate::locks) before they are read for good: an
     //    agent's reply, a status change or another payload committing
