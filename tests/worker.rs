@@ -279,3 +279,49 @@ async fn a_crashed_workers_jobs_are_claimed_by_another() {
     tx.send(true).unwrap();
     handle.await.unwrap().unwrap();
 }
+
+/// Redis loses the stream and its consumer group under a running worker
+/// (a flush, a restart without persistence): the worker's reads fail, and
+/// it retries with backoff on a fresh connection, creating the group again,
+/// instead of ending (before, `rapport dev` went on answering webhooks with
+/// nobody consuming them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_outlives_the_loss_of_its_stream_and_group() {
+    let redis = TestRedis::new();
+    let kv = redis.kv().await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let registry = {
+        let seen = seen.clone();
+        Registry::new().on("count", move |p| {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(p["n"].as_u64().unwrap() as usize, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+    };
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::spawn(Worker::new(kv.clone(), registry, config("w5")).run(rx));
+    jobs::enqueue(&kv, "count", &json!({ "n": 1 }))
+        .await
+        .unwrap();
+    eventually("the first job", async || seen.load(Ordering::SeqCst) == 1).await;
+
+    let _: () = redis::cmd("DEL")
+        .arg(kv.key(STREAM))
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap();
+    // The worker notices (its blocked read fails, or the next one does).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!handle.is_finished(), "the worker keeps running");
+    jobs::enqueue(&kv, "count", &json!({ "n": 10 }))
+        .await
+        .unwrap();
+    eventually("a job enqueued after the loss", async || {
+        seen.load(Ordering::SeqCst) == 11
+    })
+    .await;
+    tx.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+}

@@ -3,6 +3,7 @@
 use crate::registry::{ManyFn, Permanent, Registry};
 use anyhow::Context;
 use futures_util::StreamExt;
+use rapport_domain::retry::Backoff;
 use rapport_store::Kv;
 use rapport_store::jobs::{DEAD_LETTERS, GROUP, STREAM};
 use redis::Value;
@@ -58,6 +59,18 @@ pub struct Worker {
     config: WorkerConfig,
 }
 
+/// Whether the consumer loop goes on.
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// What the consumer loop remembers between rounds.
+#[derive(Default)]
+struct Rounds {
+    last_claim: Option<std::time::Instant>,
+}
+
 /// One job read from the stream.
 struct Job {
     id: String,
@@ -96,8 +109,53 @@ impl Worker {
     }
 
     /// Runs until `shutdown` turns true; the batch in hand is finished first.
+    /// Only the first connection's failure ends it (a configuration error);
+    /// later Redis or database errors are logged, counted and retried with
+    /// backoff on a fresh connection, so a Redis restart or flush (which
+    /// also loses the consumer group) does not stop ingestion for good.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let stream = self.kv.key(STREAM);
+        let mut conn = self.connect(&stream).await?;
+        tracing::info!(consumer = %self.config.consumer, stream = %stream, "worker started");
+        let retry = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            max_attempts: i32::MAX,
+        };
+        let mut failures = 0;
+        let mut rounds = Rounds::default();
+        while !*shutdown.borrow() {
+            match self
+                .round(&mut conn, &stream, &mut shutdown, &mut rounds)
+                .await
+            {
+                Ok(Flow::Go) => failures = 0,
+                Ok(Flow::Stop) => break,
+                Err(e) => {
+                    failures += 1;
+                    let wait = retry.after(failures).unwrap_or(retry.max);
+                    tracing::error!(error = %format!("{e:#}"), failures, retry_in_ms = wait.as_millis() as u64, "worker round failed; retrying");
+                    metrics::counter!("rapport_worker_errors_total").increment(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    match self.connect(&stream).await {
+                        Ok(c) => conn = c,
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "worker reconnecting to Redis")
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(consumer = %self.config.consumer, "worker stopped");
+        Ok(())
+    }
+
+    /// A connection for blocking reads, with the consumer group in place
+    /// (created with the stream if either is missing).
+    async fn connect(&self, stream: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
         let mut conn = self
             .kv
             .blocking_conn()
@@ -105,7 +163,7 @@ impl Worker {
             .context("connecting the worker to Redis")?;
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&stream)
+            .arg(stream)
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -116,63 +174,67 @@ impl Worker {
         {
             return Err(e).context("creating the worker consumer group");
         }
-        tracing::info!(consumer = %self.config.consumer, stream = %stream, "worker started");
+        Ok(conn)
+    }
+
+    /// One read (orphans claimed now and then, a linger for a fuller
+    /// group) and the batch it brought, handled to the end.
+    async fn round(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        stream: &str,
+        shutdown: &mut watch::Receiver<bool>,
+        rounds: &mut Rounds,
+    ) -> anyhow::Result<Flow> {
         // Orphans are looked for now and then, not before every read: a
         // job becomes one only after `claim_idle` anyway.
         let claim_every = (self.config.claim_idle / 2).min(Duration::from_secs(1));
         // Jobs in hand must not wait so long that another worker claims them.
         let linger = self.config.linger.min(self.config.claim_idle / 4);
-        let mut last_claim: Option<std::time::Instant> = None;
-        while !*shutdown.borrow() {
-            let mut jobs = Vec::new();
-            if last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
-                last_claim = Some(std::time::Instant::now());
-                jobs = self.claim_orphans(&mut conn, &stream).await?;
+        let mut jobs = Vec::new();
+        if rounds.last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
+            rounds.last_claim = Some(std::time::Instant::now());
+            jobs = self.claim_orphans(conn, stream).await?;
+        }
+        if jobs.is_empty() {
+            let read = self.read(conn, stream, self.config.batch, true);
+            tokio::select! {
+                r = read => jobs = r?,
+                _ = shutdown.changed() => return Ok(Flow::Stop),
             }
-            if jobs.is_empty() {
-                let read = self.read(&mut conn, &stream, self.config.batch, true);
+            // Jobs in hand are handled whatever happens here: a failed
+            // second read or a shutdown only cuts the wait short.
+            if !jobs.is_empty() && jobs.len() < self.config.group && !linger.is_zero() {
                 tokio::select! {
-                    r = read => jobs = r?,
-                    _ = shutdown.changed() => break,
+                    () = tokio::time::sleep(linger) => {}
+                    _ = shutdown.changed() => {}
                 }
-                // Jobs in hand are handled whatever happens here: a failed
-                // second read or a shutdown only cuts the wait short.
-                if !jobs.is_empty() && jobs.len() < self.config.group && !linger.is_zero() {
-                    tokio::select! {
-                        () = tokio::time::sleep(linger) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    let room = self.config.batch.saturating_sub(jobs.len());
-                    if room > 0 {
-                        match self.read(&mut conn, &stream, room, false).await {
-                            Ok(more) => jobs.extend(more),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "reading more jobs after the linger")
-                            }
+                let room = self.config.batch.saturating_sub(jobs.len());
+                if room > 0 {
+                    match self.read(conn, stream, room, false).await {
+                        Ok(more) => jobs.extend(more),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading more jobs after the linger")
                         }
                     }
                 }
             }
-            // A batch runs concurrently, in units: one job, or up to `group`
-            // jobs of a kind whose handler takes them together. Each job is
-            // acknowledged on its own when done, so a crash mid-batch
-            // redelivers only unfinished ones.
-            let this = &self;
-            let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(self.units(jobs))
-                .map(|unit| {
-                    let mut conn = conn.clone();
-                    let stream = stream.clone();
-                    async move { this.process(&mut conn, &stream, unit).await }
-                })
-                .buffer_unordered(self.config.concurrency.max(1))
-                .collect()
-                .await;
-            for r in results {
-                r?;
-            }
         }
-        tracing::info!(consumer = %self.config.consumer, "worker stopped");
-        Ok(())
+        // A batch runs concurrently, in units: one job, or up to `group`
+        // jobs of a kind whose handler takes them together. Each job is
+        // acknowledged on its own when done, so a crash mid-batch
+        // redelivers only unfinished ones; one that could not be settled
+        // stays pending and is claimed again later.
+        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(self.units(jobs))
+            .map(|unit| {
+                let mut conn = conn.clone();
+                async move { self.process(&mut conn, stream, unit).await }
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        Ok(Flow::Go)
     }
 
     /// New jobs for this consumer, at most `count`; waits up to `block`
