@@ -258,3 +258,55 @@ async fn a_page_costs_its_size_in_complexity() {
     let r = app.gql(Some(&s.access), q, json!({ "n": 100 })).await;
     assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
 }
+
+/// A report, an overview or a text search reads far more than a field:
+/// repeated under aliases, a handful fill the query's budget (before,
+/// hundreds of reports fitted in one operation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_and_searches_cost_their_work_in_complexity() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (f, t) = ("2026-11-01T00:00:00Z", "2026-11-08T00:00:00Z");
+    let many = |n: usize, field: &str| -> String {
+        let fields: String = (0..n).map(|i| format!(" a{i}: {field}")).collect();
+        format!("{{{fields} }}")
+    };
+    let report = format!(
+        "workspaceReport(workspaceId: \"{ws}\", from: \"{f}\", to: \"{t}\") {{ total {{ inbound }} }}"
+    );
+    let overview = format!("agencyOverview(from: \"{f}\", to: \"{t}\") {{ breaches }}");
+    let search = format!(
+        "conversations(workspaceId: \"{ws}\", first: 1, filter: {{ search: \"latte\" }}) {{ edges {{ cursor }} }}"
+    );
+    for field in [report, overview, search] {
+        let ok = app.gql(Some(&s.access), &many(2, &field), json!({})).await;
+        assert!(ok["errors"].is_null(), "{field}: {ok}");
+        let r = app.gql(Some(&s.access), &many(10, &field), json!({})).await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{field}: {r}");
+        assert!(
+            r["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("complex"),
+            "{r}"
+        );
+    }
+    let long = app
+        .gql(
+            Some(&s.access),
+            "{ agencyOverview(from: \"2024-01-01T00:00:00Z\", to: \"2026-01-01T00:00:00Z\") { breaches } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&long), Some("BAD_USER_INPUT"), "{long}");
+    // Other fields are as cheap as before.
+    let r = app
+        .gql(
+            Some(&s.access),
+            &many(100, "workspaces(first: 1) { edges { cursor } }"),
+            json!({}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+}

@@ -601,13 +601,23 @@ pub struct RetryDeadLetterInput {
     id: ID,
 }
 
+/// A text search scans message bodies: it costs as much as a report.
+fn search_cost(filter: &Option<ConversationFilter>) -> usize {
+    match filter.as_ref().and_then(|f| f.search.as_ref()) {
+        Some(_) => super::REPORT_COST,
+        None => 0,
+    }
+}
+
 #[derive(Default)]
 pub struct ConversationQuery;
 
 #[Object]
 impl ConversationQuery {
     /// A workspace's conversations, filtered and ranked.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + search_cost(&filter)"
+    )]
     async fn conversations(
         &self,
         ctx: &Context<'_>,
@@ -628,7 +638,9 @@ impl ConversationQuery {
     /// One queue across every workspace the member may see, in one order:
     /// an agent serving twenty brands works the most urgent first. A member
     /// restricted to some workspaces sees only those.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    #[graphql(
+        complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity + search_cost(&filter)"
+    )]
     async fn inbox(
         &self,
         ctx: &Context<'_>,

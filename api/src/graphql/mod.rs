@@ -126,6 +126,12 @@ pub fn sdl() -> String {
     build(None, 12, 2_000).sdl()
 }
 
+/// The complexity of one report or overview (it reads a period's rollups,
+/// or all of a workspace's breaches), or of a conversation list with a text
+/// search (which scans message bodies): repeated under aliases, a handful
+/// fill the query's budget, where plain fields would let hundreds through.
+pub(crate) const REPORT_COST: usize = 250;
+
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<AppState>()
 }

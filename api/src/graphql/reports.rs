@@ -208,6 +208,7 @@ impl ReportQuery {
     /// A workspace's figures over `[from, to)`, per bucket of `granularity`
     /// in `timezone` (default: the workspace's) and in total. CLIENT_VIEWER
     /// members may read the reports of their workspaces.
+    #[graphql(complexity = "super::REPORT_COST + child_complexity")]
     async fn workspace_report(
         &self,
         ctx: &Context<'_>,
@@ -235,7 +236,9 @@ impl ReportQuery {
     }
 
     /// The workspaces the member may see, the most troubled first: by
-    /// breaches in `[from, to)`, then overdue and at-risk conversations now.
+    /// breaches in `[from, to)` (at most 400 days), then overdue and
+    /// at-risk conversations now.
+    #[graphql(complexity = "super::REPORT_COST + child_complexity")]
     async fn agency_overview(
         &self,
         ctx: &Context<'_>,
@@ -245,6 +248,12 @@ impl ReportQuery {
         let v = auth(ctx).viewer()?;
         if to <= from {
             return Err(ApiError::bad_input("to", "must be after from"));
+        }
+        if to - from > chrono::Duration::days(400) {
+            return Err(ApiError::bad_input(
+                "to",
+                "an overview covers at most 400 days",
+            ));
         }
         let txn = v.scope.begin(&state(ctx).db).await?;
         let spaces = v
