@@ -135,6 +135,11 @@ struct Common {
     /// larger transactions (0: handle each read at once).
     #[arg(long, env = "RAPPORT_WORKER_LINGER_MS", default_value_t = 10)]
     worker_linger_ms: u64,
+    /// Worker: let feed, webhook-subscription and GENERIC callback URLs
+    /// reach private, loopback and link-local addresses (on-premises
+    /// set-ups; off by default, so a tenant cannot reach internal hosts).
+    #[arg(long, env = "RAPPORT_ALLOW_PRIVATE_URLS", default_value_t = false)]
+    allow_private_urls: bool,
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
     redis_prefix: String,
@@ -339,7 +344,14 @@ async fn run_worker(
         std::time::Duration::from_secs(10),
         shutdown.clone(),
     ));
-    let feeds = FeedPoller::new(db.clone(), kv.clone(), FeedConfig::default())?;
+    let feeds = FeedPoller::new(
+        db.clone(),
+        kv.clone(),
+        FeedConfig {
+            allow_private: c.allow_private_urls,
+            ..FeedConfig::default()
+        },
+    )?;
     tokio::spawn(feeds.run(shutdown.clone()));
     let sla = SlaEngine {
         db: db.clone(),
@@ -350,7 +362,14 @@ async fn run_worker(
     let secrets = std::sync::Arc::new(
         SecretBox::from_base64(secret_key).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let deliverer = Deliverer::new(db.clone(), secrets.clone(), DeliveryConfig::default())?;
+    let deliverer = Deliverer::new(
+        db.clone(),
+        secrets.clone(),
+        DeliveryConfig {
+            allow_private: c.allow_private_urls,
+            ..DeliveryConfig::default()
+        },
+    )?;
     tokio::spawn(deliverer.run(shutdown.clone()));
     let publisher = Arc::new(Publisher::new(
         db.clone(),
@@ -359,6 +378,7 @@ async fn run_worker(
         PublishConfig {
             x_api: c.x_api_url.clone(),
             graph_api: c.graph_api_url.clone(),
+            allow_private: c.allow_private_urls,
             ..PublishConfig::default()
         },
     )?);

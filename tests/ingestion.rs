@@ -1211,12 +1211,6 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
     let (id, webhook) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "FEED", "name": "alerts", "feedUrl": url, "pollIntervalSeconds": 60 })).await;
     assert_eq!(webhook, "", "feeds have no webhook URL");
     let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Channel, &id).unwrap();
-    let poller = FeedPoller::new(
-        app.state.db.clone(),
-        app.state.kv.clone(),
-        FeedConfig::default(),
-    )
-    .unwrap();
     let load = async || {
         channel::Entity::find_by_id(id)
             .one(&app.state.db)
@@ -1224,6 +1218,33 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
             .unwrap()
             .unwrap()
     };
+    // By default a feed may not reach a private address, written as an IP
+    // or as a name resolving to one: the error is kept, nothing is fetched.
+    let guarded = FeedPoller::new(
+        app.state.db.clone(),
+        app.state.kv.clone(),
+        FeedConfig::default(),
+    )
+    .unwrap();
+    let err = guarded.poll(load().await).await.unwrap().unwrap_err();
+    assert!(err.contains("127.0.0.1 is not a public address"), "{err}");
+    let mut named = load().await;
+    named.feed_url = Some(url.replace("127.0.0.1", "localhost"));
+    let err = guarded.poll(named).await.unwrap().unwrap_err();
+    assert!(err.contains("resolves to no public address"), "{err}");
+    assert!(feed.seen.lock().unwrap().is_empty(), "nothing was fetched");
+    assert!(load().await.state["lastError"].is_string());
+
+    // The tests' server is local: allowed here (RAPPORT_ALLOW_PRIVATE_URLS).
+    let poller = FeedPoller::new(
+        app.state.db.clone(),
+        app.state.kv.clone(),
+        FeedConfig {
+            allow_private: true,
+            ..FeedConfig::default()
+        },
+    )
+    .unwrap();
 
     assert_eq!(poller.poll(load().await).await.unwrap(), Ok(Fetched::New));
     assert_eq!(

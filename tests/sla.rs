@@ -579,6 +579,7 @@ async fn breaches_are_delivered_signed_to_webhooks_with_retries() {
             max: std::time::Duration::from_secs(1),
             max_attempts: 10,
         },
+        allow_private: true,
         ..Default::default()
     };
     let deliverer = Deliverer::new(app.state.db.clone(), app.state.secrets.clone(), cfg).unwrap();

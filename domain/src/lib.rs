@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod error;
 pub mod ids;
 pub mod ingest;
+pub mod net;
 pub mod page;
 pub mod priority;
 pub mod reply;

@@ -225,6 +225,7 @@ impl TestApp {
             .env("RAPPORT_REDIS_PREFIX", &self.redis.prefix)
             .env("RAPPORT_JWT_SECRET", JWT_SECRET)
             .env("RAPPORT_SECRET_KEY", SECRET_KEY)
+            .env("RAPPORT_ALLOW_PRIVATE_URLS", "true")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -279,6 +280,8 @@ impl TestApp {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut cfg = rapport_worker::publish::PublishConfig {
             tick: std::time::Duration::from_millis(100),
+            // The tests' platforms and callbacks listen on 127.0.0.1.
+            allow_private: true,
             ..Default::default()
         };
         tweak(&mut cfg);

@@ -7,6 +7,7 @@
 //! idempotency key for the receiver) and `X-Rapport-Signature:
 //! t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 
+use crate::egress;
 use chrono::Utc;
 use rapport_domain::crypto::SecretBox;
 use rapport_domain::ingest::signature::generic_sign;
@@ -25,6 +26,9 @@ pub struct DeliveryConfig {
     pub backoff: Backoff,
     pub timeout: Duration,
     pub batch: u64,
+    /// Whether subscription URLs may reach private addresses
+    /// (`RAPPORT_ALLOW_PRIVATE_URLS`; see crate::egress).
+    pub allow_private: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -38,6 +42,7 @@ impl Default for DeliveryConfig {
             },
             timeout: Duration::from_secs(10),
             batch: 50,
+            allow_private: false,
         }
     }
 }
@@ -55,10 +60,13 @@ impl Deliverer {
         secrets: Arc<SecretBox>,
         cfg: DeliveryConfig,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .user_agent(concat!("Rapport-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = egress::guarded(
+            reqwest::Client::builder()
+                .timeout(cfg.timeout)
+                .user_agent(concat!("Rapport-Webhooks/", env!("CARGO_PKG_VERSION"))),
+            cfg.allow_private,
+        )
+        .build()?;
         Ok(Self {
             db,
             secrets,
@@ -146,11 +154,15 @@ impl Deliverer {
             .secrets
             .open(&sub.secret_ciphertext)
             .map_err(|e| e.to_string())?;
+        let url = reqwest::Url::parse(&sub.url).map_err(|e| format!("{}: {e}", sub.url))?;
+        if let Some(why) = egress::refused(&url, self.cfg.allow_private) {
+            return Err(format!("POST {}: {why}", sub.url));
+        }
         let body = serde_json::to_vec(&d.payload).map_err(|e| e.to_string())?;
         let signature = generic_sign(&secret, &body, Utc::now().timestamp());
         let resp = self
             .http
-            .post(&sub.url)
+            .post(url)
             .header("content-type", "application/json")
             .header("x-rapport-event", &d.event_type)
             .header("x-rapport-delivery", d.id.to_string())
@@ -158,7 +170,7 @@ impl Deliverer {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("POST {}: {e}", sub.url))?;
+            .map_err(|e| format!("POST {}: {}", sub.url, egress::describe(&e)))?;
         if resp.status().is_success() {
             Ok(())
         } else {

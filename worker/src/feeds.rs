@@ -4,6 +4,7 @@
 //! delivery; entries are deduplicated by id when ingested. Errors back off
 //! exponentially (up to an hour) and are kept in the channel's state.
 
+use crate::egress;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rapport_domain::crypto::sha256_hex;
@@ -26,6 +27,9 @@ pub struct FeedConfig {
     pub timeout: Duration,
     pub max_bytes: usize,
     pub max_backoff: Duration,
+    /// Whether feed URLs may reach private addresses
+    /// (`RAPPORT_ALLOW_PRIVATE_URLS`; see crate::egress).
+    pub allow_private: bool,
 }
 
 impl Default for FeedConfig {
@@ -35,6 +39,7 @@ impl Default for FeedConfig {
             timeout: Duration::from_secs(20),
             max_bytes: 5 * 1024 * 1024,
             max_backoff: Duration::from_secs(3600),
+            allow_private: false,
         }
     }
 }
@@ -63,15 +68,18 @@ fn state_str(state: &Value, key: &str) -> Option<String> {
 
 impl FeedPoller {
     pub fn new(db: DatabaseConnection, kv: Kv, cfg: FeedConfig) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .user_agent(concat!(
-                "Rapport/",
-                env!("CARGO_PKG_VERSION"),
-                " feed poller"
-            ))
-            .build()
-            .context("building the feed HTTP client")?;
+        let http = egress::guarded(
+            reqwest::Client::builder()
+                .timeout(cfg.timeout)
+                .user_agent(concat!(
+                    "Rapport/",
+                    env!("CARGO_PKG_VERSION"),
+                    " feed poller"
+                )),
+            cfg.allow_private,
+        )
+        .build()
+        .context("building the feed HTTP client")?;
         Ok(Self { db, kv, http, cfg })
     }
 
@@ -154,7 +162,11 @@ impl FeedPoller {
         c: &channel::Model,
     ) -> Result<(Fetched, Option<String>, Option<String>), String> {
         let url = c.feed_url.as_deref().ok_or("FEED channel without a URL")?;
-        let mut req = self.http.get(url);
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        if let Some(why) = egress::refused(&parsed, self.cfg.allow_private) {
+            return Err(format!("fetching {url}: {why}"));
+        }
+        let mut req = self.http.get(parsed);
         if let Some(etag) = state_str(&c.state, "etag") {
             req = req.header("If-None-Match", etag);
         }
@@ -164,7 +176,7 @@ impl FeedPoller {
         let mut resp = req
             .send()
             .await
-            .map_err(|e| format!("fetching {url}: {e}"))?;
+            .map_err(|e| format!("fetching {url}: {}", egress::describe(&e)))?;
         let status = resp.status();
         let header = |name: &str| {
             resp.headers()

@@ -5,6 +5,7 @@
 
 pub mod consumer;
 pub mod deliveries;
+pub mod egress;
 pub mod feeds;
 pub mod ingest;
 pub mod publish;

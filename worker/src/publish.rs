@@ -11,6 +11,7 @@
 //! backoff; a refusal, or the last attempt failing, is FAILED with the
 //! platform's error, visible on the reply.
 
+use crate::egress;
 use anyhow::Context;
 use chrono::Utc;
 use rapport_domain::crypto::SecretBox;
@@ -43,6 +44,10 @@ pub struct PublishConfig {
     /// How often the sweep looks for due replies.
     pub tick: Duration,
     pub batch: u64,
+    /// Whether GENERIC callback URLs may reach private addresses
+    /// (`RAPPORT_ALLOW_PRIVATE_URLS`; see crate::egress). The platforms'
+    /// API base URLs are the operator's, not a tenant's: not checked.
+    pub allow_private: bool,
 }
 
 impl Default for PublishConfig {
@@ -58,6 +63,7 @@ impl Default for PublishConfig {
             timeout: Duration::from_secs(15),
             tick: Duration::from_secs(2),
             batch: 50,
+            allow_private: false,
         }
     }
 }
@@ -66,7 +72,10 @@ pub struct Publisher {
     db: DatabaseConnection,
     kv: Kv,
     secrets: Arc<SecretBox>,
+    /// For the platforms' APIs (the operator's base URLs).
     http: reqwest::Client,
+    /// For GENERIC callback URLs (a tenant's): public addresses only.
+    callbacks: reqwest::Client,
     cfg: PublishConfig,
 }
 
@@ -85,15 +94,19 @@ impl Publisher {
         secrets: Arc<SecretBox>,
         cfg: PublishConfig,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .user_agent(concat!("Rapport/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(cfg.timeout)
+                .user_agent(concat!("Rapport/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = builder().build()?;
+        let callbacks = egress::guarded(builder(), cfg.allow_private).build()?;
         Ok(Self {
             db,
             kv,
             secrets,
             http,
+            callbacks,
             cfg,
         })
     }
@@ -223,8 +236,13 @@ impl Publisher {
                     l.channel.callback_url.as_deref().ok_or_else(|| {
                         Outcome::Refused("the channel has no callback URL".into())
                     })?;
+                let url = reqwest::Url::parse(url)
+                    .map_err(|e| Outcome::Refused(format!("callback URL {url}: {e}")))?;
+                if let Some(why) = egress::refused(&url, self.cfg.allow_private) {
+                    return Err(Outcome::Refused(format!("callback URL {url}: {why}")));
+                }
                 let secret = self.open(l.channel.secret_ciphertext.as_deref(), "signing secret")?;
-                self.http.post(url).header(
+                self.callbacks.post(url).header(
                     "x-rapport-signature",
                     generic_sign(&secret, &body, Utc::now().timestamp()),
                 )
@@ -248,7 +266,7 @@ impl Publisher {
             .body(body)
             .send()
             .await
-            .map_err(|e| Outcome::Retry(format!("request failed: {e}")))?;
+            .map_err(|e| Outcome::Retry(format!("request failed: {}", egress::describe(&e))))?;
         let status = resp.status().as_u16();
         let bytes = resp
             .bytes()

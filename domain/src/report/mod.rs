@@ -262,14 +262,14 @@ mod tests {
         let utc = TimeZone::parse("UTC").unwrap();
         let far = Utc.with_ymd_and_hms(262142, 12, 31, 0, 0, 0).unwrap();
         for g in [Granularity::Hour, Granularity::Day, Granularity::Week] {
-            let e = Period::parse(far, far + Duration::hours(1), g, utc.clone()).unwrap_err();
+            let e = Period::parse(far, far + Duration::hours(1), g, utc).unwrap_err();
             assert_eq!(e.field, "from");
         }
         let e = Period::parse(
             at("1969-12-31T00:00:00Z"),
             at("1970-01-02T00:00:00Z"),
             Granularity::Day,
-            utc.clone(),
+            utc,
         )
         .unwrap_err();
         assert_eq!(e.field, "from");
