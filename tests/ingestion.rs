@@ -508,6 +508,74 @@ async fn generic_events_land_in_every_workspace_whose_brand_they_mention() {
     );
 }
 
+/// One Meta app serves several client pages and calls one callback URL
+/// for all of them: each page's entries land in the workspace of the
+/// agency's channel for that page; a page with no channel of this agency
+/// (even if another agency has one) is dropped, not stored here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let other = app.sign_up("Other", "o@other.test").await;
+    let brew = app.create_workspace(&s, "Brew Co").await;
+    let bean = app.create_workspace(&s, "Bean Bros").await;
+    let theirs = app.create_workspace(&other, "Theirs").await;
+    let page = |ws: &str, id: &str| json!({ "workspaceId": ws, "kind": "FACEBOOK", "name": id, "externalAccountId": id, "secret": "shared-app-secret", "verifyToken": "verify-me-please" });
+    let (_, url) = connect(&app, &s, page(&brew, "1001")).await;
+    connect(&app, &s, page(&bean, "1002")).await;
+    connect(&app, &other, page(&theirs, "1003")).await;
+    let entry = |page: &str, n: u32, text: &str| {
+        json!({ "id": page, "time": 1764300000 + n,
+        "changes": [{ "field": "feed", "value": { "item": "comment", "verb": "add",
+            "comment_id": format!("{page}_1_{n}"), "post_id": format!("{page}_1"), "created_time": 1764300000 + n,
+            "message": text, "from": { "id": format!("70{n}"), "name": format!("Fan {n}") } } }] })
+    };
+    let body = serde_json::to_vec(&json!({ "object": "page", "entry": [
+        entry("1001", 1, "the latte was cold"),
+        entry("1002", 2, "beans arrived stale"),
+        entry("1003", 3, "not for this agency"),
+    ] }))
+    .unwrap();
+    let (code, resp) = post(
+        &app,
+        &url,
+        &[(
+            "x-hub-signature-256",
+            meta_sign(b"shared-app-secret", &body),
+        )],
+        &body,
+    )
+    .await;
+    assert_eq!(code, 200, "{resp}");
+    let texts = async |sess: &Session, ws: &str| -> Vec<String> {
+        conversations(&app, sess, ws)
+            .await
+            .iter()
+            .flat_map(|c| edges(&c["messages"]))
+            .map(|m| m["node"]["body"].as_str().unwrap().to_string())
+            .collect()
+    };
+    app.eventually("each page's comment in its workspace", async || {
+        (texts(&s, &bean).await == ["beans arrived stale"]).then_some(())
+    })
+    .await;
+    assert_eq!(texts(&s, &brew).await, ["the latte was cold"]);
+    assert!(
+        texts(&other, &theirs).await.is_empty(),
+        "never across agencies"
+    );
+    assert_eq!(
+        message::Entity::find().count(&app.state.db).await.unwrap(),
+        2,
+        "the unknown page's comment is dropped"
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains("rapport_ingest_foreign_dropped_total")
+    );
+}
+
 /// JSON may carry `\u0000`, which PostgreSQL's text refuses: the character
 /// is dropped, not the payload (before, the whole delivery failed on every
 /// retry and became a dead letter that no retry could mend).
@@ -1055,6 +1123,14 @@ async fn events_lost_from_redis_are_recovered_by_the_reconciler() {
         .await
         .unwrap();
     assert_eq!(n, 1);
+    // Still pending (no worker yet), but re-enqueued already: the next pass
+    // does not add it again (a backlog is not piled onto every minute).
+    assert_eq!(
+        rapport_worker::reconciler::reconcile_once(&app.state.db, &app.state.kv, &cfg)
+            .await
+            .unwrap(),
+        0
+    );
     let app = app.with_worker().await;
     app.eventually("recovered", async || {
         (conversations(&app, &s, &ws).await.len() == 2).then_some(())

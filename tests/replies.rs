@@ -395,3 +395,77 @@ async fn a_public_reply_answers_the_latest_message_even_when_an_older_one_arrive
         .unwrap();
     assert_eq!(sent.in_reply_to_external_id.as_deref(), Some("b1"));
 }
+
+/// Reply ids and publish times are set before the transaction commits, by
+/// whichever API process sends: a reply may commit after a later one was
+/// indexed here. It is still found by the duplicate check (before, the
+/// index read only ids above the newest it held, and missed it for an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_committed_after_a_later_one_still_counts_as_sent() {
+    use rapport_store::entities::message;
+    use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    for (id, who) in [("m1", "ana"), ("m2", "bob"), ("m3", "cy")] {
+        import(&app, &s, &ws, id, who, "my latte arrived cold").await;
+    }
+    let conv = async |who: &str| conversation_of(&app, &s, &ws, who).await["id"].clone();
+    app.ok(
+        Some(&s.access),
+        SEND,
+        json!({ "i": { "conversationId": conv("ana").await, "visibility": "PUBLIC",
+                "text": "Ana, a cold latte is not what you paid for; a fresh one is on us today." } }),
+    )
+    .await;
+    // Any check (here a preview) brings Ana's reply into the index.
+    app.ok(
+        Some(&s.access),
+        "query($i: PreviewReplyInput!) { previewReply(input: $i) { text } }",
+        json!({ "i": { "conversationId": conv("cy").await, "text": "Cy, checking on your order now." } }),
+    )
+    .await;
+    // Another process's reply to Bob, stamped 30 s before Ana's but
+    // committed only now.
+    let ana_reply = message::Entity::find()
+        .filter(message::Column::Direction.eq("OUTBOUND"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let at = ana_reply.published_at - chrono::Duration::seconds(30);
+    let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        at.timestamp() as u64,
+        0,
+    ));
+    let bob = rapport_domain::GlobalId::decode(
+        rapport_domain::Kind::Conversation,
+        conv("bob").await.as_str().unwrap(),
+    )
+    .unwrap();
+    let text = "We are sorry the latte was cold; show this message at the counter for a new one.";
+    let mut late = ana_reply.clone().into_active_model();
+    late.id = Set(id);
+    late.external_id = Set(format!("rapport:{id}"));
+    late.conversation_id = Set(bob);
+    late.body = Set(text.into());
+    late.masked_body = Set(Some(rapport_domain::reply::guard::mask(text, &[])));
+    late.published_at = Set(at);
+    late.created_at = Set(at);
+    late.insert(&app.state.db).await.unwrap();
+
+    let r = app
+        .gql(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv("cy").await, "visibility": "PUBLIC",
+                    "text": text } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("CANNED_REPLY"), "{r}");
+    assert_eq!(
+        r["errors"][0]["extensions"]["findings"][0]["code"],
+        "NEAR_DUPLICATE"
+    );
+}

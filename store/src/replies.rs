@@ -1,8 +1,9 @@
 //! Sent replies as the canned-reply guard sees them: a per-workspace
 //! near-duplicate index of the outbound replies of the workspace's window
 //! (30 days by default), cached in the process and topped up from the
-//! database (the source of truth) before each check; rebuilt hourly so old
-//! replies age out, and at once when the window changes.
+//! database (the source of truth) before each check, reading a little
+//! behind the newest reply held (see `OVERLAP_SECONDS`); rebuilt hourly so
+//! old replies age out, and at once when the window changes.
 
 use crate::entities::message;
 use chrono::{DateTime, Duration, Utc};
@@ -11,16 +12,29 @@ use rapport_domain::reply::settings::DuplicateWindow;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use uuid::Uuid;
 
 const REBUILD_AFTER_MINUTES: i64 = 60;
 
+/// A reply's id and publish time are set before its transaction commits,
+/// by whichever API process sent it: one may commit after a later one was
+/// read. Each top-up reads again this far back from the newest reply
+/// indexed, and skips the replies it holds already.
+const OVERLAP_SECONDS: i64 = 120;
+
 struct Cached {
     window: DuplicateWindow,
     index: ReplyIndex,
-    last_id: Uuid,
+    /// Replies indexed, so that overlapping reads insert each once.
+    held: HashSet<Uuid>,
+    /// Publish time of the newest reply indexed.
+    newest: Option<DateTime<Utc>>,
+    /// Whether the whole window has been read since the last rebuild:
+    /// until then every top-up reads the whole window (a top-up that only
+    /// read recent replies does not make the index complete).
+    complete: bool,
     built: DateTime<Utc>,
 }
 
@@ -34,6 +48,7 @@ impl ReplyIndexes {
     pub async fn with<C, R>(
         &self,
         conn: &C,
+        agency: Uuid,
         workspace: Uuid,
         window: DuplicateWindow,
         f: impl FnOnce(&ReplyIndex) -> R,
@@ -42,7 +57,8 @@ impl ReplyIndexes {
         C: ConnectionTrait,
     {
         let now = Utc::now();
-        let after = {
+        let start = now - Duration::days(window.days());
+        let (from, built) = {
             let mut map = self.inner.lock().expect("reply index lock");
             let stale = map.get(&workspace).is_none_or(|c| {
                 c.window != window || now - c.built > Duration::minutes(REBUILD_AFTER_MINUTES)
@@ -53,34 +69,48 @@ impl ReplyIndexes {
                     Cached {
                         window,
                         index: ReplyIndex::new(),
-                        last_id: Uuid::nil(),
+                        held: HashSet::new(),
+                        newest: None,
+                        complete: false,
                         built: now,
                     },
                 );
             }
-            map[&workspace].last_id
+            let c = &map[&workspace];
+            let from = match (c.complete, c.newest) {
+                (true, Some(t)) => start.max(t - Duration::seconds(OVERLAP_SECONDS)),
+                _ => start,
+            };
+            (from, c.built)
         };
-        let rows: Vec<(Uuid, Option<String>)> = message::Entity::find()
+        let rows: Vec<(Uuid, Option<String>, DateTime<Utc>)> = message::Entity::find()
             .select_only()
             .column(message::Column::Id)
             .column(message::Column::MaskedBody)
+            .column(message::Column::PublishedAt)
+            // Index (agency, workspace, direction, published_at).
+            .filter(message::Column::AgencyId.eq(agency))
             .filter(message::Column::WorkspaceId.eq(workspace))
             .filter(message::Column::Direction.eq("OUTBOUND"))
-            .filter(message::Column::Id.gt(after))
-            .filter(message::Column::PublishedAt.gt(now - Duration::days(window.days())))
-            .order_by_asc(message::Column::Id)
+            .filter(message::Column::PublishedAt.gt(from))
+            .order_by_asc(message::Column::PublishedAt)
             .into_tuple()
             .all(conn)
             .await?;
         let mut map = self.inner.lock().expect("reply index lock");
         let cached = map.get_mut(&workspace).expect("inserted above");
-        for (id, masked) in rows {
-            if id > cached.last_id {
+        for (id, masked, at) in rows {
+            if cached.held.insert(id) {
                 if let Some(m) = masked {
                     cached.index.insert(id.to_string(), &m);
                 }
-                cached.last_id = id;
+                cached.newest = cached.newest.max(Some(at));
             }
+        }
+        // Complete only if this read covered the whole window of the cache
+        // it filled (not one rebuilt meanwhile by another request).
+        if from == start && cached.built == built {
+            cached.complete = true;
         }
         Ok(f(&cached.index))
     }

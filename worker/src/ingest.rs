@@ -34,6 +34,13 @@ fn raw_id(payload: &Value) -> anyhow::Result<Uuid> {
         .ok_or_else(|| Permanent("job has no raw_event_id".into()).into())
 }
 
+/// Whether the platform delivered `m` for another account than `ch`'s.
+fn foreign(ch: &channel::Model, m: &Inbound) -> bool {
+    m.account
+        .as_deref()
+        .is_some_and(|a| a != ch.external_account_id)
+}
+
 /// One channel's pending events, in stream order.
 type Group = (channel::Model, ChannelKind, Vec<Parsed>);
 
@@ -170,6 +177,14 @@ impl Ingestor {
         kind: ChannelKind,
         events: &[Parsed],
     ) -> anyhow::Result<bool> {
+        let others: Vec<&Inbound> = events
+            .iter()
+            .flat_map(|e| &e.inbound)
+            .filter(|m| foreign(ch, m))
+            .collect();
+        if !others.is_empty() {
+            self.store_foreign(ch, kind, &others).await?;
+        }
         let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
         // The channel's own workspace (even archived: nothing is dropped),
         // and for keyword-routed sources every active one of the agency.
@@ -188,6 +203,7 @@ impl Ingestor {
         let items: Vec<_> = events
             .iter()
             .flat_map(|e| &e.inbound)
+            .filter(|m| !foreign(ch, m))
             .flat_map(|m| {
                 targets(kind, ch, &workspaces, &m.text)
                     .into_iter()
@@ -210,6 +226,58 @@ impl Ingestor {
         metrics::counter!("rapport_messages_ingested_total").increment(stored.touched.len() as u64);
         announce(&self.kv, &stored.timers, &stored.touched).await;
         Ok(true)
+    }
+
+    /// Messages the platform delivered for another account than the
+    /// channel's: one Meta app or X environment serves several pages or
+    /// users through one callback URL. Each goes to the agency's active
+    /// channel of that account and kind (its own transaction, committed
+    /// before the raw event is marked processed: a retry stores nothing
+    /// twice, as with any redelivery); with no such channel it is dropped,
+    /// logged and counted, never stored in this channel's workspace.
+    async fn store_foreign(
+        &self,
+        ch: &channel::Model,
+        kind: ChannelKind,
+        msgs: &[&Inbound],
+    ) -> anyhow::Result<()> {
+        let mut by_account: HashMap<&str, Vec<&Inbound>> = HashMap::new();
+        for m in msgs {
+            if let Some(a) = m.account.as_deref() {
+                by_account.entry(a).or_default().push(m);
+            }
+        }
+        let siblings = channel::Entity::find()
+            .filter(channel::Column::AgencyId.eq(ch.agency_id))
+            .filter(channel::Column::Kind.eq(&ch.kind))
+            .filter(channel::Column::Status.eq("ACTIVE"))
+            .filter(channel::Column::ExternalAccountId.is_in(by_account.keys().copied()))
+            .all(&self.db)
+            .await?;
+        for (account, msgs) in &by_account {
+            let Some(sib) = siblings.iter().find(|c| c.external_account_id == *account) else {
+                tracing::warn!(channel = %ch.id, account, messages = msgs.len(), "messages for an account with no active channel of the agency dropped");
+                metrics::counter!("rapport_ingest_foreign_dropped_total")
+                    .increment(msgs.len() as u64);
+                continue;
+            };
+            let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
+            let Some(ws) = workspace::Entity::find_by_id(sib.workspace_id)
+                .one(&txn)
+                .await?
+            else {
+                continue;
+            };
+            let items: Vec<_> = msgs.iter().map(|m| (&ws, *m)).collect();
+            let stored = store_batch(&txn, sib, kind, &items).await?;
+            txn.commit()
+                .await
+                .context("committing another account's messages")?;
+            metrics::counter!("rapport_messages_ingested_total")
+                .increment(stored.touched.len() as u64);
+            announce(&self.kv, &stored.timers, &stored.touched).await;
+        }
+        Ok(())
     }
 
     /// Marks a raw event as a dead letter the agency can see and retry.

@@ -1,7 +1,8 @@
 //! Redis is the fast path, the database the truth: the reconciler
 //! re-enqueues raw events still PENDING after a grace period (lost from
-//! Redis by a flush or a crash between persisting and enqueueing). Jobs are
-//! idempotent, so an event enqueued twice is still stored once.
+//! Redis by a flush or a crash between persisting and enqueueing), each at
+//! most once per `requeue_every`. Jobs are idempotent, so an event
+//! enqueued twice is still stored once.
 
 use rapport_store::Kv;
 use rapport_store::entities::raw_event;
@@ -17,6 +18,11 @@ pub struct ReconcilerConfig {
     pub interval: Duration,
     /// How long a raw event may stay PENDING before it counts as lost.
     pub grace: Duration,
+    /// An event re-enqueued once is not re-enqueued again for this long
+    /// (a marker in Redis, lost with Redis's data like the job itself): a
+    /// backlog older than the grace period is not added to the stream
+    /// again on every pass.
+    pub requeue_every: Duration,
     pub batch: u64,
 }
 
@@ -25,6 +31,7 @@ impl Default for ReconcilerConfig {
         Self {
             interval: Duration::from_secs(60),
             grace: Duration::from_secs(300),
+            requeue_every: Duration::from_secs(600),
             batch: 1_000,
         }
     }
@@ -54,10 +61,23 @@ pub async fn reconcile_once(
         let Some(last) = ids.last().copied() else {
             break;
         };
+        let mut marks = redis::pipe();
         for id in &ids {
-            jobs::enqueue(kv, INGEST, &json!({ "raw_event_id": id })).await?;
+            marks
+                .cmd("SET")
+                .arg(kv.key(&format!("reconciler:requeued:{id}")))
+                .arg("1")
+                .arg("NX")
+                .arg("EX")
+                .arg(cfg.requeue_every.as_secs().max(1));
         }
-        total += ids.len();
+        let fresh: Vec<Option<String>> = marks.query_async(&mut kv.conn()).await?;
+        for (id, fresh) in ids.iter().zip(fresh) {
+            if fresh.is_some() {
+                jobs::enqueue(kv, INGEST, &json!({ "raw_event_id": id })).await?;
+                total += 1;
+            }
+        }
         after = last;
     }
     if total > 0 {

@@ -18,7 +18,7 @@ use rapport_domain::reply::guard::{self, Check, Finding};
 use rapport_domain::reply::settings::{DuplicateWindow, SimilarityThreshold};
 use rapport_domain::reply::template::Template;
 use rapport_store::entities::{author, channel, conversation, message, reply_refusal, workspace};
-use rapport_store::{jobs, sla};
+use rapport_store::{jobs, locks, sla};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, Set,
@@ -334,9 +334,13 @@ async fn findings(
     let window = DuplicateWindow::stored(d.workspace.duplicate_window_days);
     Ok(state(ctx)
         .replies
-        .with(txn, d.conversation.workspace_id, window, |idx| {
-            guard::check(&check, idx)
-        })
+        .with(
+            txn,
+            d.conversation.agency_id,
+            d.conversation.workspace_id,
+            window,
+            |idx| guard::check(&check, idx),
+        )
         .await?)
 }
 
@@ -374,6 +378,15 @@ async fn store_reply(
             "the customer wrote only in private here; reply PRIVATE",
         ));
     }
+    // One reply of a workspace at a time is checked and stored: two
+    // identical replies sent at the same moment on two conversations would
+    // each miss the other, uncommitted. Taken last (after the
+    // conversation's row lock), by nothing else, so it cannot deadlock.
+    locks::advisory(
+        txn,
+        vec![format!("replies:{}", d.conversation.workspace_id)],
+    )
+    .await?;
     let found = findings(ctx, txn, d).await?;
     let blocking: Vec<(&'static str, String)> = found
         .iter()

@@ -34,6 +34,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Inbound>, Pa
                 .filter(|n| !n.trim().is_empty())
                 .unwrap_or_else(|| source.clone());
             Inbound {
+                account: None,
                 external_id: if e.id.is_empty() {
                     link.clone().unwrap_or_default()
                 } else {

@@ -65,6 +65,7 @@ fn event(e: &Value) -> Result<Inbound, PayloadError> {
         .filter(|v| !v.is_empty())
         .ok_or_else(|| PayloadError::new("author.id is required"))?;
     Ok(Inbound {
+        account: None,
         external_id: id.to_string(),
         in_reply_to: s("in_reply_to").map(String::from),
         visibility,

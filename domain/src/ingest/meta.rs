@@ -72,6 +72,7 @@ fn feed_item(v: &Value, own: &str, fallback: Option<i64>) -> Result<Option<Inbou
         .ok_or_else(|| PayloadError::new("feed change without comment_id or post_id"))?;
     let name = from.get("name").and_then(Value::as_str).map(String::from);
     Ok(Some(Inbound {
+        account: Some(own.to_string()),
         external_id: id.clone(),
         in_reply_to: string(v.get("parent_id")),
         visibility: Visibility::Public,
@@ -111,6 +112,7 @@ fn instagram_comment(
         .and_then(Value::as_str)
         .map(String::from);
     Ok(Some(Inbound {
+        account: Some(own.to_string()),
         external_id: id,
         in_reply_to: string(v.get("parent_id")),
         visibility: Visibility::Public,
@@ -149,6 +151,7 @@ fn message(m: &Value, own: &str) -> Result<Option<Inbound>, PayloadError> {
         .and_then(Value::as_i64)
         .ok_or_else(|| PayloadError::new("message without timestamp"))?;
     Ok(Some(Inbound {
+        account: Some(own.to_string()),
         external_id: mid,
         in_reply_to: None,
         visibility: Visibility::Private,

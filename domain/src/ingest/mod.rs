@@ -96,6 +96,11 @@ pub struct InboundAuthor {
 /// One customer message as every platform's payload becomes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inbound {
+    /// The brand account the platform delivered it for (X's `for_user_id`,
+    /// a Graph entry's `id`); None for GENERIC and FEED. One app serves
+    /// several accounts through one callback URL, so it may differ from
+    /// the channel's own.
+    pub account: Option<String>,
     /// Unique within the channel; the deduplication key.
     pub external_id: String,
     /// The platform message this one answers, if any: threads it.

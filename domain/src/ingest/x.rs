@@ -30,6 +30,7 @@ pub fn parse(json: &Value, account_id: &str) -> Result<Vec<Inbound>, PayloadErro
         let handle = str_field(user, "screen_name")?;
         let id = str_field(t, "id_str")?;
         out.push(Inbound {
+            account: Some(own.to_string()),
             external_id: id.to_string(),
             in_reply_to: t
                 .get("in_reply_to_status_id_str")
@@ -77,6 +78,7 @@ pub fn parse(json: &Value, account_id: &str) -> Result<Vec<Inbound>, PayloadErro
             .and_then(|s| s.parse::<i64>().ok())
             .ok_or_else(|| PayloadError::new("direct message without created_timestamp"))?;
         out.push(Inbound {
+            account: Some(own.to_string()),
             external_id: format!("dm:{}", str_field(dm, "id")?),
             in_reply_to: None,
             visibility: Visibility::Private,
