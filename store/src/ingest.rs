@@ -11,10 +11,10 @@ use rapport_domain::ingest::{ChannelKind, Inbound, InboundAuthor, Visibility};
 use rapport_domain::priority::{self, Breakdown, PriorityInput};
 use rapport_domain::sentiment;
 use rapport_domain::sla::Facts;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict, UnionType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
-    DbErr, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, Set,
+    DbErr, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, QueryTrait, Set,
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -111,33 +111,49 @@ pub async fn store_batch(
     let mut early: HashMap<(String, Uuid), Uuid> = HashMap::new();
     for chunk in ext_ids.chunks(CHUNK) {
         let wanted: HashSet<&str> = chunk.iter().copied().collect();
-        let rows: Vec<(String, Uuid, Option<String>, Uuid)> = message::Entity::find()
-            .select_only()
-            .column(message::Column::ExternalId)
-            .column(message::Column::WorkspaceId)
-            .column(message::Column::InReplyToExternalId)
-            .column(message::Column::ConversationId)
-            .filter(message::Column::ChannelId.eq(ch.id))
-            .filter(
-                Condition::any()
-                    .add(message::Column::ExternalId.is_in(chunk.iter().copied()))
-                    .add(
-                        // Replies whose parent is stored already are of no
-                        // use (the parent is a redelivery): left in the
-                        // database, however many a popular message has.
-                        Condition::all()
-                            .add(message::Column::InReplyToExternalId.is_in(chunk.iter().copied()))
-                            .add(Expr::cust(
-                                "NOT EXISTS (SELECT 1 FROM messages AS p \
-                                 WHERE p.channel_id = messages.channel_id \
-                                 AND p.external_id = messages.in_reply_to_external_id \
-                                 AND p.workspace_id = messages.workspace_id)",
-                            )),
-                    ),
-            )
-            .into_tuple()
-            .all(txn)
-            .await?;
+        let columns = || {
+            message::Entity::find()
+                .select_only()
+                .column(message::Column::ExternalId)
+                .column(message::Column::WorkspaceId)
+                .column(message::Column::InReplyToExternalId)
+                .column(message::Column::ConversationId)
+                .filter(message::Column::ChannelId.eq(ch.id))
+        };
+        // Two branches of one UNION ALL, not one OR: under an OR the
+        // correlated NOT EXISTS stays a per-row subplan, and a plan cached
+        // while the table was small turned it into minutes per payload.
+        let mut q = columns()
+            .filter(message::Column::ExternalId.is_in(chunk.iter().copied()))
+            .into_query();
+        q.union(
+            UnionType::All,
+            columns()
+                .filter(message::Column::InReplyToExternalId.is_in(chunk.iter().copied()))
+                // Replies whose parent is stored already are of no use (the
+                // parent is a redelivery): left in the database, however
+                // many a popular message has.
+                .filter(Expr::cust(
+                    "NOT EXISTS (SELECT 1 FROM messages AS p \
+                     WHERE p.channel_id = messages.channel_id \
+                     AND p.external_id = messages.in_reply_to_external_id \
+                     AND p.workspace_id = messages.workspace_id)",
+                ))
+                .into_query(),
+        );
+        let rows = txn
+            .query_all_raw(txn.get_database_backend().build(&q))
+            .await?
+            .iter()
+            .map(|r| {
+                Ok::<_, DbErr>((
+                    r.try_get_by_index::<String>(0)?,
+                    r.try_get_by_index::<Uuid>(1)?,
+                    r.try_get_by_index::<Option<String>>(2)?,
+                    r.try_get_by_index::<Uuid>(3)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         for (ext, ws, parent, conv) in rows {
             if let Some(p) = parent.filter(|p| wanted.contains(p.as_str())) {
                 let oldest = early.entry((p, ws)).or_insert(conv);
