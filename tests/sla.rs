@@ -770,6 +770,18 @@ async fn a_breach_escalates_priority_and_assignment_per_policy() {
         .gql(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Esc", "isDefault": true, "targets": targets, "escalation": { "assignToMemberId": outsider } } }))
         .await;
     assert_eq!(code(&r), Some("NOT_FOUND"), "another agency's member");
+    let (_, client) = app
+        .add_member(
+            &s,
+            "client@brew.test",
+            "CLIENT_VIEWER",
+            Some(vec![ws.clone()]),
+        )
+        .await;
+    let r = app
+        .gql(Some(&s.access), POLICY, json!({ "i": { "workspaceId": ws, "name": "Esc", "isDefault": true, "targets": targets, "escalation": { "assignToMemberId": client } } }))
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "a read-only client: {r}");
     app.ok(
         Some(&s.access),
         POLICY,

@@ -828,8 +828,10 @@ pub async fn escalate<C: ConnectionTrait>(
     }
     if let Some(member) = assign
         && c.assignee_membership_id != Some(member)
+        // Not one made read-only (CLIENT_VIEWER) since the policy was saved.
         && membership::Entity::find_by_id(member)
             .filter(membership::Column::AgencyId.eq(c.agency_id))
+            .filter(membership::Column::Role.ne("CLIENT_VIEWER"))
             .one(conn)
             .await?
             .is_some()

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use rapport_domain::ingest::ChannelKind;
 use rapport_domain::priority::PriorityLevel;
 use rapport_domain::sla::{self, Conditions, Deadline, SlaStatus, Target, TargetMinutes, Targets};
-use rapport_domain::{Kind, Name, PageRequest, PhraseList};
+use rapport_domain::{Kind, Name, PageRequest, PhraseList, Role};
 use rapport_store::entities::{business_calendar, conversation, sla_event, sla_policy};
 use rapport_store::sla::{Snapshot, StoredHoliday, StoredPeriod, calendar};
 use sea_orm::{
@@ -325,6 +325,12 @@ async fn escalation_json(
                     decode(Kind::Member, id)?,
                 )
                 .await?;
+            if m.role == Role::ClientViewer.as_str() {
+                return Err(ApiError::bad_input(
+                    "assignToMemberId",
+                    "a CLIENT_VIEWER reads only and cannot be assigned conversations",
+                ));
+            }
             if !rapport_store::tenancy::member_sees_workspace(txn, &m, workspace).await? {
                 return Err(ApiError::bad_input(
                     "assignToMemberId",
