@@ -138,10 +138,7 @@ async fn graphql_post(
             );
         }
     };
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let ip = peer_ip(&req);
     let mut response = schema
         .execute_batch(
             batch
@@ -224,6 +221,12 @@ fn tag_engine_errors(response: &mut BatchResponse) {
     }
 }
 
+/// The client's address, for per-IP rate limits.
+fn peer_ip(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".into(), |a| a.ip().to_string())
+}
+
 /// WebSocket subscriptions. The access token comes in the connection_init
 /// payload (`{"Authorization": "Bearer …"}`), as browsers cannot set headers
 /// on WebSocket requests.
@@ -234,10 +237,7 @@ async fn graphql_ws(
     schema: web::Data<RapportSchema>,
 ) -> actix_web::Result<HttpResponse> {
     let st = state.get_ref().clone();
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let ip = peer_ip(&req);
     async_graphql_actix_web::GraphQLSubscription::new(schema.get_ref().clone())
         .on_connection_init(move |init: serde_json::Value| async move {
             let header = ["Authorization", "authorization"]

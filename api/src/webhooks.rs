@@ -75,9 +75,11 @@ async fn channel_for(state: &AppState, raw_id: &str) -> Result<channel::Model, H
     }
 }
 
+/// A channel's secret in clear; None when none is stored, it cannot be
+/// decrypted or it is empty (never a key to verify against).
 fn open(state: &AppState, sealed: &Option<Vec<u8>>) -> Option<Vec<u8>> {
     sealed.as_ref().and_then(|s| match state.secrets.open(s) {
-        Ok(p) => Some(p),
+        Ok(p) => Some(p).filter(|p| !p.is_empty()),
         Err(e) => {
             tracing::error!(error = %e, "a channel secret cannot be opened (RAPPORT_SECRET_KEY changed?)");
             None
@@ -111,7 +113,7 @@ pub async fn verify(
                     "crc_token is required",
                 );
             };
-            let Some(secret) = open(&state, &c.secret_ciphertext).filter(|s| !s.is_empty()) else {
+            let Some(secret) = open(&state, &c.secret_ciphertext) else {
                 return secret_unavailable();
             };
             HttpResponse::Ok()
@@ -202,7 +204,7 @@ pub async fn receive(
             "FEED channels are polled, not pushed",
         );
     }
-    let Some(secret) = open(&state, &c.secret_ciphertext).filter(|s| !s.is_empty()) else {
+    let Some(secret) = open(&state, &c.secret_ciphertext) else {
         return secret_unavailable();
     };
     let checked: Result<(), SignatureError> = match kind {

@@ -154,10 +154,8 @@ impl Deliverer {
             .secrets
             .open(&sub.secret_ciphertext)
             .map_err(|e| e.to_string())?;
-        let url = reqwest::Url::parse(&sub.url).map_err(|e| format!("{}: {e}", sub.url))?;
-        if let Some(why) = egress::refused(&url, self.cfg.allow_private) {
-            return Err(format!("POST {}: {why}", sub.url));
-        }
+        let url =
+            egress::target(&sub.url, self.cfg.allow_private).map_err(|e| format!("POST {e}"))?;
         let body = serde_json::to_vec(&d.payload).map_err(|e| e.to_string())?;
         let signature = generic_sign(&secret, &body, Utc::now().timestamp());
         let resp = self

@@ -35,9 +35,19 @@ pub fn guarded(builder: ClientBuilder, allow_private: bool) -> ClientBuilder {
         }))
 }
 
+/// `raw` as a URL the client may request: parsed, and refused when its
+/// host is an IP address that is not public. The error names the URL.
+pub fn target(raw: &str, allow_private: bool) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("{raw}: {e}"))?;
+    match refused(&url, allow_private) {
+        Some(why) => Err(format!("{raw}: {why}")),
+        None => Ok(url),
+    }
+}
+
 /// Why `url` may not be requested, if it may not: its host is an IP
 /// address that is not public (names are checked when they are resolved).
-pub fn refused(url: &Url, allow_private: bool) -> Option<String> {
+fn refused(url: &Url, allow_private: bool) -> Option<String> {
     if allow_private {
         return None;
     }

@@ -162,10 +162,8 @@ impl FeedPoller {
         c: &channel::Model,
     ) -> Result<(Fetched, Option<String>, Option<String>), String> {
         let url = c.feed_url.as_deref().ok_or("FEED channel without a URL")?;
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-        if let Some(why) = egress::refused(&parsed, self.cfg.allow_private) {
-            return Err(format!("fetching {url}: {why}"));
-        }
+        let parsed =
+            egress::target(url, self.cfg.allow_private).map_err(|e| format!("fetching {e}"))?;
         let mut req = self.http.get(parsed);
         if let Some(etag) = state_str(&c.state, "etag") {
             req = req.header("If-None-Match", etag);

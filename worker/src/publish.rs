@@ -236,11 +236,8 @@ impl Publisher {
                     l.channel.callback_url.as_deref().ok_or_else(|| {
                         Outcome::Refused("the channel has no callback URL".into())
                     })?;
-                let url = reqwest::Url::parse(url)
-                    .map_err(|e| Outcome::Refused(format!("callback URL {url}: {e}")))?;
-                if let Some(why) = egress::refused(&url, self.cfg.allow_private) {
-                    return Err(Outcome::Refused(format!("callback URL {url}: {why}")));
-                }
+                let url = egress::target(url, self.cfg.allow_private)
+                    .map_err(|e| Outcome::Refused(format!("callback URL {e}")))?;
                 let secret = self.open(l.channel.secret_ciphertext.as_deref(), "signing secret")?;
                 self.callbacks.post(url).header(
                     "x-rapport-signature",

@@ -2,7 +2,6 @@
 //! member's current role and workspace restriction. Role changes, removals
 //! and logouts take effect on the next request, not when the token expires.
 
-use super::tokens::Claims;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use chrono::Utc;
@@ -74,7 +73,7 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> ApiResult<A
     let Some(claims) = state.jwt.verify(token) else {
         return Ok(Auth::Invalid);
     };
-    Ok(load(state, Identity::from(&claims))
+    Ok(load(state, claims.sub, claims.agency, claims.sid)
         .await?
         .map_or(Auth::Invalid, |v| Auth::Member(Box::new(v))))
 }
@@ -83,35 +82,17 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> ApiResult<A
 /// token (a live subscription): None once the session is revoked or ended
 /// or the membership is gone.
 pub async fn reload(state: &AppState, v: &Viewer) -> ApiResult<Option<Viewer>> {
-    load(
-        state,
-        Identity {
-            sub: v.user_id,
-            agency: v.agency_id,
-            sid: v.session_id,
-        },
-    )
-    .await
+    load(state, v.user_id, v.agency_id, v.session_id).await
 }
 
-/// Who a token names: its user, agency and session.
-struct Identity {
-    sub: Uuid,
+/// The member `user` of `agency` signed in through `session_id`, if both
+/// still hold.
+async fn load(
+    state: &AppState,
+    user: Uuid,
     agency: Uuid,
-    sid: Uuid,
-}
-
-impl From<&Claims> for Identity {
-    fn from(c: &Claims) -> Self {
-        Identity {
-            sub: c.sub,
-            agency: c.agency,
-            sid: c.sid,
-        }
-    }
-}
-
-async fn load(state: &AppState, c: Identity) -> ApiResult<Option<Viewer>> {
+    session_id: Uuid,
+) -> ApiResult<Option<Viewer>> {
     // The member and the token's session in one round trip: every request
     // pays for this check.
     let by_user = membership::Entity::belongs_to(session::Entity)
@@ -121,15 +102,15 @@ async fn load(state: &AppState, c: Identity) -> ApiResult<Option<Viewer>> {
     let Some((m, Some(s))) = membership::Entity::find()
         .join(JoinType::InnerJoin, by_user)
         .select_also(session::Entity)
-        .filter(membership::Column::AgencyId.eq(c.agency))
-        .filter(membership::Column::UserId.eq(c.sub))
-        .filter(session::Column::Id.eq(c.sid))
+        .filter(membership::Column::AgencyId.eq(agency))
+        .filter(membership::Column::UserId.eq(user))
+        .filter(session::Column::Id.eq(session_id))
         .one(&state.db)
         .await?
     else {
         return Ok(None);
     };
-    if s.revoked_at.is_some() || s.agency_id != c.agency || s.expires_at <= Utc::now() {
+    if s.revoked_at.is_some() || s.agency_id != agency || s.expires_at <= Utc::now() {
         return Ok(None);
     }
     let role = Role::parse(&m.role).map_err(ApiError::internal)?;
@@ -146,13 +127,13 @@ async fn load(state: &AppState, c: Identity) -> ApiResult<Option<Viewer>> {
         WorkspaceAccess::All
     };
     Ok(Some(Viewer {
-        user_id: c.sub,
-        agency_id: c.agency,
+        user_id: user,
+        agency_id: agency,
         membership_id: m.id,
-        session_id: c.sid,
+        session_id,
         role,
         scope: Scope {
-            agency_id: c.agency,
+            agency_id: agency,
             workspaces,
         },
     }))
