@@ -446,3 +446,51 @@ async fn a_reply_stored_while_its_parent_is_being_stored_joins_its_conversation(
     reply.await;
     only_conversation(&app).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_identical_replies_sent_at_once_on_two_conversations_are_checked_one_after_the_other() {
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let (s, ws, first) = setup(&app).await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "m2", "text": "my flat white arrived cold too", "published_at": "2026-12-05T09:05:00Z", "author": { "id": "ben" } }]),
+    )
+    .await;
+    let second = conversation::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id != first.id)
+        .expect("ben's conversation");
+    let send = |c: &conversation::Model| {
+        let id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, c.id);
+        app.gql(
+            Some(&s.access),
+            "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+            json!({ "i": { "conversationId": id, "visibility": "PUBLIC",
+                           "text": "so sorry your coffee arrived cold, a fresh one is on us at the counter today" } }),
+        )
+    };
+    // Another reply of the workspace is being checked: both sends must
+    // wait for it, and the second for the first, so that the second sees
+    // the first's reply committed.
+    let busy = format!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('{}', 0))",
+        rapport_store::locks::replies_key(first.workspace_id)
+    );
+    let (a, b) = queued_behind(&app, &busy, send(&first), send(&second)).await;
+    let canned = [&a, &b]
+        .iter()
+        .filter(|r| code(r) == Some("CANNED_REPLY"))
+        .count();
+    let sent = [&a, &b]
+        .iter()
+        .filter(|r| r["errors"].is_null() && !r["data"]["sendReply"]["id"].is_null())
+        .count();
+    assert_eq!((sent, canned), (1, 1), "{a}\n{b}");
+}

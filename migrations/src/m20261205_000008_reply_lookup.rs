@@ -2,12 +2,12 @@
 //! its channel, so that a message arriving after its replies joins their
 //! conversation (partial: most messages answer nothing); and a thread's
 //! index in publish order, since a message may be stored after its replies
-//! (it replaces the one in storage order). Plain `CREATE INDEX`: on
-//! PostgreSQL, writes to `messages` wait while the indexes are built
-//! (migrations run in a transaction, which `CONCURRENTLY` cannot).
+//! (it replaces the one in storage order). Built and dropped online (see
+//! `later::create_index_online`): ingestion goes on meanwhile, and each
+//! step may be run again if a later one failed.
 
+use crate::later::{create_index_online, drop_index_online};
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::ConnectionTrait;
 
 pub struct Migration;
 
@@ -20,29 +20,34 @@ impl MigrationName for Migration {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        // The same statement on both backends (sea-query has no partial
-        // index builder).
-        let db = m.get_connection();
-        for sql in [
-            "CREATE INDEX ix_messages_replies ON messages (channel_id, in_reply_to_external_id) \
-             WHERE in_reply_to_external_id IS NOT NULL",
-            "CREATE INDEX ix_messages_thread ON messages (agency_id, conversation_id, published_at, id)",
-            "DROP INDEX ix_messages_conversation",
-        ] {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        create_index_online(
+            m,
+            "ix_messages_replies",
+            "messages (channel_id, in_reply_to_external_id) WHERE in_reply_to_external_id IS NOT NULL",
+        )
+        .await?;
+        create_index_online(
+            m,
+            "ix_messages_thread",
+            "messages (agency_id, conversation_id, published_at, id)",
+        )
+        .await?;
+        drop_index_online(m, "ix_messages_conversation").await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let db = m.get_connection();
-        for sql in [
-            "CREATE INDEX ix_messages_conversation ON messages (agency_id, conversation_id, id)",
-            "DROP INDEX ix_messages_thread",
-            "DROP INDEX ix_messages_replies",
-        ] {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        create_index_online(
+            m,
+            "ix_messages_conversation",
+            "messages (agency_id, conversation_id, id)",
+        )
+        .await?;
+        drop_index_online(m, "ix_messages_thread").await?;
+        drop_index_online(m, "ix_messages_replies").await
+    }
+
+    /// `CONCURRENTLY` cannot run in a transaction.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(false)
     }
 }

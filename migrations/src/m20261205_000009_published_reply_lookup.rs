@@ -1,11 +1,10 @@
 //! A customer may answer the brand's own published reply, which the
 //! platform knows by the id publishing recorded: an index to find it per
-//! channel (partial: only published outbound messages have one). Plain
-//! `CREATE INDEX`, as in migration 8: on PostgreSQL, writes to `messages`
-//! wait while it is built.
+//! channel (partial: only published outbound messages have one). Built
+//! online (see `later::create_index_online`): ingestion goes on meanwhile.
 
+use crate::later::{create_index_online, drop_index_online};
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::ConnectionTrait;
 
 pub struct Migration;
 
@@ -18,19 +17,20 @@ impl MigrationName for Migration {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.get_connection()
-            .execute_unprepared(
-                "CREATE INDEX ix_messages_platform_id ON messages (channel_id, platform_message_id) \
-                 WHERE platform_message_id IS NOT NULL",
-            )
-            .await
-            .map(|_| ())
+        create_index_online(
+            m,
+            "ix_messages_platform_id",
+            "messages (channel_id, platform_message_id) WHERE platform_message_id IS NOT NULL",
+        )
+        .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.get_connection()
-            .execute_unprepared("DROP INDEX ix_messages_platform_id")
-            .await
-            .map(|_| ())
+        drop_index_online(m, "ix_messages_platform_id").await
+    }
+
+    /// `CONCURRENTLY` cannot run in a transaction.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(false)
     }
 }

@@ -93,6 +93,14 @@ pub fn message_key(channel_id: Uuid, external_id: &str) -> String {
     format!("message:{channel_id}:{external_id}")
 }
 
+/// The lock of a workspace's outbound replies: one reply of a workspace at
+/// a time is checked by the canned-reply guard and stored, so two
+/// identical replies sent at the same moment on two conversations cannot
+/// each miss the other, uncommitted.
+pub fn replies_key(workspace_id: Uuid) -> String {
+    format!("replies:{workspace_id}")
+}
+
 /// PostgreSQL advisory locks on `keys` until the transaction ends, all
 /// taken in one statement in a fixed order, so two holders of overlapping
 /// sets cannot deadlock (every caller takes all of its keys at once).

@@ -382,11 +382,7 @@ async fn store_reply(
     // identical replies sent at the same moment on two conversations would
     // each miss the other, uncommitted. Taken last (after the
     // conversation's row lock), by nothing else, so it cannot deadlock.
-    locks::advisory(
-        txn,
-        vec![format!("replies:{}", d.conversation.workspace_id)],
-    )
-    .await?;
+    locks::advisory(txn, vec![locks::replies_key(d.conversation.workspace_id)]).await?;
     let found = findings(ctx, txn, d).await?;
     let blocking: Vec<(&'static str, String)> = found
         .iter()

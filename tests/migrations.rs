@@ -1,0 +1,77 @@
+//! Migrations run forward, back and forward again; indexes on the busy
+//! `messages` table are built online on PostgreSQL, and a build that was
+//! interrupted (an invalid index left behind) is redone on the next run.
+
+mod common;
+
+use common::*;
+use rapport_migrations::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+
+/// Whether `name` exists, and on PostgreSQL whether it is valid (usable).
+async fn index(db: &DatabaseConnection, name: &str) -> Option<bool> {
+    let (sql, backend) = if is_postgres() {
+        (
+            "SELECT i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname = $1",
+            DbBackend::Postgres,
+        )
+    } else {
+        (
+            "SELECT 1 = 1 AS valid FROM sqlite_master WHERE type = 'index' AND name = $1",
+            DbBackend::Sqlite,
+        )
+    };
+    db.query_one_raw(Statement::from_sql_and_values(backend, sql, [name.into()]))
+        .await
+        .unwrap()
+        .map(|r| r.try_get::<bool>("", "valid").unwrap())
+}
+
+#[tokio::test]
+async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
+    let tdb = TestDb::new().await;
+    let db = sea_orm::Database::connect(&tdb.url).await.unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    assert_eq!(index(&db, "ix_messages_platform_id").await, Some(true));
+    assert_eq!(index(&db, "ix_messages_thread").await, Some(true));
+    assert_eq!(index(&db, "ix_messages_conversation").await, None);
+
+    Migrator::down(&db, Some(2)).await.unwrap();
+    assert_eq!(index(&db, "ix_messages_platform_id").await, None);
+    assert_eq!(index(&db, "ix_messages_thread").await, None);
+    assert_eq!(index(&db, "ix_messages_replies").await, None);
+    assert_eq!(index(&db, "ix_messages_conversation").await, Some(true));
+
+    if is_postgres() {
+        // What a `CREATE INDEX CONCURRENTLY` cut short leaves: the index,
+        // marked invalid. The next run must build it again, not skip it.
+        db.execute_unprepared(
+            "CREATE INDEX ix_messages_platform_id ON messages (channel_id);
+             UPDATE pg_index SET indisvalid = false
+              WHERE indexrelid = 'ix_messages_platform_id'::regclass;",
+        )
+        .await
+        .unwrap();
+        assert_eq!(index(&db, "ix_messages_platform_id").await, Some(false));
+    }
+    Migrator::up(&db, None).await.unwrap();
+    assert_eq!(index(&db, "ix_messages_platform_id").await, Some(true));
+    assert_eq!(index(&db, "ix_messages_thread").await, Some(true));
+    assert_eq!(index(&db, "ix_messages_replies").await, Some(true));
+    assert_eq!(index(&db, "ix_messages_conversation").await, None);
+    if is_postgres() {
+        let def: String = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_get_indexdef('ix_messages_platform_id'::regclass) AS d",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "d")
+            .unwrap();
+        assert!(def.contains("platform_message_id IS NOT NULL"), "{def}");
+    }
+    db.close().await.unwrap();
+}
