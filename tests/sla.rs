@@ -930,3 +930,117 @@ async fn a_breach_goes_to_the_least_loaded_member_of_the_team() {
     );
     assert!(!assignees.contains(&json!(blind)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_after_a_deadline_no_timer_fired_records_the_breach_once() {
+    // No worker runs: the breach timer never fires (as after a restart or
+    // while timers are rebuilt). The late reply itself records the breach.
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let t = json!({ "firstResponseMinutes": 60, "resolutionMinutes": 600 });
+    app.default_policy(&s, &ws, t, json!({})).await;
+    import(&app, &s, &ws, "x", 10).await;
+    let row = conversation::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let due = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let mut am = row.clone().into_active_model();
+    am.first_response_due_at = Set(Some(due));
+    am.due_at = Set(Some(due));
+    let before = am.update(&app.state.db).await.unwrap();
+    let id = convs(&app, &s, &ws).await.remove(0)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+        json!({ "i": { "conversationId": id, "visibility": "PUBLIC",
+                       "text": "so sorry your order is late, it left our kitchen a few minutes ago" } }),
+    )
+    .await;
+    let events = sla_event::Entity::find().all(&app.state.db).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].kind.as_str(), events[0].target.as_str()),
+        ("SLA_BREACHED", "FIRST_RESPONSE")
+    );
+    assert_eq!(events[0].deadline_at.timestamp(), due.timestamp());
+    assert!(
+        events[0].lateness_ms >= 5 * 60 * 1000,
+        "{}",
+        events[0].lateness_ms
+    );
+    // The timer firing afterwards (late) records nothing more.
+    let engine = SlaEngine {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        cfg: SlaConfig::default(),
+    };
+    let (breach, _) = sla::timers_of(&before)
+        .into_iter()
+        .find(|(t, _)| t.breach && t.target == rapport_domain::sla::Target::FirstResponse)
+        .unwrap();
+    assert_eq!(engine.fire_batch(&[breach]).await.unwrap(), [Fired::Stale]);
+    assert_eq!(
+        sla_event::Entity::find()
+            .count(&app.state.db)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_is_not_assigned_to_a_member_restricted_away_since_the_policy_was_saved() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let other_ws = app.create_workspace(&s, "Tea Co").await;
+    let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
+    let t = json!({ "firstResponseMinutes": 60 });
+    let targets = json!({ "urgent": t, "high": t, "normal": t, "low": t });
+    app.ok(
+        Some(&s.access),
+        POLICY,
+        json!({ "i": { "workspaceId": ws, "name": "Esc", "isDefault": true, "targets": targets,
+                 "escalation": { "raisePriorityTo": "URGENT", "assignToMemberId": agent } } }),
+    )
+    .await;
+    // Later the agent is moved to the other workspace only.
+    app.ok(
+        Some(&s.access),
+        "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { id } }",
+        json!({ "i": { "memberId": agent, "role": "AGENT", "workspaceIds": [other_ws] } }),
+    )
+    .await;
+    import(&app, &s, &ws, "calm", 0).await;
+    let c = conversation::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut am = c.into_active_model();
+    am.first_response_due_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
+    am.update(&app.state.db).await.unwrap();
+    let engine = SlaEngine {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        cfg: SlaConfig::default(),
+    };
+    engine.rebuild().await.unwrap();
+    engine.tick().await.unwrap();
+    let c = conversation::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.priority, "URGENT", "the rest of the escalation stands");
+    assert_eq!(
+        c.assignee_membership_id, None,
+        "not someone who cannot see it"
+    );
+}

@@ -456,8 +456,23 @@ pub const PENDING_CUSTOMER: &str = "PENDING_CUSTOMER";
 pub const RESOLVED: &str = "RESOLVED";
 pub const CLOSED: &str = "CLOSED";
 
-/// A promise kept: (target, deadline, cycle), to record as SLA_MET.
-pub type Met = (Target, DateTime<Utc>, i32);
+/// A promise settled by a person: (event kind, target, deadline, cycle),
+/// to record. SLA_MET when kept; SLA_BREACHED when settled late, since the
+/// breach timer may not have fired yet (a worker restart, a rebuild after
+/// Redis lost its timers): recorded here it is never lost, and the unique
+/// key skips it when the timer fired it already.
+pub type Met = (&'static str, Target, DateTime<Utc>, i32);
+
+/// How a deadline `due` settled at `at`: met in time, breached after.
+fn settled(target: Target, due: DateTime<Utc>, cycle: i32, at: DateTime<Utc>) -> Met {
+    let kind = if at <= due { "SLA_MET" } else { "SLA_BREACHED" };
+    (kind, target, due, cycle)
+}
+
+/// The instant the clocks read: while paused, the moment they stopped.
+fn clock_time(snap: &Snapshot, now: DateTime<Utc>) -> DateTime<Utc> {
+    snap.paused_at.map_or(now, |p| p.min(now))
+}
 
 fn shift(
     clock: &Clock,
@@ -472,13 +487,47 @@ fn shift(
     clock.add_minutes(now, left).unwrap_or(at)
 }
 
+/// Starts `target`'s clock again at `now`, in a new cycle.
+fn restart(
+    c: &mut conversation::Model,
+    snap: &mut Snapshot,
+    clock: &Clock,
+    target: Target,
+    now: DateTime<Utc>,
+) {
+    let key = target.as_str().to_string();
+    *snap.cycles.entry(key.clone()).or_insert(0) += 1;
+    let due = match sla::deadline(clock, &snap.minutes, target, now, snap.warn_at_percent) {
+        Some(d) => {
+            snap.warn.insert(key, d.warn);
+            Some(d.due)
+        }
+        None => {
+            snap.warn.remove(&key);
+            None
+        }
+    };
+    match target {
+        Target::FirstResponse => c.first_response_due_at = due,
+        Target::NextResponse => c.next_response_due_at = due,
+        Target::Resolution => c.resolution_due_at = due,
+    }
+}
+
 /// Moves a conversation to status `to` and keeps its promise honest:
-/// waiting on the customer pauses the clocks (remaining time is kept and
-/// resumes when the conversation opens again); resolving meets the
-/// resolution target if it is still running; reopening a resolved
-/// conversation restarts the resolution clock in a new cycle. Returns the
-/// targets met. Timers of changed deadlines are rescheduled by the caller
-/// ([`timers_of`]); old ones fire stale and record nothing.
+/// - waiting on the customer pauses every running clock (the remaining
+///   time is kept, and resumes when the conversation opens again);
+/// - resolving or closing stops them: resolving meets the resolution
+///   target if in time, and a deadline already passed is recorded as
+///   breached; the next-response clock stops (resolving answers it);
+/// - opening a conversation that was resolved or closed (from either, or
+///   from waiting on the customer after a resolution) restarts the
+///   resolution clock, and the first-response clock if no agent ever
+///   answered, each in a new cycle.
+///
+/// Returns the events to record. Timers of changed deadlines are
+/// rescheduled by the caller ([`timers_of`]); old ones fire stale and
+/// record nothing.
 pub fn apply_status(
     c: &mut conversation::Model,
     clock: &Clock,
@@ -486,57 +535,87 @@ pub fn apply_status(
     now: DateTime<Utc>,
 ) -> Vec<Met> {
     let from = c.status.clone();
+    let reopening = to == OPEN && (from == RESOLVED || from == CLOSED || c.resolved_at.is_some());
     c.status = to.to_string();
     c.updated_at = now;
     let mut met = Vec::new();
     let Some(mut snap) = Snapshot::of(c) else {
-        if to == RESOLVED {
+        if to == RESOLVED && from != RESOLVED {
             c.resolved_at = Some(now);
+        } else if reopening {
+            c.resolved_at = None;
+            c.resolution_business_s = None;
         }
         stamp_business(c, clock);
         return met;
     };
     match (from.as_str(), to) {
         (f, t) if f == t => {}
+        _ if reopening => {
+            c.resolved_at = None;
+            c.resolution_business_s = None;
+            snap.paused_at = None;
+            restart(c, &mut snap, clock, Target::Resolution, now);
+            if c.first_responded_at.is_none() {
+                restart(c, &mut snap, clock, Target::FirstResponse, now);
+            }
+        }
         (_, PENDING_CUSTOMER) => {
             snap.paused_at.get_or_insert(now);
         }
         (PENDING_CUSTOMER, OPEN) => {
             if let Some(p) = snap.paused_at.take() {
-                c.first_response_due_at = c.first_response_due_at.map(|d| shift(clock, p, d, now));
-                c.resolution_due_at = c.resolution_due_at.map(|d| shift(clock, p, d, now));
+                let moved = |d: Option<DateTime<Utc>>| d.map(|d| shift(clock, p, d, now));
+                c.first_response_due_at = moved(c.first_response_due_at);
+                c.next_response_due_at = moved(c.next_response_due_at);
+                c.resolution_due_at = moved(c.resolution_due_at);
                 for w in snap.warn.values_mut() {
                     *w = shift(clock, p, *w, now);
                 }
             }
         }
-        (RESOLVED | CLOSED, OPEN) => {
-            c.resolved_at = None;
-            snap.paused_at = None;
-            let key = Target::Resolution.as_str().to_string();
-            *snap.cycles.entry(key.clone()).or_insert(0) += 1;
-            match sla::deadline(
-                clock,
-                &snap.minutes,
-                Target::Resolution,
-                now,
-                snap.warn_at_percent,
-            ) {
-                Some(d) => {
-                    c.resolution_due_at = Some(d.due);
-                    snap.warn.insert(key, d.warn);
-                }
-                None => c.resolution_due_at = None,
-            }
-        }
-        (_, RESOLVED) => {
-            c.resolved_at = Some(now);
-            snap.paused_at = None;
-            if let Some(due) = c.resolution_due_at
-                && now <= due
+        (RESOLVED, CLOSED) => {}
+        // Closing stopped the clocks already.
+        (CLOSED, RESOLVED) => c.resolved_at = Some(now),
+        (_, RESOLVED | CLOSED) => {
+            let at = clock_time(&snap, now);
+            if let Some(due) = c
+                .first_response_due_at
+                .filter(|_| c.first_responded_at.is_none())
+                && at > due
             {
-                met.push((Target::Resolution, due, snap.cycle(Target::Resolution)));
+                met.push(settled(
+                    Target::FirstResponse,
+                    due,
+                    snap.cycle(Target::FirstResponse),
+                    at,
+                ));
             }
+            if let Some(due) = c.next_response_due_at.take()
+                && at > due
+            {
+                met.push(settled(
+                    Target::NextResponse,
+                    due,
+                    snap.cycle(Target::NextResponse),
+                    at,
+                ));
+            }
+            snap.warn.remove(Target::NextResponse.as_str());
+            if let Some(due) = c.resolution_due_at.filter(|_| c.resolved_at.is_none())
+                && (to == RESOLVED || at > due)
+            {
+                met.push(settled(
+                    Target::Resolution,
+                    due,
+                    snap.cycle(Target::Resolution),
+                    at,
+                ));
+            }
+            if to == RESOLVED {
+                c.resolved_at = Some(now);
+            }
+            snap.paused_at = None;
         }
         _ => {}
     }
@@ -582,24 +661,33 @@ pub fn recompute_due(c: &mut conversation::Model) {
 
 /// An agent replied: the first response is given (met if in time, its
 /// business time counted on `clock`, which only the first reply reads),
-/// and a running next-response clock stops (met if in time).
+/// and a running next-response clock stops (met if in time). A reply after
+/// a deadline records the breach (see [`Met`]); while the conversation
+/// waits on the customer its clocks read the moment they paused.
 pub fn agent_replied(c: &mut conversation::Model, clock: &Clock, now: DateTime<Utc>) -> Vec<Met> {
     let mut met = Vec::new();
     let snap = Snapshot::of(c);
     let cycle = |t: Target| snap.as_ref().map_or(0, |s| s.cycle(t));
+    let at = snap.as_ref().map_or(now, |s| clock_time(s, now));
     if c.first_responded_at.is_none() {
         c.first_responded_at = Some(now);
         c.first_response_business_s = business_seconds(clock, c.created_at, now);
-        if let Some(due) = c.first_response_due_at
-            && now <= due
-        {
-            met.push((Target::FirstResponse, due, cycle(Target::FirstResponse)));
+        if let Some(due) = c.first_response_due_at {
+            met.push(settled(
+                Target::FirstResponse,
+                due,
+                cycle(Target::FirstResponse),
+                at,
+            ));
         }
     }
-    if let Some(due) = c.next_response_due_at.take()
-        && now <= due
-    {
-        met.push((Target::NextResponse, due, cycle(Target::NextResponse)));
+    if let Some(due) = c.next_response_due_at.take() {
+        met.push(settled(
+            Target::NextResponse,
+            due,
+            cycle(Target::NextResponse),
+            at,
+        ));
     }
     c.updated_at = now;
     recompute_due(c);
@@ -826,16 +914,29 @@ pub async fn escalate<C: ConnectionTrait>(
         am.priority_score = Set(c.priority_score.max(floor));
         changed = true;
     }
-    if let Some(member) = assign
-        && c.assignee_membership_id != Some(member)
-        // Not one made read-only (CLIENT_VIEWER) since the policy was saved.
-        && membership::Entity::find_by_id(member)
+    // The member as they are now, not as when the policy was saved: one
+    // made read-only (CLIENT_VIEWER), restricted away from the workspace
+    // or not (yet) accepted is not called.
+    let callable = match assign.filter(|m| c.assignee_membership_id != Some(*m)) {
+        None => None,
+        Some(member) => match membership::Entity::find_by_id(member)
             .filter(membership::Column::AgencyId.eq(c.agency_id))
             .filter(membership::Column::Role.ne("CLIENT_VIEWER"))
+            .filter(membership::Column::AcceptedAt.is_not_null())
             .one(conn)
             .await?
-            .is_some()
-    {
+        {
+            Some(m)
+                if crate::tenancy::member_sees_workspace(conn, &m, c.workspace_id)
+                    .await
+                    .map_err(|e| DbErr::Custom(e.to_string()))? =>
+            {
+                Some(member)
+            }
+            _ => None,
+        },
+    };
+    if let Some(member) = callable {
         am.assignee_membership_id = Set(Some(member));
         changed = true;
     }
@@ -844,4 +945,185 @@ pub async fn escalate<C: ConnectionTrait>(
         am.update(conn).await?;
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+
+    const CLOCK: Clock = Clock::Calendar24x7;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 7, h, m, 0).unwrap()
+    }
+
+    /// An open conversation received at 09:00 under a policy of 60 minutes
+    /// to the first response, 30 to the next and 600 to resolution.
+    fn opened() -> conversation::Model {
+        let start = at(9, 0);
+        let minutes = sla::TargetMinutes {
+            first_response: Some(60),
+            next_response: Some(30),
+            resolution: Some(600),
+        };
+        let snap = Snapshot {
+            policy_id: Uuid::nil(),
+            minutes,
+            warn_at_percent: 80,
+            calendar_id: None,
+            warn: HashMap::new(),
+            paused_at: None,
+            cycles: HashMap::new(),
+        };
+        let mut c = conversation::Model {
+            id: Uuid::nil(),
+            agency_id: Uuid::nil(),
+            workspace_id: Uuid::nil(),
+            channel_id: Uuid::nil(),
+            author_id: Uuid::nil(),
+            parent_conversation_id: None,
+            status: OPEN.into(),
+            visibility: "PUBLIC".into(),
+            priority: "NORMAL".into(),
+            priority_score: 0.3,
+            priority_breakdown: conversation::StoredBreakdown::unread(),
+            sentiment: None,
+            opening_sentiment: None,
+            assignee_membership_id: None,
+            sla_policy_id: Some(Uuid::nil()),
+            sla_targets: Some(snap),
+            first_response_due_at: Some(start + Duration::minutes(60)),
+            next_response_due_at: None,
+            resolution_due_at: Some(start + Duration::minutes(600)),
+            due_at: None,
+            first_responded_at: None,
+            resolved_at: None,
+            first_response_business_s: None,
+            resolution_business_s: None,
+            last_customer_message_at: start,
+            recovered: false,
+            created_at: start,
+            updated_at: start,
+        };
+        recompute_due(&mut c);
+        c
+    }
+
+    fn kinds(events: &[Met]) -> Vec<(&'static str, Target)> {
+        events.iter().map(|(k, t, _, _)| (*k, *t)).collect()
+    }
+
+    #[test]
+    fn a_late_reply_records_the_breach_an_early_one_the_promise_kept() {
+        let mut c = opened();
+        let e = agent_replied(&mut c, &CLOCK, at(10, 5));
+        assert_eq!(kinds(&e), [("SLA_BREACHED", Target::FirstResponse)]);
+        customer_spoke(&mut c, &CLOCK, at(11, 0));
+        assert_eq!(c.next_response_due_at, Some(at(11, 30)));
+        let e = agent_replied(&mut c, &CLOCK, at(11, 20));
+        assert_eq!(kinds(&e), [("SLA_MET", Target::NextResponse)]);
+    }
+
+    #[test]
+    fn waiting_on_the_customer_moves_the_next_response_deadline_too() {
+        let mut c = opened();
+        agent_replied(&mut c, &CLOCK, at(9, 10));
+        customer_spoke(&mut c, &CLOCK, at(9, 20));
+        assert_eq!(c.next_response_due_at, Some(at(9, 50)));
+        apply_status(&mut c, &CLOCK, PENDING_CUSTOMER, at(9, 30));
+        assert_eq!(c.due_at, None);
+        // Paused for an hour: 20 minutes were left, and still are.
+        apply_status(&mut c, &CLOCK, OPEN, at(10, 30));
+        assert_eq!(c.next_response_due_at, Some(at(10, 50)));
+        assert_eq!(c.due_at, Some(at(10, 50)));
+        let e = agent_replied(&mut c, &CLOCK, at(10, 45));
+        assert_eq!(kinds(&e), [("SLA_MET", Target::NextResponse)]);
+    }
+
+    #[test]
+    fn resolving_while_paused_counts_the_time_left_at_the_pause() {
+        let mut c = opened();
+        agent_replied(&mut c, &CLOCK, at(9, 10));
+        apply_status(&mut c, &CLOCK, PENDING_CUSTOMER, at(9, 30));
+        // Two days later, past the 19:00 resolution deadline as it stood.
+        let later = at(9, 30) + Duration::days(2);
+        let e = apply_status(&mut c, &CLOCK, RESOLVED, later);
+        assert_eq!(kinds(&e), [("SLA_MET", Target::Resolution)]);
+        assert_eq!(c.resolved_at, Some(later));
+    }
+
+    #[test]
+    fn resolving_stops_the_next_response_clock_and_a_new_message_starts_one() {
+        let mut c = opened();
+        agent_replied(&mut c, &CLOCK, at(9, 10));
+        customer_spoke(&mut c, &CLOCK, at(9, 20));
+        let e = apply_status(&mut c, &CLOCK, RESOLVED, at(9, 40));
+        assert_eq!(kinds(&e), [("SLA_MET", Target::Resolution)]);
+        assert_eq!(c.next_response_due_at, None, "resolving answers it");
+        // A week later the customer writes again (ingestion reopens, then
+        // the message starts the next-response clock in a new cycle).
+        let week = at(9, 40) + Duration::days(7);
+        apply_status(&mut c, &CLOCK, OPEN, week);
+        customer_spoke(&mut c, &CLOCK, week);
+        assert_eq!(c.resolved_at, None);
+        assert_eq!(c.next_response_due_at, Some(week + Duration::minutes(30)));
+        assert_eq!(c.resolution_due_at, Some(week + Duration::minutes(600)));
+        assert_eq!(c.due_at, Some(week + Duration::minutes(30)));
+        let snap = Snapshot::of(&c).unwrap();
+        assert_eq!(snap.cycle(Target::NextResponse), 2);
+        assert_eq!(snap.cycle(Target::Resolution), 1);
+    }
+
+    #[test]
+    fn an_unanswered_conversation_closed_and_reopened_owes_a_first_response_from_then() {
+        let mut c = opened();
+        let e = apply_status(&mut c, &CLOCK, CLOSED, at(9, 30));
+        assert!(e.is_empty(), "nothing was late: {e:?}");
+        let later = at(9, 30) + Duration::days(3);
+        apply_status(&mut c, &CLOCK, OPEN, later);
+        assert_eq!(c.first_response_due_at, Some(later + Duration::minutes(60)));
+        assert_eq!(
+            Snapshot::of(&c).unwrap().cycle(Target::FirstResponse),
+            1,
+            "a new cycle: the old timer fires stale"
+        );
+        assert_eq!(c.due_at, Some(later + Duration::minutes(60)));
+    }
+
+    #[test]
+    fn closing_after_a_deadline_passed_records_its_breach() {
+        let mut c = opened();
+        let e = apply_status(&mut c, &CLOCK, CLOSED, at(10, 30));
+        assert_eq!(kinds(&e), [("SLA_BREACHED", Target::FirstResponse)]);
+        assert_eq!(c.resolved_at, None, "closed, not resolved");
+    }
+
+    #[test]
+    fn a_customer_answering_a_follow_up_reopens_a_resolved_conversation() {
+        let mut c = opened();
+        agent_replied(&mut c, &CLOCK, at(9, 10));
+        apply_status(&mut c, &CLOCK, RESOLVED, at(9, 20));
+        c.resolution_business_s = Some(1_200);
+        // The agent asks the customer to share the outcome...
+        apply_status(&mut c, &CLOCK, PENDING_CUSTOMER, at(9, 25));
+        // ...and their answer opens it again, as a new resolution cycle.
+        apply_status(&mut c, &CLOCK, OPEN, at(12, 0));
+        assert_eq!(c.resolved_at, None);
+        assert_eq!(c.resolution_business_s, None);
+        assert_eq!(c.resolution_due_at, Some(at(22, 0)));
+        assert_eq!(Snapshot::of(&c).unwrap().cycle(Target::Resolution), 1);
+    }
+
+    #[test]
+    fn without_a_policy_reopening_forgets_the_resolution() {
+        let mut c = opened();
+        c.sla_targets = None;
+        apply_status(&mut c, &CLOCK, RESOLVED, at(10, 0));
+        assert!(c.resolved_at.is_some() && c.resolution_business_s.is_some());
+        apply_status(&mut c, &CLOCK, OPEN, at(11, 0));
+        assert_eq!((c.resolved_at, c.resolution_business_s), (None, None));
+        apply_status(&mut c, &CLOCK, RESOLVED, at(12, 0));
+        assert_eq!(c.resolution_business_s, Some(3 * 3600), "counted anew");
+    }
 }

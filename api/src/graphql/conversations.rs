@@ -982,13 +982,14 @@ async fn change_status(
     am.resolved_at = Set(next.resolved_at);
     am.resolution_business_s = Set(next.resolution_business_s);
     am.first_response_due_at = Set(next.first_response_due_at);
+    am.next_response_due_at = Set(next.next_response_due_at);
     am.resolution_due_at = Set(next.resolution_due_at);
     am.due_at = Set(next.due_at);
     am.sla_targets = Set(next.sla_targets.clone());
     am.updated_at = Set(now);
     let saved = am.update(&txn).await?;
-    for (target, deadline, cycle) in met {
-        sla::record_event(&txn, &saved, "SLA_MET", target, cycle, deadline, now).await?;
+    for (kind, target, deadline, cycle) in met {
+        sla::record_event(&txn, &saved, kind, target, cycle, deadline, now).await?;
     }
     AuditEvent::new("setConversationStatus")
         .workspace(saved.workspace_id)

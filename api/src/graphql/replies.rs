@@ -465,8 +465,8 @@ async fn store_reply(
     am.due_at = Set(c.due_at);
     am.updated_at = Set(now);
     let saved = am.update(txn).await?;
-    for (target, deadline, cycle) in met {
-        sla::record_event(txn, &saved, "SLA_MET", target, cycle, deadline, now).await?;
+    for (kind, target, deadline, cycle) in met {
+        sla::record_event(txn, &saved, kind, target, cycle, deadline, now).await?;
     }
     AuditEvent::new(if overridden.is_some() {
         "sendReplyOverride"
