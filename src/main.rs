@@ -333,13 +333,18 @@ async fn run_worker(
     secret_key: &str,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    tokio::spawn(reconciler::run(
+    // Every loop below finishes its pass when shutdown is signalled and is
+    // waited for before the process ends: a reply publish or a webhook
+    // delivery cut off between the platform's answer and its record would
+    // be sent again by the next worker.
+    let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(reconciler::run(
         db.clone(),
         kv.clone(),
         ReconcilerConfig::default(),
         shutdown.clone(),
     ));
-    tokio::spawn(rapport_worker::rollups::run(
+    loops.spawn(rapport_worker::rollups::run(
         db.clone(),
         std::time::Duration::from_secs(10),
         shutdown.clone(),
@@ -352,13 +357,13 @@ async fn run_worker(
             ..FeedConfig::default()
         },
     )?;
-    tokio::spawn(feeds.run(shutdown.clone()));
+    loops.spawn(feeds.run(shutdown.clone()));
     let sla = SlaEngine {
         db: db.clone(),
         kv: kv.clone(),
         cfg: SlaConfig::default(),
     };
-    tokio::spawn(sla.run(shutdown.clone()));
+    loops.spawn(sla.run(shutdown.clone()));
     let secrets = std::sync::Arc::new(
         SecretBox::from_base64(secret_key).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
@@ -370,7 +375,7 @@ async fn run_worker(
             ..DeliveryConfig::default()
         },
     )?;
-    tokio::spawn(deliverer.run(shutdown.clone()));
+    loops.spawn(deliverer.run(shutdown.clone()));
     let publisher = Arc::new(Publisher::new(
         db.clone(),
         kv.clone(),
@@ -382,16 +387,24 @@ async fn run_worker(
             ..PublishConfig::default()
         },
     )?);
-    tokio::spawn(publisher.clone().run(shutdown.clone()));
+    loops.spawn(publisher.clone().run(shutdown.clone()));
     let config = WorkerConfig {
         claim_idle: std::time::Duration::from_secs(c.claim_idle_secs.max(1)),
         group: c.ingest_group.max(1),
         linger: std::time::Duration::from_millis(c.worker_linger_ms),
         ..WorkerConfig::default()
     };
+    // An error is not a shutdown: nothing would tell the loops to end.
     Worker::new(kv.clone(), handlers(db, kv, publisher), config)
         .run(shutdown)
-        .await
+        .await?;
+    tracing::info!("waiting for the worker's loops to finish their passes");
+    while let Some(done) = loops.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a worker loop failed");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(

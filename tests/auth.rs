@@ -392,3 +392,56 @@ async fn invitations_roles_and_removal() {
         .await;
     assert!(denied.get("errors").is_none(), "admins read the audit log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_is_no_way_around_the_accounts_limit_on_password_guesses() {
+    let app = TestApp::start_with(|s| {
+        s.login_limit_per_account = 3;
+        s.login_limit_per_ip = 100;
+    })
+    .await;
+    app.sign_up("Acme", "victim@acme.test").await;
+    // Anyone can sign up an agency and invite any e-mail: the invitation
+    // token is the inviter's, and accepting it for an existing account
+    // asks for that account's password.
+    let attacker = app.sign_up("Evil", "evil@evil.test").await;
+    let d = app
+        .ok(
+            Some(&attacker.access),
+            "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitationToken } }",
+            json!({ "i": { "email": "victim@acme.test", "name": "V", "role": "AGENT" } }),
+        )
+        .await;
+    let token = d["inviteMember"]["invitationToken"].as_str().unwrap();
+    let accept =
+        "mutation($i: AcceptInvitationInput!) { acceptInvitation(input: $i) { accessToken } }";
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let r = app
+            .gql(
+                None,
+                accept,
+                json!({ "i": { "token": token, "password": "a guessed password" } }),
+            )
+            .await;
+        codes.push(code(&r).unwrap().to_string());
+    }
+    assert_eq!(
+        codes,
+        [
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "RATE_LIMITED"
+        ]
+    );
+    // The account's own login is limited by the same count.
+    let r = app
+        .gql(
+            None,
+            "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+            json!({ "i": { "email": "victim@acme.test", "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("RATE_LIMITED"), "{r}");
+}

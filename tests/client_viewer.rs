@@ -183,3 +183,65 @@ async fn a_client_viewer_is_refused_every_mutation_and_reads_its_workspace() {
         json!({ "kind": "GENERIC", "webhookUrl": null, "feedUrl": null, "callbackUrl": null })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_viewer_sees_who_handles_a_conversation_by_name_not_by_e_mail() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, agent) = app.add_member(&s, "sam@acme.test", "AGENT", None).await;
+    let (client, _) = app
+        .add_member(
+            &s,
+            "cleo@brew.test",
+            "CLIENT_VIEWER",
+            Some(vec![ws.clone()]),
+        )
+        .await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "m1", "text": "where is my order?", "published_at": "2026-12-05T09:00:00Z", "author": { "id": "ana" } }]),
+    )
+    .await;
+    let q = |fields: &str| {
+        format!(
+            "query($w: ID!) {{ conversations(workspaceId: $w) {{ edges {{ node {{ id assignee {{ user {{ {fields} }} }} }} }} }} }}"
+        )
+    };
+    let d = app
+        .ok(Some(&s.access), &q("name"), json!({ "w": ws }))
+        .await;
+    let id = edges(&d["conversations"])[0]["node"]["id"].clone();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }",
+        json!({ "i": { "conversationId": id, "memberId": agent } }),
+    )
+    .await;
+
+    let d = app
+        .ok(Some(&client.access), &q("name"), json!({ "w": ws }))
+        .await;
+    assert_eq!(
+        edges(&d["conversations"])[0]["node"]["assignee"]["user"]["name"],
+        "Member"
+    );
+    let r = app
+        .gql(Some(&client.access), &q("name email"), json!({ "w": ws }))
+        .await;
+    assert_eq!(code(&r), Some("FORBIDDEN"), "{r}");
+    assert!(!r.to_string().contains("sam@acme.test"), "{r}");
+    // Staff see it; a client sees their own.
+    let d = app
+        .ok(Some(&s.access), &q("email"), json!({ "w": ws }))
+        .await;
+    assert_eq!(
+        edges(&d["conversations"])[0]["node"]["assignee"]["user"]["email"],
+        "sam@acme.test"
+    );
+    let me = app
+        .ok(Some(&client.access), "{ me { user { email } } }", json!({}))
+        .await;
+    assert_eq!(me["me"]["user"]["email"], "cleo@brew.test");
+}

@@ -949,4 +949,22 @@ async fn open_deadlines_count_what_still_runs() {
     );
     assert_eq!(open(now - h, now + h / 2).await["firstResponse"], 0);
     assert_eq!(open(now - h - h - h, now - h).await["firstResponse"], 0);
+
+    // Waiting on the customer, a deadline does not run (it moves when the
+    // conversation opens again): not counted.
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { conversations(workspaceId: $w, first: 1) { edges { node { id } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let id = edges(&d["conversations"])[0]["node"]["id"].clone();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: SetConversationStatusInput!) { setConversationStatus(input: $i) { id } }",
+        json!({ "i": { "conversationId": id, "status": "PENDING_CUSTOMER" } }),
+    )
+    .await;
+    assert_eq!(open(now - h, now + h + h).await["firstResponse"], 1);
 }

@@ -684,6 +684,8 @@ pub async fn assigned<C: ConnectionTrait>(
 
 /// Deadlines still running now, per target, among those due in the period
 /// (none when the period is over: a deadline due in it is met or missed).
+/// Only OPEN conversations: waiting on the customer, a conversation's
+/// clocks are paused and its stored deadlines move when it opens again.
 pub async fn running<C: ConnectionTrait>(
     conn: &C,
     agency: Uuid,
@@ -716,7 +718,7 @@ pub async fn running<C: ConnectionTrait>(
          CAST(SUM(CASE WHEN {next} THEN 1 ELSE 0 END) AS BIGINT), \
          CAST(SUM(CASE WHEN {resolution} AND resolved_at IS NULL THEN 1 ELSE 0 END) AS BIGINT) \
          FROM conversations WHERE agency_id = {a} AND workspace_id = {w} \
-         AND status IN ('OPEN', 'PENDING_CUSTOMER')"
+         AND status = 'OPEN'"
     ));
     let rows = q.rows(conn).await?;
     let Some(r) = rows.first() else {

@@ -308,8 +308,17 @@ impl AuthMutation {
             .await?
             .ok_or(BAD)?;
         let new_hash = match &u.password_hash {
-            // An existing account proves itself with its current password.
+            // An existing account proves itself with its current password,
+            // and each try counts as a login to it: anyone can invite any
+            // e-mail, so an invitation must not be a way around the
+            // account's limit on password guesses.
             Some(h) => {
+                limit(
+                    st,
+                    format!("rl:login:account:{}", u.email),
+                    st.settings.login_limit_per_account,
+                )
+                .await?;
                 if !password::verify(&input.password, Some(h)).await {
                     return Err(ApiError::Unauthenticated(
                         "password does not match your existing account",

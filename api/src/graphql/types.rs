@@ -1,6 +1,7 @@
 //! GraphQL object types: thin wrappers over stored rows.
 
 use super::state;
+use crate::auth::viewer::Auth;
 use crate::error::{ApiError, ApiResult};
 use async_graphql::{Context, Enum, ID, Json, Object};
 use chrono::{DateTime, Utc};
@@ -95,9 +96,19 @@ impl User {
     async fn id(&self) -> ID {
         gid(Kind::User, self.0.id)
     }
-    /// The e-mail address the user signs in with.
-    async fn email(&self) -> &str {
-        &self.0.email
+    /// The e-mail address the user signs in with. FORBIDDEN to a
+    /// CLIENT_VIEWER for anyone but themselves: a client sees who handles
+    /// a conversation by name, not the agency's staff addresses.
+    async fn email(&self, ctx: &Context<'_>) -> ApiResult<&str> {
+        if let Auth::Member(v) = super::auth(ctx)
+            && v.role == rapport_domain::role::Role::ClientViewer
+            && v.user_id != self.0.id
+        {
+            return Err(ApiError::Forbidden(
+                "a CLIENT_VIEWER sees staff names, not their e-mail addresses",
+            ));
+        }
+        Ok(&self.0.email)
     }
     /// The user's display name.
     async fn name(&self) -> &str {
