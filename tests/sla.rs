@@ -1044,3 +1044,117 @@ async fn a_breach_is_not_assigned_to_a_member_restricted_away_since_the_policy_w
         "not someone who cannot see it"
     );
 }
+
+/// A webhook receiver that reads each request and never answers: every
+/// attempt runs into the deliverer's timeout. Records the delivery ids.
+async fn hanging_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_lowercase();
+                if let Some(id) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-rapport-delivery:"))
+                {
+                    log.lock().unwrap().push(id.trim().to_string());
+                }
+                // Hold the connection open, unanswered.
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_batch_keeps_its_claims_so_two_deliverers_never_send_one_delivery_at_once() {
+    use rapport_store::entities::{webhook_delivery, webhook_subscription};
+    use rapport_worker::deliveries::{Deliverer, DeliveryConfig};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (url, seen) = hanging_receiver().await;
+    app.ok(
+        Some(&s.access),
+        "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }",
+        json!({ "i": { "workspaceId": ws, "url": url, "events": ["SLA_BREACHED"], "secret": "hook-secret-123" } }),
+    )
+    .await;
+    let sub = webhook_subscription::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let due = chrono::Utc::now() - chrono::Duration::seconds(1);
+    for i in 0..5 {
+        webhook_delivery::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            agency_id: Set(sub.agency_id),
+            subscription_id: Set(sub.id),
+            event_type: Set("SLA_BREACHED".into()),
+            idempotency_key: Set(format!("event-{i}")),
+            payload: Set(json!({ "n": i })),
+            status: Set("PENDING".into()),
+            attempts: Set(0),
+            next_attempt_at: Set(due),
+            last_error: Set(None),
+            delivered_at: Set(None),
+            created_at: Set(due),
+        }
+        .insert(&app.state.db)
+        .await
+        .unwrap();
+    }
+    // Each attempt times out after 300 ms, so one tick over the five takes
+    // 1.5 s, past the 0.9 s lease of its first claim.
+    let cfg = DeliveryConfig {
+        timeout: std::time::Duration::from_millis(300),
+        backoff: rapport_domain::retry::Backoff {
+            base: std::time::Duration::from_secs(60),
+            max: std::time::Duration::from_secs(60),
+            max_attempts: 10,
+        },
+        allow_private: true,
+        ..Default::default()
+    };
+    let a = Deliverer::new(app.state.db.clone(), app.state.secrets.clone(), cfg.clone()).unwrap();
+    let b = Deliverer::new(app.state.db.clone(), app.state.secrets.clone(), cfg).unwrap();
+    let first = tokio::spawn(async move { a.tick().await.unwrap() });
+    // A second worker's tick while the first is still on its batch: by
+    // then the first has claimed its last delivery (at about 1.2 s) and is
+    // waiting on it; a lease counted from the start of its tick (0.9 s)
+    // would have run out already.
+    tokio::time::sleep(std::time::Duration::from_millis(1320)).await;
+    let second = b.tick().await.unwrap();
+    let first = first.await.unwrap();
+    let mut ids = seen.lock().unwrap().clone();
+    ids.sort();
+    let sent = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "every delivery attempted");
+    assert_eq!(
+        sent, 5,
+        "none sent twice at once (first {first}, second {second})"
+    );
+    for d in webhook_delivery::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap()
+    {
+        assert_eq!((d.status.as_str(), d.attempts), ("PENDING", 1), "{d:?}");
+    }
+}

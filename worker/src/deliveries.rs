@@ -8,7 +8,7 @@
 //! t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 
 use crate::egress;
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use rapport_domain::crypto::SecretBox;
 use rapport_domain::ingest::signature::generic_sign;
 use rapport_domain::retry::Backoff;
@@ -88,8 +88,13 @@ impl Deliverer {
         let mut attempted = 0;
         for d in due {
             // Claim by pushing the next attempt out (conditional on the row
-            // being as read): another worker's tick skips it.
-            let lease = now + chrono::Duration::from_std(self.cfg.timeout * 3)?;
+            // being as read): another worker's tick skips it. The lease
+            // counts from the claim, not from the start of the tick: a
+            // batch of slow endpoints would otherwise claim its last rows
+            // with leases already run out. To the microsecond, as stored,
+            // so the outcome below can check the claim is still this one.
+            let lease =
+                (Utc::now() + chrono::Duration::from_std(self.cfg.timeout * 3)?).trunc_subsecs(6);
             let claimed = webhook_delivery::Entity::update_many()
                 .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(lease))
                 .filter(webhook_delivery::Column::Id.eq(d.id))
@@ -103,9 +108,15 @@ impl Deliverer {
             attempted += 1;
             let outcome = self.send(&d).await;
             let attempts = d.attempts + 1;
+            // Recorded only while the claim is still ours: if the attempt
+            // outlived its lease and another worker took the delivery over,
+            // that worker's outcome stands (a late failure here must not
+            // turn its DELIVERED back into PENDING).
             let mut q = webhook_delivery::Entity::update_many()
                 .col_expr(webhook_delivery::Column::Attempts, Expr::value(attempts))
-                .filter(webhook_delivery::Column::Id.eq(d.id));
+                .filter(webhook_delivery::Column::Id.eq(d.id))
+                .filter(webhook_delivery::Column::Status.eq(PENDING))
+                .filter(webhook_delivery::Column::NextAttemptAt.eq(lease));
             q = match &outcome {
                 Ok(()) => q
                     .col_expr(webhook_delivery::Column::Status, Expr::value(DELIVERED))
@@ -134,7 +145,9 @@ impl Deliverer {
                         )
                 }
             };
-            q.exec(&self.db).await?;
+            if q.exec(&self.db).await?.rows_affected != 1 {
+                tracing::warn!(delivery = %d.id, "a delivery attempt outlived its claim; its outcome is not recorded");
+            }
             metrics::counter!("rapport_webhook_deliveries_total", "ok" => outcome.is_ok().to_string())
                 .increment(1);
         }

@@ -82,21 +82,60 @@ impl Finding {
     }
 }
 
-/// Lower-case words, punctuation dropped.
+/// Characters that display as nothing (Unicode format characters: zero-width
+/// space and joiners, soft hyphen, word joiner, byte-order mark, direction
+/// marks and embeddings). Inside a word they would hide it from every check
+/// while the reader sees the word whole.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
+/// Text as a reader sees it, for comparing: compatibility forms folded
+/// (NFKC: full-width letters, ligatures, superscripts), invisible
+/// characters dropped, lower case.
+pub fn normalize(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    text.nfkc()
+        .filter(|c| !invisible(*c))
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// Lower-case words of the normalized text, punctuation dropped.
 pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '{' && c != '}')
+    normalize(text)
+        .split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '{' && c != '}')
         .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
+        .map(str::to_string)
         .collect()
 }
 
 /// Replaces context values (the customer's name and handle, the brand, the
 /// agent) with placeholders, so they do not make two replies look different.
 pub fn mask(text: &str, values: &[&str]) -> String {
-    let mut out = text.to_lowercase();
+    let mut out = normalize(text);
     let mut vals: Vec<String> = values
         .iter()
-        .map(|v| v.trim().trim_start_matches('@').to_lowercase())
+        .map(|v| normalize(v.trim().trim_start_matches('@')))
         .filter(|v| v.chars().count() >= 2)
         .collect();
     vals.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -218,10 +257,10 @@ impl ReplyIndex {
 /// Phrases found in `text`, case- and whitespace-insensitively.
 pub fn banned_in(text: &str, phrases: &[String]) -> Vec<String> {
     let norm = |s: &str| {
-        s.split_whitespace()
+        normalize(s)
+            .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
-            .to_lowercase()
     };
     let t = norm(text);
     phrases
@@ -268,8 +307,16 @@ pub fn check(c: &Check<'_>, index: &ReplyIndex) -> Vec<Finding> {
     if let Some(t) = c.template {
         let fixed = words(&t.fixed_text());
         for s in t.slots() {
-            let v = c.slots.get(&s.name).map(|v| v.trim()).unwrap_or("");
-            if v.is_empty() {
+            let v = c
+                .slots
+                .get(&s.name)
+                .map(|v| normalize(v))
+                .unwrap_or_default();
+            let v = v.trim();
+            // A slot with no word in it (dots, emoji, invisible characters)
+            // is as empty as a blank one: the reply would be all template.
+            let w = words(v);
+            if w.is_empty() {
                 out.push(Finding::EmptySlot {
                     slot: s.name.clone(),
                 });
@@ -283,8 +330,7 @@ pub fn check(c: &Check<'_>, index: &ReplyIndex) -> Vec<Finding> {
                     length: len,
                 });
             }
-            let w = words(v);
-            if !w.is_empty() && w.iter().all(|x| fixed.contains(x)) {
+            if w.iter().all(|x| fixed.contains(x)) {
                 out.push(Finding::SlotRepeatsTemplate {
                     slot: s.name.clone(),
                 });
@@ -387,5 +433,41 @@ mod tests {
             ["SLOT_REPEATS_TEMPLATE", "NO_OVERLAP"]
         );
         assert!(run("So sorry your latte arrived cold, a fresh one is on us").is_empty());
+        // Long enough, but no word in it: as empty as a blank slot.
+        for filler in [
+            "...............",
+            "\u{200B}".repeat(20).as_str(),
+            "🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏",
+        ] {
+            assert_eq!(run(filler)[0], "EMPTY_SLOT", "{filler:?}");
+        }
+    }
+
+    #[test]
+    fn invisible_characters_and_compatibility_forms_hide_nothing() {
+        let phrases = vec!["per our policy".to_string()];
+        for disguised in [
+            "As per \u{200B}our policy we cannot",
+            "As per our pol\u{00AD}icy we cannot",
+            "As per our po\u{200D}licy we cannot",
+            "As ｐｅｒ ｏｕｒ ｐｏｌｉｃｙ we cannot",
+            "As per our\u{FEFF} policy we cannot",
+        ] {
+            assert_eq!(banned_in(disguised, &phrases), phrases, "{disguised:?}");
+        }
+
+        let mut idx = ReplyIndex::new();
+        let sent =
+            "We are so sorry about your cold latte, a fresh one is on us next time you visit";
+        idx.insert("r1".into(), &mask(sent, &[]));
+        let copy = sent
+            .replace("sorry", "so\u{200B}rry")
+            .replace("latte", "lat\u{00AD}te")
+            .replace("fresh", "ｆｒｅｓｈ");
+        let (id, sim) = idx
+            .nearest(&mask(&copy, &[]), 0.8)
+            .expect("the copy is found");
+        assert_eq!((id, sim), ("r1", 1.0));
+        assert_eq!(normalize("Ｃａｆé\u{200B}"), "café");
     }
 }
