@@ -494,3 +494,40 @@ async fn two_identical_replies_sent_at_once_on_two_conversations_are_checked_one
         .count();
     assert_eq!((sent, canned), (1, 1), "{a}\n{b}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_changing_a_member_an_owner_is_promoting_sees_the_promotion() {
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let owner = app.sign_up("Acme", "owner@acme.test").await;
+    let (admin, _) = app
+        .add_member(&owner, "admin@acme.test", "ADMIN", None)
+        .await;
+    let (_, x) = app.add_member(&owner, "x@acme.test", "AGENT", None).await;
+    let x_uuid = rapport_domain::GlobalId::decode(rapport_domain::Kind::Member, &x).unwrap();
+    // The owner's promotion of X, not yet committed, while the admin (who
+    // may change an AGENT, not an OWNER) makes X a read-only client.
+    let promote = format!("UPDATE memberships SET role = 'OWNER' WHERE id = '{x_uuid}'");
+    let demote = app.gql(
+        Some(&admin.access),
+        "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { role } }",
+        json!({ "i": { "memberId": x, "role": "AGENT" } }),
+    );
+    let r = while_uncommitted(&app, &promote, demote).await;
+    assert_eq!(code(&r), Some("FORBIDDEN"), "{r}");
+    let role: String = app
+        .state
+        .db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT role FROM memberships WHERE id = '{x_uuid}'"),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "role")
+        .unwrap();
+    assert_eq!(role, "OWNER", "the promotion stands");
+}

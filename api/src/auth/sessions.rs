@@ -149,13 +149,17 @@ pub async fn revoke(state: &AppState, session_id: Uuid) -> ApiResult<()> {
 }
 
 /// Ends every session of a user in an agency (the member was removed).
-pub async fn revoke_all(state: &AppState, agency_id: Uuid, user_id: Uuid) -> ApiResult<()> {
+pub async fn revoke_all<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    agency_id: Uuid,
+    user_id: Uuid,
+) -> ApiResult<()> {
     session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
         .filter(session::Column::AgencyId.eq(agency_id))
         .filter(session::Column::UserId.eq(user_id))
         .filter(session::Column::RevokedAt.is_null())
-        .exec(&state.db)
+        .exec(conn)
         .await?;
     Ok(())
 }

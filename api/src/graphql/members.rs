@@ -177,23 +177,50 @@ async fn set_restriction(
 /// accepted (an invitation may never be accepted). The owners' rows are
 /// locked, so two owners demoting each other at once are taken one after
 /// the other and the second sees the first's change.
-async fn keep_an_owner(
+/// The member `id` and the agency's owners, locked together in one
+/// statement in id order (so two changes cannot deadlock): the checks that
+/// follow read them as they are now, after any concurrent change committed,
+/// not as they were (an ADMIN demoting someone an OWNER is promoting at the
+/// same moment would otherwise act on the old role).
+async fn lock_member(
     v: &Viewer,
     txn: &DatabaseTransaction,
+    id: Uuid,
+) -> ApiResult<(membership::Model, Vec<membership::Model>)> {
+    let rows = locks::for_update(
+        v.scope
+            .select::<membership::Entity>()
+            .filter(
+                sea_orm::Condition::any()
+                    .add(membership::Column::Id.eq(id))
+                    .add(membership::Column::Role.eq(Role::Owner.as_str())),
+            )
+            .order_by_asc(membership::Column::Id),
+    )
+    .all(txn)
+    .await?;
+    let current = rows
+        .iter()
+        .find(|m| m.id == id)
+        .cloned()
+        .ok_or(ApiError::NotFound)?;
+    let owners = rows
+        .into_iter()
+        .filter(|m| m.role == Role::Owner.as_str())
+        .collect();
+    Ok((current, owners))
+}
+
+/// The agency keeps an accepted OWNER: `current` may not be removed or
+/// demoted when no other owner (of `owners`, locked) has accepted.
+fn keep_an_owner(
+    owners: &[membership::Model],
     current: &membership::Model,
     new_role: Option<Role>,
 ) -> ApiResult<()> {
     if current.role != Role::Owner.as_str() || new_role == Some(Role::Owner) {
         return Ok(());
     }
-    let owners = locks::for_update(
-        v.scope
-            .select::<membership::Entity>()
-            .filter(membership::Column::Role.eq(Role::Owner.as_str()))
-            .order_by_asc(membership::Column::Id),
-    )
-    .all(txn)
-    .await?;
     let others = owners
         .iter()
         .filter(|m| m.id != current.id && m.invitation_hash.is_none())
@@ -294,14 +321,14 @@ impl MemberMutation {
         let role: Role = input.role.into();
         let st = state(ctx);
         let txn = v.scope.begin(&st.db).await?;
-        let current = v.scope.find::<membership::Entity, _>(&txn, id).await?;
+        let (current, owners) = lock_member(v, &txn, id).await?;
         let before = stored(&current)?;
         if !v.role.may_assign(Some(before), role) {
             return Err(ApiError::Forbidden(
                 "only an OWNER may change or grant OWNER",
             ));
         }
-        keep_an_owner(v, &txn, &current, Some(role)).await?;
+        keep_an_owner(&owners, &current, Some(role))?;
         let ids = restriction(v, &txn, role, input.workspace_ids.as_deref()).await?;
         let mut am = current.into_active_model();
         am.role = Set(role.as_str().to_string());
@@ -330,22 +357,25 @@ impl MemberMutation {
         let id = decode(Kind::Member, &input.member_id)?;
         let st = state(ctx);
         let txn = v.scope.begin(&st.db).await?;
-        let current = v.scope.find::<membership::Entity, _>(&txn, id).await?;
+        let (current, owners) = lock_member(v, &txn, id).await?;
         let before = stored(&current)?;
         if before == Role::Owner && v.role != Role::Owner {
             return Err(ApiError::Forbidden("only an OWNER may remove an OWNER"));
         }
-        keep_an_owner(v, &txn, &current, None).await?;
+        keep_an_owner(&owners, &current, None)?;
         membership::Entity::delete_by_id(current.id)
             .exec(&txn)
             .await?;
+        // In the same transaction: a removal that commits has ended the
+        // member's sessions too (their refresh tokens must not work again
+        // if they are invited back).
+        sessions::revoke_all(&txn, current.agency_id, current.user_id).await?;
         AuditEvent::new("removeMember")
             .target("Member", current.id)
             .details(json!({ "role": before.as_str() }))
             .by(&txn, v)
             .await?;
         txn.commit().await?;
-        sessions::revoke_all(st, current.agency_id, current.user_id).await?;
         Ok(RemoveMemberPayload {
             removed_member_id: input.member_id,
         })
