@@ -288,20 +288,67 @@ async fn a_breach_does_not_escalate_a_conversation_resolved_meanwhile() {
         engine.tick().await.unwrap();
     };
     while_uncommitted(&app, &resolve, fire).await;
+    // The engine reads the conversation locked, so it waited for the
+    // resolution and found the deadline no longer running. (Resolving late
+    // through the API records the breach itself: store::sla::apply_status.)
     let events = rapport_store::entities::sla_event::Entity::find()
         .all(&app.state.db)
         .await
         .unwrap();
     assert!(
-        events.iter().any(|e| e.kind == "SLA_BREACHED"),
-        "the breach happened and is recorded: {events:?}"
+        events.is_empty(),
+        "the timer saw the conversation as committed: {events:?}"
     );
     let after = only_conversation(&app).await;
     assert_eq!(after.status, "RESOLVED");
-    assert_eq!(
-        after.priority, c.priority,
-        "resolved before the escalation could lock it: not escalated"
+    assert_eq!(after.priority, c.priority, "not escalated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_committing_at_the_deadline_is_met_or_breached_never_both() {
+    use rapport_worker::sla::{SlaConfig, SlaEngine};
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let (_, _, c) = setup(&app).await;
+    exec(
+        &app.state.db,
+        &format!(
+            "UPDATE conversations SET first_response_due_at = now() - interval '1 second' WHERE id = '{}'",
+            c.id
+        ),
+    )
+    .await;
+    let engine = SlaEngine {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        cfg: SlaConfig::default(),
+    };
+    // A reply in time, committing as the breach timer fires: it records
+    // its SLA_MET in its own transaction.
+    let replied = format!(
+        "UPDATE conversations SET first_responded_at = now() - interval '2 seconds' WHERE id = '{id}';
+         INSERT INTO sla_events (id, agency_id, workspace_id, conversation_id, kind, target, cycle,
+                                 deadline_at, fired_at, lateness_ms, created_at)
+         SELECT gen_random_uuid(), agency_id, workspace_id, id, 'SLA_MET', 'FIRST_RESPONSE', 0,
+                first_response_due_at, now(), 0, now() FROM conversations WHERE id = '{id}'",
+        id = c.id
     );
+    let fire = async {
+        engine.rebuild().await.unwrap();
+        engine.tick().await.unwrap();
+    };
+    while_uncommitted(&app, &replied, fire).await;
+    let kinds: Vec<String> = rapport_store::entities::sla_event::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.target == "FIRST_RESPONSE")
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["SLA_MET"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

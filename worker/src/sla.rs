@@ -104,17 +104,20 @@ impl SlaEngine {
     /// statements, escalations applied, all in one transaction. A timer
     /// whose deadline no longer runs is stale.
     pub async fn fire_batch(&self, timers: &[Timer]) -> anyhow::Result<Vec<Fired>> {
-        let mut convs: HashMap<Uuid, conversation::Model> = HashMap::new();
-        let ids: Vec<Uuid> = timers.iter().map(|t| t.conversation).collect();
-        for chunk in ids.chunks(500) {
-            for c in conversation::Entity::find()
-                .filter(conversation::Column::Id.is_in(chunk.iter().copied()))
-                .all(&self.db)
+        // A system path over many tenants: each row written carries its
+        // own conversation's agency. The conversations are read locked, in
+        // the transaction that records the events (in id order, as every
+        // writer of several takes them): a reply committing at the deadline
+        // is either seen here (the timer is stale) or waits for this commit
+        // and then finds the breach recorded; read unlocked, both an
+        // SLA_MET and an SLA_BREACHED could be recorded for one deadline.
+        let txn = self.db.begin().await?;
+        let convs: HashMap<Uuid, conversation::Model> =
+            rapport_store::locks::conversations(&txn, timers.iter().map(|t| t.conversation))
                 .await?
-            {
-                convs.insert(c.id, c);
-            }
-        }
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect();
         let mut out: Vec<Fired> = vec![Fired::Stale; timers.len()];
         let mut live: Vec<(usize, NewEvent<'_>)> = Vec::new();
         for (i, t) in timers.iter().enumerate() {
@@ -150,9 +153,6 @@ impl SlaEngine {
             return Ok(out);
         }
         let now = Utc::now();
-        // A system path over many tenants: each row written carries its
-        // own conversation's agency.
-        let txn = self.db.begin().await?;
         let events: Vec<NewEvent<'_>> = live
             .iter()
             .map(|(_, e)| NewEvent {
