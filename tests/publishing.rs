@@ -502,3 +502,67 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
     assert_eq!(req.body["recipient"]["handle"], "coffee_critic");
     assert_eq!(req.body["conversationId"], gconv);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_reply_goes_out_through_the_channel_of_the_message_it_answers() {
+    let platform = FakePlatform::default();
+    let base = platform.start();
+    let app = app_publishing_to(&base).await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    // Two sources of one kind in one workspace (say two review sites).
+    let mut hooks = Vec::new();
+    for name in ["a", "b"] {
+        hooks.push(
+            connect(
+                &app,
+                &s,
+                json!({ "workspaceId": ws, "kind": "GENERIC", "name": format!("reviews-{name}"),
+                        "secret": GENERIC_SECRET, "callbackUrl": format!("{base}/{name}") }),
+            )
+            .await,
+        );
+    }
+    for (hook, id, at) in [
+        (&hooks[0], "rv-1", "2026-11-20T09:00:00Z"),
+        (&hooks[1], "rv-2", "2026-11-20T10:00:00Z"),
+    ] {
+        let body = serde_json::to_vec(
+            &json!({ "events": [{ "id": id, "text": "the grinder broke in a week",
+            "published_at": at, "author": { "id": "rv-42", "handle": "coffee_critic" } }] }),
+        )
+        .unwrap();
+        let sig = generic_sign(
+            GENERIC_SECRET.as_bytes(),
+            &body,
+            chrono::Utc::now().timestamp(),
+        );
+        post(&app, hook, ("x-rapport-signature", sig), &body).await;
+    }
+    let conv = conversation(&app, &s, &ws, "coffee_critic").await;
+    app.eventually("both mentions in the one conversation", async || {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($c: ID!) { conversation(id: $c) { messages(first: 10) { edges { node { id } } } } }",
+                json!({ "c": conv }),
+            )
+            .await;
+        (edges(&d["conversation"]["messages"]).len() == 2).then_some(())
+    })
+    .await;
+    platform.answer(202, json!({}));
+    let d = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                    "text": "A grinder breaking in a week is not what we stand for; a replacement ships today." } }),
+        )
+        .await;
+    let r = settled(&app, &s, &conv, d["sendReply"]["id"].as_str().unwrap()).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    let req = platform.seen().pop().unwrap();
+    assert_eq!(req.body["inReplyTo"], "rv-2", "the latest public message");
+    assert_eq!(req.path, "/b", "from the source that message came through");
+}

@@ -189,6 +189,11 @@ struct Draft {
     customer_message: String,
     /// The customer's latest public message: what a public reply answers.
     in_reply_to: Option<String>,
+    /// The channel that message came through: a public reply goes out from
+    /// it. A conversation can span two channels of one kind (two pages or
+    /// accounts of a brand in one workspace), and page A cannot answer a
+    /// comment on page B.
+    reply_channel: Option<Uuid>,
     limit: usize,
 }
 
@@ -309,6 +314,7 @@ async fn draft(v: &Viewer, txn: &DatabaseTransaction, ask: &Ask<'_>) -> ApiResul
             first_name,
         ],
         customer_message: last.map(|m| m.body).unwrap_or_default(),
+        reply_channel: last_public.as_ref().map(|m| m.channel_id),
         in_reply_to: last_public.map(|m| m.external_id),
         limit: channel_limit(kind),
         workspace: ws,
@@ -415,7 +421,10 @@ async fn store_reply(
         agency_id: Set(v.agency_id),
         workspace_id: Set(d.conversation.workspace_id),
         conversation_id: Set(d.conversation.id),
-        channel_id: Set(d.conversation.channel_id),
+        channel_id: Set(match how.visibility {
+            Visibility::Public => d.reply_channel.unwrap_or(d.conversation.channel_id),
+            Visibility::Private => d.conversation.channel_id,
+        }),
         author_id: Set(None),
         // Replaced by nothing: the platform's own id goes to
         // `platform_message_id` once it is published.
