@@ -189,8 +189,15 @@ pub struct Split {
     pub slots: Vec<(usize, i64, i64)>,
 }
 
+/// Row ranges from dirty slots, at most: beyond this, each bucket with a
+/// dirty slot is read whole from rows, so a report stays one bounded query
+/// (well under the databases' bind-parameter limits) however far behind
+/// the worker that recounts slots is.
+pub const MAX_DIRTY_RANGES: usize = 1_000;
+
 /// Slot ranges with the `dirty` slots (sorted) taken out, and those as
-/// time ranges of rows, each with its bucket.
+/// time ranges of rows, each with its bucket (adjacent dirty slots as one
+/// range; see [`MAX_DIRTY_RANGES`]).
 #[allow(clippy::type_complexity)]
 pub fn without_slots(
     slots: &[(usize, i64, i64)],
@@ -208,12 +215,24 @@ pub fn without_slots(
             if from < d {
                 clean.push((i, from, d));
             }
-            rows.push((i, at(d), at(d + SLOT_SECONDS)));
+            match rows.last_mut() {
+                Some((b, _, end)) if *b == i && *end == at(d) => *end = at(d + SLOT_SECONDS),
+                _ => rows.push((i, at(d), at(d + SLOT_SECONDS))),
+            }
             from = d + SLOT_SECONDS;
         }
         if from < hi {
             clean.push((i, from, hi));
         }
+    }
+    if rows.len() > MAX_DIRTY_RANGES {
+        let whole: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.0).collect();
+        clean.retain(|(i, _, _)| !whole.contains(i));
+        rows = slots
+            .iter()
+            .filter(|(i, _, _)| whole.contains(i))
+            .map(|&(i, lo, hi)| (i, at(lo), at(hi)))
+            .collect();
     }
     (clean, rows)
 }
@@ -433,6 +452,51 @@ mod tests {
                 (1, t(day + 87_300), t(day + 88_200)),
             ]
         );
+    }
+
+    #[test]
+    fn adjacent_dirty_slots_are_one_range_and_many_read_their_bucket_whole() {
+        let day = 1_795_824_000;
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
+        let (clean, rows) = without_slots(
+            &[(0, day, day + 86_400)],
+            &[day + 900, day + 1_800, day + 2_700],
+        );
+        assert_eq!(rows, vec![(0, t(day + 900), t(day + 3_600))]);
+        assert_eq!(
+            clean,
+            vec![(0, day, day + 900), (0, day + 3_600, day + 86_400)]
+        );
+
+        // 400 days with every other slot dirty (the worker far behind):
+        // 19,200 ranges would be 76,800 bound values; the dirty buckets are
+        // read whole instead.
+        let days = 400;
+        let slots: Vec<(usize, i64, i64)> = (0..days)
+            .map(|i| (i as usize, day + i * 86_400, day + (i + 1) * 86_400))
+            .collect();
+        let dirty: Vec<i64> = (0..days * 96).step_by(2).map(|k| day + k * 900).collect();
+        let (clean, rows) = without_slots(&slots, &dirty);
+        assert!(clean.is_empty());
+        assert_eq!(rows.len(), days as usize);
+        assert_eq!(rows[7], (7, t(day + 7 * 86_400), t(day + 8 * 86_400)));
+        // A bucket with no dirty slot keeps its rollups.
+        let mut fewer = slots.clone();
+        fewer.push((
+            days as usize,
+            day + days * 86_400,
+            day + (days + 1) * 86_400,
+        ));
+        let (clean, rows) = without_slots(&fewer, &dirty);
+        assert_eq!(
+            clean,
+            vec![(
+                days as usize,
+                day + days * 86_400,
+                day + (days + 1) * 86_400
+            )]
+        );
+        assert_eq!(rows.len(), days as usize);
     }
 
     #[test]
