@@ -56,34 +56,81 @@ impl ReplyIndexes {
     where
         C: ConnectionTrait,
     {
-        let now = Utc::now();
-        let start = now - Duration::days(window.days());
-        let (from, built) = {
+        // A rebuild by another request between this read and its use
+        // would leave this check on a cache holding only what this read
+        // brought (perhaps only recent replies): read again, then from the
+        // whole window. Two rebuilds in a row need the hour or the window
+        // to change twice meanwhile.
+        for _ in 0..3 {
+            let now = Utc::now();
+            let start = now - Duration::days(window.days());
+            let (from, built) = self.plan(workspace, window, now, start);
+            let rows = Self::read(conn, agency, workspace, from).await?;
             let mut map = self.inner.lock().expect("reply index lock");
-            let stale = map.get(&workspace).is_none_or(|c| {
-                c.window != window || now - c.built > Duration::minutes(REBUILD_AFTER_MINUTES)
-            });
-            if stale {
-                map.insert(
-                    workspace,
-                    Cached {
-                        window,
-                        index: ReplyIndex::new(),
-                        held: HashSet::new(),
-                        newest: None,
-                        complete: false,
-                        built: now,
-                    },
-                );
+            let cached = map.get_mut(&workspace).expect("inserted by plan");
+            if cached.built != built {
+                continue;
             }
-            let c = &map[&workspace];
-            let from = match (c.complete, c.newest) {
-                (true, Some(t)) => start.max(t - Duration::seconds(OVERLAP_SECONDS)),
-                _ => start,
-            };
-            (from, c.built)
+            for (id, masked, at) in rows {
+                if cached.held.insert(id) {
+                    if let Some(m) = masked {
+                        cached.index.insert(id.to_string(), &m);
+                    }
+                    cached.newest = cached.newest.max(Some(at));
+                }
+            }
+            if from == start {
+                cached.complete = true;
+            }
+            return Ok(f(&cached.index));
+        }
+        Err(DbErr::Custom(
+            "the reply index was rebuilt three times during one check; try again".into(),
+        ))
+    }
+
+    /// Where this workspace's top-up reads from, and the build it fills
+    /// (a new, empty one when the cache is stale).
+    fn plan(
+        &self,
+        workspace: Uuid,
+        window: DuplicateWindow,
+        now: DateTime<Utc>,
+        start: DateTime<Utc>,
+    ) -> (DateTime<Utc>, DateTime<Utc>) {
+        let mut map = self.inner.lock().expect("reply index lock");
+        let stale = map.get(&workspace).is_none_or(|c| {
+            c.window != window || now - c.built > Duration::minutes(REBUILD_AFTER_MINUTES)
+        });
+        if stale {
+            map.insert(
+                workspace,
+                Cached {
+                    window,
+                    index: ReplyIndex::new(),
+                    held: HashSet::new(),
+                    newest: None,
+                    complete: false,
+                    built: now,
+                },
+            );
+        }
+        let c = &map[&workspace];
+        let from = match (c.complete, c.newest) {
+            (true, Some(t)) => start.max(t - Duration::seconds(OVERLAP_SECONDS)),
+            _ => start,
         };
-        let rows: Vec<(Uuid, Option<String>, DateTime<Utc>)> = message::Entity::find()
+        (from, c.built)
+    }
+
+    /// Outbound replies of the workspace published after `from`.
+    async fn read<C: ConnectionTrait>(
+        conn: &C,
+        agency: Uuid,
+        workspace: Uuid,
+        from: DateTime<Utc>,
+    ) -> Result<Vec<(Uuid, Option<String>, DateTime<Utc>)>, DbErr> {
+        message::Entity::find()
             .select_only()
             .column(message::Column::Id)
             .column(message::Column::MaskedBody)
@@ -96,22 +143,6 @@ impl ReplyIndexes {
             .order_by_asc(message::Column::PublishedAt)
             .into_tuple()
             .all(conn)
-            .await?;
-        let mut map = self.inner.lock().expect("reply index lock");
-        let cached = map.get_mut(&workspace).expect("inserted above");
-        for (id, masked, at) in rows {
-            if cached.held.insert(id) {
-                if let Some(m) = masked {
-                    cached.index.insert(id.to_string(), &m);
-                }
-                cached.newest = cached.newest.max(Some(at));
-            }
-        }
-        // Complete only if this read covered the whole window of the cache
-        // it filled (not one rebuilt meanwhile by another request).
-        if from == start && cached.built == built {
-            cached.complete = true;
-        }
-        Ok(f(&cached.index))
+            .await
     }
 }
