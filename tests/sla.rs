@@ -1158,3 +1158,97 @@ async fn a_slow_batch_keeps_its_claims_so_two_deliverers_never_send_one_delivery
         assert_eq!((d.status.as_str(), d.attempts), ("PENDING", 1), "{d:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fired_timers_are_not_rebuilt_and_a_flush_is_noticed_at_once() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let t = json!({ "firstResponseMinutes": 60, "resolutionMinutes": 600 });
+    app.default_policy(&s, &ws, t, json!({})).await;
+    import(&app, &s, &ws, "late", 10).await;
+    let c = conversation::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let past = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let mut am = c.clone().into_active_model();
+    am.first_response_due_at = Set(Some(past));
+    let c = am.update(&app.state.db).await.unwrap();
+    let engine = || SlaEngine {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        cfg: SlaConfig {
+            tick: std::time::Duration::from_millis(50),
+            rebuild_every: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        },
+    };
+    let e = engine();
+    e.rebuild().await.unwrap();
+    e.tick().await.unwrap();
+    let breaches = || async {
+        sla_event::Entity::find()
+            .all(&app.state.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "SLA_BREACHED")
+            .count()
+    };
+    assert_eq!(breaches().await, 1);
+    // Still open and unanswered: the next rebuild does not schedule the
+    // breach again (the resolution's timers, still to come, it does).
+    let breach = sla::timers_of(&c)
+        .into_iter()
+        .find(|(t, _)| t.breach && t.target == rapport_domain::sla::Target::FirstResponse)
+        .unwrap()
+        .0;
+    e.rebuild().await.unwrap();
+    let score = |member: String| {
+        let kv = app.state.kv.clone();
+        async move {
+            let s: Option<f64> = redis::cmd("ZSCORE")
+                .arg(kv.key(sla::TIMERS))
+                .arg(member)
+                .query_async(&mut kv.conn())
+                .await
+                .unwrap();
+            s
+        }
+    };
+    assert_eq!(score(breach.member()).await, None, "fired already");
+    let resolution = sla::timers_of(&c)
+        .into_iter()
+        .find(|(t, _)| t.breach && t.target == rapport_domain::sla::Target::Resolution)
+        .unwrap()
+        .0;
+    assert!(score(resolution.member()).await.is_some());
+
+    // A running engine whose next rebuild is an hour away notices a flush
+    // at its next pass and brings the timers back.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(engine().run(rx));
+    // Its first pass rebuilds at once; the flush comes after it.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut conn = app.state.kv.conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(app.state.kv.key("*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    app.eventually_within(10, "the timers back after the flush", async || {
+        score(resolution.member()).await.map(|_| ())
+    })
+    .await;
+    tx.send(true).unwrap();
+    running.await.unwrap();
+    assert_eq!(breaches().await, 1, "and nothing fired twice");
+}

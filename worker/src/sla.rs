@@ -5,7 +5,7 @@
 use chrono::Utc;
 use rapport_domain::sla::Target;
 use rapport_store::Kv;
-use rapport_store::entities::{conversation, sla_policy};
+use rapport_store::entities::{conversation, sla_event, sla_policy};
 use rapport_store::sla::{self, NewEvent, Timer};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -15,6 +15,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
+
+/// Redis key marking that the timers were rebuilt since Redis last lost
+/// its data.
+const REBUILT: &str = "sla:rebuilt";
 
 #[derive(Clone, Debug)]
 pub struct SlaConfig {
@@ -253,18 +257,84 @@ impl SlaEngine {
             let Some(last) = page.last().map(|c| c.id) else {
                 break;
             };
-            let timers: Vec<_> = page.iter().flat_map(sla::timers_of).collect();
+            let timers = self
+                .not_fired(page.iter().flat_map(sla::timers_of).collect())
+                .await?;
             total += timers.len();
             sla::schedule(&self.kv, &timers).await?;
             after = last;
         }
+        // Marks the timers as present: a flush removes the mark, and the
+        // next pass of any worker sees it gone and rebuilds at once.
+        let _: () = redis::cmd("SET")
+            .arg(self.kv.key(REBUILT))
+            .arg(Utc::now().timestamp())
+            .query_async(&mut self.kv.conn())
+            .await?;
         Ok(total)
+    }
+
+    /// `timers` without those already due whose event is recorded: a
+    /// breached conversation that stays open is not fired again at every
+    /// rebuild (the unique key would absorb it, at the cost of a write per
+    /// timer, and old timers would sort ahead of new ones).
+    async fn not_fired(
+        &self,
+        timers: Vec<(Timer, chrono::DateTime<Utc>)>,
+    ) -> anyhow::Result<Vec<(Timer, chrono::DateTime<Utc>)>> {
+        let now = Utc::now();
+        let due: Vec<Uuid> = timers
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(t, _)| t.conversation)
+            .collect();
+        if due.is_empty() {
+            return Ok(timers);
+        }
+        let mut recorded = HashSet::new();
+        for chunk in due.chunks(500) {
+            for e in sla_event::Entity::find()
+                .filter(sla_event::Column::ConversationId.is_in(chunk.iter().copied()))
+                .all(&self.db)
+                .await?
+            {
+                recorded.insert((e.conversation_id, e.target, e.kind, e.cycle));
+            }
+        }
+        Ok(timers
+            .into_iter()
+            .filter(|(t, at)| {
+                let kind = if t.breach {
+                    "SLA_BREACHED"
+                } else {
+                    "SLA_WARNING"
+                };
+                *at > now
+                    || !recorded.contains(&(
+                        t.conversation,
+                        t.target.as_str().to_string(),
+                        kind.to_string(),
+                        t.cycle,
+                    ))
+            })
+            .collect())
+    }
+
+    /// Whether the mark of the last rebuild is gone (Redis lost its data).
+    async fn flushed(&self) -> bool {
+        let exists: redis::RedisResult<bool> = redis::cmd("EXISTS")
+            .arg(self.kv.key(REBUILT))
+            .query_async(&mut self.kv.conn())
+            .await;
+        exists.is_ok_and(|e| !e)
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut last_rebuild: Option<std::time::Instant> = None;
         loop {
-            if last_rebuild.is_none_or(|t| t.elapsed() >= self.cfg.rebuild_every) {
+            if last_rebuild.is_none_or(|t| t.elapsed() >= self.cfg.rebuild_every)
+                || self.flushed().await
+            {
                 last_rebuild = Some(std::time::Instant::now());
                 // One worker per period scans the database; the others
                 // keep firing.
