@@ -80,6 +80,17 @@ async fn run() {
         r#"{{"policyId":"{}","minutes":{{"firstResponse":60}},"warnAtPercent":100,"calendarId":null}}"#,
         Uuid::nil()
     );
+    // A breakdown as ingestion stores it: the column is read into its type.
+    let breakdown = serde_json::to_string(&rapport_domain::priority::Breakdown {
+        sentiment: 0.1,
+        reach: 0.1,
+        visibility: 0.1,
+        urgency: 0.0,
+        urgency_matches: Vec::new(),
+        score: 0.3,
+        level: rapport_domain::priority::PriorityLevel::Normal,
+    })
+    .unwrap();
     // One statement per workspace batch keeps memory flat.
     let first = first_due.to_rfc3339();
     let chunk = (200_000 / per_ws).max(1);
@@ -89,7 +100,7 @@ async fn run() {
             "INSERT INTO conversations (id, agency_id, workspace_id, channel_id, author_id, status, visibility, priority,
                 priority_score, priority_breakdown, sla_targets, first_response_due_at, due_at,
                 last_customer_message_at, recovered, created_at, updated_at)
-             SELECT gen_random_uuid(), w.agency_id, w.id, c.id, a.id, 'OPEN', 'PUBLIC', 'NORMAL', 0.3, '{{}}', '{snapshot}',
+             SELECT gen_random_uuid(), w.agency_id, w.id, c.id, a.id, 'OPEN', 'PUBLIC', 'NORMAL', 0.3, '{breakdown}', '{snapshot}',
                 d.due, d.due, now(), false, now(), now()
              FROM (SELECT * FROM workspaces ORDER BY id LIMIT {chunk} OFFSET {offset}) w
              JOIN channels c ON c.workspace_id = w.id
@@ -197,6 +208,12 @@ async fn run() {
         let _ = c.wait();
     }
     let fired = samples.last().map(|s| s.1).unwrap_or(0);
+    // Figures of a run that did not fire everything would mislead (a
+    // seeding bug once left every timer failing to fire, unseen).
+    assert_eq!(
+        fired as usize, total,
+        "only {fired} of {total} timers fired in time (the workers' warnings above say why)"
+    );
     // Rate while deadlines were falling: first event to last.
     let start = samples.iter().find(|s| s.1 > 0).map(|s| s.0);
     let end = samples.iter().find(|s| s.1 == fired).map(|s| s.0);
@@ -233,7 +250,8 @@ async fn run() {
 
 fn spawn_worker(app: &TestApp) -> Child {
     app.rapport("worker")
-        .env("RUST_LOG", "error")
+        // Warnings too: a batch that fails to fire says why.
+        .env("RUST_LOG", "warn")
         .stderr(Stdio::inherit())
         .spawn()
         .expect("rapport worker")

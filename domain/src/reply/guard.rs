@@ -140,8 +140,27 @@ pub fn mask(text: &str, values: &[&str]) -> String {
         .collect();
     vals.sort_by_key(|v| std::cmp::Reverse(v.len()));
     for v in vals {
-        out = out.replace(&v, "{var}");
+        out = replace_words(&out, &v, "{var}");
     }
+    out
+}
+
+/// `text` with each occurrence of `what` that stands as whole words
+/// replaced: a customer called "Al" must not turn "call" into "c{var}l".
+fn replace_words(text: &str, what: &str, with: &str) -> String {
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(what) {
+        let before = rest[..i].chars().next_back().or(out.chars().next_back());
+        let after = rest[i + what.len()..].chars().next();
+        out.push_str(&rest[..i]);
+        let inside_a_word = (word(before) && what.starts_with(char::is_alphanumeric))
+            || (word(after) && what.ends_with(char::is_alphanumeric));
+        out.push_str(if inside_a_word { what } else { with });
+        rest = &rest[i + what.len()..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -226,7 +245,12 @@ impl ReplyIndex {
 
     /// Adds a sent reply (already masked).
     pub fn insert(&mut self, id: String, masked: &str) {
-        let sig = signature(&shingles(masked));
+        let sh = shingles(masked);
+        // No word at all (emoji only): nothing to be the same as.
+        if sh.is_empty() {
+            return;
+        }
+        let sig = signature(&sh);
         let at = self.entries.len();
         for (b, band) in self.bands.iter_mut().enumerate() {
             band.entry(band_key(&sig, b)).or_default().push(at);
@@ -236,7 +260,11 @@ impl ReplyIndex {
 
     /// The most similar earlier reply at or above `threshold`.
     pub fn nearest(&self, masked: &str, threshold: f64) -> Option<(&str, f64)> {
-        let sig = signature(&shingles(masked));
+        let sh = shingles(masked);
+        if sh.is_empty() {
+            return None;
+        }
+        let sig = signature(&sh);
         let mut best: Option<(usize, f64)> = None;
         let mut seen = std::collections::HashSet::new();
         for (b, band) in self.bands.iter().enumerate() {
@@ -469,5 +497,28 @@ mod tests {
             .expect("the copy is found");
         assert_eq!((id, sim), ("r1", 1.0));
         assert_eq!(normalize("Ｃａｆé\u{200B}"), "café");
+    }
+
+    #[test]
+    fn names_are_masked_as_whole_words_and_wordless_replies_match_nothing() {
+        assert_eq!(
+            mask("Al, please call us, Al!", &["Al"]),
+            "{var}, please call us, {var}!"
+        );
+        assert_eq!(
+            mask("@ana_b thanks ana_b", &["@ana_b"]),
+            "@{var} thanks {var}"
+        );
+        let mut idx = ReplyIndex::new();
+        idx.insert("r1".into(), &mask("🙏", &[]));
+        idx.insert(
+            "r2".into(),
+            &mask("we will call you today about the refund", &[]),
+        );
+        assert!(idx.nearest(&mask("👍", &[]), 0.6).is_none());
+        assert!(
+            idx.nearest("we will call you today about the refund", 0.8)
+                .is_some()
+        );
     }
 }
