@@ -151,6 +151,7 @@ fn main() {
                 banned_phrases: &banned,
                 customer_message: "my latte order was cold and late",
                 threshold: 0.8,
+                unpublished: &Default::default(),
             },
             &index,
         );

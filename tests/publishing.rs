@@ -260,6 +260,28 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
     );
     let dm = platform.seen().pop().unwrap();
     assert_eq!(dm.path, "/2/dm_conversations/with/6253282/messages");
+    // Nobody saw it: the same words again are not a canned repeat.
+    platform.answer(
+        201,
+        json!({ "data": { "dm_event_id": "1800000000000000002" } }),
+    );
+    let again = app
+        .gql(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PRIVATE",
+                    "text": "Could you send us the order number by DM so we can check the charge?" } }),
+        )
+        .await;
+    assert!(again["errors"].is_null(), "{again}");
+    let r = settled(
+        &app,
+        &s,
+        &conv,
+        again["data"]["sendReply"]["id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
 
     // Failing every time: FAILED after the last attempt, error kept.
     for _ in 0..3 {

@@ -51,11 +51,28 @@ impl ReplyIndexes {
         agency: Uuid,
         workspace: Uuid,
         window: DuplicateWindow,
-        f: impl FnOnce(&ReplyIndex) -> R,
+        f: impl FnOnce(&ReplyIndex, &HashSet<String>) -> R,
     ) -> Result<R, DbErr>
     where
         C: ConnectionTrait,
     {
+        // Replies whose delivery failed stay indexed (one may fail after it
+        // was indexed) but are passed on, so the check can pass over them:
+        // nobody saw them. Few, and read by the same index.
+        let unpublished: HashSet<String> = message::Entity::find()
+            .select_only()
+            .column(message::Column::Id)
+            .filter(message::Column::AgencyId.eq(agency))
+            .filter(message::Column::WorkspaceId.eq(workspace))
+            .filter(message::Column::Direction.eq("OUTBOUND"))
+            .filter(message::Column::PublishedAt.gt(Utc::now() - Duration::days(window.days())))
+            .filter(message::Column::DeliveryStatus.eq("FAILED"))
+            .into_tuple::<Uuid>()
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect();
         // A rebuild by another request between this read and its use
         // would leave this check on a cache holding only what this read
         // brought (perhaps only recent replies): read again, then from the
@@ -82,7 +99,7 @@ impl ReplyIndexes {
             if from == start {
                 cached.complete = true;
             }
-            return Ok(f(&cached.index));
+            return Ok(f(&cached.index, &unpublished));
         }
         Err(DbErr::Custom(
             "the reply index was rebuilt three times during one check; try again".into(),

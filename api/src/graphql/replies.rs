@@ -328,15 +328,6 @@ async fn findings(
 ) -> ApiResult<Vec<Finding>> {
     let values: Vec<&str> = d.context.iter().map(String::as_str).collect();
     let banned = strings(&d.workspace.banned_phrases);
-    let check = Check {
-        text: &d.text,
-        template: d.template.as_ref(),
-        slots: &d.slots,
-        context_values: &values,
-        banned_phrases: &banned,
-        customer_message: &d.customer_message,
-        threshold: SimilarityThreshold::stored(d.workspace.similarity_threshold).get(),
-    };
     let window = DuplicateWindow::stored(d.workspace.duplicate_window_days);
     Ok(state(ctx)
         .replies
@@ -345,7 +336,19 @@ async fn findings(
             d.conversation.agency_id,
             d.conversation.workspace_id,
             window,
-            |idx| guard::check(&check, idx),
+            |idx, unpublished| {
+                let check = Check {
+                    text: &d.text,
+                    template: d.template.as_ref(),
+                    slots: &d.slots,
+                    context_values: &values,
+                    banned_phrases: &banned,
+                    customer_message: &d.customer_message,
+                    threshold: SimilarityThreshold::stored(d.workspace.similarity_threshold).get(),
+                    unpublished,
+                };
+                guard::check(&check, idx)
+            },
         )
         .await?)
 }

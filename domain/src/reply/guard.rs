@@ -260,6 +260,16 @@ impl ReplyIndex {
 
     /// The most similar earlier reply at or above `threshold`.
     pub fn nearest(&self, masked: &str, threshold: f64) -> Option<(&str, f64)> {
+        self.nearest_except(masked, threshold, |_| false)
+    }
+
+    /// [`Self::nearest`] among the replies `skip` does not rule out.
+    pub fn nearest_except(
+        &self,
+        masked: &str,
+        threshold: f64,
+        skip: impl Fn(&str) -> bool,
+    ) -> Option<(&str, f64)> {
         let sh = shingles(masked);
         if sh.is_empty() {
             return None;
@@ -270,6 +280,9 @@ impl ReplyIndex {
         for (b, band) in self.bands.iter().enumerate() {
             for &i in band.get(&band_key(&sig, b)).into_iter().flatten() {
                 if !seen.insert(i) {
+                    continue;
+                }
+                if skip(&self.entries[i].0) {
                     continue;
                 }
                 let s = similarity(&sig, &self.entries[i].1);
@@ -328,6 +341,9 @@ pub struct Check<'a> {
     pub banned_phrases: &'a [String],
     pub customer_message: &'a str,
     pub threshold: f64,
+    /// Earlier replies that never reached the public (delivery FAILED):
+    /// nobody saw them, so saying it again is not a repeat.
+    pub unpublished: &'a std::collections::HashSet<String>,
 }
 
 pub fn check(c: &Check<'_>, index: &ReplyIndex) -> Vec<Finding> {
@@ -366,7 +382,9 @@ pub fn check(c: &Check<'_>, index: &ReplyIndex) -> Vec<Finding> {
         }
     }
     let masked = mask(c.text, c.context_values);
-    if let Some((id, sim)) = index.nearest(&masked, c.threshold) {
+    if let Some((id, sim)) =
+        index.nearest_except(&masked, c.threshold, |id| c.unpublished.contains(id))
+    {
         out.push(Finding::NearDuplicate {
             reply: id.to_string(),
             similarity: sim,
@@ -447,6 +465,7 @@ mod tests {
                     banned_phrases: &[],
                     customer_message: "my latte was cold",
                     threshold: 0.8,
+                    unpublished: &Default::default(),
                 },
                 &ReplyIndex::new(),
             )
