@@ -686,6 +686,80 @@ async fn csv_exports_stream_for_members_and_clients_only() {
     assert!(lines.len() >= 4, "two or three hours and the total");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_export_stops_when_the_viewer_logs_out_or_loses_the_workspace() {
+    use futures_util::StreamExt;
+    use rapport_api::auth::viewer::{Auth, authenticate};
+    use rapport_api::export::{Cut, Range, conversation_rows};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let other = app.create_workspace(&s, "Bean Bros").await;
+    import(&app, &s, &ws, "ana", "my latte arrived cold").await;
+    let ws_id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
+    let range = Range {
+        from: Utc::now() - chrono::Duration::hours(1),
+        to: Utc::now() + chrono::Duration::hours(1),
+        granularity: None,
+        timezone: None,
+    };
+    let state = std::sync::Arc::new(app.state.clone());
+    let viewer_of = |token: String| {
+        let state = state.clone();
+        async move {
+            match authenticate(&state, Some(&format!("Bearer {token}"))).await {
+                Ok(Auth::Member(v)) => *v,
+                _ => panic!("not a member"),
+            }
+        }
+    };
+    let text = |b: Option<Result<actix_web::web::Bytes, Cut>>| {
+        String::from_utf8(b.expect("a chunk").expect("not cut").to_vec()).unwrap()
+    };
+
+    // Untouched, the export runs to its end.
+    let v = viewer_of(s.access.clone()).await;
+    let mut rows = Box::pin(conversation_rows(state.clone(), v, ws_id, range.clone()));
+    assert!(text(rows.next().await).starts_with("id,"));
+    assert_eq!(text(rows.next().await).lines().count(), 1);
+    assert!(rows.next().await.is_none());
+
+    // A client viewer whose workspaces change mid-export.
+    let (client, member) = app
+        .add_member(
+            &s,
+            "client@brew.test",
+            "CLIENT_VIEWER",
+            Some(vec![ws.clone()]),
+        )
+        .await;
+    let v = viewer_of(client.access.clone()).await;
+    let mut rows = Box::pin(conversation_rows(state.clone(), v, ws_id, range.clone()));
+    assert!(text(rows.next().await).starts_with("id,"));
+    app.ok(
+        Some(&s.access),
+        "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { id } }",
+        json!({ "i": { "memberId": member, "role": "CLIENT_VIEWER", "workspaceIds": [other] } }),
+    )
+    .await;
+    assert_eq!(
+        rows.next().await.map(|r| r.err()),
+        Some(Some(Cut::AccessEnded))
+    );
+
+    // Logged out after the header: the next page is refused.
+    let v = viewer_of(s.access.clone()).await;
+    let mut rows = Box::pin(conversation_rows(state.clone(), v, ws_id, range));
+    assert!(text(rows.next().await).starts_with("id,"));
+    app.ok(Some(&s.access), "mutation { logout }", json!({}))
+        .await;
+    assert_eq!(
+        rows.next().await.map(|r| r.err()),
+        Some(Some(Cut::AccessEnded))
+    );
+    assert!(rows.next().await.is_none(), "and it ends there");
+}
+
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }

@@ -382,3 +382,29 @@ async fn the_guard_follows_the_workspace_settings_and_closed_conversations_take_
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_sees_its_agency_templates_past_the_first_page_of_the_agencys() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let a = app.create_workspace(&s, "Brew Co").await;
+    let b = app.create_workspace(&s, "Bean Bros").await;
+    let body = "Hi {{ author.name }}. {{ slot.empathy }}";
+    let slots = json!([{ "name": "empathy", "guidance": "show you understood" }]);
+    let create = |name: String, ws: &str| json!({ "i": { "name": name, "body": body, "slots": slots, "intent": "ACKNOWLEDGE", "enabledWorkspaceIds": [ws] } });
+    // More agency templates than one list holds, none of them enabled in
+    // `a`, sorted before the one that is.
+    for i in 0..501 {
+        app.ok(Some(&s.access), CREATE, create(format!("b{i:03}"), &b))
+            .await;
+    }
+    app.ok(Some(&s.access), CREATE, create("z for a".into(), &a))
+        .await;
+    assert_eq!(
+        names(&app.ok(Some(&s.access), LIST, json!({ "w": a })).await),
+        vec!["z for a"]
+    );
+    let listed = names(&app.ok(Some(&s.access), LIST, json!({ "w": b })).await);
+    assert_eq!(listed.len(), 500, "one list holds 500");
+    assert_eq!((listed[0].as_str(), listed[499].as_str()), ("b000", "b499"));
+}

@@ -30,10 +30,10 @@ const PAGE: u64 = 500;
 
 #[derive(Deserialize, Clone)]
 pub struct Range {
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    granularity: Option<String>,
-    timezone: Option<String>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub granularity: Option<String>,
+    pub timezone: Option<String>,
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
@@ -199,6 +199,81 @@ async fn page(
     Ok(Some((out, last)))
 }
 
+/// Why an export stopped before its end.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// The session ended, or the viewer lost the workspace, mid-export.
+    AccessEnded,
+    /// Reading a page failed (logged).
+    Failed,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cut::AccessEnded => "access ended during the export",
+            Cut::Failed => "export failed",
+        })
+    }
+}
+
+impl std::error::Error for Cut {}
+
+/// The viewer as they are now, if they still see `workspace`: an export
+/// can outlive a logout or a removal, so each page asks again.
+async fn still_allowed(state: &AppState, v: &Viewer, workspace: Uuid) -> Result<Viewer, Cut> {
+    match crate::auth::viewer::reload(state, v).await {
+        Ok(Some(now)) if now.scope.sees_workspace(workspace) => Ok(now),
+        Ok(_) => Err(Cut::AccessEnded),
+        Err(e) => {
+            tracing::error!(error = ?e, "re-checking an exporting viewer failed");
+            Err(Cut::Failed)
+        }
+    }
+}
+
+/// The conversations export as a stream of CSV chunks: the header, then
+/// one page per poll, so memory stays one page. Each page is read as the
+/// viewer is at that moment; a stream cut short ends with an error (the
+/// connection is dropped, so no client takes a partial file for a whole).
+pub fn conversation_rows(
+    state: std::sync::Arc<AppState>,
+    viewer: Viewer,
+    workspace: Uuid,
+    range: Range,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, Cut>> {
+    let head = row(&CONVERSATION_HEADER
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>());
+    futures_util::stream::unfold(
+        (Some(head), Uuid::nil(), Some(viewer)),
+        move |(head, after, viewer)| {
+            let state = state.clone();
+            let range = range.clone();
+            async move {
+                if let Some(h) = head {
+                    return Some((Ok(web::Bytes::from(h)), (None, after, viewer)));
+                }
+                let viewer = match still_allowed(&state, &viewer?, workspace).await {
+                    Ok(v) => v,
+                    Err(cut) => return Some((Err(cut), (None, after, None))),
+                };
+                match page(&state, &viewer, workspace, &range, after).await {
+                    Ok(Some((chunk, last))) => {
+                        Some((Ok(web::Bytes::from(chunk)), (None, last, Some(viewer))))
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!(error = ?e, "exporting conversations failed mid-stream");
+                        Some((Err(Cut::Failed), (None, after, None)))
+                    }
+                }
+            }
+        },
+    )
+}
+
 pub async fn conversations(
     req: HttpRequest,
     path: web::Path<String>,
@@ -213,42 +288,7 @@ pub async fn conversations(
     if let Some(resp) = bad_range(&range) {
         return resp;
     }
-    let head = row(&CONVERSATION_HEADER
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>());
-    let state = state.into_inner();
-    // (cursor, done): one page per poll, so memory stays one page.
-    let body = futures_util::stream::unfold(
-        (Some(head), Uuid::nil(), false),
-        move |(head, after, done)| {
-            let state = state.clone();
-            let viewer = viewer.clone();
-            let range = range.clone();
-            let ws = ws.id;
-            async move {
-                if let Some(h) = head {
-                    return Some((Ok(web::Bytes::from(h)), (None, after, done)));
-                }
-                if done {
-                    return None;
-                }
-                match page(&state, &viewer, ws, &range, after).await {
-                    Ok(Some((chunk, last))) => {
-                        Some((Ok(web::Bytes::from(chunk)), (None, last, false)))
-                    }
-                    Ok(None) => None,
-                    Err(e) => {
-                        tracing::error!(error = ?e, "exporting conversations failed mid-stream");
-                        Some((
-                            Err(actix_web::error::ErrorInternalServerError("export failed")),
-                            (None, after, true),
-                        ))
-                    }
-                }
-            }
-        },
-    );
+    let body = conversation_rows(state.into_inner(), viewer, ws.id, range);
     HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header((

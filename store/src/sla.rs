@@ -98,6 +98,11 @@ pub struct Snapshot {
     /// Clock cycles by target: reopening restarts the resolution clock.
     #[serde(default)]
     pub cycles: HashMap<String, i32>,
+    /// Set when resolving or closing stopped the clocks: opening the
+    /// conversation again starts new cycles, even by way of waiting on
+    /// the customer (which pauses only running clocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<DateTime<Utc>>,
 }
 
 impl Snapshot {
@@ -259,6 +264,7 @@ impl WorkspaceSla {
                 warn,
                 paused_at: None,
                 cycles: HashMap::new(),
+                stopped_at: None,
             },
             first_response,
             resolution,
@@ -521,8 +527,8 @@ fn restart(
 ///   target if in time, and a deadline already passed is recorded as
 ///   breached; the next-response clock stops (resolving answers it);
 /// - opening a conversation that was resolved or closed (from either, or
-///   from waiting on the customer after a resolution) restarts the
-///   resolution clock, and the first-response clock if no agent ever
+///   from waiting on the customer after either) restarts the resolution
+///   clock, and the first-response clock if no agent ever
 ///   answered, each in a new cycle.
 ///
 /// Returns the events to record. Timers of changed deadlines are
@@ -535,7 +541,12 @@ pub fn apply_status(
     now: DateTime<Utc>,
 ) -> Vec<Met> {
     let from = c.status.clone();
-    let reopening = to == OPEN && (from == RESOLVED || from == CLOSED || c.resolved_at.is_some());
+    let stopped = c
+        .sla_targets
+        .as_ref()
+        .is_some_and(|s| s.stopped_at.is_some());
+    let reopening =
+        to == OPEN && (from == RESOLVED || from == CLOSED || c.resolved_at.is_some() || stopped);
     c.status = to.to_string();
     c.updated_at = now;
     let mut met = Vec::new();
@@ -555,11 +566,14 @@ pub fn apply_status(
             c.resolved_at = None;
             c.resolution_business_s = None;
             snap.paused_at = None;
+            snap.stopped_at = None;
             restart(c, &mut snap, clock, Target::Resolution, now);
             if c.first_responded_at.is_none() {
                 restart(c, &mut snap, clock, Target::FirstResponse, now);
             }
         }
+        // Stopped clocks are not paused: opening starts new ones.
+        (_, PENDING_CUSTOMER) if stopped => {}
         (_, PENDING_CUSTOMER) => {
             snap.paused_at.get_or_insert(now);
         }
@@ -616,6 +630,7 @@ pub fn apply_status(
                 c.resolved_at = Some(now);
             }
             snap.paused_at = None;
+            snap.stopped_at = Some(now);
         }
         _ => {}
     }
@@ -975,6 +990,7 @@ mod tests {
             warn: HashMap::new(),
             paused_at: None,
             cycles: HashMap::new(),
+            stopped_at: None,
         };
         let mut c = conversation::Model {
             id: Uuid::nil(),
@@ -1125,5 +1141,36 @@ mod tests {
         assert_eq!((c.resolved_at, c.resolution_business_s), (None, None));
         apply_status(&mut c, &CLOCK, RESOLVED, at(12, 0));
         assert_eq!(c.resolution_business_s, Some(3 * 3600), "counted anew");
+    }
+
+    #[test]
+    fn a_closed_conversation_set_waiting_and_then_opened_starts_new_clocks() {
+        let mut c = opened();
+        apply_status(&mut c, &CLOCK, CLOSED, at(9, 30));
+        // Closed clocks are stopped, not paused: waiting on the customer
+        // has nothing to pause...
+        apply_status(&mut c, &CLOCK, PENDING_CUSTOMER, at(9, 40));
+        assert_eq!(Snapshot::of(&c).unwrap().paused_at, None);
+        // ...and opening it days later owes a first response from then,
+        // not the 20 minutes left when it was closed.
+        let later = at(9, 40) + Duration::days(3);
+        let e = apply_status(&mut c, &CLOCK, OPEN, later);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(c.first_response_due_at, Some(later + Duration::minutes(60)));
+        assert_eq!(c.resolution_due_at, Some(later + Duration::minutes(600)));
+        let snap = Snapshot::of(&c).unwrap();
+        assert_eq!(snap.cycle(Target::FirstResponse), 1);
+        assert_eq!(snap.cycle(Target::Resolution), 1);
+        assert_eq!(snap.stopped_at, None, "running again");
+        // Paused and opened again now resumes, as for any open conversation.
+        apply_status(
+            &mut c,
+            &CLOCK,
+            PENDING_CUSTOMER,
+            later + Duration::minutes(10),
+        );
+        apply_status(&mut c, &CLOCK, OPEN, later + Duration::minutes(40));
+        assert_eq!(c.first_response_due_at, Some(later + Duration::minutes(90)));
+        assert_eq!(Snapshot::of(&c).unwrap().cycle(Target::FirstResponse), 1);
     }
 }

@@ -804,6 +804,7 @@ async fn open_private_thread(
         warn: Default::default(),
         paused_at: Some(now),
         cycles: Default::default(),
+        stopped_at: None,
         ..s
     });
     let row = conversation::ActiveModel {

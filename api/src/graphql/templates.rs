@@ -352,23 +352,50 @@ impl TemplateQuery {
             .scope
             .workspace(db, decode(Kind::Workspace, &workspace_id)?)
             .await?;
-        let mut all: Vec<ReplyTemplate> = v
-            .scope
-            .select::<reply_template::Entity>()
-            .filter(
-                Condition::any()
-                    .add(reply_template::Column::WorkspaceId.eq(ws.id))
-                    .add(reply_template::Column::WorkspaceId.is_null()),
-            )
-            .filter(reply_template::Column::ArchivedAt.is_null())
-            .order_by_asc(reply_template::Column::Name)
-            .limit(MAX_LISTED)
-            .all(db)
-            .await?
-            .into_iter()
-            .filter(|t| usable_in(t, ws.id))
-            .map(ReplyTemplate)
-            .collect();
+        // Agency templates are enabled per workspace in a JSON list that is
+        // filtered here, so the rows are read in pages until the list is
+        // full: a limit in SQL would count templates of other workspaces.
+        let mut all: Vec<ReplyTemplate> = Vec::new();
+        let mut after: Option<(String, Uuid)> = None;
+        loop {
+            let mut q = v
+                .scope
+                .select::<reply_template::Entity>()
+                .filter(
+                    Condition::any()
+                        .add(reply_template::Column::WorkspaceId.eq(ws.id))
+                        .add(reply_template::Column::WorkspaceId.is_null()),
+                )
+                .filter(reply_template::Column::ArchivedAt.is_null());
+            if let Some((name, id)) = &after {
+                q = q.filter(
+                    Condition::any()
+                        .add(reply_template::Column::Name.gt(name.as_str()))
+                        .add(
+                            Condition::all()
+                                .add(reply_template::Column::Name.eq(name.as_str()))
+                                .add(reply_template::Column::Id.gt(*id)),
+                        ),
+                );
+            }
+            let rows = q
+                .order_by_asc(reply_template::Column::Name)
+                .order_by_asc(reply_template::Column::Id)
+                .limit(MAX_LISTED)
+                .all(db)
+                .await?;
+            let exhausted = (rows.len() as u64) < MAX_LISTED;
+            after = rows.last().map(|t| (t.name.clone(), t.id));
+            all.extend(
+                rows.into_iter()
+                    .filter(|t| usable_in(t, ws.id))
+                    .map(ReplyTemplate),
+            );
+            if exhausted || all.len() as u64 >= MAX_LISTED {
+                break;
+            }
+        }
+        all.truncate(MAX_LISTED as usize);
         all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         Ok(all)
     }
