@@ -100,6 +100,50 @@ async fn refresh_tokens_rotate_are_single_use_and_replay_revokes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_any_spent_refresh_token_ends_the_session_and_forgeries_do_not() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { accessToken refreshToken } }";
+    let next = |d: &serde_json::Value| {
+        (
+            d["refreshToken"]["accessToken"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            d["refreshToken"]["refreshToken"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let (_, t1) = next(&app.ok(None, refresh, json!({ "t": s.refresh })).await);
+    let (_, t2) = next(&app.ok(None, refresh, json!({ "t": t1 })).await);
+
+    // A token that only looks like one of this session's (its tag altered,
+    // or another token's parts) is refused and ends nothing.
+    let mut parts: Vec<&str> = t2.split('.').collect();
+    assert_eq!(parts.len(), 3, "session, random part, tag: {t2}");
+    let other = app.sign_up("Rival", "r@rival.test").await;
+    parts[2] = other.refresh.split('.').nth(2).unwrap();
+    let forged = parts.join(".");
+    let r = app.gql(None, refresh, json!({ "t": forged })).await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"));
+    let (access, t3) = next(&app.ok(None, refresh, json!({ "t": t2 })).await);
+    app.ok(Some(&access), ME, json!({})).await;
+
+    // The first token, spent two rotations ago, comes back: only a thief
+    // holds it, so the session ends, its newest tokens with it.
+    let r = app.gql(None, refresh, json!({ "t": s.refresh })).await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"));
+    let r = app.gql(None, refresh, json!({ "t": t3 })).await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"));
+    let me = app.gql(Some(&access), ME, json!({})).await;
+    assert_eq!(code(&me), Some("UNAUTHENTICATED"));
+    // The other agency's session is untouched.
+    app.ok(Some(&other.access), ME, json!({})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_revokes_access_and_refresh_tokens() {
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "a@acme.test").await;

@@ -1,9 +1,12 @@
 //! Login sessions and refresh-token rotation. A session is one refresh-token
 //! family: each refresh replaces the stored hash (single use), and replaying
-//! an already-used token revokes the whole session, since only a thief would
-//! hold an old one.
+//! any already-used token of the family revokes the whole session, since
+//! only a thief would hold an old one. A token names its session under a
+//! MAC ([`super::tokens::JwtKeys::mint_refresh`]), so every spent token is
+//! recognised, not only the last; tokens minted before that format are
+//! recognised through `previous_hash` (the last one only).
 
-use super::tokens::{random_token, token_hash};
+use super::tokens::token_hash;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -36,9 +39,9 @@ pub async fn start(
     user_id: Uuid,
     role: &str,
 ) -> ApiResult<Issued> {
-    let refresh = random_token()?;
     let now = Utc::now();
     let id = Uuid::now_v7();
+    let refresh = state.jwt.mint_refresh(id)?;
     session::ActiveModel {
         id: Set(id),
         agency_id: Set(agency_id),
@@ -80,13 +83,17 @@ pub async fn rotate(
         .await?
     else {
         // A token that was valid once and already rotated: theft. Revoke.
-        if let Some(reused) = session::Entity::find()
-            .filter(session::Column::PreviousHash.eq(&old_hash))
-            .one(&state.db)
-            .await?
-        {
-            tracing::warn!(session = %reused.id, "refresh token replayed; revoking session");
-            revoke(state, reused.id).await?;
+        let replayed = match state.jwt.refresh_session(refresh_token.trim()) {
+            Some(sid) => Some(sid),
+            None => session::Entity::find()
+                .filter(session::Column::PreviousHash.eq(&old_hash))
+                .one(&state.db)
+                .await?
+                .map(|s| s.id),
+        };
+        if let Some(sid) = replayed {
+            tracing::warn!(session = %sid, "refresh token replayed; revoking session");
+            revoke(state, sid).await?;
         }
         return Err(BAD_REFRESH);
     };
@@ -100,7 +107,7 @@ pub async fn rotate(
         .await?
         .ok_or(BAD_REFRESH)?;
 
-    let refresh = random_token()?;
+    let refresh = state.jwt.mint_refresh(sess.id)?;
     // Conditional on the old hash: of two concurrent refreshes with the same
     // token, exactly one wins.
     let updated = session::Entity::update_many()

@@ -1,11 +1,14 @@
 //! Access tokens are short-lived HS256 JWTs naming user, agency, role and
-//! session. Refresh tokens are random, shown once, and stored only hashed.
+//! session. Refresh tokens are random, shown once, and stored only hashed;
+//! each names its session under a MAC, so a spent one is recognised as
+//! this server's without keeping every hash ever issued.
 
 use crate::error::{ApiError, ApiResult};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rapport_domain::crypto::{hmac_sha256, hmac_sha256_matches};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -30,6 +33,8 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tags refresh tokens; derived from the JWT secret, apart from it.
+    refresh_key: Vec<u8>,
 }
 
 impl JwtKeys {
@@ -43,7 +48,28 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            refresh_key: hmac_sha256(secret.as_bytes(), b"rapport refresh tokens v1"),
         }
+    }
+
+    /// A new refresh token for `session`: `<session>.<random>.<tag>`. The
+    /// random part makes it unguessable; the tag lets [`Self::refresh_session`]
+    /// tell a spent token of this server's from a forgery.
+    pub fn mint_refresh(&self, session: Uuid) -> ApiResult<String> {
+        let body = format!("{}.{}", session.simple(), random_token()?);
+        let tag = URL_SAFE_NO_PAD.encode(hmac_sha256(&self.refresh_key, body.as_bytes()));
+        Ok(format!("{body}.{tag}"))
+    }
+
+    /// The session a refresh token was minted for, if this server minted
+    /// it (current or spent; the stored hash tells which).
+    pub fn refresh_session(&self, token: &str) -> Option<Uuid> {
+        let (body, tag) = token.rsplit_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        if !hmac_sha256_matches(&self.refresh_key, body.as_bytes(), &tag) {
+            return None;
+        }
+        Uuid::try_parse(body.split_once('.')?.0).ok()
     }
 
     pub fn issue(
@@ -113,6 +139,22 @@ mod tests {
         assert!(keys.verify(&t).is_some());
         assert!(JwtKeys::new("secret-b").verify(&t).is_none());
         assert!(keys.verify("garbage").is_none());
+    }
+
+    #[test]
+    fn refresh_tokens_name_their_session_under_this_servers_tag() {
+        let keys = JwtKeys::new("secret-a");
+        let sid = Uuid::now_v7();
+        let t = keys.mint_refresh(sid).unwrap();
+        assert_eq!(keys.refresh_session(&t), Some(sid));
+        assert_ne!(keys.mint_refresh(sid).unwrap(), t, "random each time");
+        assert_eq!(JwtKeys::new("secret-b").refresh_session(&t), None);
+        let other = Uuid::now_v7().simple().to_string();
+        let (_, rest) = t.split_once('.').unwrap();
+        assert_eq!(keys.refresh_session(&format!("{other}.{rest}")), None);
+        for bad in ["", "a.b", "a.b.c", "nope"] {
+            assert_eq!(keys.refresh_session(bad), None);
+        }
     }
 
     #[test]
