@@ -13,6 +13,10 @@ use chrono_tz::Tz;
 
 const DAY_MIN: u32 = 24 * 60;
 
+/// How far ahead a business-time deadline is looked for: a year's target
+/// (525,600 minutes) on eight hours a week lies 21 years ahead.
+pub const HORIZON_YEARS: i64 = 25;
+
 /// One opening period: minutes from local midnight. `end > DAY_MIN` means
 /// it runs past midnight into the next day (an overnight shift).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +164,8 @@ impl BusinessCalendar {
     }
 
     /// `start` plus `minutes` of open time; None when the calendar has no
-    /// open time in the next three years.
+    /// open time for two years on end, or the deadline is more than
+    /// [`HORIZON_YEARS`] away.
     pub fn add_minutes(&self, start: DateTime<Utc>, minutes: u32) -> Option<DateTime<Utc>> {
         self.add(start, Duration::minutes(minutes as i64))
     }
@@ -172,8 +177,21 @@ impl BusinessCalendar {
         // Overnight periods of the previous day may still be running.
         let mut day = self.local_date(start) - Duration::days(1);
         const WINDOW: i64 = 28;
-        for _ in 0..(3 * 366 / WINDOW + 2) {
-            for (s, e) in self.intervals(day, WINDOW) {
+        // The longest target (a year of minutes) on a thin calendar (a few
+        // hours a week) lies years ahead; a calendar closed for two years
+        // running (every day a holiday) will never open.
+        let mut closed_days = 0;
+        for _ in 0..(HORIZON_YEARS * 366 / WINDOW + 2) {
+            let open = self.intervals(day, WINDOW);
+            closed_days = if open.is_empty() {
+                closed_days + WINDOW
+            } else {
+                0
+            };
+            if closed_days > 2 * 366 {
+                break;
+            }
+            for (s, e) in open {
                 let s = s.max(t);
                 if e <= s {
                     continue;
@@ -261,6 +279,39 @@ mod tests {
         ];
         let periods: Vec<_> = days.iter().map(|d| (*d, 9 * 60, 17 * 60)).collect();
         BusinessCalendar::new(TimeZone::parse(tz).unwrap(), &periods, vec![]).unwrap()
+    }
+
+    #[test]
+    fn the_longest_target_on_office_hours_lies_years_ahead_and_is_found() {
+        let c = nine_to_five("Europe/Berlin");
+        let start = utc("2026-12-07T08:00:00Z");
+        // 525,600 minutes at 2,400 a week: 219 weeks, over four years.
+        let due = c.add_minutes(start, 525_600).expect("a deadline");
+        assert!(due > start + Duration::days(4 * 365), "{due}");
+        assert!((c.open_minutes_between(start, due) - 525_600.0).abs() < 1e-6);
+        // Eight hours a week: 21 years, still inside the horizon.
+        let thin = BusinessCalendar::new(
+            TimeZone::parse("UTC").unwrap(),
+            &[(Weekday::Mon, 9 * 60, 17 * 60)],
+            vec![],
+        )
+        .unwrap();
+        let due = thin.add_minutes(start, 525_600).expect("a deadline");
+        assert_eq!(due.with_timezone(&Utc).date_naive().weekday(), Weekday::Mon);
+        // Every day of the year a holiday: it never opens, and the search
+        // says so rather than walking the whole horizon.
+        let mut never = thin.clone();
+        never.holidays = (1..=12)
+            .flat_map(|month| (1..=31).map(move |day| Holiday::Yearly { month, day }))
+            .collect();
+        assert_eq!(never.add_minutes(start, 60), None);
+        // Beyond the horizon: no deadline.
+        let mut rare = thin;
+        rare.holidays = (1..=12)
+            .filter(|m| *m != 6)
+            .flat_map(|month| (1..=31).map(move |day| Holiday::Yearly { month, day }))
+            .collect();
+        assert_eq!(rare.add_minutes(start, 525_600), None);
     }
 
     #[test]
