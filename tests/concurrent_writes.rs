@@ -243,7 +243,6 @@ async fn locked_reads_of_many_conversations_come_in_id_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breach_does_not_escalate_a_conversation_resolved_meanwhile() {
-    use rapport_worker::sla::{SlaConfig, SlaEngine};
     if !is_postgres() {
         return;
     }
@@ -273,11 +272,7 @@ async fn a_breach_does_not_escalate_a_conversation_resolved_meanwhile() {
         ),
     )
     .await;
-    let engine = SlaEngine {
-        db: app.state.db.clone(),
-        kv: app.state.kv.clone(),
-        cfg: SlaConfig::default(),
-    };
+    let engine = app.sla_engine();
     // The breach is read while an agent's resolution is not yet committed.
     let resolve = format!(
         "UPDATE conversations SET status = 'RESOLVED', resolved_at = now() WHERE id = '{}'",
@@ -306,7 +301,6 @@ async fn a_breach_does_not_escalate_a_conversation_resolved_meanwhile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_committing_at_the_deadline_is_met_or_breached_never_both() {
-    use rapport_worker::sla::{SlaConfig, SlaEngine};
     if !is_postgres() {
         return;
     }
@@ -320,11 +314,7 @@ async fn a_reply_committing_at_the_deadline_is_met_or_breached_never_both() {
         ),
     )
     .await;
-    let engine = SlaEngine {
-        db: app.state.db.clone(),
-        kv: app.state.kv.clone(),
-        cfg: SlaConfig::default(),
-    };
+    let engine = app.sla_engine();
     // A reply in time, committing as the breach timer fires: it records
     // its SLA_MET in its own transaction.
     let replied = format!(

@@ -25,11 +25,19 @@ struct Seen {
     body: Value,
 }
 
-/// A platform stand-in: answers from a script (then 200 `{"id": "default"}`).
+/// A platform stand-in: answers each POST from a script (then 200
+/// `{"id": "default"}`), keeps what it published, and lists it on the
+/// reads Rapport makes before a retry (X timeline, Graph comments and
+/// replies), as the brand's account `brand`.
 #[derive(Clone, Default)]
 struct FakePlatform {
     seen: Arc<Mutex<Vec<Seen>>>,
-    script: Arc<Mutex<VecDeque<(u16, Value)>>>,
+    lookups: Arc<Mutex<Vec<String>>>,
+    /// (status, answer, published, the platform id when the answer lost it).
+    script: Arc<Mutex<VecDeque<(u16, Value, bool, Option<String>)>>>,
+    /// (replied-to id, text, platform id) of each reply published.
+    published: Arc<Mutex<Vec<(String, String, String)>>>,
+    brand: Arc<Mutex<String>>,
 }
 
 const GENERIC_SECRET: &str = "generic-secret-77";
@@ -45,6 +53,9 @@ impl FakePlatform {
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                 let me = me.clone();
                 async move {
+                    if req.method() == actix_web::http::Method::GET {
+                        return HttpResponse::Ok().json(me.list(&req));
+                    }
                     let header = |n: &str| {
                         req.headers()
                             .get(n)
@@ -59,19 +70,23 @@ impl FakePlatform {
                         chrono::Utc::now().timestamp(),
                     )
                     .is_ok();
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     me.seen.lock().unwrap().push(Seen {
                         path: req.path().to_string(),
                         authorization: header("authorization"),
                         idempotency_key: header("idempotency-key"),
                         signed,
-                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                        body: body.clone(),
                     });
-                    let (status, answer) = me
+                    let (status, answer, published, lost_id) = me
                         .script
                         .lock()
                         .unwrap()
                         .pop_front()
-                        .unwrap_or((200, json!({ "id": "default" })));
+                        .unwrap_or((200, json!({ "id": "default" }), true, None));
+                    if published {
+                        me.keep(req.path(), &body, &answer, lost_id);
+                    }
                     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                         .json(answer)
                 }
@@ -85,12 +100,97 @@ impl FakePlatform {
         base
     }
 
-    fn answer(&self, status: u16, body: Value) {
-        self.script.lock().unwrap().push_back((status, body));
+    /// A public reply published: remembered for the lookups.
+    fn keep(&self, path: &str, body: &Value, answer: &Value, lost_id: Option<String>) {
+        let mut published = self.published.lock().unwrap();
+        let id = answer["data"]["id"]
+            .as_str()
+            .or_else(|| answer["id"].as_str())
+            .map(str::to_string)
+            .or(lost_id)
+            .unwrap_or_default();
+        let (target, text) = if path == "/2/tweets" {
+            (&body["reply"]["in_reply_to_tweet_id"], &body["text"])
+        } else if path.ends_with("/comments") || path.ends_with("/replies") {
+            let target = path.split('/').nth(2).unwrap_or_default();
+            published.push((
+                target.into(),
+                body["message"].as_str().unwrap_or_default().into(),
+                id,
+            ));
+            return;
+        } else {
+            return;
+        };
+        if let (Some(t), Some(x)) = (target.as_str(), text.as_str()) {
+            published.push((t.into(), x.into(), id));
+        }
     }
 
+    fn list(&self, req: &actix_web::HttpRequest) -> Value {
+        let path = req.path().to_string();
+        self.lookups.lock().unwrap().push(path.clone());
+        let brand = self.brand.lock().unwrap().clone();
+        let published = self.published.lock().unwrap();
+        if path.starts_with("/2/users/") {
+            // X's timeline: every reply, with what it replied to; X
+            // escapes `&` and leaves `data` out when there is none.
+            let data: Vec<Value> = published
+                .iter()
+                .map(|(target, text, id)| {
+                    json!({ "id": id, "text": text.replace('&', "&amp;"),
+                    "referenced_tweets": [{ "type": "replied_to", "id": target }] })
+                })
+                .collect();
+            return if data.is_empty() {
+                json!({ "meta": { "result_count": 0 } })
+            } else {
+                json!({ "data": data })
+            };
+        }
+        let target = path.split('/').nth(2).unwrap_or_default();
+        let field = if path.ends_with("/replies") {
+            "text"
+        } else {
+            "message"
+        };
+        let data: Vec<Value> = published
+            .iter()
+            .filter(|(t, _, _)| t == target)
+            .map(|(_, text, id)| json!({ "id": id, field: text, "from": { "id": brand } }))
+            .collect();
+        json!({ "data": data })
+    }
+
+    /// The next POST's answer; published when it is a success.
+    fn answer(&self, status: u16, body: Value) {
+        let published = (200..300).contains(&status);
+        self.script
+            .lock()
+            .unwrap()
+            .push_back((status, body, published, None));
+    }
+
+    /// The next POST is published as `id`, but answered with an error (as
+    /// when the answer is lost on the way back).
+    fn answer_lost(&self, status: u16, body: Value, id: &str) {
+        self.script
+            .lock()
+            .unwrap()
+            .push_back((status, body, true, Some(id.into())));
+    }
+
+    fn brand(&self, account: &str) {
+        *self.brand.lock().unwrap() = account.into();
+    }
+
+    /// The POSTs received.
     fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    fn lookups(&self) -> Vec<String> {
+        self.lookups.lock().unwrap().clone()
     }
 }
 
@@ -233,6 +333,35 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
     }
     assert!(!seen[0].idempotency_key.is_empty());
     assert_eq!(seen[0].idempotency_key, seen[1].idempotency_key);
+    assert_eq!(
+        platform.lookups(),
+        ["/2/users/2244994945/tweets"],
+        "the retry looked first, and found nothing"
+    );
+
+    // Published, but the answer lost (a gateway error after X posted it):
+    // the retry finds it on the brand's timeline and does not post again
+    // (X would refuse the duplicate, and the reply would show FAILED).
+    platform.answer_lost(
+        504,
+        json!({ "title": "Gateway Timeout" }),
+        "1900000000000000002",
+    );
+    let sent = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                    "text": "Angry, the refund & the apology are on their way: see https://brew.example/refunds" } }),
+        )
+        .await;
+    let id = sent["sendReply"]["id"].as_str().unwrap();
+    let r = settled(&app, &s, &conv, id).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert_eq!(r["platformMessageId"], "1900000000000000002");
+    assert_eq!(r["deliveryAttempts"], 2);
+    assert_eq!(platform.seen().len(), 3, "posted once");
+    assert_eq!(platform.lookups().len(), 2);
 
     // A direct message the platform refuses: FAILED at once, with its words.
     platform.answer(
@@ -341,7 +470,14 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
         )
         .await;
     assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
-    platform.answer(200, json!({ "id": "104000000000001_555_900" }));
+    // Facebook publishes the comment, but the answer is lost: the retry
+    // finds it among the comment's comments, from the page.
+    platform.brand("104000000000001");
+    platform.answer_lost(
+        502,
+        json!({ "error": { "message": "Bad gateway", "code": 2 } }),
+        "104000000000001_555_900",
+    );
     let d = app
         .ok(
             Some(&s.access),
@@ -360,7 +496,13 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
     let r = settled(&app, &s, &conv, out["reply"]["id"].as_str().unwrap()).await;
     assert_eq!(r["deliveryStatus"], "SENT", "{r}");
     assert_eq!(r["platformMessageId"], "104000000000001_555_900");
+    assert_eq!(r["deliveryAttempts"], 2);
+    assert_eq!(
+        platform.lookups(),
+        ["/v21.0/104000000000001_555_777/comments"]
+    );
     let seen = platform.seen();
+    assert_eq!(seen.len(), 1, "posted once: {seen:?}");
     assert_eq!(seen[0].path, "/v21.0/104000000000001_555_777/comments");
     assert_eq!(seen[0].authorization, "Bearer page-token-xyz");
     assert!(

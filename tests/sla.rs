@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use rapport_store::entities::{conversation, sla_event};
 use rapport_store::sla;
-use rapport_worker::sla::{Fired, SlaConfig, SlaEngine};
+use rapport_worker::sla::{Fired, SlaConfig};
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryOrder, Set};
 use serde_json::{Value, json};
 
@@ -237,13 +237,11 @@ async fn warnings_and_breaches_fire_exactly_once_even_after_a_redis_flush_or_a_c
     am.sla_targets = Set(Some(snap));
     am.update(&app.state.db).await.unwrap();
 
-    let engine = |lease_ms: u64| SlaEngine {
-        db: app.state.db.clone(),
-        kv: app.state.kv.clone(),
-        cfg: SlaConfig {
+    let engine = |lease_ms: u64| {
+        app.sla_engine_with(SlaConfig {
             lease: std::time::Duration::from_millis(lease_ms),
             ..Default::default()
-        },
+        })
     };
     let e = engine(30_000);
     assert!(
@@ -555,11 +553,7 @@ async fn breaches_are_delivered_signed_to_webhooks_with_retries() {
     let mut am = c.into_active_model();
     am.first_response_due_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(5)));
     am.update(&app.state.db).await.unwrap();
-    let engine = SlaEngine {
-        db: app.state.db.clone(),
-        kv: app.state.kv.clone(),
-        cfg: SlaConfig::default(),
-    };
+    let engine = app.sla_engine();
     engine.rebuild().await.unwrap();
     engine.tick().await.unwrap();
     engine.rebuild().await.unwrap();
@@ -800,11 +794,7 @@ async fn a_breach_escalates_priority_and_assignment_per_policy() {
     let mut am = c.into_active_model();
     am.first_response_due_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
     am.update(&app.state.db).await.unwrap();
-    let engine = SlaEngine {
-        db: app.state.db.clone(),
-        kv: app.state.kv.clone(),
-        cfg: SlaConfig::default(),
-    };
+    let engine = app.sla_engine();
     // Live views hear of the escalation (it re-ranks the inbox).
     let mut pubsub = redis::Client::open(redis_url())
         .unwrap()
@@ -905,11 +895,7 @@ async fn a_breach_goes_to_the_least_loaded_member_of_the_team() {
     let mut am = late.into_active_model();
     am.first_response_due_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
     am.update(&app.state.db).await.unwrap();
-    let engine = SlaEngine {
-        db: app.state.db.clone(),
-        kv: app.state.kv.clone(),
-        cfg: SlaConfig::default(),
-    };
+    let engine = app.sla_engine();
     engine.rebuild().await.unwrap();
     engine.tick().await.unwrap();
     let d = app
@@ -975,11 +961,7 @@ async fn a_reply_after_a_deadline_no_timer_fired_records_the_breach_once() {
         events[0].lateness_ms
     );
     // The timer firing afterwards (late) records nothing more.
-    let engine = SlaEngine {
-        db: app.state.db.clone(),
-        kv: app.state.kv.clone(),
-        cfg: SlaConfig::default(),
-    };
+    let engine = app.sla_engine();
     let (breach, _) = sla::timers_of(&before)
         .into_iter()
         .find(|(t, _)| t.breach && t.target == rapport_domain::sla::Target::FirstResponse)
@@ -1026,11 +1008,7 @@ async fn a_breach_is_not_assigned_to_a_member_restricted_away_since_the_policy_w
     let mut am = c.into_active_model();
     am.first_response_due_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
     am.update(&app.state.db).await.unwrap();
-    let engine = SlaEngine {
-        db: app.state.db.clone(),
-        kv: app.state.kv.clone(),
-        cfg: SlaConfig::default(),
-    };
+    let engine = app.sla_engine();
     engine.rebuild().await.unwrap();
     engine.tick().await.unwrap();
     let c = conversation::Entity::find()
@@ -1176,14 +1154,12 @@ async fn fired_timers_are_not_rebuilt_and_a_flush_is_noticed_at_once() {
     let mut am = c.clone().into_active_model();
     am.first_response_due_at = Set(Some(past));
     let c = am.update(&app.state.db).await.unwrap();
-    let engine = || SlaEngine {
-        db: app.state.db.clone(),
-        kv: app.state.kv.clone(),
-        cfg: SlaConfig {
+    let engine = || {
+        app.sla_engine_with(SlaConfig {
             tick: std::time::Duration::from_millis(50),
             rebuild_every: std::time::Duration::from_secs(3600),
             ..Default::default()
-        },
+        })
     };
     let e = engine();
     e.rebuild().await.unwrap();

@@ -868,6 +868,10 @@ pub async fn record_events<C: ConnectionTrait>(
 /// On a breach, applies the policy's escalation in the breach's
 /// transaction: raise the priority (the inbox ranks it higher) and assign
 /// the conversation. Returns whether anything changed.
+///
+/// `c` must have been read locked in this transaction
+/// ([`crate::locks::conversations`]), as the breach was: nobody can have
+/// re-ranked, assigned or resolved it since.
 pub async fn escalate<C: ConnectionTrait>(
     conn: &C,
     c: &conversation::Model,
@@ -875,19 +879,10 @@ pub async fn escalate<C: ConnectionTrait>(
     use crate::entities::membership;
     use rapport_domain::priority::PriorityLevel;
     use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
-    // Read again, locked (crate::locks): since the breach was read, the
-    // conversation may have been re-ranked, assigned or resolved.
-    let Some(c) = crate::locks::for_update(conversation::Entity::find_by_id(c.id))
-        .one(conn)
-        .await?
-    else {
-        return Ok(false);
-    };
-    let c = &c;
     if c.status != "OPEN" {
-        // Resolved, closed or waiting on the customer since the breach was
-        // read: nobody needs calling. (A reply alone leaves it OPEN: the
-        // breach happened, and the escalation stands.)
+        // Resolved, closed or waiting on the customer: nobody needs
+        // calling. (A reply alone leaves it OPEN: the breach happened, and
+        // the escalation stands.)
         return Ok(false);
     }
     let Some(policy) = (match c.sla_policy_id {

@@ -266,6 +266,22 @@ impl TestApp {
         }
     }
 
+    /// An SLA engine on this app's database and Redis prefix, run by hand.
+    pub fn sla_engine(&self) -> rapport_worker::sla::SlaEngine {
+        self.sla_engine_with(Default::default())
+    }
+
+    pub fn sla_engine_with(
+        &self,
+        cfg: rapport_worker::sla::SlaConfig,
+    ) -> rapport_worker::sla::SlaEngine {
+        rapport_worker::sla::SlaEngine {
+            db: self.state.db.clone(),
+            kv: self.state.kv.clone(),
+            cfg,
+        }
+    }
+
     /// Also runs the worker (all production handlers) in this process.
     pub async fn with_worker(self) -> Self {
         self.with_worker_publishing(|_| {}).await

@@ -9,7 +9,10 @@
 //! Outcomes: SENT with the platform's id; a retryable failure (rate limit,
 //! server error, timeout) schedules the next attempt with the shared
 //! backoff; a refusal, or the last attempt failing, is FAILED with the
-//! platform's error, visible on the reply.
+//! platform's error, visible on the reply. Platforms ignore the key, so
+//! every attempt after the first at a public X, Facebook or Instagram reply
+//! first looks for it on the platform (`publish::lookup`): an answer lost
+//! after publishing does not publish it twice.
 
 use crate::egress;
 use anyhow::Context;
@@ -133,8 +136,15 @@ impl Publisher {
             return Ok(false);
         }
         let lease = now + chrono::Duration::from_std(self.cfg.timeout * 3)?;
+        // The attempt counts from its claim: one cut off (a worker stopped
+        // between the platform's answer and its record) still counts, so
+        // the next one looks for what it may have published.
         let mut claim = message::Entity::update_many()
             .col_expr(message::Column::NextDeliveryAt, Expr::value(lease))
+            .col_expr(
+                message::Column::DeliveryAttempts,
+                Expr::value(reply.delivery_attempts + 1),
+            )
             .filter(message::Column::Id.eq(id))
             .filter(message::Column::DeliveryStatus.eq(QUEUED));
         claim = match reply.next_delivery_at {
@@ -217,7 +227,7 @@ impl Publisher {
         let reply_id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Message, l.reply.id);
         let conversation_id =
             rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, l.conversation.id);
-        let req = publish::request(&Outgoing {
+        let outgoing = Outgoing {
             kind,
             visibility,
             text: &l.reply.body,
@@ -227,8 +237,13 @@ impl Publisher {
             account_id: &l.channel.external_account_id,
             reply_id: &reply_id,
             conversation_id: &conversation_id,
-        })
-        .map_err(Outcome::Refused)?;
+        };
+        let req = publish::request(&outgoing).map_err(Outcome::Refused)?;
+        if l.reply.delivery_attempts > 0
+            && let Some(id) = self.published_before(&outgoing, &l.channel).await?
+        {
+            return Ok(Outcome::Sent(Some(id)));
+        }
         let body = serde_json::to_vec(&req.body).map_err(|e| Outcome::Refused(e.to_string()))?;
         let builder = match kind {
             ChannelKind::Generic => {
@@ -270,6 +285,41 @@ impl Publisher {
             .await
             .map_err(|e| Outcome::Retry(format!("reading the answer failed: {e}")))?;
         Ok(publish::outcome(kind, status, &bytes))
+    }
+
+    /// An earlier attempt may have been published though its answer was
+    /// lost (a timeout, a server error, a worker stopped mid-request): the
+    /// platform's id for it if the platform lists it. Where the platform
+    /// cannot say, the attempt is put off rather than made blind.
+    async fn published_before(
+        &self,
+        o: &Outgoing<'_>,
+        channel: &channel::Model,
+    ) -> Result<Option<String>, Outcome> {
+        let Some(path) = publish::lookup(o) else {
+            return Ok(None);
+        };
+        let base = if o.kind == ChannelKind::X {
+            &self.cfg.x_api
+        } else {
+            &self.cfg.graph_api
+        };
+        let token = self.open(channel.access_token_ciphertext.as_deref(), "access token")?;
+        let lost = |e: String| Outcome::Retry(format!("looking for an earlier attempt: {e}"));
+        let resp = self
+            .http
+            .get(format!("{}{path}", base.trim_end_matches('/')))
+            .bearer_auth(String::from_utf8_lossy(&token))
+            .send()
+            .await
+            .map_err(|e| lost(egress::describe(&e)))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| lost(e.to_string()))?;
+        let found = publish::published_in(o, status, &bytes).map_err(lost)?;
+        if let Some(id) = &found {
+            tracing::info!(platform_id = %id, "an earlier attempt was published; not sending again");
+        }
+        Ok(found)
     }
 
     fn open(&self, sealed: Option<&[u8]>, what: &str) -> Result<Vec<u8>, Outcome> {

@@ -190,7 +190,7 @@ impl SlaEngine {
         // Two breaches of one conversation in a batch (first response and
         // resolution) escalate it once.
         let mut seen = HashSet::new();
-        let mut breached: Vec<&conversation::Model> = fresh
+        let breached: Vec<&conversation::Model> = fresh
             .iter()
             .map(|(k, _)| &events[*k])
             .filter(|e| {
@@ -202,9 +202,7 @@ impl SlaEngine {
             .map(|e| e.conversation)
             .filter(|c| seen.insert(c.id))
             .collect();
-        // Each is locked as it is escalated: in id order, as every writer
-        // of several conversations takes them (rapport_store::locks).
-        breached.sort_by_key(|c| c.id);
+        // Read locked above, so escalation decides on rows nobody changed.
         for c in breached {
             if sla::escalate(&txn, c).await? {
                 escalated.push((c.workspace_id, c.id, "updated"));
@@ -291,15 +289,22 @@ impl SlaEngine {
         if due.is_empty() {
             return Ok(timers);
         }
-        let mut recorded = HashSet::new();
+        let mut recorded: HashSet<(Uuid, String, String, i32)> = HashSet::new();
         for chunk in due.chunks(500) {
-            for e in sla_event::Entity::find()
-                .filter(sla_event::Column::ConversationId.is_in(chunk.iter().copied()))
-                .all(&self.db)
-                .await?
-            {
-                recorded.insert((e.conversation_id, e.target, e.kind, e.cycle));
-            }
+            recorded.extend(
+                sla_event::Entity::find()
+                    .select_only()
+                    .columns([
+                        sla_event::Column::ConversationId,
+                        sla_event::Column::Target,
+                        sla_event::Column::Kind,
+                        sla_event::Column::Cycle,
+                    ])
+                    .filter(sla_event::Column::ConversationId.is_in(chunk.iter().copied()))
+                    .into_tuple::<(Uuid, String, String, i32)>()
+                    .all(&self.db)
+                    .await?,
+            );
         }
         Ok(timers
             .into_iter()

@@ -15,6 +15,14 @@
 //!   Meta answers `{"id"}` or `{"message_id"}`; errors `{"error": {"message", "code"}}`.
 //! - GENERIC: `POST <callback URL>` with the reply as JSON (see the README),
 //!   signed like the GENERIC webhooks; an optional `{"id"}` in the answer.
+//!
+//! Neither X nor Meta honours `Idempotency-Key`, and a timeout or a server
+//! error can come after the platform published. So before another attempt
+//! at a public reply, [`lookup`] asks the platform for the brand's replies
+//! to the same message and [`published_in`] finds ours among them: the
+//! brand's timeline on X (`GET /2/users/{id}/tweets` with
+//! `referenced_tweets`), the comment's comments on Facebook (`fields=id,
+//! message,from`) and its replies on Instagram (`fields=id,text,from`).
 
 use crate::ingest::{ChannelKind, Visibility};
 use serde_json::{Value, json};
@@ -171,6 +179,97 @@ pub fn outcome(kind: ChannelKind, status: u16, body: &[u8]) -> Outcome {
     }
 }
 
+/// Where to look for a public reply that an earlier attempt may have
+/// published (a GET path with its query, relative to the platform's base
+/// URL); None where there is no such read (private messages, GENERIC).
+pub fn lookup(o: &Outgoing<'_>) -> Option<String> {
+    let target = o.in_reply_to.filter(|t| is_id(t))?;
+    match (o.kind, o.visibility) {
+        (ChannelKind::X, Visibility::Public) if is_id(o.account_id) => Some(format!(
+            "/2/users/{}/tweets?max_results=100&tweet.fields=referenced_tweets",
+            o.account_id
+        )),
+        (ChannelKind::Facebook, Visibility::Public) => Some(format!(
+            "/{GRAPH_VERSION}/{target}/comments?fields=id,message,from&order=reverse_chronological&limit=100"
+        )),
+        (ChannelKind::Instagram, Visibility::Public) => Some(format!(
+            "/{GRAPH_VERSION}/{target}/replies?fields=id,text,from"
+        )),
+        _ => None,
+    }
+}
+
+fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+}
+
+/// Text as a platform may hand it back: entities decoded (X escapes `&`,
+/// `<`, `>`), links replaced (X shortens them), spacing collapsed.
+fn comparable(text: &str) -> String {
+    let decoded = text
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    decoded
+        .split_whitespace()
+        .map(|w| {
+            if w.starts_with("http://") || w.starts_with("https://") {
+                "<link>"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Reads the answer to [`lookup`]: `Ok(Some(id))` when the brand's account
+/// already published this reply to this message, `Ok(None)` when not (send
+/// it), `Err` when the answer says nothing either way (try again later:
+/// posting blind could publish it twice).
+pub fn published_in(o: &Outgoing<'_>, status: u16, body: &[u8]) -> Result<Option<String>, String> {
+    if !(200..300).contains(&status) {
+        return Err(match outcome(o.kind, status, body) {
+            Outcome::Retry(m) | Outcome::Refused(m) => m,
+            Outcome::Sent(_) => format!("HTTP {status}"),
+        });
+    }
+    let json: Value =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+    let Some(items) = json["data"].as_array() else {
+        // X leaves `data` out of an empty timeline.
+        return if o.kind == ChannelKind::X && json.get("errors").is_none() {
+            Ok(None)
+        } else {
+            Err("the answer has no list".into())
+        };
+    };
+    let want = comparable(o.text);
+    let target = o.in_reply_to.unwrap_or_default();
+    let ours = |item: &Value| match o.kind {
+        ChannelKind::X => {
+            item["referenced_tweets"].as_array().is_some_and(|refs| {
+                refs.iter()
+                    .any(|r| r["type"] == "replied_to" && r["id"].as_str() == Some(target))
+            }) && item["text"].as_str().map(comparable).as_deref() == Some(want.as_str())
+        }
+        _ => {
+            let text = item["message"].as_str().or_else(|| item["text"].as_str());
+            item["from"]["id"].as_str() == Some(o.account_id)
+                && text.map(comparable).as_deref() == Some(want.as_str())
+        }
+    };
+    Ok(items
+        .iter()
+        .find(|i| ours(i))
+        .and_then(|i| i["id"].as_str())
+        .map(str::to_string))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +321,67 @@ mod tests {
         let mut o = out(ChannelKind::Facebook, Visibility::Public);
         o.in_reply_to = Some("../me/feed");
         assert!(request(&o).is_err());
+    }
+
+    #[test]
+    fn an_earlier_attempt_is_found_where_each_platform_lists_replies() {
+        let x = out(ChannelKind::X, Visibility::Public);
+        assert_eq!(
+            lookup(&x).unwrap(),
+            "/2/users/17841400000000/tweets?max_results=100&tweet.fields=referenced_tweets"
+        );
+        assert!(lookup(&out(ChannelKind::X, Visibility::Private)).is_none());
+        assert!(lookup(&out(ChannelKind::Generic, Visibility::Public)).is_none());
+        let fb = out(ChannelKind::Facebook, Visibility::Public);
+        assert!(
+            lookup(&fb)
+                .unwrap()
+                .starts_with("/v21.0/1850000000000000001/comments?fields=id,message,from")
+        );
+        let ig = out(ChannelKind::Instagram, Visibility::Public);
+        assert!(
+            lookup(&ig)
+                .unwrap()
+                .starts_with("/v21.0/1850000000000000001/replies?")
+        );
+
+        // X: our reply to that tweet, its text as X returns it.
+        let mut x = out(ChannelKind::X, Visibility::Public);
+        x.text = "Sorry & see https://help.example/refunds  for the refund";
+        let timeline = json!({ "data": [
+            { "id": "1", "text": "Sorry &amp; see https://t.co/abc for the refund",
+              "referenced_tweets": [{ "type": "replied_to", "id": "777" }] },
+            { "id": "2", "text": "Sorry &amp; see https://t.co/abc for the refund",
+              "referenced_tweets": [{ "type": "replied_to", "id": "1850000000000000001" }] },
+        ]});
+        let body = serde_json::to_vec(&timeline).unwrap();
+        assert_eq!(published_in(&x, 200, &body), Ok(Some("2".into())));
+        x.text = "Another reply entirely";
+        assert_eq!(published_in(&x, 200, &body), Ok(None));
+        assert_eq!(
+            published_in(&x, 200, br#"{"meta":{"result_count":0}}"#),
+            Ok(None)
+        );
+        assert!(
+            published_in(&x, 503, b"busy").is_err(),
+            "unknown: not posted blind"
+        );
+        assert!(published_in(&x, 200, b"<html>").is_err());
+
+        // Facebook and Instagram: from the brand's account, same words.
+        let comments = json!({ "data": [
+            { "id": "c1", "message": "Hi Ana, so sorry", "from": { "id": "someone-else" } },
+            { "id": "c2", "message": "Hi Ana,  so sorry", "from": { "id": "17841400000000" } },
+        ]});
+        let body = serde_json::to_vec(&comments).unwrap();
+        assert_eq!(published_in(&fb, 200, &body), Ok(Some("c2".into())));
+        let replies = json!({ "data": [
+            { "id": "r9", "text": "Hi Ana, so sorry", "from": { "id": "17841400000000", "username": "brew" } },
+        ]});
+        let body = serde_json::to_vec(&replies).unwrap();
+        assert_eq!(published_in(&ig, 200, &body), Ok(Some("r9".into())));
+        assert!(published_in(&ig, 400, br#"{"error":{"message":"bad","code":100}}"#).is_err());
+        assert!(published_in(&ig, 200, br#"{"error":{}}"#).is_err());
     }
 
     #[test]
