@@ -202,6 +202,52 @@ async fn bad_inputs_get_typed_errors_and_change_nothing() {
         "only the one good workspace exists"
     );
     assert!(r["errors"][0]["message"].as_str().is_some());
+
+    // Text PostgreSQL cannot store (U+0000), in variables or inline, is the
+    // client's mistake on both backends, never an internal error.
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let r = app
+        .gql(
+            Some(&s.access),
+            create,
+            json!({ "i": { "name": "Nul\u{0}name", "timezone": "UTC" } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    let r = app
+        .gql(
+            Some(&s.access),
+            "query($w: ID!, $f: ConversationFilter) { conversations(workspaceId: $w, filter: $f) { edges { cursor } } }",
+            json!({ "w": ws, "f": { "search": "cold\u{0}" } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    let r = app
+        .gql(
+            Some(&s.access),
+            "mutation { createWorkspace(input: { name: \"a\\u0000b\", timezone: \"UTC\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    // Webhook subscription URLs are parsed as URLs.
+    let subscribe = "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }";
+    for url in [
+        "https://",
+        "https://exa mple.test/x",
+        "https:///path",
+        "ftp://x.test",
+    ] {
+        let r = app
+            .gql(
+                Some(&s.access),
+                subscribe,
+                json!({ "i": { "workspaceId": ws, "url": url, "events": ["SLA_BREACHED"], "secret": "hook-secret-123" } }),
+            )
+            .await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{url}: {r}");
+        assert_eq!(r["errors"][0]["extensions"]["field"], "url", "{url}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -463,6 +463,23 @@ async fn channel_states_sizes_and_malformed_payloads_get_their_documented_answer
             .0,
         410
     );
+    // Gone for good: no new secret or token is stored on it.
+    let r = app
+        .gql(
+            Some(&s.access),
+            "mutation($i: UpdateChannelInput!) { updateChannel(input: $i) { hasSecret } }",
+            json!({ "i": { "id": id, "secret": "a-brand-new-secret" } }),
+        )
+        .await;
+    assert_eq!(common::code(&r), Some("BAD_USER_INPUT"), "{r}");
+    let listed = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { channels(workspaceId: $w) { edges { node { hasSecret } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    assert_eq!(edges(&listed["channels"])[0]["node"]["hasSecret"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,7 +500,8 @@ async fn generic_events_land_in_every_workspace_whose_brand_they_mention() {
     };
     let brew = mk("Brew Co", "brew co").await;
     let bean = mk("Bean Bros", "bean bros").await;
-    let (_, url) = connect(&app, &s, json!({ "workspaceId": home, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": home, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret",
+        "externalAccountId": "agency-alerts-1", "callbackUrl": "https://hooks.acme.example/rapport" })).await;
     let body = serde_json::to_vec(&json!({ "events": [
         { "id": "1", "text": "Brew Co and Bean Bros both ignored me", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "u1" } },
         { "id": "2", "text": "Bean Bros is great", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "u2" } },
@@ -505,6 +523,32 @@ async fn generic_events_land_in_every_workspace_whose_brand_they_mention() {
         count(&home).await,
         1,
         "unmatched events stay in the channel's workspace"
+    );
+
+    // The routed conversations name the channel of `home`: an agent
+    // restricted to `bean` sees what it is, not its addresses.
+    let channel_of = async |token: &str| {
+        app.ok(
+            Some(token),
+            "query($w: ID!) { conversations(workspaceId: $w, first: 1) { edges { node { channel {
+                kind name externalAccountId webhookUrl callbackUrl } } } } }",
+            json!({ "w": bean }),
+        )
+        .await["conversations"]["edges"][0]["node"]["channel"]
+            .clone()
+    };
+    let owner = channel_of(&s.access).await;
+    assert_eq!(owner["callbackUrl"], "https://hooks.acme.example/rapport");
+    assert_eq!(owner["externalAccountId"], "agency-alerts-1");
+    assert!(owner["webhookUrl"].is_string());
+    let (agent, _) = app
+        .add_member(&s, "agent@acme.test", "AGENT", Some(vec![bean.clone()]))
+        .await;
+    let seen = channel_of(&agent.access).await;
+    assert_eq!(
+        seen,
+        json!({ "kind": "GENERIC", "name": "alerts", "externalAccountId": "",
+                "webhookUrl": null, "callbackUrl": null })
     );
 }
 

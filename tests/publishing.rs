@@ -25,6 +25,10 @@ struct Seen {
     body: Value,
 }
 
+/// A POST's answer: status, body, whether it was published, and the
+/// platform id when the answer lost it.
+type Scripted = (u16, Value, bool, Option<String>);
+
 /// A platform stand-in: answers each POST from a script (then 200
 /// `{"id": "default"}`), keeps what it published, and lists it on the
 /// reads Rapport makes before a retry (X timeline, Graph comments and
@@ -33,8 +37,7 @@ struct Seen {
 struct FakePlatform {
     seen: Arc<Mutex<Vec<Seen>>>,
     lookups: Arc<Mutex<Vec<String>>>,
-    /// (status, answer, published, the platform id when the answer lost it).
-    script: Arc<Mutex<VecDeque<(u16, Value, bool, Option<String>)>>>,
+    script: Arc<Mutex<VecDeque<Scripted>>>,
     /// (replied-to id, text, platform id) of each reply published.
     published: Arc<Mutex<Vec<(String, String, String)>>>,
     brand: Arc<Mutex<String>>,

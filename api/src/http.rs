@@ -249,9 +249,11 @@ async fn graphql_ws(
                         .and_then(|v| v.as_str())
                         .map(|t| format!("Bearer {t}"))
                 });
-            let auth = authenticate(&st, header.as_deref())
-                .await
-                .map_err(|e| async_graphql::Error::new(e.message()))?;
+            let auth = authenticate(&st, header.as_deref()).await.map_err(|e| {
+                // Details are logged, never sent.
+                tracing::error!(error = ?e, "authenticating a socket failed");
+                async_graphql::Error::new("internal error")
+            })?;
             let mut data = async_graphql::Data::default();
             data.insert(auth);
             // Each operation is authenticated again from these (see

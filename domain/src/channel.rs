@@ -23,6 +23,7 @@ impl HttpUrl {
             || rest.starts_with('/')
             || u.len() > 2048
             || u.contains(char::is_whitespace)
+            || u.contains(char::is_control)
         {
             return Err(ParseError::new(field, "is not a usable URL"));
         }
@@ -81,10 +82,12 @@ pub fn requirements(kind: ChannelKind) -> (bool, bool, bool) {
 
 pub fn account_id(raw: Option<&str>, kind: ChannelKind) -> Result<String, ParseError> {
     match raw.map(str::trim) {
-        Some(a) if !a.is_empty() && a.len() <= 200 => Ok(a.to_string()),
+        Some(a) if !a.is_empty() && a.len() <= 200 && !a.contains(char::is_control) => {
+            Ok(a.to_string())
+        }
         Some(_) => Err(ParseError::new(
             "externalAccountId",
-            "must be 1 to 200 characters",
+            "must be 1 to 200 characters, none of them control characters",
         )),
         None if matches!(kind, ChannelKind::Feed | ChannelKind::Generic) => Ok(String::new()),
         None => Err(ParseError::new(
@@ -103,6 +106,8 @@ mod tests {
         assert!(FeedUrl::parse("https://alerts.example/brew.rss").is_ok());
         assert!(FeedUrl::parse("ftp://x").is_err());
         assert!(FeedUrl::parse("http://").is_err());
+        assert!(FeedUrl::parse("https://alerts.example/a\u{0}b").is_err());
+        assert!(account_id(Some("page\u{0}1"), ChannelKind::Facebook).is_err());
         assert_eq!(poll_interval(None).unwrap(), 300);
         assert!(poll_interval(Some(10)).is_err());
     }

@@ -1,5 +1,6 @@
-//! Storage errors. Unique-constraint violations are classified here, once,
-//! into user-facing conflicts; everything else stays an internal error.
+//! Storage errors. Unique-constraint violations (and text the database
+//! cannot store) are classified here, once, into user-facing errors;
+//! everything else stays an internal error.
 
 use sea_orm::{DbErr, SqlErr};
 use thiserror::Error;
@@ -8,7 +9,8 @@ use thiserror::Error;
 pub enum StoreError {
     #[error("not found")]
     NotFound,
-    /// A unique constraint refused the write; the text is safe to show users.
+    /// The database refused the input itself (a unique key, text it cannot
+    /// store); the text is safe to show users.
     #[error("{0}")]
     Conflict(&'static str),
     #[error("database error: {0}")]
@@ -49,6 +51,14 @@ impl From<DbErr> for StoreError {
                     .map(|(_, _, user)| *user)
                     .unwrap_or("this conflicts with an existing record"),
             ),
+            // PostgreSQL's text holds no U+0000 (SQLSTATE 22021); inputs
+            // that can carry one are parsed to refuse it, this is the net.
+            _ if err
+                .to_string()
+                .contains("invalid byte sequence for encoding") =>
+            {
+                StoreError::Conflict("text must not contain the NUL character (U+0000)")
+            }
             _ => StoreError::Db(err),
         }
     }

@@ -160,28 +160,41 @@ impl Channel {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    /// The brand's own account id on the platform.
-    async fn external_account_id(&self) -> &str {
-        &self.0.external_account_id
+    /// The brand's own account id on the platform; empty for a viewer who
+    /// does not see the channel's workspace (its conversation was filed
+    /// into theirs by brand keywords).
+    async fn external_account_id(&self, ctx: &Context<'_>) -> &str {
+        let sees = auth(ctx)
+            .viewer()
+            .is_ok_and(|v| v.scope.sees_workspace(self.0.workspace_id));
+        if sees {
+            &self.0.external_account_id
+        } else {
+            ""
+        }
     }
     /// Whether the channel is taking in messages.
     async fn status(&self) -> ApiResult<ChannelStatus> {
         ChannelStatus::parse(&self.0.status)
     }
-    /// Register this URL with the platform (null for polled feeds, and for
-    /// CLIENT_VIEWER).
+    /// Register this URL with the platform (null for polled feeds, for
+    /// CLIENT_VIEWER, and for anyone who does not see its workspace).
     async fn webhook_url(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
-        if !writer(ctx) {
+        if !sees_addresses(ctx, &self.0) {
             return Ok(None);
         }
         Ok(kind_of(&self.0)?
             .is_webhook()
             .then(|| webhook_url(state(ctx), self.0.id)))
     }
-    /// FEED: the RSS or Atom address polled; null for other kinds, and for
-    /// CLIENT_VIEWER (a feed address may carry a token).
+    /// FEED: the RSS or Atom address polled; null for other kinds, for
+    /// CLIENT_VIEWER and for anyone who does not see its workspace (a feed
+    /// address may carry a token).
     async fn feed_url(&self, ctx: &Context<'_>) -> Option<&str> {
-        self.0.feed_url.as_deref().filter(|_| writer(ctx))
+        self.0
+            .feed_url
+            .as_deref()
+            .filter(|_| sees_addresses(ctx, &self.0))
     }
     /// FEED: seconds between polls; null for other kinds.
     async fn poll_interval_seconds(&self) -> Option<i32> {
@@ -197,9 +210,13 @@ impl Channel {
         self.0.access_token_ciphertext.is_some() || self.0.callback_url.is_some()
     }
     /// GENERIC: where replies are POSTed, signed with the channel's secret;
-    /// null for CLIENT_VIEWER (the agency's own systems).
+    /// null for CLIENT_VIEWER (the agency's own systems) and for anyone who
+    /// does not see its workspace.
     async fn callback_url(&self, ctx: &Context<'_>) -> Option<&str> {
-        self.0.callback_url.as_deref().filter(|_| writer(ctx))
+        self.0
+            .callback_url
+            .as_deref()
+            .filter(|_| sees_addresses(ctx, &self.0))
     }
     /// When the channel was connected.
     async fn created_at(&self) -> DateTime<Utc> {
@@ -213,8 +230,14 @@ impl Channel {
 
 /// Whether the viewer may see a channel's addresses: CLIENT_VIEWER reaches a
 /// channel only through its conversations, and sees its name and kind.
-fn writer(ctx: &Context<'_>) -> bool {
-    auth(ctx).viewer().is_ok_and(|v| v.role.can_write())
+/// Whether the viewer may see `c`'s addresses: a staff member who sees
+/// its workspace. A conversation filed into another workspace by its brand
+/// keywords (FEED, GENERIC) names a channel of a workspace the viewer may
+/// be restricted away from.
+fn sees_addresses(ctx: &Context<'_>, c: &channel::Model) -> bool {
+    auth(ctx)
+        .viewer()
+        .is_ok_and(|v| v.role.can_write() && v.scope.sees_workspace(c.workspace_id))
 }
 
 /// A new channel. Which of the optional fields are required, allowed or
@@ -318,6 +341,18 @@ impl ChannelQuery {
 #[derive(Default)]
 pub struct ChannelMutation;
 
+/// A disconnected channel is gone for good: its credentials were wiped
+/// and nothing may store new ones.
+fn still_connected(c: &channel::Model) -> ApiResult<()> {
+    if c.status == ChannelStatus::Disconnected.as_str() {
+        return Err(ApiError::bad_input(
+            "id",
+            "this channel is disconnected; connect a new one",
+        ));
+    }
+    Ok(())
+}
+
 impl ChannelMutation {
     async fn set_status(
         &self,
@@ -331,18 +366,15 @@ impl ChannelMutation {
         let id = decode(Kind::Channel, id)?;
         let txn = v.scope.begin(&state(ctx).db).await?;
         let current = v.scope.find::<channel::Entity, _>(&txn, id).await?;
-        if current.status == ChannelStatus::Disconnected.as_str() {
-            return Err(ApiError::bad_input(
-                "id",
-                "this channel is disconnected; connect a new one",
-            ));
-        }
+        still_connected(&current)?;
         let mut am = current.into_active_model();
         am.status = Set(status.as_str().into());
         if status == ChannelStatus::Disconnected {
             am.secret_ciphertext = Set(None);
             am.verify_token_ciphertext = Set(None);
             am.access_token_ciphertext = Set(None);
+            // A feed address may carry a token of the feed's owner.
+            am.feed_url = Set(None);
         }
         am.updated_at = Set(Utc::now());
         let c = am.update(&txn).await?;
@@ -466,6 +498,7 @@ impl ChannelMutation {
         let id = decode(Kind::Channel, &input.id)?;
         let txn = v.scope.begin(&st.db).await?;
         let current = v.scope.find::<channel::Entity, _>(&txn, id).await?;
+        still_connected(&current)?;
         let kind = kind_of(&current)?;
         let (takes_secret, takes_token, takes_feed) = requirements(kind);
         let mut changed = Vec::new();

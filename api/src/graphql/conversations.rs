@@ -815,8 +815,11 @@ async fn list_page(
         q = q.filter(conversation::Column::AssigneeMembershipId.eq(decode(Kind::Member, a)?));
     }
     if let Some(term) = f.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        if term.chars().count() > 200 {
-            return Err(ApiError::bad_input("search", "at most 200 characters"));
+        if term.chars().count() > 200 || term.contains(char::is_control) {
+            return Err(ApiError::bad_input(
+                "search",
+                "at most 200 characters, none of them control characters",
+            ));
         }
         let escaped = term
             .to_lowercase()

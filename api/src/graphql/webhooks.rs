@@ -182,10 +182,8 @@ impl WebhookMutation {
     ) -> ApiResult<WebhookSubscription> {
         let v = auth(ctx).viewer()?;
         v.require_manager()?;
-        let url = input.url.trim();
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
-            return Err(ApiError::bad_input("url", "must be an http(s) URL"));
-        }
+        let parsed = rapport_domain::channel::HttpUrl::parse("url", &input.url)?;
+        let url = parsed.as_str();
         if input.events.is_empty()
             || input
                 .events
