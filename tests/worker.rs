@@ -140,6 +140,11 @@ async fn jobs_are_handled_retried_dead_lettered_and_shutdown_is_graceful() {
     })
     .await;
     assert_eq!(
+        xlen(&kv, jobs::STREAM).await,
+        0,
+        "jobs done with leave the stream"
+    );
+    assert_eq!(
         flaky_calls.load(Ordering::SeqCst),
         3,
         "retried up to max_deliveries"
@@ -184,6 +189,11 @@ async fn jobs_of_a_kind_are_handed_over_together_and_settled_one_by_one() {
         xlen(&kv, DEAD_LETTERS).await == 2 && pending(&kv).await == 0
     })
     .await;
+    assert_eq!(
+        xlen(&kv, jobs::STREAM).await,
+        0,
+        "jobs done with leave the stream"
+    );
     tx.send(true).unwrap();
     handle.await.unwrap().unwrap();
     let groups = groups.lock().unwrap().clone();

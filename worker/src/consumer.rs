@@ -6,6 +6,9 @@ use futures_util::StreamExt;
 use rapport_domain::retry::Backoff;
 use rapport_store::Kv;
 use rapport_store::jobs::{DEAD_LETTERS, GROUP, STREAM};
+
+/// Dead letters kept in Redis, about (`MAXLEN ~`).
+const DEAD_LETTERS_KEPT: usize = 10_000;
 use redis::Value;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -394,8 +397,13 @@ impl Worker {
                 // the job; if that fails, the job stays pending and returns.
                 on_dead(p, why.clone()).await?;
             }
+            // Capped: the database keeps every failure where users see it
+            // (a raw event FAILED, a reply FAILED); this is for operators.
             redis::cmd("XADD")
                 .arg(self.kv.key(DEAD_LETTERS))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(DEAD_LETTERS_KEPT)
                 .arg("*")
                 .arg("id")
                 .arg(&job.id)
@@ -410,11 +418,19 @@ impl Worker {
         }
         if outcome.is_ok() || dead {
             // Acknowledge only when done with it: a crash before this line
-            // means another delivery, which handlers tolerate.
-            redis::cmd("XACK")
+            // means another delivery, which handlers tolerate. Then delete
+            // it: the group is the stream's only reader, and an entry kept
+            // after its acknowledgement only grows Redis's memory.
+            redis::pipe()
+                .cmd("XACK")
                 .arg(stream)
                 .arg(GROUP)
                 .arg(&job.id)
+                .ignore()
+                .cmd("XDEL")
+                .arg(stream)
+                .arg(&job.id)
+                .ignore()
                 .query_async::<()>(conn)
                 .await?;
             metrics::counter!("rapport_jobs_done_total", "kind" => job.kind.clone(), "dead" => dead.to_string())
