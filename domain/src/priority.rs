@@ -108,7 +108,7 @@ pub fn score(input: &PriorityInput<'_>) -> Breakdown {
     };
     let urgency_matches: Vec<String> = keywords
         .iter()
-        .filter(|k| !k.is_empty() && text.contains(&k.to_lowercase()))
+        .filter(|k| urgent_word(&text, &k.to_lowercase()))
         .cloned()
         .collect();
     let urgency = if urgency_matches.is_empty() { 0.0 } else { 1.0 };
@@ -132,6 +132,33 @@ pub fn score(input: &PriorityInput<'_>) -> Breakdown {
 
 fn round(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
+}
+
+/// Endings an urgency keyword may take and still be itself ("refunded",
+/// "cancelled", "scammed", "lawyers", "urgently").
+const ENDINGS: &[&str] = &[
+    "s", "es", "d", "ed", "ing", "er", "ers", "ly", "ion", "ions", "ation", "led", "ling",
+    "lation", "med", "ming", "ned", "ning", "ted", "ting",
+];
+
+/// Whether `text` (lower case) says `keyword` as a word of its own, or
+/// with one of [`ENDINGS`]: "scampi" and "insurgent" do not say "scam" and
+/// "urgent".
+fn urgent_word(text: &str, keyword: &str) -> bool {
+    if keyword.is_empty() {
+        return false;
+    }
+    text.match_indices(keyword).any(|(i, _)| {
+        let starts_word = !text[..i]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric);
+        let rest = &text[i + keyword.len()..];
+        let tail = &rest[..rest
+            .find(|c: char| !c.is_alphanumeric())
+            .unwrap_or(rest.len())];
+        starts_word && (tail.is_empty() || ENDINGS.contains(&tail))
+    })
 }
 
 #[cfg(test)]
@@ -163,6 +190,20 @@ mod tests {
         assert_eq!(loud.level, PriorityLevel::Urgent);
         assert_eq!(quiet.level, PriorityLevel::Low);
         assert_eq!(loud.urgency_matches, ["charged twice"]);
+    }
+
+    #[test]
+    fn urgency_keywords_are_words_not_parts_of_words() {
+        let matched = |text: &str| input(0.0, 0, Visibility::Public, text).urgency_matches;
+        assert!(matched("loved the scampi").is_empty());
+        assert!(matched("an insurgent brand").is_empty());
+        assert!(matched("refundable? no, cancellable").is_empty());
+        assert_eq!(matched("I was SCAMMED"), ["scam"]);
+        assert_eq!(matched("still not refunded"), ["refund"]);
+        assert_eq!(matched("the cancellation failed"), ["cancel"]);
+        assert_eq!(matched("need help urgently"), ["urgent"]);
+        assert_eq!(matched("my lawyers will call"), ["lawyer"]);
+        assert_eq!(matched("refund, now."), ["refund"]);
     }
 
     proptest! {

@@ -7,7 +7,17 @@ use chrono::{DateTime, Utc};
 
 /// `received_at` stands in for entries that carry no date.
 pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Inbound>, PayloadError> {
-    let feed = feed_rs::parser::parse(body)
+    // feed-rs fills a missing id from the first link and the title (kept:
+    // stored entries carry such ids) or, with no link, a random UUID, which
+    // would store the entry again at every poll. Those are left empty here
+    // and get an id from their content below.
+    let feed = feed_rs::parser::Builder::new()
+        .id_generator(|links, title, _| match links.first() {
+            Some(link) => feed_rs::parser::generate_id_from_link_and_title(link, title),
+            None => String::new(),
+        })
+        .build()
+        .parse(body)
         .map_err(|e| PayloadError::new(format!("not an RSS or Atom feed: {e}")))?;
     let source = feed
         .title
@@ -27,6 +37,14 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Inbound>, Pa
                 .or_else(|| e.content.and_then(|c| c.body))
                 .unwrap_or_default();
             let text = strip_tags(&format!("{title}\n{body}"));
+            let dated = e.published.or(e.updated);
+            // No id and no link: the same words on the same date are the
+            // same entry, however often the feed is fetched.
+            let content_id = || {
+                let words = format!("{title}\n{body}\n{dated:?}");
+                (!title.trim().is_empty() || !body.trim().is_empty())
+                    .then(|| format!("sha256:{}", crate::crypto::sha256_hex(words.as_bytes())))
+            };
             let author = e
                 .authors
                 .first()
@@ -36,14 +54,14 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Inbound>, Pa
             Inbound {
                 account: None,
                 external_id: if e.id.is_empty() {
-                    link.clone().unwrap_or_default()
+                    link.clone().or_else(content_id).unwrap_or_default()
                 } else {
                     e.id
                 },
                 in_reply_to: None,
                 visibility: Visibility::Public,
                 text: clip(text.trim()),
-                published_at: e.published.or(e.updated).unwrap_or(received_at),
+                published_at: dated.unwrap_or(received_at),
                 author: InboundAuthor {
                     external_id: author.to_lowercase(),
                     handle: author.clone(),
@@ -86,6 +104,26 @@ fn strip_tags(html: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_with_no_id_and_no_link_keeps_one_id_across_polls() {
+        let rss = |build: &str| {
+            format!(
+                "<rss version=\"2.0\"><channel><title>Alerts</title><lastBuildDate>{build}</lastBuildDate>\
+                 <item><title>Brew Co latte was cold</title><description>Third time this week</description></item>\
+                 <item><title>Another one</title><description>Different words</description></item>\
+                 </channel></rss>"
+            )
+        };
+        let now = Utc::now();
+        let first = parse(rss("Mon, 07 Dec 2026 09:00:00 GMT").as_bytes(), now).unwrap();
+        let again = parse(rss("Mon, 07 Dec 2026 09:05:00 GMT").as_bytes(), now).unwrap();
+        let ids = |m: &[Inbound]| m.iter().map(|m| m.external_id.clone()).collect::<Vec<_>>();
+        assert_eq!(first.len(), 2);
+        assert_eq!(ids(&first), ids(&again), "stable across polls");
+        assert_ne!(first[0].external_id, first[1].external_id);
+        assert!(first[0].external_id.starts_with("sha256:"));
+    }
 
     #[test]
     fn rss_and_atom_entries() {
