@@ -1,9 +1,10 @@
 //! The ingestion job: a raw event becomes deduplicated messages from
-//! upserted authors, threaded into conversations and ranked. All of a raw
-//! event's effects commit in one transaction together with marking it
-//! processed (events of one channel read together share that
-//! transaction), so a crash at any point means a clean retry:
-//! at-least-once delivery, exactly-once effect.
+//! upserted authors, threaded into conversations and ranked. A raw event's
+//! effects commit in one transaction together with marking it processed
+//! (events of one channel read together share that transaction; past
+//! [`PART`] messages the earlier ones commit in parts before it), so a
+//! crash at any point means a clean retry: at-least-once delivery,
+//! exactly-once effect.
 
 use crate::registry::Permanent;
 use anyhow::Context;
@@ -19,6 +20,10 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::Value;
 use std::collections::HashMap;
 use uuid::Uuid;
+
+/// Messages (per workspace they land in) stored in one transaction, at
+/// most: about three advisory locks each (author, message, parent).
+pub const PART: usize = 250;
 
 #[derive(Clone)]
 pub struct Ingestor {
@@ -185,7 +190,6 @@ impl Ingestor {
         if !others.is_empty() {
             self.store_foreign(ch, kind, &others).await?;
         }
-        let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
         // The channel's own workspace (even archived: nothing is dropped),
         // and for keyword-routed sources every active one of the agency.
         let own = workspace::Column::Id.eq(ch.workspace_id);
@@ -198,7 +202,7 @@ impl Ingestor {
             } else {
                 Condition::all().add(own)
             })
-            .all(&txn)
+            .all(&self.db)
             .await?;
         let items: Vec<_> = events
             .iter()
@@ -210,7 +214,29 @@ impl Ingestor {
                     .map(move |ws| (ws, m))
             })
             .collect();
-        let stored = store_batch(&txn, ch, kind, &items).await?;
+        // A big batch (a GENERIC body holds up to 1,000 events, and events
+        // are read 16 at a time) is stored in parts, each in its own
+        // transaction: every part takes an advisory lock per author and
+        // message, and PostgreSQL's lock table is shared and small (64 per
+        // connection by default), so one transaction for all of them could
+        // run it out for everyone. Parts committed before a crash are
+        // deduplicated on the retry; the last part commits with the mark.
+        let mut parts = items.chunks(PART);
+        let last = parts.next_back().unwrap_or_default();
+        for part in parts {
+            let early = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
+            let stored = store_batch(&early, ch, kind, part).await?;
+            early
+                .commit()
+                .await
+                .context("committing part of the ingested events")?;
+            metrics::counter!("rapport_messages_ingested_total")
+                .increment(stored.touched.len() as u64);
+            announce(&self.kv, &stored.timers, &stored.touched).await;
+        }
+        // Only now: SQLite lets one transaction write at a time.
+        let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
+        let stored = store_batch(&txn, ch, kind, last).await?;
         // Conditional: of two workers racing on one event, one commits.
         let done = raw_event::Entity::update_many()
             .col_expr(raw_event::Column::Status, Expr::value(PROCESSED))
@@ -261,21 +287,24 @@ impl Ingestor {
                     .increment(msgs.len() as u64);
                 continue;
             };
-            let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
             let Some(ws) = workspace::Entity::find_by_id(sib.workspace_id)
-                .one(&txn)
+                .one(&self.db)
                 .await?
             else {
                 continue;
             };
-            let items: Vec<_> = msgs.iter().map(|m| (&ws, *m)).collect();
-            let stored = store_batch(&txn, sib, kind, &items).await?;
-            txn.commit()
-                .await
-                .context("committing another account's messages")?;
-            metrics::counter!("rapport_messages_ingested_total")
-                .increment(stored.touched.len() as u64);
-            announce(&self.kv, &stored.timers, &stored.touched).await;
+            // In parts, as in `store`.
+            for part in msgs.chunks(PART) {
+                let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
+                let items: Vec<_> = part.iter().map(|m| (&ws, *m)).collect();
+                let stored = store_batch(&txn, sib, kind, &items).await?;
+                txn.commit()
+                    .await
+                    .context("committing another account's messages")?;
+                metrics::counter!("rapport_messages_ingested_total")
+                    .increment(stored.touched.len() as u64);
+                announce(&self.kv, &stored.timers, &stored.touched).await;
+            }
         }
         Ok(())
     }
