@@ -621,6 +621,59 @@ async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
             .await
             .contains("rapport_ingest_foreign_dropped_total")
     );
+
+    // The page whose URL the app calls is paused: the other page's entries
+    // still come in through it; the paused page's own are not taken in.
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let brew_channel = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { channels(workspaceId: $w) { edges { node { id } } } }",
+            json!({ "w": brew }),
+        )
+        .await["channels"]["edges"][0]["node"]["id"]
+        .clone();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ChannelIdInput!) { pauseChannel(input: $i) { status } }",
+        json!({ "i": { "id": brew_channel } }),
+    )
+    .await;
+    let body = serde_json::to_vec(&json!({ "object": "page", "entry": [
+        entry("1001", 4, "paused page comment"),
+        entry("1002", 5, "beans still stale"),
+    ] }))
+    .unwrap();
+    let (code, resp) = post(
+        &app,
+        &url,
+        &[(
+            "x-hub-signature-256",
+            meta_sign(b"shared-app-secret", &body),
+        )],
+        &body,
+    )
+    .await;
+    assert_eq!(code, 200, "{resp}");
+    app.eventually("the sibling's comment through the paused URL", async || {
+        texts(&s, &bean)
+            .await
+            .contains(&"beans still stale".to_string())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(texts(&s, &brew).await, ["the latte was cold"]);
+    app.eventually("the raw event processed", async || {
+        (raw_event::Entity::find()
+            .filter(raw_event::Column::Status.eq("PENDING"))
+            .count(&app.state.db)
+            .await
+            .unwrap()
+            == 0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(texts(&s, &brew).await, ["the latte was cold"]);
 }
 
 /// JSON may carry `\u0000`, which PostgreSQL's text refuses: the character

@@ -5,7 +5,8 @@
 //!
 //! Answers: 200 accepted or duplicate; 401 unsigned, mis-signed or stale
 //! (nothing stored); 404 unknown channel; 405 a polled FEED channel;
-//! 409 paused channel (nothing stored); 410 disconnected channel;
+//! 409 paused channel (nothing stored; unless the agency has another
+//! active channel of its kind, see `serves_siblings`); 410 disconnected channel;
 //! 413 body over the limit.
 
 use crate::graphql::channels::kind_of;
@@ -61,6 +62,7 @@ async fn channel_for(state: &AppState, raw_id: &str) -> Result<channel::Model, H
         })?
         .ok_or_else(not_found)?;
     match c.status.as_str() {
+        "PAUSED" if serves_siblings(state, &c).await? => Ok(c),
         "PAUSED" => Err(reject(
             "paused",
             StatusCode::CONFLICT,
@@ -73,6 +75,31 @@ async fn channel_for(state: &AppState, raw_id: &str) -> Result<channel::Model, H
         )),
         _ => Ok(c),
     }
+}
+
+/// Whether a paused channel's URL still receives: one Meta app or X
+/// environment calls one URL for all its pages or users, so while the
+/// agency has another active channel of the kind, the paused channel's
+/// deliveries are taken (the worker routes the other accounts' entries to
+/// their channels and drops the paused one's own). Pausing the channel
+/// whose URL was registered must not silence its siblings.
+async fn serves_siblings(state: &AppState, c: &channel::Model) -> Result<bool, HttpResponse> {
+    use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+    if !matches!(c.kind.as_str(), "X" | "FACEBOOK" | "INSTAGRAM") {
+        return Ok(false);
+    }
+    channel::Entity::find()
+        .filter(channel::Column::AgencyId.eq(c.agency_id))
+        .filter(channel::Column::Kind.eq(&c.kind))
+        .filter(channel::Column::Status.eq("ACTIVE"))
+        .filter(channel::Column::Id.ne(c.id))
+        .count(&state.db)
+        .await
+        .map(|n| n > 0)
+        .map_err(|e| {
+            tracing::error!(error = %e, "looking for a paused channel's siblings failed");
+            answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again")
+        })
 }
 
 /// A channel's secret in clear; None when none is stored, it cannot be

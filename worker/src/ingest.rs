@@ -204,10 +204,22 @@ impl Ingestor {
             })
             .all(&self.db)
             .await?;
-        let items: Vec<_> = events
+        // A paused channel's URL is still called for its siblings' entries
+        // (see the webhook receiver); its own are not taken in.
+        let paused = ch.status == "PAUSED";
+        let own = events
             .iter()
             .flat_map(|e| &e.inbound)
-            .filter(|m| !foreign(ch, m))
+            .filter(|m| !foreign(ch, m));
+        if paused {
+            let dropped = own.clone().count();
+            if dropped > 0 {
+                tracing::info!(channel = %ch.id, messages = dropped, "a paused channel's own messages not taken in");
+                metrics::counter!("rapport_ingest_paused_dropped_total").increment(dropped as u64);
+            }
+        }
+        let items: Vec<_> = own
+            .filter(|_| !paused)
             .flat_map(|m| {
                 targets(kind, ch, &workspaces, &m.text)
                     .into_iter()
