@@ -235,6 +235,26 @@ async fn imports_assignments_and_status_changes_are_published_live() {
 /// member is removed, the socket's next operation is refused and its live
 /// feed ends at the next event instead of going on delivering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_operation_over_a_socket_gets_the_same_code_as_over_http() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (mut sock, ack) = connect(&app, &s.access).await;
+    assert_eq!(ack["type"], "connection_ack");
+    for query in [
+        "subscription($w: ID!) { conversationUpdated(workspaceId: $w",
+        "subscription($w: ID!) { conversationUpdated(workspaceId: $w) { nope } }",
+    ] {
+        subscribe(&mut sock, query, &ws).await;
+        let got = next(&mut sock).await;
+        assert_eq!(error_code(&got), "BAD_USER_INPUT", "{query}: {got}");
+        if got["type"] == "next" {
+            assert_eq!(next(&mut sock).await["type"], "complete");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_follows_the_member_as_they_are_now_not_as_they_connected() {
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "a@acme.test").await;

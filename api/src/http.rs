@@ -202,22 +202,11 @@ fn request_error(r: &async_graphql::Response) -> bool {
         && r.errors.iter().all(|e| e.path.is_empty())
 }
 
-/// Errors raised by the engine itself (syntax, validation, depth and
-/// complexity limits, variable coercion) carry no code; they are the
-/// client's to fix, so they get BAD_USER_INPUT. Resolver errors already
-/// carry theirs.
+/// See [`graphql::tag_engine_errors`].
 fn tag_engine_errors(response: &mut BatchResponse) {
-    let responses: Vec<&mut async_graphql::Response> = match response {
-        BatchResponse::Single(r) => vec![r],
-        BatchResponse::Batch(rs) => rs.iter_mut().collect(),
-    };
-    for r in responses {
-        for e in &mut r.errors {
-            let ext = e.extensions.get_or_insert_with(Default::default);
-            if ext.get("code").is_none() {
-                ext.set("code", "BAD_USER_INPUT");
-            }
-        }
+    match response {
+        BatchResponse::Single(r) => graphql::tag_engine_errors(r),
+        BatchResponse::Batch(rs) => rs.iter_mut().for_each(graphql::tag_engine_errors),
     }
 }
 

@@ -64,6 +64,19 @@ pub struct MutationRoot(
 
 pub type RapportSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
 
+/// Errors raised by the engine itself (syntax, validation, depth and
+/// complexity limits, variable coercion) carry no code; they are the
+/// client's to fix, so they get BAD_USER_INPUT. Resolver errors already
+/// carry theirs. For HTTP responses and for every operation over a socket.
+pub fn tag_engine_errors(r: &mut async_graphql::Response) {
+    for e in &mut r.errors {
+        let ext = e.extensions.get_or_insert_with(Default::default);
+        if ext.get("code").is_none() {
+            ext.set("code", "BAD_USER_INPUT");
+        }
+    }
+}
+
 /// The client's address, for per-IP rate limits.
 #[derive(Clone, Debug)]
 pub struct ClientIp(pub String);

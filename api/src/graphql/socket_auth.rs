@@ -9,9 +9,10 @@ use crate::auth::viewer::{Viewer, authenticate, reload};
 use crate::error::ApiError;
 use crate::state::AppState;
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextSubscribe,
 };
-use async_graphql::{ErrorExtensions, Pos, Request, ServerResult};
+use async_graphql::{ErrorExtensions, Pos, Request, Response, ServerResult};
+use futures_util::stream::BoxStream;
 use std::sync::Arc;
 
 /// What a socket's `connection_init` sent, kept for the connection's life.
@@ -22,7 +23,8 @@ pub struct SocketCredentials {
 }
 
 /// Schema extension: gives each operation of a socket a freshly checked
-/// `Auth`. HTTP requests carry their own and pass through untouched.
+/// `Auth`, and codes to its engine errors. HTTP requests carry their own
+/// and pass through untouched.
 pub struct PerOperationAuth;
 
 impl ExtensionFactory for PerOperationAuth {
@@ -52,6 +54,23 @@ impl Extension for PerOperationAuth {
                 .data(Arc::new(Preloaded::default()));
         }
         next.run(ctx, request).await
+    }
+
+    /// Operations over a socket run as streams: engine errors (syntax,
+    /// validation, limits) get their code here, as HTTP responses do.
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        use futures_util::StreamExt;
+        next.run(ctx, stream)
+            .map(|mut r| {
+                super::tag_engine_errors(&mut r);
+                r
+            })
+            .boxed()
     }
 }
 
