@@ -1470,6 +1470,38 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
         0,
         "not due while backing off"
     );
+
+    // A new interval applies at once (not after the old schedule), and a
+    // failing daily feed is not fetched more often than daily.
+    let update = "mutation($i: UpdateChannelInput!) { updateChannel(input: $i) { pollIntervalSeconds } }";
+    let channel_id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Channel, id);
+    app.ok(
+        Some(&s.access),
+        update,
+        json!({ "i": { "id": channel_id, "pollIntervalSeconds": 86400 } }),
+    )
+    .await;
+    assert_eq!(poller.poll_due().await.unwrap(), 1, "due at once");
+    let state = load().await.state;
+    assert_eq!(state["failures"], 2);
+    let next = chrono::DateTime::parse_from_rfc3339(state["nextPollAt"].as_str().unwrap()).unwrap();
+    assert!(
+        next >= chrono::Utc::now() + chrono::Duration::seconds(86_000),
+        "a failing daily feed waits at least a day: {next}"
+    );
+
+    // A poll that ends after the address changed leaves the new address's
+    // state alone (no old validators, no old schedule).
+    let before = load().await;
+    app.ok(
+        Some(&s.access),
+        update,
+        json!({ "i": { "id": channel_id, "feedUrl": "https://alerts.example/other.xml" } }),
+    )
+    .await;
+    feed.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(poller.poll(before).await.unwrap().is_ok());
+    assert_eq!(load().await.state, json!({}), "the new address starts clean");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

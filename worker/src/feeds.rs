@@ -12,10 +12,8 @@ use rapport_store::Kv;
 use rapport_store::entities::channel;
 use rapport_store::jobs::{self, INGEST};
 use rapport_store::raw_events::{self, NewRawEvent};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
-    Set,
-};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -93,19 +91,27 @@ impl FeedPoller {
             .await?;
         let mut polled = 0;
         for c in feeds {
-            let due = state_str(&c.state, "nextPollAt")
-                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                .is_none_or(|t| t <= now);
-            if due && self.claim(c.id).await? {
-                // The outcome (including a failed fetch) is in the channel's state.
-                let _outcome = self.poll(c).await?;
-                polled += 1;
+            if !due(&c, now) || !self.claim(c.id).await? {
+                continue;
             }
+            // Read again once claimed: the list is as old as this pass, and
+            // another worker may have polled it meanwhile (its lock run
+            // out behind slow feeds) or an agent changed it.
+            let Some(fresh) = channel::Entity::find_by_id(c.id).one(&self.db).await? else {
+                continue;
+            };
+            if fresh.status != "ACTIVE" || !due(&fresh, Utc::now()) {
+                continue;
+            }
+            // The outcome (including a failed fetch) is in the channel's state.
+            let _outcome = self.poll(fresh).await?;
+            polled += 1;
         }
         Ok(polled)
     }
 
-    /// Several workers may poll: a short lock gives each feed to one.
+    /// Several workers may poll: a short lock gives each feed to one (and
+    /// `poll_due` reads the feed again once it holds it).
     async fn claim(&self, id: uuid::Uuid) -> anyhow::Result<bool> {
         let got: Option<String> = redis::cmd("SET")
             .arg(self.kv.key(&format!("feed:lock:{id}")))
@@ -143,17 +149,28 @@ impl FeedPoller {
                 state.insert("lastError".into(), json!(e));
                 tracing::warn!(channel = %c.id, failures, error = %e, "feed poll failed");
                 metrics::counter!("rapport_feed_poll_failures_total").increment(1);
+                // Never sooner than the interval: a daily feed that fails
+                // is not fetched hourly.
                 let backoff = interval.saturating_mul(1 << failures.min(10));
-                backoff.min(self.cfg.max_backoff.as_secs() as i64)
+                backoff.min(self.cfg.max_backoff.as_secs() as i64).max(interval)
             }
         };
         state.insert(
             "nextPollAt".into(),
             json!((now + chrono::Duration::seconds(delay)).to_rfc3339()),
         );
-        let mut am = c.into_active_model();
-        am.state = Set(Value::Object(state));
-        am.update(&self.db).await?;
+        // Only if the feed is still the one fetched: a new address (its
+        // state emptied by `updateChannel`) must not get this one's
+        // validators and schedule.
+        channel::Entity::update_many()
+            .col_expr(channel::Column::State, Expr::value(Value::Object(state)))
+            .filter(channel::Column::Id.eq(c.id))
+            .filter(match &c.feed_url {
+                Some(u) => channel::Column::FeedUrl.eq(u.as_str()),
+                None => channel::Column::FeedUrl.is_null(),
+            })
+            .exec(&self.db)
+            .await?;
         Ok(outcome.map(|(f, _, _)| f))
     }
 
@@ -241,4 +258,11 @@ impl FeedPoller {
             }
         }
     }
+}
+
+/// Whether `c`'s next poll is due at `now` (never polled: due).
+fn due(c: &channel::Model, now: DateTime<Utc>) -> bool {
+    state_str(&c.state, "nextPollAt")
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .is_none_or(|t| t <= now)
 }

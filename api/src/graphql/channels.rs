@@ -539,6 +539,15 @@ impl ChannelMutation {
             }
             if input.poll_interval_seconds.is_some() {
                 am.poll_interval_seconds = Set(Some(poll_interval(input.poll_interval_seconds)?));
+                // The next poll was scheduled on the old interval (or its
+                // error backoff): poll at the next pass, then on the new one.
+                if input.feed_url.is_none() {
+                    let mut state = current.state.clone();
+                    if let Some(o) = state.as_object_mut() {
+                        o.remove("nextPollAt");
+                    }
+                    am.state = Set(state);
+                }
                 changed.push("pollIntervalSeconds");
             }
         }
