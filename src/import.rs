@@ -53,14 +53,31 @@ pub async fn run(db: &DatabaseConnection, workspace_id: &str, file: &Path) -> an
         chunk_lines.clear();
         Ok(())
     };
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", n + 1))?;
-        read_bytes += line.len() as u64 + 1;
+    let mut reader = reader;
+    let mut raw = Vec::new();
+    for n in 0.. {
+        let (size, whole) = read_line(&mut reader, &mut raw, MAX_LINE)
+            .with_context(|| format!("reading line {}", n + 1))?;
+        if size == 0 {
+            break;
+        }
+        read_bytes += size as u64;
         lines += 1;
+        // One bad line is reported with its number; the rest go on.
+        if !whole {
+            summary
+                .rejected
+                .push((n + 1, format!("longer than {MAX_LINE} bytes")));
+            continue;
+        }
+        let Ok(line) = std::str::from_utf8(&raw) else {
+            summary.rejected.push((n + 1, "not UTF-8 text".into()));
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str(&line) {
+        match serde_json::from_str(line) {
             Ok(v) => {
                 chunk.push(v);
                 chunk_lines.push(n + 1);
@@ -93,9 +110,66 @@ pub async fn run(db: &DatabaseConnection, workspace_id: &str, file: &Path) -> an
     Ok(())
 }
 
+/// Longest line taken, as a webhook body: a file that is one huge line (a
+/// JSON array instead of JSON Lines) is refused line by line, not loaded.
+const MAX_LINE: usize = 1 << 20;
+
+/// Reads the next line (without its `\n`) into `buf`, keeping at most
+/// `max` bytes: returns the bytes consumed (0 at the end of the file) and
+/// whether the line fit.
+fn read_line(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    buf.clear();
+    let (mut consumed, mut fits) = (0, true);
+    loop {
+        let available = r.fill_buf()?;
+        if available.is_empty() {
+            return Ok((consumed, fits));
+        }
+        let (part, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        if fits && buf.len() + part.len() <= max {
+            buf.extend_from_slice(part);
+        } else {
+            fits = false;
+            buf.clear();
+        }
+        let used = done.unwrap_or(available.len());
+        r.consume(used);
+        consumed += used;
+        if done.is_some() {
+            return Ok((consumed, fits));
+        }
+    }
+}
+
 fn progress(done: u64, total: u64, lines: usize) {
     let pct = (done * 100 / total).min(100) as usize;
     let bar = "#".repeat(pct / 5) + &"-".repeat(20 - pct / 5);
     eprint!("\r[{bar}] {pct:>3}%  {lines} lines");
     let _ = std::io::stderr().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_line;
+
+    #[test]
+    fn lines_are_read_whole_or_refused_past_the_limit() {
+        let mut r = std::io::Cursor::new(b"ab\ncdefgh\n\xff\nlast".to_vec());
+        let mut buf = Vec::new();
+        assert_eq!(read_line(&mut r, &mut buf, 4).unwrap(), (3, true));
+        assert_eq!(buf, b"ab");
+        assert_eq!(read_line(&mut r, &mut buf, 4).unwrap(), (7, false));
+        assert_eq!(read_line(&mut r, &mut buf, 4).unwrap(), (2, true));
+        assert_eq!(buf, b"\xff");
+        assert_eq!(read_line(&mut r, &mut buf, 4).unwrap(), (4, true));
+        assert_eq!(buf, b"last");
+        assert_eq!(read_line(&mut r, &mut buf, 4).unwrap(), (0, true));
+    }
 }

@@ -215,6 +215,21 @@ async fn rapport_seed_fills_a_database_with_realistic_data() {
     );
     assert!(stdout.contains("1000 messages"), "{stdout}");
     assert!(stdout.contains("(--seed 20261201)"), "{stdout}");
+    // The seeder is no client of the sign-up limit (100 per client and
+    // quarter of an hour): as one client, seeding 101 agencies, or 100
+    // twice in a quarter of an hour, stopped at RATE_LIMITED. Each sign-up
+    // counts against a window of its own.
+    let mut kv = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let used: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:rl:signup:ip:*", app.redis.prefix))
+        .query_async(&mut kv)
+        .await
+        .unwrap();
+    assert_eq!(used.len(), 2, "one window per sign-up: {used:?}");
     assert!(stdout.contains("rapport-demo-password"));
     let db = &app.state.db;
     assert_eq!(workspace::Entity::find().count(db).await.unwrap(), 4);

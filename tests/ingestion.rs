@@ -1473,7 +1473,8 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
 
     // A new interval applies at once (not after the old schedule), and a
     // failing daily feed is not fetched more often than daily.
-    let update = "mutation($i: UpdateChannelInput!) { updateChannel(input: $i) { pollIntervalSeconds } }";
+    let update =
+        "mutation($i: UpdateChannelInput!) { updateChannel(input: $i) { pollIntervalSeconds } }";
     let channel_id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Channel, id);
     app.ok(
         Some(&s.access),
@@ -1501,7 +1502,11 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
     .await;
     feed.fail.store(false, std::sync::atomic::Ordering::SeqCst);
     assert!(poller.poll(before).await.unwrap().is_ok());
-    assert_eq!(load().await.state, json!({}), "the new address starts clean");
+    assert_eq!(
+        load().await.state,
+        json!({}),
+        "the new address starts clean"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1552,7 +1557,11 @@ async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
     lines.insert(10, "{ broken".into());
     lines.insert(20, String::new());
     lines.push(good("h1", "u1").to_string()); // imported above already
-    std::fs::write(&path, lines.join("\n")).unwrap();
+    // A line in Latin-1 (not UTF-8) is one rejected line, not the end.
+    let mut bytes = lines.join("\n").into_bytes();
+    bytes.extend_from_slice(b"\n{\"id\": \"caf\xe9\"}\n");
+    bytes.extend_from_slice(good("after-latin1", "u9").to_string().as_bytes());
+    std::fs::write(&path, bytes).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
         .args(["import", "--workspace", &ws, path.to_str().unwrap()])
         .env("DATABASE_URL", &app.db.url)
@@ -1566,17 +1575,18 @@ async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("1200 accepted, 1 duplicate, 1 rejected"),
+        stdout.contains("1201 accepted, 1 duplicate, 2 rejected"),
         "{stdout}"
     );
     assert!(stdout.contains("line 11: not JSON"), "{stdout}");
+    assert!(stdout.contains("line 1204: not UTF-8 text"), "{stdout}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("100%"),
         "a progress bar"
     );
     assert_eq!(
         message::Entity::find().count(&app.state.db).await.unwrap(),
-        1202
+        1203
     );
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))

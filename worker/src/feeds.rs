@@ -152,7 +152,9 @@ impl FeedPoller {
                 // Never sooner than the interval: a daily feed that fails
                 // is not fetched hourly.
                 let backoff = interval.saturating_mul(1 << failures.min(10));
-                backoff.min(self.cfg.max_backoff.as_secs() as i64).max(interval)
+                backoff
+                    .min(self.cfg.max_backoff.as_secs() as i64)
+                    .max(interval)
             }
         };
         state.insert(
