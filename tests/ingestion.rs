@@ -1921,9 +1921,77 @@ async fn big_bodies_at_once_are_stored_in_parts_and_nothing_twice() {
         .await
         .unwrap();
     assert_eq!(receipts.len(), 1000_usize.div_ceil(PART), "{receipts:?}");
-    // Handed over again: nothing twice.
+    // A crash between parts: the earlier parts committed, the last one
+    // (with the raw event's mark) did not. The retry stores the rest, and
+    // nothing twice.
+    let last = *receipts.iter().max().unwrap();
+    message::Entity::delete_many()
+        .filter(message::Column::ExternalId.starts_with("0-"))
+        .filter(message::Column::ReceivedAt.eq(last))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let lost = 1000 - (1000_usize.div_ceil(PART) - 1) * PART;
+    assert_eq!(count().await, 1000 * bodies - lost as u64);
+    let first = jobs[0]["raw_event_id"]
+        .as_str()
+        .unwrap()
+        .parse::<uuid::Uuid>()
+        .unwrap();
+    raw_event::Entity::update_many()
+        .col_expr(
+            raw_event::Column::Status,
+            sea_orm::sea_query::Expr::value("PENDING"),
+        )
+        .filter(raw_event::Column::Id.eq(first))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
     for result in ingestor.handle_many(jobs).await {
         assert!(result.is_ok(), "{result:?}");
     }
     assert_eq!(count().await, 1000 * bodies);
+}
+
+/// What a channel accepted while active is taken in however late the
+/// worker gets to it, even if the channel was paused meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_accepted_before_a_pause_are_stored_after_it() {
+    use rapport_worker::ingest::Ingestor;
+    use sea_orm::QueryOrder;
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (id, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
+    deliver_generic(
+        &app,
+        &url,
+        json!([{ "id": "late-1", "text": "my order never came", "published_at": "2026-11-20T09:00:00Z",
+                 "author": { "id": "u1" } }]),
+    )
+    .await;
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ChannelIdInput!) { pauseChannel(input: $i) { status } }",
+        json!({ "i": { "id": id } }),
+    )
+    .await;
+    let raw = raw_event::Entity::find()
+        .order_by_desc(raw_event::Column::Id)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let ingestor = Ingestor {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+    };
+    let results = ingestor
+        .handle_many(vec![json!({ "raw_event_id": raw.id })])
+        .await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(
+        message::Entity::find().count(&app.state.db).await.unwrap(),
+        1
+    );
 }

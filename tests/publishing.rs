@@ -366,6 +366,23 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
     assert_eq!(platform.seen().len(), 3, "posted once");
     assert_eq!(platform.lookups().len(), 2);
 
+    // A rate limit says nothing was published: the retry posts without
+    // looking.
+    platform.answer(429, json!({ "title": "Too Many Requests" }));
+    platform.answer(201, json!({ "data": { "id": "1900000000000000003" } }));
+    let sent = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                    "text": "Angry, one more thing: the voucher for your next coffee is in your account." } }),
+        )
+        .await;
+    let id = sent["sendReply"]["id"].as_str().unwrap();
+    let r = settled(&app, &s, &conv, id).await;
+    assert_eq!(r["platformMessageId"], "1900000000000000003", "{r}");
+    assert_eq!(platform.lookups().len(), 2, "no look after a 429");
+
     // A direct message the platform refuses: FAILED at once, with its words.
     platform.answer(
         403,

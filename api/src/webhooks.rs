@@ -268,6 +268,7 @@ pub async fn receive(
     ]
     .iter()
     .filter_map(|h| header(h).map(|v| (h.to_string(), json!(v))))
+    .chain((c.status == "PAUSED").then(|| (raw_events::RECEIVED_PAUSED.to_string(), json!(true))))
     .collect();
     let persisted = raw_events::persist(
         &state.db,

@@ -148,17 +148,36 @@ fn urgent_word(text: &str, keyword: &str) -> bool {
     if keyword.is_empty() {
         return false;
     }
+    // Letters of a script that spaces its words: only there is a letter
+    // next to the keyword part of the same word.
+    let joined = |c: char| c.is_alphanumeric() && !unspaced(c);
     text.match_indices(keyword).any(|(i, _)| {
-        let starts_word = !text[..i]
-            .chars()
-            .next_back()
-            .is_some_and(char::is_alphanumeric);
+        let starts_word = !text[..i].chars().next_back().is_some_and(joined)
+            || keyword.chars().next().is_some_and(unspaced);
         let rest = &text[i + keyword.len()..];
-        let tail = &rest[..rest
-            .find(|c: char| !c.is_alphanumeric())
-            .unwrap_or(rest.len())];
+        let tail = if keyword.chars().next_back().is_some_and(unspaced) {
+            ""
+        } else {
+            &rest[..rest.find(|c: char| !joined(c)).unwrap_or(rest.len())]
+        };
         starts_word && (tail.is_empty() || ENDINGS.contains(&tail))
     })
+}
+
+/// Scripts written without spaces between words (Chinese, Japanese, Thai,
+/// Lao, Khmer, Myanmar): a keyword in them is matched anywhere.
+fn unspaced(c: char) -> bool {
+    matches!(c as u32,
+        0x0E00..=0x0EFF // Thai, Lao
+        | 0x1000..=0x109F // Myanmar
+        | 0x1780..=0x17FF // Khmer
+        | 0x3040..=0x30FF // Hiragana, Katakana
+        | 0x3400..=0x4DBF // CJK extension A
+        | 0x4E00..=0x9FFF // CJK unified ideographs
+        | 0xF900..=0xFAFF // CJK compatibility ideographs
+        | 0xFF66..=0xFF9F // half-width Katakana
+        | 0x20000..=0x2FA1F // CJK extensions B and later
+    )
 }
 
 #[cfg(test)]
@@ -204,6 +223,25 @@ mod tests {
         assert_eq!(matched("need help urgently"), ["urgent"]);
         assert_eq!(matched("my lawyers will call"), ["lawyer"]);
         assert_eq!(matched("refund, now."), ["refund"]);
+        // Scripts without spaces between words: anywhere.
+        let custom = |text: &str, kw: &str| {
+            score(&PriorityInput {
+                sentiment: 0.0,
+                followers: 0,
+                verified: false,
+                visibility: Visibility::Public,
+                text,
+                urgency_keywords: &[kw.to_string()],
+            })
+            .urgency_matches
+        };
+        assert_eq!(custom("我要退款了", "退款"), ["退款"]);
+        assert_eq!(custom("返金してください", "返金"), ["返金"]);
+        assert_eq!(custom("오늘 환불 요청", "환불"), ["환불"]);
+        assert!(
+            custom("환불금", "환불").is_empty(),
+            "Korean spaces its words"
+        );
     }
 
     proptest! {

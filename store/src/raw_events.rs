@@ -11,6 +11,15 @@ pub const PENDING: &str = "PENDING";
 pub const PROCESSED: &str = "PROCESSED";
 pub const FAILED: &str = "FAILED";
 
+/// The header the webhook receiver adds to a raw event it took while the
+/// channel was paused (for the channel's siblings: see the receiver).
+pub const RECEIVED_PAUSED: &str = "x-rapport-received-paused";
+
+/// Whether `raw` was received while its channel was paused.
+pub fn received_paused(raw: &raw_event::Model) -> bool {
+    raw.headers.get(RECEIVED_PAUSED).is_some()
+}
+
 pub struct NewRawEvent {
     pub agency_id: Uuid,
     pub channel_id: Uuid,

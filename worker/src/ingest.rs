@@ -55,6 +55,9 @@ struct Parsed {
     at: usize,
     raw_id: Uuid,
     inbound: Vec<Inbound>,
+    /// Received while its channel was paused, for its siblings (see the
+    /// webhook receiver): its own account's entries are not taken in.
+    paused: bool,
 }
 
 impl Ingestor {
@@ -157,6 +160,7 @@ impl Ingestor {
                         at,
                         raw_id: raw.id,
                         inbound,
+                        paused: rapport_store::raw_events::received_paused(raw),
                     };
                     match groups.iter_mut().find(|(c, ..)| c.id == ch.id) {
                         Some((_, _, events)) => events.push(parsed),
@@ -205,21 +209,23 @@ impl Ingestor {
             .all(&self.db)
             .await?;
         // A paused channel's URL is still called for its siblings' entries
-        // (see the webhook receiver); its own are not taken in.
-        let paused = ch.status == "PAUSED";
-        let own = events
+        // (see the webhook receiver); its own, received while it was
+        // paused, are not taken in. (Whatever it accepted while active is,
+        // however late the worker gets to it.)
+        let dropped: usize = events
             .iter()
-            .flat_map(|e| &e.inbound)
-            .filter(|m| !foreign(ch, m));
-        if paused {
-            let dropped = own.clone().count();
-            if dropped > 0 {
-                tracing::info!(channel = %ch.id, messages = dropped, "a paused channel's own messages not taken in");
-                metrics::counter!("rapport_ingest_paused_dropped_total").increment(dropped as u64);
-            }
+            .filter(|e| e.paused)
+            .map(|e| e.inbound.iter().filter(|m| !foreign(ch, m)).count())
+            .sum();
+        if dropped > 0 {
+            tracing::info!(channel = %ch.id, messages = dropped, "a paused channel's own messages not taken in");
+            metrics::counter!("rapport_ingest_paused_dropped_total").increment(dropped as u64);
         }
-        let items: Vec<_> = own
-            .filter(|_| !paused)
+        let items: Vec<_> = events
+            .iter()
+            .filter(|e| !e.paused)
+            .flat_map(|e| &e.inbound)
+            .filter(|m| !foreign(ch, m))
             .flat_map(|m| {
                 targets(kind, ch, &workspaces, &m.text)
                     .into_iter()

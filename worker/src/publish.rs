@@ -240,7 +240,8 @@ impl Publisher {
         };
         let req = publish::request(&outgoing).map_err(Outcome::Refused)?;
         if l.reply.delivery_attempts > 0
-            && let Some(id) = self.published_before(&outgoing, &l.channel).await?
+            && publish::may_have_published(l.reply.delivery_error.as_deref())
+            && let Some(id) = self.published_before(&outgoing, l).await?
         {
             return Ok(Outcome::Sent(Some(id)));
         }
@@ -289,14 +290,18 @@ impl Publisher {
 
     /// An earlier attempt may have been published though its answer was
     /// lost (a timeout, a server error, a worker stopped mid-request): the
-    /// platform's id for it if the platform lists it. Where the platform
-    /// cannot say, the attempt is put off rather than made blind.
+    /// platform's id for it if the platform lists it (published since the
+    /// reply was written, and not another reply's already). Where the
+    /// platform cannot say now, the attempt is put off rather than made
+    /// blind; where this token may not read it, it is sent (as without
+    /// the check).
     async fn published_before(
         &self,
         o: &Outgoing<'_>,
-        channel: &channel::Model,
+        l: &Loaded,
     ) -> Result<Option<String>, Outcome> {
-        let Some(path) = publish::lookup(o) else {
+        let since = l.reply.created_at;
+        let Some(path) = publish::lookup(o, since) else {
             return Ok(None);
         };
         let base = if o.kind == ChannelKind::X {
@@ -304,7 +309,7 @@ impl Publisher {
         } else {
             &self.cfg.graph_api
         };
-        let token = self.open(channel.access_token_ciphertext.as_deref(), "access token")?;
+        let token = self.open(l.channel.access_token_ciphertext.as_deref(), "access token")?;
         let lost = |e: String| Outcome::Retry(format!("looking for an earlier attempt: {e}"));
         let resp = self
             .http
@@ -315,11 +320,27 @@ impl Publisher {
             .map_err(|e| lost(egress::describe(&e)))?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| lost(e.to_string()))?;
-        let found = publish::published_in(o, status, &bytes).map_err(lost)?;
-        if let Some(id) = &found {
-            tracing::info!(platform_id = %id, "an earlier attempt was published; not sending again");
+        let id = match publish::published_in(o, status, &bytes, since) {
+            publish::Earlier::Published(id) => id,
+            publish::Earlier::NotPublished => return Ok(None),
+            publish::Earlier::Unknown(e) => return Err(lost(e)),
+            publish::Earlier::Unverifiable(e) => {
+                tracing::warn!(reply = %l.reply.id, error = %e, "an earlier attempt cannot be looked for; sending");
+                return Ok(None);
+            }
+        };
+        let taken = message::Entity::find()
+            .filter(message::Column::ChannelId.eq(l.reply.channel_id))
+            .filter(message::Column::PlatformMessageId.eq(id.as_str()))
+            .filter(message::Column::Id.ne(l.reply.id))
+            .one(&self.db)
+            .await
+            .map_err(|e| lost(e.to_string()))?;
+        if taken.is_some() {
+            return Ok(None); // another reply of ours, with the same words
         }
-        Ok(found)
+        tracing::info!(reply = %l.reply.id, platform_id = %id, "an earlier attempt was published; not sending again");
+        Ok(Some(id))
     }
 
     fn open(&self, sealed: Option<&[u8]>, what: &str) -> Result<Vec<u8>, Outcome> {

@@ -25,6 +25,7 @@
 //! message,from`) and its replies on Instagram (`fields=id,text,from`).
 
 use crate::ingest::{ChannelKind, Visibility};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 pub const GRAPH_VERSION: &str = "v21.0";
@@ -179,25 +180,44 @@ pub fn outcome(kind: ChannelKind, status: u16, body: &[u8]) -> Outcome {
     }
 }
 
+/// Whether an earlier attempt that ended with `last_error` may have been
+/// published all the same: a timeout or a server error may come after the
+/// platform published; a rate limit (429) or a request timeout (408, 425)
+/// means it was not processed. None: no answer was recorded (the attempt
+/// was cut off), so it may have been.
+pub fn may_have_published(last_error: Option<&str>) -> bool {
+    !last_error.is_some_and(|e| {
+        ["HTTP 429", "HTTP 408", "HTTP 425"]
+            .iter()
+            .any(|code| e.starts_with(code))
+    })
+}
+
 /// Where to look for a public reply that an earlier attempt may have
 /// published (a GET path with its query, relative to the platform's base
-/// URL); None where there is no such read (private messages, GENERIC).
-pub fn lookup(o: &Outgoing<'_>) -> Option<String> {
+/// URL), listing what was published since `since` (X) or with its time
+/// (Meta); None where there is no such read (private messages, GENERIC).
+pub fn lookup(o: &Outgoing<'_>, since: DateTime<Utc>) -> Option<String> {
     let target = o.in_reply_to.filter(|t| is_id(t))?;
     match (o.kind, o.visibility) {
         (ChannelKind::X, Visibility::Public) if is_id(o.account_id) => Some(format!(
-            "/2/users/{}/tweets?max_results=100&tweet.fields=referenced_tweets",
-            o.account_id
+            "/2/users/{}/tweets?max_results=20&tweet.fields=referenced_tweets,created_at&start_time={}",
+            o.account_id,
+            (since - SKEW).format("%Y-%m-%dT%H:%M:%SZ")
         )),
         (ChannelKind::Facebook, Visibility::Public) => Some(format!(
-            "/{GRAPH_VERSION}/{target}/comments?fields=id,message,from&order=reverse_chronological&limit=100"
+            "/{GRAPH_VERSION}/{target}/comments?fields=id,message,from,created_time&order=reverse_chronological&limit=100"
         )),
         (ChannelKind::Instagram, Visibility::Public) => Some(format!(
-            "/{GRAPH_VERSION}/{target}/replies?fields=id,text,from"
+            "/{GRAPH_VERSION}/{target}/replies?fields=id,text,from,timestamp"
         )),
         _ => None,
     }
 }
+
+/// Clocks differ: a platform's time for our post may read a little before
+/// our record of the reply.
+const SKEW: chrono::Duration = chrono::Duration::seconds(5);
 
 fn is_id(s: &str) -> bool {
     !s.is_empty()
@@ -205,8 +225,29 @@ fn is_id(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
 }
 
+/// Whether a word is a link as X would shorten it: a URL, or a bare
+/// domain ("brew.example/refunds").
+fn is_link(word: &str) -> bool {
+    let w = word.trim_matches(|c: char| "()[]<>{}\"'.,!?;:".contains(c));
+    if w.starts_with("http://") || w.starts_with("https://") {
+        return true;
+    }
+    let host = w.split('/').next().unwrap_or_default();
+    let Some((name, tld)) = host.rsplit_once('.') else {
+        return false;
+    };
+    !name.is_empty()
+        && !host.contains('@')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        && (2..=24).contains(&tld.len())
+        && tld.chars().all(|c| c.is_ascii_alphabetic())
+}
+
 /// Text as a platform may hand it back: entities decoded (X escapes `&`,
-/// `<`, `>`), links replaced (X shortens them), spacing collapsed.
+/// `<`, `>`), the leading @mentions of a reply dropped (X adds them),
+/// links replaced (X shortens them), spacing collapsed.
 fn comparable(text: &str) -> String {
     let decoded = text
         .replace("&lt;", "<")
@@ -216,40 +257,62 @@ fn comparable(text: &str) -> String {
         .replace("&amp;", "&");
     decoded
         .split_whitespace()
-        .map(|w| {
-            if w.starts_with("http://") || w.starts_with("https://") {
-                "<link>"
-            } else {
-                w
-            }
-        })
+        .skip_while(|w| w.starts_with('@'))
+        .map(|w| if is_link(w) { "<link>" } else { w })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// Reads the answer to [`lookup`]: `Ok(Some(id))` when the brand's account
-/// already published this reply to this message, `Ok(None)` when not (send
-/// it), `Err` when the answer says nothing either way (try again later:
-/// posting blind could publish it twice).
-pub fn published_in(o: &Outgoing<'_>, status: u16, body: &[u8]) -> Result<Option<String>, String> {
+/// What a platform says about an earlier attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Earlier {
+    /// Published: the platform's id for it.
+    Published(String),
+    /// Not there: send it.
+    NotPublished,
+    /// No answer either way now (a server error, an unreadable answer):
+    /// try again later rather than post blind.
+    Unknown(String),
+    /// The platform will not let this token read it (no permission, say):
+    /// it cannot be checked, only sent.
+    Unverifiable(String),
+}
+
+/// Reads the answer to [`lookup`]: the brand account's reply to this
+/// message with these words, published since `since`.
+pub fn published_in(o: &Outgoing<'_>, status: u16, body: &[u8], since: DateTime<Utc>) -> Earlier {
     if !(200..300).contains(&status) {
-        return Err(match outcome(o.kind, status, body) {
-            Outcome::Retry(m) | Outcome::Refused(m) => m,
-            Outcome::Sent(_) => format!("HTTP {status}"),
-        });
+        return match outcome(o.kind, status, body) {
+            Outcome::Retry(m) => Earlier::Unknown(m),
+            Outcome::Refused(m) => Earlier::Unverifiable(m),
+            Outcome::Sent(_) => Earlier::Unknown(format!("HTTP {status}")),
+        };
     }
-    let json: Value =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+    let Ok(json) = serde_json::from_slice::<Value>(body) else {
+        return Earlier::Unknown("unreadable answer".into());
+    };
     let Some(items) = json["data"].as_array() else {
         // X leaves `data` out of an empty timeline.
         return if o.kind == ChannelKind::X && json.get("errors").is_none() {
-            Ok(None)
+            Earlier::NotPublished
         } else {
-            Err("the answer has no list".into())
+            Earlier::Unknown("the answer has no list".into())
         };
     };
     let want = comparable(o.text);
     let target = o.in_reply_to.unwrap_or_default();
+    let recent = |item: &Value| {
+        let at = ["created_at", "created_time", "timestamp"]
+            .iter()
+            .find_map(|k| item[*k].as_str())
+            .and_then(|t| {
+                DateTime::parse_from_rfc3339(t)
+                    .or_else(|_| DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%z"))
+                    .ok()
+            });
+        // An identical reply from before this one is another reply.
+        at.is_none_or(|t| t >= since - SKEW)
+    };
     let ours = |item: &Value| match o.kind {
         ChannelKind::X => {
             item["referenced_tweets"].as_array().is_some_and(|refs| {
@@ -263,11 +326,14 @@ pub fn published_in(o: &Outgoing<'_>, status: u16, body: &[u8]) -> Result<Option
                 && text.map(comparable).as_deref() == Some(want.as_str())
         }
     };
-    Ok(items
+    match items
         .iter()
-        .find(|i| ours(i))
+        .find(|i| recent(i) && ours(i))
         .and_then(|i| i["id"].as_str())
-        .map(str::to_string))
+    {
+        Some(id) => Earlier::Published(id.to_string()),
+        None => Earlier::NotPublished,
+    }
 }
 
 #[cfg(test)]
@@ -325,63 +391,124 @@ mod tests {
 
     #[test]
     fn an_earlier_attempt_is_found_where_each_platform_lists_replies() {
+        let since = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let x = out(ChannelKind::X, Visibility::Public);
         assert_eq!(
-            lookup(&x).unwrap(),
-            "/2/users/17841400000000/tweets?max_results=100&tweet.fields=referenced_tweets"
+            lookup(&x, since).unwrap(),
+            "/2/users/17841400000000/tweets?max_results=20&tweet.fields=referenced_tweets,created_at&start_time=2026-12-06T09:59:55Z"
         );
-        assert!(lookup(&out(ChannelKind::X, Visibility::Private)).is_none());
-        assert!(lookup(&out(ChannelKind::Generic, Visibility::Public)).is_none());
+        assert!(lookup(&out(ChannelKind::X, Visibility::Private), since).is_none());
+        assert!(lookup(&out(ChannelKind::Generic, Visibility::Public), since).is_none());
         let fb = out(ChannelKind::Facebook, Visibility::Public);
-        assert!(
-            lookup(&fb)
-                .unwrap()
-                .starts_with("/v21.0/1850000000000000001/comments?fields=id,message,from")
-        );
+        assert!(lookup(&fb, since).unwrap().starts_with(
+            "/v21.0/1850000000000000001/comments?fields=id,message,from,created_time"
+        ));
         let ig = out(ChannelKind::Instagram, Visibility::Public);
         assert!(
-            lookup(&ig)
+            lookup(&ig, since)
                 .unwrap()
                 .starts_with("/v21.0/1850000000000000001/replies?")
         );
 
-        // X: our reply to that tweet, its text as X returns it.
+        // X: our reply to that tweet, its text as X returns it (the
+        // mention X adds, `&` escaped, links shortened, bare ones too).
         let mut x = out(ChannelKind::X, Visibility::Public);
-        x.text = "Sorry & see https://help.example/refunds  for the refund";
+        x.text = "Sorry & see https://help.example/refunds  or (brew.example/faq) for the refund";
         let timeline = json!({ "data": [
-            { "id": "1", "text": "Sorry &amp; see https://t.co/abc for the refund",
+            { "id": "1", "text": "@ana Sorry &amp; see https://t.co/abc or (https://t.co/def) for the refund",
+              "created_at": "2026-12-06T10:00:02.000Z",
               "referenced_tweets": [{ "type": "replied_to", "id": "777" }] },
-            { "id": "2", "text": "Sorry &amp; see https://t.co/abc for the refund",
+            { "id": "2", "text": "@ana Sorry &amp; see https://t.co/abc or (https://t.co/def) for the refund",
+              "created_at": "2026-12-06T10:00:02.000Z",
               "referenced_tweets": [{ "type": "replied_to", "id": "1850000000000000001" }] },
         ]});
         let body = serde_json::to_vec(&timeline).unwrap();
-        assert_eq!(published_in(&x, 200, &body), Ok(Some("2".into())));
-        x.text = "Another reply entirely";
-        assert_eq!(published_in(&x, 200, &body), Ok(None));
         assert_eq!(
-            published_in(&x, 200, br#"{"meta":{"result_count":0}}"#),
-            Ok(None)
+            published_in(&x, 200, &body, since),
+            Earlier::Published("2".into())
         );
-        assert!(
-            published_in(&x, 503, b"busy").is_err(),
-            "unknown: not posted blind"
+        // The same words a day earlier are another reply.
+        let later = since + chrono::Duration::days(1);
+        assert_eq!(published_in(&x, 200, &body, later), Earlier::NotPublished);
+        x.text = "Another reply entirely";
+        assert_eq!(published_in(&x, 200, &body, since), Earlier::NotPublished);
+        assert_eq!(
+            published_in(&x, 200, br#"{"meta":{"result_count":0}}"#, since),
+            Earlier::NotPublished
         );
-        assert!(published_in(&x, 200, b"<html>").is_err());
+        assert!(matches!(
+            published_in(&x, 503, b"busy", since),
+            Earlier::Unknown(_)
+        ));
+        assert!(matches!(
+            published_in(&x, 200, b"<html>", since),
+            Earlier::Unknown(_)
+        ));
+        assert!(matches!(
+            published_in(&x, 403, br#"{"title":"Client Forbidden"}"#, since),
+            Earlier::Unverifiable(_)
+        ));
 
         // Facebook and Instagram: from the brand's account, same words.
         let comments = json!({ "data": [
             { "id": "c1", "message": "Hi Ana, so sorry", "from": { "id": "someone-else" } },
-            { "id": "c2", "message": "Hi Ana,  so sorry", "from": { "id": "17841400000000" } },
+            { "id": "c0", "message": "Hi Ana, so sorry", "from": { "id": "17841400000000" },
+              "created_time": "2026-12-05T10:00:00+0000" },
+            { "id": "c2", "message": "Hi Ana,  so sorry", "from": { "id": "17841400000000" },
+              "created_time": "2026-12-06T10:00:01+0000" },
         ]});
         let body = serde_json::to_vec(&comments).unwrap();
-        assert_eq!(published_in(&fb, 200, &body), Ok(Some("c2".into())));
+        assert_eq!(
+            published_in(&fb, 200, &body, since),
+            Earlier::Published("c2".into())
+        );
         let replies = json!({ "data": [
             { "id": "r9", "text": "Hi Ana, so sorry", "from": { "id": "17841400000000", "username": "brew" } },
         ]});
         let body = serde_json::to_vec(&replies).unwrap();
-        assert_eq!(published_in(&ig, 200, &body), Ok(Some("r9".into())));
-        assert!(published_in(&ig, 400, br#"{"error":{"message":"bad","code":100}}"#).is_err());
-        assert!(published_in(&ig, 200, br#"{"error":{}}"#).is_err());
+        assert_eq!(
+            published_in(&ig, 200, &body, since),
+            Earlier::Published("r9".into())
+        );
+        assert!(matches!(
+            published_in(
+                &ig,
+                400,
+                br#"{"error":{"message":"bad","code":100}}"#,
+                since
+            ),
+            Earlier::Unverifiable(_)
+        ));
+        assert!(matches!(
+            published_in(&ig, 200, br#"{"error":{}}"#, since),
+            Earlier::Unknown(_)
+        ));
+    }
+
+    #[test]
+    fn only_some_failures_may_have_published() {
+        assert!(may_have_published(None), "cut off: no answer recorded");
+        assert!(may_have_published(Some("HTTP 503: busy")));
+        assert!(may_have_published(Some("request failed: timed out")));
+        assert!(!may_have_published(Some("HTTP 429: Too Many Requests")));
+        assert!(!may_have_published(Some("HTTP 408")));
+    }
+
+    #[test]
+    fn links_are_told_from_words() {
+        for w in [
+            "https://x.example",
+            "brew.example/faq",
+            "(brew.co.uk)",
+            "a-b.io,",
+        ] {
+            assert!(is_link(w), "{w}");
+        }
+        for w in ["e.g.", "ana@brew.example", "3.5", "end.", "v1.2.3"] {
+            assert!(!is_link(w), "{w}");
+        }
     }
 
     #[test]
