@@ -574,23 +574,19 @@ async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
             "comment_id": format!("{page}_1_{n}"), "post_id": format!("{page}_1"), "created_time": 1764300000 + n,
             "message": text, "from": { "id": format!("70{n}"), "name": format!("Fan {n}") } } }] })
     };
-    let body = serde_json::to_vec(&json!({ "object": "page", "entry": [
+    // Posts the entries to the one URL the app calls; it must take them.
+    let deliver = async |entries: Vec<Value>| {
+        let body = serde_json::to_vec(&json!({ "object": "page", "entry": entries })).unwrap();
+        let sig = meta_sign(b"shared-app-secret", &body);
+        let (code, resp) = post(&app, &url, &[("x-hub-signature-256", sig)], &body).await;
+        assert_eq!(code, 200, "{resp}");
+    };
+    deliver(vec![
         entry("1001", 1, "the latte was cold"),
         entry("1002", 2, "beans arrived stale"),
         entry("1003", 3, "not for this agency"),
-    ] }))
-    .unwrap();
-    let (code, resp) = post(
-        &app,
-        &url,
-        &[(
-            "x-hub-signature-256",
-            meta_sign(b"shared-app-secret", &body),
-        )],
-        &body,
-    )
+    ])
     .await;
-    assert_eq!(code, 200, "{resp}");
     let texts = async |sess: &Session, ws: &str| -> Vec<String> {
         conversations(&app, sess, ws)
             .await
@@ -639,22 +635,11 @@ async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
         json!({ "i": { "id": brew_channel } }),
     )
     .await;
-    let body = serde_json::to_vec(&json!({ "object": "page", "entry": [
+    deliver(vec![
         entry("1001", 4, "paused page comment"),
         entry("1002", 5, "beans still stale"),
-    ] }))
-    .unwrap();
-    let (code, resp) = post(
-        &app,
-        &url,
-        &[(
-            "x-hub-signature-256",
-            meta_sign(b"shared-app-secret", &body),
-        )],
-        &body,
-    )
+    ])
     .await;
-    assert_eq!(code, 200, "{resp}");
     app.eventually("the sibling's comment through the paused URL", async || {
         texts(&s, &bean)
             .await
