@@ -1980,3 +1980,70 @@ async fn events_accepted_before_a_pause_are_stored_after_it() {
         1
     );
 }
+
+/// Two workers polling at once, one held up by a feed that hangs: the
+/// other fetches the due feeds first, and the slow one, reaching them after
+/// their claims ran out, reads them again and leaves them (it fetched them
+/// again, with the state of before the first fetch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_fetched_by_one_worker_is_not_fetched_again_by_a_slower_one() {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use rapport_worker::feeds::{FeedConfig, FeedPoller};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    // Feeds that answer after 10 s: each holds a poller up for its timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let slow = format!("http://{}/slow.xml", listener.local_addr().unwrap());
+    let server = HttpServer::new(|| {
+        App::new().route(
+            "/slow.xml",
+            web::get().to(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                HttpResponse::Ok().finish()
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    for n in 0..3 {
+        connect(&app, &s, json!({ "workspaceId": ws, "kind": "FEED", "name": format!("slow {n}"), "feedUrl": format!("{slow}?{n}") })).await;
+    }
+    let feed = FeedServer::default();
+    *feed.body.lock().unwrap() = include_bytes!("fixtures/feed_rss.xml").to_vec();
+    let url = feed.start();
+    connect(
+        &app,
+        &s,
+        json!({ "workspaceId": ws, "kind": "FEED", "name": "alerts", "feedUrl": url }),
+    )
+    .await;
+    // A claim lasts twice the poller's timeout.
+    let poller = |timeout_ms: u64| {
+        FeedPoller::new(
+            app.state.db.clone(),
+            app.state.kv.clone(),
+            FeedConfig {
+                allow_private: true,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                ..FeedConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let (slow_one, quick_one) = (poller(1000), poller(100));
+    // The slow one lists every feed as due, then hangs on the first for a
+    // second; the quick one skips it (claimed) and polls the rest, the
+    // good feed included, within 0.3 s, its claims lasting 0.2 s.
+    let first = tokio::spawn(async move { slow_one.poll_due().await.unwrap() });
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    assert_eq!(quick_one.poll_due().await.unwrap(), 3);
+    assert_eq!(feed.seen.lock().unwrap().len(), 1);
+    // When the slow one gets to them, their claims have run out; read
+    // again, none is due.
+    assert_eq!(first.await.unwrap(), 1, "only the one it held");
+    assert_eq!(feed.seen.lock().unwrap().len(), 1, "fetched once");
+}

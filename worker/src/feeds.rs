@@ -13,7 +13,7 @@ use rapport_store::entities::channel;
 use rapport_store::jobs::{self, INGEST};
 use rapport_store::raw_events::{self, NewRawEvent};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -87,6 +87,7 @@ impl FeedPoller {
         let feeds = channel::Entity::find()
             .filter(channel::Column::Kind.eq("FEED"))
             .filter(channel::Column::Status.eq("ACTIVE"))
+            .order_by_asc(channel::Column::Id)
             .all(&self.db)
             .await?;
         let mut polled = 0;
