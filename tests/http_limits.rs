@@ -230,6 +230,16 @@ async fn bad_inputs_get_typed_errors_and_change_nothing() {
         )
         .await;
     assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    // Inside lists stored as JSON too (PostgreSQL refuses an escaped NUL).
+    let r = app
+        .gql(
+            Some(&s.access),
+            create,
+            json!({ "i": { "name": "Keywords", "timezone": "UTC", "brandKeywords": ["brew\u{0}co"] } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert_eq!(r["errors"][0]["extensions"]["field"], "brandKeywords");
     // Webhook subscription URLs are parsed as URLs.
     let subscribe = "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }";
     for url in [

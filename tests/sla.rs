@@ -1228,3 +1228,88 @@ async fn fired_timers_are_not_rebuilt_and_a_flush_is_noticed_at_once() {
     running.await.unwrap();
     assert_eq!(breaches().await, 1, "and nothing fired twice");
 }
+
+/// The match order is whole: a reorder that leaves a policy out would have
+/// two share a place (and the engine pick between them by chance), and a
+/// policy that stops being the default goes last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_are_reordered_whole_and_never_share_a_place() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let t = json!({ "firstResponseMinutes": 60 });
+    let policy = async |name: &str, default: bool| {
+        app.default_policy(
+            &s,
+            &ws,
+            t.clone(),
+            json!({ "name": name, "isDefault": default }),
+        )
+        .await
+    };
+    let d = policy("D", true).await;
+    let (a, b, c) = (
+        policy("A", false).await,
+        policy("B", false).await,
+        policy("C", false).await,
+    );
+    let reorder =
+        "mutation($i: ReorderSlaPoliciesInput!) { reorderSlaPolicies(input: $i) { name } }";
+    let listed = async || {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($w: ID!) { slaPolicies(workspaceId: $w) { name position isDefault } }",
+                json!({ "w": ws }),
+            )
+            .await;
+        d["slaPolicies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["position"].as_i64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for ids in [json!([c, a]), json!([c, a, b, d]), json!([c, a, a])] {
+        let r = app
+            .gql(
+                Some(&s.access),
+                reorder,
+                json!({ "i": { "workspaceId": ws, "policyIds": ids } }),
+            )
+            .await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{ids}: {r}");
+        assert_eq!(r["errors"][0]["extensions"]["field"], "policyIds");
+    }
+    app.ok(
+        Some(&s.access),
+        reorder,
+        json!({ "i": { "workspaceId": ws, "policyIds": [c, a, b] } }),
+    )
+    .await;
+    let order = listed().await;
+    assert_eq!(
+        order.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["C", "A", "B", "D"]
+    );
+    // D stops being the default: it goes after B, on no one's place.
+    app.ok(
+        Some(&s.access),
+        "mutation($i: UpdateSlaPolicyInput!) { updateSlaPolicy(input: $i) { id } }",
+        json!({ "i": { "id": d, "isDefault": false } }),
+    )
+    .await;
+    let order = listed().await;
+    assert_eq!(
+        order.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["C", "A", "B", "D"]
+    );
+    let mut places: Vec<i64> = order.iter().map(|(_, p)| *p).collect();
+    places.dedup();
+    assert_eq!(places.len(), 4, "no two share a place: {order:?}");
+}

@@ -143,8 +143,8 @@ const ENDINGS: &[&str] = &[
 
 /// Whether `text` (lower case) says `keyword` as a word of its own, or
 /// with one of [`ENDINGS`]: "scampi" and "insurgent" do not say "scam" and
-/// "urgent".
-fn urgent_word(text: &str, keyword: &str) -> bool {
+/// "urgent". Urgency keywords and SLA policy conditions match this way.
+pub fn urgent_word(text: &str, keyword: &str) -> bool {
     if keyword.is_empty() {
         return false;
     }

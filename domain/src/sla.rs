@@ -130,7 +130,7 @@ impl Conditions {
                 let text = f.text.to_lowercase();
                 self.keywords
                     .iter()
-                    .any(|k| text.contains(&k.to_lowercase()))
+                    .any(|k| crate::priority::urgent_word(&text, &k.to_lowercase()))
             })
     }
 }
@@ -273,7 +273,14 @@ mod tests {
             ..Default::default()
         };
         assert!(kw.matches(&facts(ChannelKind::X, 0, "I want a refund")));
+        assert!(kw.matches(&facts(ChannelKind::X, 0, "still not refunded")));
         assert!(!kw.matches(&facts(ChannelKind::X, 0, "hello")));
+        let law = Conditions {
+            keywords: vec!["law".into()],
+            ..Default::default()
+        };
+        assert!(!law.matches(&facts(ChannelKind::X, 0, "a flaw in my lawn chair")));
+        assert!(law.matches(&facts(ChannelKind::X, 0, "this breaks consumer law")));
     }
 
     #[test]

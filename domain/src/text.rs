@@ -127,6 +127,12 @@ impl PhraseList {
             if p.is_empty() {
                 return Err(ParseError::new(field, "entries must not be empty"));
             }
+            if p.contains(char::is_control) {
+                return Err(ParseError::new(
+                    field,
+                    "entries must not contain control characters",
+                ));
+            }
             if p.chars().count() > Self::MAX_LEN {
                 return Err(ParseError::new(
                     field,

@@ -53,9 +53,13 @@ impl From<DbErr> for StoreError {
             ),
             // PostgreSQL's text holds no U+0000 (SQLSTATE 22021); inputs
             // that can carry one are parsed to refuse it, this is the net.
+            // (22P05 when it is escaped inside a JSON document.)
             _ if err
                 .to_string()
-                .contains("invalid byte sequence for encoding") =>
+                .contains("invalid byte sequence for encoding")
+                || err
+                    .to_string()
+                    .contains("unsupported Unicode escape sequence") =>
             {
                 StoreError::Conflict("text must not contain the NUL character (U+0000)")
             }

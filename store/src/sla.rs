@@ -177,9 +177,13 @@ fn policy_clock(
 }
 
 pub async fn load<C: ConnectionTrait>(conn: &C, workspace_id: Uuid) -> Result<WorkspaceSla, DbErr> {
+    // In match order, ties by id: `choose` keeps the order of equals.
+    use sea_orm::QueryOrder;
     let rows = sla_policy::Entity::find()
         .filter(sla_policy::Column::WorkspaceId.eq(workspace_id))
         .filter(sla_policy::Column::DeletedAt.is_null())
+        .order_by_asc(sla_policy::Column::Position)
+        .order_by_asc(sla_policy::Column::Id)
         .all(conn)
         .await?;
     let calendars = calendars(conn, workspace_id).await?;

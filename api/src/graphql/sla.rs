@@ -764,9 +764,11 @@ impl SlaQuery {
             .filter(sla_policy::Column::WorkspaceId.eq(ws.id))
             .filter(sla_policy::Column::DeletedAt.is_null())
             .order_by_asc(sla_policy::Column::Position)
+            .order_by_asc(sla_policy::Column::Id)
             .all(db)
             .await?;
-        rows.sort_by_key(|p| (p.is_default, p.position));
+        // As the engine matches them (`rapport_store::sla::load`).
+        rows.sort_by_key(|p| (p.is_default, p.position, p.id));
         Ok(rows.into_iter().map(SlaPolicy).collect())
     }
 
@@ -943,12 +945,8 @@ impl SlaMutation {
             }
             None => None,
         };
-        let last = sla_policy::Entity::find()
-            .filter(sla_policy::Column::WorkspaceId.eq(ws.id))
-            .order_by_desc(sla_policy::Column::Position)
-            .one(&txn)
-            .await?
-            .map_or(0, |p| p.position + 1);
+        lock_policies(&txn, ws.id).await?;
+        let last = next_position(&txn, ws.id).await?;
         let now = Utc::now();
         let p = sla_policy::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -993,6 +991,7 @@ impl SlaMutation {
         let txn = v.scope.begin(&st.db).await?;
         let current = policy_in(v, &txn, &input.id).await?;
         let ws = current.workspace_id;
+        lock_policies(&txn, ws).await?;
         let mut am = current.clone().into_active_model();
         if let Some(n) = &input.name {
             am.name = Set(Name::parse("name", n)?.into_string());
@@ -1021,6 +1020,10 @@ impl SlaMutation {
         }
         if let Some(d) = input.is_default {
             am.is_default = Set(d);
+            if current.is_default && !d {
+                // Back among the ordered ones: last, not on another's place.
+                am.position = Set(next_position(&txn, ws).await?);
+            }
         }
         if let Some(e) = &input.escalation {
             am.escalation = Set(escalation_json(v, &txn, ws, e).await?);
@@ -1053,15 +1056,33 @@ impl SlaMutation {
             .scope
             .workspace(&txn, decode(Kind::Workspace, &input.workspace_id)?)
             .await?;
+        lock_policies(&txn, ws.id).await?;
+        // The whole order, or none: a policy left out would keep its old
+        // place, shared with one of those listed.
+        let ordered: std::collections::HashSet<Uuid> = sla_policy::Entity::find()
+            .filter(sla_policy::Column::WorkspaceId.eq(ws.id))
+            .filter(sla_policy::Column::DeletedAt.is_null())
+            .filter(sla_policy::Column::IsDefault.eq(false))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
         let mut out = Vec::with_capacity(input.policy_ids.len());
         let mut seen = std::collections::HashSet::new();
+        let whole = || {
+            ApiError::bad_input(
+                "policyIds",
+                "list each policy of this workspace but the default once, every one of them",
+            )
+        };
+        if input.policy_ids.len() != ordered.len() {
+            return Err(whole());
+        }
         for (i, id) in input.policy_ids.iter().enumerate() {
             let p = policy_in(v, &txn, id).await?;
-            if p.workspace_id != ws.id || !seen.insert(p.id) {
-                return Err(ApiError::bad_input(
-                    "policyIds",
-                    "each policy of this workspace once",
-                ));
+            if !ordered.contains(&p.id) || !seen.insert(p.id) {
+                return Err(whole());
             }
             let mut am = p.into_active_model();
             am.position = Set(i as i32);
@@ -1102,4 +1123,25 @@ impl SlaMutation {
             deleted_policy_id: input.id,
         })
     }
+}
+
+/// Serialises changes to a workspace's policy order (positions and the
+/// default): two at once read the same last position and shared it.
+async fn lock_policies(txn: &DatabaseTransaction, workspace: Uuid) -> ApiResult<()> {
+    rapport_store::locks::for_update(rapport_store::entities::workspace::Entity::find_by_id(
+        workspace,
+    ))
+    .one(txn)
+    .await?;
+    Ok(())
+}
+
+/// The place after the workspace's last policy.
+async fn next_position(txn: &DatabaseTransaction, workspace: Uuid) -> ApiResult<i32> {
+    Ok(sla_policy::Entity::find()
+        .filter(sla_policy::Column::WorkspaceId.eq(workspace))
+        .order_by_desc(sla_policy::Column::Position)
+        .one(txn)
+        .await?
+        .map_or(0, |p| p.position + 1))
 }
