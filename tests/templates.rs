@@ -99,6 +99,55 @@ async fn agency_templates_are_enabled_per_workspace_and_stay_inside_their_tenant
         )
         .await;
     assert_eq!(code(&r), Some("BAD_USER_INPUT"));
+    // A slot named twice, or a minimum out of range, is refused, not
+    // merged or clamped.
+    for slots in [
+        json!([{ "name": "empathy", "guidance": "g" }, { "name": "empathy", "guidance": "h", "minLength": 50 }]),
+        json!([{ "name": "empathy", "guidance": "g", "minLength": 5000 }]),
+    ] {
+        let r = app
+            .gql(
+                Some(&agent.access),
+                CREATE,
+                json!({ "i": { "workspaceId": b, "name": "Bad", "body": body, "slots": slots, "intent": "ACKNOWLEDGE" } }),
+            )
+            .await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{slots}: {r}");
+        assert_eq!(r["errors"][0]["extensions"]["field"], "slots");
+    }
+    // A template that never shows its slot sends template text only: the
+    // guard refuses what it would send.
+    let hidden = app
+        .ok(
+            Some(&agent.access),
+            CREATE,
+            json!({ "i": { "workspaceId": b, "name": "Hidden", "intent": "ACKNOWLEDGE",
+                    "body": "{% if false %}{{ slot.empathy }}{% endif %}Sorry for the trouble, please DM us.",
+                    "slots": [{ "name": "empathy", "guidance": "g" }] } }),
+        )
+        .await["createReplyTemplate"]["id"]
+        .clone();
+    let p = app
+        .ok(
+            Some(&agent.access),
+            PREVIEW,
+            json!({ "i": { "conversationId": bob, "templateId": hidden,
+                    "slots": [{ "name": "empathy", "value": "stale beans are a sad start to the morning" }] } }),
+        )
+        .await;
+    let codes: Vec<&str> = p["previewReply"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"SLOT_NOT_IN_REPLY"), "{p}");
+    app.ok(
+        Some(&agent.access),
+        "mutation($i: ArchiveReplyTemplateInput!) { archiveReplyTemplate(input: $i) { id } }",
+        json!({ "i": { "id": hidden } }),
+    )
+    .await;
 
     assert_eq!(
         names(&app.ok(Some(&agent.access), LIST, json!({ "w": a })).await),

@@ -107,7 +107,7 @@ pub struct RequestFollowUpInput {
 /// Something the canned-reply guard found in a reply.
 #[derive(SimpleObject)]
 pub struct ReplyFinding {
-    /// EMPTY_SLOT, SHORT_SLOT, SLOT_REPEATS_TEMPLATE, NEAR_DUPLICATE,
+    /// EMPTY_SLOT, SHORT_SLOT, SLOT_REPEATS_TEMPLATE, SLOT_NOT_IN_REPLY, NEAR_DUPLICATE,
     /// BANNED_PHRASE or NO_OVERLAP (a warning).
     code: String,
     /// What is wrong, for the agent.

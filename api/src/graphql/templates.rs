@@ -233,14 +233,29 @@ pub async fn usable<C: ConnectionTrait>(
 /// Parses the slots and checks the body against them: refused with the line
 /// and reason when it does not parse, uses unknown names, or has no slot.
 fn checked(body: &str, slots: &[TemplateSlot]) -> ApiResult<Vec<SlotSpec>> {
-    let specs: Vec<SlotSpec> = slots
-        .iter()
-        .map(|s| SlotSpec {
+    let mut specs: Vec<SlotSpec> = Vec::with_capacity(slots.len());
+    for s in slots {
+        if specs.iter().any(|o| o.name == s.name) {
+            return Err(ApiError::bad_input(
+                "slots",
+                format!("slot {:?} is named twice", s.name),
+            ));
+        }
+        if !(0..=1000).contains(&s.min_length) {
+            return Err(ApiError::bad_input("slots", "minLength must be 0 to 1000"));
+        }
+        if s.guidance.contains('\0') {
+            return Err(ApiError::bad_input(
+                "slots",
+                "guidance must not contain the NUL character",
+            ));
+        }
+        specs.push(SlotSpec {
             name: s.name.clone(),
             guidance: s.guidance.clone(),
-            min_length: s.min_length.clamp(0, 1000) as u32,
-        })
-        .collect();
+            min_length: s.min_length as u32,
+        });
+    }
     Template::parse(body, specs.clone()).map_err(|e| ApiError::bad_input("body", e.to_string()))?;
     Ok(specs)
 }

@@ -29,6 +29,11 @@ pub enum Finding {
     SlotRepeatsTemplate {
         slot: String,
     },
+    /// The template does not show the slot (it sits in a branch never
+    /// taken, or is only measured): the customer reads template text only.
+    SlotNotInReply {
+        slot: String,
+    },
     NearDuplicate {
         reply: String,
         similarity: f64,
@@ -46,6 +51,7 @@ impl Finding {
             Finding::EmptySlot { .. } => "EMPTY_SLOT",
             Finding::ShortSlot { .. } => "SHORT_SLOT",
             Finding::SlotRepeatsTemplate { .. } => "SLOT_REPEATS_TEMPLATE",
+            Finding::SlotNotInReply { .. } => "SLOT_NOT_IN_REPLY",
             Finding::NearDuplicate { .. } => "NEAR_DUPLICATE",
             Finding::BannedPhrase { .. } => "BANNED_PHRASE",
             Finding::NoOverlap => "NO_OVERLAP",
@@ -72,6 +78,9 @@ impl Finding {
             Finding::SlotRepeatsTemplate { slot } => {
                 format!("slot {slot:?} only repeats the template's own words")
             }
+            Finding::SlotNotInReply { slot } => format!(
+                "the template does not show slot {slot:?}: the reply would be template text only"
+            ),
             Finding::NearDuplicate { similarity, .. } => format!(
                 "this reply is {:.0}% the same as one this brand already sent: write it for this customer",
                 similarity * 100.0
@@ -350,6 +359,7 @@ pub fn check(c: &Check<'_>, index: &ReplyIndex) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(t) = c.template {
         let fixed = words(&t.fixed_text());
+        let shown: std::collections::HashSet<String> = words(c.text).into_iter().collect();
         for s in t.slots() {
             let v = c
                 .slots
@@ -376,6 +386,11 @@ pub fn check(c: &Check<'_>, index: &ReplyIndex) -> Vec<Finding> {
             }
             if w.iter().all(|x| fixed.contains(x)) {
                 out.push(Finding::SlotRepeatsTemplate {
+                    slot: s.name.clone(),
+                });
+            }
+            if !w.iter().all(|x| shown.contains(x)) {
+                out.push(Finding::SlotNotInReply {
                     slot: s.name.clone(),
                 });
             }
@@ -487,6 +502,48 @@ mod tests {
             "🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏🙏",
         ] {
             assert_eq!(run(filler)[0], "EMPTY_SLOT", "{filler:?}");
+        }
+    }
+
+    #[test]
+    fn a_template_that_hides_its_slot_sends_template_text_only() {
+        let slots = HashMap::from([(
+            "x".to_string(),
+            "So sorry your latte arrived cold, a fresh one is on us".to_string(),
+        )]);
+        for body in [
+            "{% if false %}{{ slot.x }}{% endif %}Sorry for the trouble, please DM us.",
+            "Sorry for the trouble ({{ slot.x | length }}), please DM us.",
+            "{% set y = slot.x %}Sorry for the trouble, please DM us.",
+            "Sorry for the trouble: {{ slot.x[:4] }}, please DM us.",
+        ] {
+            let spec = vec![SlotSpec {
+                name: "x".into(),
+                guidance: "".into(),
+                min_length: 10,
+            }];
+            // Refused when saved already is as good.
+            let Ok(t) = Template::parse(body, spec) else {
+                continue;
+            };
+            let text = t.render(&HashMap::new(), &slots).unwrap();
+            let found = check(
+                &Check {
+                    text: &text,
+                    template: Some(&t),
+                    slots: &slots,
+                    context_values: &[],
+                    banned_phrases: &[],
+                    customer_message: "my latte was cold",
+                    threshold: 0.8,
+                    unpublished: &Default::default(),
+                },
+                &ReplyIndex::new(),
+            );
+            assert!(
+                found.iter().any(|f| f.code() == "SLOT_NOT_IN_REPLY"),
+                "{body}: {found:?}"
+            );
         }
     }
 
