@@ -1312,4 +1312,46 @@ async fn policies_are_reordered_whole_and_never_share_a_place() {
     let mut places: Vec<i64> = order.iter().map(|(_, p)| *p).collect();
     places.dedup();
     assert_eq!(places.len(), 4, "no two share a place: {order:?}");
+
+    // A team deleted after a policy named it reads as no one, not as an ID
+    // that answers NOT_FOUND when sent back.
+    let team = app
+        .ok(
+            Some(&s.access),
+            "mutation { createTeam(input: { name: \"Night shift\" }) { id } }",
+            json!({}),
+        )
+        .await["createTeam"]["id"]
+        .clone();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: UpdateSlaPolicyInput!) { updateSlaPolicy(input: $i) { id } }",
+        json!({ "i": { "id": a, "escalation": { "raisePriorityTo": "URGENT", "assignToTeamId": team } } }),
+    )
+    .await;
+    let escalation = async || {
+        app.ok(
+            Some(&s.access),
+            "query($w: ID!) { slaPolicies(workspaceId: $w) { name escalation { raisePriorityTo assignToTeamId } } }",
+            json!({ "w": ws }),
+        )
+        .await["slaPolicies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "A")
+            .unwrap()["escalation"]
+            .clone()
+    };
+    assert_eq!(escalation().await["assignToTeamId"], team);
+    app.ok(
+        Some(&s.access),
+        "mutation($i: DeleteTeamInput!) { deleteTeam(input: $i) }",
+        json!({ "i": { "id": team } }),
+    )
+    .await;
+    assert_eq!(
+        escalation().await,
+        json!({ "raisePriorityTo": "URGENT", "assignToTeamId": null })
+    );
 }

@@ -411,26 +411,46 @@ impl SlaPolicy {
     async fn warn_at_percent(&self) -> i32 {
         self.0.warn_at_percent
     }
-    /// What happens when a target is breached.
-    async fn escalation(&self) -> SlaEscalation {
+    /// What happens when a target is breached. A member removed or a team
+    /// deleted since the policy was saved reads as null (nobody is called
+    /// in their place; set another).
+    async fn escalation(&self, ctx: &Context<'_>) -> ApiResult<SlaEscalation> {
+        use rapport_store::entities::{membership, team};
+        let v = auth(ctx).viewer()?;
+        let db = &state(ctx).db;
         let e = &self.0.escalation;
-        SlaEscalation {
+        let id_at = |k: &str| {
+            e.get(k)
+                .and_then(|v| v.as_str())
+                .and_then(|s| Uuid::parse_str(s).ok())
+        };
+        let member = match id_at("assignTo") {
+            Some(id) => v
+                .scope
+                .find::<membership::Entity, _>(db, id)
+                .await
+                .ok()
+                .map(|m| gid(Kind::Member, m.id)),
+            None => None,
+        };
+        let team = match id_at("assignToTeam") {
+            Some(id) => v
+                .scope
+                .find::<team::Entity, _>(db, id)
+                .await
+                .ok()
+                .map(|t| gid(Kind::Team, t.id)),
+            None => None,
+        };
+        Ok(SlaEscalation {
             raise_priority_to: e
                 .get("raisePriorityTo")
                 .and_then(|v| v.as_str())
                 .and_then(PriorityLevel::parse)
                 .map(Into::into),
-            assign_to_member_id: e
-                .get("assignTo")
-                .and_then(|v| v.as_str())
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .map(|id| gid(Kind::Member, id)),
-            assign_to_team_id: e
-                .get("assignToTeam")
-                .and_then(|v| v.as_str())
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .map(|id| gid(Kind::Team, id)),
-        }
+            assign_to_member_id: member,
+            assign_to_team_id: team,
+        })
     }
 }
 
