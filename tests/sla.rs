@@ -162,6 +162,16 @@ async fn business_calendars_are_validated_and_count_only_open_hours() {
             "holidays",
             json!({ "workspaceId": ws, "name": "x", "timezone": "UTC", "weeklyHours": week, "holidays": [{ "month": 2, "day": 30 }] }),
         ),
+        // Never open: a business-hours policy on it gave no deadline at all.
+        (
+            "weeklyHours",
+            json!({ "workspaceId": ws, "name": "x", "timezone": "UTC", "weeklyHours": [] }),
+        ),
+        (
+            "holidays",
+            json!({ "workspaceId": ws, "name": "x", "timezone": "UTC", "weeklyHours": week,
+                    "holidays": [{ "month": 1, "day": 1, "name": "x".repeat(5000) }] }),
+        ),
     ] {
         let r = app.gql(Some(&s.access), q, json!({ "i": bad })).await;
         assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{field}: {r}");

@@ -907,6 +907,28 @@ impl SlaMutation {
                 name: h.name.clone(),
             })
             .collect();
+        if periods.is_empty() {
+            // Never open: a business-hours policy on it would give no
+            // deadline at all, silently.
+            return Err(ApiError::bad_input(
+                "weeklyHours",
+                "give at least one opening period",
+            ));
+        }
+        if let Some(n) = holidays
+            .iter()
+            .filter_map(|h| h.name.as_deref())
+            .find(|n| n.chars().count() > Name::MAX || n.contains(char::is_control))
+        {
+            return Err(ApiError::bad_input(
+                "holidays",
+                format!(
+                    "a holiday's name is at most {} characters, none of them control characters: {:?}",
+                    Name::MAX,
+                    n.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
         // Checked by building it: bad times, days, dates and zones are refused here.
         let cal = calendar(&input.timezone, &periods, &holidays)?;
         let st = state(ctx);
