@@ -242,15 +242,7 @@ impl Ingestor {
         let mut parts = items.chunks(PART);
         let last = parts.next_back().unwrap_or_default();
         for part in parts {
-            let early = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
-            let stored = store_batch(&early, ch, kind, part).await?;
-            early
-                .commit()
-                .await
-                .context("committing part of the ingested events")?;
-            metrics::counter!("rapport_messages_ingested_total")
-                .increment(stored.touched.len() as u64);
-            announce(&self.kv, &stored.timers, &stored.touched).await;
+            self.store_part(ch, kind, part).await?;
         }
         // Only now: SQLite lets one transaction write at a time.
         let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
@@ -267,9 +259,31 @@ impl Ingestor {
             return Ok(false); // dropped: rolls back
         }
         txn.commit().await.context("committing ingested events")?;
+        self.stored(&stored).await;
+        Ok(true)
+    }
+
+    /// Stores `items` of `ch` in a transaction of their own (a part of a
+    /// big batch; another account's messages).
+    async fn store_part(
+        &self,
+        ch: &channel::Model,
+        kind: ChannelKind,
+        items: &[(&workspace::Model, &Inbound)],
+    ) -> anyhow::Result<()> {
+        let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
+        let stored = store_batch(&txn, ch, kind, items).await?;
+        txn.commit()
+            .await
+            .context("committing part of the ingested events")?;
+        self.stored(&stored).await;
+        Ok(())
+    }
+
+    /// After a commit: counted, timers scheduled, live views told.
+    async fn stored(&self, stored: &rapport_store::ingest::Stored) {
         metrics::counter!("rapport_messages_ingested_total").increment(stored.touched.len() as u64);
         announce(&self.kv, &stored.timers, &stored.touched).await;
-        Ok(true)
     }
 
     /// Messages the platform delivered for another account than the
@@ -313,15 +327,8 @@ impl Ingestor {
             };
             // In parts, as in `store`.
             for part in msgs.chunks(PART) {
-                let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
                 let items: Vec<_> = part.iter().map(|m| (&ws, *m)).collect();
-                let stored = store_batch(&txn, sib, kind, &items).await?;
-                txn.commit()
-                    .await
-                    .context("committing another account's messages")?;
-                metrics::counter!("rapport_messages_ingested_total")
-                    .increment(stored.touched.len() as u64);
-                announce(&self.kv, &stored.timers, &stored.touched).await;
+                self.store_part(sib, kind, &items).await?;
             }
         }
         Ok(())

@@ -260,18 +260,7 @@ impl Publisher {
                     generic_sign(&secret, &body, Utc::now().timestamp()),
                 )
             }
-            _ => {
-                let base = if kind == ChannelKind::X {
-                    &self.cfg.x_api
-                } else {
-                    &self.cfg.graph_api
-                };
-                let token =
-                    self.open(l.channel.access_token_ciphertext.as_deref(), "access token")?;
-                self.http
-                    .post(format!("{}{}", base.trim_end_matches('/'), req.path))
-                    .bearer_auth(String::from_utf8_lossy(&token))
-            }
+            _ => self.platform(reqwest::Method::POST, kind, &req.path, &l.channel)?,
         };
         let resp = builder
             .header("content-type", "application/json")
@@ -304,17 +293,9 @@ impl Publisher {
         let Some(path) = publish::lookup(o, since) else {
             return Ok(None);
         };
-        let base = if o.kind == ChannelKind::X {
-            &self.cfg.x_api
-        } else {
-            &self.cfg.graph_api
-        };
-        let token = self.open(l.channel.access_token_ciphertext.as_deref(), "access token")?;
         let lost = |e: String| Outcome::Retry(format!("looking for an earlier attempt: {e}"));
         let resp = self
-            .http
-            .get(format!("{}{path}", base.trim_end_matches('/')))
-            .bearer_auth(String::from_utf8_lossy(&token))
+            .platform(reqwest::Method::GET, o.kind, &path, &l.channel)?
             .send()
             .await
             .map_err(|e| lost(egress::describe(&e)))?;
@@ -341,6 +322,26 @@ impl Publisher {
         }
         tracing::info!(reply = %l.reply.id, platform_id = %id, "an earlier attempt was published; not sending again");
         Ok(Some(id))
+    }
+
+    /// A request to X's or Meta's API at `path`, with the channel's token.
+    fn platform(
+        &self,
+        method: reqwest::Method,
+        kind: ChannelKind,
+        path: &str,
+        channel: &channel::Model,
+    ) -> Result<reqwest::RequestBuilder, Outcome> {
+        let base = if kind == ChannelKind::X {
+            &self.cfg.x_api
+        } else {
+            &self.cfg.graph_api
+        };
+        let token = self.open(channel.access_token_ciphertext.as_deref(), "access token")?;
+        Ok(self
+            .http
+            .request(method, format!("{}{path}", base.trim_end_matches('/')))
+            .bearer_auth(String::from_utf8_lossy(&token)))
     }
 
     fn open(&self, sealed: Option<&[u8]>, what: &str) -> Result<Vec<u8>, Outcome> {
