@@ -25,9 +25,15 @@ struct Seen {
     body: Value,
 }
 
-/// A POST's answer: status, body, whether it was published, and the
-/// platform id when the answer lost it.
-type Scripted = (u16, Value, bool, Option<String>);
+/// A POST's answer: status, body, whether it was published, the platform
+/// id when the answer lost it, and whether the answer never comes.
+struct Scripted {
+    status: u16,
+    answer: Value,
+    published: bool,
+    lost_id: Option<String>,
+    hang: bool,
+}
 
 /// A platform stand-in: answers each POST from a script (then 200
 /// `{"id": "default"}`), keeps what it published, and lists it on the
@@ -40,6 +46,8 @@ struct FakePlatform {
     script: Arc<Mutex<VecDeque<Scripted>>>,
     /// (replied-to id, text, platform id) of each reply published.
     published: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// (recipient id, text, platform id) of each private message sent.
+    dms: Arc<Mutex<Vec<(String, String, String)>>>,
     brand: Arc<Mutex<String>>,
 }
 
@@ -81,14 +89,25 @@ impl FakePlatform {
                         signed,
                         body: body.clone(),
                     });
-                    let (status, answer, published, lost_id) = me
-                        .script
-                        .lock()
-                        .unwrap()
-                        .pop_front()
-                        .unwrap_or((200, json!({ "id": "default" }), true, None));
+                    let next = me.script.lock().unwrap().pop_front();
+                    let Scripted {
+                        status,
+                        answer,
+                        published,
+                        lost_id,
+                        hang,
+                    } = next.unwrap_or(Scripted {
+                        status: 200,
+                        answer: json!({ "id": "default" }),
+                        published: true,
+                        lost_id: None,
+                        hang: false,
+                    });
                     if published {
                         me.keep(req.path(), &body, &answer, lost_id);
+                    }
+                    if hang {
+                        std::future::pending::<()>().await;
                     }
                     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                         .json(answer)
@@ -108,10 +127,24 @@ impl FakePlatform {
         let mut published = self.published.lock().unwrap();
         let id = answer["data"]["id"]
             .as_str()
+            .or_else(|| answer["data"]["dm_event_id"].as_str())
             .or_else(|| answer["id"].as_str())
+            .or_else(|| answer["message_id"].as_str())
             .map(str::to_string)
             .or(lost_id)
             .unwrap_or_default();
+        if let Some(rest) = path.strip_prefix("/2/dm_conversations/with/") {
+            let to = rest.trim_end_matches("/messages");
+            let text = body["text"].as_str().unwrap_or_default();
+            self.dms.lock().unwrap().push((to.into(), text.into(), id));
+            return;
+        }
+        if path.ends_with("/messages") {
+            let to = body["recipient"]["id"].as_str().unwrap_or_default();
+            let text = body["message"]["text"].as_str().unwrap_or_default();
+            self.dms.lock().unwrap().push((to.into(), text.into(), id));
+            return;
+        }
         let (target, text) = if path == "/2/tweets" {
             (&body["reply"]["in_reply_to_tweet_id"], &body["text"])
         } else if path.ends_with("/comments") || path.ends_with("/replies") {
@@ -134,6 +167,36 @@ impl FakePlatform {
         let path = req.path().to_string();
         self.lookups.lock().unwrap().push(path.clone());
         let brand = self.brand.lock().unwrap().clone();
+        let sent_to = |to: &str| -> Vec<(String, String)> {
+            let dms = self.dms.lock().unwrap();
+            dms.iter()
+                .filter(|(r, _, _)| r == to)
+                .map(|(_, text, id)| (text.clone(), id.clone()))
+                .collect()
+        };
+        if let Some(rest) = path.strip_prefix("/2/dm_conversations/with/") {
+            // X's DM events with that person, the brand's as sent by it.
+            let to = rest.trim_end_matches("/dm_events");
+            let data: Vec<Value> = sent_to(to)
+                .into_iter()
+                .map(|(text, id)| json!({ "id": id, "text": text, "sender_id": brand, "event_type": "MessageCreate" }))
+                .collect();
+            return json!({ "data": data });
+        }
+        if path.ends_with("/conversations") {
+            // Meta's Conversations API: the thread with `user_id`.
+            let to = req
+                .query_string()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("user_id="))
+                .unwrap_or_default()
+                .to_string();
+            let messages: Vec<Value> = sent_to(&to)
+                .into_iter()
+                .map(|(text, id)| json!({ "id": id, "message": text, "from": { "id": brand } }))
+                .collect();
+            return json!({ "data": [{ "id": "t_1", "messages": { "data": messages } }] });
+        }
         let published = self.published.lock().unwrap();
         if path.starts_with("/2/users/") {
             // X's timeline: every reply, with what it replied to; X
@@ -168,19 +231,36 @@ impl FakePlatform {
     /// The next POST's answer; published when it is a success.
     fn answer(&self, status: u16, body: Value) {
         let published = (200..300).contains(&status);
-        self.script
-            .lock()
-            .unwrap()
-            .push_back((status, body, published, None));
+        self.script.lock().unwrap().push_back(Scripted {
+            status,
+            answer: body,
+            published,
+            lost_id: None,
+            hang: false,
+        });
     }
 
     /// The next POST is published as `id`, but answered with an error (as
     /// when the answer is lost on the way back).
     fn answer_lost(&self, status: u16, body: Value, id: &str) {
-        self.script
-            .lock()
-            .unwrap()
-            .push_back((status, body, true, Some(id.into())));
+        self.script.lock().unwrap().push_back(Scripted {
+            status,
+            answer: body,
+            published: true,
+            lost_id: Some(id.into()),
+            hang: false,
+        });
+    }
+
+    /// The next POST is published as `id` and never answered.
+    fn publish_and_hang(&self, id: &str) {
+        self.script.lock().unwrap().push_back(Scripted {
+            status: 200,
+            answer: json!({ "data": { "id": id } }),
+            published: true,
+            lost_id: None,
+            hang: true,
+        });
     }
 
     fn brand(&self, account: &str) {
@@ -409,10 +489,14 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
     );
     let dm = platform.seen().pop().unwrap();
     assert_eq!(dm.path, "/2/dm_conversations/with/6253282/messages");
-    // Nobody saw it: the same words again are not a canned repeat.
-    platform.answer(
-        201,
-        json!({ "data": { "dm_event_id": "1800000000000000002" } }),
+    // Nobody saw it: the same words again are not a canned repeat. X
+    // sends it, but the answer is lost: the retry finds it among the DM
+    // events with that customer and does not send it twice.
+    platform.brand("2244994945");
+    platform.answer_lost(
+        503,
+        json!({ "title": "Service Unavailable" }),
+        "1800000000000000002",
     );
     let again = app
         .gql(
@@ -431,6 +515,18 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
     )
     .await;
     assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert_eq!(r["platformMessageId"], "1800000000000000002");
+    assert_eq!(r["deliveryAttempts"], 2);
+    let dms: Vec<_> = platform
+        .seen()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/messages"))
+        .collect();
+    assert_eq!(dms.len(), 2, "the refused one and this one, once");
+    assert_eq!(
+        platform.lookups().last().unwrap(),
+        "/2/dm_conversations/with/6253282/dm_events"
+    );
 
     // Failing every time: FAILED after the last attempt, error kept.
     for _ in 0..3 {
@@ -607,9 +703,12 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
         .then_some(())
     })
     .await;
-    platform.answer(
-        200,
-        json!({ "recipient_id": "7000001", "message_id": "m_out_1" }),
+    // Sent, answer lost: found in the Conversations API's thread with
+    // that customer, from the page.
+    platform.answer_lost(
+        500,
+        json!({ "error": { "message": "An unexpected error has occurred.", "code": 2 } }),
+        "m_out_1",
     );
     let d = app
         .ok(
@@ -621,6 +720,17 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
         .await;
     let r = settled(&app, &s, &pid, d["sendReply"]["id"].as_str().unwrap()).await;
     assert_eq!(r["platformMessageId"], "m_out_1", "{r}");
+    assert_eq!(r["deliveryAttempts"], 2);
+    assert_eq!(
+        platform.lookups().last().unwrap(),
+        "/v21.0/104000000000001/conversations"
+    );
+    let sent: Vec<_> = platform
+        .seen()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/messages"))
+        .collect();
+    assert_eq!(sent.len(), 1, "sent once");
     let req = platform.seen().pop().unwrap();
     assert_eq!(req.path, "/v21.0/104000000000001/messages");
     assert_eq!(req.body["recipient"]["id"], "7000001");
@@ -749,4 +859,107 @@ async fn a_public_reply_goes_out_through_the_channel_of_the_message_it_answers()
     let req = platform.seen().pop().unwrap();
     assert_eq!(req.body["inReplyTo"], "rv-2", "the latest public message");
     assert_eq!(req.path, "/b", "from the source that message came through");
+}
+
+/// A worker stopped while the platform publishes (its answer never
+/// recorded) after an attempt the platform rate-limited: the next attempt
+/// must look before posting, since the last recorded answer (429, "nothing
+/// published") is not the last attempt's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
+    use rapport_store::entities::message;
+    use rapport_worker::publish::{PublishConfig, Publisher};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    let platform = FakePlatform::default();
+    let base = platform.start();
+    let mut app = app_publishing_to(&base).await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let secret = "x-consumer-secret-123";
+    let url = connect(
+        &app,
+        &s,
+        json!({ "workspaceId": ws, "kind": "X", "name": "@BrewCo", "externalAccountId": "2244994945",
+                "secret": secret, "accessToken": "x-user-token-abc" }),
+    )
+    .await;
+    post(
+        &app,
+        &url,
+        (
+            "x-twitter-webhooks-signature",
+            x_sign(secret.as_bytes(), X_FIXTURE),
+        ),
+        X_FIXTURE,
+    )
+    .await;
+    let conv = conversation(&app, &s, &ws, "angry_customer").await;
+    // From here the test makes each attempt itself.
+    app.stop_worker().await;
+    let mut cfg = PublishConfig {
+        x_api: base.clone(),
+        graph_api: base.clone(),
+        allow_private: true,
+        ..Default::default()
+    };
+    cfg.backoff.base = std::time::Duration::from_millis(1);
+    let publisher = Arc::new(
+        Publisher::new(
+            app.state.db.clone(),
+            app.state.kv.clone(),
+            app.state.secrets.clone(),
+            cfg,
+        )
+        .unwrap(),
+    );
+
+    platform.answer(429, json!({ "title": "Too Many Requests" }));
+    platform.publish_and_hang("1900000000000000009");
+    let sent = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                    "text": "Angry, the double charge is refunded and a fresh latte is on us." } }),
+        )
+        .await;
+    let gid = sent["sendReply"]["id"].as_str().unwrap().to_string();
+    let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Message, &gid).unwrap();
+    let due_now = async || {
+        message::Entity::update_many()
+            .col_expr(
+                message::Column::NextDeliveryAt,
+                Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)),
+            )
+            .filter(message::Column::Id.eq(id))
+            .exec(&app.state.db)
+            .await
+            .unwrap();
+    };
+
+    assert!(
+        publisher.attempt(id).await.unwrap(),
+        "attempt 1: rate-limited"
+    );
+    due_now().await;
+    let cut = tokio::spawn({
+        let publisher = publisher.clone();
+        async move { publisher.attempt(id).await }
+    });
+    app.eventually("attempt 2 to reach the platform", async || {
+        (platform.seen().len() == 2).then_some(())
+    })
+    .await;
+    cut.abort();
+    assert!(cut.await.unwrap_err().is_cancelled(), "attempt 2 cut off");
+    // Its lease would run out after three timeouts.
+    due_now().await;
+    assert!(publisher.attempt(id).await.unwrap(), "attempt 3");
+
+    let r = settled(&app, &s, &conv, &gid).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert_eq!(r["platformMessageId"], "1900000000000000009");
+    assert_eq!(r["deliveryAttempts"], 3);
+    assert_eq!(platform.seen().len(), 2, "posted once, found by the look");
+    assert_eq!(platform.lookups(), ["/2/users/2244994945/tweets"]);
 }

@@ -189,6 +189,7 @@ pub struct TestApp {
     pub db: TestDb,
     pub redis: TestRedis,
     worker_stop: Option<tokio::sync::watch::Sender<bool>>,
+    worker_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
@@ -263,6 +264,7 @@ impl TestApp {
             db: test_db,
             redis,
             worker_stop: None,
+            worker_tasks: Vec::new(),
         }
     }
 
@@ -310,7 +312,8 @@ impl TestApp {
             )
             .unwrap(),
         );
-        tokio::spawn(publisher.clone().run(rx.clone()));
+        self.worker_tasks
+            .push(tokio::spawn(publisher.clone().run(rx.clone())));
         let handlers =
             rapport_worker::handlers(self.state.db.clone(), self.state.kv.clone(), publisher);
         let worker = rapport_worker::Worker::new(
@@ -318,9 +321,22 @@ impl TestApp {
             handlers,
             fast_worker_config("test-worker"),
         );
-        tokio::spawn(worker.run(rx));
+        self.worker_tasks.push(tokio::spawn(async move {
+            let _ = worker.run(rx).await;
+        }));
         self.worker_stop = Some(tx);
         self
+    }
+
+    /// Stops the in-process worker and waits until it has stopped: what is
+    /// enqueued afterwards stays in Redis for the test to drive.
+    pub async fn stop_worker(&mut self) {
+        if let Some(tx) = self.worker_stop.take() {
+            let _ = tx.send(true);
+        }
+        for task in self.worker_tasks.drain(..) {
+            task.await.unwrap();
+        }
     }
 
     /// Polls `check` until it holds (or panics after ~10 s).

@@ -136,14 +136,20 @@ impl Publisher {
             return Ok(false);
         }
         let lease = now + chrono::Duration::from_std(self.cfg.timeout * 3)?;
-        // The attempt counts from its claim: one cut off (a worker stopped
-        // between the platform's answer and its record) still counts, so
-        // the next one looks for what it may have published.
+        // The attempt counts from its claim, and the claim clears the last
+        // answer: one cut off (a worker stopped between the platform's
+        // answer and its record) leaves no answer, so the next one looks
+        // for what it may have published, even after a 429 that said
+        // nothing was.
         let mut claim = message::Entity::update_many()
             .col_expr(message::Column::NextDeliveryAt, Expr::value(lease))
             .col_expr(
                 message::Column::DeliveryAttempts,
                 Expr::value(reply.delivery_attempts + 1),
+            )
+            .col_expr(
+                message::Column::DeliveryError,
+                Expr::value(Option::<String>::None),
             )
             .filter(message::Column::Id.eq(id))
             .filter(message::Column::DeliveryStatus.eq(QUEUED));

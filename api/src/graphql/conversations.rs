@@ -237,7 +237,8 @@ impl Message {
             _ => Some(DeliveryStatus::Queued),
         }
     }
-    /// The platform's answer to the last failed attempt.
+    /// The platform's answer to the last failed attempt; null while an
+    /// attempt is under way.
     async fn delivery_error(&self) -> Option<&str> {
         self.0.delivery_error.as_deref()
     }

@@ -18,11 +18,15 @@
 //!
 //! Neither X nor Meta honours `Idempotency-Key`, and a timeout or a server
 //! error can come after the platform published. So before another attempt
-//! at a public reply, [`lookup`] asks the platform for the brand's replies
-//! to the same message and [`published_in`] finds ours among them: the
+//! at a reply, [`lookup`] asks the platform for the brand's replies to the
+//! same message or person and [`published_in`] finds ours among them: the
 //! brand's timeline on X (`GET /2/users/{id}/tweets` with
 //! `referenced_tweets`), the comment's comments on Facebook (`fields=id,
-//! message,from`) and its replies on Instagram (`fields=id,text,from`).
+//! message,from`) and its replies on Instagram (`fields=id,text,from`); for
+//! private messages the conversation with the customer (X:
+//! `GET /2/dm_conversations/with/{user id}/dm_events`, `sender_id`; Meta's
+//! Conversations API: `GET /{account id}/conversations?platform=…&user_id=…`
+//! with `messages{id,message,from,created_time}`).
 
 use crate::ingest::{ChannelKind, Visibility};
 use chrono::{DateTime, Utc};
@@ -193,24 +197,51 @@ pub fn may_have_published(last_error: Option<&str>) -> bool {
     })
 }
 
-/// Where to look for a public reply that an earlier attempt may have
-/// published (a GET path with its query, relative to the platform's base
-/// URL), listing what was published since `since` (X) or with its time
-/// (Meta); None where there is no such read (private messages, GENERIC).
+/// Where to look for a reply that an earlier attempt may have published (a
+/// GET path with its query, relative to the platform's base URL), listing
+/// what was published since `since` (X's timeline) or with its time; None
+/// where there is no such read (GENERIC).
 pub fn lookup(o: &Outgoing<'_>, since: DateTime<Utc>) -> Option<String> {
-    let target = o.in_reply_to.filter(|t| is_id(t))?;
+    if !is_id(o.account_id) {
+        return None;
+    }
+    let target = || o.in_reply_to.filter(|t| is_id(t));
+    let recipient = || Some(o.recipient_id).filter(|r| is_id(r));
     match (o.kind, o.visibility) {
-        (ChannelKind::X, Visibility::Public) if is_id(o.account_id) => Some(format!(
-            "/2/users/{}/tweets?max_results=20&tweet.fields=referenced_tweets,created_at&start_time={}",
-            o.account_id,
-            (since - SKEW).format("%Y-%m-%dT%H:%M:%SZ")
-        )),
-        (ChannelKind::Facebook, Visibility::Public) => Some(format!(
-            "/{GRAPH_VERSION}/{target}/comments?fields=id,message,from,created_time&order=reverse_chronological&limit=100"
-        )),
-        (ChannelKind::Instagram, Visibility::Public) => Some(format!(
-            "/{GRAPH_VERSION}/{target}/replies?fields=id,text,from,timestamp"
-        )),
+        (ChannelKind::X, Visibility::Public) => target().map(|_| {
+            format!(
+                "/2/users/{}/tweets?max_results=20&tweet.fields=referenced_tweets,created_at&start_time={}",
+                o.account_id,
+                (since - SKEW).format("%Y-%m-%dT%H:%M:%SZ")
+            )
+        }),
+        (ChannelKind::X, Visibility::Private) => recipient().map(|r| {
+            format!(
+                "/2/dm_conversations/with/{r}/dm_events?max_results=50&event_types=MessageCreate&dm_event.fields=id,text,sender_id,created_at"
+            )
+        }),
+        (ChannelKind::Facebook, Visibility::Public) => target().map(|t| {
+            format!(
+                "/{GRAPH_VERSION}/{t}/comments?fields=id,message,from,created_time&order=reverse_chronological&limit=100"
+            )
+        }),
+        (ChannelKind::Instagram, Visibility::Public) => target()
+            .map(|t| format!("/{GRAPH_VERSION}/{t}/replies?fields=id,text,from,timestamp")),
+        // Meta's Conversations API: the thread with this person, its
+        // latest messages.
+        (ChannelKind::Facebook | ChannelKind::Instagram, Visibility::Private) => {
+            recipient().map(|r| {
+                let platform = if o.kind == ChannelKind::Facebook {
+                    "messenger"
+                } else {
+                    "instagram"
+                };
+                format!(
+                    "/{GRAPH_VERSION}/{}/conversations?platform={platform}&user_id={r}&fields=messages{{id,message,from,created_time}}",
+                    o.account_id
+                )
+            })
+        }
         _ => None,
     }
 }
@@ -291,13 +322,22 @@ pub fn published_in(o: &Outgoing<'_>, status: u16, body: &[u8], since: DateTime<
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
         return Earlier::Unknown("unreadable answer".into());
     };
-    let Some(items) = json["data"].as_array() else {
+    let Some(data) = json["data"].as_array() else {
         // X leaves `data` out of an empty timeline.
         return if o.kind == ChannelKind::X && json.get("errors").is_none() {
             Earlier::NotPublished
         } else {
             Earlier::Unknown("the answer has no list".into())
         };
+    };
+    let meta_private = o.kind != ChannelKind::X && o.visibility == Visibility::Private;
+    // Meta lists conversations, each with its messages.
+    let items: Vec<&Value> = if meta_private {
+        data.iter()
+            .flat_map(|c| c["messages"]["data"].as_array().into_iter().flatten())
+            .collect()
+    } else {
+        data.iter().collect()
     };
     let want = comparable(o.text);
     let target = o.in_reply_to.unwrap_or_default();
@@ -313,8 +353,12 @@ pub fn published_in(o: &Outgoing<'_>, status: u16, body: &[u8], since: DateTime<
         // An identical reply from before this one is another reply.
         at.is_none_or(|t| t >= since - SKEW)
     };
-    let ours = |item: &Value| match o.kind {
-        ChannelKind::X => {
+    let ours = |item: &Value| match (o.kind, o.visibility) {
+        (ChannelKind::X, Visibility::Private) => {
+            item["sender_id"].as_str() == Some(o.account_id)
+                && item["text"].as_str().map(comparable).as_deref() == Some(want.as_str())
+        }
+        (ChannelKind::X, Visibility::Public) => {
             item["referenced_tweets"].as_array().is_some_and(|refs| {
                 refs.iter()
                     .any(|r| r["type"] == "replied_to" && r["id"].as_str() == Some(target))
@@ -327,7 +371,7 @@ pub fn published_in(o: &Outgoing<'_>, status: u16, body: &[u8], since: DateTime<
         }
     };
     match items
-        .iter()
+        .into_iter()
         .find(|i| recent(i) && ours(i))
         .and_then(|i| i["id"].as_str())
     {
@@ -399,7 +443,14 @@ mod tests {
             lookup(&x, since).unwrap(),
             "/2/users/17841400000000/tweets?max_results=20&tweet.fields=referenced_tweets,created_at&start_time=2026-12-06T09:59:55Z"
         );
-        assert!(lookup(&out(ChannelKind::X, Visibility::Private), since).is_none());
+        assert_eq!(
+            lookup(&out(ChannelKind::X, Visibility::Private), since).unwrap(),
+            "/2/dm_conversations/with/2244994945/dm_events?max_results=50&event_types=MessageCreate&dm_event.fields=id,text,sender_id,created_at"
+        );
+        assert_eq!(
+            lookup(&out(ChannelKind::Instagram, Visibility::Private), since).unwrap(),
+            "/v21.0/17841400000000/conversations?platform=instagram&user_id=2244994945&fields=messages{id,message,from,created_time}"
+        );
         assert!(lookup(&out(ChannelKind::Generic, Visibility::Public), since).is_none());
         let fb = out(ChannelKind::Facebook, Visibility::Public);
         assert!(lookup(&fb, since).unwrap().starts_with(
@@ -485,6 +536,55 @@ mod tests {
             published_in(&ig, 200, br#"{"error":{}}"#, since),
             Earlier::Unknown(_)
         ));
+    }
+
+    #[test]
+    fn an_earlier_private_message_is_found_in_the_conversation() {
+        let since = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        // X: the brand's message (not the customer's same words), since.
+        let x = out(ChannelKind::X, Visibility::Private);
+        let events = json!({ "data": [
+            { "id": "e1", "text": "Hi Ana, so sorry", "sender_id": "2244994945",
+              "created_at": "2026-12-06T10:00:03.000Z" },
+            { "id": "e0", "text": "Hi Ana, so sorry", "sender_id": "17841400000000",
+              "created_at": "2026-12-05T10:00:03.000Z" },
+            { "id": "e2", "text": "Hi Ana, so sorry", "sender_id": "17841400000000",
+              "created_at": "2026-12-06T10:00:03.000Z" },
+        ]});
+        let body = serde_json::to_vec(&events).unwrap();
+        assert_eq!(
+            published_in(&x, 200, &body, since),
+            Earlier::Published("e2".into())
+        );
+        assert_eq!(
+            published_in(&x, 200, br#"{"meta":{"result_count":0}}"#, since),
+            Earlier::NotPublished
+        );
+        // Meta: the conversations' messages, from the page.
+        let fb = out(ChannelKind::Facebook, Visibility::Private);
+        let threads = json!({ "data": [{ "id": "t_1", "messages": { "data": [
+            { "id": "m_2", "message": "Hi Ana, so sorry", "from": { "id": "2244994945" },
+              "created_time": "2026-12-06T10:00:02+0000" },
+            { "id": "m_3", "message": "Hi Ana, so sorry", "from": { "id": "17841400000000" },
+              "created_time": "2026-12-06T10:00:02+0000" },
+        ]}}]});
+        let body = serde_json::to_vec(&threads).unwrap();
+        assert_eq!(
+            published_in(&fb, 200, &body, since),
+            Earlier::Published("m_3".into())
+        );
+        assert_eq!(
+            published_in(&fb, 200, br#"{"data":[]}"#, since),
+            Earlier::NotPublished
+        );
+        let mut other = out(ChannelKind::Facebook, Visibility::Private);
+        other.text = "Something else";
+        assert_eq!(
+            published_in(&other, 200, &body, since),
+            Earlier::NotPublished
+        );
     }
 
     #[test]
