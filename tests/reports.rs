@@ -266,6 +266,36 @@ async fn report_figures_match_hand_computed_fixtures() {
         rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, c)
     );
 
+    // A month by hour (720 buckets; SQLite refuses a compound SELECT of
+    // more than 500 terms), in UTC and in a zone with a 45-minute offset
+    // (no bucket on a whole rollup slot).
+    for tz in ["UTC", "Asia/Kathmandu"] {
+        let d = app
+            .ok(
+                Some(&s.access),
+                REPORT,
+                json!({ "w": ws, "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "g": "HOUR", "tz": tz }),
+            )
+            .await;
+        let r = &d["workspaceReport"];
+        let buckets = r["buckets"].as_array().unwrap();
+        assert!(buckets.len() >= 720, "{tz}: {}", buckets.len());
+        let t = &r["total"];
+        assert_eq!(t["inbound"], 3, "{tz}");
+        assert_eq!(t["conversationsOpened"], 3, "{tz}");
+        assert_eq!(t["firstResponse"]["calendar"]["count"], 3, "{tz}");
+        assert_eq!(
+            first_sla(t),
+            json!({ "target": "FIRST_RESPONSE", "met": 1, "breached": 1, "compliancePercent": 50.0 }),
+            "{tz}"
+        );
+        let busy: usize = buckets
+            .iter()
+            .map(|b| b["figures"]["inbound"].as_u64().unwrap() as usize)
+            .sum();
+        assert_eq!(busy, 3, "{tz}: every message in one bucket");
+    }
+
     // Days in another time zone move the boundaries: at UTC+14 all three
     // (Nov 2 10:00Z and 11:00Z, Nov 3 09:00Z) fall on local Nov 3.
     let d = app

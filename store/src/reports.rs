@@ -44,36 +44,20 @@ impl Sql {
         }
     }
 
-    /// One `SELECT` per time range, joined by `UNION ALL`: `branch` gets
-    /// the range's index as a literal and binds its own values in the
-    /// order they appear. Each branch is a plain index range scan (a join
-    /// with a derived table of ranges let PostgreSQL choose a sequential
-    /// scan of the whole workspace).
-    fn per_range(
-        &mut self,
-        ranges: &[Range],
-        mut branch: impl FnMut(&mut Sql, String, DateTime<Utc>, DateTime<Utc>) -> String,
-    ) {
-        let parts: Vec<String> = ranges
-            .iter()
-            .map(|(i, lo, hi)| branch(self, format!("CAST({i} AS BIGINT)"), *lo, *hi))
-            .collect();
-        self.push(&parts.join(" UNION ALL "));
-    }
-
     /// Slot ranges (epoch seconds, computed here, never user input) as a
-    /// derived table `(idx, lo, hi)`.
+    /// derived table `(idx, lo, hi)`: a `VALUES` list, which SQLite does
+    /// not count against its limit of 500 terms in a compound `SELECT`.
     fn slots(slots: &[(usize, i64, i64)]) -> String {
-        let parts: Vec<String> = slots
+        let rows: Vec<String> = slots
             .iter()
             .map(|(i, lo, hi)| {
-                format!(
-                    "SELECT CAST({i} AS BIGINT) AS idx, CAST({lo} AS BIGINT) AS lo, \
-                     CAST({hi} AS BIGINT) AS hi"
-                )
+                format!("(CAST({i} AS BIGINT), CAST({lo} AS BIGINT), CAST({hi} AS BIGINT))")
             })
             .collect();
-        format!("({})", parts.join(" UNION ALL "))
+        format!(
+            "(SELECT column1 AS idx, column2 AS lo, column3 AS hi FROM (VALUES {}) AS v)",
+            rows.join(", ")
+        )
     }
 
     fn push(&mut self, s: &str) {
@@ -88,6 +72,33 @@ impl Sql {
         ))
         .await
     }
+}
+
+/// Ranges per statement: SQLite refuses a compound `SELECT` of more than
+/// 500 terms (a month by hour has 744 buckets).
+const RANGES_PER_STATEMENT: usize = 400;
+
+/// One `SELECT` per time range, joined by `UNION ALL`, run in statements of
+/// at most [`RANGES_PER_STATEMENT`] ranges: `branch` gets the range's index
+/// as a literal and binds its own values in the order they appear. Each
+/// branch is a plain index range scan (a join with a derived table of
+/// ranges let PostgreSQL choose a sequential scan of the whole workspace).
+async fn range_rows<C: ConnectionTrait>(
+    conn: &C,
+    ranges: &[Range],
+    mut branch: impl FnMut(&mut Sql, String, DateTime<Utc>, DateTime<Utc>) -> String,
+) -> Result<Vec<QueryResult>, DbErr> {
+    let mut out = Vec::new();
+    for chunk in ranges.chunks(RANGES_PER_STATEMENT) {
+        let mut q = Sql::new(conn.get_database_backend());
+        let parts: Vec<String> = chunk
+            .iter()
+            .map(|(i, lo, hi)| branch(&mut q, format!("CAST({i} AS BIGINT)"), *lo, *hi))
+            .collect();
+        q.push(&parts.join(" UNION ALL "));
+        out.extend(q.rows(conn).await?);
+    }
+    Ok(out)
 }
 
 /// On PostgreSQL, for the report's transaction: its statements are many
@@ -187,9 +198,8 @@ pub async fn inbound<C: ConnectionTrait>(
         }
     }
     if !split.rows.is_empty() {
-        let mut q = Sql::new(backend);
         let delay = ms_between(backend, "m.received_at", "m.published_at");
-        q.per_range(&split.rows, |q, idx, lo, hi| {
+        let rows = range_rows(conn, &split.rows, |q, idx, lo, hi| {
             let a = q.bind(agency);
             let w = q.bind(workspace);
             let lo = q.bind(lo);
@@ -201,8 +211,9 @@ pub async fn inbound<C: ConnectionTrait>(
                  AND m.received_at >= {lo} AND m.received_at < {hi} \
                  GROUP BY m.channel_id, 3"
             )
-        });
-        for r in q.rows(conn).await? {
+        })
+        .await?;
+        for r in rows {
             out.push(inbound_row(r)?);
         }
     }
@@ -225,9 +236,7 @@ async fn counts<C: ConnectionTrait>(
     if ranges.is_empty() {
         return Ok(Vec::new());
     }
-    let mut q = Sql::new(conn.get_database_backend());
-    q.per_range(ranges, branch);
-    q.rows(conn)
+    range_rows(conn, ranges, branch)
         .await?
         .into_iter()
         .map(|r| {
@@ -358,7 +367,7 @@ pub async fn sla_events<C: ConnectionTrait>(
     split: &Split,
 ) -> Result<Vec<SlaRow>, DbErr> {
     let backend = conn.get_database_backend();
-    let mut statements = Vec::new();
+    let mut rows = Vec::new();
     if !split.slots.is_empty() {
         let mut q = Sql::new(backend);
         let s = Sql::slots(&split.slots);
@@ -370,11 +379,10 @@ pub async fn sla_events<C: ConnectionTrait>(
              WHERE r.agency_id = {a} AND r.workspace_id = {w} \
              GROUP BY s.idx, r.target, r.kind"
         ));
-        statements.push(q);
+        rows.extend(q.rows(conn).await?);
     }
     if !split.rows.is_empty() {
-        let mut q = Sql::new(backend);
-        q.per_range(&split.rows, |q, idx, lo, hi| {
+        let found = range_rows(conn, &split.rows, |q, idx, lo, hi| {
             let a = q.bind(agency);
             let w = q.bind(workspace);
             let lo = q.bind(lo);
@@ -385,19 +393,18 @@ pub async fn sla_events<C: ConnectionTrait>(
                  AND e.fired_at >= {lo} AND e.fired_at < {hi} \
                  GROUP BY e.target, e.kind"
             )
-        });
-        statements.push(q);
+        })
+        .await?;
+        rows.extend(found);
     }
     let mut out = Vec::new();
-    for q in statements {
-        for r in q.rows(conn).await? {
-            out.push(SlaRow {
-                bucket: r.try_get_by_index::<i64>(0)? as usize,
-                target: r.try_get_by_index(1)?,
-                kind: r.try_get_by_index(2)?,
-                count: r.try_get_by_index(3)?,
-            });
-        }
+    for r in rows {
+        out.push(SlaRow {
+            bucket: r.try_get_by_index::<i64>(0)? as usize,
+            target: r.try_get_by_index(1)?,
+            kind: r.try_get_by_index(2)?,
+            count: r.try_get_by_index(3)?,
+        });
     }
     Ok(out)
 }
@@ -522,7 +529,6 @@ async fn opened_rows<C: ConnectionTrait>(
     ranges: &[Range],
 ) -> Result<Vec<OpenedGroup>, DbErr> {
     let backend = conn.get_database_backend();
-    let mut q = Sql::new(backend);
     let first = ms_between(backend, "c.first_responded_at", "c.created_at");
     let resolution = ms_between(backend, "c.resolved_at", "c.created_at");
     let answered = "c.first_responded_at >= c.created_at";
@@ -541,7 +547,7 @@ async fn opened_rows<C: ConnectionTrait>(
     if backend == DbBackend::Postgres {
         // Aggregated in the database: one row per bucket and priority, the
         // durations as arrays (no per-conversation round trip).
-        q.per_range(ranges, |q, idx, lo, hi| {
+        let rows = range_rows(conn, ranges, |q, idx, lo, hi| {
             format!(
                 "SELECT {idx}, c.priority, COUNT(*), \
              CAST(SUM(CASE WHEN {negative} THEN 1 ELSE 0 END) AS BIGINT), \
@@ -555,11 +561,12 @@ async fn opened_rows<C: ConnectionTrait>(
              {from} GROUP BY c.priority",
                 from = from(q, lo, hi)
             )
-        });
-        return opened_groups(q.rows(conn).await?);
+        })
+        .await?;
+        return opened_groups(rows);
     }
     // SQLite runs in process: rows are cheap, grouped here.
-    q.per_range(ranges, |q, idx, lo, hi| {
+    let rows = range_rows(conn, ranges, |q, idx, lo, hi| {
         format!(
             "SELECT {idx}, c.priority, CASE WHEN {negative} THEN 1 ELSE 0 END, \
          CASE WHEN {negative} AND c.recovered THEN 1 ELSE 0 END, \
@@ -570,9 +577,10 @@ async fn opened_rows<C: ConnectionTrait>(
          {from}",
             from = from(q, lo, hi)
         )
-    });
+    })
+    .await?;
     let mut groups: BTreeMap<(usize, String), OpenedGroup> = BTreeMap::new();
-    for r in q.rows(conn).await? {
+    for r in rows {
         let bucket = r.try_get_by_index::<i64>(0)? as usize;
         let priority: String = r.try_get_by_index(1)?;
         let g = groups

@@ -592,9 +592,14 @@ pub fn apply_status(
                 }
             }
         }
-        (RESOLVED, CLOSED) => {}
-        // Closing stopped the clocks already.
-        (CLOSED, RESOLVED) => c.resolved_at = Some(now),
+        // Closing or resolving stopped the clocks already (also when the
+        // conversation waited on the customer since): nothing is settled
+        // again, and a resolution time once counted stays.
+        (_, RESOLVED | CLOSED) if stopped || from == RESOLVED || from == CLOSED => {
+            if to == RESOLVED && c.resolved_at.is_none() {
+                c.resolved_at = Some(now);
+            }
+        }
         (_, RESOLVED | CLOSED) => {
             let at = clock_time(&snap, now);
             if let Some(due) = c
@@ -634,7 +639,9 @@ pub fn apply_status(
                 c.resolved_at = Some(now);
             }
             snap.paused_at = None;
-            snap.stopped_at = Some(now);
+            // The clocks' reading when they stopped (a paused one's is the
+            // pause): where the conversation's promise stands.
+            snap.stopped_at = Some(at);
         }
         _ => {}
     }
@@ -688,10 +695,13 @@ pub fn agent_replied(c: &mut conversation::Model, clock: &Clock, now: DateTime<U
     let snap = Snapshot::of(c);
     let cycle = |t: Target| snap.as_ref().map_or(0, |s| s.cycle(t));
     let at = snap.as_ref().map_or(now, |s| clock_time(s, now));
+    // A reply to a resolved or closed conversation settles nothing: its
+    // clocks stopped (and what was late then was recorded then).
+    let stopped = snap.as_ref().is_some_and(|s| s.stopped_at.is_some());
     if c.first_responded_at.is_none() {
         c.first_responded_at = Some(now);
         c.first_response_business_s = business_seconds(clock, c.created_at, now);
-        if let Some(due) = c.first_response_due_at {
+        if let Some(due) = c.first_response_due_at.filter(|_| !stopped) {
             met.push(settled(
                 Target::FirstResponse,
                 due,
@@ -700,7 +710,7 @@ pub fn agent_replied(c: &mut conversation::Model, clock: &Clock, now: DateTime<U
             ));
         }
     }
-    if let Some(due) = c.next_response_due_at.take() {
+    if let Some(due) = c.next_response_due_at.take().filter(|_| !stopped) {
         met.push(settled(
             Target::NextResponse,
             due,
@@ -1140,6 +1150,61 @@ mod tests {
         assert_eq!((c.resolved_at, c.resolution_business_s), (None, None));
         apply_status(&mut c, &CLOCK, RESOLVED, at(12, 0));
         assert_eq!(c.resolution_business_s, Some(3 * 3600), "counted anew");
+    }
+
+    #[test]
+    fn stopped_clocks_settle_nothing_again_whatever_comes_between() {
+        // Closed unanswered before any deadline, set waiting, then
+        // resolved after the first-response deadline: nothing is late.
+        let mut c = opened();
+        assert!(apply_status(&mut c, &CLOCK, CLOSED, at(9, 30)).is_empty());
+        apply_status(&mut c, &CLOCK, PENDING_CUSTOMER, at(9, 40));
+        let e = apply_status(&mut c, &CLOCK, RESOLVED, at(12, 0));
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(c.resolved_at, Some(at(12, 0)));
+        // Resolved, set waiting, resolved again: the resolution counted
+        // the first time stays, with its business time.
+        let mut c = opened();
+        agent_replied(&mut c, &CLOCK, at(9, 10));
+        let e = apply_status(&mut c, &CLOCK, RESOLVED, at(9, 20));
+        assert_eq!(kinds(&e), [("SLA_MET", Target::Resolution)]);
+        let (resolved, business) = (c.resolved_at, c.resolution_business_s);
+        apply_status(&mut c, &CLOCK, PENDING_CUSTOMER, at(9, 25));
+        assert!(apply_status(&mut c, &CLOCK, RESOLVED, at(20, 0)).is_empty());
+        assert!(apply_status(&mut c, &CLOCK, CLOSED, at(21, 0)).is_empty());
+        assert_eq!(
+            (c.resolved_at, c.resolution_business_s),
+            (resolved, business)
+        );
+    }
+
+    #[test]
+    fn a_reply_after_resolving_settles_no_deadline() {
+        // Resolved at 09:30 without a reply (handled by phone, say); the
+        // follow-up at 11:00 is not a first response an hour late.
+        let mut c = opened();
+        let e = apply_status(&mut c, &CLOCK, RESOLVED, at(9, 30));
+        assert_eq!(kinds(&e), [("SLA_MET", Target::Resolution)]);
+        let e = agent_replied(&mut c, &CLOCK, at(11, 0));
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(
+            c.first_responded_at,
+            Some(at(11, 0)),
+            "still the first reply"
+        );
+        // While open, a late reply records the breach as before.
+        let mut c = opened();
+        let e = agent_replied(&mut c, &CLOCK, at(10, 30));
+        assert_eq!(kinds(&e), [("SLA_BREACHED", Target::FirstResponse)]);
+    }
+
+    #[test]
+    fn resolving_while_paused_stops_the_clocks_at_the_pause() {
+        let mut c = opened();
+        apply_status(&mut c, &CLOCK, PENDING_CUSTOMER, at(9, 30));
+        let e = apply_status(&mut c, &CLOCK, RESOLVED, at(9, 0) + Duration::days(2));
+        assert_eq!(kinds(&e), [("SLA_MET", Target::Resolution)]);
+        assert_eq!(Snapshot::of(&c).unwrap().stopped_at, Some(at(9, 30)));
     }
 
     #[test]

@@ -580,8 +580,14 @@ impl ConversationSla {
         let settled = match c.status.as_str() {
             "PENDING_CUSTOMER" => Some(GqlSlaStatus::Paused),
             "RESOLVED" | "CLOSED" => {
-                let late =
-                    matches!((c.resolved_at, c.resolution_due_at), (Some(r), Some(d)) if r > d);
+                // The clocks' reading when they stopped (a paused one's is
+                // the pause), as the recorded events have it.
+                let stopped = c
+                    .sla_targets
+                    .as_ref()
+                    .and_then(|s| s.stopped_at)
+                    .or(c.resolved_at);
+                let late = matches!((stopped, c.resolution_due_at), (Some(r), Some(d)) if r > d);
                 Some(if late {
                     GqlSlaStatus::Breached
                 } else {
