@@ -199,20 +199,25 @@ impl FakePlatform {
         }
         let published = self.published.lock().unwrap();
         if path.starts_with("/2/users/") {
-            // X's timeline: every reply, with what it replied to; X
-            // escapes `&` and leaves `data` out when there is none.
-            let data: Vec<Value> = published
-                .iter()
-                .map(|(target, text, id)| {
-                    json!({ "id": id, "text": text.replace('&', "&amp;"),
-                    "referenced_tweets": [{ "type": "replied_to", "id": target }] })
-                })
-                .collect();
-            return if data.is_empty() {
-                json!({ "meta": { "result_count": 0 } })
-            } else {
-                json!({ "data": data })
+            // X's timeline: every reply, with what it replied to, one per
+            // page (so that a lookup has to page); X escapes `&` and
+            // leaves `data` out when there is none.
+            let start: usize = req
+                .query_string()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("pagination_token=p"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let Some((target, text, id)) = published.get(start) else {
+                return json!({ "meta": { "result_count": 0 } });
             };
+            let mut page = json!({ "data": [{ "id": id, "text": text.replace('&', "&amp;"),
+                "referenced_tweets": [{ "type": "replied_to", "id": target }] }],
+                "meta": { "result_count": 1 } });
+            if start + 1 < published.len() {
+                page["meta"]["next_token"] = json!(format!("p{}", start + 1));
+            }
+            return page;
         }
         let target = path.split('/').nth(2).unwrap_or_default();
         let field = if path.ends_with("/replies") {
@@ -444,7 +449,11 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
     assert_eq!(r["platformMessageId"], "1900000000000000002");
     assert_eq!(r["deliveryAttempts"], 2);
     assert_eq!(platform.seen().len(), 3, "posted once");
-    assert_eq!(platform.lookups().len(), 2);
+    assert_eq!(
+        platform.lookups().len(),
+        3,
+        "found on the timeline's second page"
+    );
 
     // A rate limit says nothing was published: the retry posts without
     // looking.
@@ -461,7 +470,7 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
     let id = sent["sendReply"]["id"].as_str().unwrap();
     let r = settled(&app, &s, &conv, id).await;
     assert_eq!(r["platformMessageId"], "1900000000000000003", "{r}");
-    assert_eq!(platform.lookups().len(), 2, "no look after a 429");
+    assert_eq!(platform.lookups().len(), 3, "no look after a 429");
 
     // A direct message the platform refuses: FAILED at once, with its words.
     platform.answer(
@@ -859,6 +868,44 @@ async fn a_public_reply_goes_out_through_the_channel_of_the_message_it_answers()
     let req = platform.seen().pop().unwrap();
     assert_eq!(req.body["inReplyTo"], "rv-2", "the latest public message");
     assert_eq!(req.path, "/b", "from the source that message came through");
+
+    // A callback URL that carries a key and cannot be reached: the
+    // reply's error (read by everyone who sees the conversation, client
+    // viewers too) does not repeat the URL.
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { channels(workspaceId: $w) { edges { node { id name } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let b = edges(&d["channels"])
+        .into_iter()
+        .find(|e| e["node"]["name"] == "reviews-b")
+        .unwrap()["node"]["id"]
+        .clone();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: UpdateChannelInput!) { updateChannel(input: $i) { id } }",
+        json!({ "i": { "id": b, "callbackUrl": "http://127.0.0.1:1/hook?key=s3cr3t-key" } }),
+    )
+    .await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                    "text": "And the replacement grinder has left the warehouse this morning." } }),
+        )
+        .await;
+    let r = settled(&app, &s, &conv, d["sendReply"]["id"].as_str().unwrap()).await;
+    assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
+    let error = r["deliveryError"].as_str().unwrap();
+    assert!(error.starts_with("request failed"), "{error}");
+    assert!(
+        !error.contains("s3cr3t") && !error.contains("127.0.0.1:1"),
+        "{error}"
+    );
 }
 
 /// A worker stopped while the platform publishes (its answer never
@@ -925,7 +972,7 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
         .await;
     let gid = sent["sendReply"]["id"].as_str().unwrap().to_string();
     let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Message, &gid).unwrap();
-    let due_now = async || {
+    let due_now = async |id: uuid::Uuid| {
         message::Entity::update_many()
             .col_expr(
                 message::Column::NextDeliveryAt,
@@ -941,7 +988,7 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
         publisher.attempt(id).await.unwrap(),
         "attempt 1: rate-limited"
     );
-    due_now().await;
+    due_now(id).await;
     let cut = tokio::spawn({
         let publisher = publisher.clone();
         async move { publisher.attempt(id).await }
@@ -953,7 +1000,7 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
     cut.abort();
     assert!(cut.await.unwrap_err().is_cancelled(), "attempt 2 cut off");
     // Its lease would run out after three timeouts.
-    due_now().await;
+    due_now(id).await;
     assert!(publisher.attempt(id).await.unwrap(), "attempt 3");
 
     let r = settled(&app, &s, &conv, &gid).await;
@@ -962,4 +1009,74 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
     assert_eq!(r["deliveryAttempts"], 3);
     assert_eq!(platform.seen().len(), 2, "posted once, found by the look");
     assert_eq!(platform.lookups(), ["/2/users/2244994945/tweets"]);
+
+    // A reply whose every attempt was cut off (or whose answer could not
+    // be stored) is given up, visibly, not sent again and again.
+    let sent = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                    "text": "Angry, one more thing: the voucher is in your account now." } }),
+        )
+        .await;
+    let gid = sent["sendReply"]["id"].as_str().unwrap().to_string();
+    let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Message, &gid).unwrap();
+    message::Entity::update_many()
+        .col_expr(message::Column::DeliveryAttempts, Expr::value(8))
+        .filter(message::Column::Id.eq(id))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    assert!(publisher.attempt(id).await.unwrap());
+    let r = settled(&app, &s, &conv, &gid).await;
+    assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
+    assert_eq!(r["deliveryError"], "no answer recorded after 8 attempts");
+    assert_eq!(platform.seen().len(), 2, "not sent");
+
+    // An attempt that outlives its claim (the platform hangs, the lease
+    // runs out, another worker finds the reply published) records
+    // nothing over the other's outcome when it finally times out.
+    let slow = Arc::new(
+        Publisher::new(
+            app.state.db.clone(),
+            app.state.kv.clone(),
+            app.state.secrets.clone(),
+            PublishConfig {
+                x_api: base.clone(),
+                graph_api: base.clone(),
+                allow_private: true,
+                timeout: std::time::Duration::from_secs(2),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    platform.publish_and_hang("1900000000000000010");
+    let sent = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                    "text": "Angry, and the barista has been told about the cold latte." } }),
+        )
+        .await;
+    let gid = sent["sendReply"]["id"].as_str().unwrap().to_string();
+    let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Message, &gid).unwrap();
+    let late = tokio::spawn({
+        let slow = slow.clone();
+        async move { slow.attempt(id).await }
+    });
+    app.eventually("the slow attempt to reach the platform", async || {
+        (platform.seen().len() == 3).then_some(())
+    })
+    .await;
+    due_now(id).await;
+    assert!(publisher.attempt(id).await.unwrap(), "the other worker");
+    assert!(late.await.unwrap().unwrap(), "the slow attempt ends");
+    let r = settled(&app, &s, &conv, &gid).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert_eq!(r["platformMessageId"], "1900000000000000010");
+    assert!(r["deliveryError"].is_null(), "{r}");
+    assert_eq!(platform.seen().len(), 3, "posted once");
 }

@@ -596,9 +596,7 @@ pub fn apply_status(
         // conversation waited on the customer since): nothing is settled
         // again, and a resolution time once counted stays.
         (_, RESOLVED | CLOSED) if stopped || from == RESOLVED || from == CLOSED => {
-            if to == RESOLVED && c.resolved_at.is_none() {
-                c.resolved_at = Some(now);
-            }
+            c.resolved_at = c.resolved_at.or((to == RESOLVED).then_some(now));
         }
         (_, RESOLVED | CLOSED) => {
             let at = clock_time(&snap, now);

@@ -38,11 +38,35 @@ pub fn guarded(builder: ClientBuilder, allow_private: bool) -> ClientBuilder {
 /// `raw` as a URL the client may request: parsed, and refused when its
 /// host is an IP address that is not public. The error names the URL.
 pub fn target(raw: &str, allow_private: bool) -> Result<Url, String> {
-    let url = Url::parse(raw).map_err(|e| format!("{raw}: {e}"))?;
+    checked(raw, allow_private).map_err(|why| format!("{raw}: {why}"))
+}
+
+/// As [`target`], with an error that does not repeat the URL (a GENERIC
+/// callback URL may carry a key, and a reply's error is read by everyone
+/// who sees the conversation).
+pub fn checked(raw: &str, allow_private: bool) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| e.to_string())?;
     match refused(&url, allow_private) {
-        Some(why) => Err(format!("{raw}: {why}")),
+        Some(why) => Err(why),
         None => Ok(url),
     }
+}
+
+/// An answer's body, read up to `max` bytes: the rest is not read (a
+/// tenant's server could send without end). Whether it was cut is said.
+pub async fn body_at_most(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > max {
+            body.extend_from_slice(&chunk[..max - body.len()]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
 }
 
 /// Why `url` may not be requested, if it may not: its host is an IP

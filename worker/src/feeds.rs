@@ -191,7 +191,7 @@ impl FeedPoller {
         if let Some(modified) = state_str(&c.state, "lastModified") {
             req = req.header("If-Modified-Since", modified);
         }
-        let mut resp = req
+        let resp = req
             .send()
             .await
             .map_err(|e| format!("fetching {url}: {}", egress::describe(&e)))?;
@@ -209,16 +209,11 @@ impl FeedPoller {
         if !status.is_success() {
             return Err(format!("{url} answered {status}"));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
+        let (body, cut) = egress::body_at_most(resp, self.cfg.max_bytes)
             .await
-            .map_err(|e| format!("reading {url}: {e}"))?
-        {
-            if body.len() + chunk.len() > self.cfg.max_bytes {
-                return Err(format!("{url} is larger than {} bytes", self.cfg.max_bytes));
-            }
-            body.extend_from_slice(&chunk);
+            .map_err(|e| format!("reading {url}: {e}"))?;
+        if cut {
+            return Err(format!("{url} is larger than {} bytes", self.cfg.max_bytes));
         }
         let (id, fresh) = raw_events::persist(
             &self.db,

@@ -16,7 +16,7 @@
 
 use crate::egress;
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use rapport_domain::crypto::SecretBox;
 use rapport_domain::ingest::signature::generic_sign;
 use rapport_domain::ingest::{ChannelKind, Visibility};
@@ -69,6 +69,18 @@ impl Default for PublishConfig {
             allow_private: false,
         }
     }
+}
+
+/// A platform's answer to a post, read at most this far (its id or error
+/// comes first).
+const ANSWER_BYTES: usize = 64 * 1024;
+/// A page of the brand's replies, read at most this far.
+const LOOKUP_BYTES: usize = 4 * 1024 * 1024;
+
+/// A request error as a reply keeps it: without the URL, which for a
+/// GENERIC callback may carry a key and is hidden from most readers.
+fn unaddressed(e: reqwest::Error) -> String {
+    egress::describe(&e.without_url())
 }
 
 pub struct Publisher {
@@ -135,7 +147,32 @@ impl Publisher {
         if reply.delivery_status.as_deref() != Some(QUEUED) || !due {
             return Ok(false);
         }
-        let lease = now + chrono::Duration::from_std(self.cfg.timeout * 3)?;
+        if reply.delivery_attempts >= self.cfg.backoff.max_attempts {
+            // Every attempt was cut off or its answer could not be stored:
+            // give up visibly rather than send it again and again.
+            let gave_up = message::Entity::update_many()
+                .col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
+                .col_expr(
+                    message::Column::DeliveryError,
+                    Expr::value(format!(
+                        "no answer recorded after {} attempts",
+                        reply.delivery_attempts
+                    )),
+                )
+                .col_expr(
+                    message::Column::NextDeliveryAt,
+                    Expr::value(Option::<chrono::DateTime<Utc>>::None),
+                )
+                .filter(message::Column::Id.eq(id))
+                .filter(message::Column::DeliveryStatus.eq(QUEUED))
+                .exec(&self.db)
+                .await?;
+            tracing::warn!(reply = %id, attempts = reply.delivery_attempts, "publishing a reply gave up: no attempt's answer was recorded");
+            return Ok(gave_up.rows_affected == 1);
+        }
+        // To the microsecond, as stored: the outcome is recorded only while
+        // the claim is still this one.
+        let lease = (now + chrono::Duration::from_std(self.cfg.timeout * 3)?).trunc_subsecs(6);
         // The attempt counts from its claim, and the claim clears the last
         // answer: one cut off (a worker stopped between the platform's
         // answer and its record) leaves no answer, so the next one looks
@@ -163,7 +200,7 @@ impl Publisher {
         let outcome = match self.load(reply).await? {
             Ok(l) => {
                 let o = self.send(&l).await;
-                self.record(&l.reply, &o).await?;
+                self.record(&l.reply, &o, lease).await?;
                 self.kv
                     .conversation_changed(l.conversation.workspace_id, l.conversation.id, "updated")
                     .await;
@@ -171,7 +208,7 @@ impl Publisher {
             }
             Err((reply, why)) => {
                 let o = Outcome::Refused(why);
-                self.record(&reply, &o).await?;
+                self.record(&reply, &o, lease).await?;
                 o
             }
         };
@@ -258,8 +295,8 @@ impl Publisher {
                     l.channel.callback_url.as_deref().ok_or_else(|| {
                         Outcome::Refused("the channel has no callback URL".into())
                     })?;
-                let url = egress::target(url, self.cfg.allow_private)
-                    .map_err(|e| Outcome::Refused(format!("callback URL {e}")))?;
+                let url = egress::checked(url, self.cfg.allow_private)
+                    .map_err(|e| Outcome::Refused(format!("the callback URL is refused: {e}")))?;
                 let secret = self.open(l.channel.secret_ciphertext.as_deref(), "signing secret")?;
                 self.callbacks.post(url).header(
                     "x-rapport-signature",
@@ -274,12 +311,14 @@ impl Publisher {
             .body(body)
             .send()
             .await
-            .map_err(|e| Outcome::Retry(format!("request failed: {}", egress::describe(&e))))?;
+            .map_err(|e| Outcome::Retry(format!("request failed: {}", unaddressed(e))))?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
+        // The id or the error is at the start; what follows is not read.
+        let (bytes, _) = egress::body_at_most(resp, ANSWER_BYTES)
             .await
-            .map_err(|e| Outcome::Retry(format!("reading the answer failed: {e}")))?;
+            .map_err(|e| {
+                Outcome::Retry(format!("reading the answer failed: {}", unaddressed(e)))
+            })?;
         Ok(publish::outcome(kind, status, &bytes))
     }
 
@@ -300,21 +339,42 @@ impl Publisher {
             return Ok(None);
         };
         let lost = |e: String| Outcome::Retry(format!("looking for an earlier attempt: {e}"));
-        let resp = self
-            .platform(reqwest::Method::GET, o.kind, &path, &l.channel)?
-            .send()
-            .await
-            .map_err(|e| lost(egress::describe(&e)))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| lost(e.to_string()))?;
-        let id = match publish::published_in(o, status, &bytes, since) {
-            publish::Earlier::Published(id) => id,
-            publish::Earlier::NotPublished => return Ok(None),
-            publish::Earlier::Unknown(e) => return Err(lost(e)),
-            publish::Earlier::Unverifiable(e) => {
-                tracing::warn!(reply = %l.reply.id, error = %e, "an earlier attempt cannot be looked for; sending");
-                return Ok(None);
+        let mut page = path.clone();
+        let mut found = None;
+        for _ in 0..publish::LOOKUP_PAGES {
+            let resp = self
+                .platform(reqwest::Method::GET, o.kind, &page, &l.channel)?
+                .send()
+                .await
+                .map_err(|e| lost(unaddressed(e)))?;
+            let status = resp.status().as_u16();
+            let (bytes, cut) = egress::body_at_most(resp, LOOKUP_BYTES)
+                .await
+                .map_err(|e| lost(unaddressed(e)))?;
+            if cut {
+                return Err(lost(format!("an answer over {LOOKUP_BYTES} bytes")));
             }
+            match publish::published_in(o, status, &bytes, since) {
+                publish::Earlier::Published(id) => {
+                    found = Some(id);
+                    break;
+                }
+                publish::Earlier::NotPublished => match publish::next_page(o, &path, &bytes) {
+                    Some(next) => page = next,
+                    None => return Ok(None),
+                },
+                publish::Earlier::Unknown(e) => return Err(lost(e)),
+                publish::Earlier::Unverifiable(e) => {
+                    tracing::warn!(reply = %l.reply.id, error = %e, "an earlier attempt cannot be looked for; sending");
+                    return Ok(None);
+                }
+            }
+        }
+        let Some(id) = found else {
+            return Err(lost(format!(
+                "more than {} pages of the brand's replies since this one was written",
+                publish::LOOKUP_PAGES
+            )));
         };
         let taken = message::Entity::find()
             .filter(message::Column::ChannelId.eq(l.reply.channel_id))
@@ -358,12 +418,22 @@ impl Publisher {
             .map_err(|e| Outcome::Refused(format!("the channel's {what} cannot be read: {e}")))
     }
 
-    async fn record(&self, reply: &message::Model, o: &Outcome) -> anyhow::Result<()> {
+    /// Records an attempt's outcome, unless the attempt outlived its lease
+    /// and another worker claimed the reply since (that worker's outcome
+    /// stands: a late refusal here must not turn its SENT into FAILED).
+    async fn record(
+        &self,
+        reply: &message::Model,
+        o: &Outcome,
+        lease: chrono::DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         let attempts = reply.delivery_attempts + 1;
         let now = Utc::now();
         let q = message::Entity::update_many()
             .col_expr(message::Column::DeliveryAttempts, Expr::value(attempts))
-            .filter(message::Column::Id.eq(reply.id));
+            .filter(message::Column::Id.eq(reply.id))
+            .filter(message::Column::DeliveryStatus.eq(QUEUED))
+            .filter(message::Column::NextDeliveryAt.eq(lease));
         let q = match o {
             Outcome::Sent(platform_id) => q
                 .col_expr(message::Column::DeliveryStatus, Expr::value(SENT))
@@ -407,9 +477,13 @@ impl Publisher {
                     )
             }
         };
-        q.exec(&self.db)
+        let recorded = q
+            .exec(&self.db)
             .await
             .context("recording a publish attempt")?;
+        if recorded.rows_affected == 0 {
+            tracing::warn!(reply = %reply.id, "an attempt outlived its claim; another one's outcome stands");
+        }
         Ok(())
     }
 

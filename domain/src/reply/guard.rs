@@ -91,10 +91,11 @@ impl Finding {
     }
 }
 
-/// Characters that display as nothing (Unicode format characters: zero-width
-/// space and joiners, soft hyphen, word joiner, byte-order mark, direction
-/// marks and embeddings). Inside a word they would hide it from every check
-/// while the reader sees the word whole.
+/// Characters that display as nothing (Unicode's Default_Ignorable_Code_Point:
+/// zero-width space and joiners, soft hyphen, word joiner, byte-order mark,
+/// direction marks and embeddings, variation selectors, tags, musical
+/// formatting, the reserved ignorable planes). Inside a word they would
+/// hide it from every check while the reader sees the word whole.
 fn invisible(c: char) -> bool {
     matches!(
         c,
@@ -114,7 +115,8 @@ fn invisible(c: char) -> bool {
             | '\u{FEFF}'
             | '\u{FFA0}'
             | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{E0000}'..='\u{E007F}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
     )
 }
 
@@ -556,6 +558,9 @@ mod tests {
             "As per our po\u{200D}licy we cannot",
             "As ｐｅｒ ｏｕｒ ｐｏｌｉｃｙ we cannot",
             "As per our\u{FEFF} policy we cannot",
+            "As per our pol\u{E0100}icy we cannot",
+            "As per our po\u{1D173}licy we cannot",
+            "As per our polic\u{E0FFF}y we cannot",
         ] {
             assert_eq!(banned_in(disguised, &phrases), phrases, "{disguised:?}");
         }

@@ -147,7 +147,7 @@ pub fn outcome(kind: ChannelKind, status: u16, body: &[u8]) -> Outcome {
                 .or_else(|| json["data"]["dm_event_id"].as_str()),
             _ => json["id"].as_str().or_else(|| json["message_id"].as_str()),
         };
-        return Outcome::Sent(id.map(str::to_string));
+        return Outcome::Sent(id.map(storable).filter(|id| !id.is_empty()));
     }
     let detail =
         match kind {
@@ -172,6 +172,7 @@ pub fn outcome(kind: ChannelKind, status: u16, body: &[u8]) -> Outcome {
                 .trim()
                 .to_string()
         });
+    let detail = storable(&detail);
     let message = if detail.is_empty() {
         format!("HTTP {status}")
     } else {
@@ -182,6 +183,13 @@ pub fn outcome(kind: ChannelKind, status: u16, body: &[u8]) -> Outcome {
     } else {
         Outcome::Refused(message)
     }
+}
+
+/// Text from a platform (or a tenant's callback) as it can be stored: a NUL
+/// is refused by PostgreSQL, and an answer that cannot be recorded would
+/// leave the reply to be sent again and again.
+fn storable(s: &str) -> String {
+    s.chars().filter(|c| *c != '\0').collect()
 }
 
 /// Whether an earlier attempt that ended with `last_error` may have been
@@ -210,7 +218,7 @@ pub fn lookup(o: &Outgoing<'_>, since: DateTime<Utc>) -> Option<String> {
     match (o.kind, o.visibility) {
         (ChannelKind::X, Visibility::Public) => target().map(|_| {
             format!(
-                "/2/users/{}/tweets?max_results=20&tweet.fields=referenced_tweets,created_at&start_time={}",
+                "/2/users/{}/tweets?max_results=100&tweet.fields=referenced_tweets,created_at&start_time={}",
                 o.account_id,
                 (since - SKEW).format("%Y-%m-%dT%H:%M:%SZ")
             )
@@ -374,10 +382,45 @@ pub fn published_in(o: &Outgoing<'_>, status: u16, body: &[u8], since: DateTime<
         .into_iter()
         .find(|i| recent(i) && ours(i))
         .and_then(|i| i["id"].as_str())
+        .map(storable)
+        .filter(|id| !id.is_empty())
     {
-        Some(id) => Earlier::Published(id.to_string()),
+        Some(id) => Earlier::Published(id),
         None => Earlier::NotPublished,
     }
+}
+
+/// Pages of the brand's replies read at most before a retry: beyond them
+/// the lookup cannot say, and the attempt is put off rather than made blind.
+pub const LOOKUP_PAGES: usize = 5;
+
+/// The next page of a [`lookup`] whose answer (`body`, of the request to
+/// `path`) did not hold our reply: X's `meta.next_token`, Graph's
+/// `paging.cursors.after` (when `paging.next` says there is more); None at
+/// the end of the list (and for Meta's conversations, whose latest
+/// messages are on the first page).
+pub fn next_page(o: &Outgoing<'_>, path: &str, body: &[u8]) -> Option<String> {
+    let json: Value = serde_json::from_slice(body).ok()?;
+    let (param, token) = match o.kind {
+        ChannelKind::X => ("pagination_token", json["meta"]["next_token"].as_str()?),
+        ChannelKind::Facebook | ChannelKind::Instagram if o.visibility == Visibility::Public => {
+            json["paging"]["next"].as_str()?;
+            ("after", json["paging"]["cursors"]["after"].as_str()?)
+        }
+        _ => return None,
+    };
+    // Tokens go into the query: keep them to what platforms issue.
+    if token.is_empty()
+        || !token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '.'))
+    {
+        return None;
+    }
+    let first = path
+        .split_once(&format!("&{param}="))
+        .map_or(path, |(first, _)| first);
+    Some(format!("{first}&{param}={token}"))
 }
 
 #[cfg(test)]
@@ -441,7 +484,7 @@ mod tests {
         let x = out(ChannelKind::X, Visibility::Public);
         assert_eq!(
             lookup(&x, since).unwrap(),
-            "/2/users/17841400000000/tweets?max_results=20&tweet.fields=referenced_tweets,created_at&start_time=2026-12-06T09:59:55Z"
+            "/2/users/17841400000000/tweets?max_results=100&tweet.fields=referenced_tweets,created_at&start_time=2026-12-06T09:59:55Z"
         );
         assert_eq!(
             lookup(&out(ChannelKind::X, Visibility::Private), since).unwrap(),
@@ -588,6 +631,39 @@ mod tests {
     }
 
     #[test]
+    fn lookups_page_through_long_lists() {
+        let x = out(ChannelKind::X, Visibility::Public);
+        let first = "/2/users/1/tweets?max_results=20";
+        let more = br#"{"data":[{"id":"1","text":"other"}],"meta":{"next_token":"7140dibdnow9c7btw3w29"}}"#;
+        let second = next_page(&x, first, more).unwrap();
+        assert_eq!(
+            second,
+            format!("{first}&pagination_token=7140dibdnow9c7btw3w29")
+        );
+        let third = next_page(&x, &second, br#"{"meta":{"next_token":"abc"}}"#).unwrap();
+        assert_eq!(
+            third,
+            format!("{first}&pagination_token=abc"),
+            "replaces, not appends"
+        );
+        assert_eq!(next_page(&x, first, br#"{"data":[],"meta":{}}"#), None);
+        assert_eq!(
+            next_page(&x, first, br#"{"meta":{"next_token":"a&b=c"}}"#),
+            None
+        );
+        let fb = out(ChannelKind::Facebook, Visibility::Public);
+        let page = br#"{"data":[],"paging":{"cursors":{"after":"QVFIUk"},"next":"https://graph.facebook.com/..."}}"#;
+        assert_eq!(
+            next_page(&fb, "/v21.0/1/comments?limit=100", page).unwrap(),
+            "/v21.0/1/comments?limit=100&after=QVFIUk"
+        );
+        let last = br#"{"data":[],"paging":{"cursors":{"after":"QVFIUk"}}}"#;
+        assert_eq!(next_page(&fb, "/v21.0/1/comments?limit=100", last), None);
+        let dm = out(ChannelKind::Facebook, Visibility::Private);
+        assert_eq!(next_page(&dm, "/x", page), None);
+    }
+
+    #[test]
     fn only_some_failures_may_have_published() {
         assert!(may_have_published(None), "cut off: no answer recorded");
         assert!(may_have_published(Some("HTTP 503: busy")));
@@ -626,6 +702,20 @@ mod tests {
             Outcome::Sent(Some("m_7".into()))
         );
         assert_eq!(outcome(ChannelKind::Generic, 204, b""), Outcome::Sent(None));
+        // A NUL (which PostgreSQL cannot store) is dropped from what a
+        // callback answers.
+        assert_eq!(
+            outcome(ChannelKind::Generic, 200, br#"{"id":"a\u0000b"}"#),
+            Outcome::Sent(Some("ab".into()))
+        );
+        assert_eq!(
+            outcome(ChannelKind::Generic, 200, br#"{"id":"\u0000"}"#),
+            Outcome::Sent(None)
+        );
+        assert_eq!(
+            outcome(ChannelKind::Generic, 500, b"bro\0ken"),
+            Outcome::Retry("HTTP 500: broken".into())
+        );
         assert_eq!(
             outcome(ChannelKind::X, 503, b"busy"),
             Outcome::Retry("HTTP 503: busy".into())
