@@ -935,8 +935,22 @@ async fn a_reply_after_a_deadline_no_timer_fired_records_the_breach_once() {
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let t = json!({ "firstResponseMinutes": 60, "resolutionMinutes": 600 });
-    app.default_policy(&s, &ws, t, json!({})).await;
+    app.default_policy(
+        &s,
+        &ws,
+        t,
+        json!({ "escalation": { "raisePriorityTo": "URGENT" } }),
+    )
+    .await;
     import(&app, &s, &ws, "x", 10).await;
+    let ws_id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
+    let mut alerts = Box::pin(
+        app.state
+            .kv
+            .subscribe(&app.state.kv.channel(Topic::Sla, ws_id))
+            .await
+            .unwrap(),
+    );
     let row = conversation::Entity::find()
         .one(&app.state.db)
         .await
@@ -970,6 +984,20 @@ async fn a_reply_after_a_deadline_no_timer_fired_records_the_breach_once() {
         "{}",
         events[0].lateness_ms
     );
+    // Streamed live, as a timer's breach is, and escalated as one is.
+    use futures_util::StreamExt;
+    let alert = tokio::time::timeout(std::time::Duration::from_secs(10), alerts.next())
+        .await
+        .expect("a live alert")
+        .unwrap();
+    let alert: Value = serde_json::from_str(&alert).unwrap();
+    assert_eq!(alert["type"], "SLA_BREACHED", "{alert}");
+    let after = conversation::Entity::find_by_id(row.id)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.priority, "URGENT", "escalated by the late reply");
     // The timer firing afterwards (late) records nothing more.
     let engine = app.sla_engine();
     let (breach, _) = sla::timers_of(&before)

@@ -127,6 +127,26 @@ impl Kv {
         }
     }
 
+    /// Live SLA alerts: each recorded event's payload on
+    /// `<prefix>:sla:<workspace id>`. Best effort, as above: the event row
+    /// is the record.
+    pub async fn sla_alerts(&self, alerts: &[(uuid::Uuid, serde_json::Value)]) {
+        if alerts.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (workspace, payload) in alerts {
+            pipe.cmd("PUBLISH")
+                .arg(self.channel(Topic::Sla, *workspace))
+                .arg(payload.to_string())
+                .ignore();
+        }
+        let sent: RedisResult<()> = pipe.query_async(&mut self.conn()).await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "publishing SLA alerts failed");
+        }
+    }
+
     pub async fn ping(&self) -> bool {
         redis::cmd("PING")
             .query_async::<String>(&mut self.conn())

@@ -747,29 +747,45 @@ pub fn customer_spoke(c: &mut conversation::Model, clock: &Clock, now: DateTime<
     recompute_due(c);
 }
 
-/// Records an SLA event once (the unique key makes a repeat a no-op) and,
-/// in the same transaction, queues it for the workspace's webhooks.
-/// Returns the payload when it was new.
-pub async fn record_event<C: ConnectionTrait>(
+/// What settling a conversation's deadlines recorded: the new events'
+/// payloads by workspace (for live alerts, after the commit) and whether a
+/// new breach escalated it.
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub alerts: Vec<(Uuid, serde_json::Value)>,
+    pub escalated: bool,
+}
+
+/// Records the events an agent's reply or a status change settled (see
+/// [`Met`]) and, as the timers do, escalates the conversation on a new
+/// breach while it is OPEN: a late reply recorded the breach first must not
+/// skip the escalation the timer would have made. `saved` is the updated
+/// row, locked by its update.
+pub async fn settle<C: ConnectionTrait>(
     conn: &C,
-    c: &conversation::Model,
-    kind: &str,
-    target: Target,
-    cycle: i32,
-    deadline: DateTime<Utc>,
+    saved: &conversation::Model,
+    met: Vec<Met>,
     now: DateTime<Utc>,
-) -> Result<Option<serde_json::Value>, DbErr> {
-    let event = NewEvent {
-        conversation: c,
-        kind,
-        target,
-        cycle,
-        deadline,
-    };
-    Ok(record_events(conn, &[event], now)
-        .await?
-        .pop()
-        .map(|(_, payload)| payload))
+) -> Result<Settled, DbErr> {
+    let events: Vec<NewEvent<'_>> = met
+        .iter()
+        .map(|(kind, target, deadline, cycle)| NewEvent {
+            conversation: saved,
+            kind,
+            target: *target,
+            cycle: *cycle,
+            deadline: *deadline,
+        })
+        .collect();
+    let fresh = record_events(conn, &events, now).await?;
+    let breached = fresh.iter().any(|(k, _)| events[*k].kind == "SLA_BREACHED");
+    Ok(Settled {
+        escalated: breached && escalate(conn, saved).await?,
+        alerts: fresh
+            .into_iter()
+            .map(|(_, payload)| (saved.workspace_id, payload))
+            .collect(),
+    })
 }
 
 /// An SLA event to record.

@@ -212,9 +212,9 @@ impl SlaEngine {
         metrics::counter!("rapport_sla_escalations_total").increment(escalated.len() as u64);
         // Escalation raised or assigned them: inboxes re-rank live.
         self.kv.conversations_changed(escalated).await;
-        let mut pipe = redis::pipe();
-        for (k, payload) in &fresh {
-            let (i, e) = &live[*k];
+        let mut alerts = Vec::with_capacity(fresh.len());
+        for (k, payload) in fresh {
+            let (i, e) = &live[k];
             out[*i] = Fired::Recorded;
             if e.kind == "SLA_BREACHED" {
                 metrics::histogram!("rapport_sla_breach_lateness_seconds")
@@ -222,19 +222,9 @@ impl SlaEngine {
             }
             metrics::counter!("rapport_sla_events_total", "kind" => e.kind.to_string())
                 .increment(1);
-            pipe.cmd("PUBLISH")
-                .arg(
-                    self.kv
-                        .channel(rapport_store::kv::Topic::Sla, e.conversation.workspace_id),
-                )
-                .arg(payload.to_string())
-                .ignore();
+            alerts.push((e.conversation.workspace_id, payload));
         }
-        // Live alerts; best effort (the event row is the record).
-        let sent: redis::RedisResult<()> = pipe.query_async(&mut self.kv.conn()).await;
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, "publishing SLA alerts failed");
-        }
+        self.kv.sla_alerts(&alerts).await;
         Ok(out)
     }
 

@@ -992,9 +992,7 @@ async fn change_status(
     am.sla_targets = Set(next.sla_targets.clone());
     am.updated_at = Set(now);
     let saved = am.update(&txn).await?;
-    for (kind, target, deadline, cycle) in met {
-        sla::record_event(&txn, &saved, kind, target, cycle, deadline, now).await?;
-    }
+    let settled = sla::settle(&txn, &saved, met, now).await?;
     AuditEvent::new("setConversationStatus")
         .workspace(saved.workspace_id)
         .details(json!({ "from": current.status, "to": saved.status }))
@@ -1005,6 +1003,7 @@ async fn change_status(
     if let Err(e) = sla::schedule(&st.kv, &sla::timers_of(&saved)).await {
         tracing::warn!(error = %e, "scheduling SLA timers failed; the rebuild will");
     }
+    st.kv.sla_alerts(&settled.alerts).await;
     st.kv
         .conversation_changed(saved.workspace_id, saved.id, "updated")
         .await;

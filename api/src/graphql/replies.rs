@@ -370,7 +370,7 @@ async fn store_reply(
     txn: &DatabaseTransaction,
     d: &Draft,
     how: Sending<'_>,
-) -> ApiResult<message::Model> {
+) -> ApiResult<(message::Model, Alerts)> {
     if d.text.chars().count() > d.limit {
         return Err(ApiError::bad_input(
             "text",
@@ -477,9 +477,7 @@ async fn store_reply(
     am.due_at = Set(c.due_at);
     am.updated_at = Set(now);
     let saved = am.update(txn).await?;
-    for (kind, target, deadline, cycle) in met {
-        sla::record_event(txn, &saved, kind, target, cycle, deadline, now).await?;
-    }
+    let settled = sla::settle(txn, &saved, met, now).await?;
     AuditEvent::new(if overridden.is_some() {
         "sendReplyOverride"
     } else {
@@ -494,8 +492,11 @@ async fn store_reply(
     }))
     .by(txn, v)
     .await?;
-    Ok(reply)
+    Ok((reply, settled.alerts))
 }
+
+/// SLA events a reply recorded, to stream live after the commit.
+type Alerts = Vec<(Uuid, serde_json::Value)>;
 
 /// Stores the reply and commits `txn` with it; a refusal by the guard
 /// rolls `txn` back and is recorded (its codes, for reports) on its own.
@@ -505,11 +506,11 @@ async fn commit_reply(
     txn: DatabaseTransaction,
     d: &Draft,
     how: Sending<'_>,
-) -> ApiResult<message::Model> {
+) -> ApiResult<(message::Model, Alerts)> {
     match store_reply(ctx, v, &txn, d, how).await {
-        Ok(reply) => {
+        Ok(stored) => {
             txn.commit().await?;
-            Ok(reply)
+            Ok(stored)
         }
         Err(ApiError::Canned(found)) => {
             txn.rollback().await?;
@@ -533,9 +534,11 @@ async fn commit_reply(
 }
 
 /// After the commit: hand the reply to the worker (the fast path; its sweep
-/// finds the reply anyway if Redis loses the job) and tell live views.
-async fn dispatch(ctx: &Context<'_>, reply: &message::Model) {
+/// finds the reply anyway if Redis loses the job) and tell live views,
+/// the SLA events it settled included.
+async fn dispatch(ctx: &Context<'_>, reply: &message::Model, alerts: &Alerts) {
     let st = state(ctx);
+    st.kv.sla_alerts(alerts).await;
     if let Err(e) = jobs::enqueue(
         &st.kv,
         jobs::DELIVER_REPLY,
@@ -628,7 +631,7 @@ impl ReplyMutation {
             },
         )
         .await?;
-        let reply = commit_reply(
+        let (reply, alerts) = commit_reply(
             ctx,
             v,
             txn,
@@ -641,7 +644,7 @@ impl ReplyMutation {
             },
         )
         .await?;
-        dispatch(ctx, &reply).await;
+        dispatch(ctx, &reply, &alerts).await;
         Ok(Message(reply))
     }
 
@@ -682,7 +685,7 @@ impl ReplyMutation {
             "takeOffline",
         )?;
         let (private, created) = open_private_thread(&txn, &d.conversation).await?;
-        let reply = commit_reply(
+        let (reply, alerts) = commit_reply(
             ctx,
             v,
             txn,
@@ -695,7 +698,7 @@ impl ReplyMutation {
             },
         )
         .await?;
-        dispatch(ctx, &reply).await;
+        dispatch(ctx, &reply, &alerts).await;
         state(ctx)
             .kv
             .conversation_changed(
@@ -740,7 +743,7 @@ impl ReplyMutation {
             ));
         }
         require_intent(&d, &[Intent::CloseTheLoop], "requestFollowUp")?;
-        let reply = commit_reply(
+        let (reply, alerts) = commit_reply(
             ctx,
             v,
             txn,
@@ -753,7 +756,7 @@ impl ReplyMutation {
             },
         )
         .await?;
-        dispatch(ctx, &reply).await;
+        dispatch(ctx, &reply, &alerts).await;
         Ok(Message(reply))
     }
 }
