@@ -869,6 +869,21 @@ async fn a_public_reply_goes_out_through_the_channel_of_the_message_it_answers()
     assert_eq!(req.body["inReplyTo"], "rv-2", "the latest public message");
     assert_eq!(req.path, "/b", "from the source that message came through");
 
+    // Taken to private messages: the thread is on that source too, where
+    // the customer's private messages will arrive.
+    let d = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: TakeOfflineInput!) { takeOffline(input: $i) { privateConversation { channel { name } } } }",
+            json!({ "i": { "conversationId": conv,
+                    "text": "Could you write to us privately with your order number? We will sort the grinder today." } }),
+        )
+        .await;
+    assert_eq!(
+        d["takeOffline"]["privateConversation"]["channel"]["name"],
+        "reviews-b"
+    );
+
     // A callback URL that carries a key and cannot be reached: the
     // reply's error (read by everyone who sees the conversation, client
     // viewers too) does not repeat the URL.

@@ -925,6 +925,32 @@ async fn a_breach_goes_to_the_least_loaded_member_of_the_team() {
         "{assignees:?}"
     );
     assert!(!assignees.contains(&json!(blind)));
+
+    // A later breach of the same conversation (say its resolution) keeps
+    // it with the team member working on it, even when the loads now tie
+    // (busy down to one, free holding this one) and busy joined first.
+    let all = conversation::Entity::find()
+        .order_by_asc(conversation::Column::Id)
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let mut am = all[0].clone().into_active_model();
+    am.assignee_membership_id = Set(None);
+    am.update(&app.state.db).await.unwrap();
+    let late = all.last().unwrap().clone();
+    let free_id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Member, &free).unwrap();
+    assert_eq!(late.assignee_membership_id, Some(free_id));
+    sla::escalate(&app.state.db, &late).await.unwrap();
+    let again = conversation::Entity::find_by_id(late.id)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.assignee_membership_id,
+        Some(free_id),
+        "not moved to busy"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -931,9 +931,15 @@ pub async fn escalate<C: ConnectionTrait>(
     };
     let assign = match (uuid_at("assignTo"), uuid_at("assignToTeam")) {
         (Some(member), _) => Some(member),
-        (None, Some(team)) => crate::teams::least_loaded(conn, c.agency_id, team, c.workspace_id)
-            .await
-            .map_err(|e| DbErr::Custom(e.to_string()))?,
+        (None, Some(team)) => crate::teams::least_loaded(
+            conn,
+            c.agency_id,
+            team,
+            c.workspace_id,
+            c.assignee_membership_id,
+        )
+        .await
+        .map_err(|e| DbErr::Custom(e.to_string()))?,
         (None, None) => None,
     };
     let mut am = c.clone().into_active_model();

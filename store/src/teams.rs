@@ -11,12 +11,16 @@ use uuid::Uuid;
 /// The team's member with the fewest open conversations (OPEN or
 /// PENDING_CUSTOMER) assigned, among those who may answer in `workspace`:
 /// accepted, not read-only, and seeing the workspace. Ties go to the member
-/// who joined the agency first, so the choice is deterministic.
+/// who joined the agency first, so the choice is deterministic. When
+/// `current` (the conversation's assignee) is one of them, it is kept: a
+/// second breach must not take the conversation from whoever works on it
+/// (its own count would weigh against them).
 pub async fn least_loaded<C: ConnectionTrait>(
     conn: &C,
     agency_id: Uuid,
     team_id: Uuid,
     workspace: Uuid,
+    current: Option<Uuid>,
 ) -> StoreResult<Option<Uuid>> {
     let ids: Vec<Uuid> = team_member::Entity::find()
         .select_only()
@@ -44,6 +48,9 @@ pub async fn least_loaded<C: ConnectionTrait>(
     }
     if candidates.is_empty() {
         return Ok(None);
+    }
+    if let Some(current) = current.filter(|c| candidates.iter().any(|(_, id)| id == c)) {
+        return Ok(Some(current));
     }
     let load: HashMap<Uuid, i64> = conversation::Entity::find()
         .select_only()

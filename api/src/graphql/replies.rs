@@ -684,7 +684,11 @@ impl ReplyMutation {
             &[Intent::Acknowledge, Intent::TakeOffline],
             "takeOffline",
         )?;
-        let (private, created) = open_private_thread(&txn, &d.conversation).await?;
+        // The thread is on the channel the invitation goes out from (the
+        // page the customer last wrote on publicly): that is where their
+        // private messages arrive.
+        let channel = d.reply_channel.unwrap_or(d.conversation.channel_id);
+        let (private, created) = open_private_thread(&txn, &d.conversation, channel).await?;
         let (reply, alerts) = commit_reply(
             ctx,
             v,
@@ -776,12 +780,13 @@ impl ReplyMutation {
 async fn open_private_thread(
     txn: &DatabaseTransaction,
     public: &conversation::Model,
+    channel: Uuid,
 ) -> ApiResult<(conversation::Model, bool)> {
     let now = Utc::now();
     if let Some(existing) = conversation::Entity::find()
         .filter(conversation::Column::WorkspaceId.eq(public.workspace_id))
         .filter(conversation::Column::AuthorId.eq(public.author_id))
-        .filter(conversation::Column::ChannelId.eq(public.channel_id))
+        .filter(conversation::Column::ChannelId.eq(channel))
         .filter(conversation::Column::Visibility.eq("PRIVATE"))
         .filter(conversation::Column::Status.is_in(["OPEN", "PENDING_CUSTOMER"]))
         .order_by_asc(conversation::Column::Id)
@@ -814,7 +819,7 @@ async fn open_private_thread(
         id: Set(Uuid::now_v7()),
         agency_id: Set(public.agency_id),
         workspace_id: Set(public.workspace_id),
-        channel_id: Set(public.channel_id),
+        channel_id: Set(channel),
         author_id: Set(public.author_id),
         parent_conversation_id: Set(Some(public.id)),
         status: Set("PENDING_CUSTOMER".into()),
