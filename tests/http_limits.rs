@@ -315,6 +315,36 @@ async fn a_page_costs_its_size_in_complexity() {
     assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
 }
 
+/// A plain list (templates, teams, policies, calendars, subscriptions)
+/// reads up to hundreds of rows: it costs a page's worth, so aliases cannot
+/// repeat it hundreds of times in one operation (and a field reading a row
+/// per item costs more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_lists_cost_a_page_in_complexity() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let many = |n: usize, field: &str| -> String {
+        let fields: String = (0..n).map(|i| format!(" a{i}: {field}")).collect();
+        format!("{{{fields} }}")
+    };
+    for field in [
+        format!("replyTemplates(workspaceId: \"{ws}\") {{ id workspace {{ id }} }}"),
+        format!("slaPolicies(workspaceId: \"{ws}\") {{ id calendar {{ id }} }}"),
+        format!("businessCalendars(workspaceId: \"{ws}\") {{ id }}"),
+        format!("webhookSubscriptions(workspaceId: \"{ws}\") {{ id }}"),
+        "teams { id members { id } }".to_string(),
+        "agencyReplyTemplates { id }".to_string(),
+    ] {
+        let ok = app.gql(Some(&s.access), &many(2, &field), json!({})).await;
+        assert!(ok["errors"].is_null(), "{field}: {ok}");
+        let r = app
+            .gql(Some(&s.access), &many(101, &field), json!({}))
+            .await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{field}: {r}");
+    }
+}
+
 /// A report, an overview or a text search reads far more than a field:
 /// repeated under aliases, a handful fill the query's budget (before,
 /// hundreds of reports fitted in one operation).

@@ -145,6 +145,17 @@ pub fn sdl() -> String {
 /// fill the query's budget, where plain fields would let hundreds through.
 pub(crate) const REPORT_COST: usize = 250;
 
+/// The complexity of a plain list (no `first`; up to a few hundred rows)
+/// per field asked of its items: a page's worth, so aliases cannot repeat
+/// it hundreds of times.
+pub(crate) const LIST_COST: usize = 20;
+
+/// A field that reads another row per item it is asked on.
+pub(crate) const LOOKUP_COST: usize = 5;
+
+/// Rows a plain list returns at most.
+pub(crate) const MAX_LISTED: u64 = 500;
+
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<AppState>()
 }

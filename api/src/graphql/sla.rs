@@ -21,7 +21,7 @@ use rapport_store::entities::{business_calendar, conversation, sla_event, sla_po
 use rapport_store::sla::{Snapshot, StoredHoliday, StoredPeriod, calendar};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, Set,
+    QueryOrder, QuerySelect, Set,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -396,6 +396,7 @@ impl SlaPolicy {
         self.0.business_hours
     }
     /// The business calendar used for business hours; null when none is set.
+    #[graphql(complexity = "super::LOOKUP_COST + child_complexity")]
     async fn calendar(&self, ctx: &Context<'_>) -> ApiResult<Option<BusinessCalendar>> {
         let Some(id) = self.0.calendar_id else {
             return Ok(None);
@@ -777,6 +778,7 @@ pub struct SlaQuery;
 #[Object]
 impl SlaQuery {
     /// The workspace's policies in match order, the default last.
+    #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn sla_policies(&self, ctx: &Context<'_>, workspace_id: ID) -> ApiResult<Vec<SlaPolicy>> {
         let v = auth(ctx).viewer()?;
         let db = &state(ctx).db;
@@ -791,6 +793,7 @@ impl SlaQuery {
             .filter(sla_policy::Column::DeletedAt.is_null())
             .order_by_asc(sla_policy::Column::Position)
             .order_by_asc(sla_policy::Column::Id)
+            .limit(super::MAX_LISTED)
             .all(db)
             .await?;
         // As the engine matches them (`rapport_store::sla::load`).
@@ -799,6 +802,7 @@ impl SlaQuery {
     }
 
     /// A workspace's business calendars, oldest first.
+    #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn business_calendars(
         &self,
         ctx: &Context<'_>,
@@ -815,6 +819,7 @@ impl SlaQuery {
             .select::<business_calendar::Entity>()
             .filter(business_calendar::Column::WorkspaceId.eq(ws.id))
             .order_by_asc(business_calendar::Column::Id)
+            .limit(super::MAX_LISTED)
             .all(db)
             .await?;
         Ok(rows.into_iter().map(BusinessCalendar).collect())

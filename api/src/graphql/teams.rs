@@ -37,6 +37,7 @@ impl Team {
         &self.0.name
     }
     /// Oldest member first.
+    #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn members(&self, ctx: &Context<'_>) -> ApiResult<Vec<Member>> {
         let v = auth(ctx).viewer()?;
         let db = &state(ctx).db;
@@ -152,6 +153,7 @@ pub struct TeamQuery;
 #[Object]
 impl TeamQuery {
     /// The agency's teams, by name.
+    #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn teams(&self, ctx: &Context<'_>) -> ApiResult<Vec<Team>> {
         let v = auth(ctx).viewer()?;
         v.require_writer()?;

@@ -21,8 +21,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-/// Most templates one list returns; a workspace needs a few dozen.
-const MAX_LISTED: u64 = 500;
+use super::MAX_LISTED;
 
 /// The care-playbook step a reply serves.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -116,6 +115,7 @@ impl ReplyTemplate {
             .ok_or_else(|| ApiError::internal(format!("stored intent {:?}", self.0.intent)))
     }
     /// The workspace whose voice this is; null for an agency template.
+    #[graphql(complexity = "super::LOOKUP_COST + child_complexity")]
     async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Option<Workspace>> {
         let Some(id) = self.0.workspace_id else {
             return Ok(None);
@@ -127,6 +127,7 @@ impl ReplyTemplate {
     }
     /// Agency templates: the workspaces (among those the viewer may see)
     /// where it is enabled.
+    #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn enabled_workspaces(&self, ctx: &Context<'_>) -> ApiResult<Vec<Workspace>> {
         let v = auth(ctx).viewer()?;
         let ids: Vec<Uuid> = enabled_in(&self.0)
@@ -355,6 +356,7 @@ pub struct TemplateQuery;
 impl TemplateQuery {
     /// Templates usable in a workspace: its own and the agency's enabled
     /// there, by name.
+    #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn reply_templates(
         &self,
         ctx: &Context<'_>,
@@ -416,6 +418,7 @@ impl TemplateQuery {
     }
 
     /// The agency's own templates (enabled per workspace), by name.
+    #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn agency_reply_templates(
         &self,
         ctx: &Context<'_>,

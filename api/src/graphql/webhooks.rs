@@ -13,7 +13,9 @@ use rapport_domain::channel::secret;
 use rapport_domain::{Kind, PageRequest};
 use rapport_store::entities::{webhook_delivery, webhook_subscription};
 use rapport_store::outbox::EVENT_TYPES;
-use sea_orm::{ActiveModelTrait, ColumnTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -144,6 +146,7 @@ pub struct WebhookQuery;
 #[Object]
 impl WebhookQuery {
     /// OWNER or ADMIN.
+    #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn webhook_subscriptions(
         &self,
         ctx: &Context<'_>,
@@ -161,6 +164,7 @@ impl WebhookQuery {
             .filter(webhook_subscription::Column::WorkspaceId.eq(ws.id))
             .filter(webhook_subscription::Column::Active.eq(true))
             .order_by_asc(webhook_subscription::Column::Id)
+            .limit(super::MAX_LISTED)
             .all(db)
             .await?
             .into_iter()
