@@ -493,8 +493,11 @@ fn shift(
     if at <= paused {
         return at;
     }
-    let left = clock.minutes_between(paused, at).ceil() as u32;
-    clock.add_minutes(now, left).unwrap_or(at)
+    // To the second: each pause must keep the time left, not round it up.
+    let left = (clock.minutes_between(paused, at) * 60.0).round() as i64;
+    clock
+        .add(now, chrono::Duration::seconds(left))
+        .unwrap_or(at)
 }
 
 /// Starts `target`'s clock again at `now`, in a new cycle.
@@ -1216,6 +1219,19 @@ mod tests {
         let mut c = opened();
         let e = agent_replied(&mut c, &CLOCK, at(10, 30));
         assert_eq!(kinds(&e), [("SLA_BREACHED", Target::FirstResponse)]);
+    }
+
+    #[test]
+    fn a_pause_keeps_the_time_left_to_the_second() {
+        let mut c = opened();
+        let paused = at(9, 30) + Duration::seconds(30);
+        apply_status(&mut c, &CLOCK, PENDING_CUSTOMER, paused);
+        apply_status(&mut c, &CLOCK, OPEN, at(12, 0));
+        // 29 min 30 s were left of the first hour.
+        assert_eq!(
+            c.first_response_due_at,
+            Some(at(12, 29) + Duration::seconds(30))
+        );
     }
 
     #[test]
