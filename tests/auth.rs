@@ -489,3 +489,147 @@ async fn an_invitation_is_no_way_around_the_accounts_limit_on_password_guesses()
         .await;
     assert_eq!(code(&r), Some("RATE_LIMITED"), "{r}");
 }
+
+/// An invitation token expires after 14 days, and inviting an address that
+/// already has an account (in another agency) does not reveal that
+/// account's name while the invitation is pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_expire_and_reveal_no_other_agencys_name() {
+    use rapport_store::entities::membership;
+    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+    let app = TestApp::start().await;
+    let acme = app.sign_up("Acme", "owner@acme.test").await;
+    let rival = app.sign_up("Rival", "owner@rival.test").await;
+    const INVITE: &str = "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitationToken member { id user { name email } } } }";
+    // owner@rival.test signed up as "Owner" (the helper's name) in Rival.
+    let d = app
+        .ok(
+            Some(&acme.access),
+            INVITE,
+            json!({ "i": { "email": "owner@rival.test", "name": "Somebody", "role": "AGENT" } }),
+        )
+        .await;
+    let user = &d["inviteMember"]["member"]["user"];
+    assert_eq!(user["name"], "owner@rival.test", "{user}");
+    let listed = app
+        .ok(
+            Some(&acme.access),
+            "{ members { edges { node { invitationPending user { name } } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        edges(&listed["members"])
+            .iter()
+            .filter(|e| e["node"]["invitationPending"] == true)
+            .all(|e| e["node"]["user"]["name"] == "owner@rival.test"),
+        "{listed}"
+    );
+    // A new address keeps the name the inviter gave.
+    let d = app
+        .ok(
+            Some(&acme.access),
+            INVITE,
+            json!({ "i": { "email": "new@acme.test", "name": "Nina New", "role": "AGENT" } }),
+        )
+        .await;
+    assert_eq!(d["inviteMember"]["member"]["user"]["name"], "Nina New");
+    let token = d["inviteMember"]["invitationToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let member = rapport_domain::GlobalId::decode(
+        rapport_domain::Kind::Member,
+        d["inviteMember"]["member"]["id"].as_str().unwrap(),
+    )
+    .unwrap();
+    // Fifteen days later the token no longer works.
+    let m = membership::Entity::find_by_id(member)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut am = m.into_active_model();
+    am.created_at = Set(chrono::Utc::now() - chrono::Duration::days(15));
+    am.update(&app.state.db).await.unwrap();
+    let r = app
+        .gql(
+            None,
+            "mutation($i: AcceptInvitationInput!) { acceptInvitation(input: $i) { accessToken } }",
+            json!({ "i": { "token": token, "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{r}"
+    );
+    let _ = rival;
+}
+
+/// A session left by a login that raced the member's removal (the removal
+/// revoked the sessions it saw; this one was written after) must not come
+/// back to life when the person is invited again, before or after they
+/// accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_older_than_the_membership_does_not_authenticate() {
+    use rapport_store::entities::session;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    let app = TestApp::start().await;
+    let owner = app.sign_up("Acme", "owner@acme.test").await;
+    let (agent, agent_id) = app
+        .add_member(&owner, "agent@acme.test", "AGENT", None)
+        .await;
+    app.ok(
+        Some(&owner.access),
+        "mutation($i: RemoveMemberInput!) { removeMember(input: $i) { removedMemberId } }",
+        json!({ "i": { "memberId": agent_id } }),
+    )
+    .await;
+    // The race's outcome: the agent's session unrevoked.
+    let user =
+        rapport_domain::GlobalId::decode(rapport_domain::Kind::User, &agent.user_id).unwrap();
+    session::Entity::update_many()
+        .col_expr(
+            session::Column::RevokedAt,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
+        .filter(session::Column::UserId.eq(user))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let d = app
+        .ok(
+            Some(&owner.access),
+            "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitationToken } }",
+            json!({ "i": { "email": "agent@acme.test", "name": "Agent", "role": "ADMIN" } }),
+        )
+        .await;
+    let r = app.gql(Some(&agent.access), ME, json!({})).await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"), "pending: {r}");
+    let refresh = app
+        .gql(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": agent.refresh }),
+        )
+        .await;
+    assert_eq!(code(&refresh), Some("UNAUTHENTICATED"), "{refresh}");
+    // Accepted: the new login works, the old session still does not.
+    let token = d["inviteMember"]["invitationToken"].as_str().unwrap();
+    let fresh = app
+        .ok(
+            None,
+            "mutation($i: AcceptInvitationInput!) { acceptInvitation(input: $i) { accessToken } }",
+            json!({ "i": { "token": token, "password": PASSWORD } }),
+        )
+        .await;
+    let access = fresh["acceptInvitation"]["accessToken"].as_str().unwrap();
+    let me = app.ok(Some(access), ME, json!({})).await;
+    assert_eq!(me["me"]["role"], "ADMIN");
+    let r = app.gql(Some(&agent.access), ME, json!({})).await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"), "accepted: {r}");
+}

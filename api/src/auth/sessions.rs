@@ -105,6 +105,7 @@ pub async fn rotate(
         .filter(membership::Column::UserId.eq(sess.user_id))
         .one(&state.db)
         .await?
+        .filter(|m| belongs_to(&sess, m))
         .ok_or(BAD_REFRESH)?;
 
     let refresh = state.jwt.mint_refresh(sess.id)?;
@@ -169,4 +170,12 @@ pub async fn revoke_all<C: sea_orm::ConnectionTrait>(
         .exec(conn)
         .await?;
     Ok(())
+}
+
+/// Whether session `s` is one of membership `m`: accepted, and begun after
+/// the membership (a login that read a membership an admin removed at that
+/// moment can leave a session the removal did not see; it must not come
+/// back to life when the person is invited again).
+pub fn belongs_to(s: &session::Model, m: &membership::Model) -> bool {
+    m.invitation_hash.is_none() && s.created_at >= m.created_at
 }

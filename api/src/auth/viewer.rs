@@ -2,6 +2,7 @@
 //! member's current role and workspace restriction. Role changes, removals
 //! and logouts take effect on the next request, not when the token expires.
 
+use super::sessions;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use chrono::Utc;
@@ -111,6 +112,9 @@ async fn load(
         return Ok(None);
     };
     if s.revoked_at.is_some() || s.agency_id != agency || s.expires_at <= Utc::now() {
+        return Ok(None);
+    }
+    if !sessions::belongs_to(&s, &m) {
         return Ok(None);
     }
     let role = Role::parse(&m.role).map_err(ApiError::internal)?;

@@ -17,6 +17,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+/// Days an invitation can be accepted in.
+pub const INVITATION_DAYS: i64 = 14;
+
 /// A signed-in session: tokens plus who is signed in where.
 #[derive(SimpleObject)]
 pub struct AuthPayload {
@@ -303,6 +306,13 @@ impl AuthMutation {
             .one(&st.db)
             .await?
             .ok_or(BAD)?;
+        // A token left in an old e-mail or chat must not grant a role
+        // months later: the inviter invites again.
+        if Utc::now() - m.created_at > chrono::Duration::days(INVITATION_DAYS) {
+            return Err(ApiError::Unauthenticated(
+                "invitation has expired; ask for a new one",
+            ));
+        }
         let u = user::Entity::find_by_id(m.user_id)
             .one(&st.db)
             .await?

@@ -353,7 +353,7 @@ impl Conversation {
             .map(Conversation::whole))
     }
     /// Private threads this public conversation was taken to, oldest first.
-    #[graphql(complexity = "super::LIST_COST * child_complexity")]
+    #[graphql(complexity = "super::FEW_COST * child_complexity")]
     async fn private_threads(&self, ctx: &Context<'_>) -> ApiResult<Vec<Conversation>> {
         let v = auth(ctx).viewer()?;
         Ok(v.scope

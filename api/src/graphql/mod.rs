@@ -150,6 +150,11 @@ pub(crate) const REPORT_COST: usize = 250;
 /// it hundreds of times.
 pub(crate) const LIST_COST: usize = 20;
 
+/// As [`LIST_COST`], for lists that hold a handful of items (a workspace's
+/// policies, calendars, webhook subscriptions): a connection nested in them
+/// still fits in the budget.
+pub(crate) const FEW_COST: usize = 5;
+
 /// A field that reads another row per item it is asked on.
 pub(crate) const LOOKUP_COST: usize = 5;
 

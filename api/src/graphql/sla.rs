@@ -778,7 +778,7 @@ pub struct SlaQuery;
 #[Object]
 impl SlaQuery {
     /// The workspace's policies in match order, the default last.
-    #[graphql(complexity = "super::LIST_COST * child_complexity")]
+    #[graphql(complexity = "super::FEW_COST * child_complexity")]
     async fn sla_policies(&self, ctx: &Context<'_>, workspace_id: ID) -> ApiResult<Vec<SlaPolicy>> {
         let v = auth(ctx).viewer()?;
         let db = &state(ctx).db;
@@ -802,7 +802,7 @@ impl SlaQuery {
     }
 
     /// A workspace's business calendars, oldest first.
-    #[graphql(complexity = "super::LIST_COST * child_complexity")]
+    #[graphql(complexity = "super::FEW_COST * child_complexity")]
     async fn business_calendars(
         &self,
         ctx: &Context<'_>,

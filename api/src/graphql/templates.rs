@@ -127,7 +127,7 @@ impl ReplyTemplate {
     }
     /// Agency templates: the workspaces (among those the viewer may see)
     /// where it is enabled.
-    #[graphql(complexity = "super::LIST_COST * child_complexity")]
+    #[graphql(complexity = "super::FEW_COST * child_complexity")]
     async fn enabled_workspaces(&self, ctx: &Context<'_>) -> ApiResult<Vec<Workspace>> {
         let v = auth(ctx).viewer()?;
         let ids: Vec<Uuid> = enabled_in(&self.0)

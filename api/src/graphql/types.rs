@@ -194,9 +194,16 @@ impl Member {
     async fn id(&self) -> ID {
         gid(Kind::Member, self.0.id)
     }
-    /// The person's account.
+    /// The person's account. While an invitation to an account that
+    /// existed before it is pending, its name reads as its e-mail address:
+    /// the name was given in another agency, and inviting an address must
+    /// not reveal it.
     async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
-        load_user(&state(ctx).db, self.0.user_id).await.map(User)
+        let mut u = load_user(&state(ctx).db, self.0.user_id).await?;
+        if self.0.invitation_hash.is_some() && u.created_at < self.0.created_at {
+            u.name = u.email.clone();
+        }
+        Ok(User(u))
     }
     /// The member's role in this agency.
     async fn role(&self) -> ApiResult<GqlRole> {

@@ -146,7 +146,7 @@ pub struct WebhookQuery;
 #[Object]
 impl WebhookQuery {
     /// OWNER or ADMIN.
-    #[graphql(complexity = "super::LIST_COST * child_complexity")]
+    #[graphql(complexity = "super::FEW_COST * child_complexity")]
     async fn webhook_subscriptions(
         &self,
         ctx: &Context<'_>,
