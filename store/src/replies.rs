@@ -84,10 +84,10 @@ impl ReplyIndexes {
             let (from, built) = self.plan(workspace, window, now, start);
             let rows = Self::read(conn, agency, workspace, from).await?;
             let mut map = self.inner.lock().expect("reply index lock");
-            let cached = map.get_mut(&workspace).expect("inserted by plan");
-            if cached.built != built {
+            // Gone (evicted as idle meanwhile) or rebuilt: read again.
+            let Some(cached) = map.get_mut(&workspace).filter(|c| c.built == built) else {
                 continue;
-            }
+            };
             for (id, masked, at) in rows {
                 if cached.held.insert(id) {
                     if let Some(m) = masked {
@@ -120,6 +120,10 @@ impl ReplyIndexes {
             c.window != window || now - c.built > Duration::minutes(REBUILD_AFTER_MINUTES)
         });
         if stale {
+            // Workspaces idle past the rebuild age would be rebuilt at their
+            // next check anyway: dropped, so an API process does not keep
+            // every workspace it ever checked.
+            map.retain(|_, c| now - c.built <= Duration::minutes(REBUILD_AFTER_MINUTES));
             map.insert(
                 workspace,
                 Cached {
@@ -161,5 +165,27 @@ impl ReplyIndexes {
             .into_tuple()
             .all(conn)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_workspaces_are_dropped_when_another_is_built() {
+        let indexes = ReplyIndexes::default();
+        let window = DuplicateWindow::DEFAULT;
+        let t0 = Utc::now();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        indexes.plan(a, window, t0, t0 - Duration::days(30));
+        let t1 = t0 + Duration::minutes(30);
+        indexes.plan(b, window, t1, t1 - Duration::days(30));
+        assert_eq!(indexes.inner.lock().unwrap().len(), 2);
+        let t2 = t0 + Duration::minutes(REBUILD_AFTER_MINUTES + 1);
+        indexes.plan(c, window, t2, t2 - Duration::days(30));
+        let map = indexes.inner.lock().unwrap();
+        assert!(!map.contains_key(&a), "idle past the rebuild age");
+        assert!(map.contains_key(&b) && map.contains_key(&c));
     }
 }
