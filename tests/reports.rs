@@ -1072,3 +1072,78 @@ async fn open_deadlines_count_what_still_runs() {
     .await;
     assert_eq!(open(now - h, now + h + h).await["firstResponse"], 1);
 }
+
+/// A private thread `takeOffline` opened continues the public
+/// conversation: it is no conversation the customer opened, and its
+/// stand-in "first response" (the public invitation) is no response time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_opened_by_take_offline_is_no_conversation_opened() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    import(&app, &s, &ws, "ana", "my parcel is lost and nobody answers").await;
+    import(&app, &s, &ws, "bob", "where is my order").await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id author { handle } } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let ana = edges(&d["conversations"])
+        .into_iter()
+        .find(|e| e["node"]["author"]["handle"] == "ana")
+        .unwrap()["node"]["id"]
+        .clone();
+    let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
+    app.ok(
+        Some(&s.access),
+        "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }",
+        json!({ "i": { "conversationId": ana, "memberId": agent } }),
+    )
+    .await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: TakeOfflineInput!) { takeOffline(input: $i) { privateConversation { id } } }",
+            json!({ "i": { "conversationId": ana,
+                    "text": "Ana, a lost parcel is stressful: send us your order number privately and we trace it today." } }),
+        )
+        .await;
+    assert!(d["takeOffline"]["privateConversation"]["id"].is_string());
+    let now = Utc::now();
+    let (from, to) = (
+        (now - chrono::Duration::days(1)).to_rfc3339(),
+        (now + chrono::Duration::minutes(1)).to_rfc3339(),
+    );
+    const Q: &str = "query($w: ID!, $from: DateTime!, $to: DateTime!) {
+      workspaceReport(workspaceId: $w, from: $from, to: $to, granularity: DAY, timezone: \"UTC\") {
+        total { conversationsOpened negativeConversations firstResponse { calendar { count } business { count } } }
+        agents { assigned } } }";
+    let check = async || {
+        let d = app
+            .ok(
+                Some(&s.access),
+                Q,
+                json!({ "w": ws, "from": from, "to": to }),
+            )
+            .await;
+        let r = &d["workspaceReport"];
+        assert_eq!(r["total"]["conversationsOpened"], 2, "{r}");
+        assert_eq!(r["total"]["firstResponse"]["calendar"]["count"], 1, "{r}");
+        assert_eq!(r["total"]["firstResponse"]["business"]["count"], 1, "{r}");
+        let assigned: i64 = r["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["assigned"].as_i64().unwrap())
+            .sum();
+        assert_eq!(assigned, 1, "the public conversation only: {r}");
+    };
+    check().await;
+    // PostgreSQL: counted again by the rollup, the same.
+    rapport_worker::rollups::compact_once(&app.state.db)
+        .await
+        .unwrap();
+    check().await;
+}

@@ -12,6 +12,7 @@ mod m20261128_000006_report_rollups;
 mod m20261201_000007_refresh_slots_fix;
 mod m20261205_000008_reply_lookup;
 mod m20261205_000009_published_reply_lookup;
+mod m20261206_000010_agent_opened_threads;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_refresh_slots_fix::Migration),
             Box::new(m20261205_000008_reply_lookup::Migration),
             Box::new(m20261205_000009_published_reply_lookup::Migration),
+            Box::new(m20261206_000010_agent_opened_threads::Migration),
         ]
     }
 }

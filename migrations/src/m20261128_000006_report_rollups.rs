@@ -357,6 +357,12 @@ fn postgres_conversation_sql() -> String {
 /// whenever a slot counted before was dirty again). The marks removed and
 /// the conversations counted still share one statement, one snapshot.
 pub(crate) fn refresh_slots_sql() -> String {
+    refresh_slots_counting("")
+}
+
+/// [`refresh_slots_sql`] counting only conversations that also pass
+/// `filter` (an `AND …` on `c`).
+pub(crate) fn refresh_slots_counting(filter: &str) -> String {
     let ms = |later: &str| {
         format!("CAST(trunc(EXTRACT(EPOCH FROM (c.{later} - c.created_at)) * 1000) AS BIGINT)")
     };
@@ -386,6 +392,7 @@ pub(crate) fn refresh_slots_sql() -> String {
                  FILTER (WHERE c.resolved_at >= c.created_at AND c.resolution_business_s IS NOT NULL), '{{}}')
              FROM conversations c WHERE c.workspace_id = slot_key.workspace_id
                AND c.created_at >= to_timestamp(slot_key.slot) AND c.created_at < to_timestamp(slot_key.slot + 900)
+               {filter}
              GROUP BY c.agency_id, c.workspace_id, c.priority;
              done := done + 1;
            END LOOP;

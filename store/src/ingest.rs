@@ -532,6 +532,7 @@ impl Conv {
                 recovered: false,
                 created_at: now,
                 updated_at: now,
+                opened_by_agent: false,
             },
         })
     }

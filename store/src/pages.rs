@@ -173,6 +173,7 @@ fn conversation_at(
         recovered: c.next()?,
         created_at: c.next()?,
         updated_at: c.next()?,
+        opened_by_agent: c.next()?,
     })
 }
 

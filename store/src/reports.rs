@@ -541,7 +541,7 @@ async fn opened_rows<C: ConnectionTrait>(
         let hi = q.bind(hi);
         format!(
             "FROM conversations c WHERE c.agency_id = {a} AND c.workspace_id = {w} \
-             AND c.created_at >= {lo} AND c.created_at < {hi}"
+             AND c.created_at >= {lo} AND c.created_at < {hi} AND NOT c.opened_by_agent"
         )
     };
     if backend == DbBackend::Postgres {
@@ -638,7 +638,8 @@ pub async fn unstamped<C: ConnectionTrait>(
          WHERE agency_id = {a} AND workspace_id = {w} \
          AND created_at >= {f} AND created_at < {t} \
          AND ((first_responded_at IS NOT NULL AND first_response_business_s IS NULL) \
-         OR (resolved_at IS NOT NULL AND resolution_business_s IS NULL))"
+         OR (resolved_at IS NOT NULL AND resolution_business_s IS NULL)) \
+         AND NOT opened_by_agent"
     ));
     q.rows(conn)
         .await?
@@ -675,7 +676,8 @@ pub async fn assigned<C: ConnectionTrait>(
          CAST(SUM(CASE WHEN c.resolved_at IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) \
          FROM conversations c WHERE c.agency_id = {a} AND c.workspace_id = {w} \
          AND c.created_at >= {f} AND c.created_at < {t} \
-         AND c.assignee_membership_id IS NOT NULL GROUP BY c.assignee_membership_id"
+         AND c.assignee_membership_id IS NOT NULL AND NOT c.opened_by_agent \
+         GROUP BY c.assignee_membership_id"
     ));
     q.rows(conn)
         .await?

@@ -1053,6 +1053,7 @@ mod tests {
             recovered: false,
             created_at: start,
             updated_at: start,
+            opened_by_agent: false,
         };
         recompute_due(&mut c);
         c

@@ -844,6 +844,7 @@ async fn open_private_thread(
         recovered: Set(false),
         created_at: Set(now),
         updated_at: Set(now),
+        opened_by_agent: Set(true),
     }
     .insert(txn)
     .await?;

@@ -44,6 +44,9 @@ pub struct Model {
     pub recovered: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// A private thread `takeOffline` opened before the customer wrote in
+    /// it: not a conversation the customer opened, left out of reports.
+    pub opened_by_agent: bool,
 }
 
 /// The score of the conversation's most urgent customer message, part by
