@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use rapport_domain::ingest::signature::{generic_sign, meta_sign, x_crc_response, x_sign};
+use rapport_domain::ingest::signature::{
+    CrcToken, generic_sign, meta_sign, x_crc_response, x_sign,
+};
 use rapport_store::entities::conversation::StoredBreakdown;
 use rapport_store::entities::{message, raw_event};
 use rapport_store::pages::Wanted;
@@ -112,8 +114,24 @@ async fn x_mentions_replies_and_dms_are_threaded_ranked_and_stored_once() {
         .unwrap();
     assert_eq!(
         crc["response_token"],
-        x_crc_response(secret.as_bytes(), "challenge-abc")
+        x_crc_response(
+            secret.as_bytes(),
+            &CrcToken::parse("challenge-abc").unwrap()
+        )
     );
+    // X signs bodies with the same HMAC and key as the CRC answer: a
+    // payload sent as the token is refused, or its answer would be the
+    // payload's valid signature.
+    let forged = r#"{"for_user_id":"2244994945","tweet_create_events":[]}"#;
+    let r = app
+        .client
+        .get(reqwest::Url::parse_with_params(&url, &[("crc_token", forged)]).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("sha256="), "{text}");
 
     // Delivered three times (platform retries): stored once.
     let sig = x_sign(secret.as_bytes(), X_FIXTURE);

@@ -314,3 +314,63 @@ async fn a_socket_follows_the_member_as_they_are_now_not_as_they_connected() {
         "{done}"
     );
 }
+
+/// A client message over the size limit (here in fragments, each small)
+/// closes the socket before it is held whole; `Upgrade: WebSocket` in
+/// another case still upgrades (RFC 6455: case-insensitive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_socket_messages_close_the_socket_and_the_upgrade_header_is_caseless() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+
+    let r = app
+        .client
+        .get(format!("{}/graphql", app.base))
+        .header("Upgrade", "WebSocket")
+        .header("Connection", "Upgrade")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Protocol", "graphql-transport-ws")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 101);
+
+    let (mut ws, ack) = connect(&app, &s.access).await;
+    assert_eq!(ack["type"], "connection_ack");
+    let chunk = vec![b' '; 60 * 1024];
+    ws.send(Message::Frame(Frame::message(
+        chunk.clone(),
+        OpCode::Data(Data::Text),
+        false,
+    )))
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        // Past 256 KiB the server stops reading: a send may fail.
+        if ws
+            .send(Message::Frame(Frame::message(
+                chunk.clone(),
+                OpCode::Data(Data::Continue),
+                false,
+            )))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(closed, "the socket is closed");
+}

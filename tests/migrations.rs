@@ -28,6 +28,13 @@ async fn index(db: &DatabaseConnection, name: &str) -> Option<bool> {
         .map(|r| r.try_get::<bool>("", "valid").unwrap())
 }
 
+/// Whether `conversations.opened_by_agent` (migration 10) is there.
+async fn column_exists(db: &DatabaseConnection) -> bool {
+    db.execute_unprepared("SELECT opened_by_agent FROM conversations LIMIT 0")
+        .await
+        .is_ok()
+}
+
 #[tokio::test]
 async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     let tdb = TestDb::new().await;
@@ -37,7 +44,9 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     assert_eq!(index(&db, "ix_messages_thread").await, Some(true));
     assert_eq!(index(&db, "ix_messages_conversation").await, None);
 
-    Migrator::down(&db, Some(2)).await.unwrap();
+    assert!(column_exists(&db).await);
+    Migrator::down(&db, Some(3)).await.unwrap();
+    assert!(!column_exists(&db).await, "opened_by_agent dropped");
     assert_eq!(index(&db, "ix_messages_platform_id").await, None);
     assert_eq!(index(&db, "ix_messages_thread").await, None);
     assert_eq!(index(&db, "ix_messages_replies").await, None);
@@ -56,6 +65,7 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
         assert_eq!(index(&db, "ix_messages_platform_id").await, Some(false));
     }
     Migrator::up(&db, None).await.unwrap();
+    assert!(column_exists(&db).await, "opened_by_agent back");
     assert_eq!(index(&db, "ix_messages_platform_id").await, Some(true));
     assert_eq!(index(&db, "ix_messages_thread").await, Some(true));
     assert_eq!(index(&db, "ix_messages_replies").await, Some(true));

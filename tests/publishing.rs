@@ -1048,6 +1048,39 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
     assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
     assert_eq!(r["deliveryError"], "no answer recorded after 8 attempts");
     assert_eq!(platform.seen().len(), 2, "not sent");
+    // Unless the platform shows the last one published: then it is SENT.
+    let text = "Angry, and a second voucher is on its way for the trouble.";
+    let sent = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC", "text": text } }),
+        )
+        .await;
+    let gid = sent["sendReply"]["id"].as_str().unwrap().to_string();
+    let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Message, &gid).unwrap();
+    message::Entity::update_many()
+        .col_expr(message::Column::DeliveryAttempts, Expr::value(8))
+        .filter(message::Column::Id.eq(id))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    platform.keep(
+        "/2/tweets",
+        &json!({ "text": text, "reply": { "in_reply_to_tweet_id": "1050118621198921999" } }),
+        &json!({ "data": { "id": "1900000000000000011" } }),
+        None,
+    );
+    assert!(publisher.attempt(id).await.unwrap());
+    let r = settled(&app, &s, &conv, &gid).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r} {:?}", platform.lookups());
+    assert_eq!(
+        r["platformMessageId"],
+        "1900000000000000011",
+        "{:?}",
+        platform.lookups()
+    );
+    assert_eq!(platform.seen().len(), 2, "not sent again");
 
     // An attempt that outlives its claim (the platform hangs, the lease
     // runs out, another worker finds the reply published) records

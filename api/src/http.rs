@@ -227,6 +227,8 @@ async fn graphql_ws(
 ) -> actix_web::Result<HttpResponse> {
     let st = state.get_ref().clone();
     let ip = peer_ip(&req);
+    // A message over a socket is held to the size of a request body.
+    let max_message = st.settings.max_body_bytes;
     async_graphql_actix_web::GraphQLSubscription::new(schema.get_ref().clone())
         .on_connection_init(move |init: serde_json::Value| async move {
             let header = ["Authorization", "authorization"]
@@ -250,7 +252,10 @@ async fn graphql_ws(
             data.insert(graphql::socket_auth::SocketCredentials { header, ip });
             Ok(data)
         })
-        .start(&req, payload)
+        .start(
+            &req,
+            crate::ws_limit::MessageLimit::new(payload, max_message),
+        )
 }
 
 /// GraphiQL's own files, embedded so the page works offline.
@@ -328,7 +333,14 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
             .route(
                 "/graphql",
                 web::get()
-                    .guard(actix_web::guard::Header("upgrade", "websocket"))
+                    // RFC 6455: the header's value is case-insensitive.
+                    .guard(actix_web::guard::fn_guard(|ctx| {
+                        ctx.head()
+                            .headers()
+                            .get("upgrade")
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+                    }))
                     .to(graphql_ws),
             )
             .route("/graphql", web::get().to(graphiql))

@@ -12,6 +12,7 @@ pub mod settings;
 pub mod share;
 pub mod state;
 pub mod webhooks;
+pub mod ws_limit;
 
 pub use error::ApiError;
 pub use settings::Settings;

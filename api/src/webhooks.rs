@@ -133,18 +133,25 @@ pub async fn verify(
     };
     match kind {
         ChannelKind::X => {
-            let Some(token) = query.get("crc_token") else {
+            let Some(raw) = query.get("crc_token") else {
                 return answer(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
                     "crc_token is required",
                 );
             };
+            let Ok(token) = signature::CrcToken::parse(raw) else {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "crc_token must be 1 to 256 letters, digits or +/=_-.~",
+                );
+            };
             let Some(secret) = open(&state, &c.secret_ciphertext) else {
                 return secret_unavailable();
             };
             HttpResponse::Ok()
-                .json(json!({ "response_token": signature::x_crc_response(&secret, token) }))
+                .json(json!({ "response_token": signature::x_crc_response(&secret, &token) }))
         }
         ChannelKind::Facebook | ChannelKind::Instagram => {
             let expected = open(&state, &c.verify_token_ciphertext).unwrap_or_default();

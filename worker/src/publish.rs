@@ -147,32 +147,12 @@ impl Publisher {
         if reply.delivery_status.as_deref() != Some(QUEUED) || !due {
             return Ok(false);
         }
-        if reply.delivery_attempts >= self.cfg.backoff.max_attempts {
-            // Every attempt was cut off or its answer could not be stored:
-            // give up visibly rather than send it again and again.
-            let gave_up = message::Entity::update_many()
-                .col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
-                .col_expr(
-                    message::Column::DeliveryError,
-                    Expr::value(format!(
-                        "no answer recorded after {} attempts",
-                        reply.delivery_attempts
-                    )),
-                )
-                .col_expr(
-                    message::Column::NextDeliveryAt,
-                    Expr::value(Option::<chrono::DateTime<Utc>>::None),
-                )
-                .filter(message::Column::Id.eq(id))
-                .filter(message::Column::DeliveryStatus.eq(QUEUED))
-                .exec(&self.db)
-                .await?;
-            tracing::warn!(reply = %id, attempts = reply.delivery_attempts, "publishing a reply gave up: no attempt's answer was recorded");
-            return Ok(gave_up.rows_affected == 1);
-        }
-        // To the microsecond, as stored: the outcome is recorded only while
-        // the claim is still this one.
-        let lease = (now + chrono::Duration::from_std(self.cfg.timeout * 3)?).trunc_subsecs(6);
+        // Long enough for every request an attempt makes (the pages of a
+        // lookup, the post) and a margin; to the microsecond, as stored:
+        // the outcome is recorded only while the claim is still this one.
+        let requests = publish::LOOKUP_PAGES as u32 + 2;
+        let lease =
+            (now + chrono::Duration::from_std(self.cfg.timeout * requests)?).trunc_subsecs(6);
         // The attempt counts from its claim, and the claim clears the last
         // answer: one cut off (a worker stopped between the platform's
         // answer and its record) leaves no answer, so the next one looks
@@ -282,11 +262,21 @@ impl Publisher {
             conversation_id: &conversation_id,
         };
         let req = publish::request(&outgoing).map_err(Outcome::Refused)?;
+        // Every attempt so far ended without a recorded answer (cut off,
+        // or its answer could not be stored): give up visibly rather than
+        // send again and again, unless the platform shows it published.
+        let exhausted = l.reply.delivery_attempts >= self.cfg.backoff.max_attempts;
         if l.reply.delivery_attempts > 0
-            && publish::may_have_published(l.reply.delivery_error.as_deref())
+            && (exhausted || publish::may_have_published(l.reply.delivery_error.as_deref()))
             && let Some(id) = self.published_before(&outgoing, l).await?
         {
             return Ok(Outcome::Sent(Some(id)));
+        }
+        if exhausted {
+            return Err(Outcome::Refused(format!(
+                "no answer recorded after {} attempts",
+                l.reply.delivery_attempts
+            )));
         }
         let body = serde_json::to_vec(&req.body).map_err(|e| Outcome::Refused(e.to_string()))?;
         let builder = match kind {
@@ -359,7 +349,8 @@ impl Publisher {
                     found = Some(id);
                     break;
                 }
-                publish::Earlier::NotPublished => match publish::next_page(o, &path, &bytes) {
+                publish::Earlier::NotPublished => match publish::next_page(o, &path, &bytes, since)
+                {
                     Some(next) => page = next,
                     None => return Ok(None),
                 },

@@ -37,7 +37,7 @@ impl Team {
         &self.0.name
     }
     /// Oldest member first.
-    #[graphql(complexity = "super::LIST_COST * child_complexity")]
+    #[graphql(complexity = "super::FEW_COST * child_complexity")]
     async fn members(&self, ctx: &Context<'_>) -> ApiResult<Vec<Member>> {
         let v = auth(ctx).viewer()?;
         let db = &state(ctx).db;

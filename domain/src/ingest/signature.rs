@@ -39,11 +39,37 @@ impl SignatureError {
     }
 }
 
+/// A `crc_token` as X sends them: up to 256 characters of letters, digits
+/// and `+/=_-.~`. X signs webhook bodies with the same key and the same
+/// HMAC as the CRC answer, so answering any text would sign any body: a
+/// JSON payload sent as the token would come back as its valid signature.
+/// No JSON body can be written in these characters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrcToken(String);
+
+impl CrcToken {
+    pub fn parse(raw: &str) -> Result<Self, crate::ParseError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 256
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+/=_-.~".contains(c));
+        if ok {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(crate::ParseError::new(
+                "crc_token",
+                "must be 1 to 256 letters, digits or +/=_-.~",
+            ))
+        }
+    }
+}
+
 /// The `response_token` for X's CRC check.
-pub fn x_crc_response(secret: &[u8], crc_token: &str) -> String {
+pub fn x_crc_response(secret: &[u8], crc_token: &CrcToken) -> String {
     format!(
         "sha256={}",
-        STANDARD.encode(hmac_sha256(secret, crc_token.as_bytes()))
+        STANDARD.encode(hmac_sha256(secret, crc_token.0.as_bytes()))
     )
 }
 
@@ -172,8 +198,25 @@ mod tests {
     fn x_crc_matches_the_documented_construction() {
         // base64(HMAC-SHA256(key="Jefe", "what do ya want for nothing?")) per RFC 4231 case 2.
         assert_eq!(
-            x_crc_response(b"Jefe", "what do ya want for nothing?"),
+            x_crc_response(b"Jefe", &CrcToken("what do ya want for nothing?".into())),
             "sha256=W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM="
+        );
+    }
+
+    #[test]
+    fn crc_tokens_cannot_carry_a_payload() {
+        for ok in ["challenge-abc", "MTQ3NzI4MDg5NjU0Mg==", "a_b.c~d/e+f"] {
+            assert!(CrcToken::parse(ok).is_ok(), "{ok}");
+        }
+        let body = r#"{"for_user_id":"1","tweet_create_events":[]}"#;
+        for bad in ["", body, "a b", "a\n", &"a".repeat(257)] {
+            assert!(CrcToken::parse(bad).is_err(), "{bad:?}");
+        }
+        // Why: the CRC answer for a text is that text's webhook signature.
+        let token = CrcToken("abc".into());
+        assert_eq!(
+            verify_x(SECRET, b"abc", Some(&x_crc_response(SECRET, &token))),
+            Ok(())
         );
     }
 

@@ -349,18 +349,8 @@ pub fn published_in(o: &Outgoing<'_>, status: u16, body: &[u8], since: DateTime<
     };
     let want = comparable(o.text);
     let target = o.in_reply_to.unwrap_or_default();
-    let recent = |item: &Value| {
-        let at = ["created_at", "created_time", "timestamp"]
-            .iter()
-            .find_map(|k| item[*k].as_str())
-            .and_then(|t| {
-                DateTime::parse_from_rfc3339(t)
-                    .or_else(|_| DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%z"))
-                    .ok()
-            });
-        // An identical reply from before this one is another reply.
-        at.is_none_or(|t| t >= since - SKEW)
-    };
+    // An identical reply from before this one is another reply.
+    let recent = |item: &Value| posted_at(item).is_none_or(|t| t >= since - SKEW);
     let ours = |item: &Value| match (o.kind, o.visibility) {
         (ChannelKind::X, Visibility::Private) => {
             item["sender_id"].as_str() == Some(o.account_id)
@@ -390,6 +380,19 @@ pub fn published_in(o: &Outgoing<'_>, status: u16, body: &[u8], since: DateTime<
     }
 }
 
+/// When a listed item was posted, in whichever field its platform uses.
+fn posted_at(item: &Value) -> Option<DateTime<Utc>> {
+    ["created_at", "created_time", "timestamp"]
+        .iter()
+        .find_map(|k| item[*k].as_str())
+        .and_then(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .or_else(|_| DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%z"))
+                .ok()
+        })
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// Pages of the brand's replies read at most before a retry: beyond them
 /// the lookup cannot say, and the attempt is put off rather than made blind.
 pub const LOOKUP_PAGES: usize = 5;
@@ -397,10 +400,24 @@ pub const LOOKUP_PAGES: usize = 5;
 /// The next page of a [`lookup`] whose answer (`body`, of the request to
 /// `path`) did not hold our reply: X's `meta.next_token`, Graph's
 /// `paging.cursors.after` (when `paging.next` says there is more); None at
-/// the end of the list (and for Meta's conversations, whose latest
-/// messages are on the first page).
-pub fn next_page(o: &Outgoing<'_>, path: &str, body: &[u8]) -> Option<String> {
+/// the end of the list, once a page of a newest-first list (X's, Facebook's
+/// comments) reaches items older than the reply (`since`): the rest are
+/// older still; and for Meta's conversations, whose latest messages are on
+/// the first page.
+pub fn next_page(
+    o: &Outgoing<'_>,
+    path: &str,
+    body: &[u8],
+    since: DateTime<Utc>,
+) -> Option<String> {
     let json: Value = serde_json::from_slice(body).ok()?;
+    let newest_first = matches!(o.kind, ChannelKind::X | ChannelKind::Facebook);
+    let older = json["data"]
+        .as_array()
+        .is_some_and(|items| items.iter().filter_map(posted_at).any(|t| t < since - SKEW));
+    if newest_first && older {
+        return None;
+    }
     let (param, token) = match o.kind {
         ChannelKind::X => ("pagination_token", json["meta"]["next_token"].as_str()?),
         ChannelKind::Facebook | ChannelKind::Instagram if o.visibility == Visibility::Public => {
@@ -632,35 +649,57 @@ mod tests {
 
     #[test]
     fn lookups_page_through_long_lists() {
+        let since = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let x = out(ChannelKind::X, Visibility::Public);
         let first = "/2/users/1/tweets?max_results=20";
-        let more = br#"{"data":[{"id":"1","text":"other"}],"meta":{"next_token":"7140dibdnow9c7btw3w29"}}"#;
-        let second = next_page(&x, first, more).unwrap();
+        let more = br#"{"data":[{"id":"1","text":"other","created_at":"2026-12-06T10:30:00.000Z"}],"meta":{"next_token":"7140dibdnow9c7btw3w29"}}"#;
+        let second = next_page(&x, first, more, since).unwrap();
         assert_eq!(
             second,
             format!("{first}&pagination_token=7140dibdnow9c7btw3w29")
         );
-        let third = next_page(&x, &second, br#"{"meta":{"next_token":"abc"}}"#).unwrap();
+        let third = next_page(&x, &second, br#"{"meta":{"next_token":"abc"}}"#, since).unwrap();
         assert_eq!(
             third,
             format!("{first}&pagination_token=abc"),
             "replaces, not appends"
         );
-        assert_eq!(next_page(&x, first, br#"{"data":[],"meta":{}}"#), None);
         assert_eq!(
-            next_page(&x, first, br#"{"meta":{"next_token":"a&b=c"}}"#),
+            next_page(&x, first, br#"{"data":[],"meta":{}}"#, since),
+            None
+        );
+        assert_eq!(
+            next_page(&x, first, br#"{"meta":{"next_token":"a&b=c"}}"#, since),
+            None
+        );
+        // Newest first: a page that reaches back before the reply was
+        // written ends the search (the rest is older still).
+        let dm = out(ChannelKind::X, Visibility::Private);
+        let old = br#"{"data":[{"id":"9","text":"hi","created_at":"2026-12-05T08:00:00.000Z"}],"meta":{"next_token":"abc"}}"#;
+        assert_eq!(
+            next_page(&dm, "/2/dm_conversations/with/1/dm_events?x=1", old, since),
             None
         );
         let fb = out(ChannelKind::Facebook, Visibility::Public);
         let page = br#"{"data":[],"paging":{"cursors":{"after":"QVFIUk"},"next":"https://graph.facebook.com/..."}}"#;
         assert_eq!(
-            next_page(&fb, "/v21.0/1/comments?limit=100", page).unwrap(),
+            next_page(&fb, "/v21.0/1/comments?limit=100", page, since).unwrap(),
             "/v21.0/1/comments?limit=100&after=QVFIUk"
         );
         let last = br#"{"data":[],"paging":{"cursors":{"after":"QVFIUk"}}}"#;
-        assert_eq!(next_page(&fb, "/v21.0/1/comments?limit=100", last), None);
-        let dm = out(ChannelKind::Facebook, Visibility::Private);
-        assert_eq!(next_page(&dm, "/x", page), None);
+        assert_eq!(
+            next_page(&fb, "/v21.0/1/comments?limit=100", last, since),
+            None
+        );
+        let old_comments = br#"{"data":[{"id":"c","message":"m","created_time":"2026-12-01T10:00:00+0000"}],"paging":{"cursors":{"after":"QVFIUk"},"next":"n"}}"#;
+        assert_eq!(
+            next_page(&fb, "/v21.0/1/comments?limit=100", old_comments, since),
+            None
+        );
+        let meta_dm = out(ChannelKind::Facebook, Visibility::Private);
+        assert_eq!(next_page(&meta_dm, "/x", page, since), None);
     }
 
     #[test]
