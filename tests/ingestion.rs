@@ -1222,6 +1222,26 @@ async fn events_lost_from_redis_are_recovered_by_the_reconciler() {
         grace: std::time::Duration::ZERO,
         ..Default::default()
     };
+    // A pass whose enqueue fails (here the stream key holds a string)
+    // leaves no mark behind: the next pass enqueues at once, not after
+    // the marks expire.
+    let stream = app.state.kv.key(rapport_store::jobs::STREAM);
+    let _: () = redis::cmd("SET")
+        .arg(&stream)
+        .arg("not a stream")
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    assert!(
+        rapport_worker::reconciler::reconcile_once(&app.state.db, &app.state.kv, &cfg)
+            .await
+            .is_err()
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
     let n = rapport_worker::reconciler::reconcile_once(&app.state.db, &app.state.kv, &cfg)
         .await
         .unwrap();

@@ -72,11 +72,23 @@ pub async fn reconcile_once(
                 .arg(cfg.requeue_every.as_secs().max(1));
         }
         let fresh: Vec<Option<String>> = marks.query_async(&mut kv.conn()).await?;
-        for (id, fresh) in ids.iter().zip(fresh) {
-            if fresh.is_some() {
-                jobs::enqueue(kv, INGEST, &json!({ "raw_event_id": id })).await?;
-                total += 1;
+        let marked: Vec<uuid::Uuid> = ids
+            .iter()
+            .zip(fresh)
+            .filter_map(|(id, fresh)| fresh.map(|_| *id))
+            .collect();
+        for (i, id) in marked.iter().enumerate() {
+            if let Err(e) = jobs::enqueue(kv, INGEST, &json!({ "raw_event_id": id })).await {
+                // The marks of those not enqueued go: the next pass takes
+                // them at once, not after the marks expire.
+                let mut unmark = redis::cmd("DEL");
+                for id in &marked[i..] {
+                    unmark.arg(kv.key(&format!("reconciler:requeued:{id}")));
+                }
+                let _: redis::RedisResult<()> = unmark.query_async(&mut kv.conn()).await;
+                return Err(e.into());
             }
+            total += 1;
         }
         after = last;
     }
