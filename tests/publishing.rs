@@ -339,6 +339,30 @@ async fn conversation(app: &TestApp, s: &Session, ws: &str, handle: &str) -> Str
     .await
 }
 
+/// An X channel of `ws` that may publish, and the conversation its
+/// Account Activity fixture opens (angry_customer's).
+async fn x_conversation(app: &TestApp, s: &Session, ws: &str) -> String {
+    let secret = "x-consumer-secret-123";
+    let url = connect(
+        app,
+        s,
+        json!({ "workspaceId": ws, "kind": "X", "name": "@BrewCo", "externalAccountId": "2244994945",
+                "secret": secret, "accessToken": "x-user-token-abc" }),
+    )
+    .await;
+    post(
+        app,
+        &url,
+        (
+            "x-twitter-webhooks-signature",
+            x_sign(secret.as_bytes(), X_FIXTURE),
+        ),
+        X_FIXTURE,
+    )
+    .await;
+    conversation(app, s, ws, "angry_customer").await
+}
+
 /// The reply `id` once the worker is done with it (SENT or FAILED).
 async fn settled(app: &TestApp, s: &Session, conv: &str, id: &str) -> Value {
     app.eventually("the reply to be published or refused", async || {
@@ -367,25 +391,7 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
     let app = app_publishing_to(&base).await;
     let s = app.sign_up("Acme", "owner@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let secret = "x-consumer-secret-123";
-    let url = connect(
-        &app,
-        &s,
-        json!({ "workspaceId": ws, "kind": "X", "name": "@BrewCo", "externalAccountId": "2244994945",
-                "secret": secret, "accessToken": "x-user-token-abc" }),
-    )
-    .await;
-    post(
-        &app,
-        &url,
-        (
-            "x-twitter-webhooks-signature",
-            x_sign(secret.as_bytes(), X_FIXTURE),
-        ),
-        X_FIXTURE,
-    )
-    .await;
-    let conv = conversation(&app, &s, &ws, "angry_customer").await;
+    let conv = x_conversation(&app, &s, &ws).await;
 
     // Over capacity once, then accepted.
     platform.answer(503, json!({ "title": "Service Unavailable" }));
@@ -937,43 +943,21 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
     let mut app = app_publishing_to(&base).await;
     let s = app.sign_up("Acme", "owner@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let secret = "x-consumer-secret-123";
-    let url = connect(
-        &app,
-        &s,
-        json!({ "workspaceId": ws, "kind": "X", "name": "@BrewCo", "externalAccountId": "2244994945",
-                "secret": secret, "accessToken": "x-user-token-abc" }),
-    )
-    .await;
-    post(
-        &app,
-        &url,
-        (
-            "x-twitter-webhooks-signature",
-            x_sign(secret.as_bytes(), X_FIXTURE),
-        ),
-        X_FIXTURE,
-    )
-    .await;
-    let conv = conversation(&app, &s, &ws, "angry_customer").await;
+    let conv = x_conversation(&app, &s, &ws).await;
     // From here the test makes each attempt itself.
     app.stop_worker().await;
-    let mut cfg = PublishConfig {
-        x_api: base.clone(),
-        graph_api: base.clone(),
-        allow_private: true,
-        ..Default::default()
+    let publisher_with = |tweak: fn(&mut PublishConfig)| {
+        let mut cfg = PublishConfig {
+            x_api: base.clone(),
+            graph_api: base.clone(),
+            allow_private: true,
+            ..Default::default()
+        };
+        tweak(&mut cfg);
+        let (db, kv) = (app.state.db.clone(), app.state.kv.clone());
+        Arc::new(Publisher::new(db, kv, app.state.secrets.clone(), cfg).unwrap())
     };
-    cfg.backoff.base = std::time::Duration::from_millis(1);
-    let publisher = Arc::new(
-        Publisher::new(
-            app.state.db.clone(),
-            app.state.kv.clone(),
-            app.state.secrets.clone(),
-            cfg,
-        )
-        .unwrap(),
-    );
+    let publisher = publisher_with(|c| c.backoff.base = std::time::Duration::from_millis(1));
 
     platform.answer(429, json!({ "title": "Too Many Requests" }));
     platform.publish_and_hang("1900000000000000009");
@@ -1085,21 +1069,7 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
     // An attempt that outlives its claim (the platform hangs, the lease
     // runs out, another worker finds the reply published) records
     // nothing over the other's outcome when it finally times out.
-    let slow = Arc::new(
-        Publisher::new(
-            app.state.db.clone(),
-            app.state.kv.clone(),
-            app.state.secrets.clone(),
-            PublishConfig {
-                x_api: base.clone(),
-                graph_api: base.clone(),
-                allow_private: true,
-                timeout: std::time::Duration::from_secs(2),
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let slow = publisher_with(|c| c.timeout = std::time::Duration::from_secs(2));
     platform.publish_and_hang("1900000000000000010");
     let sent = app
         .ok(
