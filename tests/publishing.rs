@@ -961,16 +961,30 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
 
     platform.answer(429, json!({ "title": "Too Many Requests" }));
     platform.publish_and_hang("1900000000000000009");
-    let sent = app
-        .ok(
-            Some(&s.access),
-            SEND,
-            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
-                    "text": "Angry, the double charge is refunded and a fresh latte is on us." } }),
-        )
-        .await;
-    let gid = sent["sendReply"]["id"].as_str().unwrap().to_string();
-    let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Message, &gid).unwrap();
+    // A public reply sent now: its global and database ids.
+    let send_public = async |text: &str| {
+        let sent = app
+            .ok(
+                Some(&s.access),
+                SEND,
+                json!({ "i": { "conversationId": conv, "visibility": "PUBLIC", "text": text } }),
+            )
+            .await;
+        let gid = sent["sendReply"]["id"].as_str().unwrap().to_string();
+        let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Message, &gid).unwrap();
+        (gid, id)
+    };
+    // As if every attempt of the policy had been made without an answer.
+    let every_attempt_made = async |id: uuid::Uuid| {
+        message::Entity::update_many()
+            .col_expr(message::Column::DeliveryAttempts, Expr::value(8))
+            .filter(message::Column::Id.eq(id))
+            .exec(&app.state.db)
+            .await
+            .unwrap();
+    };
+    let (gid, id) =
+        send_public("Angry, the double charge is refunded and a fresh latte is on us.").await;
     let due_now = async |id: uuid::Uuid| {
         message::Entity::update_many()
             .col_expr(
@@ -1011,22 +1025,8 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
 
     // A reply whose every attempt was cut off (or whose answer could not
     // be stored) is given up, visibly, not sent again and again.
-    let sent = app
-        .ok(
-            Some(&s.access),
-            SEND,
-            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
-                    "text": "Angry, one more thing: the voucher is in your account now." } }),
-        )
-        .await;
-    let gid = sent["sendReply"]["id"].as_str().unwrap().to_string();
-    let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Message, &gid).unwrap();
-    message::Entity::update_many()
-        .col_expr(message::Column::DeliveryAttempts, Expr::value(8))
-        .filter(message::Column::Id.eq(id))
-        .exec(&app.state.db)
-        .await
-        .unwrap();
+    let (gid, id) = send_public("Angry, one more thing: the voucher is in your account now.").await;
+    every_attempt_made(id).await;
     assert!(publisher.attempt(id).await.unwrap());
     let r = settled(&app, &s, &conv, &gid).await;
     assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
@@ -1034,21 +1034,8 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
     assert_eq!(platform.seen().len(), 2, "not sent");
     // Unless the platform shows the last one published: then it is SENT.
     let text = "Angry, and a second voucher is on its way for the trouble.";
-    let sent = app
-        .ok(
-            Some(&s.access),
-            SEND,
-            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC", "text": text } }),
-        )
-        .await;
-    let gid = sent["sendReply"]["id"].as_str().unwrap().to_string();
-    let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Message, &gid).unwrap();
-    message::Entity::update_many()
-        .col_expr(message::Column::DeliveryAttempts, Expr::value(8))
-        .filter(message::Column::Id.eq(id))
-        .exec(&app.state.db)
-        .await
-        .unwrap();
+    let (gid, id) = send_public(text).await;
+    every_attempt_made(id).await;
     platform.keep(
         "/2/tweets",
         &json!({ "text": text, "reply": { "in_reply_to_tweet_id": "1050118621198921999" } }),
@@ -1071,16 +1058,7 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
     // nothing over the other's outcome when it finally times out.
     let slow = publisher_with(|c| c.timeout = std::time::Duration::from_secs(2));
     platform.publish_and_hang("1900000000000000010");
-    let sent = app
-        .ok(
-            Some(&s.access),
-            SEND,
-            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
-                    "text": "Angry, and the barista has been told about the cold latte." } }),
-        )
-        .await;
-    let gid = sent["sendReply"]["id"].as_str().unwrap().to_string();
-    let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Message, &gid).unwrap();
+    let (gid, id) = send_public("Angry, and the barista has been told about the cold latte.").await;
     let late = tokio::spawn({
         let slow = slow.clone();
         async move { slow.attempt(id).await }
