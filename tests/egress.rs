@@ -94,3 +94,34 @@ async fn a_redirect_to_a_private_address_is_refused_before_it_is_followed() {
         assert_eq!(*asked.lock().unwrap(), ["/start", "/start", "/secret"]);
     }
 }
+
+/// A proxy given by the environment would take the name and resolve it
+/// itself; the guarded client never sends through one.
+#[tokio::test]
+async fn no_request_goes_through_a_proxy() {
+    install_crypto();
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let through_proxy = async |client: reqwest::Client| {
+        let accepted = async {
+            tokio::time::timeout(std::time::Duration::from_secs(2), proxy.accept())
+                .await
+                .is_ok()
+        };
+        let send = async {
+            let r = client.get("http://metadata.internal.invalid/").send();
+            tokio::time::timeout(std::time::Duration::from_secs(3), r).await
+        };
+        tokio::join!(send, accepted).1
+    };
+    let with_proxy = || reqwest::Client::builder().proxy(reqwest::Proxy::all(&proxy_url).unwrap());
+    // Unguarded, the request goes to the proxy (what the test tells apart).
+    assert!(through_proxy(with_proxy().build().unwrap()).await);
+    let guarded = rapport_worker::egress::guarded(with_proxy(), false)
+        .build()
+        .unwrap();
+    assert!(
+        !through_proxy(guarded).await,
+        "the request went to the proxy"
+    );
+}

@@ -198,6 +198,43 @@ async fn x_mentions_replies_and_dms_are_threaded_ranked_and_stored_once() {
         3
     );
     assert_eq!(raw_count(&app).await, 1);
+
+    // Paused: deliveries are refused, but X's periodic CRC check is still
+    // answered, or X would disable the webhook before the channel resumes.
+    let id = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { channels(workspaceId: $w) { edges { node { id } } } }",
+            json!({ "w": ws }),
+        )
+        .await["channels"]["edges"][0]["node"]["id"]
+        .clone();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ChannelIdInput!) { pauseChannel(input: $i) { status } }",
+        json!({ "i": { "id": id } }),
+    )
+    .await;
+    let crc = app
+        .client
+        .get(format!("{url}?crc_token=while-paused"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crc.status(), 200);
+    let crc: Value = crc.json().await.unwrap();
+    assert_eq!(
+        crc["response_token"],
+        x_crc_response(secret.as_bytes(), &CrcToken::parse("while-paused").unwrap())
+    );
+    let (code, _) = post(
+        &app,
+        &url,
+        &[("x-twitter-webhooks-signature", sig.clone())],
+        X_FIXTURE,
+    )
+    .await;
+    assert_eq!(code, 409);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

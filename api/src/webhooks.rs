@@ -50,7 +50,16 @@ fn secret_unavailable() -> HttpResponse {
 }
 
 /// The channel a webhook path names, if it may receive.
-async fn channel_for(state: &AppState, raw_id: &str) -> Result<channel::Model, HttpResponse> {
+/// The channel a webhook URL names, refused when it may not take
+/// deliveries. A `verifying` request (CRC, hub challenge) stores nothing and
+/// is answered for a paused channel too: X repeats its CRC check about
+/// hourly and disables a webhook that fails it, so a paused channel would
+/// receive nothing after it is resumed.
+async fn channel_for(
+    state: &AppState,
+    raw_id: &str,
+    verifying: bool,
+) -> Result<channel::Model, HttpResponse> {
     let not_found = || reject("unknown_channel", StatusCode::NOT_FOUND, "no such channel");
     let id = Uuid::parse_str(raw_id).map_err(|_| not_found())?;
     let c = channel::Entity::find_by_id(id)
@@ -62,6 +71,7 @@ async fn channel_for(state: &AppState, raw_id: &str) -> Result<channel::Model, H
         })?
         .ok_or_else(not_found)?;
     match c.status.as_str() {
+        "PAUSED" if verifying => Ok(c),
         "PAUSED" if serves_siblings(state, &c).await? => Ok(c),
         "PAUSED" => Err(reject(
             "paused",
@@ -120,7 +130,7 @@ pub async fn verify(
     path: web::Path<String>,
     query: web::Query<HashMap<String, String>>,
 ) -> HttpResponse {
-    let c = match channel_for(&state, &path).await {
+    let c = match channel_for(&state, &path, true).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -205,7 +215,7 @@ pub async fn receive(
     if declared.is_some_and(|n| n > limit) {
         return too_large();
     }
-    let c = match channel_for(&state, &path).await {
+    let c = match channel_for(&state, &path, false).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };

@@ -22,7 +22,10 @@ pub fn guarded(builder: ClientBuilder, allow_private: bool) -> ClientBuilder {
     if allow_private {
         return builder;
     }
+    // A proxy from the environment (HTTPS_PROXY, ALL_PROXY) would resolve
+    // the names itself, past the public-only resolver.
     builder
+        .no_proxy()
         .dns_resolver(Arc::new(PublicOnly))
         .redirect(redirect::Policy::custom(|attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {

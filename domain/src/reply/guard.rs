@@ -120,13 +120,43 @@ fn invisible(c: char) -> bool {
     )
 }
 
+/// The Latin letter (or ASCII apostrophe) a character is drawn like: the
+/// Cyrillic, Greek and Armenian letters that look Latin, and the apostrophes
+/// phones type. Each case maps on its own (Greek capital Ν is an N, small ν
+/// a v), before lower-casing. Only for comparing: a Russian reply folds the
+/// same way each time it is read, so it still matches itself and nothing
+/// else.
+#[rustfmt::skip]
+fn latin_lookalike(c: char) -> char {
+    match c {
+        '\u{2018}' | '\u{2019}' | '\u{201B}' | '\u{02BC}' | '\u{02B9}' | '\u{2032}' | '`' => '\'',
+        // Cyrillic capitals, then small letters.
+        'А' => 'A', 'В' => 'B', 'Е' => 'E', 'К' => 'K', 'М' => 'M', 'Н' => 'H',
+        'О' => 'O', 'Р' => 'P', 'С' => 'C', 'Т' => 'T', 'Х' => 'X', 'У' => 'Y',
+        'І' => 'I', 'Ј' => 'J', 'Ѕ' => 'S', 'Ԛ' => 'Q', 'Ԝ' => 'W', 'Һ' => 'H',
+        'Ӏ' => 'I', 'а' => 'a', 'е' => 'e', 'о' => 'o', 'р' => 'p', 'с' => 'c',
+        'у' => 'y', 'х' => 'x', 'і' => 'i', 'ј' => 'j', 'ѕ' => 's', 'ԁ' => 'd',
+        'ԛ' => 'q', 'ԝ' => 'w', 'һ' => 'h', 'ӏ' => 'l',
+        // Greek capitals, then small letters.
+        'Α' => 'A', 'Β' => 'B', 'Ε' => 'E', 'Ζ' => 'Z', 'Η' => 'H', 'Ι' => 'I',
+        'Κ' => 'K', 'Μ' => 'M', 'Ν' => 'N', 'Ο' => 'O', 'Ρ' => 'P', 'Τ' => 'T',
+        'Υ' => 'Y', 'Χ' => 'X', 'ο' => 'o', 'α' => 'a', 'ι' => 'i', 'κ' => 'k',
+        'ν' => 'v', 'ρ' => 'p', 'τ' => 't', 'υ' => 'u', 'χ' => 'x',
+        // Armenian and Latin variants.
+        'օ' => 'o', 'ս' => 'u', 'ɑ' => 'a', 'ı' => 'i', 'ɡ' => 'g',
+        _ => c,
+    }
+}
+
 /// Text as a reader sees it, for comparing: compatibility forms folded
 /// (NFKC: full-width letters, ligatures, superscripts), invisible
-/// characters dropped, lower case.
+/// characters dropped, look-alike letters read as the Latin ones they
+/// imitate, lower case.
 pub fn normalize(text: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
     text.nfkc()
         .filter(|c| !invisible(*c))
+        .map(latin_lookalike)
         .collect::<String>()
         .to_lowercase()
 }
@@ -137,6 +167,15 @@ pub fn words(text: &str) -> Vec<String> {
         .split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '{' && c != '}')
         .filter(|w| !w.is_empty())
         .map(str::to_string)
+        .collect()
+}
+
+/// The words that hold a letter or digit: apostrophes or braces alone are
+/// no word.
+fn content_words(text: &str) -> Vec<String> {
+    words(text)
+        .into_iter()
+        .filter(|w| w.chars().any(char::is_alphanumeric))
         .collect()
 }
 
@@ -306,20 +345,26 @@ impl ReplyIndex {
     }
 }
 
-/// Phrases found in `text`, case- and whitespace-insensitively.
+/// Phrases found in `text` as whole words in a row, whatever the case,
+/// spacing or punctuation between them ("hell" is not in "hello"). A phrase
+/// with no word in it (emoji) is looked for as written, spacing aside.
 pub fn banned_in(text: &str, phrases: &[String]) -> Vec<String> {
-    let norm = |s: &str| {
+    let spaced = |s: &str| {
         normalize(s)
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let t = norm(text);
-    phrases
-        .iter()
-        .filter(|p| !p.trim().is_empty() && t.contains(&norm(p)))
-        .cloned()
-        .collect()
+    let text_words = content_words(text);
+    let found = |p: &str| {
+        let phrase = content_words(p);
+        if phrase.is_empty() {
+            let p = spaced(p);
+            return !p.is_empty() && spaced(text).contains(&p);
+        }
+        text_words.windows(phrase.len()).any(|w| w == phrase)
+    };
+    phrases.iter().filter(|p| found(p)).cloned().collect()
 }
 
 const STOPWORDS: &[&str] = &[
@@ -371,7 +416,7 @@ pub fn check(c: &Check<'_>, index: &ReplyIndex) -> Vec<Finding> {
             let v = v.trim();
             // A slot with no word in it (dots, emoji, invisible characters)
             // is as empty as a blank one: the reply would be all template.
-            let w = words(v);
+            let w = content_words(v);
             if w.is_empty() {
                 out.push(Finding::EmptySlot {
                     slot: s.name.clone(),
@@ -578,6 +623,81 @@ mod tests {
             .expect("the copy is found");
         assert_eq!((id, sim), ("r1", 1.0));
         assert_eq!(normalize("Ｃａｆé\u{200B}"), "café");
+    }
+
+    #[test]
+    fn look_alike_letters_and_phone_apostrophes_hide_nothing() {
+        let phrases = vec![
+            "per our policy".to_string(),
+            "we're sorry for the inconvenience".to_string(),
+        ];
+        for disguised in [
+            "As per \u{043E}ur policy we cannot",     // Cyrillic о
+            "As \u{0440}er our p\u{043E}li\u{0441}y", // Cyrillic р, о, с
+            "As PER OUR P\u{039F}LICY",               // Greek capital Ο
+            "As per\u{2800}our policy",               // Braille blank
+            "As per-our-policy",
+        ] {
+            assert_eq!(
+                banned_in(disguised, &phrases),
+                &phrases[..1],
+                "{disguised:?}"
+            );
+        }
+        for typed in [
+            "We\u{2019}re sorry for the inconvenience",
+            "We\u{02BC}re sorry for the inconvenience!",
+        ] {
+            assert_eq!(banned_in(typed, &phrases), &phrases[1..], "{typed:?}");
+        }
+        // Whole words only; a phrase of emoji is looked for as written.
+        assert!(banned_in("hello there", &["hell".to_string()]).is_empty());
+        assert_eq!(banned_in("ok 🙏 🙏", &["🙏  🙏".to_string()]).len(), 1);
+
+        let mut idx = ReplyIndex::new();
+        let sent =
+            "We are so sorry about your cold latte, a fresh one is on us next time you visit";
+        idx.insert("r1".into(), &mask(sent, &[]));
+        let copy = sent.replace('o', "\u{043E}").replace('a', "\u{0430}");
+        let (id, sim) = idx
+            .nearest(&mask(&copy, &[]), 0.8)
+            .expect("the copy is found");
+        assert_eq!((id, sim), ("r1", 1.0));
+    }
+
+    #[test]
+    fn a_slot_of_apostrophes_or_braces_is_empty() {
+        let t = Template::parse(
+            "Thanks for reaching out. {{ slot.empathy }}",
+            vec![SlotSpec {
+                name: "empathy".into(),
+                guidance: "".into(),
+                min_length: 15,
+            }],
+        )
+        .unwrap();
+        for filler in [
+            "''''''''''''''''",
+            "{}{}{}{}{}{}{}{}",
+            "\u{2019}".repeat(16).as_str(),
+        ] {
+            let slots = HashMap::from([("empathy".to_string(), filler.to_string())]);
+            let text = t.render(&HashMap::new(), &slots).unwrap();
+            let found = check(
+                &Check {
+                    text: &text,
+                    template: Some(&t),
+                    slots: &slots,
+                    context_values: &[],
+                    banned_phrases: &[],
+                    customer_message: "my latte was cold",
+                    threshold: 0.8,
+                    unpublished: &Default::default(),
+                },
+                &ReplyIndex::new(),
+            );
+            assert_eq!(found[0].code(), "EMPTY_SLOT", "{filler:?}");
+        }
     }
 
     #[test]
