@@ -755,6 +755,42 @@ async fn a_nul_character_is_dropped_not_the_payload() {
     assert_eq!(conversations(&app, &s, &ws).await.len(), 3);
 }
 
+/// A resolved conversation reopened by its customer's reply is theirs
+/// again: their new mention in the same payload joins it, as it would
+/// arriving alone, rather than open a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_reopened_earlier_in_a_payload_takes_the_authors_next_mention() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let event = |id: &str, reply_to: Option<&str>, text: &str| {
+        json!({ "id": id, "in_reply_to": reply_to, "text": text,
+                "published_at": "2026-11-20T09:00:00Z", "author": { "id": "ana" } })
+    };
+    app.import_events(&s, &ws, json!([event("1", None, "my latte was cold")]))
+        .await;
+    let c = conversations(&app, &s, &ws).await[0]["id"].clone();
+    app.ok(
+        Some(&s.access),
+        "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
+        json!({ "c": c }),
+    )
+    .await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([
+            event("2", Some("1"), "still cold today"),
+            event("3", None, "and the new cup was cold too"),
+        ]),
+    )
+    .await;
+    let all = conversations(&app, &s, &ws).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["status"], "OPEN");
+    assert_eq!(edges(&all[0]["messages"]).len(), 3);
+}
+
 /// One payload joining several known conversations (one of them resolved)
 /// and refreshing their authors: on PostgreSQL all of it is written in one
 /// statement per table, which must leave each row as its own update would.
@@ -1605,6 +1641,42 @@ async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
     assert_eq!(again["importMessages"]["duplicates"], 1);
     assert_eq!(conversations(&app, &s, &ws).await.len(), 2);
 
+    // Keys longer than PostgreSQL indexes take are stored by their digest:
+    // accepted once, a duplicate the second time, the reply threaded; a
+    // publish time years ahead reads as the time it was received.
+    // (Not compressible: PostgreSQL would fit a repeated letter.)
+    let long: String = (0..100)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    let events = json!([
+        { "id": long, "text": "a very long id", "published_at": "9999-12-31T00:00:00Z", "author": { "id": format!("{long}-author") } },
+        { "id": "reply-to-long", "in_reply_to": long, "text": "and its reply", "published_at": "2025-01-02T03:04:06Z", "author": { "id": "u1" } },
+    ]);
+    for (accepted, duplicates) in [(2, 0), (0, 2)] {
+        let d = app
+            .ok(
+                Some(&s.access),
+                q,
+                json!({ "i": { "workspaceId": ws, "events": events } }),
+            )
+            .await;
+        assert_eq!(d["importMessages"]["accepted"], accepted, "{d}");
+        assert_eq!(d["importMessages"]["duplicates"], duplicates, "{d}");
+    }
+    let convs = conversations(&app, &s, &ws).await;
+    assert_eq!(convs.len(), 3);
+    let thread = convs
+        .iter()
+        .find(|c| edges(&c["messages"]).len() == 2)
+        .expect("the reply joined the long id's conversation");
+    let first = edges(&thread["messages"])
+        .into_iter()
+        .map(|m| m["node"].clone())
+        .find(|m| m["body"] == "a very long id")
+        .unwrap();
+    assert!(first["externalId"].as_str().unwrap().starts_with("sha256:"));
+    assert!(first["publishedAt"].as_str().unwrap() < "2100", "{first}");
+
     // The CLI on a file: 1,200 lines in chunks, one bad line, one blank.
     let dir = TempDir(
         std::env::temp_dir().join(format!("rapport-import-{}", uuid::Uuid::new_v4().simple())),
@@ -1646,7 +1718,7 @@ async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
     );
     assert_eq!(
         message::Entity::find().count(&app.state.db).await.unwrap(),
-        1203
+        1205
     );
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))

@@ -166,7 +166,7 @@ pub fn urgent_word(text: &str, keyword: &str) -> bool {
 
 /// Scripts written without spaces between words (Chinese, Japanese, Thai,
 /// Lao, Khmer, Myanmar): a keyword in them is matched anywhere.
-fn unspaced(c: char) -> bool {
+pub fn unspaced(c: char) -> bool {
     matches!(c as u32,
         0x0E00..=0x0EFF // Thai, Lao
         | 0x1000..=0x109F // Myanmar

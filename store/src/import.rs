@@ -100,9 +100,10 @@ pub async fn import_chunk(
 ) -> StoreResult<ImportSummary> {
     let mut summary = ImportSummary::default();
     let mut parsed = Vec::with_capacity(events.len());
+    let now = chrono::Utc::now();
     for (i, e) in events.iter().enumerate() {
         match generic::parse(e) {
-            Ok(mut m) if m.len() == 1 => parsed.push(m.remove(0).without_nul()),
+            Ok(mut m) if m.len() == 1 => parsed.push(m.remove(0).storable(now)),
             Ok(_) => summary
                 .rejected
                 .push((first_index + i, "one event per line".into())),

@@ -331,6 +331,11 @@ pub async fn store_batch(
                 } else {
                     c.join(m, score, &breakdown, now);
                 }
+                // Open again: its author's next message in this payload
+                // joins it, as it would arriving alone.
+                if reopening && kind != ChannelKind::Feed {
+                    open.entry(OpenKey::of(&c.model)).or_insert(c.model.id);
+                }
                 (c.model.id, false)
             }
             None => {
@@ -860,15 +865,21 @@ pub fn targets<'a>(
     if matched.is_empty() { own() } else { matched }
 }
 
-/// Whole-word containment: "brew" matches "Brew Co" and "#brew" but not "brewery".
+/// Whole-word containment: "brew" matches "Brew Co" and "#brew" but not
+/// "brewery". In scripts written without spaces (Chinese, Japanese, Thai…)
+/// there are no word edges to find: a keyword in them matches anywhere.
 pub fn mentions(text: &str, keyword: &str) -> bool {
+    use rapport_domain::priority::unspaced;
     if keyword.is_empty() {
         return false;
     }
+    let joins = |c: char| c.is_alphanumeric() && !unspaced(c);
+    let open_start = keyword.chars().next().is_some_and(unspaced);
+    let open_end = keyword.chars().next_back().is_some_and(unspaced);
     text.match_indices(keyword).any(|(i, _)| {
         let before = text[..i].chars().next_back();
         let after = text[i + keyword.len()..].chars().next();
-        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        (open_start || !before.is_some_and(joins)) && (open_end || !after.is_some_and(joins))
     })
 }
 
@@ -888,6 +899,11 @@ mod tests {
         assert!(!mentions("the brewery is great", "brew"));
         assert!(mentions("café déçu", "café"));
         assert!(!mentions("anything", ""));
+        // No spaces between words: matched anywhere, and next to them.
+        assert!(mentions("我爱星巴克咖啡", "星巴克"));
+        assert!(mentions("ชอบกาแฟสตาร์บัคส์มาก", "สตาร์บัคส์"));
+        assert!(mentions("我爱brew咖啡", "brew"));
+        assert!(!mentions("我爱brewery", "brew"));
     }
 
     #[test]

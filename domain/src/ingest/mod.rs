@@ -112,14 +112,36 @@ pub struct Inbound {
     pub url: Option<String>,
 }
 
+/// Longest key kept as it is (an id, a parent's id, an author's id): they
+/// are unique-indexed, and PostgreSQL refuses an index entry over about
+/// 2.7 KB, which would fail every event stored with it.
+pub const MAX_KEY_BYTES: usize = 512;
+
+/// How far ahead of its receipt a message may say it was published: a
+/// source's clock or time-zone error would otherwise pin its conversation's
+/// "latest message" in the future.
+pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 impl Inbound {
-    /// Without NUL characters: JSON may carry `\u0000`, PostgreSQL's text
-    /// refuses it, and one such event would fail its whole payload on every
-    /// retry. Every parser's output goes through here.
-    pub fn without_nul(mut self) -> Self {
+    /// Made fit to store, whatever the source sent. Every parser's output
+    /// goes through here.
+    /// - NUL characters dropped: JSON may carry `\u0000`, PostgreSQL's text
+    ///   refuses it, and one such event would fail its whole payload on
+    ///   every retry.
+    /// - A key over [`MAX_KEY_BYTES`] replaced by its SHA-256
+    ///   (`sha256:<hex>`): the same key always gives the same digest, so
+    ///   deduplication and threading work as before.
+    /// - A publish time more than [`MAX_CLOCK_SKEW`] after `received_at`
+    ///   read as `received_at`.
+    pub fn storable(mut self, received_at: DateTime<Utc>) -> Self {
         fn strip(s: &mut String) {
             if s.contains('\0') {
                 s.retain(|c| c != '\0');
+            }
+        }
+        fn key(s: &mut String) {
+            if s.len() > MAX_KEY_BYTES {
+                *s = format!("sha256:{}", crate::crypto::sha256_hex(s.as_bytes()));
             }
         }
         strip(&mut self.external_id);
@@ -131,6 +153,14 @@ impl Inbound {
             .flatten()
         {
             strip(s);
+        }
+        key(&mut self.external_id);
+        key(&mut self.author.external_id);
+        if let Some(p) = &mut self.in_reply_to {
+            key(p);
+        }
+        if self.published_at > received_at + MAX_CLOCK_SKEW {
+            self.published_at = received_at;
         }
         self
     }
@@ -179,5 +209,50 @@ pub fn parse(
             ChannelKind::Feed => unreachable!("feeds are handled above"),
         }
     };
-    Ok(parsed.into_iter().map(Inbound::without_nul).collect())
+    Ok(parsed
+        .into_iter()
+        .map(|m| m.storable(received_at))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, published_at: DateTime<Utc>) -> Inbound {
+        Inbound {
+            account: None,
+            external_id: id.into(),
+            in_reply_to: Some(id.into()),
+            visibility: Visibility::Public,
+            text: "hi\0 there".into(),
+            published_at,
+            author: InboundAuthor {
+                external_id: id.into(),
+                handle: "ana".into(),
+                name: None,
+                followers: 0,
+                verified: false,
+            },
+            url: None,
+        }
+    }
+
+    #[test]
+    fn long_keys_become_their_digest_and_future_times_the_receipt() {
+        let now = Utc::now();
+        let long = "x".repeat(3000);
+        let m = message(&long, now + chrono::TimeDelta::days(3000)).storable(now);
+        assert_eq!(m.text, "hi there");
+        assert!(m.external_id.starts_with("sha256:") && m.external_id.len() == 71);
+        // The same key gives the same digest: a parent and its reply still meet.
+        assert_eq!(m.in_reply_to.as_deref(), Some(m.external_id.as_str()));
+        assert_eq!(m.author.external_id, m.external_id);
+        assert_eq!(m.published_at, now);
+
+        let short = "y".repeat(MAX_KEY_BYTES);
+        let soon = now + MAX_CLOCK_SKEW;
+        let m = message(&short, soon).storable(now);
+        assert_eq!((m.external_id, m.published_at), (short, soon));
+    }
 }
