@@ -1587,6 +1587,21 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
         "a failing daily feed waits at least a day: {next}"
     );
 
+    // A poll that ends after the interval changed does not schedule the
+    // next one on the old interval.
+    let before = load().await;
+    app.ok(
+        Some(&s.access),
+        update,
+        json!({ "i": { "id": channel_id, "pollIntervalSeconds": 60 } }),
+    )
+    .await;
+    assert!(poller.poll(before).await.unwrap().is_err());
+    assert!(
+        load().await.state.get("nextPollAt").is_none(),
+        "due at the next pass, on the new interval"
+    );
+
     // A poll that ends after the address changed leaves the new address's
     // state alone (no old validators, no old schedule).
     let before = load().await;
@@ -2168,7 +2183,7 @@ async fn a_feed_fetched_by_one_worker_is_not_fetched_again_by_a_slower_one() {
         json!({ "workspaceId": ws, "kind": "FEED", "name": "alerts", "feedUrl": url }),
     )
     .await;
-    // A claim lasts twice the poller's timeout.
+    // A claim lasts twice the poller's timeout. One feed at a time, so the order of the list is the order of fetches.
     let poller = |timeout_ms: u64| {
         FeedPoller::new(
             app.state.db.clone(),
@@ -2176,6 +2191,7 @@ async fn a_feed_fetched_by_one_worker_is_not_fetched_again_by_a_slower_one() {
             FeedConfig {
                 allow_private: true,
                 timeout: std::time::Duration::from_millis(timeout_ms),
+                concurrency: 1,
                 ..FeedConfig::default()
             },
         )
@@ -2193,4 +2209,67 @@ async fn a_feed_fetched_by_one_worker_is_not_fetched_again_by_a_slower_one() {
     // again, none is due.
     assert_eq!(first.await.unwrap(), 1, "only the one it held");
     assert_eq!(feed.seen.lock().unwrap().len(), 1, "fetched once");
+}
+
+/// Feeds that never answer hold one fetch each for the poller's timeout,
+/// not the pass: they are fetched together, and another agency's feed is
+/// fetched in the same pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_that_never_answer_are_fetched_together_not_one_after_another() {
+    use rapport_worker::feeds::{FeedConfig, FeedPoller};
+    let app = TestApp::start().await;
+    let slow = app.sign_up("Slow", "a@slow.test").await;
+    let slow_ws = app.create_workspace(&slow, "Slow Co").await;
+    // Accepts connections and never answers; notes when each arrived.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging = format!("http://{}/feed.xml", listener.local_addr().unwrap());
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = arrivals.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            noted.lock().unwrap().push(std::time::Instant::now());
+            held.push(sock);
+        }
+    });
+    for n in 0..3 {
+        connect(&app, &slow, json!({ "workspaceId": slow_ws, "kind": "FEED", "name": format!("dead {n}"), "feedUrl": format!("{hanging}?{n}") })).await;
+    }
+    let other = app.sign_up("Other", "b@other.test").await;
+    let other_ws = app.create_workspace(&other, "Other Co").await;
+    let feed = FeedServer::default();
+    *feed.body.lock().unwrap() = include_bytes!("fixtures/feed_rss.xml").to_vec();
+    let url = feed.start();
+    connect(
+        &app,
+        &other,
+        json!({ "workspaceId": other_ws, "kind": "FEED", "name": "alerts", "feedUrl": url }),
+    )
+    .await;
+
+    let timeout = std::time::Duration::from_millis(1500);
+    let poller = FeedPoller::new(
+        app.state.db.clone(),
+        app.state.kv.clone(),
+        FeedConfig {
+            allow_private: true,
+            timeout,
+            ..FeedConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(poller.poll_due().await.unwrap(), 4);
+    assert_eq!(
+        feed.seen.lock().unwrap().len(),
+        1,
+        "the other agency's feed"
+    );
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 3);
+    // One after another, each would have waited out the last's timeout.
+    let spread = arrivals[2] - arrivals[0];
+    assert!(
+        spread < timeout / 2,
+        "fetched one after another: {spread:?}"
+    );
 }

@@ -25,6 +25,9 @@ pub struct FeedConfig {
     pub timeout: Duration,
     pub max_bytes: usize,
     pub max_backoff: Duration,
+    /// Feeds fetched at once: a feed that never answers holds one slot for
+    /// `timeout`, not the whole pass.
+    pub concurrency: usize,
     /// Whether feed URLs may reach private addresses
     /// (`RAPPORT_ALLOW_PRIVATE_URLS`; see crate::egress).
     pub allow_private: bool,
@@ -37,6 +40,7 @@ impl Default for FeedConfig {
             timeout: Duration::from_secs(20),
             max_bytes: 5 * 1024 * 1024,
             max_backoff: Duration::from_secs(3600),
+            concurrency: 16,
             allow_private: false,
         }
     }
@@ -69,6 +73,7 @@ impl FeedPoller {
         let http = egress::guarded(
             reqwest::Client::builder()
                 .timeout(cfg.timeout)
+                .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
                 .user_agent(concat!(
                     "Rapport/",
                     env!("CARGO_PKG_VERSION"),
@@ -81,8 +86,10 @@ impl FeedPoller {
         Ok(Self { db, kv, http, cfg })
     }
 
-    /// Polls every feed that is due; returns how many were fetched.
+    /// Polls every feed that is due, `concurrency` at a time and taking
+    /// the agencies in turn; returns how many were fetched.
     pub async fn poll_due(&self) -> anyhow::Result<usize> {
+        use futures_util::StreamExt;
         let now = Utc::now();
         let feeds = channel::Entity::find()
             .filter(channel::Column::Kind.eq("FEED"))
@@ -90,25 +97,38 @@ impl FeedPoller {
             .order_by_asc(channel::Column::Id)
             .all(&self.db)
             .await?;
+        let due_now = in_turn(feeds.into_iter().filter(|c| due(c, now)).collect(), |c| {
+            c.agency_id
+        });
+        let outcomes: Vec<anyhow::Result<bool>> = futures_util::stream::iter(due_now)
+            .map(|c| self.poll_if_still_due(c))
+            .buffer_unordered(self.cfg.concurrency.max(1))
+            .collect()
+            .await;
         let mut polled = 0;
-        for c in feeds {
-            if !due(&c, now) || !self.claim(c.id).await? {
-                continue;
-            }
-            // Read again once claimed: the list is as old as this pass, and
-            // another worker may have polled it meanwhile (its lock run
-            // out behind slow feeds) or an agent changed it.
-            let Some(fresh) = channel::Entity::find_by_id(c.id).one(&self.db).await? else {
-                continue;
-            };
-            if fresh.status != "ACTIVE" || !due(&fresh, Utc::now()) {
-                continue;
-            }
-            // The outcome (including a failed fetch) is in the channel's state.
-            let _outcome = self.poll(fresh).await?;
-            polled += 1;
+        for outcome in outcomes {
+            polled += usize::from(outcome?);
         }
         Ok(polled)
+    }
+
+    /// Polls `c` if this worker claims it and it is still due.
+    async fn poll_if_still_due(&self, c: channel::Model) -> anyhow::Result<bool> {
+        if !self.claim(c.id).await? {
+            return Ok(false);
+        }
+        // Read again once claimed: the list is as old as this pass, and
+        // another worker may have polled it meanwhile (its lock run out
+        // behind slow feeds) or an agent changed it.
+        let Some(fresh) = channel::Entity::find_by_id(c.id).one(&self.db).await? else {
+            return Ok(false);
+        };
+        if fresh.status != "ACTIVE" || !due(&fresh, Utc::now()) {
+            return Ok(false);
+        }
+        // The outcome (including a failed fetch) is in the channel's state.
+        let _outcome = self.poll(fresh).await?;
+        Ok(true)
     }
 
     /// Several workers may poll: a short lock gives each feed to one (and
@@ -162,15 +182,20 @@ impl FeedPoller {
             "nextPollAt".into(),
             json!((now + chrono::Duration::seconds(delay)).to_rfc3339()),
         );
-        // Only if the feed is still the one fetched: a new address (its
-        // state emptied by `updateChannel`) must not get this one's
-        // validators and schedule.
+        // Only if the feed is still the one fetched, on the same interval:
+        // a new address (its state emptied by `updateChannel`) must not get
+        // this one's validators and schedule, nor a new interval (its next
+        // poll cleared) the old one's schedule.
         channel::Entity::update_many()
             .col_expr(channel::Column::State, Expr::value(Value::Object(state)))
             .filter(channel::Column::Id.eq(c.id))
             .filter(match &c.feed_url {
                 Some(u) => channel::Column::FeedUrl.eq(u.as_str()),
                 None => channel::Column::FeedUrl.is_null(),
+            })
+            .filter(match c.poll_interval_seconds {
+                Some(i) => channel::Column::PollIntervalSeconds.eq(i),
+                None => channel::Column::PollIntervalSeconds.is_null(),
             })
             .exec(&self.db)
             .await?;
@@ -263,4 +288,41 @@ fn due(c: &channel::Model, now: DateTime<Utc>) -> bool {
     state_str(&c.state, "nextPollAt")
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .is_none_or(|t| t <= now)
+}
+
+/// `items` reordered so that their owners take turns (each one's first,
+/// then each one's second…), each owner's kept in order: one agency's many
+/// slow feeds do not hold back everyone else's.
+fn in_turn<T, K: Eq + std::hash::Hash>(items: Vec<T>, owner: impl Fn(&T) -> K) -> Vec<T> {
+    let mut queues: Vec<std::collections::VecDeque<T>> = Vec::new();
+    let mut slot: std::collections::HashMap<K, usize> = Default::default();
+    for item in items {
+        let i = *slot.entry(owner(&item)).or_insert_with(|| {
+            queues.push(Default::default());
+            queues.len() - 1
+        });
+        queues[i].push_back(item);
+    }
+    let mut out = Vec::new();
+    while queues.iter().any(|q| !q.is_empty()) {
+        for q in &mut queues {
+            out.extend(q.pop_front());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_turn;
+
+    #[test]
+    fn owners_take_turns_each_in_order() {
+        let items = vec![("a", 1), ("a", 2), ("a", 3), ("b", 1), ("c", 1), ("b", 2)];
+        assert_eq!(
+            in_turn(items, |(owner, _)| *owner),
+            [("a", 1), ("b", 1), ("c", 1), ("a", 2), ("b", 2), ("a", 3)]
+        );
+        assert!(in_turn(Vec::<(u8, u8)>::new(), |x| x.0).is_empty());
+    }
 }
