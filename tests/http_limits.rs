@@ -258,6 +258,61 @@ async fn bad_inputs_get_typed_errors_and_change_nothing() {
         assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{url}: {r}");
         assert_eq!(r["errors"][0]["extensions"]["field"], "url", "{url}");
     }
+
+    // Every list and text is bounded: a template's slots and their
+    // guidance, the workspaces it is enabled in, a calendar's periods and
+    // holidays.
+    let template =
+        "mutation($i: CreateReplyTemplateInput!) { createReplyTemplate(input: $i) { id } }";
+    let slot = |n: usize, guidance: &str| json!({ "name": format!("s{n}"), "guidance": guidance });
+    let body: String = (0..21).map(|n| format!("{{{{ slot.s{n} }}}} ")).collect();
+    let calendar =
+        "mutation($i: CreateBusinessCalendarInput!) { createBusinessCalendar(input: $i) { id } }";
+    let monday = json!({ "day": "MONDAY", "opens": "09:00", "closes": "17:00" });
+    for (field, mutation, input) in [
+        (
+            "slots",
+            template,
+            json!({ "workspaceId": ws, "name": "T", "intent": "ACKNOWLEDGE", "body": body,
+                    "slots": (0..21).map(|n| slot(n, "g")).collect::<Vec<_>>() }),
+        ),
+        (
+            "slots",
+            template,
+            json!({ "workspaceId": ws, "name": "T", "intent": "ACKNOWLEDGE", "body": "{{ slot.s0 }}",
+                    "slots": [slot(0, &"g".repeat(1001))] }),
+        ),
+        (
+            "enabledWorkspaceIds",
+            template,
+            json!({ "name": "T", "intent": "ACKNOWLEDGE", "body": "{{ slot.s0 }}", "slots": [slot(0, "g")],
+                    "enabledWorkspaceIds": vec![ws.clone(); 1001] }),
+        ),
+        (
+            "weeklyHours",
+            calendar,
+            json!({ "workspaceId": ws, "name": "C", "timezone": "UTC", "weeklyHours": vec![monday.clone(); 101] }),
+        ),
+        (
+            "holidays",
+            calendar,
+            json!({ "workspaceId": ws, "name": "C", "timezone": "UTC", "weeklyHours": [monday],
+                    "holidays": vec![json!({ "date": "2026-12-25" }); 1001] }),
+        ),
+    ] {
+        let r = app
+            .gql(Some(&s.access), mutation, json!({ "i": input }))
+            .await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{field}: {r}");
+        assert_eq!(r["errors"][0]["extensions"]["field"], field, "{r}");
+        assert!(
+            r["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("at most"),
+            "{r}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,12 +151,22 @@ async fn the_guard_refuses_canned_replies_and_replies_stop_the_clocks() {
         r["errors"][0]["extensions"]["findings"][0]["code"],
         "BANNED_PHRASE"
     );
-    // Agents cannot override; owners can, with a reason, audited.
+    // Agents cannot override (refused with the reasons, as without one);
+    // owners can, with a reason of 10 to 1,000 characters, audited.
     let (agent, _) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
     let r = app
         .gql(Some(&agent.access), SEND, json!({ "i": { "conversationId": bob["id"], "text": "Bob, per our policy we replace cold drinks", "visibility": "PUBLIC", "overrideReason": "legal asked for this exact wording" } }))
         .await;
-    assert_eq!(code(&r), Some("FORBIDDEN"));
+    assert_eq!(code(&r), Some("CANNED_REPLY"), "{r}");
+    assert_eq!(
+        r["errors"][0]["extensions"]["findings"][0]["code"],
+        "BANNED_PHRASE"
+    );
+    let r = app
+        .gql(Some(&s.access), SEND, json!({ "i": { "conversationId": bob["id"], "text": "Bob, per our policy we replace cold drinks", "visibility": "PUBLIC", "overrideReason": "x".repeat(1001) } }))
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert_eq!(r["errors"][0]["extensions"]["field"], "overrideReason");
     app.ok(
         Some(&s.access),
         SEND,

@@ -253,6 +253,27 @@ async fn restricted_members_see_only_their_workspaces() {
         vec![w1.clone(), w2.clone()]
     );
 
+    // Agency templates enabled only in a workspace the agent cannot see
+    // speak for a brand they may not see: not listed to them.
+    for (name, enabled) in [("For one", &w1), ("For two", &w2)] {
+        app.ok(
+            Some(&owner.access),
+            "mutation($i: CreateReplyTemplateInput!) { createReplyTemplate(input: $i) { id } }",
+            json!({ "i": { "name": name, "intent": "ACKNOWLEDGE", "enabledWorkspaceIds": [enabled],
+                    "body": "Thanks for writing. {{ slot.empathy }}", "slots": [{ "name": "empathy", "guidance": "g" }] } }),
+        )
+        .await;
+    }
+    let templates = "{ agencyReplyTemplates { name } }";
+    assert_eq!(
+        app.ok(Some(&agent.access), templates, json!({})).await["agencyReplyTemplates"],
+        json!([{ "name": "For one" }])
+    );
+    assert_eq!(
+        app.ok(Some(&owner.access), templates, json!({})).await["agencyReplyTemplates"],
+        json!([{ "name": "For one" }, { "name": "For two" }])
+    );
+
     let get = "query($id: ID!) { workspace(id: $id) { id } }";
     let r = app.gql(Some(&agent.access), get, json!({ "id": w2 })).await;
     assert_eq!(code(&r), Some("NOT_FOUND"));

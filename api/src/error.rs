@@ -34,6 +34,16 @@ impl ApiError {
         }
     }
 
+    /// BAD_USER_INPUT unless `count` (entries or characters, as `what`
+    /// says) is at most `max`: every list and text a client sends is
+    /// bounded, so no request can make the server store or loop without end.
+    pub fn at_most(field: &'static str, count: usize, max: usize, what: &str) -> ApiResult<()> {
+        if count > max {
+            return Err(Self::bad_input(field, format!("at most {max} {what}")));
+        }
+        Ok(())
+    }
+
     pub fn internal(err: impl std::fmt::Display) -> Self {
         ApiError::Internal(err.to_string())
     }

@@ -110,6 +110,11 @@ impl Scope {
         }
     }
 
+    /// Whether no restriction applies (every workspace of the agency).
+    pub fn sees_every_workspace(&self) -> bool {
+        matches!(self.workspaces, WorkspaceAccess::All)
+    }
+
     pub fn sees_workspace(&self, id: Uuid) -> bool {
         match &self.workspaces {
             WorkspaceAccess::All => true,

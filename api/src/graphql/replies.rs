@@ -27,6 +27,9 @@ use serde_json::json;
 use std::collections::HashMap;
 use uuid::Uuid;
 
+/// Longest `overrideReason` (it is kept in the audit log).
+const MAX_OVERRIDE_REASON_CHARS: usize = 1000;
+
 /// What the agent wrote for one slot of a template.
 #[derive(InputObject, Clone)]
 pub struct SlotValue {
@@ -398,16 +401,21 @@ async fn store_reply(
         .filter(|f| f.blocking())
         .map(|f| (f.code(), f.message()))
         .collect();
+    if let Some(reason) = how.override_reason {
+        ApiError::at_most(
+            "overrideReason",
+            reason.chars().count(),
+            MAX_OVERRIDE_REASON_CHARS,
+            "characters",
+        )?;
+    }
     let overridden = match (how.override_reason, blocking.is_empty()) {
         (_, true) => None,
         (Some(reason), false) if v.role.is_manager() && reason.trim().len() >= 10 => {
             Some(reason.trim().to_string())
         }
-        (Some(_), false) if !v.role.is_manager() => {
-            return Err(ApiError::Forbidden(
-                "only an OWNER or ADMIN may override the guard",
-            ));
-        }
+        // Not theirs to give: refused with its reasons, as without one.
+        (Some(_), false) if !v.role.is_manager() => return Err(ApiError::Canned(blocking)),
         (Some(_), false) => {
             return Err(ApiError::bad_input(
                 "overrideReason",

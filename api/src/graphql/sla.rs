@@ -882,6 +882,13 @@ impl SlaMutation {
         let v = auth(ctx).viewer()?;
         v.require_manager()?;
         let name = Name::parse("name", &input.name)?;
+        ApiError::at_most(
+            "weeklyHours",
+            input.weekly_hours.len(),
+            100,
+            "opening periods",
+        )?;
+        ApiError::at_most("holidays", input.holidays.len(), 1000, "holidays")?;
         let periods: Vec<StoredPeriod> = input
             .weekly_hours
             .iter()

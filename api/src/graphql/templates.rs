@@ -234,8 +234,15 @@ pub async fn usable<C: ConnectionTrait>(
 /// Parses the slots and checks the body against them: refused with the line
 /// and reason when it does not parse, uses unknown names, or has no slot.
 fn checked(body: &str, slots: &[TemplateSlot]) -> ApiResult<Vec<SlotSpec>> {
+    ApiError::at_most("slots", slots.len(), MAX_SLOTS, "slots")?;
     let mut specs: Vec<SlotSpec> = Vec::with_capacity(slots.len());
     for s in slots {
+        ApiError::at_most(
+            "slots",
+            s.guidance.chars().count(),
+            MAX_GUIDANCE_CHARS,
+            "characters of guidance per slot",
+        )?;
         if specs.iter().any(|o| o.name == s.name) {
             return Err(ApiError::bad_input(
                 "slots",
@@ -280,12 +287,24 @@ fn kinds_json(kinds: &[GqlChannelKind]) -> serde_json::Value {
     json!(k)
 }
 
+/// Slots a template may have, and characters of guidance per slot.
+const MAX_SLOTS: usize = 20;
+const MAX_GUIDANCE_CHARS: usize = 1000;
+/// Workspaces an agency template may be enabled in at once.
+const MAX_ENABLED_WORKSPACES: usize = 1000;
+
 /// Workspace ids the viewer names, each checked to be theirs and visible.
 async fn workspaces_named<C: ConnectionTrait>(
     v: &Viewer,
     conn: &C,
     ids: &[ID],
 ) -> ApiResult<serde_json::Value> {
+    ApiError::at_most(
+        "enabledWorkspaceIds",
+        ids.len(),
+        MAX_ENABLED_WORKSPACES,
+        "workspaces",
+    )?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let ws = v
@@ -417,7 +436,9 @@ impl TemplateQuery {
         Ok(all)
     }
 
-    /// The agency's own templates (enabled per workspace), by name.
+    /// The agency's own templates (enabled per workspace), by name. A
+    /// member restricted to some workspaces sees those enabled in one of
+    /// them: the others speak for brands they may not see.
     #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn agency_reply_templates(
         &self,
@@ -438,6 +459,10 @@ impl TemplateQuery {
             .all(&state(ctx).db)
             .await?
             .into_iter()
+            .filter(|t| {
+                v.scope.sees_every_workspace()
+                    || enabled_in(t).into_iter().any(|w| v.scope.sees_workspace(w))
+            })
             .map(ReplyTemplate)
             .collect())
     }
