@@ -1885,6 +1885,31 @@ async fn conversations_filter_and_page_in_every_order() {
     assert!(urgent_or_high.len() < 7 && !urgent_or_high.is_empty());
     let searched = walk("NEWEST", json!({ "search": "LOVELY" })).await;
     assert_eq!(searched.len(), 3);
+    // Case folded beyond ASCII on both backends; the term is literal text
+    // (no wildcard or pattern character means anything).
+    app.import_events(
+        &s,
+        &ws,
+        json!([
+            { "id": "u1", "text": "Über den Service bin ich ÄRGERLICH", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "de" } },
+            { "id": "u2", "text": "ΣΟΦΙΑΣ said: was it 50% (off)? a+b", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "el" } },
+        ]),
+    )
+    .await;
+    for (term, found) in [
+        ("über", 1),
+        ("ÜBER DEN", 1),
+        ("ärgerlich", 1),
+        ("σοφιασ", 1),
+        ("50% (off)?", 1),
+        ("a+b", 1),
+        ("5_%", 0),
+        ("(.*)", 0),
+        ("ab", 0),
+    ] {
+        let got = walk("NEWEST", json!({ "search": term })).await;
+        assert_eq!(got.len(), found, "{term:?}");
+    }
     let none = walk(
         "NEWEST",
         json!({ "status": ["RESOLVED"], "channelKinds": ["GENERIC"] }),

@@ -25,7 +25,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         // round trip per query. Only a connection idle long enough to have
         // been dropped (server restart, proxy, firewall) is checked now.
         .test_before_acquire_if_idle_for(Duration::from_secs(30))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // SQLite: `REGEXP`, for searches that fold case beyond ASCII.
+        .map_sqlx_sqlite_opts(|o| o.with_regexp());
     let db = Database::connect(opts).await?;
     // A pool connects lazily; ping so "unreachable" surfaces now, clearly.
     db.ping().await?;

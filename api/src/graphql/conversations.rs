@@ -604,6 +604,19 @@ pub struct RetryDeadLetterInput {
 }
 
 /// A text search scans message bodies: it costs as much as a report.
+/// `text` as a regular expression matching exactly it: every character
+/// the regex syntax gives a meaning escaped.
+fn regex_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn search_cost(filter: &Option<ConversationFilter>) -> usize {
     match filter.as_ref().and_then(|f| f.search.as_ref()) {
         Some(_) => super::REPORT_COST,
@@ -823,22 +836,30 @@ async fn list_page(
                 "at most 200 characters, none of them control characters",
             ));
         }
-        let escaped = term
-            .to_lowercase()
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
+        // Case folded beyond ASCII on both backends: SQLite's lower() and
+        // LIKE fold ASCII only, so there the term is a case-insensitive
+        // regular expression (the REGEXP function store::db registers).
+        let contains = if state(ctx).db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            Expr::cust_with_values(
+                "\"messages\".\"body\" REGEXP ?",
+                [format!("(?i){}", regex_literal(term))],
+            )
+        } else {
+            let escaped = term
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            Expr::expr(Func::lower(Expr::col(message::Column::Body)))
+                .like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\'))
+        };
         q = q.filter(
             conversation::Column::Id.in_subquery(
                 Query::select()
                     .column(message::Column::ConversationId)
                     .from(message::Entity)
                     .and_where(message::Column::AgencyId.eq(v.agency_id))
-                    .and_where(
-                        Expr::expr(Func::lower(Expr::col(message::Column::Body))).like(
-                            sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\'),
-                        ),
-                    )
+                    .and_where(contains)
                     .to_owned(),
             ),
         );
