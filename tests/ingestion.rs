@@ -1550,6 +1550,39 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
         3
     );
 
+    // The same entries under a new build date (and so a new ETag) are not
+    // stored again.
+    let raw_before = raw_count(&app).await;
+    let stamped = String::from_utf8(feed.body.lock().unwrap().clone())
+        .unwrap()
+        .replace(
+            "<description>Mentions",
+            "<lastBuildDate>Sun, 06 Dec 2026 08:00:00 GMT</lastBuildDate><description>Mentions",
+        );
+    *feed.body.lock().unwrap() = stamped.clone().into_bytes();
+    assert_eq!(
+        poller.poll(load().await).await.unwrap(),
+        Ok(Fetched::Unchanged)
+    );
+    assert_eq!(raw_count(&app).await, raw_before);
+    // A page that is no feed, served with 200, is the poll's error: backed
+    // off, nothing stored, the last feed's validators kept.
+    let etag = load().await.state["etag"].clone();
+    *feed.body.lock().unwrap() = b"<html><body>Please log in</body></html>".to_vec();
+    let err = poller.poll(load().await).await.unwrap().unwrap_err();
+    assert!(err.contains("not an RSS or Atom feed"), "{err}");
+    let state = load().await.state;
+    assert_eq!(
+        (state["failures"].clone(), state["etag"].clone()),
+        (json!(1), etag)
+    );
+    assert_eq!(raw_count(&app).await, raw_before);
+    *feed.body.lock().unwrap() = stamped.into_bytes();
+    assert_eq!(
+        poller.poll(load().await).await.unwrap(),
+        Ok(Fetched::NotModified)
+    );
+
     // Errors back off and are kept for the agency to see.
     feed.fail.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(poller.poll(load().await).await.unwrap().is_err());

@@ -240,13 +240,22 @@ impl FeedPoller {
         if cut {
             return Err(format!("{url} is larger than {} bytes", self.cfg.max_bytes));
         }
+        // Read here, not only by the ingest job: a page that is no feed (a
+        // login wall, an error page served with 200) is this poll's error,
+        // backed off, its validators not kept, rather than a healthy feed
+        // with a dead letter at every change.
+        // (Undated entries read as dated at the epoch here, so the key
+        // does not change with the time of the poll; the ingest job dates
+        // them by the receipt.)
+        let entries = rapport_domain::ingest::feed::parse(&body, DateTime::UNIX_EPOCH)
+            .map_err(|e| format!("{url}: {e}"))?;
         let (id, fresh) = raw_events::persist(
             &self.db,
             NewRawEvent {
                 agency_id: c.agency_id,
                 channel_id: c.id,
                 workspace_id: c.workspace_id,
-                dedup_key: sha256_hex(&body),
+                dedup_key: entries_key(&entries),
                 headers: json!({ "url": url, "etag": etag, "last-modified": modified }),
                 body,
             },
@@ -288,6 +297,25 @@ fn due(c: &channel::Model, now: DateTime<Utc>) -> bool {
     state_str(&c.state, "nextPollAt")
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .is_none_or(|t| t <= now)
+}
+
+/// What a feed document says, as a key: its entries' ids, dates and text.
+/// A feed that stamps every answer with the time (`<lastBuildDate>`,
+/// `<updated>`) and a new ETag is stored again only when an entry changes,
+/// not at every poll.
+fn entries_key(entries: &[rapport_domain::ingest::Inbound]) -> String {
+    let mut words = Vec::new();
+    for e in entries {
+        for part in [
+            e.external_id.as_bytes(),
+            e.text.as_bytes(),
+            e.published_at.to_rfc3339().as_bytes(),
+        ] {
+            words.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            words.extend_from_slice(part);
+        }
+    }
+    format!("entries:{}", sha256_hex(&words))
 }
 
 /// `items` reordered so that their owners take turns (each one's first,
