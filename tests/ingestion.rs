@@ -755,6 +755,107 @@ async fn a_nul_character_is_dropped_not_the_payload() {
     assert_eq!(conversations(&app, &s, &ws).await.len(), 3);
 }
 
+/// A keyword-routed reply that names no brand follows its thread; a
+/// message already stored stays where it was first put, whatever the
+/// keywords say when it comes again; a private message answering a public
+/// one opens a private conversation of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_replies_follow_their_thread_and_stored_messages_stay_put() {
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let home = app.create_workspace(&s, "Inbox").await;
+    let mk = async |name: &str, kw: &str| {
+        app.ok(
+            Some(&s.access),
+            "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }",
+            json!({ "i": { "name": name, "timezone": "UTC", "brandKeywords": [kw] } }),
+        )
+        .await["createWorkspace"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let brew = mk("Brew Co", "brew co").await;
+    let bean = mk("Bean Bros", "bean bros").await;
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": home, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
+    let event = |id: &str, reply_to: Option<&str>, text: &str, visibility: &str| {
+        json!({ "id": id, "in_reply_to": reply_to, "text": text, "visibility": visibility,
+                "published_at": "2026-11-20T09:00:00Z", "author": { "id": "ana" } })
+    };
+    let stored = async |n: u64| {
+        app.eventually("messages stored", async || {
+            (message::Entity::find().count(&app.state.db).await.unwrap() == n).then_some(())
+        })
+        .await
+    };
+    deliver_generic(
+        &app,
+        &url,
+        json!([event("p", None, "my Brew Co latte was cold", "public")]),
+    )
+    .await;
+    stored(1).await;
+    // The reply names no brand: it joins its thread in Brew Co, not the
+    // channel's own workspace.
+    deliver_generic(
+        &app,
+        &url,
+        json!([event(
+            "r",
+            Some("p"),
+            "still waiting, three days now",
+            "public"
+        )]),
+    )
+    .await;
+    stored(2).await;
+    let count = async |w: &str| conversations(&app, &s, w).await.len();
+    assert_eq!(count(&home).await, 0);
+    let thread = conversations(&app, &s, &brew).await;
+    assert_eq!(thread.len(), 1);
+    assert_eq!(edges(&thread[0]["messages"]).len(), 2);
+
+    // Brew Co's keyword goes; the source sends its first event again in a
+    // new body with another: the old one is not stored again elsewhere.
+    app.ok(
+        Some(&s.access),
+        "mutation($i: UpdateWorkspaceInput!) { updateWorkspace(input: $i) { id } }",
+        json!({ "i": { "id": brew, "brandKeywords": [] } }),
+    )
+    .await;
+    deliver_generic(
+        &app,
+        &url,
+        json!([
+            event("p", None, "my Brew Co latte was cold", "public"),
+            event("q", None, "Bean Bros beans were stale", "public"),
+        ]),
+    )
+    .await;
+    stored(3).await;
+    assert_eq!(count(&home).await, 0);
+    assert_eq!(count(&bean).await, 1);
+
+    // A private message answering the public thread: a private
+    // conversation of its own, in the thread's workspace.
+    deliver_generic(
+        &app,
+        &url,
+        json!([event(
+            "v",
+            Some("p"),
+            "sending my order number privately",
+            "private"
+        )]),
+    )
+    .await;
+    stored(4).await;
+    let convs = conversations(&app, &s, &brew).await;
+    assert_eq!(convs.len(), 2, "{convs:?}");
+    let public = convs.iter().find(|c| c["visibility"] == "PUBLIC").unwrap();
+    assert_eq!(edges(&public["messages"]).len(), 2);
+}
+
 /// A resolved conversation reopened by its customer's reply is theirs
 /// again: their new mention in the same payload joins it, as it would
 /// arriving alone, rather than open a second one.

@@ -275,10 +275,22 @@ pub async fn store_batch(
             urgency_keywords: &strings(&ws.urgency_keywords),
         });
         let key = OpenKey::new(ws.id, author_id, m.visibility, ch.id);
-        let parent = m.in_reply_to.as_ref().and_then(|p| {
-            let k = (p.clone(), ws.id);
-            here.get(&k).or_else(|| parent_conv.get(&k)).copied()
-        });
+        // A thread is public or private throughout: a private message
+        // answering a public one (or the reverse, as a GENERIC source may
+        // send) goes to the author's conversation of its own visibility.
+        let same_visibility = |id: &Uuid| {
+            convs
+                .get(id)
+                .is_none_or(|c| c.model.visibility == m.visibility.as_str())
+        };
+        let parent = m
+            .in_reply_to
+            .as_ref()
+            .and_then(|p| {
+                let k = (p.clone(), ws.id);
+                here.get(&k).or_else(|| parent_conv.get(&k)).copied()
+            })
+            .filter(same_visibility);
         // Answered before it arrived: it joins its replies' thread. In the
         // customer's own conversation it is an earlier message, not their
         // next turn; in another customer's, it is a customer's message the
@@ -289,7 +301,8 @@ pub async fn store_batch(
                 let k = (m.external_id.clone(), ws.id);
                 early.get(&k).or_else(|| early_here.get(&k)).copied()
             })
-            .flatten();
+            .flatten()
+            .filter(same_visibility);
         let late = answered_early
             .and_then(|id| convs.get(&id))
             .is_some_and(|c| c.model.author_id == author_id);
@@ -835,34 +848,104 @@ async fn refresh_authors(
     UPDATE.run(txn, rows).await
 }
 
-/// Where one message lands: its channel's workspace, or for keyword-routed
-/// sources every workspace whose brand keywords it mentions (the channel's
-/// own when none does, so nothing is lost).
-pub fn targets<'a>(
+/// Where each message lands: its channel's workspace, or for
+/// keyword-routed sources (FEED, GENERIC) every workspace whose brand
+/// keywords it mentions, together with those of the message it answers (a
+/// reply naming no brand follows its thread), or the channel's own when
+/// there are none, so nothing is lost. A message already stored
+/// (`stored`: ids on this channel and the workspaces holding them) stays
+/// where it was first put: a feed read again after a brand's keywords
+/// changed, or an edited event sent again, is not stored a second time
+/// elsewhere.
+pub fn route<'a, 'm>(
     kind: ChannelKind,
     ch: &channel::Model,
     workspaces: &'a [workspace::Model],
-    text: &str,
-) -> Vec<&'a workspace::Model> {
-    let own = || {
-        workspaces
-            .iter()
-            .filter(|w| w.id == ch.workspace_id)
-            .collect::<Vec<_>>()
+    msgs: &[&'m Inbound],
+    stored: &HashMap<String, Vec<Uuid>>,
+) -> Vec<(&'a workspace::Model, &'m Inbound)> {
+    let by_id = |ids: &[Uuid]| -> Vec<&'a workspace::Model> {
+        workspaces.iter().filter(|w| ids.contains(&w.id)).collect()
     };
+    let own = by_id(&[ch.workspace_id]);
     if !kind.routes_by_keywords() {
-        return own();
+        return msgs
+            .iter()
+            .flat_map(|m| own.iter().map(move |w| (*w, *m)))
+            .collect();
     }
-    let lower = text.to_lowercase();
-    let matched: Vec<&workspace::Model> = workspaces
-        .iter()
-        .filter(|w| {
-            strings(&w.brand_keywords)
-                .iter()
-                .any(|k| mentions(&lower, &k.to_lowercase()))
-        })
-        .collect();
-    if matched.is_empty() { own() } else { matched }
+    // Where this batch put each message, for replies in the same batch.
+    let mut routed: HashMap<&str, Vec<Uuid>> = HashMap::new();
+    let mut out = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let chosen: Vec<Uuid> = match stored.get(&m.external_id) {
+            Some(first) => first.clone(),
+            None => {
+                let lower = m.text.to_lowercase();
+                let mut ids: Vec<Uuid> = workspaces
+                    .iter()
+                    .filter(|w| {
+                        strings(&w.brand_keywords)
+                            .iter()
+                            .any(|k| mentions(&lower, &k.to_lowercase()))
+                    })
+                    .map(|w| w.id)
+                    .collect();
+                if let Some(p) = m.in_reply_to.as_deref() {
+                    let parent = routed.get(p).or_else(|| stored.get(p));
+                    for w in parent.into_iter().flatten() {
+                        if !ids.contains(w) {
+                            ids.push(*w);
+                        }
+                    }
+                }
+                if ids.is_empty() {
+                    vec![ch.workspace_id]
+                } else {
+                    ids
+                }
+            }
+        };
+        out.extend(by_id(&chosen).into_iter().map(|w| (w, *m)));
+        routed.entry(m.external_id.as_str()).or_insert(chosen);
+    }
+    out
+}
+
+/// The workspaces holding each of `ids` on channel `channel_id`, by
+/// external id or, for the brand's own published replies, by the id the
+/// platform gave them (a customer may answer one).
+pub async fn stored_workspaces<C: ConnectionTrait>(
+    conn: &C,
+    channel_id: Uuid,
+    ids: &[&str],
+) -> Result<HashMap<String, Vec<Uuid>>, DbErr> {
+    let mut out: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for chunk in unique(ids.iter().copied()).chunks(CHUNK) {
+        let rows: Vec<(String, Option<String>, Uuid)> = message::Entity::find()
+            .select_only()
+            .column(message::Column::ExternalId)
+            .column(message::Column::PlatformMessageId)
+            .column(message::Column::WorkspaceId)
+            .filter(message::Column::ChannelId.eq(channel_id))
+            .filter(
+                Condition::any()
+                    .add(message::Column::ExternalId.is_in(chunk.iter().copied()))
+                    .add(message::Column::PlatformMessageId.is_in(chunk.iter().copied())),
+            )
+            .into_tuple()
+            .all(conn)
+            .await?;
+        for (ext, platform_id, ws) in rows {
+            for id in std::iter::once(ext).chain(platform_id) {
+                let list = out.entry(id).or_default();
+                if !list.contains(&ws) {
+                    list.push(ws);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whole-word containment: "brew" matches "Brew Co" and "#brew" but not

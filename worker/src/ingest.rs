@@ -12,7 +12,7 @@ use chrono::Utc;
 use rapport_domain::ingest::{self, ChannelKind, Inbound};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
-use rapport_store::ingest::{announce, store_batch, targets};
+use rapport_store::ingest::{announce, route, store_batch, stored_workspaces};
 use rapport_store::raw_events::{FAILED, PROCESSED};
 use rapport_store::tenancy::begin_rederivable_for_agency;
 use sea_orm::sea_query::{Condition, Expr};
@@ -221,17 +221,26 @@ impl Ingestor {
             tracing::info!(channel = %ch.id, messages = dropped, "a paused channel's own messages not taken in");
             metrics::counter!("rapport_ingest_paused_dropped_total").increment(dropped as u64);
         }
-        let items: Vec<_> = events
+        let own: Vec<&Inbound> = events
             .iter()
             .filter(|e| !e.paused)
             .flat_map(|e| &e.inbound)
             .filter(|m| !foreign(ch, m))
-            .flat_map(|m| {
-                targets(kind, ch, &workspaces, &m.text)
-                    .into_iter()
-                    .map(move |ws| (ws, m))
-            })
             .collect();
+        // Keyword-routed messages go where they (or the messages they
+        // answer) were stored already: read before routing.
+        let stored = if kind.routes_by_keywords() {
+            let ids: Vec<&str> = own
+                .iter()
+                .flat_map(|m| {
+                    std::iter::once(m.external_id.as_str()).chain(m.in_reply_to.as_deref())
+                })
+                .collect();
+            stored_workspaces(&self.db, ch.id, &ids).await?
+        } else {
+            HashMap::new()
+        };
+        let items = route(kind, ch, &workspaces, &own, &stored);
         // A big batch (a GENERIC body holds up to 1,000 events, and events
         // are read 16 at a time) is stored in parts, each in its own
         // transaction: every part takes an advisory lock per author and
