@@ -384,6 +384,58 @@ async fn settled(app: &TestApp, s: &Session, conv: &str, id: &str) -> Value {
 const SEND: &str =
     "mutation($i: SendReplyInput!) { sendReply(input: $i) { id deliveryStatus intent } }";
 
+/// X counts a tweet's weighted length: CJK characters count 2, so 200 of
+/// them are over the limit X would refuse at publishing, and are refused
+/// here, before the reply is stored or stops a clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x_reply_is_measured_as_x_counts_it() {
+    let platform = FakePlatform::default();
+    let app = app_publishing_to(&platform.start()).await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let conv = x_conversation(&app, &s, &ws).await;
+    let text = format!("angry customer, {}", "申し訳ありません".repeat(25));
+    let p = app
+        .ok(
+            Some(&s.access),
+            "query($i: PreviewReplyInput!) { previewReply(input: $i) { characterCount characterLimit } }",
+            json!({ "i": { "conversationId": conv, "text": text } }),
+        )
+        .await;
+    assert_eq!(
+        p["previewReply"],
+        json!({ "characterCount": 16 + 400, "characterLimit": 280 })
+    );
+    let r = app
+        .gql(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC", "text": text } }),
+        )
+        .await;
+    assert_eq!(common::code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("416 characters as X counts them"),
+        "{r}"
+    );
+    // A long link counts 23.
+    let link = format!(
+        "angry customer, the refund is on its way: https://brew.example/r/{}",
+        "a".repeat(300)
+    );
+    let p = app
+        .ok(
+            Some(&s.access),
+            "query($i: PreviewReplyInput!) { previewReply(input: $i) { characterCount } }",
+            json!({ "i": { "conversationId": conv, "text": link } }),
+        )
+        .await;
+    assert_eq!(p["previewReply"]["characterCount"], 42 + 23);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibly() {
     let platform = FakePlatform::default();

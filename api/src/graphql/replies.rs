@@ -148,7 +148,8 @@ impl From<&Finding> for ReplyFinding {
 pub struct ReplyPreview {
     /// The rendered reply text.
     text: String,
-    /// Length of `text`, in characters.
+    /// Length of `text` as the channel counts it: characters, or on X its
+    /// weighted length (CJK characters and emoji count 2, a link 23).
     character_count: i32,
     /// The channel's limit (280 on X).
     character_limit: i32,
@@ -197,7 +198,19 @@ struct Draft {
     /// accounts of a brand in one workspace), and page A cannot answer a
     /// comment on page B.
     reply_channel: Option<Uuid>,
-    limit: usize,
+    /// The kind of the conversation's channel: its limit and how it counts.
+    kind: ChannelKind,
+}
+
+impl Draft {
+    /// The reply's length as its platform counts it.
+    fn length(&self) -> usize {
+        rapport_domain::reply::length::length(self.kind, &self.text)
+    }
+
+    fn limit(&self) -> usize {
+        channel_limit(self.kind)
+    }
 }
 
 fn channel_limit(kind: ChannelKind) -> usize {
@@ -319,7 +332,7 @@ async fn draft(v: &Viewer, txn: &DatabaseTransaction, ask: &Ask<'_>) -> ApiResul
         customer_message: last.map(|m| m.body).unwrap_or_default(),
         reply_channel: last_public.as_ref().map(|m| m.channel_id),
         in_reply_to: last_public.map(|m| m.external_id),
-        limit: channel_limit(kind),
+        kind,
         workspace: ws,
     })
 }
@@ -374,13 +387,14 @@ async fn store_reply(
     d: &Draft,
     how: Sending<'_>,
 ) -> ApiResult<(message::Model, Alerts)> {
-    if d.text.chars().count() > d.limit {
+    if d.length() > d.limit() {
         return Err(ApiError::bad_input(
             "text",
             format!(
-                "{} characters; this channel allows {}",
-                d.text.chars().count(),
-                d.limit
+                "{} characters as {} counts them; this channel allows {}",
+                d.length(),
+                d.kind.as_str(),
+                d.limit()
             ),
         ));
     }
@@ -606,8 +620,8 @@ impl ReplyQuery {
         let found = findings(ctx, &txn, &d).await?;
         txn.commit().await?;
         Ok(ReplyPreview {
-            character_count: d.text.chars().count() as i32,
-            character_limit: d.limit as i32,
+            character_count: d.length() as i32,
+            character_limit: d.limit() as i32,
             findings: found.iter().map(ReplyFinding::from).collect(),
             text: d.text,
         })

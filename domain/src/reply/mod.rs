@@ -3,6 +3,7 @@
 //! earlier ones or use its banned phrases.
 
 pub mod guard;
+pub mod length;
 pub mod publish;
 pub mod settings;
 pub mod template;
