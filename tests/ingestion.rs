@@ -237,6 +237,74 @@ async fn x_mentions_replies_and_dms_are_threaded_ranked_and_stored_once() {
     assert_eq!(code, 409);
 }
 
+/// X delivers a tweet naming two connected accounts once for each: in one
+/// workspace it is stored once, and a reply delivered for the other
+/// account joins its thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tweet_delivered_for_two_connected_accounts_is_stored_once() {
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let secret = "x-consumer-secret-123";
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "X", "name": "@BrewCo", "externalAccountId": "2244994945", "secret": secret })).await;
+    connect(&app, &s, json!({ "workspaceId": ws, "kind": "X", "name": "@BrewCoHelp", "externalAccountId": "7777777777", "secret": secret })).await;
+    let for_help = String::from_utf8(X_FIXTURE.to_vec()).unwrap().replace(
+        "\"for_user_id\": \"2244994945\"",
+        "\"for_user_id\": \"7777777777\"",
+    );
+    assert_ne!(for_help.as_bytes(), X_FIXTURE);
+    for body in [X_FIXTURE, for_help.as_bytes()] {
+        let sig = x_sign(secret.as_bytes(), body);
+        let (code, _) = post(&app, &url, &[("x-twitter-webhooks-signature", sig)], body).await;
+        assert_eq!(code, 200);
+    }
+    use sea_orm::{ColumnTrait, QueryFilter};
+    app.eventually("both deliveries processed", async || {
+        let pending = raw_event::Entity::find()
+            .filter(raw_event::Column::Status.eq(rapport_store::raw_events::PENDING))
+            .count(&app.state.db)
+            .await
+            .unwrap();
+        (pending == 0 && raw_count(&app).await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        message::Entity::find().count(&app.state.db).await.unwrap(),
+        3,
+        "the mention, its reply and the DM, once each"
+    );
+    let convs = conversations(&app, &s, &ws).await;
+    assert_eq!(convs.len(), 2);
+    assert_eq!(edges(&convs[0]["messages"]).len(), 2);
+
+    // A new reply to the mention, by another customer, delivered only for
+    // the other account, joins the mention's thread.
+    let mut only_reply: Value = serde_json::from_str(&for_help).unwrap();
+    let mut reply = only_reply["tweet_create_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id_str"] == "1050118621198921999")
+        .unwrap()
+        .clone();
+    reply["id_str"] = json!("1050118621198922000");
+    reply["text"] = json!("@BrewCoHelp same here, nothing from @BrewCo");
+    // Another customer: only the thread, not an open conversation of the
+    // author's, can bring it there.
+    reply["user"] = json!({ "id_str": "5550001", "screen_name": "bystander", "name": "By Stander", "followers_count": 3 });
+    reply["in_reply_to_status_id_str"] = json!("1050118621198921728");
+    only_reply["tweet_create_events"] = json!([reply]);
+    only_reply["direct_message_events"] = json!([]);
+    let body = serde_json::to_vec(&only_reply).unwrap();
+    let sig = x_sign(secret.as_bytes(), &body);
+    post(&app, &url, &[("x-twitter-webhooks-signature", sig)], &body).await;
+    app.eventually("the reply threaded", async || {
+        let convs = conversations(&app, &s, &ws).await;
+        (convs.len() == 2 && edges(&convs[0]["messages"]).len() == 3).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signatures_are_refused_and_leave_nothing_behind() {
     let app = TestApp::start().await;

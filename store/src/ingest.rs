@@ -91,6 +91,34 @@ pub async fn store_batch(
     //    With them, one lock per message and per message answered: a reply
     //    and its parent in concurrent payloads would otherwise each miss
     //    the other (neither committed) and open two conversations.
+    //    An X id is the platform's, one for all of the agency's X accounts
+    //    (a tweet naming two connected accounts is delivered once for
+    //    each): stored once per workspace, and a reply delivered for one
+    //    account finds its parent stored for the other. Tweets of any of
+    //    the agency's own accounts are the brand's, not a customer's. Other
+    //    platforms' ids are looked up on the channel.
+    let (id_space, same_ids, own_accounts): (Uuid, Vec<Uuid>, HashSet<String>) =
+        if kind == ChannelKind::X {
+            let rows: Vec<(Uuid, String)> = channel::Entity::find()
+                .select_only()
+                .column(channel::Column::Id)
+                .column(channel::Column::ExternalAccountId)
+                .filter(channel::Column::AgencyId.eq(ch.agency_id))
+                .filter(channel::Column::Kind.eq(kind.as_str()))
+                .into_tuple()
+                .all(txn)
+                .await?;
+            let (ids, accounts) = rows.into_iter().unzip();
+            (ch.agency_id, ids, accounts)
+        } else {
+            (ch.id, vec![ch.id], HashSet::new())
+        };
+    let customers: Vec<(&workspace::Model, &Inbound)> = items
+        .iter()
+        .filter(|(_, m)| !own_accounts.contains(&m.author.external_id))
+        .copied()
+        .collect();
+    let items = customers.as_slice();
     let mut keys: Vec<String> = items
         .iter()
         .map(|(_, m)| locks::author_key(ch.agency_id, kind.as_str(), &m.author.external_id))
@@ -98,7 +126,7 @@ pub async fn store_batch(
     keys.extend(items.iter().flat_map(|(_, m)| {
         std::iter::once(&m.external_id)
             .chain(m.in_reply_to.as_ref())
-            .map(|id| locks::message_key(ch.id, id))
+            .map(|id| locks::message_key(id_space, id))
     }));
     locks::advisory(txn, keys).await?;
 
@@ -118,7 +146,7 @@ pub async fn store_batch(
                 .column(message::Column::WorkspaceId)
                 .column(message::Column::InReplyToExternalId)
                 .column(message::Column::ConversationId)
-                .filter(message::Column::ChannelId.eq(ch.id))
+                .filter(message::Column::ChannelId.is_in(same_ids.iter().copied()))
         };
         // Two branches of one UNION ALL, not one OR: under an OR the
         // correlated NOT EXISTS stays a per-row subplan, and a plan cached
@@ -195,7 +223,7 @@ pub async fn store_batch(
             .column(message::Column::PlatformMessageId)
             .column(message::Column::WorkspaceId)
             .column(message::Column::ConversationId)
-            .filter(message::Column::ChannelId.eq(ch.id))
+            .filter(message::Column::ChannelId.is_in(same_ids.iter().copied()))
             .filter(
                 Condition::any()
                     .add(message::Column::ExternalId.is_in(chunk.iter().copied()))

@@ -89,8 +89,10 @@ pub fn author_key(agency_id: Uuid, platform: &str, external_id: &str) -> String 
 /// in concurrent payloads (different authors, so different author locks)
 /// are stored one after the other: the second sees the first and joins its
 /// conversation, instead of each opening one of its own.
-pub fn message_key(channel_id: Uuid, external_id: &str) -> String {
-    format!("message:{channel_id}:{external_id}")
+/// `space` is the namespace of the ids: the channel, or for X, whose ids
+/// are the platform's, the agency.
+pub fn message_key(space: Uuid, external_id: &str) -> String {
+    format!("message:{space}:{external_id}")
 }
 
 /// The lock of a workspace's outbound replies: one reply of a workspace at
