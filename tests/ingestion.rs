@@ -510,6 +510,24 @@ async fn channel_states_sizes_and_malformed_payloads_get_their_documented_answer
         .await;
     assert!(dl["error"].as_str().unwrap().contains("not JSON"), "{dl}");
     assert_eq!(dl["body"], String::from_utf8_lossy(junk).as_ref());
+    // A member restricted to the workspace sees the error, not the body: a
+    // delivery may carry other workspaces' messages.
+    let (agent, _) = app
+        .add_member(&s, "agent@acme.test", "AGENT", Some(vec![ws.clone()]))
+        .await;
+    let seen = app
+        .ok(
+            Some(&agent.access),
+            "query($w: ID!) { deadLetters(workspaceId: $w) { edges { node { error body bodyHidden } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let node = &edges(&seen["deadLetters"])[0]["node"];
+    assert_eq!(
+        (node["body"].as_str(), node["bodyHidden"].as_bool()),
+        (Some(""), Some(true))
+    );
+    assert!(node["error"].as_str().unwrap().contains("not JSON"));
     let retried = app
         .ok(
             Some(&s.access),

@@ -561,12 +561,23 @@ impl DeadLetter {
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
     }
-    /// The body as received (lossy UTF-8, first 10,000 characters).
-    async fn body(&self) -> String {
-        String::from_utf8_lossy(&self.0.body)
+    /// The body as received (lossy UTF-8, first 10,000 characters); empty
+    /// when `bodyHidden`.
+    async fn body(&self, ctx: &Context<'_>) -> ApiResult<String> {
+        if hidden_from(ctx)? {
+            return Ok(String::new());
+        }
+        Ok(String::from_utf8_lossy(&self.0.body)
             .chars()
             .take(10_000)
-            .collect()
+            .collect())
+    }
+    /// Whether the body is withheld from the viewer: one delivery may carry
+    /// messages for other workspaces (one app serving several pages,
+    /// keyword-routed feeds), so only members who see every workspace of
+    /// the agency read it.
+    async fn body_hidden(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        hidden_from(ctx)
     }
     /// The request headers as stored with the event, as JSON.
     async fn headers(&self) -> Json<serde_json::Value> {
@@ -576,6 +587,12 @@ impl DeadLetter {
     async fn received_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+}
+
+/// Whether a dead letter's body is withheld from the viewer (restricted to
+/// some workspaces).
+fn hidden_from(ctx: &Context<'_>) -> ApiResult<bool> {
+    Ok(!auth(ctx).viewer()?.scope.sees_every_workspace())
 }
 
 /// The conversation to assign, and to whom.
