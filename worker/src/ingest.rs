@@ -154,7 +154,18 @@ impl Ingestor {
                     continue;
                 }
             };
-            match ingest::parse(kind, &raw.body, &ch.external_account_id, raw.created_at) {
+            // A parser that panics on some payload (feed-rs, say) must make
+            // that payload a dead letter, not take the worker down on every
+            // retry of it.
+            let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ingest::parse(kind, &raw.body, &ch.external_account_id, raw.created_at)
+            }))
+            .unwrap_or_else(|_| {
+                Err(ingest::PayloadError::new(
+                    "the payload could not be read (its parser failed)",
+                ))
+            });
+            match parsed {
                 Ok(inbound) => {
                     let parsed = Parsed {
                         at,
