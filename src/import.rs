@@ -5,14 +5,19 @@
 use anyhow::Context;
 use rapport_domain::{GlobalId, Kind};
 use rapport_store::entities::workspace;
-use rapport_store::import::{CHUNK, ImportSummary, import_channel, import_chunk};
+use rapport_store::import::{CHUNK, ImportSummary, import_chunk, import_target};
 use sea_orm::{DatabaseConnection, EntityTrait};
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::Instant;
 use uuid::Uuid;
 
-pub async fn run(db: &DatabaseConnection, workspace_id: &str, file: &Path) -> anyhow::Result<()> {
+pub async fn run(
+    db: &DatabaseConnection,
+    workspace_id: &str,
+    channel_id: Option<&str>,
+    file: &Path,
+) -> anyhow::Result<()> {
     let id = GlobalId::decode(Kind::Workspace, workspace_id)
         .or_else(|| Uuid::parse_str(workspace_id).ok())
         .with_context(|| format!("{workspace_id:?} is not a workspace ID"))?;
@@ -27,7 +32,23 @@ pub async fn run(db: &DatabaseConnection, workspace_id: &str, file: &Path) -> an
     let reader = std::io::BufReader::new(
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
     );
-    let ch = import_channel(db, &ws).await?;
+    let channel = match channel_id {
+        Some(raw) => Some(
+            GlobalId::decode(Kind::Channel, raw)
+                .or_else(|| Uuid::parse_str(raw).ok())
+                .with_context(|| format!("{raw:?} is not a channel ID"))?,
+        ),
+        None => None,
+    };
+    let ch = import_target(db, &ws, channel).await.map_err(|e| match e {
+        rapport_store::errors::StoreError::NotFound => {
+            anyhow::anyhow!(
+                "no channel {} in this workspace",
+                channel_id.unwrap_or_default()
+            )
+        }
+        e => anyhow::anyhow!(e),
+    })?;
     let started = Instant::now();
     let mut summary = ImportSummary::default();
     let mut chunk = Vec::with_capacity(CHUNK);

@@ -57,6 +57,11 @@ enum Command {
         /// The workspace's ID (as the API shows it).
         #[arg(long)]
         workspace: String,
+        /// A GENERIC channel of the workspace to import through (its ID as
+        /// the API shows it), so that events its webhook delivered count as
+        /// duplicates; by default the workspace's own import channel.
+        #[arg(long)]
+        channel: Option<String>,
         file: std::path::PathBuf,
     },
     /// Fill the database with realistic demo data (agencies, owners,
@@ -198,10 +203,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Import {
             db,
             workspace,
+            channel,
             file,
         } => {
             let conn = connect_db(&db.database_url).await?;
-            import::run(&conn, &workspace, &file).await
+            import::run(&conn, &workspace, channel.as_deref(), &file).await
         }
         Command::Seed {
             common,

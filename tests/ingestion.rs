@@ -1840,6 +1840,56 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
     );
 }
 
+/// A backfill through the workspace's GENERIC channel meets what its
+/// webhook delivered: those events are duplicates, replies to them thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_through_a_generic_channel_meets_its_webhook_deliveries() {
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let other = app.create_workspace(&s, "Bean Bros").await;
+    let (channel, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
+    let (elsewhere, _) = connect(&app, &s, json!({ "workspaceId": other, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
+    let (feed, _) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "FEED", "name": "alerts", "feedUrl": "https://alerts.example/feed.xml" })).await;
+    let review = json!({ "id": "review-9001", "text": "two stars, slow service", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "critic" } });
+    deliver_generic(&app, &url, json!([review])).await;
+    app.eventually("the delivery stored", async || {
+        (message::Entity::find().count(&app.state.db).await.unwrap() == 1).then_some(())
+    })
+    .await;
+    let q = "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted duplicates rejected { index reason } } }";
+    let reply = json!({ "id": "review-9002", "in_reply_to": "review-9001", "text": "agree, waited 40 minutes", "published_at": "2026-11-20T10:00:00Z", "author": { "id": "second" } });
+    let d = app
+        .ok(
+            Some(&s.access),
+            q,
+            json!({ "i": { "workspaceId": ws, "channelId": channel, "events": [review, reply] } }),
+        )
+        .await;
+    assert_eq!(
+        (
+            d["importMessages"]["accepted"].as_u64(),
+            d["importMessages"]["duplicates"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{d}"
+    );
+    let convs = conversations(&app, &s, &ws).await;
+    assert_eq!(convs.len(), 1);
+    assert_eq!(edges(&convs[0]["messages"]).len(), 2);
+    // Another workspace's channel is not found; a FEED channel takes no import.
+    for (ch, expected) in [(&elsewhere, "NOT_FOUND"), (&feed, "BAD_USER_INPUT")] {
+        let r = app
+            .gql(
+                Some(&s.access),
+                q,
+                json!({ "i": { "workspaceId": ws, "channelId": ch, "events": [] } }),
+            )
+            .await;
+        assert_eq!(code(&r), Some(expected), "{r}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
     let app = TestApp::start().await;
@@ -1963,6 +2013,32 @@ async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a workspace ID"));
+    // Through a channel: named by its ID, and one of this workspace's.
+    let through = |channel: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+            .args([
+                "import",
+                "--workspace",
+                &ws,
+                "--channel",
+                &channel,
+                path.to_str().unwrap(),
+            ])
+            .env("DATABASE_URL", &app.db.url)
+            .output()
+            .unwrap()
+    };
+    let bad = through("nope".into());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a channel ID"));
+    let unknown =
+        rapport_domain::GlobalId::encode(rapport_domain::Kind::Channel, uuid::Uuid::now_v7());
+    let bad = through(unknown);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("no channel"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,6 +89,31 @@ pub async fn import_channel(
     Ok(c)
 }
 
+/// The channel an import goes through: the workspace's own import channel,
+/// or, named, one of its GENERIC channels, so that events its webhook
+/// delivered already count as duplicates and replies to them thread.
+pub async fn import_target(
+    db: &DatabaseConnection,
+    ws: &workspace::Model,
+    channel_id: Option<Uuid>,
+) -> StoreResult<channel::Model> {
+    let Some(id) = channel_id else {
+        return import_channel(db, ws).await;
+    };
+    let c = channel::Entity::find_by_id(id)
+        .filter(channel::Column::AgencyId.eq(ws.agency_id))
+        .filter(channel::Column::WorkspaceId.eq(ws.id))
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    if c.kind != ChannelKind::Generic.as_str() || c.status == "DISCONNECTED" {
+        return Err(StoreError::Conflict(
+            "imports go through a connected GENERIC channel of the workspace",
+        ));
+    }
+    Ok(c)
+}
+
 /// Imports `events` (at most [`CHUNK`] of them, in one transaction);
 /// `first_index` numbers them for the rejection list.
 pub async fn import_chunk(

@@ -1183,6 +1183,10 @@ pub struct ImportMessagesInput {
     workspace_id: ID,
     /// Events in the GENERIC webhook schema, one object each (at most 1000).
     events: Vec<Json<serde_json::Value>>,
+    /// A GENERIC channel of the workspace to import through: events its
+    /// webhook delivered count as duplicates, and replies to them thread.
+    /// Omitted: the workspace's own import channel.
+    channel_id: Option<ID>,
 }
 
 /// An imported event that was refused.
@@ -1219,7 +1223,7 @@ impl ImportMutation {
         ctx: &Context<'_>,
         input: ImportMessagesInput,
     ) -> ApiResult<ImportMessagesPayload> {
-        use rapport_store::import::{CHUNK, ImportSummary, import_channel, import_chunk};
+        use rapport_store::import::{CHUNK, ImportSummary, import_chunk, import_target};
         let v = auth(ctx).viewer()?;
         v.require_manager()?;
         if input.events.len() > MAX_IMPORT {
@@ -1233,7 +1237,11 @@ impl ImportMutation {
             .scope
             .workspace(&st.db, decode(Kind::Workspace, &input.workspace_id)?)
             .await?;
-        let ch = import_channel(&st.db, &ws).await?;
+        let channel = match &input.channel_id {
+            Some(id) => Some(decode(Kind::Channel, id)?),
+            None => None,
+        };
+        let ch = import_target(&st.db, &ws, channel).await?;
         let events: Vec<serde_json::Value> = input.events.into_iter().map(|j| j.0).collect();
         let mut summary = ImportSummary::default();
         for (n, chunk) in events.chunks(CHUNK).enumerate() {
