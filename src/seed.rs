@@ -410,14 +410,17 @@ async fn seed_replies(
             let mut m = c.clone();
             let clock = rapport_store::sla::Snapshot::of(&m)
                 .map_or(Clock::Calendar24x7, |s| slas.clock_of(&s));
-            rapport_store::sla::agent_replied(&mut m, &clock, now);
+            let met = rapport_store::sla::agent_replied(&mut m, &clock, now);
             let mut am = c.into_active_model();
             am.first_responded_at = Set(m.first_responded_at);
             am.first_response_business_s = Set(m.first_response_business_s);
             am.next_response_due_at = Set(m.next_response_due_at);
             am.due_at = Set(m.due_at);
             am.updated_at = Set(now);
-            am.update(&txn).await?;
+            let saved = am.update(&txn).await?;
+            // As a real reply does: the targets it met are SLA events, so
+            // the demo's compliance report has them.
+            rapport_store::sla::settle(&txn, &saved, met, now).await?;
             answered += 1;
         }
         txn.commit().await?;

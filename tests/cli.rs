@@ -252,6 +252,14 @@ async fn rapport_seed_fills_a_database_with_realistic_data() {
         answered > conversations / 3 && answered < conversations,
         "{answered}/{conversations}"
     );
+    // Each seeded reply met its first-response target, as a real one does:
+    // the demo's compliance report has the events.
+    let met = rapport_store::entities::sla_event::Entity::find()
+        .filter(rapport_store::entities::sla_event::Column::Kind.eq("SLA_MET"))
+        .count(db)
+        .await
+        .unwrap();
+    assert!(met >= answered, "{met} SLA_MET events, {answered} answered");
     // Power law: the loudest author writes far more than the average one.
     let authors = author::Entity::find().all(db).await.unwrap();
     let mut per_author = std::collections::HashMap::new();
