@@ -78,6 +78,26 @@ async fn conversations(app: &TestApp, s: &Session, ws: &str) -> Vec<Value> {
         .collect()
 }
 
+/// An agency's "Inbox" workspace (no brand keywords) and two brands' ("Brew
+/// Co", "Bean Bros"), for keyword routing.
+async fn brand_workspaces(app: &TestApp, s: &Session) -> (String, String, String) {
+    let home = app.create_workspace(s, "Inbox").await;
+    let mk = async |name: &str, kw: &str| {
+        app.ok(
+            Some(&s.access),
+            "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }",
+            json!({ "i": { "name": name, "timezone": "UTC", "brandKeywords": [kw] } }),
+        )
+        .await["createWorkspace"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let brew = mk("Brew Co", "brew co").await;
+    let bean = mk("Bean Bros", "bean bros").await;
+    (home, brew, bean)
+}
+
 async fn raw_count(app: &TestApp) -> u64 {
     raw_event::Entity::find()
         .count(&app.state.db)
@@ -627,20 +647,7 @@ async fn channel_states_sizes_and_malformed_payloads_get_their_documented_answer
 async fn generic_events_land_in_every_workspace_whose_brand_they_mention() {
     let app = TestApp::start().await.with_worker().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
-    let home = app.create_workspace(&s, "Inbox").await;
-    let mk = async |name: &str, kw: &str| {
-        app.ok(
-            Some(&s.access),
-            "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }",
-            json!({ "i": { "name": name, "timezone": "UTC", "brandKeywords": [kw] } }),
-        )
-        .await["createWorkspace"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let brew = mk("Brew Co", "brew co").await;
-    let bean = mk("Bean Bros", "bean bros").await;
+    let (home, brew, bean) = brand_workspaces(&app, &s).await;
     let (_, url) = connect(&app, &s, json!({ "workspaceId": home, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret",
         "externalAccountId": "agency-alerts-1", "callbackUrl": "https://hooks.acme.example/rapport" })).await;
     let body = serde_json::to_vec(&json!({ "events": [
@@ -849,20 +856,7 @@ async fn a_nul_character_is_dropped_not_the_payload() {
 async fn generic_replies_follow_their_thread_and_stored_messages_stay_put() {
     let app = TestApp::start().await.with_worker().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
-    let home = app.create_workspace(&s, "Inbox").await;
-    let mk = async |name: &str, kw: &str| {
-        app.ok(
-            Some(&s.access),
-            "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }",
-            json!({ "i": { "name": name, "timezone": "UTC", "brandKeywords": [kw] } }),
-        )
-        .await["createWorkspace"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let brew = mk("Brew Co", "brew co").await;
-    let bean = mk("Bean Bros", "bean bros").await;
+    let (home, brew, bean) = brand_workspaces(&app, &s).await;
     let (_, url) = connect(&app, &s, json!({ "workspaceId": home, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
     let event = |id: &str, reply_to: Option<&str>, text: &str, visibility: &str| {
         json!({ "id": id, "in_reply_to": reply_to, "text": text, "visibility": visibility,

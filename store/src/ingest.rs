@@ -213,30 +213,8 @@ pub async fn store_batch(
     //    authors' open ones.
     let parents: Vec<&str> = unique(todo.iter().filter_map(|(_, m)| m.in_reply_to.as_deref()));
     let mut parent_conv: HashMap<(String, Uuid), Uuid> = HashMap::new();
-    for chunk in parents.chunks(CHUNK) {
-        // A customer may answer the brand's own published reply: stored as
-        // `rapport:<id>`, it is known to the platform by the id publishing
-        // recorded (`platform_message_id`, indexed per channel).
-        let rows: Vec<(String, Option<String>, Uuid, Uuid)> = message::Entity::find()
-            .select_only()
-            .column(message::Column::ExternalId)
-            .column(message::Column::PlatformMessageId)
-            .column(message::Column::WorkspaceId)
-            .column(message::Column::ConversationId)
-            .filter(message::Column::ChannelId.is_in(same_ids.iter().copied()))
-            .filter(
-                Condition::any()
-                    .add(message::Column::ExternalId.is_in(chunk.iter().copied()))
-                    .add(message::Column::PlatformMessageId.is_in(chunk.iter().copied())),
-            )
-            .into_tuple()
-            .all(txn)
-            .await?;
-        for (ext, platform_id, w, c) in rows {
-            for id in std::iter::once(ext).chain(platform_id) {
-                parent_conv.insert((id, w), c);
-            }
-        }
+    for (id, w, c) in known_as(txn, &same_ids, &parents).await? {
+        parent_conv.insert((id, w), c);
     }
     //    Both are locked (crate::locks) before they are read for good: an
     //    agent's reply, a status change or another payload committing
@@ -949,13 +927,34 @@ pub async fn stored_workspaces<C: ConnectionTrait>(
     ids: &[&str],
 ) -> Result<HashMap<String, Vec<Uuid>>, DbErr> {
     let mut out: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for (id, ws, _) in known_as(conn, &[channel_id], ids).await? {
+        let list = out.entry(id).or_default();
+        if !list.contains(&ws) {
+            list.push(ws);
+        }
+    }
+    Ok(out)
+}
+
+/// Messages on `channels` known by one of `ids`: by their external id or,
+/// for the brand's own published replies (stored as `rapport:<id>`), by
+/// the id publishing recorded (`platform_message_id`, indexed per
+/// channel), since a customer may answer one. One (id it is known by,
+/// workspace, conversation) per name.
+async fn known_as<C: ConnectionTrait>(
+    conn: &C,
+    channels: &[Uuid],
+    ids: &[&str],
+) -> Result<Vec<(String, Uuid, Uuid)>, DbErr> {
+    let mut out = Vec::new();
     for chunk in unique(ids.iter().copied()).chunks(CHUNK) {
-        let rows: Vec<(String, Option<String>, Uuid)> = message::Entity::find()
+        let rows: Vec<(String, Option<String>, Uuid, Uuid)> = message::Entity::find()
             .select_only()
             .column(message::Column::ExternalId)
             .column(message::Column::PlatformMessageId)
             .column(message::Column::WorkspaceId)
-            .filter(message::Column::ChannelId.eq(channel_id))
+            .column(message::Column::ConversationId)
+            .filter(message::Column::ChannelId.is_in(channels.iter().copied()))
             .filter(
                 Condition::any()
                     .add(message::Column::ExternalId.is_in(chunk.iter().copied()))
@@ -964,13 +963,12 @@ pub async fn stored_workspaces<C: ConnectionTrait>(
             .into_tuple()
             .all(conn)
             .await?;
-        for (ext, platform_id, ws) in rows {
-            for id in std::iter::once(ext).chain(platform_id) {
-                let list = out.entry(id).or_default();
-                if !list.contains(&ws) {
-                    list.push(ws);
-                }
-            }
+        for (ext, platform_id, ws, conv) in rows {
+            out.extend(
+                std::iter::once(ext)
+                    .chain(platform_id)
+                    .map(|id| (id, ws, conv)),
+            );
         }
     }
     Ok(out)
