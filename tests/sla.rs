@@ -1293,6 +1293,41 @@ async fn fired_timers_are_not_rebuilt_and_a_flush_is_noticed_at_once() {
     assert_eq!(breaches().await, 1, "and nothing fired twice");
 }
 
+/// A flush in the middle of a rebuild pass takes the pages it scheduled so
+/// far: that pass must not mark the timers as present, or none would be
+/// rebuilt until the next periodic pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_during_a_rebuild_pass_leaves_the_timers_marked_missing() {
+    let app = TestApp::start().await;
+    let e = app.sla_engine_with(SlaConfig::default());
+    let kv = app.state.kv.clone();
+    let marked = async || {
+        let m: bool = redis::cmd("EXISTS")
+            .arg(kv.key("sla:rebuilt"))
+            .query_async(&mut kv.conn())
+            .await
+            .unwrap();
+        m
+    };
+    let pass = e.begin_rebuild().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(kv.key("*"))
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap();
+    assert!(!e.end_rebuild(&pass).await.unwrap());
+    assert!(!marked().await, "the next pass must rebuild");
+    // An undisturbed pass marks them.
+    let pass = e.begin_rebuild().await.unwrap();
+    assert!(e.end_rebuild(&pass).await.unwrap());
+    assert!(marked().await);
+}
+
 /// The match order is whole: a reorder that leaves a policy out would have
 /// two share a place (and the engine pick between them by chance), and a
 /// policy that stops being the default goes last.

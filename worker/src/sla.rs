@@ -19,6 +19,8 @@ use uuid::Uuid;
 /// Redis key marking that the timers were rebuilt since Redis last lost
 /// its data.
 const REBUILT: &str = "sla:rebuilt";
+/// Redis key holding the token of the rebuild pass under way.
+const REBUILDING: &str = "sla:rebuilding";
 
 #[derive(Clone, Debug)]
 pub struct SlaConfig {
@@ -231,6 +233,7 @@ impl SlaEngine {
     /// Schedules the timers of every running deadline found in the
     /// database (ZADD NX: existing timers are left alone).
     pub async fn rebuild(&self) -> anyhow::Result<usize> {
+        let pass = self.begin_rebuild().await?;
         let mut after = Uuid::nil();
         let mut total = 0;
         loop {
@@ -252,14 +255,40 @@ impl SlaEngine {
             sla::schedule(&self.kv, &timers).await?;
             after = last;
         }
-        // Marks the timers as present: a flush removes the mark, and the
-        // next pass of any worker sees it gone and rebuilds at once.
+        self.end_rebuild(&pass).await?;
+        Ok(total)
+    }
+
+    /// Starts a rebuild pass: a token in Redis that a flush during the pass
+    /// takes away with the pages scheduled so far.
+    pub async fn begin_rebuild(&self) -> anyhow::Result<String> {
+        let token = Uuid::now_v7().to_string();
         let _: () = redis::cmd("SET")
-            .arg(self.kv.key(REBUILT))
-            .arg(Utc::now().timestamp())
+            .arg(self.kv.key(REBUILDING))
+            .arg(&token)
             .query_async(&mut self.kv.conn())
             .await?;
-        Ok(total)
+        Ok(token)
+    }
+
+    /// Marks the timers as present (a flush removes the mark, and the next
+    /// pass of any worker sees it gone and rebuilds at once), unless Redis
+    /// lost its data during the pass (its token is gone): the pages
+    /// scheduled before the flush went with it, so the mark stays unset and
+    /// the next pass rebuilds. Returns whether the mark was set.
+    pub async fn end_rebuild(&self, token: &str) -> anyhow::Result<bool> {
+        let set: i32 = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+               redis.call('SET', KEYS[2], ARGV[2]) return 1 \
+             end return 0",
+        )
+        .key(self.kv.key(REBUILDING))
+        .key(self.kv.key(REBUILT))
+        .arg(token)
+        .arg(Utc::now().timestamp())
+        .invoke_async(&mut self.kv.conn())
+        .await?;
+        Ok(set == 1)
     }
 
     /// `timers` without those already due whose event is recorded: a
