@@ -1840,24 +1840,27 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
 async fn an_import_through_a_generic_channel_meets_its_webhook_deliveries() {
     let app = TestApp::start().await.with_worker().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
-    let ws = app.create_workspace(&s, "Brew Co").await;
-    let other = app.create_workspace(&s, "Bean Bros").await;
-    let (channel, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
-    let (elsewhere, _) = connect(&app, &s, json!({ "workspaceId": other, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
-    let (feed, _) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "FEED", "name": "alerts", "feedUrl": "https://alerts.example/feed.xml" })).await;
-    let review = json!({ "id": "review-9001", "text": "two stars, slow service", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "critic" } });
+    let (home, brew, bean) = brand_workspaces(&app, &s).await;
+    let (channel, url) = connect(&app, &s, json!({ "workspaceId": home, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
+    let (elsewhere, _) = connect(&app, &s, json!({ "workspaceId": bean, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
+    let (feed, _) = connect(&app, &s, json!({ "workspaceId": home, "kind": "FEED", "name": "alerts", "feedUrl": "https://alerts.example/feed.xml" })).await;
+    // The webhook files the review under the brand it names.
+    let review = json!({ "id": "review-9001", "text": "Brew Co: two stars, slow service", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "critic" } });
     deliver_generic(&app, &url, json!([review])).await;
     app.eventually("the delivery stored", async || {
         (message::Entity::find().count(&app.state.db).await.unwrap() == 1).then_some(())
     })
     .await;
+    // Imported through the channel: the review is a duplicate (not stored
+    // again in the channel's own workspace), and a reply naming no brand
+    // joins it in Brew Co.
     let q = "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted duplicates rejected { index reason } } }";
     let reply = json!({ "id": "review-9002", "in_reply_to": "review-9001", "text": "agree, waited 40 minutes", "published_at": "2026-11-20T10:00:00Z", "author": { "id": "second" } });
     let d = app
         .ok(
             Some(&s.access),
             q,
-            json!({ "i": { "workspaceId": ws, "channelId": channel, "events": [review, reply] } }),
+            json!({ "i": { "workspaceId": home, "channelId": channel, "events": [review, reply] } }),
         )
         .await;
     assert_eq!(
@@ -1868,7 +1871,8 @@ async fn an_import_through_a_generic_channel_meets_its_webhook_deliveries() {
         (Some(1), Some(1)),
         "{d}"
     );
-    let convs = conversations(&app, &s, &ws).await;
+    assert!(conversations(&app, &s, &home).await.is_empty());
+    let convs = conversations(&app, &s, &brew).await;
     assert_eq!(convs.len(), 1);
     assert_eq!(edges(&convs[0]["messages"]).len(), 2);
     // Another workspace's channel is not found; a FEED channel takes no import.
@@ -1877,7 +1881,7 @@ async fn an_import_through_a_generic_channel_meets_its_webhook_deliveries() {
             .gql(
                 Some(&s.access),
                 q,
-                json!({ "i": { "workspaceId": ws, "channelId": ch, "events": [] } }),
+                json!({ "i": { "workspaceId": home, "channelId": ch, "events": [] } }),
             )
             .await;
         assert_eq!(code(&r), Some(expected), "{r}");

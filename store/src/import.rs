@@ -4,10 +4,10 @@
 
 use crate::entities::{channel, workspace};
 use crate::errors::{StoreError, StoreResult};
-use crate::ingest::store_batch;
+use crate::ingest::{routable_workspaces, route, store_batch, stored_workspaces};
 use crate::tenancy::begin_for_agency;
 use chrono::Utc;
-use rapport_domain::ingest::{ChannelKind, generic};
+use rapport_domain::ingest::{ChannelKind, Inbound, generic};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use serde_json::{Value, json};
@@ -114,6 +114,11 @@ pub async fn import_target(
     Ok(c)
 }
 
+/// Whether `ch` is a workspace's own import channel.
+fn is_import_channel(ch: &channel::Model) -> bool {
+    ch.external_account_id == "import" && ch.state.get("import").is_some()
+}
+
 /// Imports `events` (at most [`CHUNK`] of them, in one transaction);
 /// `first_index` numbers them for the rejection list.
 pub async fn import_chunk(
@@ -138,12 +143,33 @@ pub async fn import_chunk(
             )),
         }
     }
-    let items: Vec<_> = parsed.iter().map(|m| (ws, m)).collect();
     let txn = begin_for_agency(db, ws.agency_id).await?;
-    let stored = store_batch(&txn, ch, ChannelKind::Generic, &items).await?;
+    // What the channel holds already is a duplicate, in whichever
+    // workspace it was put.
+    let ids: Vec<&str> = parsed
+        .iter()
+        .flat_map(|m| std::iter::once(m.external_id.as_str()).chain(m.in_reply_to.as_deref()))
+        .collect();
+    let known = stored_workspaces(&txn, ch.id, &ids).await?;
+    let mut seen = std::collections::HashSet::new();
+    summary.duplicates = parsed
+        .iter()
+        .filter(|m| known.contains_key(&m.external_id) || !seen.insert(m.external_id.as_str()))
+        .count();
+    summary.accepted = parsed.len() - summary.duplicates;
+    // Into the workspace, through its import channel; through a channel of
+    // the agency's, as that channel's webhook would (brand keywords, the
+    // thread's workspaces).
+    let stored = if is_import_channel(ch) {
+        let items: Vec<_> = parsed.iter().map(|m| (ws, m)).collect();
+        store_batch(&txn, ch, ChannelKind::Generic, &items).await?
+    } else {
+        let workspaces = routable_workspaces(&txn, ch, ChannelKind::Generic).await?;
+        let msgs: Vec<&Inbound> = parsed.iter().collect();
+        let items = route(ChannelKind::Generic, ch, &workspaces, &msgs, &known);
+        store_batch(&txn, ch, ChannelKind::Generic, &items).await?
+    };
     txn.commit().await?;
-    summary.accepted = stored.touched.len();
-    summary.duplicates = parsed.len() - stored.touched.len();
     summary.timers = stored.timers;
     summary.touched = stored.touched;
     Ok(summary)

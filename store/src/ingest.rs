@@ -854,6 +854,28 @@ async fn refresh_authors(
     UPDATE.run(txn, rows).await
 }
 
+/// The workspaces a message of channel `ch` may land in: the channel's own
+/// (even archived: nothing is dropped) and, for keyword-routed sources,
+/// every active one of the agency.
+pub async fn routable_workspaces<C: ConnectionTrait>(
+    conn: &C,
+    ch: &channel::Model,
+    kind: ChannelKind,
+) -> Result<Vec<workspace::Model>, DbErr> {
+    let own = workspace::Column::Id.eq(ch.workspace_id);
+    workspace::Entity::find()
+        .filter(workspace::Column::AgencyId.eq(ch.agency_id))
+        .filter(if kind.routes_by_keywords() {
+            Condition::any()
+                .add(own)
+                .add(workspace::Column::ArchivedAt.is_null())
+        } else {
+            Condition::all().add(own)
+        })
+        .all(conn)
+        .await
+}
+
 /// Where each message lands: its channel's workspace, or for
 /// keyword-routed sources (FEED, GENERIC) every workspace whose brand
 /// keywords it mentions, together with those of the message it answers (a
@@ -899,8 +921,10 @@ pub fn route<'a, 'm>(
                     .collect();
                 if let Some(p) = m.in_reply_to.as_deref() {
                     let parent = routed.get(p).or_else(|| stored.get(p));
+                    // Only where it may still land (not an archived
+                    // workspace): else the fallback below.
                     for w in parent.into_iter().flatten() {
-                        if !ids.contains(w) {
+                        if !ids.contains(w) && workspaces.iter().any(|x| x.id == *w) {
                             ids.push(*w);
                         }
                     }

@@ -247,8 +247,12 @@ impl FeedPoller {
         // (Undated entries read as dated at the epoch here, so the key
         // does not change with the time of the poll; the ingest job dates
         // them by the receipt.)
-        let entries = rapport_domain::ingest::feed::parse(&body, DateTime::UNIX_EPOCH)
-            .map_err(|e| format!("{url}: {e}"))?;
+        // (A parser panic is this feed's error, not the end of the poller.)
+        let entries = std::panic::catch_unwind(|| {
+            rapport_domain::ingest::feed::parse(&body, DateTime::UNIX_EPOCH)
+        })
+        .map_err(|_| format!("{url}: the feed could not be read (its parser failed)"))?
+        .map_err(|e| format!("{url}: {e}"))?;
         let (id, fresh) = raw_events::persist(
             &self.db,
             NewRawEvent {

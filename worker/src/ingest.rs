@@ -12,10 +12,10 @@ use chrono::Utc;
 use rapport_domain::ingest::{self, ChannelKind, Inbound};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
-use rapport_store::ingest::{announce, route, store_batch, stored_workspaces};
+use rapport_store::ingest::{announce, routable_workspaces, route, store_batch, stored_workspaces};
 use rapport_store::raw_events::{FAILED, PROCESSED};
 use rapport_store::tenancy::begin_rederivable_for_agency;
-use sea_orm::sea_query::{Condition, Expr};
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -205,20 +205,7 @@ impl Ingestor {
         if !others.is_empty() {
             self.store_foreign(ch, kind, &others).await?;
         }
-        // The channel's own workspace (even archived: nothing is dropped),
-        // and for keyword-routed sources every active one of the agency.
-        let own = workspace::Column::Id.eq(ch.workspace_id);
-        let workspaces = workspace::Entity::find()
-            .filter(workspace::Column::AgencyId.eq(ch.agency_id))
-            .filter(if kind.routes_by_keywords() {
-                Condition::any()
-                    .add(own)
-                    .add(workspace::Column::ArchivedAt.is_null())
-            } else {
-                Condition::all().add(own)
-            })
-            .all(&self.db)
-            .await?;
+        let workspaces = routable_workspaces(&self.db, ch, kind).await?;
         // A paused channel's URL is still called for its siblings' entries
         // (see the webhook receiver); its own, received while it was
         // paused, are not taken in. (Whatever it accepted while active is,
@@ -259,7 +246,10 @@ impl Ingestor {
         // connection by default), so one transaction for all of them could
         // run it out for everyone. Parts committed before a crash are
         // deduplicated on the retry; the last part commits with the mark.
-        let mut parts = items.chunks(PART);
+        // A message's copies (one per workspace it lands in) stay in one
+        // part: stored only partly before a failure, the rest would be
+        // skipped on the retry as "stored already".
+        let mut parts = split_between(&items, PART, |a, b| std::ptr::eq(a.1, b.1)).into_iter();
         let last = parts.next_back().unwrap_or_default();
         for part in parts {
             self.store_part(ch, kind, part).await?;
@@ -375,5 +365,63 @@ impl Ingestor {
             Ok(id) => self.mark_failed(id, &error).await,
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// `items` cut into runs of at most `max`, never between two neighbours
+/// that `together` says belong together (a run of those longer than `max`
+/// stays whole).
+fn split_between<T>(items: &[T], max: usize, together: impl Fn(&T, &T) -> bool) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut cut = 0; // the last place a cut may go, after `start`
+    for i in 1..=items.len() {
+        if i == items.len() || !together(&items[i - 1], &items[i]) {
+            cut = i;
+        }
+        if i - start >= max && cut > start && i < items.len() {
+            out.push(&items[start..cut]);
+            start = cut;
+        }
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::split_between;
+
+    #[test]
+    fn runs_that_belong_together_are_not_cut() {
+        let same = |a: &(u8, u8), b: &(u8, u8)| a.0 == b.0;
+        let items = [(1, 0), (1, 1), (2, 0), (3, 0), (3, 1), (3, 2), (4, 0)];
+        let parts = split_between(&items, 2, same);
+        assert_eq!(parts.concat(), items);
+        for p in &parts {
+            let first = p[0].0;
+            assert!(
+                parts
+                    .iter()
+                    .filter(|q| q.iter().any(|x| x.0 == first))
+                    .count()
+                    == 1
+            );
+        }
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [2, 1, 3, 1]
+        );
+        let alone: Vec<(u8, u8)> = (0..5).map(|i| (i, 0)).collect();
+        assert_eq!(
+            split_between(&alone, 2, same)
+                .iter()
+                .map(|p| p.len())
+                .collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        assert!(split_between(&[] as &[(u8, u8)], 2, same).is_empty());
     }
 }

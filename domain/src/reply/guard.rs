@@ -120,28 +120,26 @@ fn invisible(c: char) -> bool {
     )
 }
 
-/// The Latin letter (or ASCII apostrophe) a character is drawn like: the
-/// Cyrillic, Greek and Armenian letters that look Latin, and the apostrophes
-/// phones type. Each case maps on its own (Greek capital Ν is an N, small ν
-/// a v), before lower-casing. Only for comparing: a Russian reply folds the
-/// same way each time it is read, so it still matches itself and nothing
-/// else.
+/// The Latin letter (or ASCII apostrophe) a lower-case character is drawn
+/// like: the Cyrillic, Greek and Armenian letters that look Latin in either
+/// case, and the apostrophes phones type. Applied after lower-casing, so
+/// both cases of a letter read the same (`К` and `к` are both `k`); where
+/// the cases look like different Latin letters (Greek Ν/ν, Υ/υ) the small
+/// one's look is taken. Only for comparing: a Russian reply folds the same
+/// way each time it is read, so it still matches itself and nothing else.
 #[rustfmt::skip]
 fn latin_lookalike(c: char) -> char {
     match c {
         '\u{2018}' | '\u{2019}' | '\u{201B}' | '\u{02BC}' | '\u{02B9}' | '\u{2032}' | '`' => '\'',
-        // Cyrillic capitals, then small letters.
-        'А' => 'A', 'В' => 'B', 'Е' => 'E', 'К' => 'K', 'М' => 'M', 'Н' => 'H',
-        'О' => 'O', 'Р' => 'P', 'С' => 'C', 'Т' => 'T', 'Х' => 'X', 'У' => 'Y',
-        'І' => 'I', 'Ј' => 'J', 'Ѕ' => 'S', 'Ԛ' => 'Q', 'Ԝ' => 'W', 'Һ' => 'H',
-        'Ӏ' => 'I', 'а' => 'a', 'е' => 'e', 'о' => 'o', 'р' => 'p', 'с' => 'c',
-        'у' => 'y', 'х' => 'x', 'і' => 'i', 'ј' => 'j', 'ѕ' => 's', 'ԁ' => 'd',
-        'ԛ' => 'q', 'ԝ' => 'w', 'һ' => 'h', 'ӏ' => 'l',
-        // Greek capitals, then small letters.
-        'Α' => 'A', 'Β' => 'B', 'Ε' => 'E', 'Ζ' => 'Z', 'Η' => 'H', 'Ι' => 'I',
-        'Κ' => 'K', 'Μ' => 'M', 'Ν' => 'N', 'Ο' => 'O', 'Ρ' => 'P', 'Τ' => 'T',
-        'Υ' => 'Y', 'Χ' => 'X', 'ο' => 'o', 'α' => 'a', 'ι' => 'i', 'κ' => 'k',
-        'ν' => 'v', 'ρ' => 'p', 'τ' => 't', 'υ' => 'u', 'χ' => 'x',
+        // Cyrillic.
+        'а' => 'a', 'в' => 'b', 'е' => 'e', 'к' => 'k', 'м' => 'm', 'н' => 'h',
+        'о' => 'o', 'р' => 'p', 'с' => 'c', 'т' => 't', 'у' => 'y', 'х' => 'x',
+        'і' => 'i', 'ј' => 'j', 'ѕ' => 's', 'ԁ' => 'd', 'ԛ' => 'q', 'ԝ' => 'w',
+        'һ' => 'h', 'ӏ' => 'l',
+        // Greek.
+        'α' => 'a', 'β' => 'b', 'ε' => 'e', 'ζ' => 'z', 'η' => 'h', 'ι' => 'i',
+        'κ' => 'k', 'μ' => 'm', 'ν' => 'v', 'ο' => 'o', 'ρ' => 'p', 'τ' => 't',
+        'υ' => 'u', 'χ' => 'x',
         // Armenian and Latin variants.
         'օ' => 'o', 'ս' => 'u', 'ɑ' => 'a', 'ı' => 'i', 'ɡ' => 'g',
         _ => c,
@@ -150,15 +148,17 @@ fn latin_lookalike(c: char) -> char {
 
 /// Text as a reader sees it, for comparing: compatibility forms folded
 /// (NFKC: full-width letters, ligatures, superscripts), invisible
-/// characters dropped, look-alike letters read as the Latin ones they
-/// imitate, lower case.
+/// characters dropped, lower case, look-alike letters read as the Latin
+/// ones they imitate.
 pub fn normalize(text: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
     text.nfkc()
         .filter(|c| !invisible(*c))
-        .map(latin_lookalike)
         .collect::<String>()
         .to_lowercase()
+        .chars()
+        .map(latin_lookalike)
+        .collect()
 }
 
 /// Lower-case words of the normalized text, punctuation dropped.
@@ -170,11 +170,12 @@ pub fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The words that hold a letter or digit: apostrophes or braces alone are
-/// no word.
+/// The words that hold a letter or digit, without quotes or braces around
+/// them: `'per` is `per`, and apostrophes or braces alone are no word.
 fn content_words(text: &str) -> Vec<String> {
     words(text)
         .into_iter()
+        .map(|w| w.trim_matches(['\'', '{', '}']).to_string())
         .filter(|w| w.chars().any(char::is_alphanumeric))
         .collect()
 }
@@ -635,7 +636,9 @@ mod tests {
             "As per \u{043E}ur policy we cannot",     // Cyrillic о
             "As \u{0440}er our p\u{043E}li\u{0441}y", // Cyrillic р, о, с
             "As PER OUR P\u{039F}LICY",               // Greek capital Ο
-            "As per\u{2800}our policy",               // Braille blank
+            "As 'per our policy' we cannot",
+            "As \u{2018}per our policy\u{2019} we cannot",
+            "As per\u{2800}our policy", // Braille blank
             "As per-our-policy",
         ] {
             assert_eq!(
@@ -650,6 +653,11 @@ mod tests {
         ] {
             assert_eq!(banned_in(typed, &phrases), &phrases[1..], "{typed:?}");
         }
+        // Case still does not matter in scripts whose letters fold.
+        let russian = vec!["к сожалению".to_string()];
+        assert_eq!(banned_in("К СОЖАЛЕНИЮ, мы не можем", &russian), russian);
+        assert_eq!(banned_in("К сожалению, мы не можем", &russian), russian);
+        assert_eq!(normalize("ΝΥ"), normalize("νυ"));
         // Whole words only; a phrase of emoji is looked for as written.
         assert!(banned_in("hello there", &["hell".to_string()]).is_empty());
         assert_eq!(banned_in("ok 🙏 🙏", &["🙏  🙏".to_string()]).len(), 1);
