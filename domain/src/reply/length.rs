@@ -37,34 +37,45 @@ pub fn x_weighted_length(text: &str) -> usize {
 }
 
 /// The text before the first link, the link, and the text after it. A
-/// link starts with `http://` or `https://` at a word's start and runs to
-/// the next space.
+/// link starts with `http://` or `https://` (not right after an ASCII
+/// letter or digit) and runs over the characters a URL may hold, less the
+/// punctuation that ends a sentence or closes a bracket it did not open.
 fn split_at_link(text: &str) -> (&str, Option<&str>, &str) {
-    let word_at = |i: usize| {
+    let url_char = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c);
+    let link_at = |i: usize| -> Option<usize> {
         let tail = &text[i..];
-        &tail[..tail.find(char::is_whitespace).unwrap_or(tail.len())]
-    };
-    let is_link = |i: usize| {
-        let word = word_at(i);
         let scheme = ["https://", "http://"]
             .into_iter()
-            .find(|s| word.starts_with(s));
-        scheme.is_some_and(|s| word.len() > s.len())
-            && !text[..i]
-                .chars()
-                .next_back()
-                .is_some_and(char::is_alphanumeric)
-    };
-    match text
-        .match_indices("http")
-        .map(|(i, _)| i)
-        .find(|&i| is_link(i))
-    {
-        None => (text, None, ""),
-        Some(i) => {
-            let end = i + word_at(i).len();
-            (&text[..i], Some(&text[i..end]), &text[end..])
+            .find(|s| tail.starts_with(s))?;
+        if text[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        {
+            return None;
         }
+        let mut end = tail.find(|c: char| !url_char(c)).unwrap_or(tail.len());
+        loop {
+            let link = &tail[..end];
+            let Some(last) = link.chars().next_back() else {
+                break;
+            };
+            let unopened = (last == ')' && link.matches('(').count() < link.matches(')').count())
+                || (last == ']' && link.matches('[').count() < link.matches(']').count());
+            if ".,;:!?'\"".contains(last) || unopened {
+                end -= last.len_utf8();
+            } else {
+                break;
+            }
+        }
+        (end > scheme.len()).then_some(i + end)
+    };
+    let found = text
+        .match_indices("http")
+        .find_map(|(i, _)| link_at(i).map(|end| (i, end)));
+    match found {
+        None => (text, None, ""),
+        Some((i, end)) => (&text[..i], Some(&text[i..end]), &text[end..]),
     }
 }
 
@@ -114,6 +125,19 @@ mod tests {
         let long = format!("see https://example.com/{} thanks", "a".repeat(200));
         assert_eq!(x_weighted_length(&long), 4 + 23 + 7);
         assert_eq!(x_weighted_length("https://x.co"), 23);
+        // Where a link ends: sentence punctuation, an unopened bracket,
+        // and text in another script are not part of it.
+        assert_eq!(x_weighted_length("(https://brew.co/help)"), 1 + 23 + 1);
+        assert_eq!(x_weighted_length("see https://brew.co/help."), 4 + 23 + 1);
+        assert_eq!(
+            x_weighted_length("https://en.wikipedia.org/wiki/Brew_(coffee)"),
+            23
+        );
+        assert_eq!(
+            x_weighted_length("詳細はhttps://brew.co/jaをご覧ください。"),
+            6 + 23 + 16
+        );
+        assert_eq!(x_weighted_length("xhttps://brew.co"), 16);
         // Decomposed accents are composed first.
         assert_eq!(x_weighted_length("e\u{0301}"), 1);
         // Elsewhere, characters.
