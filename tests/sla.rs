@@ -1122,6 +1122,110 @@ async fn hanging_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Stri
     (url, seen)
 }
 
+/// `n` deliveries of `sub`, due a second ago.
+async fn pending_deliveries(
+    app: &TestApp,
+    sub: &rapport_store::entities::webhook_subscription::Model,
+    n: usize,
+) {
+    use rapport_store::entities::webhook_delivery;
+    let due = chrono::Utc::now() - chrono::Duration::seconds(1);
+    for i in 0..n {
+        webhook_delivery::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            agency_id: Set(sub.agency_id),
+            subscription_id: Set(sub.id),
+            event_type: Set("SLA_BREACHED".into()),
+            idempotency_key: Set(format!("event-{i}")),
+            payload: Set(json!({ "n": i })),
+            status: Set("PENDING".into()),
+            attempts: Set(0),
+            next_attempt_at: Set(due),
+            last_error: Set(None),
+            delivered_at: Set(None),
+            created_at: Set(due),
+        }
+        .insert(&app.state.db)
+        .await
+        .unwrap();
+    }
+}
+
+/// One agency's backlog to an endpoint that never answers holds back no
+/// one else's deliveries: subscriptions take turns, at most ten of one per
+/// pass, sent several at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoints_backlog_does_not_hold_back_other_subscriptions() {
+    use rapport_store::entities::{webhook_delivery, webhook_subscription};
+    use rapport_worker::deliveries::{Deliverer, DeliveryConfig, PER_SUBSCRIPTION};
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let app = TestApp::start().await;
+    let subscribe = async |name: &str, url: &str| {
+        let s = app.sign_up(name, &format!("owner@{name}.test")).await;
+        let ws = app.create_workspace(&s, "Brand").await;
+        let id = app
+            .ok(
+                Some(&s.access),
+                "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }",
+                json!({ "i": { "workspaceId": ws, "url": url, "events": ["SLA_BREACHED"], "secret": "hook-secret-123" } }),
+            )
+            .await["createWebhookSubscription"]["id"]
+            .clone();
+        let id = rapport_domain::GlobalId::decode(
+            rapport_domain::Kind::WebhookSubscription,
+            id.as_str().unwrap(),
+        )
+        .unwrap();
+        webhook_subscription::Entity::find_by_id(id)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let (dead_url, dead_seen) = hanging_receiver().await;
+    // A receiver that answers 200 at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let good_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let dead = subscribe("dead", &dead_url).await;
+    let good = subscribe("good", &good_url).await;
+    // The dead endpoint's backlog is older and larger than a whole pass.
+    pending_deliveries(&app, &dead, 60).await;
+    pending_deliveries(&app, &good, 1).await;
+    let deliverer = Deliverer::new(
+        app.state.db.clone(),
+        app.state.secrets.clone(),
+        DeliveryConfig {
+            timeout: std::time::Duration::from_millis(1000),
+            allow_private: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let attempted = deliverer.tick().await.unwrap();
+    assert_eq!(attempted, PER_SUBSCRIPTION as usize + 1);
+    let delivered = webhook_delivery::Entity::find()
+        .filter(webhook_delivery::Column::SubscriptionId.eq(good.id))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivered.status, "DELIVERED", "{delivered:?}");
+    // The dead endpoint's ten were sent together, not one after another.
+    assert_eq!(dead_seen.lock().unwrap().len(), PER_SUBSCRIPTION as usize);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_batch_keeps_its_claims_so_two_deliverers_never_send_one_delivery_at_once() {
     use rapport_store::entities::{webhook_delivery, webhook_subscription};
@@ -1141,29 +1245,11 @@ async fn a_slow_batch_keeps_its_claims_so_two_deliverers_never_send_one_delivery
         .await
         .unwrap()
         .unwrap();
-    let due = chrono::Utc::now() - chrono::Duration::seconds(1);
-    for i in 0..5 {
-        webhook_delivery::ActiveModel {
-            id: Set(uuid::Uuid::now_v7()),
-            agency_id: Set(sub.agency_id),
-            subscription_id: Set(sub.id),
-            event_type: Set("SLA_BREACHED".into()),
-            idempotency_key: Set(format!("event-{i}")),
-            payload: Set(json!({ "n": i })),
-            status: Set("PENDING".into()),
-            attempts: Set(0),
-            next_attempt_at: Set(due),
-            last_error: Set(None),
-            delivered_at: Set(None),
-            created_at: Set(due),
-        }
-        .insert(&app.state.db)
-        .await
-        .unwrap();
-    }
-    // Each attempt times out after 300 ms, so one tick over the five takes
-    // 1.5 s, past the 0.9 s lease of its first claim.
+    pending_deliveries(&app, &sub, 5).await;
+    // Each attempt times out after 300 ms, so one tick over the five, one
+    // at a time, takes 1.5 s, past the 0.9 s lease of its first claim.
     let cfg = DeliveryConfig {
+        concurrency: 1,
         timeout: std::time::Duration::from_millis(300),
         backoff: rapport_domain::retry::Backoff {
             base: std::time::Duration::from_secs(60),

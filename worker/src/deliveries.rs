@@ -25,7 +25,12 @@ pub struct DeliveryConfig {
     pub tick: Duration,
     pub backoff: Backoff,
     pub timeout: Duration,
+    /// Deliveries attempted per pass, at most [`PER_SUBSCRIPTION`] of any
+    /// one subscription, the subscriptions taking turns.
     pub batch: u64,
+    /// Deliveries sent at once: an endpoint that never answers holds one
+    /// for `timeout`, not the pass.
+    pub concurrency: usize,
     /// Whether subscription URLs may reach private addresses
     /// (`RAPPORT_ALLOW_PRIVATE_URLS`; see crate::egress).
     pub allow_private: bool,
@@ -42,10 +47,17 @@ impl Default for DeliveryConfig {
             },
             timeout: Duration::from_secs(10),
             batch: 50,
+            concurrency: 8,
             allow_private: false,
         }
     }
 }
+
+/// The error of a delivery whose subscription is gone: final, not retried.
+const SUBSCRIPTION_GONE: &str = "the subscription no longer exists";
+
+/// Deliveries of one subscription attempted per pass, at most.
+pub const PER_SUBSCRIPTION: u64 = 10;
 
 pub struct Deliverer {
     db: DatabaseConnection,
@@ -63,6 +75,7 @@ impl Deliverer {
         let http = egress::guarded(
             reqwest::Client::builder()
                 .timeout(cfg.timeout)
+                .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
                 .user_agent(concat!("Rapport-Webhooks/", env!("CARGO_PKG_VERSION"))),
             cfg.allow_private,
         )
@@ -75,83 +88,128 @@ impl Deliverer {
         })
     }
 
-    /// Sends every due delivery once; returns how many were attempted.
+    /// Sends due deliveries once each; returns how many were attempted.
+    /// The subscriptions waiting longest come first, each with at most
+    /// [`PER_SUBSCRIPTION`] of its deliveries, taking turns and sent
+    /// `concurrency` at a time: one agency's backlog to a dead endpoint
+    /// does not hold back everyone else's.
     pub async fn tick(&self) -> anyhow::Result<usize> {
+        use futures_util::StreamExt;
+        use sea_orm::sea_query::Func;
         let now = Utc::now();
-        let due = webhook_delivery::Entity::find()
-            .filter(webhook_delivery::Column::Status.eq(PENDING))
-            .filter(webhook_delivery::Column::NextAttemptAt.lte(now))
-            .order_by_asc(webhook_delivery::Column::NextAttemptAt)
+        let due_now = || {
+            webhook_delivery::Entity::find()
+                .filter(webhook_delivery::Column::Status.eq(PENDING))
+                .filter(webhook_delivery::Column::NextAttemptAt.lte(now))
+        };
+        let subscriptions: Vec<uuid::Uuid> = due_now()
+            .select_only()
+            .column(webhook_delivery::Column::SubscriptionId)
+            .group_by(webhook_delivery::Column::SubscriptionId)
+            .order_by_asc(Func::min(Expr::col(
+                webhook_delivery::Column::NextAttemptAt,
+            )))
             .limit(self.cfg.batch)
+            .into_tuple()
             .all(&self.db)
             .await?;
+        let mut due = Vec::new();
+        for sub in subscriptions {
+            due.extend(
+                due_now()
+                    .filter(webhook_delivery::Column::SubscriptionId.eq(sub))
+                    .order_by_asc(webhook_delivery::Column::NextAttemptAt)
+                    .limit(PER_SUBSCRIPTION)
+                    .all(&self.db)
+                    .await?,
+            );
+        }
+        let mut due = crate::fair::in_turn(due, |d| d.subscription_id);
+        due.truncate(self.cfg.batch as usize);
+        let attempts: Vec<anyhow::Result<bool>> = futures_util::stream::iter(due)
+            .map(|d| self.attempt(d))
+            .buffer_unordered(self.cfg.concurrency.max(1))
+            .collect()
+            .await;
         let mut attempted = 0;
-        for d in due {
-            // Claim by pushing the next attempt out (conditional on the row
-            // being as read): another worker's tick skips it. The lease
-            // counts from the claim, not from the start of the tick: a
-            // batch of slow endpoints would otherwise claim its last rows
-            // with leases already run out. To the microsecond, as stored,
-            // so the outcome below can check the claim is still this one.
-            let lease =
-                (Utc::now() + chrono::Duration::from_std(self.cfg.timeout * 3)?).trunc_subsecs(6);
-            let claimed = webhook_delivery::Entity::update_many()
-                .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(lease))
-                .filter(webhook_delivery::Column::Id.eq(d.id))
-                .filter(webhook_delivery::Column::Status.eq(PENDING))
-                .filter(webhook_delivery::Column::NextAttemptAt.eq(d.next_attempt_at))
-                .exec(&self.db)
-                .await?;
-            if claimed.rows_affected != 1 {
-                continue;
-            }
-            attempted += 1;
-            let outcome = self.send(&d).await;
-            let attempts = d.attempts + 1;
-            // Recorded only while the claim is still ours: if the attempt
-            // outlived its lease and another worker took the delivery over,
-            // that worker's outcome stands (a late failure here must not
-            // turn its DELIVERED back into PENDING).
-            let mut q = webhook_delivery::Entity::update_many()
-                .col_expr(webhook_delivery::Column::Attempts, Expr::value(attempts))
-                .filter(webhook_delivery::Column::Id.eq(d.id))
-                .filter(webhook_delivery::Column::Status.eq(PENDING))
-                .filter(webhook_delivery::Column::NextAttemptAt.eq(lease));
-            q = match &outcome {
-                Ok(()) => q
-                    .col_expr(webhook_delivery::Column::Status, Expr::value(DELIVERED))
-                    .col_expr(
-                        webhook_delivery::Column::DeliveredAt,
-                        Expr::value(Utc::now()),
-                    )
-                    .col_expr(
-                        webhook_delivery::Column::LastError,
-                        Expr::value(Option::<String>::None),
-                    ),
-                Err(e) => {
-                    let next = self.cfg.backoff.after(attempts);
-                    let gave_up = next.is_none();
-                    tracing::warn!(delivery = %d.id, attempts, error = %e, gave_up, "webhook delivery failed");
-                    q.col_expr(webhook_delivery::Column::LastError, Expr::value(e.clone()))
-                        .col_expr(
-                            webhook_delivery::Column::Status,
-                            Expr::value(if gave_up { FAILED } else { PENDING }),
-                        )
-                        .col_expr(
-                            webhook_delivery::Column::NextAttemptAt,
-                            Expr::value(
-                                Utc::now() + chrono::Duration::from_std(next.unwrap_or_default())?,
-                            ),
-                        )
-                }
-            };
-            if q.exec(&self.db).await?.rows_affected != 1 {
-                tracing::warn!(delivery = %d.id, "a delivery attempt outlived its claim; its outcome is not recorded");
-            }
-            metrics::counter!("rapport_webhook_deliveries_total", "ok" => outcome.is_ok().to_string())
-                .increment(1);
+        for a in attempts {
+            attempted += usize::from(a?);
         }
         Ok(attempted)
+    }
+
+    /// Claims and sends one delivery, and records the outcome; false when
+    /// another worker claimed it first.
+    async fn attempt(&self, d: webhook_delivery::Model) -> anyhow::Result<bool> {
+        // Claim by pushing the next attempt out (conditional on the row
+        // being as read): another worker's tick skips it. The lease
+        // counts from the claim, not from the start of the tick: a
+        // batch of slow endpoints would otherwise claim its last rows
+        // with leases already run out. To the microsecond, as stored,
+        // so the outcome below can check the claim is still this one.
+        let lease =
+            (Utc::now() + chrono::Duration::from_std(self.cfg.timeout * 3)?).trunc_subsecs(6);
+        let claimed = webhook_delivery::Entity::update_many()
+            .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(lease))
+            .filter(webhook_delivery::Column::Id.eq(d.id))
+            .filter(webhook_delivery::Column::Status.eq(PENDING))
+            .filter(webhook_delivery::Column::NextAttemptAt.eq(d.next_attempt_at))
+            .exec(&self.db)
+            .await?;
+        if claimed.rows_affected != 1 {
+            return Ok(false);
+        }
+        let outcome = self.send(&d).await;
+        let attempts = d.attempts + 1;
+        // Recorded only while the claim is still ours: if the attempt
+        // outlived its lease and another worker took the delivery over,
+        // that worker's outcome stands (a late failure here must not
+        // turn its DELIVERED back into PENDING).
+        let mut q = webhook_delivery::Entity::update_many()
+            .col_expr(webhook_delivery::Column::Attempts, Expr::value(attempts))
+            .filter(webhook_delivery::Column::Id.eq(d.id))
+            .filter(webhook_delivery::Column::Status.eq(PENDING))
+            .filter(webhook_delivery::Column::NextAttemptAt.eq(lease));
+        q = match &outcome {
+            Ok(()) => q
+                .col_expr(webhook_delivery::Column::Status, Expr::value(DELIVERED))
+                .col_expr(
+                    webhook_delivery::Column::DeliveredAt,
+                    Expr::value(Utc::now()),
+                )
+                .col_expr(
+                    webhook_delivery::Column::LastError,
+                    Expr::value(Option::<String>::None),
+                ),
+            Err(e) => {
+                // A subscription deleted or turned off ends its deliveries:
+                // retrying cannot bring it back.
+                let next = self
+                    .cfg
+                    .backoff
+                    .after(attempts)
+                    .filter(|_| !e.starts_with(SUBSCRIPTION_GONE));
+                let gave_up = next.is_none();
+                tracing::warn!(delivery = %d.id, attempts, error = %e, gave_up, "webhook delivery failed");
+                q.col_expr(webhook_delivery::Column::LastError, Expr::value(e.clone()))
+                    .col_expr(
+                        webhook_delivery::Column::Status,
+                        Expr::value(if gave_up { FAILED } else { PENDING }),
+                    )
+                    .col_expr(
+                        webhook_delivery::Column::NextAttemptAt,
+                        Expr::value(
+                            Utc::now() + chrono::Duration::from_std(next.unwrap_or_default())?,
+                        ),
+                    )
+            }
+        };
+        if q.exec(&self.db).await?.rows_affected != 1 {
+            tracing::warn!(delivery = %d.id, "a delivery attempt outlived its claim; its outcome is not recorded");
+        }
+        metrics::counter!("rapport_webhook_deliveries_total", "ok" => outcome.is_ok().to_string())
+            .increment(1);
+        Ok(true)
     }
 
     async fn send(&self, d: &webhook_delivery::Model) -> Result<(), String> {
@@ -159,9 +217,9 @@ impl Deliverer {
             .one(&self.db)
             .await
             .map_err(|e| e.to_string())?
-            .ok_or("subscription deleted")?;
+            .ok_or(format!("{SUBSCRIPTION_GONE} (deleted)"))?;
         if !sub.active {
-            return Err("subscription inactive".into());
+            return Err(format!("{SUBSCRIPTION_GONE} (deleted or turned off)"));
         }
         let secret = self
             .secrets

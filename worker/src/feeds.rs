@@ -97,9 +97,10 @@ impl FeedPoller {
             .order_by_asc(channel::Column::Id)
             .all(&self.db)
             .await?;
-        let due_now = in_turn(feeds.into_iter().filter(|c| due(c, now)).collect(), |c| {
-            c.agency_id
-        });
+        let due_now =
+            crate::fair::in_turn(feeds.into_iter().filter(|c| due(c, now)).collect(), |c| {
+                c.agency_id
+            });
         let outcomes: Vec<anyhow::Result<bool>> = futures_util::stream::iter(due_now)
             .map(|c| self.poll_if_still_due(c))
             .buffer_unordered(self.cfg.concurrency.max(1))
@@ -320,41 +321,4 @@ fn entries_key(entries: &[rapport_domain::ingest::Inbound]) -> String {
         }
     }
     format!("entries:{}", sha256_hex(&words))
-}
-
-/// `items` reordered so that their owners take turns (each one's first,
-/// then each one's second…), each owner's kept in order: one agency's many
-/// slow feeds do not hold back everyone else's.
-fn in_turn<T, K: Eq + std::hash::Hash>(items: Vec<T>, owner: impl Fn(&T) -> K) -> Vec<T> {
-    let mut queues: Vec<std::collections::VecDeque<T>> = Vec::new();
-    let mut slot: std::collections::HashMap<K, usize> = Default::default();
-    for item in items {
-        let i = *slot.entry(owner(&item)).or_insert_with(|| {
-            queues.push(Default::default());
-            queues.len() - 1
-        });
-        queues[i].push_back(item);
-    }
-    let mut out = Vec::new();
-    while queues.iter().any(|q| !q.is_empty()) {
-        for q in &mut queues {
-            out.extend(q.pop_front());
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::in_turn;
-
-    #[test]
-    fn owners_take_turns_each_in_order() {
-        let items = vec![("a", 1), ("a", 2), ("a", 3), ("b", 1), ("c", 1), ("b", 2)];
-        assert_eq!(
-            in_turn(items, |(owner, _)| *owner),
-            [("a", 1), ("b", 1), ("c", 1), ("a", 2), ("b", 2), ("a", 3)]
-        );
-        assert!(in_turn(Vec::<(u8, u8)>::new(), |x| x.0).is_empty());
-    }
 }

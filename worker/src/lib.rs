@@ -6,6 +6,7 @@
 pub mod consumer;
 pub mod deliveries;
 pub mod egress;
+pub mod fair;
 pub mod feeds;
 pub mod ingest;
 pub mod publish;
