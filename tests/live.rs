@@ -374,3 +374,63 @@ async fn oversized_socket_messages_close_the_socket_and_the_upgrade_header_is_ca
     .unwrap_or(false);
     assert!(closed, "the socket is closed");
 }
+
+/// A socket runs at most 20 subscriptions at once (each holds a Redis
+/// connection and reads the member again for every event); completing one
+/// frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_runs_at_most_twenty_subscriptions_at_once() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (mut sock, ack) = connect(&app, &s.access).await;
+    assert_eq!(ack["type"], "connection_ack");
+    let send = async |sock: &mut Ws, msg: Value| {
+        sock.send(Message::text(msg.to_string())).await.unwrap();
+    };
+    for n in 1..=21 {
+        send(
+            &mut sock,
+            json!({ "id": n.to_string(), "type": "subscribe",
+            "payload": { "query": CONVERSATIONS, "variables": { "w": ws } } }),
+        )
+        .await;
+    }
+    // Exactly one is refused (whichever was resolved last).
+    let refused = next(&mut sock).await;
+    assert_eq!(error_code(&refused), "BAD_USER_INPUT", "{refused}");
+    let refused_id = refused["id"].as_str().unwrap().to_string();
+    if refused["type"] == "next" {
+        let ended = next(&mut sock).await;
+        assert_eq!(
+            (&ended["type"], &ended["id"]),
+            (&json!("complete"), &refused["id"])
+        );
+    }
+    quiet(&mut sock).await;
+    // One completed: a new one takes its place and receives events.
+    let done = if refused_id == "1" { "2" } else { "1" };
+    send(&mut sock, json!({ "id": done, "type": "complete" })).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    send(
+        &mut sock,
+        json!({ "id": "22", "type": "subscribe",
+        "payload": { "query": CONVERSATIONS, "variables": { "w": ws } } }),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.import_events(&s, &ws, json!([{ "id": "e1", "text": "cold latte", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "ana" } }]))
+        .await;
+    loop {
+        let msg = next(&mut sock).await;
+        assert_ne!(msg["type"], "error", "{msg}");
+        assert!(msg["payload"]["errors"].is_null(), "{msg}");
+        if msg["id"] == "22" {
+            assert_eq!(
+                msg["payload"]["data"]["conversationUpdated"]["event"],
+                "created"
+            );
+            break;
+        }
+    }
+}

@@ -249,7 +249,11 @@ async fn graphql_ws(
             data.insert(auth);
             // Each operation is authenticated again from these (see
             // graphql::socket_auth), not from the member as they are now.
-            data.insert(graphql::socket_auth::SocketCredentials { header, ip });
+            data.insert(graphql::socket_auth::SocketCredentials {
+                header,
+                ip,
+                live: Default::default(),
+            });
             Ok(data)
         })
         .start(

@@ -2,7 +2,7 @@
 //! legacy graphql-ws): live conversation changes and SLA alerts of a
 //! workspace, fed by the Redis pub/sub channels the worker publishes on.
 
-use super::socket_auth::while_allowed;
+use super::socket_auth::{LiveSlot, SocketCredentials, while_allowed};
 use super::types::decode;
 use super::{auth, state};
 use crate::error::ApiError;
@@ -63,8 +63,18 @@ async fn workspace_feed(
         .scope
         .workspace(&st.db, decode(Kind::Workspace, workspace_id)?)
         .await?;
+    // Counted against the socket's limit for as long as the feed runs.
+    let slot = ctx
+        .data_opt::<SocketCredentials>()
+        .map(|c| LiveSlot::take(&c.live))
+        .transpose()?;
     let feed = st.kv.subscribe(&st.kv.channel(topic, ws.id)).await?;
-    Ok(while_allowed(st.clone(), v.clone(), ws.id, feed))
+    Ok(
+        while_allowed(st.clone(), v.clone(), ws.id, feed).map(move |item| {
+            let _held = &slot;
+            item
+        }),
+    )
 }
 
 /// A feed's message as `make` reads it; errors carry their code.

@@ -20,6 +20,41 @@ pub struct SocketCredentials {
     /// The `Authorization` value (`Bearer …`), if any was sent.
     pub header: Option<String>,
     pub ip: String,
+    /// Subscriptions running on the socket (see [`LiveSlot`]).
+    pub live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Subscriptions one socket may run at once: each holds a Redis pub/sub
+/// connection and reads the member again for every event it delivers.
+pub const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 20;
+
+/// One running subscription of a socket, counted until it is dropped (the
+/// client completes it, or the socket closes).
+pub struct LiveSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl LiveSlot {
+    /// A slot on the socket, or BAD_USER_INPUT when it runs the most it may.
+    pub fn take(live: &Arc<std::sync::atomic::AtomicUsize>) -> Result<Self, ApiError> {
+        use std::sync::atomic::Ordering;
+        live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < MAX_SUBSCRIPTIONS_PER_SOCKET).then_some(n + 1)
+        })
+        .map_err(|_| {
+            ApiError::bad_input(
+                "subscription",
+                format!(
+                    "at most {MAX_SUBSCRIPTIONS_PER_SOCKET} subscriptions at once on one connection; complete one first"
+                ),
+            )
+        })?;
+        Ok(LiveSlot(live.clone()))
+    }
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Schema extension: gives each operation of a socket a freshly checked
