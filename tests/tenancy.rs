@@ -306,3 +306,83 @@ async fn restricted_members_see_only_their_workspaces() {
         .await;
     assert_eq!(code(&r), Some("FORBIDDEN"));
 }
+
+/// Conversations stay with someone who can answer them: narrowing a
+/// member's workspaces, or making them a client viewer, unassigns their
+/// open conversations they can no longer see; someone who has not accepted
+/// their invitation cannot be assigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assignments_follow_what_a_member_can_still_answer() {
+    let app = TestApp::start().await;
+    let owner = app.sign_up("Agency", "owner@a.test").await;
+    let w1 = app.create_workspace(&owner, "One").await;
+    let w2 = app.create_workspace(&owner, "Two").await;
+    let (_, agent) = app.add_member(&owner, "agent@a.test", "AGENT", None).await;
+    let conversation_in = async |ws: &str| {
+        app.import_events(&owner, ws, json!([{ "id": "m1", "text": "my order is late", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "ana" } }]))
+            .await;
+        app.ok(
+            Some(&owner.access),
+            "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id } } } }",
+            json!({ "w": ws }),
+        )
+        .await["conversations"]["edges"][0]["node"]["id"]
+            .clone()
+    };
+    let (c1, c2) = (conversation_in(&w1).await, conversation_in(&w2).await);
+    let assign = "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }";
+    for c in [&c1, &c2] {
+        app.ok(
+            Some(&owner.access),
+            assign,
+            json!({ "i": { "conversationId": c, "memberId": agent } }),
+        )
+        .await;
+    }
+    let assignee = async |c: &Value| {
+        app.ok(
+            Some(&owner.access),
+            "query($c: ID!) { conversation(id: $c) { assignee { id } } }",
+            json!({ "c": c }),
+        )
+        .await["conversation"]["assignee"]["id"]
+            .clone()
+    };
+    let role = "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { role } }";
+    app.ok(
+        Some(&owner.access),
+        role,
+        json!({ "i": { "memberId": agent, "role": "AGENT", "workspaceIds": [w1] } }),
+    )
+    .await;
+    assert_eq!(assignee(&c1).await, json!(agent));
+    assert_eq!(assignee(&c2).await, Value::Null, "out of their reach now");
+    app.ok(
+        Some(&owner.access),
+        role,
+        json!({ "i": { "memberId": agent, "role": "CLIENT_VIEWER", "workspaceIds": [w1] } }),
+    )
+    .await;
+    assert_eq!(
+        assignee(&c1).await,
+        Value::Null,
+        "client viewers answer nothing"
+    );
+
+    let pending = app
+        .ok(
+            Some(&owner.access),
+            "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { member { id } } }",
+            json!({ "i": { "email": "later@a.test", "name": "Later", "role": "AGENT" } }),
+        )
+        .await["inviteMember"]["member"]["id"]
+        .clone();
+    let r = app
+        .gql(
+            Some(&owner.access),
+            assign,
+            json!({ "i": { "conversationId": c1, "memberId": pending } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+}

@@ -1079,6 +1079,12 @@ impl ConversationMutation {
                         "client viewers cannot take conversations",
                     ));
                 }
+                if m.invitation_hash.is_some() {
+                    return Err(ApiError::bad_input(
+                        "memberId",
+                        "this member has not accepted their invitation yet",
+                    ));
+                }
                 if !rapport_store::tenancy::member_sees_workspace(&txn, &m, current.workspace_id)
                     .await?
                 {

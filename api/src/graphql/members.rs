@@ -119,6 +119,52 @@ impl MemberQuery {
 
 /// Checks the restriction list against the role and resolves each ID to a
 /// workspace of this agency. `None`: unrestricted.
+/// Unassigns `m`'s open conversations they can no longer answer after a
+/// role change: all of them for a CLIENT_VIEWER, those outside `workspaces`
+/// for a restricted member. Returns (workspace, conversation) of each, to
+/// publish once committed.
+async fn unassign_out_of_reach(
+    txn: &DatabaseTransaction,
+    m: &membership::Model,
+    role: Role,
+    workspaces: Option<&[Uuid]>,
+) -> ApiResult<Vec<(Uuid, Uuid)>> {
+    use rapport_store::entities::conversation;
+    use rapport_store::ingest::{OPEN, PENDING_CUSTOMER};
+    use sea_orm::QuerySelect;
+    use sea_orm::sea_query::Expr;
+    let mut q = conversation::Entity::find()
+        .filter(conversation::Column::AgencyId.eq(m.agency_id))
+        .filter(conversation::Column::AssigneeMembershipId.eq(m.id))
+        .filter(conversation::Column::Status.is_in([OPEN, PENDING_CUSTOMER]));
+    match (role, workspaces) {
+        (Role::ClientViewer, _) => {}
+        (_, Some(ids)) => {
+            q = q.filter(conversation::Column::WorkspaceId.is_not_in(ids.iter().copied()))
+        }
+        (_, None) => return Ok(Vec::new()),
+    }
+    let out: Vec<(Uuid, Uuid)> = q
+        .select_only()
+        .column(conversation::Column::WorkspaceId)
+        .column(conversation::Column::Id)
+        .into_tuple()
+        .all(txn)
+        .await?;
+    for chunk in out.chunks(500) {
+        conversation::Entity::update_many()
+            .col_expr(
+                conversation::Column::AssigneeMembershipId,
+                Expr::value(Option::<Uuid>::None),
+            )
+            .col_expr(conversation::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(conversation::Column::Id.is_in(chunk.iter().map(|(_, c)| *c)))
+            .exec(txn)
+            .await?;
+    }
+    Ok(out)
+}
+
 async fn restriction(
     v: &Viewer,
     txn: &DatabaseTransaction,
@@ -336,12 +382,16 @@ impl MemberMutation {
         am.updated_at = Set(Utc::now());
         let m = am.update(&txn).await?;
         set_restriction(&txn, &m, &ids).await?;
+        let unassigned = unassign_out_of_reach(&txn, &m, role, ids.as_deref()).await?;
         AuditEvent::new("updateMemberRole")
             .target("Member", m.id)
             .details(json!({ "from": before.as_str(), "to": role.as_str(), "restricted": ids.is_some() }))
             .by(&txn, v)
             .await?;
         txn.commit().await?;
+        for (ws, c) in unassigned {
+            st.kv.conversation_changed(ws, c, "updated").await;
+        }
         Ok(Member(m))
     }
 
