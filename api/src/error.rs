@@ -20,6 +20,9 @@ pub enum ApiError {
     },
     /// The canned-reply guard refused a reply: (code, message) findings.
     Canned(Vec<(&'static str, String)>),
+    /// A service the operation needs went away (a live feed's Redis): try
+    /// again.
+    Unavailable(&'static str),
     /// Logged with its detail; the client sees only "internal error".
     Internal(String),
 }
@@ -51,7 +54,9 @@ impl ApiError {
     /// The message clients see.
     pub fn message(&self) -> String {
         match self {
-            ApiError::Unauthenticated(m) | ApiError::Forbidden(m) => m.to_string(),
+            ApiError::Unauthenticated(m) | ApiError::Forbidden(m) | ApiError::Unavailable(m) => {
+                m.to_string()
+            }
             ApiError::NotFound => "not found".into(),
             ApiError::BadInput { message, .. } => message.clone(),
             ApiError::RateLimited { retry_after_secs } => {
@@ -73,6 +78,7 @@ impl ApiError {
             ApiError::BadInput { .. } => "BAD_USER_INPUT",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Canned(_) => "CANNED_REPLY",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
         }
     }

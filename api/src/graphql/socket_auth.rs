@@ -128,7 +128,13 @@ where
             if ended {
                 return None;
             }
-            let raw = feed.next().await?;
+            // The feed ends only when its Redis connection is lost (a
+            // restart, a failover): said, so the client subscribes again,
+            // rather than a quiet `complete` it would take for the end.
+            let Some(raw) = feed.next().await else {
+                let lost = ApiError::Unavailable("the live feed was interrupted; subscribe again");
+                return Some((Err(lost), (feed, st, v, true)));
+            };
             let verdict = match reload(&st, &v).await {
                 Ok(Some(now)) if now.scope.sees_workspace(workspace) => Ok(raw),
                 Ok(_) => Err(ApiError::Unauthenticated(
