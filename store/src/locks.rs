@@ -36,6 +36,12 @@ pub fn for_update<E: EntityTrait>(q: Select<E>) -> Select<E> {
     q.lock(LockType::NoKeyUpdate)
 }
 
+/// `q`'s rows, shared until the transaction ends: read to decide on, not
+/// to change; a writer of them (`for_update`) waits, and waits for it.
+pub fn for_share<E: EntityTrait>(q: Select<E>) -> Select<E> {
+    q.lock(LockType::Share)
+}
+
 /// Rows per locking statement (bind-parameter limits of both backends).
 const CHUNK: usize = 500;
 

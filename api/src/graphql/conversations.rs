@@ -1065,14 +1065,27 @@ impl ConversationMutation {
         v.require_writer()?;
         let st = state(ctx);
         let txn = v.scope.begin(&st.db).await?;
-        let current = visible(v, &txn, &input.conversation_id, Locked::ForUpdate).await?;
-        let assignee = match &input.member_id {
+        // The member first, shared until commit, then the conversation (the
+        // order updateMemberRole takes them in): a role change committing
+        // meanwhile is waited for and read, so nobody is assigned a
+        // workspace just taken out of their reach.
+        let member = match &input.member_id {
             None => None,
-            Some(id) => {
-                let m = v
-                    .scope
-                    .find::<membership::Entity, _>(&txn, decode(Kind::Member, id)?)
-                    .await?;
+            Some(id) => Some(
+                rapport_store::locks::for_share(
+                    v.scope
+                        .select::<membership::Entity>()
+                        .filter(membership::Column::Id.eq(decode(Kind::Member, id)?)),
+                )
+                .one(&txn)
+                .await?
+                .ok_or(ApiError::NotFound)?,
+            ),
+        };
+        let current = visible(v, &txn, &input.conversation_id, Locked::ForUpdate).await?;
+        let assignee = match member {
+            None => None,
+            Some(m) => {
                 if m.role == "CLIENT_VIEWER" {
                     return Err(ApiError::bad_input(
                         "memberId",
