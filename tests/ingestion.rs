@@ -934,6 +934,23 @@ async fn generic_replies_follow_their_thread_and_stored_messages_stay_put() {
     assert_eq!(convs.len(), 2, "{convs:?}");
     let public = convs.iter().find(|c| c["visibility"] == "PUBLIC").unwrap();
     assert_eq!(edges(&public["messages"]).len(), 2);
+
+    // A reply whose thread is only in an archived workspace falls back to
+    // the channel's own: stored, not dropped.
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ArchiveWorkspaceInput!) { archiveWorkspace(input: $i) { archived } }",
+        json!({ "i": { "id": bean } }),
+    )
+    .await;
+    deliver_generic(
+        &app,
+        &url,
+        json!([event("q2", Some("q"), "still stale a week on", "public")]),
+    )
+    .await;
+    stored(5).await;
+    assert_eq!(count(&home).await, 1);
 }
 
 /// A resolved conversation reopened by its customer's reply is theirs
