@@ -1976,6 +1976,47 @@ async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
         .unwrap();
     assert!(first["externalId"].as_str().unwrap().starts_with("sha256:"));
     assert!(first["publishedAt"].as_str().unwrap() < "2100", "{first}");
+    // An id an older version stored as it was (600 bytes fit PostgreSQL's
+    // index) is recognised under its digest: a duplicate, not stored again.
+    let older: String = (0..19)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    let event = json!([{ "id": older, "text": "kept as it was", "published_at": "2025-01-02T03:04:05Z", "author": { "id": "u7" } }]);
+    let d = app
+        .ok(
+            Some(&s.access),
+            q,
+            json!({ "i": { "workspaceId": ws, "events": event } }),
+        )
+        .await;
+    assert_eq!(d["importMessages"]["accepted"], 1);
+    {
+        use sea_orm::{ActiveModelTrait, ColumnTrait, IntoActiveModel, QueryFilter, Set};
+        let m = message::Entity::find()
+            .filter(message::Column::Body.eq("kept as it was"))
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut am = m.into_active_model();
+        am.external_id = Set(older.clone());
+        am.update(&app.state.db).await.unwrap();
+    }
+    let d = app
+        .ok(
+            Some(&s.access),
+            q,
+            json!({ "i": { "workspaceId": ws, "events": event } }),
+        )
+        .await;
+    assert_eq!(
+        (
+            d["importMessages"]["accepted"].as_u64(),
+            d["importMessages"]["duplicates"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{d}"
+    );
 
     // The CLI on a file: 1,200 lines in chunks, one bad line, one blank.
     let dir = TempDir(
@@ -2018,7 +2059,7 @@ async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
     );
     assert_eq!(
         message::Entity::find().count(&app.state.db).await.unwrap(),
-        1205
+        1206
     );
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))

@@ -4,7 +4,7 @@
 
 use crate::entities::{channel, workspace};
 use crate::errors::{StoreError, StoreResult};
-use crate::ingest::{routable_workspaces, route, store_batch, stored_workspaces};
+use crate::ingest::{lookup_ids, routable_workspaces, route, store_batch, stored_workspaces};
 use crate::tenancy::begin_for_agency;
 use chrono::Utc;
 use rapport_domain::ingest::{ChannelKind, Inbound, generic};
@@ -146,15 +146,17 @@ pub async fn import_chunk(
     let txn = begin_for_agency(db, ws.agency_id).await?;
     // What the channel holds already is a duplicate, in whichever
     // workspace it was put.
-    let ids: Vec<&str> = parsed
-        .iter()
-        .flat_map(|m| std::iter::once(m.external_id.as_str()).chain(m.in_reply_to.as_deref()))
-        .collect();
-    let known = stored_workspaces(&txn, ch.id, &ids).await?;
+    let msgs: Vec<&Inbound> = parsed.iter().collect();
+    let known = stored_workspaces(&txn, ch.id, &lookup_ids(&msgs)).await?;
     let mut seen = std::collections::HashSet::new();
     summary.duplicates = parsed
         .iter()
-        .filter(|m| known.contains_key(&m.external_id) || !seen.insert(m.external_id.as_str()))
+        .filter(|m| {
+            let stored_as = |id: &String| known.contains_key(id);
+            stored_as(&m.external_id)
+                || m.alias.as_ref().is_some_and(stored_as)
+                || !seen.insert(m.external_id.as_str())
+        })
         .count();
     summary.accepted = parsed.len() - summary.duplicates;
     // Into the workspace, through its import channel; through a channel of
@@ -165,7 +167,6 @@ pub async fn import_chunk(
         store_batch(&txn, ch, ChannelKind::Generic, &items).await?
     } else {
         let workspaces = routable_workspaces(&txn, ch, ChannelKind::Generic).await?;
-        let msgs: Vec<&Inbound> = parsed.iter().collect();
         let items = route(ChannelKind::Generic, ch, &workspaces, &msgs, &known);
         store_batch(&txn, ch, ChannelKind::Generic, &items).await?
     };

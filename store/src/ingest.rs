@@ -134,7 +134,11 @@ pub async fn store_batch(
     //    lookup finds replies stored before the message they answer
     //    (platforms deliver out of order; concurrent chunks of one channel
     //    race): the message joins the oldest such reply's conversation.
-    let ext_ids: Vec<&str> = unique(items.iter().map(|(_, m)| m.external_id.as_str()));
+    let ext_ids: Vec<&str> = unique(
+        items
+            .iter()
+            .flat_map(|(_, m)| std::iter::once(m.external_id.as_str()).chain(m.alias.as_deref())),
+    );
     let mut seen: HashSet<(String, Uuid)> = HashSet::new();
     let mut early: HashMap<(String, Uuid), Uuid> = HashMap::new();
     for chunk in ext_ids.chunks(CHUNK) {
@@ -194,7 +198,14 @@ pub async fn store_batch(
     }
     let todo: Vec<(&workspace::Model, &Inbound)> = items
         .iter()
-        .filter(|(ws, m)| seen.insert((m.external_id.clone(), ws.id)))
+        .filter(|(ws, m)| {
+            // Stored under its former id: stored.
+            let as_before = m
+                .alias
+                .as_ref()
+                .is_some_and(|a| seen.contains(&(a.clone(), ws.id)));
+            !as_before && seen.insert((m.external_id.clone(), ws.id))
+        })
         .copied()
         .collect();
     if todo.is_empty() {
@@ -906,7 +917,10 @@ pub fn route<'a, 'm>(
     let mut routed: HashMap<&str, Vec<Uuid>> = HashMap::new();
     let mut out = Vec::with_capacity(msgs.len());
     for m in msgs {
-        let chosen: Vec<Uuid> = match stored.get(&m.external_id) {
+        let first_put = stored
+            .get(&m.external_id)
+            .or_else(|| m.alias.as_ref().and_then(|a| stored.get(a)));
+        let chosen: Vec<Uuid> = match first_put {
             Some(first) => first.clone(),
             None => {
                 let lower = m.text.to_lowercase();
@@ -940,6 +954,18 @@ pub fn route<'a, 'm>(
         routed.entry(m.external_id.as_str()).or_insert(chosen);
     }
     out
+}
+
+/// The ids to look `msgs` up by before routing them: their own, the ones
+/// they were stored under before, and those of the messages they answer.
+pub fn lookup_ids<'m>(msgs: &[&'m Inbound]) -> Vec<&'m str> {
+    msgs.iter()
+        .flat_map(|m| {
+            std::iter::once(m.external_id.as_str())
+                .chain(m.alias.as_deref())
+                .chain(m.in_reply_to.as_deref())
+        })
+        .collect()
 }
 
 /// The workspaces holding each of `ids` on channel `channel_id`, by

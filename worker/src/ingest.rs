@@ -12,7 +12,9 @@ use chrono::Utc;
 use rapport_domain::ingest::{self, ChannelKind, Inbound};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
-use rapport_store::ingest::{announce, routable_workspaces, route, store_batch, stored_workspaces};
+use rapport_store::ingest::{
+    announce, lookup_ids, routable_workspaces, route, store_batch, stored_workspaces,
+};
 use rapport_store::raw_events::{FAILED, PROCESSED};
 use rapport_store::tenancy::begin_rederivable_for_agency;
 use sea_orm::sea_query::Expr;
@@ -228,13 +230,7 @@ impl Ingestor {
         // Keyword-routed messages go where they (or the messages they
         // answer) were stored already: read before routing.
         let stored = if kind.routes_by_keywords() {
-            let ids: Vec<&str> = own
-                .iter()
-                .flat_map(|m| {
-                    std::iter::once(m.external_id.as_str()).chain(m.in_reply_to.as_deref())
-                })
-                .collect();
-            stored_workspaces(&self.db, ch.id, &ids).await?
+            stored_workspaces(&self.db, ch.id, &lookup_ids(&own)).await?
         } else {
             HashMap::new()
         };

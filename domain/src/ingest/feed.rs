@@ -7,15 +7,13 @@ use chrono::{DateTime, Utc};
 
 /// `received_at` stands in for entries that carry no date.
 pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Inbound>, PayloadError> {
-    // feed-rs fills a missing id from the first link and the title (kept:
-    // stored entries carry such ids) or, with no link, a random UUID, which
-    // would store the entry again at every poll. Those are left empty here
-    // and get an id from their content below.
+    // feed-rs fills a missing id from the first link and the title, or
+    // with no link a random UUID, which would store the entry again at
+    // every poll. Both are left empty here: an entry without an id is known
+    // by its link (a headline edited later is the same entry), or with no
+    // link by its content, below.
     let feed = feed_rs::parser::Builder::new()
-        .id_generator(|links, title, _| match links.first() {
-            Some(link) => feed_rs::parser::generate_id_from_link_and_title(link, title),
-            None => String::new(),
-        })
+        .id_generator(|_, _, _| String::new())
         .build()
         .parse(body)
         .map_err(|e| PayloadError::new(format!("not an RSS or Atom feed: {e}")))?;
@@ -29,7 +27,14 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Inbound>, Pa
         .entries
         .into_iter()
         .map(|e| {
-            let link = e.links.first().map(|l| l.href.clone());
+            let link = e.links.first().map(|l| l.href.trim().to_string());
+            // What entries without an id were stored under before they were
+            // known by their link.
+            let alias = e
+                .links
+                .first()
+                .filter(|_| e.id.is_empty())
+                .map(|l| feed_rs::parser::generate_id_from_link_and_title(l, &e.title));
             let title = e.title.map(|t| t.content).unwrap_or_default();
             let body = e
                 .summary
@@ -53,6 +58,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Inbound>, Pa
                 .unwrap_or_else(|| source.clone());
             Inbound {
                 account: None,
+                alias,
                 external_id: if e.id.is_empty() {
                     link.clone().or_else(content_id).unwrap_or_default()
                 } else {
@@ -123,6 +129,30 @@ mod tests {
         assert_eq!(ids(&first), ids(&again), "stable across polls");
         assert_ne!(first[0].external_id, first[1].external_id);
         assert!(first[0].external_id.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn an_entry_with_a_link_and_no_id_is_its_link_whatever_its_headline() {
+        let rss = |title: &str| {
+            format!(
+                "<rss version=\"2.0\"><channel><title>Alerts</title>\
+                 <item><title>{title}</title><link> https://news.example/brew-co </link>\
+                 <description>Brew Co again</description></item></channel></rss>"
+            )
+        };
+        let now = Utc::now();
+        let first = parse(rss("Brew Co recall").as_bytes(), now).unwrap();
+        let edited = parse(rss("Brew Co recall (updated)").as_bytes(), now).unwrap();
+        assert_eq!(first[0].external_id, "https://news.example/brew-co");
+        assert_eq!(edited[0].external_id, first[0].external_id);
+        // What earlier versions stored it under, looked for too.
+        let before = first[0].alias.clone().expect("the former id");
+        assert_ne!(before, first[0].external_id);
+        let with_guid = parse(include_bytes!("../../../tests/fixtures/feed_rss.xml"), now).unwrap();
+        assert_eq!(
+            with_guid[0].alias, None,
+            "an entry's own id was always its key"
+        );
     }
 
     #[test]

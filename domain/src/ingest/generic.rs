@@ -66,6 +66,7 @@ fn event(e: &Value) -> Result<Inbound, PayloadError> {
         .ok_or_else(|| PayloadError::new("author.id is required"))?;
     Ok(Inbound {
         account: None,
+        alias: None,
         external_id: id.to_string(),
         in_reply_to: s("in_reply_to").map(String::from),
         visibility,

@@ -73,6 +73,7 @@ fn feed_item(v: &Value, own: &str, fallback: Option<i64>) -> Result<Option<Inbou
     let name = from.get("name").and_then(Value::as_str).map(String::from);
     Ok(Some(Inbound {
         account: Some(own.to_string()),
+        alias: None,
         external_id: id.clone(),
         in_reply_to: string(v.get("parent_id")),
         visibility: Visibility::Public,
@@ -113,6 +114,7 @@ fn instagram_comment(
         .map(String::from);
     Ok(Some(Inbound {
         account: Some(own.to_string()),
+        alias: None,
         external_id: id,
         in_reply_to: string(v.get("parent_id")),
         visibility: Visibility::Public,
@@ -152,6 +154,7 @@ fn message(m: &Value, own: &str) -> Result<Option<Inbound>, PayloadError> {
         .ok_or_else(|| PayloadError::new("message without timestamp"))?;
     Ok(Some(Inbound {
         account: Some(own.to_string()),
+        alias: None,
         external_id: mid,
         in_reply_to: None,
         visibility: Visibility::Private,

@@ -103,6 +103,10 @@ pub struct Inbound {
     pub account: Option<String>,
     /// Unique within the channel; the deduplication key.
     pub external_id: String,
+    /// The id an earlier version of Rapport stored the same message under
+    /// (a feed entry's hash of link and title, a long id before it was
+    /// digested): looked for too, so the message is not stored again.
+    pub alias: Option<String>,
     /// The platform message this one answers, if any: threads it.
     pub in_reply_to: Option<String>,
     pub visibility: Visibility,
@@ -153,6 +157,9 @@ impl Inbound {
             .flatten()
         {
             strip(s);
+        }
+        if self.external_id.len() > MAX_KEY_BYTES && self.alias.is_none() {
+            self.alias = Some(self.external_id.clone());
         }
         key(&mut self.external_id);
         key(&mut self.author.external_id);
@@ -222,6 +229,7 @@ mod tests {
     fn message(id: &str, published_at: DateTime<Utc>) -> Inbound {
         Inbound {
             account: None,
+            alias: None,
             external_id: id.into(),
             in_reply_to: Some(id.into()),
             visibility: Visibility::Public,
@@ -245,6 +253,7 @@ mod tests {
         let m = message(&long, now + chrono::TimeDelta::days(3000)).storable(now);
         assert_eq!(m.text, "hi there");
         assert!(m.external_id.starts_with("sha256:") && m.external_id.len() == 71);
+        assert_eq!(m.alias.as_deref(), Some(long.as_str()), "stored so before");
         // The same key gives the same digest: a parent and its reply still meet.
         assert_eq!(m.in_reply_to.as_deref(), Some(m.external_id.as_str()));
         assert_eq!(m.author.external_id, m.external_id);

@@ -31,6 +31,7 @@ pub fn parse(json: &Value, account_id: &str) -> Result<Vec<Inbound>, PayloadErro
         let id = str_field(t, "id_str")?;
         out.push(Inbound {
             account: Some(own.to_string()),
+            alias: None,
             external_id: id.to_string(),
             in_reply_to: t
                 .get("in_reply_to_status_id_str")
@@ -79,6 +80,7 @@ pub fn parse(json: &Value, account_id: &str) -> Result<Vec<Inbound>, PayloadErro
             .ok_or_else(|| PayloadError::new("direct message without created_timestamp"))?;
         out.push(Inbound {
             account: Some(own.to_string()),
+            alias: None,
             external_id: format!("dm:{}", str_field(dm, "id")?),
             in_reply_to: None,
             visibility: Visibility::Private,
