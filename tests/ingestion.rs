@@ -98,6 +98,16 @@ async fn brand_workspaces(app: &TestApp, s: &Session) -> (String, String, String
     (home, brew, bean)
 }
 
+/// Pauses channel `id` (a global ID).
+async fn pause_channel(app: &TestApp, s: &Session, id: Value) {
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ChannelIdInput!) { pauseChannel(input: $i) { status } }",
+        json!({ "i": { "id": id } }),
+    )
+    .await;
+}
+
 async fn raw_count(app: &TestApp) -> u64 {
     raw_event::Entity::find()
         .count(&app.state.db)
@@ -111,7 +121,7 @@ async fn x_mentions_replies_and_dms_are_threaded_ranked_and_stored_once() {
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let secret = "x-consumer-secret-123";
-    let (_, url) = connect(
+    let (channel_id, url) = connect(
         &app,
         &s,
         json!({ "workspaceId": ws, "kind": "X", "name": "@BrewCo", "externalAccountId": "2244994945", "secret": secret }),
@@ -221,20 +231,7 @@ async fn x_mentions_replies_and_dms_are_threaded_ranked_and_stored_once() {
 
     // Paused: deliveries are refused, but X's periodic CRC check is still
     // answered, or X would disable the webhook before the channel resumes.
-    let id = app
-        .ok(
-            Some(&s.access),
-            "query($w: ID!) { channels(workspaceId: $w) { edges { node { id } } } }",
-            json!({ "w": ws }),
-        )
-        .await["channels"]["edges"][0]["node"]["id"]
-        .clone();
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ChannelIdInput!) { pauseChannel(input: $i) { status } }",
-        json!({ "i": { "id": id } }),
-    )
-    .await;
+    pause_channel(&app, &s, json!(channel_id)).await;
     let crc = app
         .client
         .get(format!("{url}?crc_token=while-paused"))
@@ -582,12 +579,7 @@ async fn channel_states_sizes_and_malformed_payloads_get_their_documented_answer
 
     // Paused: 409 and nothing stored; disconnected: 410.
     let before = raw_count(&app).await;
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ChannelIdInput!) { pauseChannel(input: $i) { status } }",
-        json!({ "i": { "id": id } }),
-    )
-    .await;
+    pause_channel(&app, &s, json!(id)).await;
     assert_eq!(
         post(&app, &url, &sign(GENERIC_FIXTURE), GENERIC_FIXTURE)
             .await
@@ -777,12 +769,7 @@ async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
         )
         .await["channels"]["edges"][0]["node"]["id"]
         .clone();
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ChannelIdInput!) { pauseChannel(input: $i) { status } }",
-        json!({ "i": { "id": brew_channel } }),
-    )
-    .await;
+    pause_channel(&app, &s, json!(brew_channel)).await;
     deliver(vec![
         entry("1001", 4, "paused page comment"),
         entry("1002", 5, "beans still stale"),
@@ -2494,12 +2481,7 @@ async fn events_accepted_before_a_pause_are_stored_after_it() {
                  "author": { "id": "u1" } }]),
     )
     .await;
-    app.ok(
-        Some(&s.access),
-        "mutation($i: ChannelIdInput!) { pauseChannel(input: $i) { status } }",
-        json!({ "i": { "id": id } }),
-    )
-    .await;
+    pause_channel(&app, &s, json!(id)).await;
     let raw = raw_event::Entity::find()
         .order_by_desc(raw_event::Column::Id)
         .one(&app.state.db)

@@ -553,6 +553,24 @@ mod tests {
         }
     }
 
+    /// The findings on `t` rendered with `slots` (no context, no history).
+    fn rendered_and_checked(t: &Template, slots: &HashMap<String, String>) -> Vec<Finding> {
+        let text = t.render(&HashMap::new(), slots).unwrap();
+        check(
+            &Check {
+                text: &text,
+                template: Some(t),
+                slots,
+                context_values: &[],
+                banned_phrases: &[],
+                customer_message: "my latte was cold",
+                threshold: 0.8,
+                unpublished: &Default::default(),
+            },
+            &ReplyIndex::new(),
+        )
+    }
+
     #[test]
     fn a_template_that_hides_its_slot_sends_template_text_only() {
         let slots = HashMap::from([(
@@ -574,20 +592,7 @@ mod tests {
             let Ok(t) = Template::parse(body, spec) else {
                 continue;
             };
-            let text = t.render(&HashMap::new(), &slots).unwrap();
-            let found = check(
-                &Check {
-                    text: &text,
-                    template: Some(&t),
-                    slots: &slots,
-                    context_values: &[],
-                    banned_phrases: &[],
-                    customer_message: "my latte was cold",
-                    threshold: 0.8,
-                    unpublished: &Default::default(),
-                },
-                &ReplyIndex::new(),
-            );
+            let found = rendered_and_checked(&t, &slots);
             assert!(
                 found.iter().any(|f| f.code() == "SLOT_NOT_IN_REPLY"),
                 "{body}: {found:?}"
@@ -690,20 +695,7 @@ mod tests {
             "\u{2019}".repeat(16).as_str(),
         ] {
             let slots = HashMap::from([("empathy".to_string(), filler.to_string())]);
-            let text = t.render(&HashMap::new(), &slots).unwrap();
-            let found = check(
-                &Check {
-                    text: &text,
-                    template: Some(&t),
-                    slots: &slots,
-                    context_values: &[],
-                    banned_phrases: &[],
-                    customer_message: "my latte was cold",
-                    threshold: 0.8,
-                    unpublished: &Default::default(),
-                },
-                &ReplyIndex::new(),
-            );
+            let found = rendered_and_checked(&t, &slots);
             assert_eq!(found[0].code(), "EMPTY_SLOT", "{filler:?}");
         }
     }
