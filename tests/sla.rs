@@ -1151,6 +1151,70 @@ async fn pending_deliveries(
     }
 }
 
+/// A deleted subscription receives nothing more: its pending deliveries
+/// fail at their next attempt, without a request or retries, and it is
+/// still listed on request, with its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_subscription_gets_nothing_more_and_keeps_its_log() {
+    use rapport_store::entities::{webhook_delivery, webhook_subscription};
+    use rapport_worker::deliveries::{Deliverer, DeliveryConfig};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (url, seen) = hanging_receiver().await;
+    let id = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }",
+            json!({ "i": { "workspaceId": ws, "url": url, "events": ["SLA_BREACHED"], "secret": "hook-secret-123" } }),
+        )
+        .await["createWebhookSubscription"]["id"]
+        .clone();
+    let sub = webhook_subscription::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    pending_deliveries(&app, &sub, 2).await;
+    app.ok(
+        Some(&s.access),
+        "mutation($i: DeleteWebhookSubscriptionInput!) { deleteWebhookSubscription(input: $i) { deletedSubscriptionId } }",
+        json!({ "i": { "id": id } }),
+    )
+    .await;
+    let deliverer = Deliverer::new(
+        app.state.db.clone(),
+        app.state.secrets.clone(),
+        DeliveryConfig {
+            allow_private: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(deliverer.tick().await.unwrap(), 2);
+    for d in webhook_delivery::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap()
+    {
+        assert_eq!((d.status.as_str(), d.attempts), ("FAILED", 1), "{d:?}");
+        assert!(d.last_error.unwrap().contains("no longer exists"));
+    }
+    assert!(seen.lock().unwrap().is_empty(), "no request was made");
+    let list = "query($w: ID!, $all: Boolean) { webhookSubscriptions(workspaceId: $w, includeDeleted: $all) { id active } }";
+    let listed = app
+        .ok(Some(&s.access), list, json!({ "w": ws, "all": false }))
+        .await;
+    assert_eq!(listed["webhookSubscriptions"], json!([]));
+    let listed = app
+        .ok(Some(&s.access), list, json!({ "w": ws, "all": true }))
+        .await;
+    assert_eq!(
+        listed["webhookSubscriptions"],
+        json!([{ "id": id, "active": false }])
+    );
+}
+
 /// One agency's backlog to an endpoint that never answers holds back no
 /// one else's deliveries: subscriptions take turns, at most ten of one per
 /// pass, sent several at once.

@@ -19,8 +19,6 @@ use uuid::Uuid;
 
 /// Most members one team may have.
 const MAX_MEMBERS: usize = 200;
-/// Most teams listed.
-const MAX_TEAMS: u64 = 500;
 
 pub struct Team(pub team::Model);
 
@@ -160,7 +158,7 @@ impl TeamQuery {
         Ok(v.scope
             .select::<team::Entity>()
             .order_by_asc(team::Column::Name)
-            .limit(MAX_TEAMS)
+            .limit(super::MAX_LISTED)
             .all(&state(ctx).db)
             .await?
             .into_iter()

@@ -151,6 +151,11 @@ impl WebhookQuery {
         &self,
         ctx: &Context<'_>,
         workspace_id: ID,
+        #[graphql(
+            default = false,
+            desc = "Include deleted subscriptions (`active: false`), whose delivery log stays."
+        )]
+        include_deleted: bool,
     ) -> ApiResult<Vec<WebhookSubscription>> {
         let v = auth(ctx).viewer()?;
         v.require_manager()?;
@@ -159,11 +164,14 @@ impl WebhookQuery {
             .scope
             .workspace(db, decode(Kind::Workspace, &workspace_id)?)
             .await?;
-        Ok(v.scope
+        let mut q = v
+            .scope
             .select::<webhook_subscription::Entity>()
-            .filter(webhook_subscription::Column::WorkspaceId.eq(ws.id))
-            .filter(webhook_subscription::Column::Active.eq(true))
-            .order_by_asc(webhook_subscription::Column::Id)
+            .filter(webhook_subscription::Column::WorkspaceId.eq(ws.id));
+        if !include_deleted {
+            q = q.filter(webhook_subscription::Column::Active.eq(true));
+        }
+        Ok(q.order_by_asc(webhook_subscription::Column::Id)
             .limit(super::MAX_LISTED)
             .all(db)
             .await?
