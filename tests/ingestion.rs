@@ -1599,6 +1599,14 @@ struct FeedServer {
 }
 
 impl FeedServer {
+    /// A server of the RSS fixture, started; and its URL.
+    fn serving_the_fixture() -> (Self, String) {
+        let feed = FeedServer::default();
+        *feed.body.lock().unwrap() = include_bytes!("fixtures/feed_rss.xml").to_vec();
+        let url = feed.start();
+        (feed, url)
+    }
+
     fn start(&self) -> String {
         use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
         let me = self.clone();
@@ -1662,9 +1670,7 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
         .as_str()
         .unwrap()
         .to_string();
-    let feed = FeedServer::default();
-    *feed.body.lock().unwrap() = include_bytes!("fixtures/feed_rss.xml").to_vec();
-    let url = feed.start();
+    let (feed, url) = FeedServer::serving_the_fixture();
     let (id, webhook) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "FEED", "name": "alerts", "feedUrl": url, "pollIntervalSeconds": 60 })).await;
     assert_eq!(webhook, "", "feeds have no webhook URL");
     let id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Channel, &id).unwrap();
@@ -2533,9 +2539,7 @@ async fn a_feed_fetched_by_one_worker_is_not_fetched_again_by_a_slower_one() {
     for n in 0..3 {
         connect(&app, &s, json!({ "workspaceId": ws, "kind": "FEED", "name": format!("slow {n}"), "feedUrl": format!("{slow}?{n}") })).await;
     }
-    let feed = FeedServer::default();
-    *feed.body.lock().unwrap() = include_bytes!("fixtures/feed_rss.xml").to_vec();
-    let url = feed.start();
+    let (feed, url) = FeedServer::serving_the_fixture();
     connect(
         &app,
         &s,
@@ -2596,9 +2600,7 @@ async fn feeds_that_never_answer_are_fetched_together_not_one_after_another() {
     }
     let other = app.sign_up("Other", "b@other.test").await;
     let other_ws = app.create_workspace(&other, "Other Co").await;
-    let feed = FeedServer::default();
-    *feed.body.lock().unwrap() = include_bytes!("fixtures/feed_rss.xml").to_vec();
-    let url = feed.start();
+    let (feed, url) = FeedServer::serving_the_fixture();
     connect(
         &app,
         &other,

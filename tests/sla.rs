@@ -1122,6 +1122,35 @@ async fn hanging_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Stri
     (url, seen)
 }
 
+/// A subscription of workspace `ws` to SLA breaches at `url`: its global ID
+/// and its row.
+async fn subscribe(
+    app: &TestApp,
+    s: &Session,
+    ws: &str,
+    url: &str,
+) -> (Value, rapport_store::entities::webhook_subscription::Model) {
+    let id = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }",
+            json!({ "i": { "workspaceId": ws, "url": url, "events": ["SLA_BREACHED"], "secret": "hook-secret-123" } }),
+        )
+        .await["createWebhookSubscription"]["id"]
+        .clone();
+    let uuid = rapport_domain::GlobalId::decode(
+        rapport_domain::Kind::WebhookSubscription,
+        id.as_str().unwrap(),
+    )
+    .unwrap();
+    let row = rapport_store::entities::webhook_subscription::Entity::find_by_id(uuid)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    (id, row)
+}
+
 /// `n` deliveries of `sub`, due a second ago.
 async fn pending_deliveries(
     app: &TestApp,
@@ -1156,25 +1185,13 @@ async fn pending_deliveries(
 /// still listed on request, with its log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_subscription_gets_nothing_more_and_keeps_its_log() {
-    use rapport_store::entities::{webhook_delivery, webhook_subscription};
+    use rapport_store::entities::webhook_delivery;
     use rapport_worker::deliveries::{Deliverer, DeliveryConfig};
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let (url, seen) = hanging_receiver().await;
-    let id = app
-        .ok(
-            Some(&s.access),
-            "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }",
-            json!({ "i": { "workspaceId": ws, "url": url, "events": ["SLA_BREACHED"], "secret": "hook-secret-123" } }),
-        )
-        .await["createWebhookSubscription"]["id"]
-        .clone();
-    let sub = webhook_subscription::Entity::find()
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .unwrap();
+    let (id, sub) = subscribe(&app, &s, &ws, &url).await;
     pending_deliveries(&app, &sub, 2).await;
     app.ok(
         Some(&s.access),
@@ -1220,31 +1237,14 @@ async fn a_deleted_subscription_gets_nothing_more_and_keeps_its_log() {
 /// pass, sent several at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_endpoints_backlog_does_not_hold_back_other_subscriptions() {
-    use rapport_store::entities::{webhook_delivery, webhook_subscription};
+    use rapport_store::entities::webhook_delivery;
     use rapport_worker::deliveries::{Deliverer, DeliveryConfig, PER_SUBSCRIPTION};
     use sea_orm::{ColumnTrait, QueryFilter};
     let app = TestApp::start().await;
-    let subscribe = async |name: &str, url: &str| {
+    let subscriber = async |name: &str, url: &str| {
         let s = app.sign_up(name, &format!("owner@{name}.test")).await;
         let ws = app.create_workspace(&s, "Brand").await;
-        let id = app
-            .ok(
-                Some(&s.access),
-                "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }",
-                json!({ "i": { "workspaceId": ws, "url": url, "events": ["SLA_BREACHED"], "secret": "hook-secret-123" } }),
-            )
-            .await["createWebhookSubscription"]["id"]
-            .clone();
-        let id = rapport_domain::GlobalId::decode(
-            rapport_domain::Kind::WebhookSubscription,
-            id.as_str().unwrap(),
-        )
-        .unwrap();
-        webhook_subscription::Entity::find_by_id(id)
-            .one(&app.state.db)
-            .await
-            .unwrap()
-            .unwrap()
+        subscribe(&app, &s, &ws, url).await.1
     };
     let (dead_url, dead_seen) = hanging_receiver().await;
     // A receiver that answers 200 at once.
@@ -1262,8 +1262,8 @@ async fn a_dead_endpoints_backlog_does_not_hold_back_other_subscriptions() {
             });
         }
     });
-    let dead = subscribe("dead", &dead_url).await;
-    let good = subscribe("good", &good_url).await;
+    let dead = subscriber("dead", &dead_url).await;
+    let good = subscriber("good", &good_url).await;
     // The dead endpoint's backlog is older and larger than a whole pass.
     pending_deliveries(&app, &dead, 60).await;
     pending_deliveries(&app, &good, 1).await;
@@ -1292,23 +1292,13 @@ async fn a_dead_endpoints_backlog_does_not_hold_back_other_subscriptions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_batch_keeps_its_claims_so_two_deliverers_never_send_one_delivery_at_once() {
-    use rapport_store::entities::{webhook_delivery, webhook_subscription};
+    use rapport_store::entities::webhook_delivery;
     use rapport_worker::deliveries::{Deliverer, DeliveryConfig};
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let (url, seen) = hanging_receiver().await;
-    app.ok(
-        Some(&s.access),
-        "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }",
-        json!({ "i": { "workspaceId": ws, "url": url, "events": ["SLA_BREACHED"], "secret": "hook-secret-123" } }),
-    )
-    .await;
-    let sub = webhook_subscription::Entity::find()
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, sub) = subscribe(&app, &s, &ws, &url).await;
     pending_deliveries(&app, &sub, 5).await;
     // Each attempt times out after 300 ms, so one tick over the five, one
     // at a time, takes 1.5 s, past the 0.9 s lease of its first claim.
