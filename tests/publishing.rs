@@ -9,7 +9,9 @@ use common::*;
 use rapport_domain::ingest::signature::{generic_sign, meta_sign, verify_generic, x_sign};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const X_FIXTURE: &[u8] = include_bytes!("fixtures/x_account_activity.json");
 const META_FIXTURE: &[u8] = include_bytes!("fixtures/meta_page_feed.json");
@@ -23,6 +25,7 @@ struct Seen {
     /// GENERIC: whether `x-rapport-signature` verified with the secret.
     signed: bool,
     body: Value,
+    at: Instant,
 }
 
 /// A POST's answer: status, body, whether it was published, the platform
@@ -33,6 +36,8 @@ struct Scripted {
     published: bool,
     lost_id: Option<String>,
     hang: bool,
+    /// A 429's `retry-after` header, in seconds.
+    retry_after: Option<u64>,
 }
 
 /// A platform stand-in: answers each POST from a script (then 200
@@ -49,6 +54,9 @@ struct FakePlatform {
     /// (recipient id, text, platform id) of each private message sent.
     dms: Arc<Mutex<Vec<(String, String, String)>>>,
     brand: Arc<Mutex<String>>,
+    /// The reads before a retry are refused (403), as for a token
+    /// without read access.
+    refuse_lookups: Arc<AtomicBool>,
 }
 
 const GENERIC_SECRET: &str = "generic-secret-77";
@@ -65,6 +73,9 @@ impl FakePlatform {
                 let me = me.clone();
                 async move {
                     if req.method() == actix_web::http::Method::GET {
+                        if me.refuse_lookups.load(Ordering::SeqCst) {
+                            return HttpResponse::Forbidden().json(json!({ "title": "Forbidden" }));
+                        }
                         return HttpResponse::Ok().json(me.list(&req));
                     }
                     let header = |n: &str| {
@@ -88,6 +99,7 @@ impl FakePlatform {
                         idempotency_key: header("idempotency-key"),
                         signed,
                         body: body.clone(),
+                        at: Instant::now(),
                     });
                     let next = me.script.lock().unwrap().pop_front();
                     let Scripted {
@@ -96,12 +108,14 @@ impl FakePlatform {
                         published,
                         lost_id,
                         hang,
+                        retry_after,
                     } = next.unwrap_or(Scripted {
                         status: 200,
                         answer: json!({ "id": "default" }),
                         published: true,
                         lost_id: None,
                         hang: false,
+                        retry_after: None,
                     });
                     if published {
                         me.keep(req.path(), &body, &answer, lost_id);
@@ -109,8 +123,12 @@ impl FakePlatform {
                     if hang {
                         std::future::pending::<()>().await;
                     }
-                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-                        .json(answer)
+                    let mut resp =
+                        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+                    if let Some(secs) = retry_after {
+                        resp.insert_header(("retry-after", secs.to_string()));
+                    }
+                    resp.json(answer)
                 }
             }))
         })
@@ -242,6 +260,19 @@ impl FakePlatform {
             published,
             lost_id: None,
             hang: false,
+            retry_after: None,
+        });
+    }
+
+    /// The next POST is refused with 429 and `retry-after: secs`.
+    fn rate_limited(&self, secs: u64) {
+        self.script.lock().unwrap().push_back(Scripted {
+            status: 429,
+            answer: json!({ "title": "Too Many Requests" }),
+            published: false,
+            lost_id: None,
+            hang: false,
+            retry_after: Some(secs),
         });
     }
 
@@ -254,6 +285,7 @@ impl FakePlatform {
             published: true,
             lost_id: Some(id.into()),
             hang: false,
+            retry_after: None,
         });
     }
 
@@ -265,6 +297,7 @@ impl FakePlatform {
             published: true,
             lost_id: None,
             hang: true,
+            retry_after: None,
         });
     }
 
@@ -614,6 +647,86 @@ async fn x_replies_are_retried_with_one_idempotency_key_and_refusals_fail_visibl
     assert_eq!(r["deliveryError"], "HTTP 500: Internal Error");
 }
 
+/// What a platform meant, read as it meant it: a rate limit's
+/// `retry-after` is waited out; an answer lost on the last attempt is
+/// looked for before the reply is called FAILED; X refusing a copy of a
+/// post that an earlier attempt may have published means it is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_waited_out_and_a_lost_last_answer_is_looked_for() {
+    let platform = FakePlatform::default();
+    let app = app_publishing_to(&platform.start()).await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let conv = x_conversation(&app, &s, &ws).await;
+    let send = async |text: &str| {
+        let sent = app
+            .ok(
+                Some(&s.access),
+                SEND,
+                json!({ "i": { "conversationId": conv, "visibility": "PUBLIC", "text": text } }),
+            )
+            .await;
+        sent["sendReply"]["id"].as_str().unwrap().to_string()
+    };
+
+    // 429 with `retry-after: 2`: the next attempt waits 2 s, not the
+    // backoff's 50 ms.
+    platform.rate_limited(2);
+    platform.answer(201, json!({ "data": { "id": "1900000000000000011" } }));
+    let id = send("Angry, the refund for the double charge was sent this morning.").await;
+    let r = settled(&app, &s, &conv, &id).await;
+    assert_eq!(r["platformMessageId"], "1900000000000000011", "{r}");
+    let seen = platform.seen();
+    let waited = seen[1].at - seen[0].at;
+    assert!(waited >= Duration::from_millis(1900), "waited {waited:?}");
+
+    // Two server errors, then the last attempt published with its answer
+    // lost: looked for, found, SENT (not FAILED, which would invite the
+    // agent to send it again).
+    platform.answer(500, json!({ "title": "Internal Error" }));
+    platform.answer(500, json!({ "title": "Internal Error" }));
+    platform.answer_lost(
+        502,
+        json!({ "title": "Bad Gateway" }),
+        "1900000000000000012",
+    );
+    let id = send("Angry, your replacement latte voucher is in the app under Offers.").await;
+    let r = settled(&app, &s, &conv, &id).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert_eq!(r["platformMessageId"], "1900000000000000012");
+    assert_eq!(r["deliveryAttempts"], 3);
+    assert_eq!(platform.seen().len(), 5);
+
+    // The answer lost, and the token may not read the timeline: the retry
+    // posts, and X refuses it as a copy of what it published. That copy
+    // is this reply: SENT, without an id.
+    platform.refuse_lookups.store(true, Ordering::SeqCst);
+    platform.answer_lost(
+        503,
+        json!({ "title": "Service Unavailable" }),
+        "1900000000000000013",
+    );
+    platform.answer(
+        403,
+        json!({ "detail": "You are not allowed to create a Tweet with duplicate content.", "status": 403 }),
+    );
+    let id = send("Angry, we checked the branch: the machine is fixed since noon.").await;
+    let r = settled(&app, &s, &conv, &id).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert!(r["platformMessageId"].is_null(), "{r}");
+    assert_eq!(r["deliveryAttempts"], 2);
+
+    // Without an earlier attempt that may have published, the same
+    // refusal is the platform's: FAILED.
+    platform.answer(
+        403,
+        json!({ "detail": "You are not allowed to create a Tweet with duplicate content.", "status": 403 }),
+    );
+    let id = send("Angry, the branch manager will call you today about the refund.").await;
+    let r = settled(&app, &s, &conv, &id).await;
+    assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_signed() {
     let platform = FakePlatform::default();
@@ -862,6 +975,51 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
     assert_eq!(req.body["inReplyTo"], "rv-1");
     assert_eq!(req.body["recipient"]["handle"], "coffee_critic");
     assert_eq!(req.body["conversationId"], gconv);
+
+    // Disconnected, the channel forgets its callback URL (it may carry a
+    // key) and cannot publish: a reply is refused at once, not queued to
+    // fail later with the conversation's clocks stopped.
+    let reviews = async || {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($w: ID!) { channels(workspaceId: $w) { edges { node { id name canPublish callbackUrl } } } }",
+                json!({ "w": ws }),
+            )
+            .await;
+        edges(&d["channels"])
+            .into_iter()
+            .map(|e| e["node"].clone())
+            .find(|c| c["name"] == "reviews")
+            .unwrap()
+    };
+    let before = reviews().await;
+    assert_eq!(before["canPublish"], true, "{before}");
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ChannelIdInput!) { disconnectChannel(input: $i) { id } }",
+        json!({ "i": { "id": before["id"] } }),
+    )
+    .await;
+    let after = reviews().await;
+    assert_eq!(after["canPublish"], false, "{after}");
+    assert!(after["callbackUrl"].is_null(), "{after}");
+    let r = app
+        .gql(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": gconv, "visibility": "PUBLIC",
+                    "text": "One more thing: the replacement grinder comes with a two-year warranty." } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disconnected"),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,36 @@ impl Backoff {
         let doublings = (attempts - 1).clamp(0, 30) as u32;
         Some(self.base.saturating_mul(1 << doublings).min(self.max))
     }
+
+    /// As [`Backoff::after`], but no sooner than the receiver `asked` (a
+    /// rate limit's reset), and still never longer than the cap.
+    pub fn after_at_least(&self, attempts: i32, asked: Option<Duration>) -> Option<Duration> {
+        self.after(attempts)
+            .map(|w| w.max(asked.unwrap_or_default()).min(self.max))
+    }
+}
+
+/// How long a rate-limited receiver asked to be left alone: `Retry-After`
+/// (seconds, or an HTTP date) or X's `x-rate-limit-reset` (epoch seconds),
+/// whichever is later; `now` in epoch seconds. None when neither says.
+pub fn asked_wait(
+    retry_after: Option<&str>,
+    rate_limit_reset: Option<&str>,
+    now: i64,
+) -> Option<Duration> {
+    let until = |epoch: i64| u64::try_from(epoch - now).ok().map(Duration::from_secs);
+    let retry_after = retry_after
+        .map(str::trim)
+        .and_then(|v| match v.parse::<u64>() {
+            Ok(secs) => Some(Duration::from_secs(secs)),
+            Err(_) => chrono::DateTime::parse_from_rfc2822(v)
+                .ok()
+                .and_then(|t| until(t.timestamp())),
+        });
+    let reset = rate_limit_reset
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .and_then(until);
+    retry_after.max(reset)
 }
 
 #[cfg(test)]
@@ -43,5 +73,27 @@ mod tests {
         assert_eq!(b.after(4), Some(Duration::from_secs(60)));
         assert_eq!(b.after(5), None);
         assert_eq!(b.after(0), Some(Duration::from_secs(10)));
+        // A receiver's asked wait lengthens the delay, never past the cap.
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(b.after_at_least(1, secs(45)), secs(45));
+        assert_eq!(b.after_at_least(1, secs(5)), secs(10));
+        assert_eq!(b.after_at_least(2, secs(900)), secs(60));
+        assert_eq!(b.after_at_least(5, secs(45)), None);
+    }
+
+    #[test]
+    fn rate_limit_headers_are_read() {
+        let now = 1_700_000_000;
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(asked_wait(Some("120"), None, now), secs(120));
+        assert_eq!(asked_wait(None, Some("1700000300"), now), secs(300));
+        assert_eq!(asked_wait(Some("10"), Some("1700000300"), now), secs(300));
+        // A reset in the past, or nonsense, asks for nothing.
+        assert_eq!(asked_wait(None, Some("1699999999"), now), None);
+        assert_eq!(asked_wait(Some("soon"), None, now), None);
+        // The HTTP-date form.
+        let at = chrono::DateTime::from_timestamp(now + 60, 0).unwrap();
+        let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        assert_eq!(asked_wait(Some(&date), None, now), secs(60));
     }
 }

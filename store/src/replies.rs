@@ -5,7 +5,7 @@
 //! behind the newest reply held (see `OVERLAP_SECONDS`); rebuilt hourly so
 //! old replies age out, and at once when the window changes.
 
-use crate::entities::message;
+use crate::entities::{channel, message};
 use chrono::{DateTime, Duration, Utc};
 use rapport_domain::reply::guard::ReplyIndex;
 use rapport_domain::reply::settings::DuplicateWindow;
@@ -166,6 +166,18 @@ impl ReplyIndexes {
             .all(conn)
             .await
     }
+}
+
+/// Whether the worker can publish replies through `c`: connected, with an
+/// access token (X, FACEBOOK, INSTAGRAM) or a callback URL and the secret
+/// that signs for it (GENERIC).
+pub fn can_publish(c: &channel::Model) -> bool {
+    c.status != "DISCONNECTED"
+        && match c.kind.as_str() {
+            "GENERIC" => c.callback_url.is_some() && c.secret_ciphertext.is_some(),
+            "FEED" => false,
+            _ => c.access_token_ciphertext.is_some(),
+        }
 }
 
 #[cfg(test)]

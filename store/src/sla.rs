@@ -459,6 +459,20 @@ pub async fn rebuild_turn(kv: &Kv, ttl_secs: u64) -> RedisResult<bool> {
     Ok(set.is_some())
 }
 
+/// Gives the rebuild turn back after a failed rebuild, if it is still this
+/// process's: another worker may try at once (after a Redis flush no timer
+/// exists until a rebuild succeeds).
+pub async fn release_rebuild_turn(kv: &Kv) -> RedisResult<()> {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
+    .key(kv.key("sla:rebuild"))
+    .arg(std::process::id().to_string())
+    .invoke_async::<i64>(&mut kv.conn())
+    .await
+    .map(|_| ())
+}
+
 // ---- Status changes ---------------------------------------------------------
 
 pub const OPEN: &str = "OPEN";

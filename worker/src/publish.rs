@@ -179,8 +179,8 @@ impl Publisher {
         }
         let outcome = match self.load(reply).await? {
             Ok(l) => {
-                let o = self.send(&l).await;
-                self.record(&l.reply, &o, lease).await?;
+                let (o, asked) = self.send(&l).await;
+                self.record(&l.reply, &o, asked, lease).await?;
                 self.kv
                     .conversation_changed(l.conversation.workspace_id, l.conversation.id, "updated")
                     .await;
@@ -188,7 +188,7 @@ impl Publisher {
             }
             Err((reply, why)) => {
                 let o = Outcome::Refused(why);
-                self.record(&reply, &o, lease).await?;
+                self.record(&reply, &o, None, lease).await?;
                 o
             }
         };
@@ -232,14 +232,16 @@ impl Publisher {
         }))
     }
 
-    async fn send(&self, l: &Loaded) -> Outcome {
+    /// The attempt's outcome, and how long a rate-limited platform asked
+    /// to wait before the next.
+    async fn send(&self, l: &Loaded) -> (Outcome, Option<Duration>) {
         match self.try_send(l).await {
-            Ok(o) => o,
-            Err(e) => e,
+            Ok(done) => done,
+            Err(e) => (e, None),
         }
     }
 
-    async fn try_send(&self, l: &Loaded) -> Result<Outcome, Outcome> {
+    async fn try_send(&self, l: &Loaded) -> Result<(Outcome, Option<Duration>), Outcome> {
         let kind =
             ChannelKind::parse(&l.channel.kind).map_err(|e| Outcome::Refused(e.to_string()))?;
         if l.channel.status == "DISCONNECTED" {
@@ -266,11 +268,13 @@ impl Publisher {
         // or its answer could not be stored): give up visibly rather than
         // send again and again, unless the platform shows it published.
         let exhausted = l.reply.delivery_attempts >= self.cfg.backoff.max_attempts;
-        if l.reply.delivery_attempts > 0
-            && (exhausted || publish::may_have_published(l.reply.delivery_error.as_deref()))
+        let ambiguous_before = l.reply.delivery_attempts > 0
+            && publish::may_have_published(l.reply.delivery_error.as_deref());
+        if (exhausted || ambiguous_before)
+            && l.reply.delivery_attempts > 0
             && let Some(id) = self.published_before(&outgoing, l).await?
         {
-            return Ok(Outcome::Sent(Some(id)));
+            return Ok((Outcome::Sent(Some(id)), None));
         }
         if exhausted {
             return Err(Outcome::Refused(format!(
@@ -295,21 +299,70 @@ impl Publisher {
             }
             _ => self.platform(reqwest::Method::POST, kind, &req.path, &l.channel)?,
         };
-        let resp = builder
+        let (outcome, asked) = self.post(builder, body, kind, l).await;
+        let last_attempt = l.reply.delivery_attempts + 1 >= self.cfg.backoff.max_attempts;
+        Ok(match outcome {
+            // The last attempt's answer was lost, maybe after the platform
+            // published: look before calling it FAILED (an agent would
+            // send the same words again).
+            Outcome::Retry(e) if last_attempt && publish::may_have_published(Some(&e)) => {
+                match self.published_before(&outgoing, l).await {
+                    Ok(Some(id)) => (Outcome::Sent(Some(id)), None),
+                    _ => (Outcome::Retry(e), asked),
+                }
+            }
+            // X refuses a copy of what the account published: after an
+            // attempt that may have published, the copy is this reply.
+            Outcome::Refused(e) if ambiguous_before && publish::refused_as_duplicate(kind, &e) => {
+                tracing::info!(reply = %l.reply.id, "X holds this reply already; recorded as sent");
+                (Outcome::Sent(None), None)
+            }
+            o => (o, asked),
+        })
+    }
+
+    /// Posts a reply; its outcome, and the wait a rate limit asked for.
+    async fn post(
+        &self,
+        builder: reqwest::RequestBuilder,
+        body: Vec<u8>,
+        kind: ChannelKind,
+        l: &Loaded,
+    ) -> (Outcome, Option<Duration>) {
+        let resp = match builder
             .header("content-type", "application/json")
             .header("idempotency-key", l.reply.id.to_string())
             .body(body)
             .send()
             .await
-            .map_err(|e| Outcome::Retry(format!("request failed: {}", unaddressed(e))))?;
+        {
+            Ok(resp) => resp,
+            Err(e) => {
+                return (
+                    Outcome::Retry(format!("request failed: {}", unaddressed(e))),
+                    None,
+                );
+            }
+        };
         let status = resp.status().as_u16();
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        let asked = (status == 429)
+            .then(|| {
+                rapport_domain::retry::asked_wait(
+                    header("retry-after"),
+                    header("x-rate-limit-reset"),
+                    Utc::now().timestamp(),
+                )
+            })
+            .flatten();
         // The id or the error is at the start; what follows is not read.
-        let (bytes, _) = egress::body_at_most(resp, ANSWER_BYTES)
-            .await
-            .map_err(|e| {
-                Outcome::Retry(format!("reading the answer failed: {}", unaddressed(e)))
-            })?;
-        Ok(publish::outcome(kind, status, &bytes))
+        match egress::body_at_most(resp, ANSWER_BYTES).await {
+            Ok((bytes, _)) => (publish::outcome(kind, status, &bytes), asked),
+            Err(e) => (
+                Outcome::Retry(format!("reading the answer failed: {}", unaddressed(e))),
+                asked,
+            ),
+        }
     }
 
     /// An earlier attempt may have been published though its answer was
@@ -416,6 +469,7 @@ impl Publisher {
         &self,
         reply: &message::Model,
         o: &Outcome,
+        asked: Option<Duration>,
         lease: chrono::DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let attempts = reply.delivery_attempts + 1;
@@ -442,7 +496,7 @@ impl Publisher {
                     Expr::value(Option::<chrono::DateTime<Utc>>::None),
                 ),
             Outcome::Retry(e) => {
-                let next = self.cfg.backoff.after(attempts);
+                let next = self.cfg.backoff.after_at_least(attempts, asked);
                 tracing::warn!(reply = %reply.id, attempts, error = %e, gave_up = next.is_none(), "publishing a reply failed");
                 let q = q.col_expr(message::Column::DeliveryError, Expr::value(e.clone()));
                 match next {
@@ -479,7 +533,7 @@ impl Publisher {
     }
 
     /// Attempts every due QUEUED reply once; returns how many it made.
-    pub async fn sweep(&self) -> anyhow::Result<usize> {
+    pub async fn sweep(&self, stopping: Option<&watch::Receiver<bool>>) -> anyhow::Result<usize> {
         let due: Vec<Uuid> = message::Entity::find()
             .select_only()
             .column(message::Column::Id)
@@ -492,8 +546,16 @@ impl Publisher {
             .await?;
         let mut made = 0;
         for id in due {
-            if self.attempt(id).await? {
-                made += 1;
+            // A stopping worker finishes the attempt in hand, not the pass.
+            if stopping.is_some_and(|s| *s.borrow()) {
+                break;
+            }
+            // One reply's trouble (an answer that cannot be recorded) is
+            // logged; the others are still due.
+            match self.attempt(id).await {
+                Ok(true) => made += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(reply = %id, error = %e, "a publish attempt failed"),
             }
         }
         Ok(made)
@@ -501,7 +563,7 @@ impl Publisher {
 
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
-            if let Err(e) = self.sweep().await {
+            if let Err(e) = self.sweep(Some(&shutdown)).await {
                 tracing::warn!(error = %e, "reply publishing sweep failed");
             }
             tokio::select! {

@@ -136,7 +136,14 @@ impl SlaEngine {
                 Target::Resolution => (c.resolution_due_at, c.resolved_at.is_some()),
             };
             let same = due.is_some_and(|d| d.timestamp_millis() == t.deadline.timestamp_millis());
-            if !same || done || c.status != "OPEN" {
+            // A clock restarted while its business hours were closed gets
+            // the deadline of the cycle before it: the cycle tells them
+            // apart, or the old cycle's timer would fire for the new one.
+            let current = c.sla_targets.as_ref().map_or(0, |s| s.cycle(t.target));
+            // A warning caught up after its deadline (workers were down)
+            // warns of nothing: the breach says it.
+            let too_late = !t.breach && Utc::now() >= t.deadline;
+            if !same || done || c.status != "OPEN" || t.cycle != current || too_late {
                 continue;
             }
             out[i] = Fired::AlreadyRecorded;
@@ -367,7 +374,14 @@ impl SlaEngine {
                         Ok(n) => {
                             tracing::debug!(timers = n, "SLA timers rebuilt from the database")
                         }
-                        Err(e) => tracing::warn!(error = %e, "rebuilding SLA timers failed"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "rebuilding SLA timers failed");
+                            if let Err(e) = sla::release_rebuild_turn(&self.kv).await {
+                                tracing::warn!(error = %e, "giving the SLA rebuild turn back failed");
+                            }
+                            // Tried again at the next pass, not a period later.
+                            last_rebuild = None;
+                        }
                     },
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "taking the SLA rebuild turn failed"),

@@ -204,10 +204,11 @@ impl Channel {
     async fn has_secret(&self) -> bool {
         self.0.secret_ciphertext.is_some()
     }
-    /// Whether replies can be published: an access token is stored (X,
-    /// FACEBOOK, INSTAGRAM; never returned) or a callback URL set (GENERIC).
+    /// Whether replies can be published: the channel is connected and an
+    /// access token is stored (X, FACEBOOK, INSTAGRAM; never returned) or
+    /// a callback URL and a signing secret are (GENERIC).
     async fn can_publish(&self) -> bool {
-        self.0.access_token_ciphertext.is_some() || self.0.callback_url.is_some()
+        rapport_store::replies::can_publish(&self.0)
     }
     /// GENERIC: where replies are POSTed, signed with the channel's secret;
     /// null for CLIENT_VIEWER (the agency's own systems) and for anyone who
@@ -373,8 +374,10 @@ impl ChannelMutation {
             am.secret_ciphertext = Set(None);
             am.verify_token_ciphertext = Set(None);
             am.access_token_ciphertext = Set(None);
-            // A feed address may carry a token of the feed's owner.
+            // A feed address may carry a token of the feed's owner, and a
+            // callback URL a key of the agency's system.
             am.feed_url = Set(None);
+            am.callback_url = Set(None);
         }
         am.updated_at = Set(Utc::now());
         let c = am.update(&txn).await?;

@@ -404,6 +404,25 @@ async fn store_reply(
             "the customer wrote only in private here; reply PRIVATE",
         ));
     }
+    let through = match how.visibility {
+        Visibility::Public => d.reply_channel.unwrap_or(d.conversation.channel_id),
+        Visibility::Private => d.conversation.channel_id,
+    };
+    // Refused now rather than FAILED by the worker later: a reply that
+    // cannot go out must not stop the conversation's clocks.
+    let channel = channel::Entity::find_by_id(through)
+        .one(txn)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if channel.status == "DISCONNECTED" {
+        return Err(ApiError::bad_input(
+            "conversationId",
+            format!(
+                "the channel {:?} is disconnected; connect it again to reply",
+                channel.name
+            ),
+        ));
+    }
     // One reply of a workspace at a time is checked and stored: two
     // identical replies sent at the same moment on two conversations would
     // each miss the other, uncommitted. Taken last (after the
@@ -446,10 +465,7 @@ async fn store_reply(
         agency_id: Set(v.agency_id),
         workspace_id: Set(d.conversation.workspace_id),
         conversation_id: Set(d.conversation.id),
-        channel_id: Set(match how.visibility {
-            Visibility::Public => d.reply_channel.unwrap_or(d.conversation.channel_id),
-            Visibility::Private => d.conversation.channel_id,
-        }),
+        channel_id: Set(through),
         author_id: Set(None),
         // Replaced by nothing: the platform's own id goes to
         // `platform_message_id` once it is published.

@@ -588,7 +588,12 @@ impl ConversationSla {
                     .as_ref()
                     .and_then(|s| s.stopped_at)
                     .or(c.resolved_at);
-                let late = matches!((stopped, c.resolution_due_at), (Some(r), Some(d)) if r > d);
+                // Any promise missed by then: resolution late, the first
+                // response late or never given, a next response owed.
+                let missed = |due: Option<DateTime<Utc>>, kept: Option<DateTime<Utc>>| matches!((due, kept.or(stopped)), (Some(d), Some(t)) if t > d);
+                let late = missed(c.resolution_due_at, None)
+                    || missed(c.first_response_due_at, c.first_responded_at)
+                    || missed(c.next_response_due_at, None);
                 Some(if late {
                     GqlSlaStatus::Breached
                 } else {
@@ -758,17 +763,25 @@ fn warn_percent(p: i32) -> ApiResult<i32> {
     }
 }
 
-/// Only one default per workspace: setting one clears the others.
+/// Only one default per workspace: setting one clears the others, and a
+/// policy that stops being the default goes last among the ordered ones
+/// (kept at its old place, its conditions, often none, would match
+/// before the policies ordered after it).
 async fn clear_default(txn: &DatabaseTransaction, workspace: Uuid, except: Uuid) -> ApiResult<()> {
-    sla_policy::Entity::update_many()
-        .col_expr(
-            sla_policy::Column::IsDefault,
-            sea_orm::sea_query::Expr::value(false),
-        )
+    let former = sla_policy::Entity::find()
         .filter(sla_policy::Column::WorkspaceId.eq(workspace))
         .filter(sla_policy::Column::Id.ne(except))
-        .exec(txn)
+        .filter(sla_policy::Column::IsDefault.eq(true))
+        .order_by_asc(sla_policy::Column::Position)
+        .all(txn)
         .await?;
+    for p in former {
+        let position = next_position(txn, workspace).await?;
+        let mut am = p.into_active_model();
+        am.is_default = Set(false);
+        am.position = Set(position);
+        am.update(txn).await?;
+    }
     Ok(())
 }
 
@@ -885,7 +898,7 @@ impl SlaMutation {
         ApiError::at_most(
             "weeklyHours",
             input.weekly_hours.len(),
-            100,
+            70,
             "opening periods",
         )?;
         ApiError::at_most("holidays", input.holidays.len(), 1000, "holidays")?;

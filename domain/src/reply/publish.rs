@@ -147,7 +147,12 @@ pub fn outcome(kind: ChannelKind, status: u16, body: &[u8]) -> Outcome {
                 .or_else(|| json["data"]["dm_event_id"].as_str()),
             _ => json["id"].as_str().or_else(|| json["message_id"].as_str()),
         };
-        return Outcome::Sent(id.map(storable).filter(|id| !id.is_empty()));
+        // An id too long to index is dropped, not stored: a failed record
+        // would leave the reply to be posted again.
+        return Outcome::Sent(
+            id.map(storable)
+                .filter(|id| !id.is_empty() && id.len() <= MAX_PLATFORM_ID_BYTES),
+        );
     }
     let detail =
         match kind {
@@ -178,11 +183,32 @@ pub fn outcome(kind: ChannelKind, status: u16, body: &[u8]) -> Outcome {
     } else {
         format!("HTTP {status}: {detail}")
     };
-    if status == 408 || status == 425 || status == 429 || status >= 500 {
+    // Meta throttles (and has passing outages) with a 4xx and a code its
+    // error-handling guide says to wait out: 1, 2 (temporary), 4, 17, 32,
+    // 613 (rate limits), or any error it marks `is_transient`.
+    let meta_transient = matches!(kind, ChannelKind::Facebook | ChannelKind::Instagram)
+        && (json["error"]["is_transient"].as_bool() == Some(true)
+            || matches!(
+                json["error"]["code"].as_i64(),
+                Some(1 | 2 | 4 | 17 | 32 | 613)
+            ));
+    if status == 408 || status == 425 || status == 429 || status >= 500 || meta_transient {
         Outcome::Retry(message)
     } else {
         Outcome::Refused(message)
     }
+}
+
+/// The longest platform id a reply keeps (ids are indexed; platforms' own
+/// are short).
+pub const MAX_PLATFORM_ID_BYTES: usize = 256;
+
+/// Whether X refused a post as a copy of one the account published: after
+/// an attempt that may have published, that copy is this reply.
+pub fn refused_as_duplicate(kind: ChannelKind, refusal: &str) -> bool {
+    kind == ChannelKind::X
+        && refusal.starts_with("HTTP 403")
+        && refusal.to_lowercase().contains("duplicate content")
 }
 
 /// Text from a platform (or a tenant's callback) as it can be stored: a NUL
@@ -781,5 +807,41 @@ mod tests {
             ),
             Outcome::Refused("HTTP 400: Invalid OAuth access token. (code 190)".into())
         );
+        // Meta's throttling comes with a 4xx and a code to wait out.
+        assert_eq!(
+            outcome(
+                ChannelKind::Facebook,
+                400,
+                br#"{"error":{"message":"Application request limit reached","code":4}}"#
+            ),
+            Outcome::Retry("HTTP 400: Application request limit reached (code 4)".into())
+        );
+        assert_eq!(
+            outcome(
+                ChannelKind::Instagram,
+                403,
+                br#"{"error":{"message":"Please retry","code":100,"is_transient":true}}"#
+            ),
+            Outcome::Retry("HTTP 403: Please retry (code 100)".into())
+        );
+        // An id too long to index is not kept.
+        let long = format!(r#"{{"id":"{}"}}"#, "a".repeat(MAX_PLATFORM_ID_BYTES + 1));
+        assert_eq!(
+            outcome(ChannelKind::Generic, 200, long.as_bytes()),
+            Outcome::Sent(None)
+        );
+        let fits = format!(r#"{{"id":"{}"}}"#, "a".repeat(MAX_PLATFORM_ID_BYTES));
+        assert_eq!(
+            outcome(ChannelKind::Generic, 200, fits.as_bytes()),
+            Outcome::Sent(Some("a".repeat(MAX_PLATFORM_ID_BYTES)))
+        );
+    }
+
+    #[test]
+    fn x_refuses_a_copy_of_a_published_post() {
+        let refusal = "HTTP 403: You are not allowed to create a Tweet with duplicate content.";
+        assert!(refused_as_duplicate(ChannelKind::X, refusal));
+        assert!(!refused_as_duplicate(ChannelKind::Facebook, refusal));
+        assert!(!refused_as_duplicate(ChannelKind::X, "HTTP 403: Forbidden"));
     }
 }
