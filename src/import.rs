@@ -55,6 +55,9 @@ pub async fn run(
     let mut chunk_lines = Vec::with_capacity(CHUNK);
     let mut read_bytes = 0u64;
     let mut lines = 0usize;
+    let mut bar = Progress::new();
+    // Rejections counted but no longer held (see below).
+    let mut unlisted = 0usize;
     let flush = async |chunk: &mut Vec<serde_json::Value>,
                        chunk_lines: &mut Vec<usize>,
                        summary: &mut ImportSummary|
@@ -95,6 +98,12 @@ pub async fn run(
             summary.rejected.push((n + 1, "not UTF-8 text".into()));
             continue;
         };
+        // Windows tools start a UTF-8 file with a byte-order mark.
+        let line = if n == 0 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            line
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -107,28 +116,78 @@ pub async fn run(
         }
         if chunk.len() == CHUNK {
             flush(&mut chunk, &mut chunk_lines, &mut summary).await?;
-            progress(read_bytes, total_bytes, lines);
+            bar.show(read_bytes, total_bytes, lines);
+        }
+        // Only the first rejections are printed: a file of bad lines must
+        // not hold them all in memory.
+        if summary.rejected.len() > 1000 {
+            summary.rejected.sort();
+            unlisted += summary.rejected.len() - SHOWN;
+            summary.rejected.truncate(SHOWN);
         }
     }
     flush(&mut chunk, &mut chunk_lines, &mut summary).await?;
-    progress(total_bytes, total_bytes, lines);
-    eprintln!();
+    bar.done(total_bytes, lines);
     println!(
         "imported {} lines in {:.1}s: {} accepted, {} duplicate, {} rejected",
         lines,
         started.elapsed().as_secs_f64(),
         summary.accepted,
         summary.duplicates,
-        summary.rejected.len()
+        summary.rejected.len() + unlisted
     );
     summary.rejected.sort();
-    for (line, reason) in summary.rejected.iter().take(20) {
+    for (line, reason) in summary.rejected.iter().take(SHOWN) {
         println!("  line {line}: {reason}");
     }
-    if summary.rejected.len() > 20 {
-        println!("  … and {} more", summary.rejected.len() - 20);
+    let rejected = summary.rejected.len() + unlisted;
+    if rejected > SHOWN {
+        println!("  … and {} more", rejected - SHOWN);
+    }
+    // What was accepted stays imported; a script still learns that part
+    // of the file was not.
+    if rejected > 0 {
+        anyhow::bail!("{rejected} of {lines} lines rejected (the others were imported)");
     }
     Ok(())
+}
+
+/// Rejections printed with their line number.
+const SHOWN: usize = 20;
+
+/// Progress on stderr: a bar redrawn in place on a terminal; elsewhere (a
+/// log, CI) a plain line every few seconds, not thousands of `\r`s.
+struct Progress {
+    terminal: bool,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn show(&mut self, done: u64, total: u64, lines: usize) {
+        if self.terminal {
+            eprint!("\r{}", progress_line(done, total, lines));
+            let _ = std::io::stderr().flush();
+        } else if self.last.elapsed() >= std::time::Duration::from_secs(5) {
+            self.last = std::time::Instant::now();
+            eprintln!("{}", progress_line(done, total, lines));
+        }
+    }
+
+    fn done(&mut self, total: u64, lines: usize) {
+        if self.terminal {
+            eprintln!("\r{}", progress_line(total, total, lines));
+        } else {
+            eprintln!("{}", progress_line(total, total, lines));
+        }
+    }
 }
 
 /// Longest line taken, as a webhook body: a file that is one huge line (a
@@ -169,11 +228,10 @@ fn read_line(
     }
 }
 
-fn progress(done: u64, total: u64, lines: usize) {
-    let pct = (done * 100 / total).min(100) as usize;
+fn progress_line(done: u64, total: u64, lines: usize) -> String {
+    let pct = (done * 100 / total.max(1)).min(100) as usize;
     let bar = "#".repeat(pct / 5) + &"-".repeat(20 - pct / 5);
-    eprint!("\r[{bar}] {pct:>3}%  {lines} lines");
-    let _ = std::io::stderr().flush();
+    format!("[{bar}] {pct:>3}%  {lines} lines")
 }
 
 #[cfg(test)]

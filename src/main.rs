@@ -143,7 +143,12 @@ struct Common {
     /// Worker: let feed, webhook-subscription and GENERIC callback URLs
     /// reach private, loopback and link-local addresses (on-premises
     /// set-ups; off by default, so a tenant cannot reach internal hosts).
-    #[arg(long, env = "RAPPORT_ALLOW_PRIVATE_URLS", default_value_t = false)]
+    #[arg(
+        long,
+        env = "RAPPORT_ALLOW_PRIVATE_URLS",
+        default_value_t = false,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     allow_private_urls: bool,
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
@@ -207,6 +212,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             file,
         } => {
             let conn = connect_db(&db.database_url).await?;
+            require_migrated(&conn, &db.database_url).await?;
             import::run(&conn, &workspace, channel.as_deref(), &file).await
         }
         Command::Seed {
@@ -248,16 +254,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let secret = required_secret(&c)?;
             let key = required_key(&c)?;
             let (db, kv) = connect_all(&c).await?;
+            require_migrated(&db, &c.db.database_url).await?;
             serve(&c, db, kv, secret, key).await
         }
         Command::Worker(c) => {
-            required_secret(&c)?;
             let key = required_key(&c)?;
             let (db, kv) = connect_all(&c).await?;
+            require_migrated(&db, &c.db.database_url).await?;
             let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
+                tracing::info!(
+                    "stopping: finishing the work in hand (a second signal stops at once)"
+                );
                 let _ = tx.send(true);
+                shutdown_signal().await;
+                eprintln!("second signal: stopping at once");
+                std::process::exit(130);
             });
             run_worker(db, kv, &c, &key, rx).await
         }
@@ -504,6 +517,22 @@ async fn connect_all(c: &Common) -> anyhow::Result<(DatabaseConnection, Kv)> {
     let db = connect_db(&c.db.database_url).await?;
     let kv = connect_redis(c).await?;
     Ok((db, kv))
+}
+
+/// Refuses a database whose schema is behind this binary (a new install
+/// not migrated yet, or a deploy that skipped `rapport migrate`): ready
+/// on `/readyz` while every query fails would be worse than not starting.
+async fn require_migrated(db: &DatabaseConnection, url: &str) -> anyhow::Result<()> {
+    let pending = db::pending_migrations(db)
+        .await
+        .context("reading which migrations the database has")?;
+    if pending > 0 {
+        anyhow::bail!(
+            "the database at {} is {pending} migration(s) behind this binary: run `rapport migrate` first",
+            redacted(url)
+        );
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -437,6 +437,55 @@ async fn invitations_roles_and_removal() {
     assert!(denied.get("errors").is_none(), "admins read the audit log");
 }
 
+/// Only wrong passwords count against an account: a person signing in
+/// from several devices is not locked out by their own logins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_passwords_do_not_use_up_the_accounts_login_limit() {
+    let app = TestApp::start_with(|s| {
+        s.login_limit_per_account = 3;
+        s.login_limit_per_ip = 100;
+    })
+    .await;
+    app.sign_up("Acme", "a@acme.test").await;
+    let login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
+    let attempt = async |password: &str| {
+        let r = app
+            .gql(
+                None,
+                login,
+                json!({ "i": { "email": "a@acme.test", "password": password } }),
+            )
+            .await;
+        code(&r).unwrap_or("OK").to_string()
+    };
+    let mut codes = Vec::new();
+    for password in [
+        "wrong password!",
+        "wrong password!",
+        PASSWORD,
+        PASSWORD,
+        PASSWORD,
+        "wrong password!",
+        "wrong password!",
+        PASSWORD,
+    ] {
+        codes.push(attempt(password).await);
+    }
+    assert_eq!(
+        codes,
+        [
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "OK",
+            "OK",
+            "OK",
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "OK"
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invitation_is_no_way_around_the_accounts_limit_on_password_guesses() {
     let app = TestApp::start_with(|s| {
@@ -632,4 +681,65 @@ async fn a_session_older_than_the_membership_does_not_authenticate() {
     assert_eq!(me["me"]["role"], "ADMIN");
     let r = app.gql(Some(&agent.access), ME, json!({})).await;
     assert_eq!(code(&r), Some("UNAUTHENTICATED"), "accepted: {r}");
+}
+
+/// Anyone can invite any address and holds the token they invite with.
+/// An account made by one agency's invitation has no password yet: a
+/// second agency inviting the same address must not set it (and the name)
+/// by accepting its own invitation. The earlier invitation sets it; the
+/// later one then needs that password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_invitation_cannot_set_the_password_an_earlier_one_awaits() {
+    let app = TestApp::start().await;
+    let acme = app.sign_up("Acme", "owner@acme.test").await;
+    let rival = app.sign_up("Rival", "owner@rival.test").await;
+    const INVITE: &str =
+        "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitationToken } }";
+    const ACCEPT: &str = "mutation($i: AcceptInvitationInput!) { acceptInvitation(input: $i) { accessToken user { name } } }";
+    let invite = async |by: &Session, name: &str| {
+        app.ok(
+            Some(&by.access),
+            INVITE,
+            json!({ "i": { "email": "alice@example.test", "name": name, "role": "AGENT" } }),
+        )
+        .await["inviteMember"]["invitationToken"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let from_acme = invite(&acme, "Alice").await;
+    let from_rival = invite(&rival, "IT desk").await;
+    let r = app
+        .gql(
+            None,
+            ACCEPT,
+            json!({ "i": { "token": from_rival, "password": "chosen-by-rival-1", "name": "IT desk" } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("FORBIDDEN"), "{r}");
+    let d = app
+        .ok(
+            None,
+            ACCEPT,
+            json!({ "i": { "token": from_acme, "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(d["acceptInvitation"]["user"]["name"], "Alice");
+    // Rival's invitation now asks for Alice's password.
+    let r = app
+        .gql(
+            None,
+            ACCEPT,
+            json!({ "i": { "token": from_rival, "password": "chosen-by-rival-1" } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"), "{r}");
+    let d = app
+        .ok(
+            None,
+            ACCEPT,
+            json!({ "i": { "token": from_rival, "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(d["acceptInvitation"]["user"]["name"], "Alice");
 }

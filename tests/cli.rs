@@ -176,6 +176,21 @@ fn missing_secret_or_unreachable_services_give_one_clear_line() {
         ],
     );
     assert!(e.contains("Redis") && e.contains("redis-server"), "{e}");
+    // A database not migrated yet: refused with what to run, rather than
+    // ready on /readyz while every query fails.
+    let redis = redis_url();
+    for cmd in ["serve", "worker"] {
+        let e = one_line_error(
+            &[cmd],
+            &[
+                secret,
+                key,
+                ("DATABASE_URL", sqlite.as_str()),
+                ("REDIS_URL", redis.as_str()),
+            ],
+        );
+        assert!(e.contains("rapport migrate"), "{cmd}: {e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

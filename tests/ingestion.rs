@@ -2035,10 +2035,13 @@ async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Lines were rejected: the rest is imported, and the exit status says
+    // not all of it was.
+    assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
     assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("2 of 1205 lines rejected"),
+        "{stdout} {stderr}"
     );
     assert!(
         stdout.contains("1201 accepted, 1 duplicate, 2 rejected"),

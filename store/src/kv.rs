@@ -179,4 +179,13 @@ impl Kv {
             .await?;
         Ok((count > limit).then_some(ttl.max(1) as u64))
     }
+
+    /// Starts a limit's window over (a login that succeeded: the person's
+    /// own tries no longer count against them).
+    pub async fn clear_limit(&self, suffix: &str) -> RedisResult<()> {
+        redis::cmd("DEL")
+            .arg(self.key(suffix))
+            .query_async(&mut self.conn())
+            .await
+    }
 }

@@ -219,12 +219,8 @@ impl AuthMutation {
             st.settings.login_limit_per_ip,
         )
         .await?;
-        limit(
-            st,
-            format!("rl:login:account:{}", email.as_str()),
-            st.settings.login_limit_per_account,
-        )
-        .await?;
+        let account_key = format!("rl:login:account:{}", email.as_str());
+        limit(st, account_key.clone(), st.settings.login_limit_per_account).await?;
         let found = user::Entity::find()
             .filter(user::Column::Email.eq(email.as_str()))
             .one(&st.db)
@@ -232,6 +228,11 @@ impl AuthMutation {
         let stored = found.as_ref().and_then(|u| u.password_hash.as_deref());
         if !password::verify(&input.password, stored).await {
             return Err(WRONG);
+        }
+        // Only wrong passwords keep counting: a person signing in from
+        // several devices is not locked out by their own logins.
+        if let Err(e) = st.kv.clear_limit(&account_key).await {
+            tracing::warn!(error = %e, "resetting a login limit failed");
         }
         let user = found.ok_or(WRONG)?;
         let mut q = membership::Entity::find()
@@ -336,7 +337,31 @@ impl AuthMutation {
                 }
                 None
             }
-            None => Some(password::hash(&Password::parse(&input.password)?).await?),
+            // An account without a password was made by an invitation,
+            // and its first password is that invitation's to set. Anyone
+            // can invite any address and holds the token they invite
+            // with: accepting their own later invitation must not let
+            // them choose the password (and name) the invited person's
+            // earlier invitation is waiting to have set.
+            None => {
+                let earlier = membership::Entity::find()
+                    .filter(membership::Column::UserId.eq(u.id))
+                    .filter(membership::Column::Id.ne(m.id))
+                    .filter(membership::Column::InvitationHash.is_not_null())
+                    .filter(membership::Column::CreatedAt.lt(m.created_at))
+                    .filter(
+                        membership::Column::CreatedAt
+                            .gt(Utc::now() - chrono::Duration::days(INVITATION_DAYS)),
+                    )
+                    .one(&st.db)
+                    .await?;
+                if earlier.is_some() {
+                    return Err(ApiError::Forbidden(
+                        "an earlier invitation to this address is waiting: accept that one first, then this one with the same password",
+                    ));
+                }
+                Some(password::hash(&Password::parse(&input.password)?).await?)
+            }
         };
         let txn = begin_for_agency(&st.db, m.agency_id).await?;
         let now = Utc::now();
