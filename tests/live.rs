@@ -434,3 +434,73 @@ async fn a_socket_runs_at_most_twenty_subscriptions_at_once() {
         }
     }
 }
+
+/// Every live feed of a process shares one Redis pub/sub connection: a
+/// tenant opening many subscriptions cannot use up Redis's clients (and
+/// with them every tenant's live updates and workers). Each feed still
+/// gets only its channel's messages, two feeds of one channel both get
+/// them, and a channel no feed reads is unsubscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_feeds_share_one_redis_connection() {
+    let app = TestApp::start().await;
+    let kv = &app.state.kv;
+    let channels: Vec<String> = (0..30).map(|i| kv.key(&format!("hub:{i}"))).collect();
+    let mut feeds = Vec::new();
+    for c in &channels {
+        feeds.push(Box::pin(kv.subscribe(c).await.unwrap()));
+    }
+    let mut twin = Box::pin(kv.subscribe(&channels[7]).await.unwrap());
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap();
+    assert!(
+        clients
+            .lines()
+            .any(|l| l.split(' ').any(|field| field == "sub=30")),
+        "one connection holds the 30 channels: {clients}"
+    );
+    let publish = async |channel: &str, message: &str| {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message)
+            .query_async(&mut kv.conn())
+            .await
+            .unwrap();
+    };
+    let within = async |feed: &mut std::pin::Pin<Box<_>>| {
+        tokio::time::timeout(std::time::Duration::from_secs(5), StreamExt::next(feed))
+            .await
+            .expect("a message")
+    };
+    publish(&channels[7], "seven").await;
+    publish(&channels[3], "three").await;
+    assert_eq!(within(&mut feeds[7]).await.as_deref(), Some("seven"));
+    assert_eq!(within(&mut twin).await.as_deref(), Some("seven"));
+    assert_eq!(
+        within(&mut feeds[3]).await.as_deref(),
+        Some("three"),
+        "only its own channel's"
+    );
+    // Feeds that end leave their channels to be unsubscribed when the next
+    // feed starts.
+    feeds.truncate(5);
+    let _later = kv.subscribe(&kv.key("hub:later")).await.unwrap();
+    let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channels[20])
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap();
+    assert_eq!(subscribers, 0);
+    let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channels[3])
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap();
+    assert_eq!(subscribers, 1);
+}

@@ -1020,6 +1020,31 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
             .contains("disconnected"),
         "{r}"
     );
+
+    // An imported conversation's channel has no callback URL until one is
+    // given: a reply is refused, not queued to fail.
+    let other = app.create_workspace(&s, "Tea Co").await;
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
+        json!({ "i": { "workspaceId": other, "events": [{ "id": "imp-1", "text": "my tea never arrived",
+                "published_at": "2026-11-20T09:00:00Z", "author": { "id": "imp-a", "handle": "tea_fan" } }] } }),
+    )
+    .await;
+    let imported = conversation(&app, &s, &other, "tea_fan").await;
+    let ask = json!({ "i": { "conversationId": imported, "visibility": "PUBLIC",
+                             "text": "So sorry the tea went missing; a new parcel leaves today." } });
+    let r = app.gql(Some(&s.access), SEND, ask.clone()).await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot publish"),
+        "{r}"
+    );
+    app.answerable_imports(&s, &other).await;
+    app.ok(Some(&s.access), SEND, ask).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,7 +97,8 @@ async fn a_one_minute_promise_warns_breaches_and_is_met_through_real_workers() {
         .ok(
             Some(&s.access),
             "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { webhookUrl } }",
-            json!({ "i": { "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret-9" } }),
+            json!({ "i": { "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret-9",
+                           "callbackUrl": "http://127.0.0.1:9/replies" } }),
         )
         .await["connectChannel"]["webhookUrl"]
         .as_str()

@@ -10,6 +10,8 @@ pub struct Kv {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
+    /// Every live feed of the process, on one pub/sub connection.
+    live: std::sync::Arc<crate::live_hub::LiveHub>,
 }
 
 /// What a workspace's live pub/sub channel carries.
@@ -30,6 +32,7 @@ impl Kv {
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
+            live: std::sync::Arc::new(crate::live_hub::LiveHub::new(client.clone())),
             client,
             conn,
             prefix: prefix.trim_end_matches(':').to_string(),
@@ -71,17 +74,13 @@ impl Kv {
     }
 
     /// Messages published on `channel` (see [`Kv::channel`]) from now on,
-    /// as text.
+    /// as text; the stream ends when the connection to Redis is lost. All
+    /// of a process's feeds share one connection (see crate::live_hub).
     pub async fn subscribe(
         &self,
         channel: &str,
     ) -> RedisResult<impl futures_core::Stream<Item = String> + Send + use<>> {
-        use futures_util::StreamExt;
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok(pubsub
-            .into_on_message()
-            .filter_map(|m| async move { m.get_payload::<String>().ok() }))
+        self.live.subscribe(channel).await
     }
 
     /// Live updates: one message per changed conversation on

@@ -10,6 +10,7 @@ pub mod import;
 pub mod ingest;
 pub mod jobs;
 pub mod kv;
+pub mod live_hub;
 pub mod locks;
 pub mod outbox;
 pub mod pages;

@@ -190,6 +190,9 @@ pub struct TestApp {
     pub redis: TestRedis,
     worker_stop: Option<tokio::sync::watch::Sender<bool>>,
     worker_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Workspaces whose import channel can publish (see
+    /// `answerable_imports`).
+    answerable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Drop for TestApp {
@@ -264,6 +267,7 @@ impl TestApp {
             db: test_db,
             redis,
             worker_stop: None,
+            answerable: Default::default(),
             worker_tasks: Vec::new(),
         }
     }
@@ -484,6 +488,35 @@ impl TestApp {
             .await;
         let rejected = &d["importMessages"]["rejected"];
         assert_eq!(rejected, &json!([]), "events rejected by importMessages");
+        self.answerable_imports(s, ws).await;
+    }
+
+    /// Gives workspace `ws`'s import channel a callback URL and secret, so
+    /// that its conversations take replies (a reply on a channel that
+    /// cannot publish is refused). Nothing listens there: a worker's
+    /// attempts fail and are retried, which no test waits for.
+    pub async fn answerable_imports(&self, s: &Session, ws: &str) {
+        if !self.answerable.lock().unwrap().insert(ws.to_string()) {
+            return;
+        }
+        let d = self
+            .ok(
+                Some(&s.access),
+                "query($w: ID!) { channels(workspaceId: $w) { edges { node { id name } } } }",
+                json!({ "w": ws }),
+            )
+            .await;
+        let import = edges(&d["channels"])
+            .into_iter()
+            .find(|e| e["node"]["name"] == "Bulk import")
+            .expect("the workspace's import channel");
+        self.ok(
+            Some(&s.access),
+            "mutation($i: UpdateChannelInput!) { updateChannel(input: $i) { id } }",
+            json!({ "i": { "id": import["node"]["id"], "secret": "import-callback-secret",
+                           "callbackUrl": "http://127.0.0.1:9/replies" } }),
+        )
+        .await;
     }
 
     /// Invites someone and accepts the invitation; returns their session

@@ -423,6 +423,15 @@ async fn store_reply(
             ),
         ));
     }
+    if !rapport_store::replies::can_publish(&channel) {
+        return Err(ApiError::bad_input(
+            "conversationId",
+            format!(
+                "the channel {:?} cannot publish replies: give it an access token (X, FACEBOOK, INSTAGRAM) or a callback URL and secret (GENERIC) with updateChannel",
+                channel.name
+            ),
+        ));
+    }
     // One reply of a workspace at a time is checked and stored: two
     // identical replies sent at the same moment on two conversations would
     // each miss the other, uncommitted. Taken last (after the

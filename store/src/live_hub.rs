@@ -1,0 +1,131 @@
+//! Live feeds share one Redis pub/sub connection per process. A
+//! connection per GraphQL subscription would let one tenant's sockets use
+//! up the server's clients (Redis refuses beyond `maxclients`) and with
+//! them every tenant's live updates and workers.
+//!
+//! A reader task hands each message to its channel's broadcast; a channel
+//! is subscribed on Redis when its first feed starts, and unsubscribed
+//! (once no feed reads it) the next time a feed starts, under the same lock
+//! as subscribing, so a SUBSCRIBE and an UNSUBSCRIBE never cross. When the
+//! connection is lost every feed on it ends, as a feed of its own
+//! connection did: the subscriber is told and subscribes again, on a new
+//! connection.
+
+use futures_util::{Stream, StreamExt};
+use redis::RedisResult;
+use redis::aio::PubSubSink;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Messages held per channel for a feed that reads slowly; beyond, it
+/// misses the oldest (live updates are hints, the database holds the
+/// truth).
+const BUFFER: usize = 256;
+
+type Channels = Arc<Mutex<HashMap<String, broadcast::Sender<String>>>>;
+
+struct Link {
+    sink: PubSubSink,
+    channels: Channels,
+    alive: Arc<AtomicBool>,
+}
+
+pub struct LiveHub {
+    client: redis::Client,
+    link: tokio::sync::Mutex<Option<Link>>,
+}
+
+impl LiveHub {
+    pub fn new(client: redis::Client) -> Self {
+        Self {
+            client,
+            link: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Messages published on `channel` from now on; the stream ends when
+    /// the connection is lost.
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> RedisResult<impl Stream<Item = String> + Send + use<>> {
+        let mut link = self.link.lock().await;
+        if link
+            .as_ref()
+            .is_none_or(|l| !l.alive.load(Ordering::SeqCst))
+        {
+            *link = Some(self.connect().await?);
+        }
+        let Some(l) = link.as_mut() else {
+            unreachable!("connected above")
+        };
+        let idle: Vec<String> = lock(&l.channels)
+            .iter()
+            .filter(|(_, tx)| tx.receiver_count() == 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in idle {
+            lock(&l.channels).remove(&name);
+            if let Err(e) = l.sink.unsubscribe(&name).await {
+                tracing::warn!(error = %e, "unsubscribing an idle live channel failed");
+            }
+        }
+        let existing = lock(&l.channels).get(channel).map(|tx| tx.subscribe());
+        let rx = match existing {
+            Some(rx) => rx,
+            None => {
+                if let Err(e) = l.sink.subscribe(channel).await {
+                    // A connection that cannot subscribe is not kept.
+                    l.alive.store(false, Ordering::SeqCst);
+                    return Err(e);
+                }
+                let (tx, rx) = broadcast::channel(BUFFER);
+                lock(&l.channels).insert(channel.to_string(), tx);
+                rx
+            }
+        };
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(m) => return Some((m, rx)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "a live feed fell behind");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
+    }
+
+    async fn connect(&self) -> RedisResult<Link> {
+        let (sink, mut stream) = self.client.get_async_pubsub().await?.split();
+        let channels: Channels = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        let (to, up) = (channels.clone(), alive.clone());
+        tokio::spawn(async move {
+            while let Some(msg) = stream.next().await {
+                let Ok(payload) = msg.get_payload::<String>() else {
+                    continue;
+                };
+                if let Some(tx) = lock(&to).get(msg.get_channel_name()) {
+                    // No feed reads it now: dropped, as Redis would.
+                    let _ = tx.send(payload);
+                }
+            }
+            up.store(false, Ordering::SeqCst);
+            // Every feed ends: the senders go.
+            lock(&to).clear();
+        });
+        Ok(Link {
+            sink,
+            channels,
+            alive,
+        })
+    }
+}
+
+fn lock(c: &Channels) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<String>>> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
