@@ -457,12 +457,15 @@ async fn live_feeds_share_one_redis_connection() {
         .query_async(&mut kv.conn())
         .await
         .unwrap();
-    assert!(
-        clients
-            .lines()
-            .any(|l| l.split(' ').any(|field| field == "sub=30")),
-        "one connection holds the 30 channels: {clients}"
-    );
+    let shared = clients
+        .lines()
+        .find(|l| l.split(' ').any(|field| field == "sub=30"))
+        .unwrap_or_else(|| panic!("one connection holds the 30 channels: {clients}"));
+    let shared_id = shared
+        .split(' ')
+        .find_map(|f| f.strip_prefix("id="))
+        .unwrap()
+        .to_string();
     let publish = async |channel: &str, message: &str| {
         let _: i64 = redis::cmd("PUBLISH")
             .arg(channel)
@@ -503,4 +506,21 @@ async fn live_feeds_share_one_redis_connection() {
         .await
         .unwrap();
     assert_eq!(subscribers, 1);
+
+    // The shared connection is lost: every feed on it ends (the GraphQL
+    // layer says UNAVAILABLE), and the next feed gets a new connection.
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&shared_id)
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap();
+    let mut again_at_once = Box::pin(kv.subscribe(&channels[4]).await.unwrap());
+    assert_eq!(within(&mut feeds[3]).await, None, "ended");
+    publish(&channels[4], "four").await;
+    assert_eq!(within(&mut again_at_once).await.as_deref(), Some("four"));
+    let mut again = Box::pin(kv.subscribe(&channels[3]).await.unwrap());
+    publish(&channels[3], "back").await;
+    assert_eq!(within(&mut again).await.as_deref(), Some("back"));
 }

@@ -51,6 +51,21 @@ impl LiveHub {
         &self,
         channel: &str,
     ) -> RedisResult<impl Stream<Item = String> + Send + use<>> {
+        match self.try_subscribe(channel).await {
+            // The connection was lost before its reader noticed (the
+            // failed subscribe marked it): once more, on a new one.
+            Err(e) if self.link.lock().await.is_some() => {
+                tracing::debug!(error = %e, "subscribing on the shared connection failed; reconnecting");
+                self.try_subscribe(channel).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_subscribe(
+        &self,
+        channel: &str,
+    ) -> RedisResult<impl Stream<Item = String> + Send + use<>> {
         let mut link = self.link.lock().await;
         if link
             .as_ref()
