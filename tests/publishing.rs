@@ -727,6 +727,67 @@ async fn rate_limits_are_waited_out_and_a_lost_last_answer_is_looked_for() {
     assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
 }
 
+/// A platform that hangs on a reply holds up neither ingestion nor the
+/// other replies: attempts run beside the job consumer, several at once,
+/// each until its timeout (15 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_platform_holds_up_neither_ingestion_nor_other_replies() {
+    let platform = FakePlatform::default();
+    let base = platform.start();
+    let app = app_publishing_to(&base).await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let conv = x_conversation(&app, &s, &ws).await;
+    platform.publish_and_hang("1900000000000000021");
+    app.ok(
+        Some(&s.access),
+        SEND,
+        json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                "text": "Angry, the refund for the double charge is on its way today." } }),
+    )
+    .await;
+    app.eventually("the first reply to reach the platform", async || {
+        (platform.seen().len() == 1).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    // A new mention is ingested meanwhile...
+    let reviews = connect(
+        &app,
+        &s,
+        json!({ "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": GENERIC_SECRET,
+                "callbackUrl": format!("{base}/callback") }),
+    )
+    .await;
+    let body = serde_json::to_vec(&json!({ "events": [{ "id": "rv-9", "text": "the grinder broke",
+        "published_at": "2026-11-20T09:00:00Z", "author": { "id": "rv-9", "handle": "grinder_owner" } }] }))
+    .unwrap();
+    let sig = generic_sign(
+        GENERIC_SECRET.as_bytes(),
+        &body,
+        chrono::Utc::now().timestamp(),
+    );
+    post(&app, &reviews, ("x-rapport-signature", sig), &body).await;
+    let other = conversation(&app, &s, &ws, "grinder_owner").await;
+    // ...and a reply to it is published.
+    platform.answer(202, json!({}));
+    let d = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": other, "visibility": "PUBLIC",
+                    "text": "A grinder breaking is not what we stand for; a new one ships today." } }),
+        )
+        .await;
+    let r = settled(&app, &s, &other, d["sendReply"]["id"].as_str().unwrap()).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "not behind the hanging attempt: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_signed() {
     let platform = FakePlatform::default();

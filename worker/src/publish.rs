@@ -92,7 +92,16 @@ pub struct Publisher {
     /// For GENERIC callback URLs (a tenant's): public addresses only.
     callbacks: reqwest::Client,
     cfg: PublishConfig,
+    /// Attempts under way. An attempt can take minutes (a lookup's pages
+    /// and the post, each up to the timeout, against a slow or hanging
+    /// endpoint): it runs beside the job consumer and the sweep, not in
+    /// them, so one tenant's slow endpoint holds up neither ingestion nor
+    /// the other replies; at most this many at once.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Attempts at once per worker process.
+const IN_FLIGHT: u32 = 16;
 
 /// Everything one attempt needs, read before the request.
 struct Loaded {
@@ -123,17 +132,35 @@ impl Publisher {
             http,
             callbacks,
             cfg,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT as usize)),
         })
     }
 
-    /// The `deliver_reply` job.
-    pub async fn handle(&self, payload: Value) -> anyhow::Result<()> {
+    /// The `deliver_reply` job: the attempt starts beside the consumer,
+    /// and the job is done (the reply's row, QUEUED and due, is what
+    /// counts: with every slot busy, or if this process stops, the sweep
+    /// takes it).
+    pub async fn handle(self: &Arc<Self>, payload: Value) -> anyhow::Result<()> {
         let id = payload
             .get("message_id")
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or_else(|| crate::Permanent("job has no message_id".into()))?;
-        self.attempt(id).await.map(|_| ())
+        if let Ok(slot) = self.in_flight.clone().try_acquire_owned() {
+            self.start(id, slot);
+        }
+        Ok(())
+    }
+
+    /// Runs one attempt in the background, holding `slot` until it ends.
+    fn start(self: &Arc<Self>, id: Uuid, slot: tokio::sync::OwnedSemaphorePermit) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.attempt(id).await {
+                tracing::warn!(reply = %id, error = %e, "a publish attempt failed");
+            }
+            drop(slot);
+        });
     }
 
     /// One attempt at a reply if it is QUEUED and due; returns whether this
@@ -532,8 +559,12 @@ impl Publisher {
         Ok(())
     }
 
-    /// Attempts every due QUEUED reply once; returns how many it made.
-    pub async fn sweep(&self, stopping: Option<&watch::Receiver<bool>>) -> anyhow::Result<usize> {
+    /// Starts an attempt at every due QUEUED reply, as slots free up;
+    /// returns how many it started.
+    pub async fn sweep(
+        self: &Arc<Self>,
+        stopping: Option<&watch::Receiver<bool>>,
+    ) -> anyhow::Result<usize> {
         let due: Vec<Uuid> = message::Entity::find()
             .select_only()
             .column(message::Column::Id)
@@ -544,21 +575,19 @@ impl Publisher {
             .into_tuple()
             .all(&self.db)
             .await?;
-        let mut made = 0;
+        let mut started = 0;
         for id in due {
-            // A stopping worker finishes the attempt in hand, not the pass.
+            // A stopping worker finishes the attempts in hand, not the pass.
             if stopping.is_some_and(|s| *s.borrow()) {
                 break;
             }
-            // One reply's trouble (an answer that cannot be recorded) is
-            // logged; the others are still due.
-            match self.attempt(id).await {
-                Ok(true) => made += 1,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(reply = %id, error = %e, "a publish attempt failed"),
-            }
+            let slot = self.in_flight.clone().acquire_owned().await?;
+            // An attempt that another worker (or the job) claimed since
+            // the read finds the row claimed, and makes none.
+            self.start(id, slot);
+            started += 1;
         }
-        Ok(made)
+        Ok(started)
     }
 
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -568,8 +597,10 @@ impl Publisher {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.tick) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break,
             }
         }
+        // Stopping: the attempts under way end and are recorded first.
+        let _all = self.in_flight.acquire_many(IN_FLIGHT).await;
     }
 }
