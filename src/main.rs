@@ -223,6 +223,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             replied_percent,
             seed,
         } => {
+            let args = seed::SeedArgs {
+                agencies,
+                workspaces_per_agency,
+                messages,
+                replied_percent,
+                seed,
+            };
+            seed::check(&args)?;
             let secret = required_secret(&common)?;
             let key = required_key(&common)?;
             let (db, kv) = connect_all(&common).await?;
@@ -232,17 +240,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", common.bind));
             let state = AppState::new(db, kv, Settings::new(secret, key, public_url))?;
-            seed::run(
-                state,
-                seed::SeedArgs {
-                    agencies,
-                    workspaces_per_agency,
-                    messages,
-                    replied_percent,
-                    seed,
-                },
-            )
-            .await
+            seed::run(state, args).await
         }
         Command::Migrate(args) => {
             let db = connect_db(&args.database_url).await?;
@@ -477,18 +475,40 @@ fn required_key(c: &Common) -> anyhow::Result<String> {
 }
 
 /// The URL without its password, for messages.
+/// `url` fit to print: the password of its user part and of a
+/// `password=` query parameter (both forms sqlx takes) replaced.
 fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
             let user = creds.split(':').next().unwrap_or("");
             format!("{}{}@{}", &url[..s + 3], user, &url[at + 1..])
         }
         _ => url.to_string(),
-    }
+    };
+    let Some((base, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 async fn connect_db(url: &str) -> anyhow::Result<DatabaseConnection> {
+    if !(url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+        || url.starts_with("sqlite:"))
+    {
+        anyhow::bail!(
+            "DATABASE_URL {} is neither PostgreSQL (postgres://…) nor SQLite (sqlite://FILE?mode=rwc)",
+            redacted(url)
+        );
+    }
     db::connect(url).await.map_err(|e| {
         let how = if url.starts_with("postgres") {
             "start it (`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) \
@@ -548,4 +568,25 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn urls_are_printed_without_passwords() {
+        assert_eq!(
+            redacted("postgres://app:hunter2@db:5432/rapport"),
+            "postgres://app@db:5432/rapport"
+        );
+        assert_eq!(
+            redacted("postgres://db/rapport?user=app&password=hunter2&sslmode=require"),
+            "postgres://db/rapport?user=app&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redacted("sqlite://rapport.db?mode=rwc"),
+            "sqlite://rapport.db?mode=rwc"
+        );
+    }
 }

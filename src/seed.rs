@@ -141,22 +141,53 @@ async fn gql(
     Ok(resp.data.into_json()?)
 }
 
+/// Progress on stderr: redrawn in place on a terminal; elsewhere (a log,
+/// CI) a plain line every 5 seconds, not one `\r` per batch.
 fn progress(done: usize, total: usize, started: Instant) {
+    use std::io::IsTerminal;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_LINE_SECS: AtomicU64 = AtomicU64::new(0);
     let width = 40;
     let filled = (done * width / total.max(1)).min(width);
     let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-    eprint!(
-        "\r[{}{}] {done}/{total} messages, {rate:.0}/s   ",
+    let line = format!(
+        "[{}{}] {done}/{total} messages, {rate:.0}/s",
         "#".repeat(filled),
         " ".repeat(width - filled)
     );
-    let _ = std::io::stderr().flush();
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{line}   ");
+        let _ = std::io::stderr().flush();
+        return;
+    }
+    let now = started.elapsed().as_secs();
+    let last = LAST_LINE_SECS.load(Ordering::Relaxed);
+    if done >= total || now >= last + 5 {
+        LAST_LINE_SECS.store(now, Ordering::Relaxed);
+        eprintln!("{line}");
+    }
 }
 
-pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
+/// The most workspaces one seed makes (agencies × workspaces each).
+const MAX_WORKSPACES: usize = 100_000;
+
+/// Refuses sizes that cannot be meant, before anything is connected.
+pub fn check(args: &SeedArgs) -> anyhow::Result<()> {
     if args.agencies == 0 || args.workspaces_per_agency == 0 {
         bail!("--agencies and --workspaces-per-agency must be at least 1");
     }
+    if args
+        .agencies
+        .checked_mul(args.workspaces_per_agency)
+        .is_none_or(|n| n > MAX_WORKSPACES)
+    {
+        bail!("--agencies × --workspaces-per-agency must be at most {MAX_WORKSPACES}");
+    }
+    Ok(())
+}
+
+pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
+    check(&args)?;
     let schema = graphql::build(Some(state.clone()), 12, 10_000);
     let db = state.db.clone();
     let workspaces = args.agencies * args.workspaces_per_agency;

@@ -191,6 +191,23 @@ fn missing_secret_or_unreachable_services_give_one_clear_line() {
         );
         assert!(e.contains("rapport migrate"), "{cmd}: {e}");
     }
+    // Sizes that cannot be meant are refused before anything connects (no
+    // secret, no database given here).
+    for sizes in [["0", "3"], ["4294967296", "4294967296"]] {
+        let e = one_line_error(
+            &[
+                "seed",
+                "--agencies",
+                sizes[0],
+                "--workspaces-per-agency",
+                sizes[1],
+            ],
+            &[],
+        );
+        assert!(e.contains("--agencies"), "{e}");
+    }
+    let e = one_line_error(&["serve"], &[secret, key, ("DATABASE_URL", "rapport.db")]);
+    assert!(e.contains("neither PostgreSQL"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
