@@ -90,10 +90,19 @@ impl Period {
         };
         let mut buckets = Vec::new();
         let mut lo = from;
+        // Hours are real hours: the local hour boundary at or before
+        // `from`, then every hour after it (across a DST change the local
+        // clock repeats or skips an hour; a bucket never spans two).
+        let mut hour = earliest(&timezone, start);
         loop {
             let next_local = step(start);
-            let mut hi = earliest(&timezone, next_local);
-            // An hour repeated by a DST fall-back: its UTC hour still counts once.
+            let mut hi = match granularity {
+                Granularity::Hour => {
+                    hour += Duration::hours(1);
+                    hour
+                }
+                _ => earliest(&timezone, next_local),
+            };
             if hi <= lo {
                 hi = lo + Duration::hours(1);
             }
@@ -323,6 +332,35 @@ mod tests {
         assert_eq!(p.bucket_of(at("2026-03-08T06:59:59Z")), Some(1));
         assert_eq!(p.bucket_of(at("2026-03-09T04:00:00Z")), Some(2));
         assert_eq!(p.bucket_of(at("2026-03-10T04:00:00Z")), None);
+    }
+
+    #[test]
+    fn hours_are_real_hours_across_dst() {
+        let ny = TimeZone::parse("America/New_York").unwrap();
+        // Fall back on 2026-11-01: local 01:00 happens twice.
+        let p = Period::parse(
+            at("2026-11-01T04:00:00Z"),
+            at("2026-11-01T08:00:00Z"),
+            Granularity::Hour,
+            ny,
+        )
+        .unwrap();
+        let hours: Vec<i64> = p
+            .buckets
+            .iter()
+            .map(|(a, b)| (*b - *a).num_hours())
+            .collect();
+        assert_eq!(hours, vec![1, 1, 1, 1]);
+        // Spring forward on 2026-03-08: local 02:00 never happens.
+        let p = Period::parse(
+            at("2026-03-08T05:00:00Z"),
+            at("2026-03-08T09:00:00Z"),
+            Granularity::Hour,
+            ny,
+        )
+        .unwrap();
+        assert_eq!(p.buckets.len(), 4);
+        assert!(p.buckets.iter().all(|(a, b)| *b - *a == Duration::hours(1)));
     }
 
     #[test]
