@@ -328,11 +328,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             }
             let (tx, rx) = watch::channel(false);
-            let worker = {
+            let mut worker = {
                 let (db, kv, c, key) = (db.clone(), kv.clone(), c.clone(), key.clone());
                 tokio::spawn(async move { run_worker(db, kv, &c, &key, rx).await })
             };
-            let served = serve(&c, db, kv, secret, key).await;
+            let served = tokio::select! {
+                served = serve(&c, db, kv, secret, key) => served,
+                // The worker runs until told to stop: ending first, it
+                // failed, and a dev server whose jobs never run would only
+                // look alive.
+                ended = &mut worker => {
+                    ended.context("worker task")??;
+                    anyhow::bail!("the worker stopped on its own");
+                }
+            };
             let _ = tx.send(true);
             worker.await.context("worker task")??;
             served
@@ -348,12 +357,27 @@ async fn run_worker(
     kv: Kv,
     c: &Common,
     secret_key: &str,
-    shutdown: watch::Receiver<bool>,
+    mut outer: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // Every loop below finishes its pass when shutdown is signalled and is
     // waited for before the process ends: a reply publish or a webhook
     // delivery cut off between the platform's answer and its record would
-    // be sent again by the next worker.
+    // be sent again by the next worker. The loops listen to a signal of
+    // their own, raised by the outer one or by the consumer failing, so
+    // that a failing consumer stops them the same way (dropped, they would
+    // be cut off mid-pass).
+    let (stop, shutdown) = watch::channel(false);
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !*outer.borrow() {
+                if outer.changed().await.is_err() {
+                    return;
+                }
+            }
+            let _ = stop.send(true);
+        });
+    }
     let mut loops = tokio::task::JoinSet::new();
     loops.spawn(reconciler::run(
         db.clone(),
@@ -411,17 +435,20 @@ async fn run_worker(
         linger: std::time::Duration::from_millis(c.worker_linger_ms),
         ..WorkerConfig::default()
     };
-    // An error is not a shutdown: nothing would tell the loops to end.
-    Worker::new(kv.clone(), handlers(db, kv, publisher), config)
+    let consumed = Worker::new(kv.clone(), handlers(db, kv, publisher), config)
         .run(shutdown)
-        .await?;
+        .await;
+    if let Err(e) = &consumed {
+        tracing::error!(error = %format!("{e:#}"), "the job consumer stopped; stopping the other loops");
+    }
+    let _ = stop.send(true);
     tracing::info!("waiting for the worker's loops to finish their passes");
     while let Some(done) = loops.join_next().await {
         if let Err(e) = done {
             tracing::error!(error = %e, "a worker loop failed");
         }
     }
-    Ok(())
+    consumed
 }
 
 async fn serve(

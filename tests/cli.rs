@@ -315,3 +315,61 @@ async fn rapport_seed_fills_a_database_with_realistic_data() {
         "{followers:?}"
     );
 }
+
+/// `rapport dev` whose worker cannot start (its job stream's key holds
+/// something else, as a foreign or older deployment on the same Redis
+/// prefix might leave): the process ends with the error, rather than
+/// serving webhooks whose jobs never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapport_dev_ends_when_its_worker_cannot_run() {
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("rapport-dev-{}", uuid::Uuid::new_v4().simple())),
+    );
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let redis = TestRedis::new();
+    let kv = redis.kv().await;
+    let _: () = redis::cmd("SET")
+        .arg(kv.key("jobs"))
+        .arg("not a stream")
+        .query_async(&mut kv.conn())
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking({
+        let (dir, prefix) = (dir.0.clone(), redis.prefix.clone());
+        move || {
+            let mut cmd = rapport();
+            cmd.arg("dev")
+                .current_dir(&dir)
+                .env("RAPPORT_BIND", format!("127.0.0.1:{}", free_port()))
+                .env("RAPPORT_REDIS_PREFIX", &prefix)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let child = Child(cmd.spawn().unwrap());
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut child = child;
+            loop {
+                if let Some(status) = child.0.try_wait().unwrap() {
+                    let mut err = String::new();
+                    use std::io::Read;
+                    child
+                        .0
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut err)
+                        .unwrap();
+                    return Some((status, err));
+                }
+                if std::time::Instant::now() > deadline {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let (status, err) = out.expect("rapport dev ended");
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("error:") && err.contains("WRONGTYPE"), "{err}");
+}
