@@ -743,3 +743,128 @@ async fn a_later_invitation_cannot_set_the_password_an_earlier_one_awaits() {
         .await;
     assert_eq!(d["acceptInvitation"]["user"]["name"], "Alice");
 }
+
+/// A password change asks for the current one, ends the person's other
+/// sessions (this one stays), and the old password stops working;
+/// `logoutOtherSessions` ends the others alone; no session outlives 90
+/// days from its sign-in, however often it is refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_changes_and_sign_out_elsewhere_end_the_other_sessions() {
+    use rapport_store::entities::session;
+    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, QueryOrder, Set};
+    let app = TestApp::start().await;
+    let here = app.sign_up("Acme", "a@acme.test").await;
+    let login = async |password: &str| {
+        app.gql(
+            None,
+            "mutation($i: LoginInput!) { login(input: $i) { accessToken refreshToken } }",
+            json!({ "i": { "email": "a@acme.test", "password": password } }),
+        )
+        .await
+    };
+    let phone = login(PASSWORD).await;
+    let phone_access = phone["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let phone_refresh = phone["data"]["login"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    const CHANGE: &str = "mutation($i: ChangePasswordInput!) { changePassword(input: $i) }";
+    const ME: &str = "{ me { user { email } } }";
+    for (input, field) in [
+        (
+            json!({ "currentPassword": "not the password", "newPassword": "a brand new secret" }),
+            "currentPassword",
+        ),
+        (
+            json!({ "currentPassword": PASSWORD, "newPassword": "short" }),
+            "newPassword",
+        ),
+    ] {
+        let r = app
+            .gql(Some(&here.access), CHANGE, json!({ "i": input }))
+            .await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+        assert_eq!(r["errors"][0]["extensions"]["field"], field);
+    }
+    let d = app
+        .ok(
+            Some(&here.access),
+            CHANGE,
+            json!({ "i": { "currentPassword": PASSWORD, "newPassword": "a brand new secret" } }),
+        )
+        .await;
+    assert_eq!(d["changePassword"], true);
+    app.ok(Some(&here.access), ME, json!({})).await;
+    let r = app.gql(Some(&phone_access), ME, json!({})).await;
+    assert_eq!(
+        code(&r),
+        Some("UNAUTHENTICATED"),
+        "the other session ended: {r}"
+    );
+    let r = app
+        .gql(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": phone_refresh }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"), "{r}");
+    assert_eq!(code(&login(PASSWORD).await), Some("UNAUTHENTICATED"));
+
+    // Signed in twice more; one ends the other.
+    let laptop = login("a brand new secret").await;
+    let tablet = login("a brand new secret").await;
+    let laptop_access = laptop["data"]["login"]["accessToken"].as_str().unwrap();
+    let tablet_access = tablet["data"]["login"]["accessToken"].as_str().unwrap();
+    let d = app
+        .ok(
+            Some(laptop_access),
+            "mutation { logoutOtherSessions }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        d["logoutOtherSessions"], 2,
+        "the first session and the tablet"
+    );
+    app.ok(Some(laptop_access), ME, json!({})).await;
+    assert_eq!(
+        code(&app.gql(Some(tablet_access), ME, json!({})).await),
+        Some("UNAUTHENTICATED")
+    );
+    assert_eq!(
+        code(&app.gql(Some(&here.access), ME, json!({})).await),
+        Some("UNAUTHENTICATED")
+    );
+
+    // The laptop's session began 91 days ago (the membership before it):
+    // refreshing it no longer works.
+    use rapport_store::entities::membership;
+    for m in membership::Entity::find().all(&app.state.db).await.unwrap() {
+        let mut am = m.into_active_model();
+        am.created_at = Set(chrono::Utc::now() - chrono::Duration::days(100));
+        am.update(&app.state.db).await.unwrap();
+    }
+    let newest = session::Entity::find()
+        .order_by_desc(session::Column::CreatedAt)
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.revoked_at.is_none())
+        .unwrap();
+    let mut am = newest.into_active_model();
+    am.created_at = Set(chrono::Utc::now() - chrono::Duration::days(91));
+    am.update(&app.state.db).await.unwrap();
+    let r = app
+        .gql(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": laptop["data"]["login"]["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"), "{r}");
+}

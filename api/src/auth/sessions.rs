@@ -26,10 +26,17 @@ pub struct Issued {
 const BAD_REFRESH: ApiError =
     ApiError::Unauthenticated("refresh token is invalid, expired, used or revoked");
 
-fn refresh_expiry(state: &AppState) -> ApiResult<DateTime<Utc>> {
-    Ok(Utc::now()
+/// The longest a session lasts from its sign-in, however often it is
+/// refreshed: a refresh token kept fresh (by its owner or by a thief) does
+/// not sign in for ever.
+pub const MAX_SESSION_DAYS: i64 = 90;
+
+/// When a refresh token issued now for a session begun at `begun` expires.
+fn refresh_expiry(state: &AppState, begun: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
+    let sliding = Utc::now()
         + chrono::Duration::from_std(state.settings.refresh_token_ttl)
-            .map_err(ApiError::internal)?)
+            .map_err(ApiError::internal)?;
+    Ok(sliding.min(begun + chrono::Duration::days(MAX_SESSION_DAYS)))
 }
 
 /// Opens a session for a member and issues its first pair of tokens.
@@ -48,7 +55,7 @@ pub async fn start(
         user_id: Set(user_id),
         refresh_hash: Set(token_hash(&refresh)),
         previous_hash: Set(None),
-        expires_at: Set(refresh_expiry(state)?),
+        expires_at: Set(refresh_expiry(state, now)?),
         last_used_at: Set(now),
         revoked_at: Set(None),
         created_at: Set(now),
@@ -97,7 +104,11 @@ pub async fn rotate(
         }
         return Err(BAD_REFRESH);
     };
-    if sess.revoked_at.is_some() || sess.expires_at <= Utc::now() {
+    let now = Utc::now();
+    if sess.revoked_at.is_some()
+        || sess.expires_at <= now
+        || sess.created_at + chrono::Duration::days(MAX_SESSION_DAYS) <= now
+    {
         return Err(BAD_REFRESH);
     }
     let member = membership::Entity::find()
@@ -120,7 +131,7 @@ pub async fn rotate(
         .col_expr(session::Column::LastUsedAt, Expr::value(Utc::now()))
         .col_expr(
             session::Column::ExpiresAt,
-            Expr::value(refresh_expiry(state)?),
+            Expr::value(refresh_expiry(state, sess.created_at)?),
         )
         .filter(session::Column::Id.eq(sess.id))
         .filter(session::Column::RefreshHash.eq(old_hash))
@@ -170,6 +181,19 @@ pub async fn revoke_all<C: sea_orm::ConnectionTrait>(
         .exec(conn)
         .await?;
     Ok(())
+}
+
+/// Ends every session of a user, in every agency, except `keep` (a
+/// password changed, "sign out everywhere else"); returns how many ended.
+pub async fn revoke_others(state: &AppState, user_id: Uuid, keep: Uuid) -> ApiResult<u64> {
+    Ok(session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::Id.ne(keep))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(&state.db)
+        .await?
+        .rows_affected)
 }
 
 /// Whether session `s` is one of membership `m`: accepted, and begun after

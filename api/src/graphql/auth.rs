@@ -75,6 +75,15 @@ pub struct SignUpInput {
     password: String,
 }
 
+/// The signed-in person's current password and the new one.
+#[derive(InputObject)]
+pub struct ChangePasswordInput {
+    /// The password now, asked again.
+    current_password: String,
+    /// The new password (10 to 256 characters).
+    new_password: String,
+}
+
 /// E-mail and password, and optionally which agency to sign in to.
 #[derive(InputObject)]
 pub struct LoginInput {
@@ -281,6 +290,55 @@ impl AuthMutation {
         AuditEvent::new("logout").by(&txn, v).await?;
         txn.commit().await?;
         Ok(true)
+    }
+
+    /// Changes the signed-in person's password (the current one is asked
+    /// again, and counts against the account's login limit) and ends
+    /// their other sessions, in every agency; this one stays signed in.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangePasswordInput,
+    ) -> ApiResult<bool> {
+        let st = state(ctx);
+        let v = auth(ctx).viewer()?;
+        let u = load_user(&st.db, v.user_id).await?;
+        limit(
+            st,
+            format!("rl:login:account:{}", u.email),
+            st.settings.login_limit_per_account,
+        )
+        .await?;
+        if !password::verify(&input.current_password, u.password_hash.as_deref()).await {
+            return Err(ApiError::bad_input("currentPassword", "does not match"));
+        }
+        let new = Password::parse(&input.new_password)
+            .map_err(|e| ApiError::bad_input("newPassword", e.reason))?;
+        let hash = password::hash(&new).await?;
+        let txn = v.scope.begin(&st.db).await?;
+        let mut am = u.into_active_model();
+        am.password_hash = Set(Some(hash));
+        am.update(&txn).await?;
+        AuditEvent::new("changePassword").by(&txn, v).await?;
+        txn.commit().await?;
+        sessions::revoke_others(st, v.user_id, v.session_id).await?;
+        Ok(true)
+    }
+
+    /// Ends the signed-in person's other sessions, in every agency (a lost
+    /// phone, a shared computer); this one stays signed in. Returns how
+    /// many ended.
+    async fn logout_other_sessions(&self, ctx: &Context<'_>) -> ApiResult<i32> {
+        let st = state(ctx);
+        let v = auth(ctx).viewer()?;
+        let ended = sessions::revoke_others(st, v.user_id, v.session_id).await?;
+        let txn = v.scope.begin(&st.db).await?;
+        AuditEvent::new("logoutOtherSessions")
+            .details(serde_json::json!({ "ended": ended }))
+            .by(&txn, v)
+            .await?;
+        txn.commit().await?;
+        Ok(i32::try_from(ended).unwrap_or(i32::MAX))
     }
 
     /// Accepts an invitation from `inviteMember` and signs in to that agency.
