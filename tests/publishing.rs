@@ -680,6 +680,31 @@ async fn rate_limits_are_waited_out_and_a_lost_last_answer_is_looked_for() {
     let waited = seen[1].at - seen[0].at;
     assert!(waited >= Duration::from_millis(1900), "waited {waited:?}");
 
+    // A conversation's replies go out in the order they were written: a
+    // later one waits while an earlier one is retrying.
+    platform.rate_limited(1);
+    platform.answer(201, json!({ "data": { "id": "1900000000000000014" } }));
+    platform.answer(201, json!({ "data": { "id": "1900000000000000015" } }));
+    let first = send("Angry, could you send us the order number by DM?").await;
+    app.eventually("the first reply's first attempt", async || {
+        (platform.seen().len() == 3).then_some(())
+    })
+    .await;
+    let second = send("Angry, thanks: the refund went out, it shows within two days.").await;
+    let r = settled(&app, &s, &conv, &second).await;
+    assert_eq!(r["platformMessageId"], "1900000000000000015", "{r}");
+    let r = settled(&app, &s, &conv, &first).await;
+    assert_eq!(r["platformMessageId"], "1900000000000000014", "{r}");
+    let texts: Vec<String> = platform.seen()[2..]
+        .iter()
+        .map(|p| p.body["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        texts[0].contains("order number") && texts[1].contains("order number"),
+        "{texts:?}"
+    );
+    assert!(texts[2].contains("refund went out"), "{texts:?}");
+
     // Two server errors, then the last attempt published with its answer
     // lost: looked for, found, SENT (not FAILED, which would invite the
     // agent to send it again).
@@ -695,7 +720,7 @@ async fn rate_limits_are_waited_out_and_a_lost_last_answer_is_looked_for() {
     assert_eq!(r["deliveryStatus"], "SENT", "{r}");
     assert_eq!(r["platformMessageId"], "1900000000000000012");
     assert_eq!(r["deliveryAttempts"], 3);
-    assert_eq!(platform.seen().len(), 5);
+    assert_eq!(platform.seen().len(), 8);
 
     // The answer lost, and the token may not read the timeline: the retry
     // posts, and X refuses it as a copy of what it published. That copy

@@ -174,6 +174,24 @@ impl Publisher {
         if reply.delivery_status.as_deref() != Some(QUEUED) || !due {
             return Ok(false);
         }
+        // A conversation's replies reach the customer in the order they
+        // were written: while an earlier one is still queued (retrying),
+        // this one waits ("it's fixed" must not come before "DM us").
+        // Ids are time-ordered.
+        let earlier = message::Entity::find()
+            .select_only()
+            .column(message::Column::Id)
+            .filter(message::Column::AgencyId.eq(reply.agency_id))
+            .filter(message::Column::ConversationId.eq(reply.conversation_id))
+            .filter(message::Column::Direction.eq("OUTBOUND"))
+            .filter(message::Column::DeliveryStatus.eq(QUEUED))
+            .filter(message::Column::Id.lt(reply.id))
+            .into_tuple::<Uuid>()
+            .one(&self.db)
+            .await?;
+        if earlier.is_some() {
+            return Ok(false);
+        }
         // Long enough for every request an attempt makes (the pages of a
         // lookup, the post) and a margin; to the microsecond, as stored:
         // the outcome is recorded only while the claim is still this one.
