@@ -180,16 +180,35 @@ impl Publisher {
         // Ids are time-ordered.
         let earlier = message::Entity::find()
             .select_only()
-            .column(message::Column::Id)
+            .column(message::Column::NextDeliveryAt)
             .filter(message::Column::AgencyId.eq(reply.agency_id))
             .filter(message::Column::ConversationId.eq(reply.conversation_id))
             .filter(message::Column::Direction.eq("OUTBOUND"))
             .filter(message::Column::DeliveryStatus.eq(QUEUED))
             .filter(message::Column::Id.lt(reply.id))
-            .into_tuple::<Uuid>()
+            .into_tuple::<Option<chrono::DateTime<Utc>>>()
             .one(&self.db)
             .await?;
-        if earlier.is_some() {
+        if let Some(its_next) = earlier {
+            // Put off until the earlier one is due again (its backoff),
+            // looking again within 5 s (it may be in an attempt that ends
+            // at once): a later sweep lists it behind the replies due
+            // before, so a backlog of waiting replies cannot fill every
+            // pass and starve the others.
+            let wait = (its_next.unwrap_or(now).max(now) + chrono::Duration::seconds(1))
+                .min(now + chrono::Duration::seconds(5));
+            let mut put_off = message::Entity::update_many()
+                .col_expr(
+                    message::Column::NextDeliveryAt,
+                    Expr::value(wait.trunc_subsecs(6)),
+                )
+                .filter(message::Column::Id.eq(id))
+                .filter(message::Column::DeliveryStatus.eq(QUEUED));
+            put_off = match reply.next_delivery_at {
+                Some(t) => put_off.filter(message::Column::NextDeliveryAt.eq(t)),
+                None => put_off.filter(message::Column::NextDeliveryAt.is_null()),
+            };
+            put_off.exec(&self.db).await?;
             return Ok(false);
         }
         // Long enough for every request an attempt makes (the pages of a
