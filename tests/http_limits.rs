@@ -99,6 +99,109 @@ async fn depth_and_complexity_are_limited() {
     );
 }
 
+/// Thirty fragments, each spreading the next eight times: 2 KB of text
+/// that a walk spreading every fragment anew would take 8^29 steps over.
+/// Refused at once, without a login, and the server answers the next
+/// request (the timeout only turns a hang into a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_spread_within_fragments_are_refused_before_they_are_walked() {
+    let app = TestApp::start().await;
+    let mut q = String::from("query { ...F1 }");
+    for i in 1..30 {
+        q.push_str(&format!(
+            " fragment F{i} on QueryRoot {{ {} }}",
+            format!("...F{} ", i + 1).repeat(8)
+        ));
+    }
+    q.push_str(" fragment F30 on QueryRoot { __typename }");
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        app.gql(None, &q, json!({})),
+    )
+    .await
+    .expect("answered, not walked for ever");
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expands to more than"),
+        "{r}"
+    );
+    // A query that spreads fragments within reason runs.
+    let d = app
+        .ok(
+            None,
+            "query { ...A } fragment A on QueryRoot { ...B ...B } fragment B on QueryRoot { __typename }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["__typename"], "QueryRoot");
+}
+
+/// A body that trickles in (a byte now and then) is cut off at the
+/// deadline with 408, on /graphql and on a webhook URL alike, rather than
+/// holding its connection for as long as the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_in_is_cut_off_at_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::start_with(|s| s.body_deadline = std::time::Duration::from_secs(1)).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let hook = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { webhookUrl } }",
+            json!({ "i": { "workspaceId": ws, "kind": "GENERIC", "name": "g", "secret": "generic-secret" } }),
+        )
+        .await["connectChannel"]["webhookUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hook_path = format!("/webhooks/{}", hook.rsplit('/').next().unwrap());
+    for path in ["/graphql".to_string(), hook_path] {
+        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        sock.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"q"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), sock.read(&mut answer))
+            .await
+            .expect("answered at the deadline")
+            .unwrap();
+        let head = String::from_utf8_lossy(&answer[..n]);
+        assert!(head.starts_with("HTTP/1.1 408"), "{path}: {head}");
+    }
+}
+
+/// The introspection query GraphiQL and graphql-js send (type references
+/// nested nine `ofType` deep) fits the depth limit: without it GraphiQL
+/// has no docs, no completion and no validation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphiqls_introspection_query_fits_the_limits() {
+    let app = TestApp::start().await;
+    let mut type_ref = String::from("kind name");
+    for _ in 0..9 {
+        type_ref = format!("kind name ofType {{ {type_ref} }}");
+    }
+    let q = format!(
+        "query IntrospectionQuery {{ __schema {{ queryType {{ name }} types {{ ...FullType }} }} }}
+         fragment FullType on __Type {{ kind name description
+           fields(includeDeprecated: true) {{ name description args {{ ...InputValue }} type {{ ...TypeRef }} isDeprecated deprecationReason }}
+           inputFields {{ ...InputValue }} interfaces {{ ...TypeRef }} possibleTypes {{ ...TypeRef }} }}
+         fragment InputValue on __InputValue {{ name description type {{ ...TypeRef }} defaultValue }}
+         fragment TypeRef on __Type {{ {type_ref} }}"
+    );
+    let d = app.ok(None, &q, json!({})).await;
+    assert!(d["__schema"]["types"].as_array().unwrap().len() > 50);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_typed_errors_and_change_nothing() {
     let app = TestApp::start().await;

@@ -28,6 +28,18 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Fails only if a recorder is already installed; then ours
             // renders nothing, which a test would notice.
             let _ = metrics::set_global_recorder(recorder);
+            // Histogram samples are drained only by a render or by
+            // upkeep: an API nobody scrapes would grow with every request.
+            let drained = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        drained.run_upkeep();
+                    }
+                })
+                .expect("metrics upkeep thread");
             handle
         })
         .clone()
@@ -39,7 +51,13 @@ fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     }))
 }
 
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, HttpResponse> {
+/// The body, at most `limit` bytes, arrived within `deadline` (see
+/// `Settings::body_deadline`).
+async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Vec<u8>, HttpResponse> {
     let too_large = || {
         error_body(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -47,21 +65,34 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, H
             &format!("request body exceeds the limit of {limit} bytes"),
         )
     };
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            error_body(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                "could not read the request body",
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| {
+                error_body(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    "could not read the request body",
+                )
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body)
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(read) => read,
+        Err(_) => Err(error_body(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            &format!(
+                "the request body did not arrive within {} s",
+                deadline.as_secs()
+            ),
+        )),
     }
-    Ok(body)
 }
 
 async fn graphql_post(
@@ -102,7 +133,7 @@ async fn graphql_post(
             &format!("request body exceeds the limit of {limit} bytes"),
         );
     }
-    let body = match read_body(payload, limit).await {
+    let body = match read_body(payload, limit, state.settings.body_deadline).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };

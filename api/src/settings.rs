@@ -23,6 +23,10 @@ pub struct Settings {
     pub login_window: Duration,
     /// HTTP worker threads; None: one per core.
     pub http_workers: Option<usize>,
+    /// How long a request body may take to arrive, whole (408 after): a
+    /// client sending a byte a second would otherwise hold its connection
+    /// for as long as it likes.
+    pub body_deadline: Duration,
 }
 
 impl Settings {
@@ -35,12 +39,13 @@ impl Settings {
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             max_body_bytes: 256 * 1024,
-            max_query_depth: 12,
+            max_query_depth: 16,
             max_query_complexity: 2_000,
             login_limit_per_account: 10,
             login_limit_per_ip: 100,
             login_window: Duration::from_secs(15 * 60),
             http_workers: None,
+            body_deadline: Duration::from_secs(30),
         }
     }
 }

@@ -219,20 +219,7 @@ pub async fn receive(
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let Ok(chunk) = chunk else {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "could not read the body",
-            );
-        };
-        if body.len() + chunk.len() > limit {
-            return too_large();
-        }
-        body.extend_from_slice(&chunk);
-    }
+    // Before the body is read: a FEED channel takes none.
     let Ok(kind) = kind_of(&c) else {
         return answer(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -240,7 +227,6 @@ pub async fn receive(
             "internal error",
         );
     };
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     if kind == ChannelKind::Feed {
         return answer(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -248,6 +234,37 @@ pub async fn receive(
             "FEED channels are polled, not pushed",
         );
     }
+    // Reserved as declared only up to 64 KiB: a declared length is not
+    // yet a body.
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(limit).min(64 * 1024));
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let Ok(chunk) = chunk else {
+                return Err(answer(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "could not read the body",
+                ));
+            };
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(state.settings.body_deadline, read).await {
+        Ok(Ok(())) => {}
+        Ok(Err(resp)) => return resp,
+        Err(_) => {
+            return answer(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the body did not arrive in time",
+            );
+        }
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let Some(secret) = open(&state, &c.secret_ciphertext) else {
         return secret_unavailable();
     };

@@ -17,6 +17,24 @@ pub enum StoreError {
     Db(DbErr),
 }
 
+pub type Found<T> = Result<Option<T>, StoreError>;
+
+/// A lookup whose "not found" is an answer (an optional field), while
+/// every other error stays one.
+pub trait Optional<T> {
+    fn optional(self) -> Found<T>;
+}
+
+impl<T> Optional<T> for Result<T, StoreError> {
+    fn optional(self) -> Found<T> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// (PostgreSQL index name, SQLite column list, message for the user).
 const UNIQUE_MESSAGES: &[(&str, &str, &str)] = &[
     (

@@ -456,10 +456,13 @@ impl Conversation {
             return Ok(None);
         };
         let v = auth(ctx).viewer()?;
+        // Gone since (a member removed, a policy deleted): null; a
+        // database failure stays an error.
+        use rapport_store::errors::Optional;
         Ok(v.scope
             .find::<membership::Entity, _>(&state(ctx).db, id)
             .await
-            .ok()
+            .optional()?
             .map(Member))
     }
     /// The response-time promise: deadlines and where they stand.

@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod live;
 mod members;
 mod paging;
+pub mod query_shape;
 mod replies;
 mod reports;
 mod sla;
@@ -91,6 +92,7 @@ pub fn build(state: Option<AppState>, max_depth: usize, max_complexity: usize) -
     .limit_complexity(max_complexity)
     .limit_recursive_depth(32)
     .limit_directives(16)
+    .extension(query_shape::ExpansionLimit)
     .extension(socket_auth::PerOperationAuth);
     b = describe_connections(b);
     if let Some(state) = state {

@@ -325,7 +325,8 @@ impl ReportQuery {
         Ok(out)
     }
 
-    /// A workspace's share links, newest first.
+    /// A workspace's share links, newest first (at most 200).
+    #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn report_share_links(
         &self,
         ctx: &Context<'_>,

@@ -647,10 +647,13 @@ impl ConversationSla {
             return Ok(None);
         };
         let v = auth(ctx).viewer()?;
+        // Gone since (a member removed, a policy deleted): null; a
+        // database failure stays an error.
+        use rapport_store::errors::Optional;
         Ok(v.scope
             .find::<sla_policy::Entity, _>(&state(ctx).db, id)
             .await
-            .ok()
+            .optional()?
             .map(SlaPolicy))
     }
     /// When the first reply is (or was) due; null without a first-response

@@ -10,7 +10,7 @@ use rapport_domain::{GlobalId, Kind};
 use rapport_store::entities::{
     agency, audit_entry, membership, membership_workspace, user, workspace,
 };
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 pub fn gid(kind: Kind, id: Uuid) -> ID {
@@ -214,7 +214,8 @@ impl Member {
         self.0.invitation_hash.is_some()
     }
     /// The only workspaces this member may see; null means all of the
-    /// agency's. Lists only those the viewer may see too.
+    /// agency's. Lists only those the viewer may see too (at most 500).
+    #[graphql(complexity = "super::LIST_COST * child_complexity")]
     async fn restricted_to_workspaces(
         &self,
         ctx: &Context<'_>,
@@ -237,6 +238,8 @@ impl Member {
         let rows = scope
             .select_in_workspaces::<workspace::Entity>()
             .filter(workspace::Column::Id.is_in(ids))
+            .order_by_asc(workspace::Column::Name)
+            .limit(super::MAX_LISTED)
             .all(db)
             .await?;
         Ok(Some(rows.into_iter().map(Workspace).collect()))

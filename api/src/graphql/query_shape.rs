@@ -1,0 +1,150 @@
+//! Refuses a query whose fragments, spread within fragments again and
+//! again, expand past a limit, before the engine walks it. The engine's
+//! own checks (recursion depth, then depth and complexity) expand every
+//! spread anew: thirty fragments each spreading the next eight times are
+//! 2 KB of text and 8^29 steps, a core lost for good, without a login.
+//! Here each fragment's size is counted once.
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
+};
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{Name, Pos, Positioned, Request, ServerError, ServerResult};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Selections a query may expand to, fragments spread in place.
+pub const MAX_EXPANDED: usize = 10_000;
+
+/// Nesting walked at most (the engine refuses more than 32 anyway).
+const MAX_NESTING: usize = 64;
+
+pub struct ExpansionLimit;
+
+impl ExtensionFactory for ExpansionLimit {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ExpansionLimit)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for ExpansionLimit {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        // Parsed here once; the engine then uses this document.
+        let doc = request.parsed_query()?;
+        if expanded(doc, MAX_EXPANDED).is_none() {
+            return Err(ServerError::new(
+                format!(
+                    "the query expands to more than {MAX_EXPANDED} selections once its fragments are spread; simplify it"
+                ),
+                Some(Pos::default()),
+            ));
+        }
+        next.run(ctx, request).await
+    }
+}
+
+/// How many selections `doc` holds with every fragment spread in place, or
+/// None when more than `max` (or its fragments spread themselves).
+pub fn expanded(doc: &ExecutableDocument, max: usize) -> Option<usize> {
+    let mut walk = Walk {
+        doc,
+        max,
+        sizes: HashMap::new(),
+    };
+    let mut total = 0usize;
+    for (_, op) in doc.operations.iter() {
+        total = total.checked_add(walk.set(&op.node.selection_set, 0)?)?;
+        if total > max {
+            return None;
+        }
+    }
+    Some(total)
+}
+
+struct Walk<'a> {
+    doc: &'a ExecutableDocument,
+    max: usize,
+    /// Fragment sizes known; None while one is being counted (a cycle).
+    sizes: HashMap<&'a Name, Option<usize>>,
+}
+
+impl<'a> Walk<'a> {
+    fn set(&mut self, set: &'a Positioned<SelectionSet>, nesting: usize) -> Option<usize> {
+        if nesting > MAX_NESTING {
+            return None;
+        }
+        let mut n = 0usize;
+        for item in &set.node.items {
+            let add = match &item.node {
+                Selection::Field(f) => 1 + self.set(&f.node.selection_set, nesting + 1)?,
+                Selection::InlineFragment(f) => self.set(&f.node.selection_set, nesting + 1)?,
+                Selection::FragmentSpread(s) => {
+                    self.fragment(&s.node.fragment_name.node, nesting)?
+                }
+            };
+            n = n.checked_add(add).filter(|n| *n <= self.max)?;
+        }
+        Some(n)
+    }
+
+    fn fragment(&mut self, name: &'a Name, nesting: usize) -> Option<usize> {
+        match self.sizes.get(name) {
+            Some(Some(n)) => return Some(*n),
+            Some(None) => return None, // spreads itself
+            None => {}
+        }
+        // An unknown fragment is the validator's to refuse.
+        let Some(f) = self.doc.fragments.get(name) else {
+            return Some(0);
+        };
+        self.sizes.insert(name, None);
+        let n = self.set(&f.node.selection_set, nesting + 1)?;
+        self.sizes.insert(name, Some(n));
+        Some(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(q: &str) -> Option<usize> {
+        expanded(
+            &async_graphql::parser::parse_query(q).unwrap(),
+            MAX_EXPANDED,
+        )
+    }
+
+    #[test]
+    fn fragments_count_where_they_are_spread() {
+        assert_eq!(size("{ a b { c d } }"), Some(4));
+        assert_eq!(
+            size("{ ...F x: a ...F } fragment F on Q { b { c } }"),
+            Some(5)
+        );
+        assert_eq!(size("{ ... on Q { a } }"), Some(1));
+    }
+
+    #[test]
+    fn fan_out_and_cycles_are_refused_at_once() {
+        let mut q = String::from("query { ...F1 }");
+        for i in 1..30 {
+            q.push_str(&format!(
+                " fragment F{i} on Q {{ {} }}",
+                format!("...F{} ", i + 1).repeat(8)
+            ));
+        }
+        q.push_str(" fragment F30 on Q { __typename }");
+        assert_eq!(size(&q), None);
+        assert_eq!(
+            size("{ ...A } fragment A on Q { ...B } fragment B on Q { ...A }"),
+            None
+        );
+    }
+}
