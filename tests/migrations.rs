@@ -44,8 +44,13 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     assert_eq!(index(&db, "ix_messages_thread").await, Some(true));
     assert_eq!(index(&db, "ix_messages_conversation").await, None);
 
+    assert_eq!(index(&db, "ix_messages_sent_by").await, Some(true));
+    assert_eq!(index(&db, "ix_conversations_running").await, Some(true));
+
     assert!(column_exists(&db).await);
-    Migrator::down(&db, Some(3)).await.unwrap();
+    Migrator::down(&db, Some(4)).await.unwrap();
+    assert_eq!(index(&db, "ix_messages_sent_by").await, None);
+    assert_eq!(index(&db, "ix_conversations_running").await, None);
     assert!(!column_exists(&db).await, "opened_by_agent dropped");
     assert_eq!(index(&db, "ix_messages_platform_id").await, None);
     assert_eq!(index(&db, "ix_messages_thread").await, None);
@@ -70,6 +75,10 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     assert_eq!(index(&db, "ix_messages_thread").await, Some(true));
     assert_eq!(index(&db, "ix_messages_replies").await, Some(true));
     assert_eq!(index(&db, "ix_messages_conversation").await, None);
+    assert_eq!(
+        index(&db, "ix_webhook_deliveries_subscription_due").await,
+        Some(true)
+    );
     if is_postgres() {
         let def: String = db
             .query_one_raw(Statement::from_string(

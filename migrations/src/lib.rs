@@ -13,6 +13,7 @@ mod m20261201_000007_refresh_slots_fix;
 mod m20261205_000008_reply_lookup;
 mod m20261205_000009_published_reply_lookup;
 mod m20261206_000010_agent_opened_threads;
+mod m20261206_000011_hot_paths;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000008_reply_lookup::Migration),
             Box::new(m20261205_000009_published_reply_lookup::Migration),
             Box::new(m20261206_000010_agent_opened_threads::Migration),
+            Box::new(m20261206_000011_hot_paths::Migration),
         ]
     }
 }

@@ -75,21 +75,22 @@ fn pg_lock_slots(keys: &str, space: u8) -> String {
     )
 }
 
-/// A trigger function (PL/pgSQL) running `body`.
+/// A trigger function (PL/pgSQL) running `body` (replacing one of the
+/// name: later migrations redefine some).
 fn pg_function(name: &str, body: &str) -> String {
     format!(
-        "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
          DECLARE slot_key record;
          BEGIN {body} RETURN NULL; END $$;"
     )
 }
 
-/// The keys `(workspace_id, slot)` of an updated row, before and after
-/// (`time`: the column placing a row in its slot).
+/// The keys `(agency_id, workspace_id, slot)` of an updated row, before
+/// and after (`time`: the column placing a row in its slot).
 fn pg_row_keys(time: &str) -> String {
     format!(
-        "SELECT OLD.workspace_id AS workspace_id, {old} AS slot \
-         UNION SELECT NEW.workspace_id, {new}",
+        "SELECT OLD.agency_id AS agency_id, OLD.workspace_id AS workspace_id, {old} AS slot \
+         UNION SELECT NEW.agency_id, NEW.workspace_id, {new}",
         old = pg_slot(&format!("OLD.{time}")),
         new = pg_slot(&format!("NEW.{time}")),
     )
@@ -115,26 +116,67 @@ fn pg_when_changed(columns: &dyn Fn(&str) -> String) -> String {
 /// delete counts the touched slots again, in one statement (one snapshot
 /// for what it removes and what it counts), under the slot's advisory
 /// lock.
-fn postgres_sql() -> String {
+/// Adds the messages of `from` (a table or a parenthesised query, rows of
+/// `messages`) to the slot rollup.
+fn add_messages(from: &str, compacted: bool) -> String {
     let nil = "'00000000-0000-0000-0000-000000000000'::uuid";
-    let message_rows = |from: &str| {
-        format!(
-            "SELECT r.agency_id, r.workspace_id, {slot} AS slot, r.direction, r.channel_id, \
-               {sentiment} AS sentiment, COALESCE(r.sent_by_membership_id, {nil}) AS member_id, \
-               CAST(trunc(EXTRACT(EPOCH FROM (r.received_at - r.published_at)) * 1000) AS BIGINT) AS delay_ms \
-             FROM {from} r",
-            slot = pg_slot("r.received_at"),
-            sentiment = sentiment("r"),
+    let rows = format!(
+        "SELECT r.agency_id, r.workspace_id, {slot} AS slot, r.direction, r.channel_id, \
+           {sentiment} AS sentiment, COALESCE(r.sent_by_membership_id, {nil}) AS member_id, \
+           CAST(trunc(EXTRACT(EPOCH FROM (r.received_at - r.published_at)) * 1000) AS BIGINT) AS delay_ms \
+         FROM {from} r",
+        slot = pg_slot("r.received_at"),
+        sentiment = sentiment("r"),
+    );
+    format!(
+        "INSERT INTO report_message_slots (agency_id, {MESSAGE_KEY}, messages, delay_sum_ms, delay_max_ms, compacted) \
+         SELECT agency_id, {MESSAGE_KEY}, COUNT(*), SUM(delay_ms), MAX(delay_ms), {compacted} \
+         FROM ({rows}) x GROUP BY agency_id, {MESSAGE_KEY}"
+    )
+}
+
+/// Counts the slots of `keys` (agency, workspace, slot) again. The
+/// messages are found through `ix_messages_received` (agency, workspace,
+/// direction, received time): keyed by workspace alone, each recount read
+/// every message of every tenant.
+fn recount(keys: &str) -> String {
+    format!(
+        "{lock}
+         WITH gone AS (DELETE FROM report_message_slots s USING ({keys}) k
+           WHERE s.workspace_id = k.workspace_id AND s.slot = k.slot)
+         {add};",
+        lock = pg_lock_slots(keys, 1),
+        add = add_messages(
+            &format!(
+                "(SELECT m.* FROM messages m JOIN ({keys}) k ON m.agency_id = k.agency_id \
+                  AND m.workspace_id = k.workspace_id AND m.direction IN ('INBOUND', 'OUTBOUND') \
+                  AND m.received_at >= to_timestamp(k.slot) AND m.received_at < to_timestamp(k.slot + 900))"
+            ),
+            true
         )
-    };
-    let add_messages = |from: &str, compacted: bool| {
-        format!(
-            "INSERT INTO report_message_slots (agency_id, {MESSAGE_KEY}, messages, delay_sum_ms, delay_max_ms, compacted) \
-             SELECT agency_id, {MESSAGE_KEY}, COUNT(*), SUM(delay_ms), MAX(delay_ms), {compacted} \
-             FROM ({rows}) x GROUP BY agency_id, {MESSAGE_KEY}",
-            rows = message_rows(from),
-        )
-    };
+    )
+}
+
+/// The function recounting the slots of an updated message.
+pub(crate) fn recount_updated_sql() -> String {
+    pg_function(
+        "rapport_recount_messages_updated",
+        &recount(&pg_row_keys("received_at")),
+    )
+}
+
+/// The function recounting the slots of deleted messages.
+pub(crate) fn recount_deleted_sql() -> String {
+    pg_function(
+        "rapport_recount_messages_deleted",
+        &recount(&format!(
+            "SELECT DISTINCT o.agency_id AS agency_id, o.workspace_id AS workspace_id, {} AS slot FROM old_rows o",
+            pg_slot("o.received_at")
+        )),
+    )
+}
+
+fn postgres_sql() -> String {
     let add_sla = |from: &str, compacted: bool| {
         format!(
             "INSERT INTO report_sla_slots (agency_id, {SLA_KEY}, events, compacted) \
@@ -143,22 +185,14 @@ fn postgres_sql() -> String {
             slot = pg_slot("r.fired_at"),
         )
     };
-    let recount = |keys: &str| {
-        format!(
-            "{lock}
-             WITH gone AS (DELETE FROM report_message_slots s USING ({keys}) k
-               WHERE s.workspace_id = k.workspace_id AND s.slot = k.slot)
-             {add};",
-            lock = pg_lock_slots(keys, 1),
-            add = add_messages(
-                &format!(
-                    "(SELECT m.* FROM messages m JOIN ({keys}) k ON m.workspace_id = k.workspace_id \
-                      AND m.received_at >= to_timestamp(k.slot) AND m.received_at < to_timestamp(k.slot + 900))"
-                ),
-                true
-            )
-        )
-    };
+    let add_fn = pg_function(
+        "rapport_rollup_messages",
+        &format!("{};", add_messages("new_rows", false)),
+    );
+    let sla_fn = pg_function(
+        "rapport_rollup_sla_events",
+        &format!("{};", add_sla("new_rows", false)),
+    );
     let compact = |table: &str, key: &str, cols: &str, sums: &str, space: u8| {
         format!(
             "FOR slot_key IN SELECT DISTINCT workspace_id, slot FROM {table} WHERE NOT compacted
@@ -222,26 +256,9 @@ fn postgres_sql() -> String {
            {compact_sla}
            RETURN done;
          END $$;",
-        add_fn = pg_function(
-            "rapport_rollup_messages",
-            &format!("{};", add_messages("new_rows", false))
-        ),
-        updated_fn = pg_function(
-            "rapport_recount_messages_updated",
-            &recount(&pg_row_keys("received_at"))
-        ),
+        updated_fn = recount_updated_sql(),
         message_changed = pg_when_changed(&counted),
-        deleted_fn = pg_function(
-            "rapport_recount_messages_deleted",
-            &recount(&format!(
-                "SELECT DISTINCT o.workspace_id AS workspace_id, {} AS slot FROM old_rows o",
-                pg_slot("o.received_at")
-            ))
-        ),
-        sla_fn = pg_function(
-            "rapport_rollup_sla_events",
-            &format!("{};", add_sla("new_rows", false))
-        ),
+        deleted_fn = recount_deleted_sql(),
         backfill_messages = add_messages("messages", true),
         backfill_sla = add_sla("sla_events", true),
         compact_messages = compact(
@@ -371,7 +388,7 @@ pub(crate) fn refresh_slots_counting(filter: &str) -> String {
          LANGUAGE plpgsql AS $$
          DECLARE slot_key record; done bigint := 0;
          BEGIN
-           FOR slot_key IN SELECT DISTINCT workspace_id, slot FROM report_dirty_slots
+           FOR slot_key IN SELECT DISTINCT workspace_id, slot, agency_id FROM report_dirty_slots
              ORDER BY 1, 2 LIMIT max_slots LOOP
              PERFORM pg_advisory_xact_lock(
                hashtextextended(slot_key.workspace_id::text || ':' || slot_key.slot::text, 7));
@@ -390,7 +407,8 @@ pub(crate) fn refresh_slots_counting(filter: &str) -> String {
                COALESCE(array_agg({resolution}) FILTER (WHERE c.resolved_at >= c.created_at), '{{}}'),
                COALESCE(array_agg(c.resolution_business_s * 1000)
                  FILTER (WHERE c.resolved_at >= c.created_at AND c.resolution_business_s IS NOT NULL), '{{}}')
-             FROM conversations c WHERE c.workspace_id = slot_key.workspace_id
+             FROM conversations c WHERE c.agency_id = slot_key.agency_id
+               AND c.workspace_id = slot_key.workspace_id
                AND c.created_at >= to_timestamp(slot_key.slot) AND c.created_at < to_timestamp(slot_key.slot + 900)
                {filter}
              GROUP BY c.agency_id, c.workspace_id, c.priority;
