@@ -217,15 +217,13 @@ enum Commit {
     Rederivable,
 }
 
-async fn begin(
-    db: &DatabaseConnection,
-    agency_id: Uuid,
-    commit: Commit,
-) -> StoreResult<DatabaseTransaction> {
-    let txn = if db.get_database_backend() == DbBackend::Sqlite {
-        // SQLite: take the write lock up front. A deferred transaction that
-        // reads and then writes fails at once ("database is locked") when
-        // another connection wrote in between; an immediate one waits.
+/// A transaction of a system path (as the connecting role, over many
+/// tenants) that reads and then writes. On SQLite it takes the write lock
+/// up front: a deferred transaction that reads and then writes fails at
+/// once ("database is locked") when another connection wrote in between;
+/// an immediate one waits.
+pub async fn begin_writing(db: &DatabaseConnection) -> StoreResult<DatabaseTransaction> {
+    Ok(if db.get_database_backend() == DbBackend::Sqlite {
         db.begin_with_options(TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..Default::default()
@@ -233,7 +231,15 @@ async fn begin(
         .await?
     } else {
         db.begin().await?
-    };
+    })
+}
+
+async fn begin(
+    db: &DatabaseConnection,
+    agency_id: Uuid,
+    commit: Commit,
+) -> StoreResult<DatabaseTransaction> {
+    let txn = begin_writing(db).await?;
     if txn.get_database_backend() == DbBackend::Postgres {
         // One round trip: `role` is a setting like any other, and
         // `is_local = true` scopes each to this transaction (SET LOCAL).

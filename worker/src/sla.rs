@@ -7,10 +7,7 @@ use rapport_domain::sla::Target;
 use rapport_store::Kv;
 use rapport_store::entities::{conversation, sla_event, sla_policy};
 use rapport_store::sla::{self, NewEvent, Timer};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -117,7 +114,7 @@ impl SlaEngine {
         // is either seen here (the timer is stale) or waits for this commit
         // and then finds the breach recorded; read unlocked, both an
         // SLA_MET and an SLA_BREACHED could be recorded for one deadline.
-        let txn = self.db.begin().await?;
+        let txn = rapport_store::tenancy::begin_writing(&self.db).await?;
         let convs: HashMap<Uuid, conversation::Model> =
             rapport_store::locks::conversations(&txn, timers.iter().map(|t| t.conversation))
                 .await?

@@ -439,14 +439,27 @@ impl AuthMutation {
         if updated.rows_affected != 1 {
             return Err(BAD);
         }
-        if new_hash.is_some() || name.is_some() {
+        if let Some(h) = new_hash {
+            // Only while the account still has none: a password set by the
+            // invitation accepted a moment ago (the earlier one) stands.
+            let set = user::Entity::update_many()
+                .col_expr(
+                    user::Column::PasswordHash,
+                    sea_orm::sea_query::Expr::value(h),
+                )
+                .filter(user::Column::Id.eq(u.id))
+                .filter(user::Column::PasswordHash.is_null())
+                .exec(&txn)
+                .await?;
+            if set.rows_affected != 1 {
+                return Err(ApiError::Unauthenticated(
+                    "this account has a password now: accept the invitation with it",
+                ));
+            }
+        }
+        if let Some(n) = name {
             let mut am = u.clone().into_active_model();
-            if let Some(h) = new_hash {
-                am.password_hash = Set(Some(h));
-            }
-            if let Some(n) = name {
-                am.name = Set(n.into_string());
-            }
+            am.name = Set(n.into_string());
             am.update(&txn).await?;
         }
         AuditEvent::new("acceptInvitation")

@@ -159,6 +159,9 @@ async fn unassign_out_of_reach(
             )
             .col_expr(conversation::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(conversation::Column::Id.is_in(chunk.iter().map(|(_, c)| *c)))
+            // Still theirs: one reassigned since it was read keeps its new
+            // assignee.
+            .filter(conversation::Column::AssigneeMembershipId.eq(m.id))
             .exec(txn)
             .await?;
     }
