@@ -633,6 +633,51 @@ async fn channel_states_sizes_and_malformed_payloads_get_their_documented_answer
         )
         .await;
     assert_eq!(edges(&listed["channels"])[0]["node"]["hasSecret"], false);
+
+    // An account connected again after its channel was disconnected gets
+    // that channel back (its id, its webhook URL, its conversations);
+    // connected twice, it is refused with a clear reason.
+    let x = json!({ "workspaceId": ws, "kind": "X", "name": "@BrewCo", "externalAccountId": "2244994945",
+                    "secret": "x-consumer-secret" });
+    let (x_id, x_url) = connect(&app, &s, x.clone()).await;
+    let twice = app
+        .gql(
+            Some(&s.access),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+            json!({ "i": x }),
+        )
+        .await;
+    assert_eq!(common::code(&twice), Some("BAD_USER_INPUT"), "{twice}");
+    assert_eq!(
+        twice["errors"][0]["extensions"]["field"],
+        "externalAccountId"
+    );
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ChannelIdInput!) { disconnectChannel(input: $i) { status } }",
+        json!({ "i": { "id": x_id } }),
+    )
+    .await;
+    let mut again = x.clone();
+    again["secret"] = json!("x-consumer-secret-2");
+    let (back_id, back_url) = connect(&app, &s, again).await;
+    assert_eq!(
+        (back_id.as_str(), back_url.as_str()),
+        (x_id.as_str(), x_url.as_str())
+    );
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { channels(workspaceId: $w) { edges { node { id status hasSecret } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let back = edges(&d["channels"])
+        .into_iter()
+        .find(|e| e["node"]["id"] == json!(x_id))
+        .unwrap();
+    assert_eq!(back["node"]["status"], "ACTIVE");
+    assert_eq!(back["node"]["hasSecret"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

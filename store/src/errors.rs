@@ -53,6 +53,11 @@ const UNIQUE_MESSAGES: &[(&str, &str, &str)] = &[
         "a team of this name exists already",
     ),
     (
+        "ux_channels_account",
+        "channels.workspace_id, channels.kind, channels.external_account_id",
+        "this account is connected in this workspace already",
+    ),
+    (
         "ux_memberships_user",
         "memberships.agency_id, memberships.user_id",
         "this person is already a member of the agency",

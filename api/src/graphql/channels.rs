@@ -16,7 +16,7 @@ use rapport_domain::channel::{
 use rapport_domain::ingest::ChannelKind;
 use rapport_domain::{Kind, Name, PageRequest};
 use rapport_store::entities::channel;
-use sea_orm::{ActiveModelTrait, ColumnTrait, IntoActiveModel, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -452,6 +452,51 @@ impl ChannelMutation {
             .workspace(&txn, decode(Kind::Workspace, &input.workspace_id)?)
             .await?;
         let now = Utc::now();
+        // The account connected before in this workspace: a disconnected
+        // channel comes back (its id, webhook URL and conversations with
+        // it), a connected one is a clear refusal.
+        let before = if account.is_empty() {
+            None
+        } else {
+            channel::Entity::find()
+                .filter(channel::Column::AgencyId.eq(v.agency_id))
+                .filter(channel::Column::WorkspaceId.eq(ws.id))
+                .filter(channel::Column::Kind.eq(kind.as_str()))
+                .filter(channel::Column::ExternalAccountId.eq(account.as_str()))
+                .one(&txn)
+                .await?
+        };
+        if let Some(before) = before {
+            if before.status != ChannelStatus::Disconnected.as_str() {
+                return Err(ApiError::bad_input(
+                    "externalAccountId",
+                    format!(
+                        "this account is connected in this workspace already, as {:?}",
+                        before.name
+                    ),
+                ));
+            }
+            let mut am = before.into_active_model();
+            am.name = Set(name.into_string());
+            am.secret_ciphertext = Set(secret_ct);
+            am.verify_token_ciphertext = Set(token_ct);
+            am.feed_url = Set(feed);
+            am.poll_interval_seconds = Set(poll);
+            am.access_token_ciphertext = Set(access_ct);
+            am.callback_url = Set(callback);
+            am.status = Set(ChannelStatus::Active.as_str().into());
+            am.state = Set(json!({}));
+            am.updated_at = Set(now);
+            let c = am.update(&txn).await?;
+            AuditEvent::new("connectChannel")
+                .workspace(ws.id)
+                .target("Channel", c.id)
+                .details(json!({ "kind": c.kind, "name": c.name, "reconnected": true }))
+                .by(&txn, v)
+                .await?;
+            txn.commit().await?;
+            return Ok(Channel(c));
+        }
         let id = Uuid::now_v7();
         let c = channel::ActiveModel {
             id: Set(id),
