@@ -16,6 +16,9 @@ const SELF_SERVICE: &[&str] = &[
     "refreshToken",
     "logout",
     "acceptInvitation",
+    // Their own account, not the agency's data.
+    "changePassword",
+    "logoutOtherSessions",
 ];
 
 const INTROSPECT: &str = "{ __schema { mutationType { fields { name args { name type { ...T } } type { ...T } } }

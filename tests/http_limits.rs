@@ -58,6 +58,23 @@ async fn oversized_and_malformed_bodies_get_clear_errors() {
         Some("BAD_USER_INPUT"),
         "syntax errors are typed: {r}"
     );
+
+    // Not JSON by its Content-Type: 415; the media type's case does not
+    // matter.
+    let url = format!("{}/graphql", app.base);
+    let with_type = async |content_type: &str| {
+        app.client
+            .post(&url)
+            .header("content-type", content_type)
+            .body(r#"{"query":"{ __typename }"}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(with_type("text/plain").await, 415);
+    assert_eq!(with_type("Application/JSON; charset=utf-8").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

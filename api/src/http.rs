@@ -103,15 +103,16 @@ async fn graphql_post(
 ) -> HttpResponse {
     let started = Instant::now();
     // GraphQL over HTTP: a POST body is JSON, said so in Content-Type.
+    // Media types are case-insensitive (RFC 9110).
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.trim_start().starts_with("application/json")
-        && !content_type
-            .trim_start()
-            .starts_with("application/graphql-response+json")
+        .unwrap_or("")
+        .trim_start()
+        .to_ascii_lowercase();
+    if !content_type.starts_with("application/json")
+        && !content_type.starts_with("application/graphql-response+json")
     {
         return error_body(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -13,8 +13,11 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// Events per transaction.
-pub const CHUNK: usize = 500;
+/// Events per transaction: each takes up to three advisory locks (its
+/// author, its id, the message it answers), held to the commit, and
+/// PostgreSQL's lock table is shared by every connection (64 per
+/// connection by default); as the worker's parts, at most 250.
+pub const CHUNK: usize = 250;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ImportSummary {

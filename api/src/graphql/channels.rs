@@ -144,6 +144,7 @@ impl Channel {
         gid(Kind::Channel, self.0.id)
     }
     /// The workspace the channel belongs to.
+    #[graphql(complexity = "super::LOOKUP_COST + child_complexity")]
     async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Workspace> {
         let v = auth(ctx).viewer()?;
         Ok(Workspace(

@@ -259,6 +259,7 @@ impl Message {
         self.0.intent.as_deref()
     }
     /// The customer account that wrote it; null for the agency's replies.
+    #[graphql(complexity = "super::LOOKUP_COST + child_complexity")]
     async fn author(&self, ctx: &Context<'_>) -> ApiResult<Option<Author>> {
         let Some(id) = self.0.author_id else {
             return Ok(None);
@@ -340,6 +341,7 @@ impl Conversation {
     }
     /// For a private thread opened by `takeOffline`: the public conversation
     /// it continues.
+    #[graphql(complexity = "super::LOOKUP_COST + child_complexity")]
     async fn parent_conversation(&self, ctx: &Context<'_>) -> ApiResult<Option<Conversation>> {
         let Some(id) = self.0.parent_conversation_id else {
             return Ok(None);
@@ -368,6 +370,7 @@ impl Conversation {
             .collect())
     }
     /// The workspace the conversation belongs to.
+    #[graphql(complexity = "super::LOOKUP_COST + child_complexity")]
     async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Workspace> {
         let v = auth(ctx).viewer()?;
         Ok(Workspace(
@@ -377,6 +380,7 @@ impl Conversation {
         ))
     }
     /// The channel the conversation came in on.
+    #[graphql(complexity = "super::LOOKUP_COST + child_complexity")]
     async fn channel(&self, ctx: &Context<'_>) -> ApiResult<Channel> {
         let v = auth(ctx).viewer()?;
         Ok(Channel(
@@ -451,6 +455,7 @@ impl Conversation {
         self.0.recovered
     }
     /// The member working the conversation; null when unassigned.
+    #[graphql(complexity = "super::LOOKUP_COST + child_complexity")]
     async fn assignee(&self, ctx: &Context<'_>) -> ApiResult<Option<Member>> {
         let Some(id) = self.0.assignee_membership_id else {
             return Ok(None);

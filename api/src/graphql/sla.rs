@@ -642,6 +642,7 @@ impl ConversationSla {
 #[Object]
 impl ConversationSla {
     /// The policy that set the deadlines; null when none applied.
+    #[graphql(complexity = "super::LOOKUP_COST + child_complexity")]
     async fn policy(&self, ctx: &Context<'_>) -> ApiResult<Option<SlaPolicy>> {
         let Some(id) = self.policy_id else {
             return Ok(None);
