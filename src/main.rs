@@ -570,9 +570,17 @@ async fn connect_all(c: &Common) -> anyhow::Result<(DatabaseConnection, Kv)> {
 /// not migrated yet, or a deploy that skipped `rapport migrate`): ready
 /// on `/readyz` while every query fails would be worse than not starting.
 async fn require_migrated(db: &DatabaseConnection, url: &str) -> anyhow::Result<()> {
-    let pending = db::pending_migrations(db)
-        .await
-        .context("reading which migrations the database has")?;
+    let pending = match db::pending_migrations(db).await {
+        Ok(n) => n,
+        // The database has migrations this binary does not know: a newer
+        // release migrated it (a rolling deploy). Migrations add, so this
+        // one still runs.
+        Err(e) if e.to_string().contains("is missing") => {
+            tracing::warn!(error = %e, "the database is ahead of this binary; starting anyway");
+            0
+        }
+        Err(e) => return Err(e).context("reading which migrations the database has"),
+    };
     if pending > 0 {
         anyhow::bail!(
             "the database at {} is {pending} migration(s) behind this binary: run `rapport migrate` first",

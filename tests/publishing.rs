@@ -741,6 +741,19 @@ async fn rate_limits_are_waited_out_and_a_lost_last_answer_is_looked_for() {
     assert!(r["platformMessageId"].is_null(), "{r}");
     assert_eq!(r["deliveryAttempts"], 2);
 
+    // Looked, and not there (the first answer was a real 503): the copy X
+    // refuses is another reply's, so this one is FAILED, not taken for
+    // published.
+    platform.refuse_lookups.store(false, Ordering::SeqCst);
+    platform.answer(503, json!({ "title": "Service Unavailable" }));
+    platform.answer(
+        403,
+        json!({ "detail": "You are not allowed to create a Tweet with duplicate content.", "status": 403 }),
+    );
+    let id = send("Angry, a gift card for the trouble is on its way by e-mail.").await;
+    let r = settled(&app, &s, &conv, &id).await;
+    assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
+
     // Without an earlier attempt that may have published, the same
     // refusal is the platform's: FAILED.
     platform.answer(

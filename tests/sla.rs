@@ -236,7 +236,7 @@ async fn warnings_and_breaches_fire_exactly_once_even_after_a_redis_flush_or_a_c
         .unwrap();
     rows.sort_by_key(|c| c.created_at);
     let late = rows[0].clone();
-    let past = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let past = chrono::Utc::now() - chrono::Duration::seconds(90);
     let mut snap: sla::Snapshot = late.sla_targets.clone().unwrap();
     snap.warn.insert(
         "FIRST_RESPONSE".into(),
@@ -1723,14 +1723,14 @@ async fn a_clock_restarted_while_closed_is_not_fired_for_the_cycle_before() {
         "answered in time, never breached: {events:?}"
     );
     // The current cycle's timer still fires, once; its warning, caught up
-    // after the deadline (workers were down), warns of nothing.
+    // well after the deadline (workers were down), warns of nothing.
     let current = |breach: bool, deadline| sla::Timer {
         cycle: cycle + 1,
         deadline,
         ..old(breach)
     };
     let mut am = second.clone().into_active_model();
-    let past = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let past = chrono::Utc::now() - chrono::Duration::seconds(90);
     am.next_response_due_at = Set(Some(past));
     am.update(&app.state.db).await.unwrap();
     assert_eq!(e.fire(&current(false, past)).await.unwrap(), Fired::Stale);

@@ -24,12 +24,39 @@ use tokio::sync::broadcast;
 /// truth).
 const BUFFER: usize = 256;
 
+/// The longest a connect, SUBSCRIBE or UNSUBSCRIBE may take: they run
+/// under the lock every new feed of the process waits on, and a
+/// connection dropped without a reset would otherwise hold it for as
+/// long as TCP takes to give up.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 type Channels = Arc<Mutex<HashMap<String, broadcast::Sender<String>>>>;
 
 struct Link {
     sink: PubSubSink,
     channels: Channels,
     alive: Arc<AtomicBool>,
+    /// The reader: stopped with the link (a link given up while its
+    /// connection still stands would otherwise keep it, subscribed).
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A Redis command on the shared connection, bounded by [`COMMAND_TIMEOUT`].
+async fn bounded<T>(f: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
+    tokio::time::timeout(COMMAND_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "Redis did not answer in time",
+            )))
+        })
 }
 
 pub struct LiveHub {
@@ -83,21 +110,37 @@ impl LiveHub {
             .collect();
         for name in idle {
             lock(&l.channels).remove(&name);
-            if let Err(e) = l.sink.unsubscribe(&name).await {
+            if let Err(e) = bounded(l.sink.unsubscribe(&name)).await {
                 tracing::warn!(error = %e, "unsubscribing an idle live channel failed");
+                if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() {
+                    l.alive.store(false, Ordering::SeqCst);
+                    return Err(e);
+                }
             }
         }
         let existing = lock(&l.channels).get(channel).map(|tx| tx.subscribe());
         let rx = match existing {
             Some(rx) => rx,
             None => {
-                if let Err(e) = l.sink.subscribe(channel).await {
-                    // A connection that cannot subscribe is not kept.
-                    l.alive.store(false, Ordering::SeqCst);
+                if let Err(e) = bounded(l.sink.subscribe(channel)).await {
+                    // A connection that does not answer is not kept; a
+                    // refusal (an ACL) is this channel's alone.
+                    if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() {
+                        l.alive.store(false, Ordering::SeqCst);
+                    }
                     return Err(e);
                 }
                 let (tx, rx) = broadcast::channel(BUFFER);
-                lock(&l.channels).insert(channel.to_string(), tx);
+                let mut channels = lock(&l.channels);
+                // Checked with the reader's cleanup excluded: a sender put
+                // in after it emptied the map would never be read or end.
+                if !l.alive.load(Ordering::SeqCst) {
+                    return Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "the live connection was lost",
+                    )));
+                }
+                channels.insert(channel.to_string(), tx);
                 rx
             }
         };
@@ -115,11 +158,11 @@ impl LiveHub {
     }
 
     async fn connect(&self) -> RedisResult<Link> {
-        let (sink, mut stream) = self.client.get_async_pubsub().await?.split();
+        let (sink, mut stream) = bounded(self.client.get_async_pubsub()).await?.split();
         let channels: Channels = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let (to, up) = (channels.clone(), alive.clone());
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
                 let Ok(payload) = msg.get_payload::<String>() else {
                     continue;
@@ -129,14 +172,18 @@ impl LiveHub {
                     let _ = tx.send(payload);
                 }
             }
+            // Every feed ends: the senders go (under the map's lock, so no
+            // subscriber adds one after).
+            let mut channels = lock(&to);
             up.store(false, Ordering::SeqCst);
-            // Every feed ends: the senders go.
-            lock(&to).clear();
-        });
+            channels.clear();
+        })
+        .abort_handle();
         Ok(Link {
             sink,
             channels,
             alive,
+            reader,
         })
     }
 }

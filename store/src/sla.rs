@@ -447,10 +447,17 @@ pub async fn done(kv: &Kv, members: &[String]) -> RedisResult<()> {
 
 /// Takes the cluster-wide rebuild turn for `ttl_secs`: with several
 /// workers, one of them rebuilds timers from the database per period.
+/// This process's mark on the rebuild turn: random, since processes in
+/// containers share their ids (every one PID 1).
+fn turn_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| uuid::Uuid::new_v4().to_string())
+}
+
 pub async fn rebuild_turn(kv: &Kv, ttl_secs: u64) -> RedisResult<bool> {
     let set: Option<String> = redis::cmd("SET")
         .arg(kv.key("sla:rebuild"))
-        .arg(std::process::id())
+        .arg(turn_token())
         .arg("NX")
         .arg("EX")
         .arg(ttl_secs.max(1))
@@ -467,7 +474,7 @@ pub async fn release_rebuild_turn(kv: &Kv) -> RedisResult<()> {
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
     )
     .key(kv.key("sla:rebuild"))
-    .arg(std::process::id().to_string())
+    .arg(turn_token())
     .invoke_async::<i64>(&mut kv.conn())
     .await
     .map(|_| ())

@@ -103,6 +103,18 @@ pub struct Publisher {
 /// Attempts at once per worker process.
 const IN_FLIGHT: u32 = 16;
 
+/// What looking on the platform for an earlier attempt showed.
+#[derive(Debug, PartialEq)]
+enum Looked {
+    /// Published, with this id.
+    Found(String),
+    /// Read, and not there.
+    NotThere,
+    /// No look was made, or the platform would not show it (no lookup for
+    /// the kind, a token without read access).
+    CannotTell,
+}
+
 /// Everything one attempt needs, read before the request.
 struct Loaded {
     reply: message::Model,
@@ -334,10 +346,12 @@ impl Publisher {
         let exhausted = l.reply.delivery_attempts >= self.cfg.backoff.max_attempts;
         let ambiguous_before = l.reply.delivery_attempts > 0
             && publish::may_have_published(l.reply.delivery_error.as_deref());
-        if (exhausted || ambiguous_before)
-            && l.reply.delivery_attempts > 0
-            && let Some(id) = self.published_before(&outgoing, l).await?
-        {
+        let looked = if (exhausted || ambiguous_before) && l.reply.delivery_attempts > 0 {
+            self.published_before(&outgoing, l).await?
+        } else {
+            Looked::CannotTell
+        };
+        if let Looked::Found(id) = looked {
             return Ok((Outcome::Sent(Some(id)), None));
         }
         if exhausted {
@@ -371,13 +385,19 @@ impl Publisher {
             // send the same words again).
             Outcome::Retry(e) if last_attempt && publish::may_have_published(Some(&e)) => {
                 match self.published_before(&outgoing, l).await {
-                    Ok(Some(id)) => (Outcome::Sent(Some(id)), None),
+                    Ok(Looked::Found(id)) => (Outcome::Sent(Some(id)), None),
                     _ => (Outcome::Retry(e), asked),
                 }
             }
             // X refuses a copy of what the account published: after an
-            // attempt that may have published, the copy is this reply.
-            Outcome::Refused(e) if ambiguous_before && publish::refused_as_duplicate(kind, &e) => {
+            // attempt that may have published, which the look before this
+            // one could not rule out, the copy is this reply. (Looked and
+            // not there, the copy is another reply's: refused.)
+            Outcome::Refused(e)
+                if ambiguous_before
+                    && looked == Looked::CannotTell
+                    && publish::refused_as_duplicate(kind, &e) =>
+            {
                 tracing::info!(reply = %l.reply.id, "X holds this reply already; recorded as sent");
                 (Outcome::Sent(None), None)
             }
@@ -436,14 +456,10 @@ impl Publisher {
     /// platform cannot say now, the attempt is put off rather than made
     /// blind; where this token may not read it, it is sent (as without
     /// the check).
-    async fn published_before(
-        &self,
-        o: &Outgoing<'_>,
-        l: &Loaded,
-    ) -> Result<Option<String>, Outcome> {
+    async fn published_before(&self, o: &Outgoing<'_>, l: &Loaded) -> Result<Looked, Outcome> {
         let since = l.reply.created_at;
         let Some(path) = publish::lookup(o, since) else {
-            return Ok(None);
+            return Ok(Looked::CannotTell);
         };
         let lost = |e: String| Outcome::Retry(format!("looking for an earlier attempt: {e}"));
         let mut page = path.clone();
@@ -469,12 +485,12 @@ impl Publisher {
                 publish::Earlier::NotPublished => match publish::next_page(o, &path, &bytes, since)
                 {
                     Some(next) => page = next,
-                    None => return Ok(None),
+                    None => return Ok(Looked::NotThere),
                 },
                 publish::Earlier::Unknown(e) => return Err(lost(e)),
                 publish::Earlier::Unverifiable(e) => {
                     tracing::warn!(reply = %l.reply.id, error = %e, "an earlier attempt cannot be looked for; sending");
-                    return Ok(None);
+                    return Ok(Looked::CannotTell);
                 }
             }
         }
@@ -492,10 +508,10 @@ impl Publisher {
             .await
             .map_err(|e| lost(e.to_string()))?;
         if taken.is_some() {
-            return Ok(None); // another reply of ours, with the same words
+            return Ok(Looked::NotThere); // another reply of ours, with the same words
         }
         tracing::info!(reply = %l.reply.id, platform_id = %id, "an earlier attempt was published; not sending again");
-        Ok(Some(id))
+        Ok(Looked::Found(id))
     }
 
     /// A request to X's or Meta's API at `path`, with the channel's token.

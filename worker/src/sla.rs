@@ -137,9 +137,11 @@ impl SlaEngine {
             // the deadline of the cycle before it: the cycle tells them
             // apart, or the old cycle's timer would fire for the new one.
             let current = c.sla_targets.as_ref().map_or(0, |s| s.cycle(t.target));
-            // A warning caught up after its deadline (workers were down)
-            // warns of nothing: the breach says it.
-            let too_late = !t.breach && Utc::now() >= t.deadline;
+            // A warning caught up well after its deadline (workers were
+            // down) warns of nothing: the breach says it. (Within the
+            // grace, a warning due at the deadline itself, at 100 %, or
+            // fired a little late by a busy tick still goes out.)
+            let too_late = !t.breach && Utc::now() >= t.deadline + chrono::Duration::seconds(30);
             if !same || done || c.status != "OPEN" || t.cycle != current || too_late {
                 continue;
             }

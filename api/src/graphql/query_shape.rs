@@ -81,8 +81,11 @@ impl<'a> Walk<'a> {
         }
         let mut n = 0usize;
         for item in &set.node.items {
-            let add = match &item.node {
-                Selection::Field(f) => 1 + self.set(&f.node.selection_set, nesting + 1)?,
+            // Every selection counts one, a spread and an inline fragment
+            // too: the count bounds the steps of any walk that spreads
+            // fragments anew, even of fragments that are empty or unknown.
+            let add = 1 + match &item.node {
+                Selection::Field(f) => self.set(&f.node.selection_set, nesting + 1)?,
                 Selection::InlineFragment(f) => self.set(&f.node.selection_set, nesting + 1)?,
                 Selection::FragmentSpread(s) => {
                     self.fragment(&s.node.fragment_name.node, nesting)?
@@ -126,9 +129,9 @@ mod tests {
         assert_eq!(size("{ a b { c d } }"), Some(4));
         assert_eq!(
             size("{ ...F x: a ...F } fragment F on Q { b { c } }"),
-            Some(5)
+            Some(7)
         );
-        assert_eq!(size("{ ... on Q { a } }"), Some(1));
+        assert_eq!(size("{ ... on Q { a } }"), Some(2));
     }
 
     #[test]
@@ -146,5 +149,12 @@ mod tests {
             size("{ ...A } fragment A on Q { ...B } fragment B on Q { ...A }"),
             None
         );
+        // Fragments that end in an unknown one (or an empty selection) are
+        // no way around it: the engine walks every spread all the same.
+        let unknown = q.replace(
+            "fragment F30 on Q { __typename }",
+            "fragment F30 on Q { ...Nope }",
+        );
+        assert_eq!(size(&unknown), None);
     }
 }

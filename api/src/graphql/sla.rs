@@ -588,12 +588,12 @@ impl ConversationSla {
                     .as_ref()
                     .and_then(|s| s.stopped_at)
                     .or(c.resolved_at);
-                // Any promise missed by then: resolution late, the first
-                // response late or never given, a next response owed.
+                // Missed by then: resolution late, or the first response
+                // late or never given. (A next response answered late is
+                // in the recorded events, `slaEvents`, not here.)
                 let missed = |due: Option<DateTime<Utc>>, kept: Option<DateTime<Utc>>| matches!((due, kept.or(stopped)), (Some(d), Some(t)) if t > d);
                 let late = missed(c.resolution_due_at, None)
-                    || missed(c.first_response_due_at, c.first_responded_at)
-                    || missed(c.next_response_due_at, None);
+                    || missed(c.first_response_due_at, c.first_responded_at);
                 Some(if late {
                     GqlSlaStatus::Breached
                 } else {
