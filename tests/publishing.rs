@@ -353,6 +353,30 @@ async fn post(app: &TestApp, url: &str, header: (&str, String), body: &[u8]) {
     assert_eq!(r.status().as_u16(), 200);
 }
 
+/// Posts `events` to a GENERIC channel's webhook `url`, signed with
+/// [`GENERIC_SECRET`].
+async fn post_generic(app: &TestApp, url: &str, events: Value) {
+    let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
+    let sig = generic_sign(
+        GENERIC_SECRET.as_bytes(),
+        &body,
+        chrono::Utc::now().timestamp(),
+    );
+    post(app, url, ("x-rapport-signature", sig), &body).await;
+}
+
+/// A PUBLIC reply with `text` to `conv`, once the worker is done with it.
+async fn reply_settled(app: &TestApp, s: &Session, conv: &str, text: &str) -> Value {
+    let d = app
+        .ok(
+            Some(&s.access),
+            SEND,
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC", "text": text } }),
+        )
+        .await;
+    settled(app, s, conv, d["sendReply"]["id"].as_str().unwrap()).await
+}
+
 /// The conversation of `handle` in `ws` once ingested.
 async fn conversation(app: &TestApp, s: &Session, ws: &str, handle: &str) -> String {
     app.eventually(&format!("a conversation of {handle}"), async || {
@@ -797,27 +821,23 @@ async fn a_hanging_platform_holds_up_neither_ingestion_nor_other_replies() {
                 "callbackUrl": format!("{base}/callback") }),
     )
     .await;
-    let body = serde_json::to_vec(&json!({ "events": [{ "id": "rv-9", "text": "the grinder broke",
-        "published_at": "2026-11-20T09:00:00Z", "author": { "id": "rv-9", "handle": "grinder_owner" } }] }))
-    .unwrap();
-    let sig = generic_sign(
-        GENERIC_SECRET.as_bytes(),
-        &body,
-        chrono::Utc::now().timestamp(),
-    );
-    post(&app, &reviews, ("x-rapport-signature", sig), &body).await;
+    post_generic(
+        &app,
+        &reviews,
+        json!([{ "id": "rv-9", "text": "the grinder broke", "published_at": "2026-11-20T09:00:00Z",
+                 "author": { "id": "rv-9", "handle": "grinder_owner" } }]),
+    )
+    .await;
     let other = conversation(&app, &s, &ws, "grinder_owner").await;
     // ...and a reply to it is published.
     platform.answer(202, json!({}));
-    let d = app
-        .ok(
-            Some(&s.access),
-            SEND,
-            json!({ "i": { "conversationId": other, "visibility": "PUBLIC",
-                    "text": "A grinder breaking is not what we stand for; a new one ships today." } }),
-        )
-        .await;
-    let r = settled(&app, &s, &other, d["sendReply"]["id"].as_str().unwrap()).await;
+    let r = reply_settled(
+        &app,
+        &s,
+        &other,
+        "A grinder breaking is not what we stand for; a new one ships today.",
+    )
+    .await;
     assert_eq!(r["deliveryStatus"], "SENT", "{r}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),
@@ -1039,34 +1059,22 @@ async fn facebook_take_offline_links_a_private_thread_and_generic_callbacks_are_
                 "callbackUrl": format!("{base}/callback") }),
     )
     .await;
-    let body = serde_json::to_vec(&json!({ "events": [{ "id": "rv-1", "text": "Two stars, the grinder broke in a week",
-        "published_at": "2026-11-20T09:00:00Z", "author": { "id": "rv-42", "handle": "coffee_critic" } }] }))
-    .unwrap();
-    post(
+    post_generic(
         &app,
         &generic,
-        (
-            "x-rapport-signature",
-            generic_sign(
-                GENERIC_SECRET.as_bytes(),
-                &body,
-                chrono::Utc::now().timestamp(),
-            ),
-        ),
-        &body,
+        json!([{ "id": "rv-1", "text": "Two stars, the grinder broke in a week",
+                 "published_at": "2026-11-20T09:00:00Z", "author": { "id": "rv-42", "handle": "coffee_critic" } }]),
     )
     .await;
     let gconv = conversation(&app, &s, &ws, "coffee_critic").await;
     platform.answer(202, json!({}));
-    let d = app
-        .ok(
-            Some(&s.access),
-            SEND,
-            json!({ "i": { "conversationId": gconv, "visibility": "PUBLIC",
-                    "text": "A grinder breaking in a week is not what we stand for; a replacement ships today." } }),
-        )
-        .await;
-    let r = settled(&app, &s, &gconv, d["sendReply"]["id"].as_str().unwrap()).await;
+    let r = reply_settled(
+        &app,
+        &s,
+        &gconv,
+        "A grinder breaking in a week is not what we stand for; a replacement ships today.",
+    )
+    .await;
     assert_eq!(r["deliveryStatus"], "SENT", "{r}");
     let req = platform.seen().pop().unwrap();
     assert_eq!(req.path, "/callback");
@@ -1170,17 +1178,13 @@ async fn a_public_reply_goes_out_through_the_channel_of_the_message_it_answers()
         (&hooks[0], "rv-1", "2026-11-20T09:00:00Z"),
         (&hooks[1], "rv-2", "2026-11-20T10:00:00Z"),
     ] {
-        let body = serde_json::to_vec(
-            &json!({ "events": [{ "id": id, "text": "the grinder broke in a week",
-            "published_at": at, "author": { "id": "rv-42", "handle": "coffee_critic" } }] }),
+        post_generic(
+            &app,
+            hook,
+            json!([{ "id": id, "text": "the grinder broke in a week", "published_at": at,
+                     "author": { "id": "rv-42", "handle": "coffee_critic" } }]),
         )
-        .unwrap();
-        let sig = generic_sign(
-            GENERIC_SECRET.as_bytes(),
-            &body,
-            chrono::Utc::now().timestamp(),
-        );
-        post(&app, hook, ("x-rapport-signature", sig), &body).await;
+        .await;
     }
     let conv = conversation(&app, &s, &ws, "coffee_critic").await;
     app.eventually("both mentions in the one conversation", async || {
@@ -1195,15 +1199,13 @@ async fn a_public_reply_goes_out_through_the_channel_of_the_message_it_answers()
     })
     .await;
     platform.answer(202, json!({}));
-    let d = app
-        .ok(
-            Some(&s.access),
-            SEND,
-            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
-                    "text": "A grinder breaking in a week is not what we stand for; a replacement ships today." } }),
-        )
-        .await;
-    let r = settled(&app, &s, &conv, d["sendReply"]["id"].as_str().unwrap()).await;
+    let r = reply_settled(
+        &app,
+        &s,
+        &conv,
+        "A grinder breaking in a week is not what we stand for; a replacement ships today.",
+    )
+    .await;
     assert_eq!(r["deliveryStatus"], "SENT", "{r}");
     let req = platform.seen().pop().unwrap();
     assert_eq!(req.body["inReplyTo"], "rv-2", "the latest public message");

@@ -34,6 +34,19 @@ async fn convs(app: &TestApp, s: &Session, ws: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The workspace's one conversation, its first response due `ago` in the
+/// past (as time would have it), as stored then.
+async fn first_response_overdue(app: &TestApp, ago: chrono::Duration) -> conversation::Model {
+    let c = conversation::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut am = c.into_active_model();
+    am.first_response_due_at = Set(Some(chrono::Utc::now() - ago));
+    am.update(&app.state.db).await.unwrap()
+}
+
 fn minutes_between(a: &Value, b: &Value) -> i64 {
     let p = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
     (p(b) - p(a)).num_seconds() / 60
@@ -1346,15 +1359,7 @@ async fn fired_timers_are_not_rebuilt_and_a_flush_is_noticed_at_once() {
     let t = json!({ "firstResponseMinutes": 60, "resolutionMinutes": 600 });
     app.default_policy(&s, &ws, t, json!({})).await;
     import(&app, &s, &ws, "late", 10).await;
-    let c = conversation::Entity::find()
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .unwrap();
-    let past = chrono::Utc::now() - chrono::Duration::seconds(30);
-    let mut am = c.clone().into_active_model();
-    am.first_response_due_at = Set(Some(past));
-    let c = am.update(&app.state.db).await.unwrap();
+    let c = first_response_overdue(&app, chrono::Duration::seconds(30)).await;
     let engine = || {
         app.sla_engine_with(SlaConfig {
             tick: std::time::Duration::from_millis(50),
@@ -1753,15 +1758,7 @@ async fn closed_unanswered_after_the_first_response_was_due_reads_breached() {
     let t = json!({ "firstResponseMinutes": 60, "resolutionMinutes": 6000 });
     app.default_policy(&s, &ws, t, json!({})).await;
     import(&app, &s, &ws, "x", 10).await;
-    let row = conversation::Entity::find()
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .unwrap();
-    let due = chrono::Utc::now() - chrono::Duration::minutes(5);
-    let mut am = row.into_active_model();
-    am.first_response_due_at = Set(Some(due));
-    am.update(&app.state.db).await.unwrap();
+    first_response_overdue(&app, chrono::Duration::minutes(5)).await;
     let id = convs(&app, &s, &ws).await.remove(0)["id"].clone();
     let r = app
         .ok(
