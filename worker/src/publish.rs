@@ -103,6 +103,18 @@ pub struct Publisher {
 /// Attempts at once per worker process.
 const IN_FLIGHT: u32 = 16;
 
+/// `q` only while the reply's next attempt is still the one `reply` read:
+/// of two workers changing it, one wins.
+fn as_read(
+    q: sea_orm::UpdateMany<message::Entity>,
+    reply: &message::Model,
+) -> sea_orm::UpdateMany<message::Entity> {
+    match reply.next_delivery_at {
+        Some(t) => q.filter(message::Column::NextDeliveryAt.eq(t)),
+        None => q.filter(message::Column::NextDeliveryAt.is_null()),
+    }
+}
+
 /// What looking on the platform for an earlier attempt showed.
 #[derive(Debug, PartialEq)]
 enum Looked {
@@ -209,18 +221,14 @@ impl Publisher {
             // pass and starve the others.
             let wait = (its_next.unwrap_or(now).max(now) + chrono::Duration::seconds(1))
                 .min(now + chrono::Duration::seconds(5));
-            let mut put_off = message::Entity::update_many()
+            let put_off = message::Entity::update_many()
                 .col_expr(
                     message::Column::NextDeliveryAt,
                     Expr::value(wait.trunc_subsecs(6)),
                 )
                 .filter(message::Column::Id.eq(id))
                 .filter(message::Column::DeliveryStatus.eq(QUEUED));
-            put_off = match reply.next_delivery_at {
-                Some(t) => put_off.filter(message::Column::NextDeliveryAt.eq(t)),
-                None => put_off.filter(message::Column::NextDeliveryAt.is_null()),
-            };
-            put_off.exec(&self.db).await?;
+            as_read(put_off, &reply).exec(&self.db).await?;
             return Ok(false);
         }
         // Long enough for every request an attempt makes (the pages of a
@@ -234,7 +242,7 @@ impl Publisher {
         // answer and its record) leaves no answer, so the next one looks
         // for what it may have published, even after a 429 that said
         // nothing was.
-        let mut claim = message::Entity::update_many()
+        let claim = message::Entity::update_many()
             .col_expr(message::Column::NextDeliveryAt, Expr::value(lease))
             .col_expr(
                 message::Column::DeliveryAttempts,
@@ -246,11 +254,7 @@ impl Publisher {
             )
             .filter(message::Column::Id.eq(id))
             .filter(message::Column::DeliveryStatus.eq(QUEUED));
-        claim = match reply.next_delivery_at {
-            Some(t) => claim.filter(message::Column::NextDeliveryAt.eq(t)),
-            None => claim.filter(message::Column::NextDeliveryAt.is_null()),
-        };
-        if claim.exec(&self.db).await?.rows_affected != 1 {
+        if as_read(claim, &reply).exec(&self.db).await?.rows_affected != 1 {
             return Ok(false);
         }
         let outcome = match self.load(reply).await? {
