@@ -4,7 +4,7 @@
 //! them every tenant's live updates and workers.
 //!
 //! A reader task hands each message to its channel's broadcast; a channel
-//! is subscribed on Redis when its first feed starts, and unsubscribed
+//! is subscribed on Redis when a feed of it starts, and unsubscribed
 //! (once no feed reads it) the next time a feed starts, under the same lock
 //! as subscribing, so a SUBSCRIBE and an UNSUBSCRIBE never cross. When the
 //! connection is lost every feed on it ends, as a feed of its own
@@ -118,32 +118,36 @@ impl LiveHub {
                 }
             }
         }
-        let existing = lock(&l.channels).get(channel).map(|tx| tx.subscribe());
-        let rx = match existing {
-            Some(rx) => rx,
+        // SUBSCRIBE goes to Redis even for a channel already read (Redis
+        // takes it again as a no-op): the round trip is what finds a
+        // connection lost before its reader noticed, so a feed started just
+        // after a loss gets the new connection instead of ending at once.
+        if let Err(e) = bounded(l.sink.subscribe(channel)).await {
+            // A connection that does not answer is not kept; a refusal (an
+            // ACL) is this channel's alone.
+            if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() {
+                l.alive.store(false, Ordering::SeqCst);
+            }
+            return Err(e);
+        }
+        let mut channels = lock(&l.channels);
+        // Checked with the reader's cleanup excluded: a sender put in after
+        // it emptied the map would never be read or end.
+        if !l.alive.load(Ordering::SeqCst) {
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the live connection was lost",
+            )));
+        }
+        let rx = match channels.get(channel) {
+            Some(tx) => tx.subscribe(),
             None => {
-                if let Err(e) = bounded(l.sink.subscribe(channel)).await {
-                    // A connection that does not answer is not kept; a
-                    // refusal (an ACL) is this channel's alone.
-                    if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() {
-                        l.alive.store(false, Ordering::SeqCst);
-                    }
-                    return Err(e);
-                }
                 let (tx, rx) = broadcast::channel(BUFFER);
-                let mut channels = lock(&l.channels);
-                // Checked with the reader's cleanup excluded: a sender put
-                // in after it emptied the map would never be read or end.
-                if !l.alive.load(Ordering::SeqCst) {
-                    return Err(redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        "the live connection was lost",
-                    )));
-                }
                 channels.insert(channel.to_string(), tx);
                 rx
             }
         };
+        drop(channels);
         Ok(futures_util::stream::unfold(rx, |mut rx| async move {
             loop {
                 match rx.recv().await {
