@@ -24,6 +24,34 @@ async fn health_readiness_metrics_and_graphiql() {
     let g = get("/graphql").await.unwrap();
     assert_eq!(g.status(), 200);
     assert!(g.text().await.unwrap().contains("GraphiQL"));
+
+    // A known path with a method it does not take: 405 naming those it
+    // does, not a 404 that reads as a wrong URL.
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/graphql", "GET, POST"),
+        (reqwest::Method::DELETE, "/webhooks/anything", "GET, POST"),
+        (reqwest::Method::POST, "/healthz", "GET"),
+        (
+            reqwest::Method::PATCH,
+            "/export/workspaces/x/report.csv",
+            "GET",
+        ),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"],
+            "METHOD_NOT_ALLOWED"
+        );
+    }
+    assert_eq!(get("/nowhere").await.unwrap().status(), 404);
 }
 
 #[test]

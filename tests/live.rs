@@ -435,6 +435,60 @@ async fn a_socket_runs_at_most_twenty_subscriptions_at_once() {
     }
 }
 
+/// Reads until the server closes `ws`, which must happen within `secs`.
+async fn closed_within(ws: &mut Ws, secs: u64) {
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(until, ws.next()).await {
+            Err(_) => panic!("still open after {secs} s"),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// A socket that does not sign in within the deadline is closed: one that
+/// never sends `connection_init`, and one whose token is bad (its
+/// operations are refused meanwhile); a signed-in socket outlives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_does_not_sign_in_in_time_is_closed() {
+    let app =
+        TestApp::start_with(|s| s.socket_sign_in_deadline = std::time::Duration::from_secs(1))
+            .await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut silent, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (mut bad, ack) = connect(&app, "not-a-token").await;
+    assert_eq!(ack["type"], "connection_ack");
+    subscribe(&mut bad, CONVERSATIONS, &ws).await;
+    assert_eq!(error_code(&next(&mut bad).await), "UNAUTHENTICATED");
+    let (mut good, ack) = connect(&app, &s.access).await;
+    assert_eq!(ack["type"], "connection_ack");
+
+    closed_within(&mut silent, 5).await;
+    closed_within(&mut bad, 5).await;
+    subscribe(&mut good, CONVERSATIONS, &ws).await;
+    app.subscribed(Topic::Conversations, &ws).await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "d1", "text": "still there?", "published_at": "2026-11-20T09:00:00Z",
+                 "author": { "id": "ana", "handle": "ana" } }]),
+    )
+    .await;
+    let got = next_change(&mut good).await;
+    assert_eq!(
+        got["event"], "created",
+        "the signed-in socket is still open"
+    );
+}
+
 /// Every live feed of a process shares one Redis pub/sub connection: a
 /// tenant opening many subscriptions cannot use up Redis's clients (and
 /// with them every tenant's live updates and workers). Each feed still

@@ -1,7 +1,7 @@
 //! HTTP routes: GraphQL (POST executes, GET serves GraphiQL), health,
 //! readiness and Prometheus metrics.
 
-use crate::auth::viewer::authenticate;
+use crate::auth::viewer::{Auth, authenticate};
 use crate::graphql::{self, ClientIp, RapportSchema};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -261,6 +261,9 @@ async fn graphql_ws(
     let ip = peer_ip(&req);
     // A message over a socket is held to the size of a request body.
     let max_message = st.settings.max_body_bytes;
+    let sign_in_within = st.settings.socket_sign_in_deadline;
+    let signed_in = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signing_in = signed_in.clone();
     async_graphql_actix_web::GraphQLSubscription::new(schema.get_ref().clone())
         .on_connection_init(move |init: serde_json::Value| async move {
             let header = ["Authorization", "authorization"]
@@ -277,6 +280,11 @@ async fn graphql_ws(
                 tracing::error!(error = ?e, "authenticating a socket failed");
                 async_graphql::Error::new("internal error")
             })?;
+            // A socket without a valid token is still answered (each
+            // operation gets UNAUTHENTICATED) until its deadline closes it.
+            if matches!(auth, Auth::Member(_)) {
+                signing_in.store(true, std::sync::atomic::Ordering::Release);
+            }
             let mut data = async_graphql::Data::default();
             data.insert(auth);
             // Each operation is authenticated again from these (see
@@ -290,7 +298,7 @@ async fn graphql_ws(
         })
         .start(
             &req,
-            crate::ws_limit::MessageLimit::new(payload, max_message),
+            crate::ws_limit::MessageLimit::new(payload, max_message, sign_in_within, signed_in),
         )
 }
 
@@ -350,6 +358,33 @@ async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
+/// A path that only takes GET; other methods get 405.
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .default_service(only("GET"))
+}
+
+/// 405 for a method the path does not take, naming those it does (RFC 9110
+/// §15.5.6), instead of a 404 that reads as a wrong URL.
+fn only(allow: &'static str) -> actix_web::Route {
+    web::route().to(move || async move {
+        let mut r = error_body(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            &format!("this path takes {allow}"),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        r
+    })
+}
+
 /// Binds the API on `listener` and returns the server; awaiting it runs
 /// until SIGINT/SIGTERM (actix stops gracefully, finishing open requests).
 pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
@@ -365,45 +400,46 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
         App::new()
             .app_data(state.clone())
             .app_data(schema.clone())
-            .route("/graphql", web::post().to(graphql_post))
-            .route(
-                "/graphql",
-                web::get()
-                    // RFC 6455: the header's value is case-insensitive.
-                    .guard(actix_web::guard::fn_guard(|ctx| {
-                        ctx.head()
-                            .headers()
-                            .get("upgrade")
-                            .and_then(|v| v.to_str().ok())
-                            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-                    }))
-                    .to(graphql_ws),
+            .service(
+                web::resource("/graphql")
+                    .route(web::post().to(graphql_post))
+                    .route(
+                        web::get()
+                            // RFC 6455: the header's value is case-insensitive.
+                            .guard(actix_web::guard::fn_guard(|ctx| {
+                                ctx.head()
+                                    .headers()
+                                    .get("upgrade")
+                                    .and_then(|v| v.to_str().ok())
+                                    .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+                            }))
+                            .to(graphql_ws),
+                    )
+                    .route(web::get().to(graphiql))
+                    .default_service(only("GET, POST")),
             )
-            .route("/graphql", web::get().to(graphiql))
-            .route("/graphiql/{file}", web::get().to(graphiql_asset))
-            .route(
-                "/webhooks/{channel}",
-                web::post().to(crate::webhooks::receive),
+            .service(get_only("/graphiql/{file}", graphiql_asset))
+            .service(
+                web::resource("/webhooks/{channel}")
+                    .route(web::post().to(crate::webhooks::receive))
+                    .route(web::get().to(crate::webhooks::verify))
+                    .default_service(only("GET, POST")),
             )
-            .route(
-                "/webhooks/{channel}",
-                web::get().to(crate::webhooks::verify),
-            )
-            .route(
+            .service(get_only(
                 "/reports/shared/{token}",
-                web::get().to(crate::share::shared_report),
-            )
-            .route(
+                crate::share::shared_report,
+            ))
+            .service(get_only(
                 "/export/workspaces/{id}/conversations.csv",
-                web::get().to(crate::export::conversations),
-            )
-            .route(
+                crate::export::conversations,
+            ))
+            .service(get_only(
                 "/export/workspaces/{id}/report.csv",
-                web::get().to(crate::export::report),
-            )
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics_route))
+                crate::export::report,
+            ))
+            .service(get_only("/healthz", healthz))
+            .service(get_only("/readyz", readyz))
+            .service(get_only("/metrics", metrics_route))
     })
     .shutdown_timeout(10);
     if let Some(n) = workers {

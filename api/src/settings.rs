@@ -27,6 +27,9 @@ pub struct Settings {
     /// client sending a byte a second would otherwise hold its connection
     /// for as long as it likes.
     pub body_deadline: Duration,
+    /// How long a WebSocket may stay open without signing in (a
+    /// `connection_init` with a valid token); closed after.
+    pub socket_sign_in_deadline: Duration,
 }
 
 impl Settings {
@@ -46,6 +49,7 @@ impl Settings {
             login_window: Duration::from_secs(15 * 60),
             http_workers: None,
             body_deadline: Duration::from_secs(30),
+            socket_sign_in_deadline: Duration::from_secs(10),
         }
     }
 }

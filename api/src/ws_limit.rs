@@ -5,12 +5,20 @@
 //! frame header by frame header (RFC 6455 §5.2), and ends with an error as
 //! soon as one message's payload passes the cap; the bytes themselves pass
 //! through untouched.
+//!
+//! A socket must also sign in (a `connection_init` with a valid token)
+//! within a deadline, or it is closed: without one, anyone could hold
+//! sockets open for good by answering pings, each costing a connection and
+//! its actor, and every operation on it would be refused anyway.
 
 use actix_web::error::PayloadError;
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// Follows frame boundaries in the bytes a client sends.
 #[derive(Debug, Default)]
@@ -89,21 +97,27 @@ fn parse(h: &[u8]) -> (bool, u8, u64) {
 }
 
 /// `inner` (a WebSocket request's payload), ended with an error when the
-/// client sends a message over `max` bytes.
+/// client sends a message over `max` bytes, or when `signed_in` is not set
+/// within the sign-in deadline.
 pub struct MessageLimit<S> {
     inner: S,
     frames: Frames,
     max: u64,
     cut: bool,
+    signed_in: Arc<AtomicBool>,
+    /// None once signed in.
+    sign_in_by: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> MessageLimit<S> {
-    pub fn new(inner: S, max: usize) -> Self {
+    pub fn new(inner: S, max: usize, sign_in_within: Duration, signed_in: Arc<AtomicBool>) -> Self {
         Self {
             inner,
             frames: Frames::default(),
             max: max as u64,
             cut: false,
+            signed_in,
+            sign_in_by: Some(Box::pin(tokio::time::sleep(sign_in_within))),
         }
     }
 }
@@ -117,6 +131,18 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.cut {
             return Poll::Ready(None);
+        }
+        if self.signed_in.load(Ordering::Acquire) {
+            self.sign_in_by = None;
+        } else if let Some(by) = self.sign_in_by.as_mut()
+            && by.as_mut().poll(cx).is_ready()
+        {
+            self.cut = true;
+            tracing::info!("a WebSocket did not sign in within its deadline; closing");
+            return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no connection_init with a valid token in time",
+            )))));
         }
         let polled = Pin::new(&mut self.inner).poll_next(cx);
         if let Poll::Ready(Some(Ok(bytes))) = &polled {
