@@ -1412,3 +1412,143 @@ async fn an_attempt_cut_off_after_a_rate_limit_is_looked_for_before_the_next() {
     assert!(r["deliveryError"].is_null(), "{r}");
     assert_eq!(platform.seen().len(), 3, "posted once");
 }
+
+const RETRY: &str = "mutation($r: ID!) { retryReply(replyId: $r) { id deliveryStatus deliveryAttempts deliveryError } }";
+
+/// A reply the platform refused shows in open inboxes at once, and
+/// `retryReply` sends it again, unchanged, once the cause is fixed; only a
+/// FAILED reply of the member's own agency, on a channel that can publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
+    use futures_util::StreamExt;
+    let platform = FakePlatform::default();
+    let app = app_publishing_to(&platform.start()).await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let other = app.sign_up("Other", "owner@other.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let conv = x_conversation(&app, &s, &ws).await;
+    let ws_id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
+    let kv = &app.state.kv;
+    let mut live = Box::pin(
+        kv.subscribe(&kv.channel(rapport_store::kv::Topic::Conversations, ws_id))
+            .await
+            .unwrap(),
+    );
+
+    platform.answer(
+        403,
+        json!({ "detail": "You are not permitted to perform this action.", "status": 403 }),
+    );
+    let text = "Sorry about the double charge: the refund is on its way today.";
+    let r = reply_settled(&app, &s, &conv, text).await;
+    assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    // One update when the reply was queued, one when it failed (the
+    // ingestion's late "created", if it comes after the subscription, is
+    // not one of them).
+    for what in ["queued", "failed"] {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), live.next())
+                .await
+                .unwrap_or_else(|_| panic!("a live update when the reply was {what}"))
+                .unwrap();
+            let msg: Value = serde_json::from_str(&msg).unwrap();
+            assert_eq!(msg["conversationId"], conv.as_str());
+            if msg["event"] == "updated" {
+                break;
+            }
+        }
+    }
+
+    // Another agency cannot see it, an unknown id is not found, a client
+    // viewer may not.
+    let d = app
+        .gql(Some(&other.access), RETRY, json!({ "r": id }))
+        .await;
+    assert_eq!(code(&d), Some("NOT_FOUND"), "{d}");
+    let d = app
+        .gql(Some(&s.access), RETRY, json!({ "r": "nonsense" }))
+        .await;
+    assert_eq!(code(&d), Some("NOT_FOUND"), "{d}");
+    let (viewer, _) = app
+        .add_member(
+            &s,
+            "client@brew.test",
+            "CLIENT_VIEWER",
+            Some(vec![ws.clone()]),
+        )
+        .await;
+    let d = app
+        .gql(Some(&viewer.access), RETRY, json!({ "r": id }))
+        .await;
+    assert_eq!(code(&d), Some("FORBIDDEN"), "{d}");
+
+    // Sent again: QUEUED with its attempts from zero, then SENT.
+    platform.answer(
+        201,
+        json!({ "data": { "id": "1900000000000000077", "text": text } }),
+    );
+    let d = app.ok(Some(&s.access), RETRY, json!({ "r": id })).await;
+    assert_eq!(d["retryReply"]["deliveryStatus"], "QUEUED", "{d}");
+    assert_eq!(d["retryReply"]["deliveryAttempts"], 0);
+    assert!(d["retryReply"]["deliveryError"].is_null());
+    let audit = app
+        .ok(
+            Some(&s.access),
+            "{ auditLog(first: 5) { edges { node { action } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        edges(&audit["auditLog"])[0]["node"]["action"],
+        "retryReply",
+        "{audit}"
+    );
+    let r = settled(&app, &s, &conv, &id).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert_eq!(r["platformMessageId"], "1900000000000000077");
+    let posts: Vec<_> = platform
+        .seen()
+        .into_iter()
+        .filter(|p| p.path == "/2/tweets")
+        .collect();
+    assert_eq!(posts.len(), 2, "refused once, then published");
+    assert_eq!(posts[1].body["text"], text);
+    // Only a FAILED one.
+    let d = app.gql(Some(&s.access), RETRY, json!({ "r": id })).await;
+    assert_eq!(code(&d), Some("BAD_USER_INPUT"), "{d}");
+    assert!(d.to_string().contains("this one is SENT"), "{d}");
+
+    // Refused again, then the channel is disconnected: nothing to send it
+    // through, so it stays FAILED.
+    platform.answer(403, json!({ "detail": "Forbidden.", "status": 403 }));
+    let r = reply_settled(
+        &app,
+        &s,
+        &conv,
+        "We have also credited your account for the latte.",
+    )
+    .await;
+    assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
+    let channel = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { channels(workspaceId: $w) { edges { node { id } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let channel = edges(&channel["channels"])[0]["node"]["id"].clone();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ChannelIdInput!) { disconnectChannel(input: $i) { status } }",
+        json!({ "i": { "id": channel } }),
+    )
+    .await;
+    let d = app
+        .gql(Some(&s.access), RETRY, json!({ "r": r["id"] }))
+        .await;
+    assert_eq!(code(&d), Some("BAD_USER_INPUT"), "{d}");
+    assert!(d.to_string().contains("cannot publish"), "{d}");
+    let r = settled(&app, &s, &conv, r["id"].as_str().unwrap()).await;
+    assert_eq!(r["deliveryStatus"], "FAILED");
+}

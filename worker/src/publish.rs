@@ -261,9 +261,6 @@ impl Publisher {
             Ok(l) => {
                 let (o, asked) = self.send(&l).await;
                 self.record(&l.reply, &o, asked, lease).await?;
-                self.kv
-                    .conversation_changed(l.conversation.workspace_id, l.conversation.id, "updated")
-                    .await;
                 o
             }
             Err((reply, why)) => {
@@ -612,6 +609,12 @@ impl Publisher {
             .context("recording a publish attempt")?;
         if recorded.rows_affected == 0 {
             tracing::warn!(reply = %reply.id, "an attempt outlived its claim; another one's outcome stands");
+        } else {
+            // Open inboxes show the outcome at once, a reply that could not
+            // be sent included (`retryReply` sends it again).
+            self.kv
+                .conversation_changed(reply.workspace_id, reply.conversation_id, "updated")
+                .await;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 use super::conversations::{Conversation, Locked, Message, Visibility, lock_author_of, visible};
 use super::templates::{Intent, slots_of, usable};
-use super::types::{gid, load_user, strings};
+use super::types::{decode, gid, load_user, strings};
 use super::{auth, state};
 use crate::audit::AuditEvent;
 use crate::auth::viewer::Viewer;
@@ -19,6 +19,7 @@ use rapport_domain::reply::settings::{DuplicateWindow, SimilarityThreshold};
 use rapport_domain::reply::template::Template;
 use rapport_store::entities::{author, channel, conversation, message, reply_refusal, workspace};
 use rapport_store::{jobs, locks, sla};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, Set,
@@ -810,6 +811,107 @@ impl ReplyMutation {
         dispatch(ctx, &reply, &alerts).await;
         Ok(Message(reply))
     }
+
+    /// Sends a FAILED reply again, unchanged, once what made it fail is
+    /// fixed (a channel connected again, a new token): QUEUED with its
+    /// attempts counted from zero. Only a FAILED reply, of a conversation
+    /// that is not CLOSED, on a channel that can publish. Its clock effects
+    /// were made when it was first sent and are not made again.
+    async fn retry_reply(&self, ctx: &Context<'_>, reply_id: ID) -> ApiResult<Message> {
+        let v = auth(ctx).viewer()?;
+        v.require_writer()?;
+        let id = decode(Kind::Message, &reply_id)?;
+        let txn = v.scope.begin(&state(ctx).db).await?;
+        let reply = requeue_failed(v, &txn, id).await?;
+        txn.commit().await?;
+        dispatch(ctx, &reply, &Vec::new()).await;
+        Ok(Message(reply))
+    }
+}
+
+/// A FAILED reply sent again, unchanged; see [`ReplyMutation::retry_reply`].
+async fn requeue_failed(
+    v: &Viewer,
+    txn: &DatabaseTransaction,
+    id: Uuid,
+) -> ApiResult<message::Model> {
+    let reply = v
+        .scope
+        .select_in_workspaces::<message::Entity>()
+        .filter(message::Column::Id.eq(id))
+        .filter(message::Column::Direction.eq("OUTBOUND"))
+        .one(txn)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let status = reply.delivery_status.as_deref().unwrap_or("none");
+    if status != "FAILED" {
+        return Err(ApiError::bad_input(
+            "replyId",
+            format!("only a FAILED reply can be sent again; this one is {status}"),
+        ));
+    }
+    let c = visible(
+        v,
+        txn,
+        &gid(Kind::Conversation, reply.conversation_id),
+        Locked::ForUpdate,
+    )
+    .await?;
+    if c.status == "CLOSED" {
+        return Err(ApiError::bad_input(
+            "replyId",
+            "its conversation is CLOSED; set it OPEN again to send",
+        ));
+    }
+    let ch = channel::Entity::find_by_id(reply.channel_id)
+        .one(txn)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !rapport_store::replies::can_publish(&ch) {
+        return Err(ApiError::bad_input(
+            "replyId",
+            format!(
+                "the channel {:?} cannot publish replies: connect it again, or give it an access token or a callback URL and secret with updateChannel",
+                ch.name
+            ),
+        ));
+    }
+    // Conditional on FAILED: of two retries at once, one requeues it.
+    let now = Utc::now();
+    let done = message::Entity::update_many()
+        .col_expr(message::Column::DeliveryStatus, Expr::value("QUEUED"))
+        .col_expr(message::Column::DeliveryAttempts, Expr::value(0))
+        .col_expr(message::Column::NextDeliveryAt, Expr::value(now))
+        .col_expr(
+            message::Column::DeliveryError,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(message::Column::Id.eq(reply.id))
+        .filter(message::Column::DeliveryStatus.eq("FAILED"))
+        .exec(txn)
+        .await?;
+    if done.rows_affected == 0 {
+        return Err(ApiError::bad_input(
+            "replyId",
+            "the reply was sent again meanwhile",
+        ));
+    }
+    AuditEvent::new("retryReply")
+        .workspace(reply.workspace_id)
+        .target("Message", reply.id)
+        .details(json!({
+            "conversationId": gid(Kind::Conversation, reply.conversation_id).0,
+            "error": reply.delivery_error,
+        }))
+        .by(txn, v)
+        .await?;
+    Ok(message::Model {
+        delivery_status: Some("QUEUED".into()),
+        delivery_attempts: 0,
+        next_delivery_at: Some(now),
+        delivery_error: None,
+        ..reply
+    })
 }
 
 /// The private thread `takeOffline` opens: same customer, channel and
