@@ -684,17 +684,26 @@ async fn csv_exports_stream_for_members_and_clients_only() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
+    let garbled = format!(
+        "{}/export/workspaces/{ws}/conversations.csv?from=x&to=y",
+        app.base
+    );
     let r = app
         .client
-        .get(format!(
-            "{}/export/workspaces/{ws}/conversations.csv?from=x&to=y",
-            app.base
-        ))
+        .get(&garbled)
         .bearer_auth(&s.access)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        e["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{e}"
+    );
+    // Without a token, the parameters are not judged: 401 first.
+    let r = app.client.get(&garbled).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
 
     let r = app
         .client

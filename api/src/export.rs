@@ -10,6 +10,7 @@
 //! Cells that a spreadsheet would run as a formula are prefixed with `'`.
 
 use crate::auth::viewer::{Auth, Viewer, authenticate};
+use crate::http::error_body as error;
 use crate::reports::{self, ReportFigures};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -21,7 +22,6 @@ use rapport_domain::{GlobalId, Kind};
 use rapport_store::entities::{author, conversation};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
-use serde_json::json;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -34,12 +34,6 @@ pub struct Range {
     pub to: DateTime<Utc>,
     pub granularity: Option<String>,
     pub timezone: Option<String>,
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
-    }))
 }
 
 /// One CSV field: quoted when needed, formula-looking text defused
@@ -110,15 +104,22 @@ async fn access(
     }
 }
 
-fn bad_range(r: &Range) -> Option<HttpResponse> {
+/// The query's range, read after the caller is known (a request without a
+/// valid token learns nothing from how its parameters are judged), or why
+/// it is not one.
+fn range(req: &HttpRequest) -> Result<Range, String> {
+    let r = web::Query::<Range>::from_query(req.query_string())
+        .map_err(|e| format!("from and to are RFC 3339 times: {e}"))?
+        .into_inner();
     if r.to <= r.from || r.to - r.from > chrono::Duration::days(400) {
-        return Some(error(
-            StatusCode::BAD_REQUEST,
-            "BAD_USER_INPUT",
-            "from must be before to, at most 400 days apart (RFC 3339 times)",
-        ));
+        return Err("from must be before to, at most 400 days apart (RFC 3339 times)".into());
     }
-    None
+    Ok(r)
+}
+
+/// 400 BAD_USER_INPUT saying why.
+fn bad_input(why: &str) -> HttpResponse {
+    error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", why)
 }
 
 const CONVERSATION_HEADER: &[&str] = &[
@@ -277,17 +278,16 @@ pub fn conversation_rows(
 pub async fn conversations(
     req: HttpRequest,
     path: web::Path<String>,
-    q: web::Query<Range>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let (viewer, ws) = match access(&req, &state, &path).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let range = q.into_inner();
-    if let Some(resp) = bad_range(&range) {
-        return resp;
-    }
+    let range = match range(&req) {
+        Ok(r) => r,
+        Err(why) => return bad_input(&why),
+    };
     let body = conversation_rows(state.into_inner(), viewer, ws.id, range);
     HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
@@ -340,26 +340,22 @@ fn figures_row(label: &str, from: String, to: String, f: &ReportFigures) -> Stri
 pub async fn report(
     req: HttpRequest,
     path: web::Path<String>,
-    q: web::Query<Range>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let (viewer, ws) = match access(&req, &state, &path).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    if let Some(resp) = bad_range(&q) {
-        return resp;
-    }
+    let q = match range(&req) {
+        Ok(r) => r,
+        Err(why) => return bad_input(&why),
+    };
     let granularity = match q.granularity.as_deref() {
         None => Granularity::Day,
         Some(g) => match reports::parse_granularity(&g.to_ascii_uppercase()) {
             Some(g) => g,
             None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_USER_INPUT",
-                    "granularity is HOUR, DAY or WEEK",
-                );
+                return bad_input("granularity is HOUR, DAY or WEEK");
             }
         },
     };
@@ -379,7 +375,7 @@ pub async fn report(
     let r = match built {
         Ok(r) => r,
         Err(crate::ApiError::BadInput { message, .. }) => {
-            return error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message);
+            return bad_input(&message);
         }
         Err(e) => {
             tracing::error!(error = ?e, "building a report export failed");
