@@ -489,6 +489,72 @@ async fn a_socket_that_does_not_sign_in_in_time_is_closed() {
     );
 }
 
+/// The server's answer to a socket's `connection_init`: the ack, or the
+/// close frame's code and reason.
+async fn init_answer(app: &TestApp, token: &str) -> (Ws, Result<(), (u16, String)>) {
+    let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }).to_string()))
+        .await
+        .unwrap();
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("an answer in time")
+            .expect("an answer before the end")
+            .unwrap();
+        match msg {
+            Message::Text(t) if t.contains("connection_ack") => return (ws, Ok(())),
+            Message::Close(Some(f)) => return (ws, Err((f.code.into(), f.reason.to_string()))),
+            _ => {}
+        }
+    }
+}
+
+/// A member holds at most 10 signed-in sockets on one server: the 11th is
+/// closed with the reason; another member is not counted with them, and a
+/// closed socket frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_holds_at_most_ten_sockets_at_once() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let (agent, _) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        let (ws, answer) = init_answer(&app, &s.access).await;
+        assert_eq!(answer, Ok(()));
+        open.push(ws);
+    }
+    let (_, answer) = init_answer(&app, &s.access).await;
+    let (code, reason) = answer.expect_err("the 11th is refused");
+    assert_eq!(code, 1002);
+    assert!(reason.contains("at most 10 open connections"), "{reason}");
+    let (_agents, answer) = init_answer(&app, &agent.access).await;
+    assert_eq!(answer, Ok(()), "another member's own count");
+
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    drop(first);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (ws, answer) = init_answer(&app, &s.access).await;
+        if answer.is_ok() {
+            open.push(ws);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed socket's place is freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Every live feed of a process shares one Redis pub/sub connection: a
 /// tenant opening many subscriptions cannot use up Redis's clients (and
 /// with them every tenant's live updates and workers). Each feed still

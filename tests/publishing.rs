@@ -1435,6 +1435,13 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
             .unwrap(),
     );
 
+    app.ok(
+        Some(&s.access),
+        "mutation($i: CreateWebhookSubscriptionInput!) { createWebhookSubscription(input: $i) { id } }",
+        json!({ "i": { "workspaceId": ws, "url": "https://hooks.acme.example/rapport",
+                       "events": ["REPLY_FAILED"], "secret": "hook-secret-123" } }),
+    )
+    .await;
     platform.answer(
         403,
         json!({ "detail": "You are not permitted to perform this action.", "status": 403 }),
@@ -1459,6 +1466,28 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
             }
         }
     }
+
+    // The agency's REPLY_FAILED subscribers are told, with the error.
+    let hooks = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { webhookSubscriptions(workspaceId: $w) { deliveries(first: 10) { edges { node { eventType payload } } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let told = edges(&hooks["webhookSubscriptions"][0]["deliveries"]);
+    assert_eq!(told.len(), 1, "{hooks}");
+    let told = &told[0]["node"];
+    assert_eq!(told["eventType"], "REPLY_FAILED");
+    assert_eq!(told["payload"]["replyId"], id.as_str());
+    assert_eq!(told["payload"]["conversationId"], conv.as_str());
+    assert!(
+        told["payload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("You are not permitted"),
+        "{told}"
+    );
 
     // Another agency cannot see it, an unknown id is not found, a client
     // viewer may not.

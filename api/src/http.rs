@@ -45,7 +45,8 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+/// The GraphQL error shape, for answers outside GraphQL.
+pub(crate) fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({
         "errors": [{ "message": message, "extensions": { "code": code } }]
     }))
@@ -280,12 +281,17 @@ async fn graphql_ws(
                 tracing::error!(error = ?e, "authenticating a socket failed");
                 async_graphql::Error::new("internal error")
             })?;
+            let mut data = async_graphql::Data::default();
             // A socket without a valid token is still answered (each
             // operation gets UNAUTHENTICATED) until its deadline closes it.
-            if matches!(auth, Auth::Member(_)) {
+            if let Auth::Member(v) = &auth {
+                data.insert(
+                    st.sockets
+                        .take(v.membership_id)
+                        .map_err(async_graphql::Error::new)?,
+                );
                 signing_in.store(true, std::sync::atomic::Ordering::Release);
             }
-            let mut data = async_graphql::Data::default();
             data.insert(auth);
             // Each operation is authenticated again from these (see
             // graphql::socket_auth), not from the member as they are now.

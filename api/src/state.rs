@@ -17,6 +17,8 @@ pub struct AppState {
     pub secrets: Arc<SecretBox>,
     /// Near-duplicate indexes of sent replies, per workspace.
     pub replies: Arc<rapport_store::replies::ReplyIndexes>,
+    /// Open signed-in WebSockets per member, on this process.
+    pub sockets: Arc<crate::graphql::socket_auth::SocketCounts>,
 }
 
 impl AppState {
@@ -32,6 +34,7 @@ impl AppState {
             metrics: crate::http::metrics_handle(),
             secrets,
             replies: Arc::default(),
+            sockets: Arc::default(),
         })
     }
 }

@@ -14,8 +14,11 @@ pub const PENDING: &str = "PENDING";
 pub const DELIVERED: &str = "DELIVERED";
 pub const FAILED: &str = "FAILED";
 
+/// A reply that could not be published (refused, or every attempt failed).
+pub const REPLY_FAILED: &str = "REPLY_FAILED";
+
 /// Event kinds a subscription may ask for.
-pub const EVENT_TYPES: &[&str] = &["SLA_WARNING", "SLA_BREACHED", "SLA_MET"];
+pub const EVENT_TYPES: &[&str] = &["SLA_WARNING", "SLA_BREACHED", "SLA_MET", REPLY_FAILED];
 
 /// An event for the webhooks of its workspace.
 pub struct Outgoing<'a> {

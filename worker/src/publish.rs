@@ -22,8 +22,10 @@ use rapport_domain::ingest::signature::generic_sign;
 use rapport_domain::ingest::{ChannelKind, Visibility};
 use rapport_domain::reply::publish::{self, Outcome, Outgoing};
 use rapport_domain::retry::Backoff;
+use rapport_domain::{GlobalId, Kind};
 use rapport_store::Kv;
 use rapport_store::entities::{author, channel, conversation, message};
+use rapport_store::outbox::{self, REPLY_FAILED};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::Value;
@@ -326,9 +328,8 @@ impl Publisher {
         }
         let visibility =
             Visibility::parse(&l.reply.visibility).map_err(|e| Outcome::Refused(e.to_string()))?;
-        let reply_id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Message, l.reply.id);
-        let conversation_id =
-            rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, l.conversation.id);
+        let reply_id = GlobalId::encode(Kind::Message, l.reply.id);
+        let conversation_id = GlobalId::encode(Kind::Conversation, l.conversation.id);
         let outgoing = Outgoing {
             kind,
             visibility,
@@ -560,6 +561,7 @@ impl Publisher {
             .filter(message::Column::Id.eq(reply.id))
             .filter(message::Column::DeliveryStatus.eq(QUEUED))
             .filter(message::Column::NextDeliveryAt.eq(lease));
+        let mut failed = false;
         let q = match o {
             Outcome::Sent(platform_id) => q
                 .col_expr(message::Column::DeliveryStatus, Expr::value(SENT))
@@ -585,16 +587,19 @@ impl Publisher {
                         message::Column::NextDeliveryAt,
                         Expr::value(now + chrono::Duration::from_std(wait)?),
                     ),
-                    None => q
-                        .col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
-                        .col_expr(
-                            message::Column::NextDeliveryAt,
-                            Expr::value(Option::<chrono::DateTime<Utc>>::None),
-                        ),
+                    None => {
+                        failed = true;
+                        q.col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
+                            .col_expr(
+                                message::Column::NextDeliveryAt,
+                                Expr::value(Option::<chrono::DateTime<Utc>>::None),
+                            )
+                    }
                 }
             }
             Outcome::Refused(e) => {
                 tracing::warn!(reply = %reply.id, error = %e, "the platform refused a reply");
+                failed = true;
                 q.col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
                     .col_expr(message::Column::DeliveryError, Expr::value(e.clone()))
                     .col_expr(
@@ -603,10 +608,49 @@ impl Publisher {
                     )
             }
         };
-        let recorded = q
-            .exec(&self.db)
-            .await
-            .context("recording a publish attempt")?;
+        let recorded = if failed {
+            // The notification is queued with the outcome, in one
+            // transaction: both or neither.
+            let txn = rapport_store::tenancy::begin_writing(&self.db).await?;
+            let recorded = q.exec(&txn).await.context("recording a publish attempt")?;
+            if recorded.rows_affected == 1 {
+                let payload = serde_json::json!({
+                    "type": REPLY_FAILED,
+                    "workspaceId": GlobalId::encode(Kind::Workspace, reply.workspace_id),
+                    "conversationId": GlobalId::encode(Kind::Conversation, reply.conversation_id),
+                    "replyId": GlobalId::encode(Kind::Message, reply.id),
+                    "error": match o {
+                        Outcome::Retry(e) | Outcome::Refused(e) => Some(e.as_str()),
+                        Outcome::Sent(_) => None,
+                    },
+                    "attempts": attempts,
+                    "failedAt": now.to_rfc3339(),
+                });
+                outbox::queue_many(
+                    &txn,
+                    &[outbox::Outgoing {
+                        agency_id: reply.agency_id,
+                        workspace_id: reply.workspace_id,
+                        event_type: REPLY_FAILED,
+                        // Per claim: a reply sent again and failing again
+                        // is told again.
+                        idempotency_key: format!(
+                            "{}:{REPLY_FAILED}:{}",
+                            reply.id,
+                            lease.timestamp_micros()
+                        ),
+                        payload: &payload,
+                    }],
+                )
+                .await?;
+            }
+            txn.commit().await?;
+            recorded
+        } else {
+            q.exec(&self.db)
+                .await
+                .context("recording a publish attempt")?
+        };
         if recorded.rows_affected == 0 {
             tracing::warn!(reply = %reply.id, "an attempt outlived its claim; another one's outcome stands");
         } else {

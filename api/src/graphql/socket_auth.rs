@@ -57,6 +57,56 @@ impl Drop for LiveSlot {
     }
 }
 
+/// Signed-in sockets one member may hold open on one API process at once:
+/// each costs a connection, an actor and up to 20 feeds, and a browser tab
+/// needs one.
+pub const MAX_SOCKETS_PER_MEMBER: usize = 10;
+
+/// Open signed-in sockets per membership, on this process.
+#[derive(Default)]
+pub struct SocketCounts(std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>);
+
+/// One member's open socket, counted until it is dropped with the
+/// socket's connection data.
+pub struct SocketSlot {
+    counts: Arc<SocketCounts>,
+    member: uuid::Uuid,
+}
+
+impl SocketCounts {
+    fn counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<uuid::Uuid, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for `member`'s new socket, or why not.
+    pub fn take(self: &Arc<Self>, member: uuid::Uuid) -> Result<SocketSlot, String> {
+        let mut counts = self.counts();
+        let n = counts.entry(member).or_insert(0);
+        if *n >= MAX_SOCKETS_PER_MEMBER {
+            return Err(format!(
+                "at most {MAX_SOCKETS_PER_MEMBER} open connections per member; close one first"
+            ));
+        }
+        *n += 1;
+        Ok(SocketSlot {
+            counts: self.clone(),
+            member,
+        })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.counts();
+        if let Some(n) = counts.get_mut(&self.member) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.member);
+            }
+        }
+    }
+}
+
 /// Schema extension: gives each operation of a socket a freshly checked
 /// `Auth`, and codes to its engine errors. HTTP requests carry their own
 /// and pass through untouched.

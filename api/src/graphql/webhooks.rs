@@ -33,7 +33,8 @@ impl WebhookSubscription {
     async fn url(&self) -> &str {
         &self.0.url
     }
-    /// The event types sent: any of SLA_WARNING, SLA_BREACHED, SLA_MET.
+    /// The event types sent: any of SLA_WARNING, SLA_BREACHED, SLA_MET,
+    /// REPLY_FAILED.
     async fn events(&self) -> Vec<String> {
         serde_json::from_value(self.0.events.clone()).unwrap_or_default()
     }
@@ -82,7 +83,7 @@ impl WebhookDelivery {
     async fn id(&self) -> String {
         self.0.id.to_string()
     }
-    /// SLA_WARNING, SLA_BREACHED or SLA_MET.
+    /// SLA_WARNING, SLA_BREACHED, SLA_MET or REPLY_FAILED.
     async fn event_type(&self) -> &str {
         &self.0.event_type
     }
@@ -120,7 +121,9 @@ pub struct CreateWebhookSubscriptionInput {
     workspace_id: ID,
     /// An http(s) URL that answers 2xx when it has the event.
     url: String,
-    /// Any of SLA_WARNING, SLA_BREACHED, SLA_MET.
+    /// Any of SLA_WARNING, SLA_BREACHED, SLA_MET (an SLA event recorded),
+    /// REPLY_FAILED (a reply the platform refused, or whose every attempt
+    /// failed).
     events: Vec<String>,
     /// Signs each request: `X-Rapport-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
     secret: String,
