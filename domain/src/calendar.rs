@@ -36,10 +36,52 @@ pub enum Holiday {
 }
 
 impl Holiday {
+    #[cfg(test)]
     fn matches(&self, d: NaiveDate) -> bool {
         match *self {
             Holiday::On(x) => x == d,
             Holiday::Yearly { month, day } => d.month() == month && d.day() == day,
+        }
+    }
+}
+
+/// Holidays as every day walked looks them up: dated ones sorted for a
+/// binary search, yearly ones as a bit per day of each month. A calendar
+/// may hold a thousand, and a deadline years ahead walks each day up to it.
+/// (Boxed: a calendar is moved around inside every clock.)
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Holidays {
+    dates: Box<[NaiveDate]>,
+    yearly: Box<[u32; 12]>,
+}
+
+impl Holidays {
+    fn contains(&self, d: NaiveDate) -> bool {
+        self.yearly[d.month0() as usize] & (1 << d.day0()) != 0
+            || self.dates.binary_search(&d).is_ok()
+    }
+}
+
+impl FromIterator<Holiday> for Holidays {
+    fn from_iter<I: IntoIterator<Item = Holiday>>(iter: I) -> Self {
+        let mut dates = Vec::new();
+        let mut yearly = [0u32; 12];
+        for h in iter {
+            match h {
+                Holiday::On(d) => dates.push(d),
+                // A month or day no date has matches nothing.
+                Holiday::Yearly { month, day } => {
+                    if (1..=12).contains(&month) && (1..=31).contains(&day) {
+                        yearly[month as usize - 1] |= 1 << (day - 1);
+                    }
+                }
+            }
+        }
+        dates.sort_unstable();
+        dates.dedup();
+        Holidays {
+            dates: dates.into_boxed_slice(),
+            yearly: Box::new(yearly),
         }
     }
 }
@@ -49,7 +91,7 @@ pub struct BusinessCalendar {
     tz: Tz,
     /// Monday first.
     week: [Vec<Period>; 7],
-    holidays: Vec<Holiday>,
+    holidays: Holidays,
 }
 
 /// Parses "HH:MM" ("24:00" allowed as a closing time).
@@ -106,7 +148,7 @@ impl BusinessCalendar {
         Ok(Self {
             tz: tz.tz(),
             week,
-            holidays,
+            holidays: holidays.into_iter().collect(),
         })
     }
 
@@ -115,7 +157,7 @@ impl BusinessCalendar {
     }
 
     fn is_holiday(&self, d: NaiveDate) -> bool {
-        self.holidays.iter().any(|h| h.matches(d))
+        self.holidays.contains(d)
     }
 
     /// The first instant at or after a local time (skips DST gaps; takes
@@ -336,9 +378,12 @@ mod tests {
             c.add_minutes(utc("2026-03-06T21:30:00Z"), 60),
             Some(utc("2026-03-09T13:30:00Z"))
         );
-        c.holidays
-            .push(Holiday::On(NaiveDate::from_ymd_opt(2026, 3, 9).unwrap()));
-        c.holidays.push(Holiday::Yearly { month: 3, day: 10 });
+        c.holidays = [
+            Holiday::On(NaiveDate::from_ymd_opt(2026, 3, 9).unwrap()),
+            Holiday::Yearly { month: 3, day: 10 },
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(
             c.add_minutes(utc("2026-03-06T21:30:00Z"), 60),
             Some(utc("2026-03-11T13:30:00Z"))
@@ -385,8 +430,9 @@ mod tests {
             Some(utc("2026-03-30T08:30:00Z"))
         );
         // Good Friday 2026-04-03 is a holiday: Thursday 16:30 + 60 → Monday 09:30.
-        c.holidays
-            .push(Holiday::On(NaiveDate::from_ymd_opt(2026, 4, 3).unwrap()));
+        c.holidays = [Holiday::On(NaiveDate::from_ymd_opt(2026, 4, 3).unwrap())]
+            .into_iter()
+            .collect();
         assert_eq!(
             c.add_minutes(utc("2026-04-02T15:30:00Z"), 60),
             Some(utc("2026-04-06T08:30:00Z"))
@@ -469,6 +515,25 @@ mod tests {
             // walk lands on the same instant.
             prop_assert_eq!(fast, slow, "start {} n {}", start, n);
             prop_assert!((c.open_minutes_between(start, fast) - n as f64).abs() < 1e-9);
+        }
+
+        #[test]
+        fn the_holiday_table_agrees_with_reading_each_holiday(
+            yearly in prop::collection::vec((0u32..14, 0u32..33), 0..40),
+            dated in prop::collection::vec(0i64..3000, 0..40),
+            days in prop::collection::vec(0i64..3000, 1..60),
+        ) {
+            let base = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+            let list: Vec<Holiday> = yearly
+                .into_iter()
+                .map(|(month, day)| Holiday::Yearly { month, day })
+                .chain(dated.into_iter().map(|d| Holiday::On(base + Duration::days(d))))
+                .collect();
+            let table: Holidays = list.iter().copied().collect();
+            for d in days {
+                let d = base + Duration::days(d);
+                prop_assert_eq!(table.contains(d), list.iter().any(|h| h.matches(d)), "{}", d);
+            }
         }
     }
 }
