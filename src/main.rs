@@ -150,6 +150,17 @@ struct Common {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     allow_private_urls: bool,
+    /// API: reverse proxies in front of it (addresses or networks,
+    /// comma-separated, e.g. `10.0.0.0/8`), whose `X-Forwarded-For` names
+    /// the client for per-IP limits. None by default: the TCP peer is the
+    /// client, and the header (anyone can send it) is ignored.
+    #[arg(
+        long,
+        env = "RAPPORT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = |s: &str| rapport_domain::client_ip::Cidr::parse(s).map_err(|e| e.to_string())
+    )]
+    trusted_proxies: Vec<rapport_domain::client_ip::Cidr>,
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
     redis_prefix: String,
@@ -472,7 +483,9 @@ async fn serve(
                 .map_or(c.bind.clone(), |a| a.to_string())
         )
     });
-    let state = AppState::new(db, kv, Settings::new(secret, key, public_url))?;
+    let mut settings = Settings::new(secret, key, public_url);
+    settings.trusted_proxies = c.trusted_proxies.clone();
+    let state = AppState::new(db, kv, settings)?;
     rapport_api::http::server(state, listener)?.await?;
     Ok(())
 }

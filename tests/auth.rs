@@ -6,7 +6,7 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const ME: &str = "{ me { role user { email } agency { name } } }";
 
@@ -258,6 +258,62 @@ async fn login_is_rate_limited_per_account_and_per_ip() {
     assert_eq!(
         codes,
         ["UNAUTHENTICATED", "UNAUTHENTICATED", "RATE_LIMITED"]
+    );
+}
+
+/// A failed login of a made-up account from `forwarded_for`, sent straight
+/// to the test server; its error code.
+async fn wrong_login_from(app: &TestApp, i: usize, forwarded_for: &str) -> String {
+    let r: Value = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({
+            "query": "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+            "variables": { "i": { "email": format!("p{i}@acme.test"), "password": "wrong password!" } },
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    code(&r).unwrap().to_string()
+}
+
+/// Behind a trusted proxy the per-IP limit counts the address the proxy
+/// saw; from anyone else `X-Forwarded-For` is ignored (a client could
+/// otherwise name a new address for every try).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_ip_login_limit_believes_only_trusted_proxies() {
+    let untrusted = TestApp::start_with(|s| s.login_limit_per_ip = 2).await;
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        codes.push(wrong_login_from(&untrusted, i, &format!("198.51.100.{i}")).await);
+    }
+    assert_eq!(
+        codes,
+        ["UNAUTHENTICATED", "UNAUTHENTICATED", "RATE_LIMITED"]
+    );
+
+    let proxied = TestApp::start_with(|s| {
+        s.login_limit_per_ip = 2;
+        s.trusted_proxies = vec![rapport_domain::client_ip::Cidr::parse("127.0.0.0/8").unwrap()];
+    })
+    .await;
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        // A client's own header first, the proxy's address for it last.
+        codes.push(wrong_login_from(&proxied, i, "192.0.2.1, 198.51.100.7").await);
+    }
+    assert_eq!(
+        codes,
+        ["UNAUTHENTICATED", "UNAUTHENTICATED", "RATE_LIMITED"]
+    );
+    assert_eq!(
+        wrong_login_from(&proxied, 3, "192.0.2.1, 198.51.100.8").await,
+        "UNAUTHENTICATED",
+        "another client behind the proxy has its own count"
     );
 }
 

@@ -30,6 +30,9 @@ pub struct Settings {
     /// How long a WebSocket may stay open without signing in (a
     /// `connection_init` with a valid token); closed after.
     pub socket_sign_in_deadline: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client for per-IP
+    /// limits; none: the TCP peer is the client.
+    pub trusted_proxies: Vec<rapport_domain::client_ip::Cidr>,
 }
 
 impl Settings {
@@ -50,6 +53,7 @@ impl Settings {
             http_workers: None,
             body_deadline: Duration::from_secs(30),
             socket_sign_in_deadline: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }

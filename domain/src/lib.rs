@@ -3,6 +3,7 @@
 
 pub mod calendar;
 pub mod channel;
+pub mod client_ip;
 pub mod crypto;
 pub mod error;
 pub mod ids;
