@@ -30,7 +30,7 @@ async fn health_readiness_metrics_and_graphiql() {
     for (method, path, allow) in [
         (reqwest::Method::PUT, "/graphql", "GET, POST"),
         (reqwest::Method::DELETE, "/webhooks/anything", "GET, POST"),
-        (reqwest::Method::POST, "/healthz", "GET"),
+        (reqwest::Method::POST, "/healthz", "GET, HEAD"),
         (
             reqwest::Method::PATCH,
             "/export/workspaces/x/report.csv",
@@ -52,6 +52,16 @@ async fn health_readiness_metrics_and_graphiql() {
         );
     }
     assert_eq!(get("/nowhere").await.unwrap().status(), 404);
+    // Probes answer HEAD too, as uptime checkers send it.
+    for path in ["/healthz", "/readyz"] {
+        let r = app
+            .client
+            .head(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "HEAD {path}");
+    }
 }
 
 #[test]

@@ -453,7 +453,7 @@ async fn closed_within(ws: &mut Ws, secs: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_that_does_not_sign_in_in_time_is_closed() {
     let app =
-        TestApp::start_with(|s| s.socket_sign_in_deadline = std::time::Duration::from_secs(1))
+        TestApp::start_with(|s| s.socket_sign_in_deadline = std::time::Duration::from_secs(3))
             .await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
@@ -471,8 +471,10 @@ async fn a_socket_that_does_not_sign_in_in_time_is_closed() {
     let (mut good, ack) = connect(&app, &s.access).await;
     assert_eq!(ack["type"], "connection_ack");
 
-    closed_within(&mut silent, 5).await;
-    closed_within(&mut bad, 5).await;
+    closed_within(&mut silent, 10).await;
+    closed_within(&mut bad, 10).await;
+    // Past the good socket's own deadline too.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     subscribe(&mut good, CONVERSATIONS, &ws).await;
     app.subscribed(Topic::Conversations, &ws).await;
     app.import_events(
@@ -518,7 +520,7 @@ async fn init_answer(app: &TestApp, token: &str) -> (Ws, Result<(), (u16, String
 
 /// A member holds at most 10 signed-in sockets on one server: the 11th is
 /// closed with the reason; another member is not counted with them, and a
-/// closed socket frees its place.
+/// socket whose session ends is closed and frees its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_holds_at_most_ten_sockets_at_once() {
     let app = TestApp::start().await;
@@ -537,9 +539,14 @@ async fn a_member_holds_at_most_ten_sockets_at_once() {
     let (_agents, answer) = init_answer(&app, &agent.access).await;
     assert_eq!(answer, Ok(()), "another member's own count");
 
+    // A client that ends its session (`connection_terminate`) has its
+    // connection closed, and its place freed.
     let mut first = open.remove(0);
-    first.close(None).await.unwrap();
-    drop(first);
+    first
+        .send(Message::text(r#"{"type":"connection_terminate"}"#))
+        .await
+        .unwrap();
+    closed_within(&mut first, 5).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let (ws, answer) = init_answer(&app, &s.access).await;

@@ -1512,15 +1512,37 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
         .await;
     assert_eq!(code(&d), Some("FORBIDDEN"), "{d}");
 
-    // Sent again: QUEUED with its attempts from zero, then SENT.
+    // A phrase the brand banned since: refused as a new reply would be.
+    let workspace = |banned: Value| {
+        app.ok(
+            Some(&s.access),
+            "mutation($i: UpdateWorkspaceInput!) { updateWorkspace(input: $i) { id } }",
+            json!({ "i": { "id": ws, "bannedPhrases": banned } }),
+        )
+    };
+    workspace(json!(["on its way today"])).await;
+    let d = app.gql(Some(&s.access), RETRY, json!({ "r": id })).await;
+    assert_eq!(code(&d), Some("CANNED_REPLY"), "{d}");
+    workspace(json!([])).await;
+
+    // Sent again: QUEUED with its attempts from zero and its last error
+    // until the next attempt, which looks on the platform before it posts
+    // (the refused attempt may have published, as far as it can tell).
     platform.answer(
         201,
         json!({ "data": { "id": "1900000000000000077", "text": text } }),
     );
+    let looked_before = platform.lookups().len();
     let d = app.ok(Some(&s.access), RETRY, json!({ "r": id })).await;
     assert_eq!(d["retryReply"]["deliveryStatus"], "QUEUED", "{d}");
     assert_eq!(d["retryReply"]["deliveryAttempts"], 0);
-    assert!(d["retryReply"]["deliveryError"].is_null());
+    assert!(
+        d["retryReply"]["deliveryError"]
+            .as_str()
+            .unwrap()
+            .contains("You are not permitted"),
+        "{d}"
+    );
     let audit = app
         .ok(
             Some(&s.access),
@@ -1543,13 +1565,18 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
         .collect();
     assert_eq!(posts.len(), 2, "refused once, then published");
     assert_eq!(posts[1].body["text"], text);
+    assert_eq!(
+        platform.lookups()[looked_before..],
+        ["/2/users/2244994945/tweets"],
+        "looked first"
+    );
     // Only a FAILED one.
     let d = app.gql(Some(&s.access), RETRY, json!({ "r": id })).await;
     assert_eq!(code(&d), Some("BAD_USER_INPUT"), "{d}");
     assert!(d.to_string().contains("this one is SENT"), "{d}");
 
-    // Refused again, then the channel is disconnected: nothing to send it
-    // through, so it stays FAILED.
+    // Refused again, and a later reply went out: sent now, it would be
+    // read after that one.
     platform.answer(403, json!({ "detail": "Forbidden.", "status": 403 }));
     let r = reply_settled(
         &app,
@@ -1559,6 +1586,24 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
     )
     .await;
     assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
+    platform.answer(
+        201,
+        json!({ "data": { "id": "1900000000000000078", "text": "..." } }),
+    );
+    let later = reply_settled(
+        &app,
+        &s,
+        &conv,
+        "One more thing: your next coffee is on us, Angry.",
+    )
+    .await;
+    assert_eq!(later["deliveryStatus"], "SENT", "{later}");
+    let d = app
+        .gql(Some(&s.access), RETRY, json!({ "r": r["id"] }))
+        .await;
+    assert_eq!(code(&d), Some("BAD_USER_INPUT"), "{d}");
+    assert!(d.to_string().contains("a later reply"), "{d}");
+    // And the channel disconnected: nothing to send it through.
     let channel = app
         .ok(
             Some(&s.access),

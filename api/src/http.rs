@@ -171,7 +171,7 @@ async fn graphql_post(
             );
         }
     };
-    let ip = peer_ip(&req);
+    let ip = peer_ip(&req, &state.settings);
     let mut response = schema
         .execute_batch(
             batch
@@ -243,10 +243,19 @@ fn tag_engine_errors(response: &mut BatchResponse) {
     }
 }
 
-/// The client's address, for per-IP rate limits.
-fn peer_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown".into(), |a| a.ip().to_string())
+/// The client's address, for per-IP rate limits: the TCP peer, or behind
+/// the operator's trusted proxies the address they saw (see
+/// `rapport_domain::client_ip`).
+fn peer_ip(req: &HttpRequest, settings: &crate::settings::Settings) -> String {
+    let Some(peer) = req.peer_addr() else {
+        return "unknown".into();
+    };
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok());
+    rapport_domain::client_ip::client_ip(peer.ip(), forwarded, &settings.trusted_proxies)
+        .to_string()
 }
 
 /// WebSocket subscriptions. The access token comes in the connection_init
@@ -259,12 +268,12 @@ async fn graphql_ws(
     schema: web::Data<RapportSchema>,
 ) -> actix_web::Result<HttpResponse> {
     let st = state.get_ref().clone();
-    let ip = peer_ip(&req);
+    let ip = peer_ip(&req, &st.settings);
     // A message over a socket is held to the size of a request body.
     let max_message = st.settings.max_body_bytes;
     let sign_in_within = st.settings.socket_sign_in_deadline;
-    let signed_in = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let signing_in = signed_in.clone();
+    let life = std::sync::Arc::new(crate::ws_limit::SocketLife::default());
+    let session = life.clone();
     async_graphql_actix_web::GraphQLSubscription::new(schema.get_ref().clone())
         .on_connection_init(move |init: serde_json::Value| async move {
             let header = ["Authorization", "authorization"]
@@ -287,10 +296,10 @@ async fn graphql_ws(
             if let Auth::Member(v) = &auth {
                 data.insert(
                     st.sockets
-                        .take(v.membership_id)
+                        .take(v.membership_id, session.clone())
                         .map_err(async_graphql::Error::new)?,
                 );
-                signing_in.store(true, std::sync::atomic::Ordering::Release);
+                session.sign_in();
             }
             data.insert(auth);
             // Each operation is authenticated again from these (see
@@ -304,7 +313,7 @@ async fn graphql_ws(
         })
         .start(
             &req,
-            crate::ws_limit::MessageLimit::new(payload, max_message, sign_in_within, signed_in),
+            crate::ws_limit::MessageLimit::new(payload, max_message, sign_in_within, life),
         )
 }
 
@@ -376,6 +385,20 @@ where
         .default_service(only("GET"))
 }
 
+/// A probe: GET, or HEAD as uptime checkers send (the same answer without
+/// its body).
+fn probe<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(only("GET, HEAD"))
+}
+
 /// 405 for a method the path does not take, naming those it does (RFC 9110
 /// §15.5.6), instead of a 404 that reads as a wrong URL.
 fn only(allow: &'static str) -> actix_web::Route {
@@ -443,8 +466,8 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
                 "/export/workspaces/{id}/report.csv",
                 crate::export::report,
             ))
-            .service(get_only("/healthz", healthz))
-            .service(get_only("/readyz", readyz))
+            .service(probe("/healthz", healthz))
+            .service(probe("/readyz", readyz))
             .service(get_only("/metrics", metrics_route))
     })
     .shutdown_timeout(10);

@@ -96,29 +96,57 @@ fn parse(h: &[u8]) -> (bool, u8, u64) {
     (fin, opcode, payload)
 }
 
+/// A socket's session as the GraphQL layer sees it, told to the byte
+/// stream: signed in, or over (the client's `connection_terminate` ends the
+/// session but not the connection, which would stay open, uncounted, for as
+/// long as the client answers pings).
+#[derive(Default)]
+pub struct SocketLife {
+    signed_in: AtomicBool,
+    ended: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl SocketLife {
+    pub fn sign_in(&self) {
+        self.signed_in.store(true, Ordering::Release);
+    }
+
+    /// The session is over: the connection is closed.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
 /// `inner` (a WebSocket request's payload), ended with an error when the
-/// client sends a message over `max` bytes, or when `signed_in` is not set
-/// within the sign-in deadline.
+/// client sends a message over `max` bytes, when it has not signed in
+/// within the sign-in deadline, or when its session ends.
 pub struct MessageLimit<S> {
     inner: S,
     frames: Frames,
     max: u64,
     cut: bool,
-    signed_in: Arc<AtomicBool>,
+    life: Arc<SocketLife>,
     /// None once signed in.
     sign_in_by: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> MessageLimit<S> {
-    pub fn new(inner: S, max: usize, sign_in_within: Duration, signed_in: Arc<AtomicBool>) -> Self {
+    pub fn new(inner: S, max: usize, sign_in_within: Duration, life: Arc<SocketLife>) -> Self {
         Self {
             inner,
             frames: Frames::default(),
             max: max as u64,
             cut: false,
-            signed_in,
+            life,
             sign_in_by: Some(Box::pin(tokio::time::sleep(sign_in_within))),
         }
+    }
+
+    fn cut(&mut self, why: &'static str) -> Poll<Option<Result<Bytes, PayloadError>>> {
+        self.cut = true;
+        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::other(why)))))
     }
 }
 
@@ -132,17 +160,18 @@ where
         if self.cut {
             return Poll::Ready(None);
         }
-        if self.signed_in.load(Ordering::Acquire) {
+        self.life.waker.register(cx.waker());
+        if self.life.ended.load(Ordering::Acquire) {
+            tracing::debug!("a WebSocket's session ended; closing");
+            return self.cut("the session ended");
+        }
+        if self.life.signed_in.load(Ordering::Acquire) {
             self.sign_in_by = None;
         } else if let Some(by) = self.sign_in_by.as_mut()
             && by.as_mut().poll(cx).is_ready()
         {
-            self.cut = true;
             tracing::info!("a WebSocket did not sign in within its deadline; closing");
-            return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no connection_init with a valid token in time",
-            )))));
+            return self.cut("no connection_init with a valid token in time");
         }
         let polled = Pin::new(&mut self.inner).poll_next(cx);
         if let Poll::Ready(Some(Ok(bytes))) = &polled {

@@ -346,9 +346,12 @@ impl Publisher {
         // or its answer could not be stored): give up visibly rather than
         // send again and again, unless the platform shows it published.
         let exhausted = l.reply.delivery_attempts >= self.cfg.backoff.max_attempts;
-        let ambiguous_before = l.reply.delivery_attempts > 0
-            && publish::may_have_published(l.reply.delivery_error.as_deref());
-        let looked = if (exhausted || ambiguous_before) && l.reply.delivery_attempts > 0 {
+        // An attempt was made before this one: counted, or (a reply sent
+        // again with `retryReply`, its count back at zero) its error kept.
+        let tried_before = l.reply.delivery_attempts > 0 || l.reply.delivery_error.is_some();
+        let ambiguous_before =
+            tried_before && publish::may_have_published(l.reply.delivery_error.as_deref());
+        let looked = if (exhausted || ambiguous_before) && tried_before {
             self.published_before(&outgoing, l).await?
         } else {
             Looked::CannotTell

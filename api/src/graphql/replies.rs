@@ -21,8 +21,8 @@ use rapport_store::entities::{author, channel, conversation, message, reply_refu
 use rapport_store::{jobs, locks, sla};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, Set,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -814,15 +814,18 @@ impl ReplyMutation {
 
     /// Sends a FAILED reply again, unchanged, once what made it fail is
     /// fixed (a channel connected again, a new token): QUEUED with its
-    /// attempts counted from zero. Only a FAILED reply, of a conversation
-    /// that is not CLOSED, on a channel that can publish. Its clock effects
-    /// were made when it was first sent and are not made again.
+    /// attempts counted from zero (its last error shown until the next
+    /// attempt starts). Only a FAILED reply, of a conversation that is not
+    /// CLOSED and has no later reply sent or queued, on a channel that can
+    /// publish, and that the guard still passes (CANNED_REPLY if the brand
+    /// has sent the same words since, or banned a phrase in it). Its clock
+    /// effects were made when it was first sent and are not made again.
     async fn retry_reply(&self, ctx: &Context<'_>, reply_id: ID) -> ApiResult<Message> {
         let v = auth(ctx).viewer()?;
         v.require_writer()?;
         let id = decode(Kind::Message, &reply_id)?;
         let txn = v.scope.begin(&state(ctx).db).await?;
-        let reply = requeue_failed(v, &txn, id).await?;
+        let reply = requeue_failed(ctx, v, &txn, id).await?;
         txn.commit().await?;
         dispatch(ctx, &reply, &Vec::new()).await;
         Ok(Message(reply))
@@ -831,6 +834,7 @@ impl ReplyMutation {
 
 /// A FAILED reply sent again, unchanged; see [`ReplyMutation::retry_reply`].
 async fn requeue_failed(
+    ctx: &Context<'_>,
     v: &Viewer,
     txn: &DatabaseTransaction,
     id: Uuid,
@@ -876,16 +880,81 @@ async fn requeue_failed(
             ),
         ));
     }
-    // Conditional on FAILED: of two retries at once, one requeues it.
+    // Replies go out in the order written: one written since that went
+    // out, or is going, would be read before this one. (The conversation's
+    // lock keeps new replies out until the commit.)
+    let later = message::Entity::find()
+        .filter(message::Column::AgencyId.eq(reply.agency_id))
+        .filter(message::Column::ConversationId.eq(reply.conversation_id))
+        .filter(message::Column::Direction.eq("OUTBOUND"))
+        .filter(message::Column::Id.gt(reply.id))
+        .filter(
+            Condition::any()
+                .add(message::Column::DeliveryStatus.is_null())
+                .add(message::Column::DeliveryStatus.ne("FAILED")),
+        )
+        .one(txn)
+        .await?;
+    if later.is_some() {
+        return Err(ApiError::bad_input(
+            "replyId",
+            "a later reply of this conversation went out or is going out: the customer would read this one after it; write a new reply instead",
+        ));
+    }
+    // Checked again as a new reply would be (template and slots were
+    // checked when it was written): since it failed, the brand may have
+    // sent the same words elsewhere, or banned a phrase in it. Under the
+    // workspace's reply lock, taken after the conversation's as sending
+    // does.
+    locks::advisory(txn, vec![locks::replies_key(reply.workspace_id)]).await?;
+    let ws = workspace::Entity::find_by_id(reply.workspace_id)
+        .one(txn)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let banned = strings(&ws.banned_phrases);
+    let text = reply.masked_body.as_deref().unwrap_or(&reply.body);
+    let found = state(ctx)
+        .replies
+        .with(
+            txn,
+            reply.agency_id,
+            reply.workspace_id,
+            DuplicateWindow::stored(ws.duplicate_window_days),
+            |idx, unpublished| {
+                // This reply is FAILED until the update below: it is
+                // among the unpublished, and does not match itself.
+                guard::check(
+                    &Check {
+                        text,
+                        template: None,
+                        slots: &HashMap::new(),
+                        context_values: &[],
+                        banned_phrases: &banned,
+                        customer_message: "",
+                        threshold: SimilarityThreshold::stored(ws.similarity_threshold).get(),
+                        unpublished,
+                    },
+                    idx,
+                )
+            },
+        )
+        .await?;
+    let blocking: Vec<(&'static str, String)> = found
+        .iter()
+        .filter(|f| f.blocking())
+        .map(|f| (f.code(), f.message()))
+        .collect();
+    if !blocking.is_empty() {
+        return Err(ApiError::Canned(blocking));
+    }
+    // Conditional on FAILED: of two retries at once, one requeues it. Its
+    // last error stays until the next attempt starts: the worker reads it
+    // to look on the platform first when that attempt may have published.
     let now = Utc::now();
     let done = message::Entity::update_many()
         .col_expr(message::Column::DeliveryStatus, Expr::value("QUEUED"))
         .col_expr(message::Column::DeliveryAttempts, Expr::value(0))
         .col_expr(message::Column::NextDeliveryAt, Expr::value(now))
-        .col_expr(
-            message::Column::DeliveryError,
-            Expr::value(Option::<String>::None),
-        )
         .filter(message::Column::Id.eq(reply.id))
         .filter(message::Column::DeliveryStatus.eq("FAILED"))
         .exec(txn)
@@ -909,7 +978,6 @@ async fn requeue_failed(
         delivery_status: Some("QUEUED".into()),
         delivery_attempts: 0,
         next_delivery_at: Some(now),
-        delivery_error: None,
         ..reply
     })
 }

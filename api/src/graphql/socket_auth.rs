@@ -67,10 +67,11 @@ pub const MAX_SOCKETS_PER_MEMBER: usize = 10;
 pub struct SocketCounts(std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>);
 
 /// One member's open socket, counted until it is dropped with the
-/// socket's connection data.
+/// socket's connection data; the connection is closed then too.
 pub struct SocketSlot {
     counts: Arc<SocketCounts>,
     member: uuid::Uuid,
+    life: Arc<crate::ws_limit::SocketLife>,
 }
 
 impl SocketCounts {
@@ -79,7 +80,11 @@ impl SocketCounts {
     }
 
     /// A slot for `member`'s new socket, or why not.
-    pub fn take(self: &Arc<Self>, member: uuid::Uuid) -> Result<SocketSlot, String> {
+    pub fn take(
+        self: &Arc<Self>,
+        member: uuid::Uuid,
+        life: Arc<crate::ws_limit::SocketLife>,
+    ) -> Result<SocketSlot, String> {
         let mut counts = self.counts();
         let n = counts.entry(member).or_insert(0);
         if *n >= MAX_SOCKETS_PER_MEMBER {
@@ -91,12 +96,16 @@ impl SocketCounts {
         Ok(SocketSlot {
             counts: self.clone(),
             member,
+            life,
         })
     }
 }
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
+        // A session ended by `connection_terminate` leaves the connection
+        // open: it is closed with its place.
+        self.life.end();
         let mut counts = self.counts.counts();
         if let Some(n) = counts.get_mut(&self.member) {
             *n -= 1;
