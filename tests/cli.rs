@@ -208,6 +208,18 @@ fn missing_secret_or_unreachable_services_give_one_clear_line() {
     }
     let e = one_line_error(&["serve"], &[secret, key, ("DATABASE_URL", "rapport.db")]);
     assert!(e.contains("neither PostgreSQL"), "{e}");
+    let e = one_line_error(
+        &["serve"],
+        &[
+            secret,
+            key,
+            ("RAPPORT_TRUSTED_PROXIES", "10.0.0.0/8,the-balancer"),
+        ],
+    );
+    assert!(
+        e.contains("the-balancer") && e.contains("not an IP address"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
