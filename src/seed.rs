@@ -429,6 +429,7 @@ async fn seed_replies(
                 sent_by_membership_id: Set(None),
                 delivery_status: Set(Some("SENT".into())),
                 delivery_error: Set(None),
+                delivery_unsure: Set(false),
                 delivery_attempts: Set(1),
                 next_delivery_at: Set(None),
                 delivered_at: Set(Some(now)),

@@ -35,6 +35,13 @@ async fn column_exists(db: &DatabaseConnection) -> bool {
         .is_ok()
 }
 
+/// Whether `messages.delivery_unsure` (migration 12) is there.
+async fn unsure_exists(db: &DatabaseConnection) -> bool {
+    db.execute_unprepared("SELECT delivery_unsure FROM messages LIMIT 0")
+        .await
+        .is_ok()
+}
+
 #[tokio::test]
 async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     let tdb = TestDb::new().await;
@@ -48,7 +55,9 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     assert_eq!(index(&db, "ix_conversations_running").await, Some(true));
 
     assert!(column_exists(&db).await);
-    Migrator::down(&db, Some(4)).await.unwrap();
+    assert!(unsure_exists(&db).await);
+    Migrator::down(&db, Some(5)).await.unwrap();
+    assert!(!unsure_exists(&db).await, "delivery_unsure dropped");
     assert_eq!(index(&db, "ix_messages_sent_by").await, None);
     assert_eq!(index(&db, "ix_conversations_running").await, None);
     assert!(!column_exists(&db).await, "opened_by_agent dropped");
@@ -71,6 +80,7 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     }
     Migrator::up(&db, None).await.unwrap();
     assert!(column_exists(&db).await, "opened_by_agent back");
+    assert!(unsure_exists(&db).await, "delivery_unsure back");
     assert_eq!(index(&db, "ix_messages_platform_id").await, Some(true));
     assert_eq!(index(&db, "ix_messages_thread").await, Some(true));
     assert_eq!(index(&db, "ix_messages_replies").await, Some(true));

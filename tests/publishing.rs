@@ -1512,7 +1512,8 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
         .await;
     assert_eq!(code(&d), Some("FORBIDDEN"), "{d}");
 
-    // A phrase the brand banned since: refused as a new reply would be.
+    // A phrase the brand banned since: refused as a new reply would be
+    // (and counted with the refusals); a manager's reason lets it through.
     let workspace = |banned: Value| {
         app.ok(
             Some(&s.access),
@@ -1523,26 +1524,34 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
     workspace(json!(["on its way today"])).await;
     let d = app.gql(Some(&s.access), RETRY, json!({ "r": id })).await;
     assert_eq!(code(&d), Some("CANNED_REPLY"), "{d}");
-    workspace(json!([])).await;
+    let refusals: i64 = {
+        use sea_orm::{EntityTrait, PaginatorTrait};
+        rapport_store::entities::reply_refusal::Entity::find()
+            .count(&app.state.db)
+            .await
+            .unwrap() as i64
+    };
+    assert_eq!(refusals, 1, "the refusal is counted for reports");
 
-    // Sent again: QUEUED with its attempts from zero and its last error
-    // until the next attempt, which looks on the platform before it posts
-    // (the refused attempt may have published, as far as it can tell).
+    // Sent again: QUEUED with its attempts from zero. The platform refused
+    // it outright, so nothing can have been published: no error kept, no
+    // look before the post.
     platform.answer(
         201,
         json!({ "data": { "id": "1900000000000000077", "text": text } }),
     );
     let looked_before = platform.lookups().len();
-    let d = app.ok(Some(&s.access), RETRY, json!({ "r": id })).await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            "mutation($r: ID!, $why: String) { retryReply(replyId: $r, overrideReason: $why) { id deliveryStatus deliveryAttempts deliveryError } }",
+            json!({ "r": id, "why": "Legal cleared this wording for refunds" }),
+        )
+        .await;
     assert_eq!(d["retryReply"]["deliveryStatus"], "QUEUED", "{d}");
     assert_eq!(d["retryReply"]["deliveryAttempts"], 0);
-    assert!(
-        d["retryReply"]["deliveryError"]
-            .as_str()
-            .unwrap()
-            .contains("You are not permitted"),
-        "{d}"
-    );
+    assert!(d["retryReply"]["deliveryError"].is_null(), "{d}");
+    workspace(json!([])).await;
     let audit = app
         .ok(
             Some(&s.access),
@@ -1550,9 +1559,12 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
             json!({}),
         )
         .await;
-    assert_eq!(
-        edges(&audit["auditLog"])[0]["node"]["action"],
-        "retryReply",
+    let actions: Vec<_> = edges(&audit["auditLog"])
+        .iter()
+        .map(|e| e["node"]["action"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        actions.contains(&"retryReplyOverride".to_string()),
         "{audit}"
     );
     let r = settled(&app, &s, &conv, &id).await;
@@ -1566,10 +1578,45 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
     assert_eq!(posts.len(), 2, "refused once, then published");
     assert_eq!(posts[1].body["text"], text);
     assert_eq!(
+        platform.lookups().len(),
+        looked_before,
+        "nothing to look for"
+    );
+
+    // Every attempt's answer lost (500s): it may have published. Sent
+    // again, its error is kept and the next attempt looks on the platform
+    // before it posts.
+    for _ in 0..3 {
+        platform.answer(500, json!({ "title": "Internal Error" }));
+    }
+    let lost = reply_settled(
+        &app,
+        &s,
+        &conv,
+        "Your refund reference is RF-2231, in case your bank asks.",
+    )
+    .await;
+    assert_eq!(lost["deliveryStatus"], "FAILED", "{lost}");
+    platform.answer(
+        201,
+        json!({ "data": { "id": "1900000000000000079", "text": "..." } }),
+    );
+    let looked_before = platform.lookups().len();
+    let d = app
+        .ok(Some(&s.access), RETRY, json!({ "r": lost["id"] }))
+        .await;
+    assert_eq!(
+        d["retryReply"]["deliveryError"], "HTTP 500: Internal Error",
+        "{d}"
+    );
+    let r = settled(&app, &s, &conv, lost["id"].as_str().unwrap()).await;
+    assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    assert_eq!(
         platform.lookups()[looked_before..],
         ["/2/users/2244994945/tweets"],
         "looked first"
     );
+
     // Only a FAILED one.
     let d = app.gql(Some(&s.access), RETRY, json!({ "r": id })).await;
     assert_eq!(code(&d), Some("BAD_USER_INPUT"), "{d}");

@@ -14,6 +14,7 @@ mod m20261205_000008_reply_lookup;
 mod m20261205_000009_published_reply_lookup;
 mod m20261206_000010_agent_opened_threads;
 mod m20261206_000011_hot_paths;
+mod m20261206_000012_reply_delivery_unsure;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000009_published_reply_lookup::Migration),
             Box::new(m20261206_000010_agent_opened_threads::Migration),
             Box::new(m20261206_000011_hot_paths::Migration),
+            Box::new(m20261206_000012_reply_delivery_unsure::Migration),
         ]
     }
 }

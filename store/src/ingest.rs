@@ -421,6 +421,7 @@ pub async fn store_batch(
             sent_by_membership_id: Set(None),
             delivery_status: Set(None),
             delivery_error: Set(None),
+            delivery_unsure: Set(false),
             delivery_attempts: Set(0),
             next_delivery_at: Set(None),
             delivered_at: Set(None),

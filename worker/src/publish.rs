@@ -102,6 +102,10 @@ pub struct Publisher {
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
+/// How a reply whose attempts all ended without a recorded answer fails:
+/// it may have published.
+const NO_ANSWER: &str = "no answer recorded after";
+
 /// Attempts at once per worker process.
 const IN_FLIGHT: u32 = 16;
 
@@ -347,7 +351,9 @@ impl Publisher {
         // send again and again, unless the platform shows it published.
         let exhausted = l.reply.delivery_attempts >= self.cfg.backoff.max_attempts;
         // An attempt was made before this one: counted, or (a reply sent
-        // again with `retryReply`, its count back at zero) its error kept.
+        // again with `retryReply`, its count back at zero) its error kept,
+        // which `retryReply` does only when that attempt may have
+        // published (`delivery_unsure`).
         let tried_before = l.reply.delivery_attempts > 0 || l.reply.delivery_error.is_some();
         let ambiguous_before =
             tried_before && publish::may_have_published(l.reply.delivery_error.as_deref());
@@ -361,7 +367,7 @@ impl Publisher {
         }
         if exhausted {
             return Err(Outcome::Refused(format!(
-                "no answer recorded after {} attempts",
+                "{NO_ANSWER} {} attempts",
                 l.reply.delivery_attempts
             )));
         }
@@ -592,7 +598,10 @@ impl Publisher {
                     ),
                     None => {
                         failed = true;
+                        // Its answer lost, it may have published.
+                        let unsure = publish::may_have_published(Some(e));
                         q.col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
+                            .col_expr(message::Column::DeliveryUnsure, Expr::value(unsure))
                             .col_expr(
                                 message::Column::NextDeliveryAt,
                                 Expr::value(Option::<chrono::DateTime<Utc>>::None),
@@ -603,7 +612,10 @@ impl Publisher {
             Outcome::Refused(e) => {
                 tracing::warn!(reply = %reply.id, error = %e, "the platform refused a reply");
                 failed = true;
+                // Refused outright, unless nothing was ever heard back.
+                let unsure = e.starts_with(NO_ANSWER);
                 q.col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
+                    .col_expr(message::Column::DeliveryUnsure, Expr::value(unsure))
                     .col_expr(message::Column::DeliveryError, Expr::value(e.clone()))
                     .col_expr(
                         message::Column::NextDeliveryAt,

@@ -370,6 +370,37 @@ async fn findings(
         .await?)
 }
 
+/// What the guard found, let through only by a manager's reason: the
+/// reason (None when nothing blocked), or CANNED_REPLY with the findings.
+fn overrides(v: &Viewer, found: &[Finding], reason: Option<&str>) -> ApiResult<Option<String>> {
+    let blocking: Vec<(&'static str, String)> = found
+        .iter()
+        .filter(|f| f.blocking())
+        .map(|f| (f.code(), f.message()))
+        .collect();
+    if let Some(reason) = reason {
+        ApiError::at_most(
+            "overrideReason",
+            reason.chars().count(),
+            MAX_OVERRIDE_REASON_CHARS,
+            "characters",
+        )?;
+    }
+    match (reason, blocking.is_empty()) {
+        (_, true) => Ok(None),
+        (Some(reason), false) if v.role.is_manager() && reason.trim().len() >= 10 => {
+            Ok(Some(reason.trim().to_string()))
+        }
+        // Not theirs to give: refused with its reasons, as without one.
+        (Some(_), false) if !v.role.is_manager() => Err(ApiError::Canned(blocking)),
+        (Some(_), false) => Err(ApiError::bad_input(
+            "overrideReason",
+            "give a reason of at least 10 characters",
+        )),
+        (None, false) => Err(ApiError::Canned(blocking)),
+    }
+}
+
 /// How a reply goes out.
 struct Sending<'a> {
     visibility: Visibility,
@@ -439,34 +470,7 @@ async fn store_reply(
     // conversation's row lock), by nothing else, so it cannot deadlock.
     locks::advisory(txn, vec![locks::replies_key(d.conversation.workspace_id)]).await?;
     let found = findings(ctx, txn, d).await?;
-    let blocking: Vec<(&'static str, String)> = found
-        .iter()
-        .filter(|f| f.blocking())
-        .map(|f| (f.code(), f.message()))
-        .collect();
-    if let Some(reason) = how.override_reason {
-        ApiError::at_most(
-            "overrideReason",
-            reason.chars().count(),
-            MAX_OVERRIDE_REASON_CHARS,
-            "characters",
-        )?;
-    }
-    let overridden = match (how.override_reason, blocking.is_empty()) {
-        (_, true) => None,
-        (Some(reason), false) if v.role.is_manager() && reason.trim().len() >= 10 => {
-            Some(reason.trim().to_string())
-        }
-        // Not theirs to give: refused with its reasons, as without one.
-        (Some(_), false) if !v.role.is_manager() => return Err(ApiError::Canned(blocking)),
-        (Some(_), false) => {
-            return Err(ApiError::bad_input(
-                "overrideReason",
-                "give a reason of at least 10 characters",
-            ));
-        }
-        (None, false) => return Err(ApiError::Canned(blocking)),
-    };
+    let overridden = overrides(v, &found, how.override_reason)?;
     let now = Utc::now();
     let values: Vec<&str> = d.context.iter().map(String::as_str).collect();
     let id = Uuid::now_v7();
@@ -498,6 +502,7 @@ async fn store_reply(
         sent_by_membership_id: Set(Some(v.membership_id)),
         delivery_status: Set(Some("QUEUED".into())),
         delivery_error: Set(None),
+        delivery_unsure: Set(false),
         delivery_attempts: Set(0),
         next_delivery_at: Set(Some(now)),
         delivered_at: Set(None),
@@ -562,23 +567,42 @@ async fn commit_reply(
         }
         Err(ApiError::Canned(found)) => {
             txn.rollback().await?;
-            let rec = v.scope.begin(&state(ctx).db).await?;
-            reply_refusal::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                agency_id: Set(v.agency_id),
-                workspace_id: Set(d.conversation.workspace_id),
-                conversation_id: Set(d.conversation.id),
-                membership_id: Set(Some(v.membership_id)),
-                codes: Set(json!(found.iter().map(|(c, _)| *c).collect::<Vec<_>>())),
-                created_at: Set(Utc::now()),
-            }
-            .insert(&rec)
-            .await?;
-            rec.commit().await?;
-            Err(ApiError::Canned(found))
+            Err(refused(
+                ctx,
+                v,
+                d.conversation.workspace_id,
+                d.conversation.id,
+                found,
+            )
+            .await?)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Records a reply the guard refused (its codes, for reports), on its own
+/// transaction after the sending one rolled back; the error to answer.
+async fn refused(
+    ctx: &Context<'_>,
+    v: &Viewer,
+    workspace: Uuid,
+    conversation: Uuid,
+    found: Vec<(&'static str, String)>,
+) -> ApiResult<ApiError> {
+    let rec = v.scope.begin(&state(ctx).db).await?;
+    reply_refusal::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        agency_id: Set(v.agency_id),
+        workspace_id: Set(workspace),
+        conversation_id: Set(conversation),
+        membership_id: Set(Some(v.membership_id)),
+        codes: Set(json!(found.iter().map(|(c, _)| *c).collect::<Vec<_>>())),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&rec)
+    .await?;
+    rec.commit().await?;
+    Ok(ApiError::Canned(found))
 }
 
 /// After the commit: hand the reply to the worker (the fast path; its sweep
@@ -814,21 +838,48 @@ impl ReplyMutation {
 
     /// Sends a FAILED reply again, unchanged, once what made it fail is
     /// fixed (a channel connected again, a new token): QUEUED with its
-    /// attempts counted from zero (its last error shown until the next
-    /// attempt starts). Only a FAILED reply, of a conversation that is not
+    /// attempts counted from zero (when the failed attempt may have
+    /// published, its error shown until the next attempt, which looks on
+    /// the platform before it posts). Only a FAILED reply, of a conversation that is not
     /// CLOSED and has no later reply sent or queued, on a channel that can
     /// publish, and that the guard still passes (CANNED_REPLY if the brand
-    /// has sent the same words since, or banned a phrase in it). Its clock
-    /// effects were made when it was first sent and are not made again.
-    async fn retry_reply(&self, ctx: &Context<'_>, reply_id: ID) -> ApiResult<Message> {
+    /// has sent the same words since, or banned a phrase in it, unless a
+    /// manager gives a reason). Its clock effects were made when it was
+    /// first sent and are not made again.
+    async fn retry_reply(
+        &self,
+        ctx: &Context<'_>,
+        reply_id: ID,
+        #[graphql(
+            desc = "OWNER or ADMIN: sends it even though the guard finds it canned now (10 to 1,000 characters, audited)."
+        )]
+        override_reason: Option<String>,
+    ) -> ApiResult<Message> {
         let v = auth(ctx).viewer()?;
         v.require_writer()?;
         let id = decode(Kind::Message, &reply_id)?;
         let txn = v.scope.begin(&state(ctx).db).await?;
-        let reply = requeue_failed(ctx, v, &txn, id).await?;
-        txn.commit().await?;
-        dispatch(ctx, &reply, &Vec::new()).await;
-        Ok(Message(reply))
+        let reply = v
+            .scope
+            .select_in_workspaces::<message::Entity>()
+            .filter(message::Column::Id.eq(id))
+            .filter(message::Column::Direction.eq("OUTBOUND"))
+            .one(&txn)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let (workspace, conversation) = (reply.workspace_id, reply.conversation_id);
+        match requeue_failed(ctx, v, &txn, reply, override_reason.as_deref()).await {
+            Ok(reply) => {
+                txn.commit().await?;
+                dispatch(ctx, &reply, &Vec::new()).await;
+                Ok(Message(reply))
+            }
+            Err(ApiError::Canned(found)) => {
+                txn.rollback().await?;
+                Err(refused(ctx, v, workspace, conversation, found).await?)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -837,16 +888,9 @@ async fn requeue_failed(
     ctx: &Context<'_>,
     v: &Viewer,
     txn: &DatabaseTransaction,
-    id: Uuid,
+    reply: message::Model,
+    override_reason: Option<&str>,
 ) -> ApiResult<message::Model> {
-    let reply = v
-        .scope
-        .select_in_workspaces::<message::Entity>()
-        .filter(message::Column::Id.eq(id))
-        .filter(message::Column::Direction.eq("OUTBOUND"))
-        .one(txn)
-        .await?
-        .ok_or(ApiError::NotFound)?;
     let status = reply.delivery_status.as_deref().unwrap_or("none");
     if status != "FAILED" {
         return Err(ApiError::bad_input(
@@ -901,18 +945,17 @@ async fn requeue_failed(
             "a later reply of this conversation went out or is going out: the customer would read this one after it; write a new reply instead",
         ));
     }
-    // Checked again as a new reply would be (template and slots were
-    // checked when it was written): since it failed, the brand may have
-    // sent the same words elsewhere, or banned a phrase in it. Under the
-    // workspace's reply lock, taken after the conversation's as sending
-    // does.
+    // Checked again (template and slots were checked when it was
+    // written): since it failed, the brand may have sent the same words
+    // elsewhere, or banned a phrase in it. Under the workspace's reply
+    // lock, taken after the conversation's as sending does.
     locks::advisory(txn, vec![locks::replies_key(reply.workspace_id)]).await?;
     let ws = workspace::Entity::find_by_id(reply.workspace_id)
         .one(txn)
         .await?
         .ok_or(ApiError::NotFound)?;
     let banned = strings(&ws.banned_phrases);
-    let text = reply.masked_body.as_deref().unwrap_or(&reply.body);
+    let masked = reply.masked_body.as_deref().unwrap_or(&reply.body);
     let found = state(ctx)
         .replies
         .with(
@@ -923,38 +966,36 @@ async fn requeue_failed(
             |idx, unpublished| {
                 // This reply is FAILED until the update below: it is
                 // among the unpublished, and does not match itself.
-                guard::check(
-                    &Check {
-                        text,
-                        template: None,
-                        slots: &HashMap::new(),
-                        context_values: &[],
-                        banned_phrases: &banned,
-                        customer_message: "",
-                        threshold: SimilarityThreshold::stored(ws.similarity_threshold).get(),
-                        unpublished,
-                    },
+                guard::recheck(
+                    &reply.body,
+                    masked,
+                    &banned,
+                    SimilarityThreshold::stored(ws.similarity_threshold).get(),
+                    unpublished,
                     idx,
                 )
             },
         )
         .await?;
-    let blocking: Vec<(&'static str, String)> = found
-        .iter()
-        .filter(|f| f.blocking())
-        .map(|f| (f.code(), f.message()))
-        .collect();
-    if !blocking.is_empty() {
-        return Err(ApiError::Canned(blocking));
-    }
-    // Conditional on FAILED: of two retries at once, one requeues it. Its
-    // last error stays until the next attempt starts: the worker reads it
-    // to look on the platform first when that attempt may have published.
+    let overridden = overrides(v, &found, override_reason)?;
+    // Conditional on FAILED: of two retries at once, one requeues it. The
+    // last error stays when the failed attempt may have published (its
+    // answer lost): the next attempt reads it and looks on the platform
+    // before it posts. After a refusal it starts afresh.
+    let kept_error = reply
+        .delivery_error
+        .clone()
+        .filter(|_| reply.delivery_unsure);
     let now = Utc::now();
     let done = message::Entity::update_many()
         .col_expr(message::Column::DeliveryStatus, Expr::value("QUEUED"))
         .col_expr(message::Column::DeliveryAttempts, Expr::value(0))
         .col_expr(message::Column::NextDeliveryAt, Expr::value(now))
+        .col_expr(
+            message::Column::DeliveryError,
+            Expr::value(kept_error.clone()),
+        )
+        .col_expr(message::Column::DeliveryUnsure, Expr::value(false))
         .filter(message::Column::Id.eq(reply.id))
         .filter(message::Column::DeliveryStatus.eq("FAILED"))
         .exec(txn)
@@ -965,19 +1006,27 @@ async fn requeue_failed(
             "the reply was sent again meanwhile",
         ));
     }
-    AuditEvent::new("retryReply")
-        .workspace(reply.workspace_id)
-        .target("Message", reply.id)
-        .details(json!({
-            "conversationId": gid(Kind::Conversation, reply.conversation_id).0,
-            "error": reply.delivery_error,
-        }))
-        .by(txn, v)
-        .await?;
+    AuditEvent::new(if overridden.is_some() {
+        "retryReplyOverride"
+    } else {
+        "retryReply"
+    })
+    .workspace(reply.workspace_id)
+    .target("Message", reply.id)
+    .details(json!({
+        "conversationId": gid(Kind::Conversation, reply.conversation_id).0,
+        "error": reply.delivery_error,
+        "overrideReason": overridden,
+        "findings": found.iter().map(|f| f.code()).collect::<Vec<_>>(),
+    }))
+    .by(txn, v)
+    .await?;
     Ok(message::Model {
         delivery_status: Some("QUEUED".into()),
         delivery_attempts: 0,
         next_delivery_at: Some(now),
+        delivery_error: kept_error,
+        delivery_unsure: false,
         ..reply
     })
 }

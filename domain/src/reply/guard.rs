@@ -445,19 +445,42 @@ pub fn check(c: &Check<'_>, index: &ReplyIndex) -> Vec<Finding> {
         }
     }
     let masked = mask(c.text, c.context_values);
-    if let Some((id, sim)) =
-        index.nearest_except(&masked, c.threshold, |id| c.unpublished.contains(id))
+    out.extend(recheck(
+        c.text,
+        &masked,
+        c.banned_phrases,
+        c.threshold,
+        c.unpublished,
+        index,
+    ));
+    if !addresses(c.text, c.customer_message) {
+        out.push(Finding::NoOverlap);
+    }
+    out
+}
+
+/// A reply written earlier, checked again before it is sent again (its
+/// delivery failed): its words (`masked`, as stored when it was written)
+/// against what the brand has sent since, and its `body` against the
+/// phrases banned now. Template and slots were checked when it was written.
+pub fn recheck(
+    body: &str,
+    masked: &str,
+    banned_phrases: &[String],
+    threshold: f64,
+    unpublished: &std::collections::HashSet<String>,
+    index: &ReplyIndex,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some((id, sim)) = index.nearest_except(masked, threshold, |id| unpublished.contains(id))
     {
         out.push(Finding::NearDuplicate {
             reply: id.to_string(),
             similarity: sim,
         });
     }
-    for p in banned_in(c.text, c.banned_phrases) {
+    for p in banned_in(body, banned_phrases) {
         out.push(Finding::BannedPhrase { phrase: p });
-    }
-    if !addresses(c.text, c.customer_message) {
-        out.push(Finding::NoOverlap);
     }
     out
 }
@@ -466,6 +489,42 @@ pub fn check(c: &Check<'_>, index: &ReplyIndex) -> Vec<Finding> {
 mod tests {
     use super::*;
     use crate::reply::template::SlotSpec;
+
+    #[test]
+    fn a_reply_sent_again_is_checked_against_what_was_sent_since_and_banned_now() {
+        let body = "Hi Ana, the refund from Brew Co reaches your card within two working days";
+        let masked = mask(body, &["Ana", "Brew Co"]);
+        let mut idx = ReplyIndex::new();
+        // Itself, FAILED: nobody saw it.
+        idx.insert("self".into(), &masked);
+        let mut unpublished = std::collections::HashSet::new();
+        unpublished.insert("self".to_string());
+        assert!(recheck(body, &masked, &[], 0.8, &unpublished, &idx).is_empty());
+        // The same words sent since to someone else.
+        idx.insert(
+            "since".into(),
+            &mask(
+                "Hi Bo, the refund from Brew Co reaches your card within two working days",
+                &["Bo", "Brew Co"],
+            ),
+        );
+        let found = recheck(body, &masked, &[], 0.8, &unpublished, &idx);
+        assert!(matches!(&found[..], [Finding::NearDuplicate { reply, .. }] if reply == "since"));
+        // A phrase banned now, naming the brand: read in the words sent.
+        let empty = ReplyIndex::new();
+        let found = recheck(
+            body,
+            &masked,
+            &["from brew co".to_string()],
+            0.8,
+            &unpublished,
+            &empty,
+        );
+        assert!(
+            matches!(&found[..], [Finding::BannedPhrase { .. }]),
+            "{found:?}"
+        );
+    }
 
     #[test]
     fn replies_differing_only_in_the_customers_name_are_the_same() {

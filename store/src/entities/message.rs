@@ -27,6 +27,8 @@ pub struct Model {
     pub sent_by_membership_id: Option<Uuid>,
     pub delivery_status: Option<String>,
     pub delivery_error: Option<String>,
+    /// FAILED after an attempt whose answer was lost: it may have published.
+    pub delivery_unsure: bool,
     /// Outbound: publishing attempts so far, and when the next is due.
     pub delivery_attempts: i32,
     pub next_delivery_at: Option<DateTimeUtc>,
