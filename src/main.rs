@@ -157,10 +157,11 @@ struct Common {
     #[arg(
         long,
         env = "RAPPORT_TRUSTED_PROXIES",
-        value_delimiter = ',',
-        value_parser = |s: &str| rapport_domain::client_ip::Cidr::parse(s).map_err(|e| e.to_string())
+        default_value = "",
+        hide_default_value = true,
+        value_parser = trusted_proxies
     )]
-    trusted_proxies: Vec<rapport_domain::client_ip::Cidr>,
+    trusted_proxies: TrustedProxies,
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
     redis_prefix: String,
@@ -174,6 +175,20 @@ struct Common {
         default_value = "https://graph.facebook.com"
     )]
     graph_api_url: String,
+}
+
+/// `RAPPORT_TRUSTED_PROXIES`, parsed: empty entries (a trailing comma, an
+/// empty variable) are none.
+#[derive(Clone, Debug)]
+struct TrustedProxies(Vec<rapport_domain::client_ip::Cidr>);
+
+fn trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| rapport_domain::client_ip::Cidr::parse(s).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()
+        .map(TrustedProxies)
 }
 
 fn main() -> ExitCode {
@@ -484,7 +499,7 @@ async fn serve(
         )
     });
     let mut settings = Settings::new(secret, key, public_url);
-    settings.trusted_proxies = c.trusted_proxies.clone();
+    settings.trusted_proxies = c.trusted_proxies.0.clone();
     let state = AppState::new(db, kv, settings)?;
     rapport_api::http::server(state, listener)?.await?;
     Ok(())

@@ -213,7 +213,7 @@ fn missing_secret_or_unreachable_services_give_one_clear_line() {
         &[
             secret,
             key,
-            ("RAPPORT_TRUSTED_PROXIES", "10.0.0.0/8,the-balancer"),
+            ("RAPPORT_TRUSTED_PROXIES", "10.0.0.0/8, ,the-balancer,"),
         ],
     );
     assert!(

@@ -373,30 +373,22 @@ async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-/// A path that only takes GET; other methods get 405.
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+/// A path that only takes GET (and HEAD, for a probe: uptime checkers
+/// send it, and get the same answer without its body); other methods get
+/// 405.
+fn get_only<F, Args>(path: &str, handler: F, probe: bool) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path)
-        .route(web::get().to(handler))
-        .default_service(only("GET"))
-}
-
-/// A probe: GET, or HEAD as uptime checkers send (the same answer without
-/// its body).
-fn probe<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .route(web::get().to(handler.clone()))
-        .route(web::head().to(handler))
-        .default_service(only("GET, HEAD"))
+    let r = web::resource(path).route(web::get().to(handler.clone()));
+    if probe {
+        r.route(web::head().to(handler))
+            .default_service(only("GET, HEAD"))
+    } else {
+        r.default_service(only("GET"))
+    }
 }
 
 /// 405 for a method the path does not take, naming those it does (RFC 9110
@@ -447,7 +439,7 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
                     .route(web::get().to(graphiql))
                     .default_service(only("GET, POST")),
             )
-            .service(get_only("/graphiql/{file}", graphiql_asset))
+            .service(get_only("/graphiql/{file}", graphiql_asset, false))
             .service(
                 web::resource("/webhooks/{channel}")
                     .route(web::post().to(crate::webhooks::receive))
@@ -457,18 +449,21 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
             .service(get_only(
                 "/reports/shared/{token}",
                 crate::share::shared_report,
+                false,
             ))
             .service(get_only(
                 "/export/workspaces/{id}/conversations.csv",
                 crate::export::conversations,
+                false,
             ))
             .service(get_only(
                 "/export/workspaces/{id}/report.csv",
                 crate::export::report,
+                false,
             ))
-            .service(probe("/healthz", healthz))
-            .service(probe("/readyz", readyz))
-            .service(get_only("/metrics", metrics_route))
+            .service(get_only("/healthz", healthz, true))
+            .service(get_only("/readyz", readyz, true))
+            .service(get_only("/metrics", metrics_route, false))
     })
     .shutdown_timeout(10);
     if let Some(n) = workers {

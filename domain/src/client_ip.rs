@@ -88,12 +88,20 @@ pub fn client_ip<'a>(
         if !is_trusted(client) {
             break;
         }
-        match hop.parse::<IpAddr>() {
-            Ok(ip) => client = ip,
-            Err(_) => break,
+        match address(hop) {
+            Some(ip) => client = ip,
+            None => break,
         }
     }
     client
+}
+
+/// An `X-Forwarded-For` entry's address; some balancers add the client's
+/// port (`203.0.113.9:41234`, `[2001:db8::1]:41234`).
+fn address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 #[cfg(test)]
@@ -153,6 +161,15 @@ mod tests {
         assert_eq!(
             client_ip(ip("10.0.0.2"), ["198.51.100.4, junk"], &trusted),
             ip("10.0.0.2")
+        );
+        // With the client's port, as some balancers write it.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), ["203.0.113.9:41234"], &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), ["[2001:db8::1]:443"], &trusted),
+            ip("2001:db8::1")
         );
         // No header: the proxy itself.
         assert_eq!(client_ip(ip("10.0.0.2"), [], &trusted), ip("10.0.0.2"));
