@@ -162,6 +162,16 @@ struct Common {
         value_parser = trusted_proxies
     )]
     trusted_proxies: TrustedProxies,
+    /// Worker: days a processed raw inbound event (the payload exactly as
+    /// received) is kept; 0 keeps them for good. Dead letters and pending
+    /// events are always kept.
+    #[arg(
+        long,
+        env = "RAPPORT_RAW_EVENT_RETENTION_DAYS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(0..=36_500)
+    )]
+    raw_event_retention_days: u64,
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "RAPPORT_REDIS_PREFIX", default_value = "rapport")]
     redis_prefix: String,
@@ -408,7 +418,12 @@ async fn run_worker(
     loops.spawn(reconciler::run(
         db.clone(),
         kv.clone(),
-        ReconcilerConfig::default(),
+        ReconcilerConfig {
+            keep_processed: (c.raw_event_retention_days > 0).then(|| {
+                std::time::Duration::from_secs(c.raw_event_retention_days.saturating_mul(86_400))
+            }),
+            ..ReconcilerConfig::default()
+        },
         shutdown.clone(),
     ));
     loops.spawn(rapport_worker::rollups::run(

@@ -1497,6 +1497,75 @@ async fn events_read_together_share_a_transaction_and_a_failing_one_fails_alone(
     );
 }
 
+/// Raw events processed more than the retention ago are pruned, oldest
+/// first, a batch at a time; dead letters, pending events and recent ones
+/// stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processed_raw_events_are_pruned_after_the_retention_and_nothing_else() {
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, QueryOrder, Set};
+    let app = TestApp::start().await; // no worker: the event stays as posted
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "X", "name": "x", "externalAccountId": "2244994945", "secret": "x-consumer-secret-123" })).await;
+    let sig = x_sign(b"x-consumer-secret-123", X_FIXTURE);
+    post(
+        &app,
+        &url,
+        &[("x-twitter-webhooks-signature", sig)],
+        X_FIXTURE,
+    )
+    .await;
+    let db = &app.state.db;
+    let posted = raw_event::Entity::find().one(db).await.unwrap().unwrap();
+    let now = chrono::Utc::now();
+    let old = now - chrono::Duration::days(31);
+    for (key, status, at) in [
+        ("old-processed-1", "PROCESSED", old),
+        (
+            "old-processed-2",
+            "PROCESSED",
+            old + chrono::Duration::seconds(1),
+        ),
+        (
+            "recent-processed",
+            "PROCESSED",
+            now - chrono::Duration::days(29),
+        ),
+        ("old-dead-letter", "FAILED", old),
+        ("old-pending", "PENDING", old),
+    ] {
+        let mut am = posted.clone().into_active_model().reset_all();
+        am.id = Set(uuid::Uuid::now_v7());
+        am.dedup_key = Set(key.into());
+        am.status = Set(status.into());
+        am.created_at = Set(at);
+        am.processed_at = Set((status == "PROCESSED").then_some(at));
+        am.insert(db).await.unwrap();
+    }
+    let keep = std::time::Duration::from_secs(30 * 86_400);
+    // One at a time: the pass goes on until none is left.
+    let pruned = rapport_worker::reconciler::prune_once(db, keep, 1)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2);
+    let left: Vec<String> = raw_event::Entity::find()
+        .order_by_asc(raw_event::Column::DedupKey)
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.dedup_key)
+        .filter(|k| *k != posted.dedup_key)
+        .collect();
+    assert_eq!(left, ["old-dead-letter", "old-pending", "recent-processed"]);
+    assert_eq!(
+        rapport_worker::reconciler::prune_once(db, keep, 1)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_lost_from_redis_are_recovered_by_the_reconciler() {
     let app = TestApp::start().await; // no worker yet

@@ -3,11 +3,17 @@
 //! Redis by a flush or a crash between persisting and enqueueing), each at
 //! most once per `requeue_every`. Jobs are idempotent, so an event
 //! enqueued twice is still stored once.
+//!
+//! It also prunes raw events processed long ago (`keep_processed`): their
+//! messages are stored, platforms have long stopped retrying them (the
+//! messages' own unique key still keeps a late copy out), and a table
+//! holding every payload ever received would only grow. Dead letters
+//! (FAILED) and PENDING events are never pruned.
 
 use rapport_store::Kv;
 use rapport_store::entities::raw_event;
 use rapport_store::jobs::{self, INGEST};
-use rapport_store::raw_events::PENDING;
+use rapport_store::raw_events::{PENDING, PROCESSED};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::json;
 use std::time::Duration;
@@ -24,6 +30,9 @@ pub struct ReconcilerConfig {
     /// again on every pass.
     pub requeue_every: Duration,
     pub batch: u64,
+    /// Processed raw events received longer ago than this are deleted;
+    /// None keeps them for good.
+    pub keep_processed: Option<Duration>,
 }
 
 impl Default for ReconcilerConfig {
@@ -33,8 +42,62 @@ impl Default for ReconcilerConfig {
             grace: Duration::from_secs(300),
             requeue_every: Duration::from_secs(600),
             batch: 1_000,
+            keep_processed: Some(Duration::from_secs(30 * 24 * 3600)),
         }
     }
+}
+
+/// Batches deleted per pass at most: a backlog (the first pass after
+/// retention is turned on) is worked off over several passes, each short.
+const PRUNE_BATCHES_PER_PASS: usize = 10;
+
+/// Deletes PROCESSED raw events received before `keep` ago, oldest first,
+/// `batch` at a time; returns how many.
+pub async fn prune_once(
+    db: &DatabaseConnection,
+    keep: Duration,
+    batch: u64,
+) -> anyhow::Result<u64> {
+    // A retention beyond the calendar's range keeps everything.
+    let Some(cutoff) = chrono::Duration::from_std(keep)
+        .ok()
+        .and_then(|keep| chrono::Utc::now().checked_sub_signed(keep))
+    else {
+        return Ok(0);
+    };
+    let mut total = 0;
+    for _ in 0..PRUNE_BATCHES_PER_PASS {
+        // Read by `ix_raw_events_pending` (status, created_at).
+        let ids: Vec<uuid::Uuid> = raw_event::Entity::find()
+            .select_only()
+            .column(raw_event::Column::Id)
+            .filter(raw_event::Column::Status.eq(PROCESSED))
+            .filter(raw_event::Column::CreatedAt.lt(cutoff))
+            .order_by_asc(raw_event::Column::CreatedAt)
+            .limit(batch)
+            .into_tuple()
+            .all(db)
+            .await?;
+        if ids.is_empty() {
+            break;
+        }
+        let n = ids.len() as u64;
+        // The status again: a row is deleted only as it was read.
+        total += raw_event::Entity::delete_many()
+            .filter(raw_event::Column::Id.is_in(ids))
+            .filter(raw_event::Column::Status.eq(PROCESSED))
+            .exec(db)
+            .await?
+            .rows_affected;
+        if n < batch {
+            break;
+        }
+    }
+    if total > 0 {
+        tracing::info!(count = total, "pruned processed raw events past retention");
+        metrics::counter!("rapport_raw_events_pruned_total").increment(total);
+    }
+    Ok(total)
 }
 
 /// One pass; returns how many events were re-enqueued.
@@ -116,10 +179,15 @@ pub async fn run(
             .arg(cfg.interval.as_millis().max(1000) as u64)
             .query_async(&mut kv.conn())
             .await;
-        if matches!(lock, Ok(Some(_)))
-            && let Err(e) = reconcile_once(&db, &kv, &cfg).await
-        {
-            tracing::warn!(error = %e, "reconciler pass failed");
+        if matches!(lock, Ok(Some(_))) {
+            if let Err(e) = reconcile_once(&db, &kv, &cfg).await {
+                tracing::warn!(error = %e, "reconciler pass failed");
+            }
+            if let Some(keep) = cfg.keep_processed
+                && let Err(e) = prune_once(&db, keep, cfg.batch).await
+            {
+                tracing::warn!(error = %e, "pruning raw events failed");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(cfg.interval) => {}
