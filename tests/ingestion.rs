@@ -2637,14 +2637,21 @@ async fn a_feed_fetched_by_one_worker_is_not_fetched_again_by_a_slower_one() {
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     // Feeds that answer after 10 s: each holds a poller up for its timeout.
+    // Requests are counted: one arrived, its feed was claimed first.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let slow = format!("http://{}/slow.xml", listener.local_addr().unwrap());
-    let server = HttpServer::new(|| {
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = asked.clone();
+    let server = HttpServer::new(move || {
+        let counted = counted.clone();
         App::new().route(
             "/slow.xml",
-            web::get().to(|| async {
-                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-                HttpResponse::Ok().finish()
+            web::get().to(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    HttpResponse::Ok().finish()
+                }
             }),
         )
     })
@@ -2677,12 +2684,15 @@ async fn a_feed_fetched_by_one_worker_is_not_fetched_again_by_a_slower_one() {
         )
         .unwrap()
     };
-    let (slow_one, quick_one) = (poller(1000), poller(100));
-    // The slow one lists every feed as due, then hangs on the first for a
-    // second; the quick one skips it (claimed) and polls the rest, the
-    // good feed included, within 0.3 s, its claims lasting 0.2 s.
+    let (slow_one, quick_one) = (poller(5000), poller(100));
+    // The slow one lists every feed as due, then hangs on the first for 5
+    // s; once it is fetching that one, the quick one skips it (claimed)
+    // and polls the rest, the good feed included, its claims lasting 0.2 s.
     let first = tokio::spawn(async move { slow_one.poll_due().await.unwrap() });
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    app.eventually("the slow poller to fetch its first feed", async || {
+        (asked.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
     assert_eq!(quick_one.poll_due().await.unwrap(), 3);
     assert_eq!(feed.seen.lock().unwrap().len(), 1);
     // When the slow one gets to them, their claims have run out; read
@@ -2725,7 +2735,9 @@ async fn feeds_that_never_answer_are_fetched_together_not_one_after_another() {
     )
     .await;
 
-    let timeout = std::time::Duration::from_millis(1500);
+    // Long enough that three fetches started together arrive well within
+    // half of it even on a loaded machine.
+    let timeout = std::time::Duration::from_secs(4);
     let poller = FeedPoller::new(
         app.state.db.clone(),
         app.state.kv.clone(),

@@ -418,13 +418,45 @@ async fn a_socket_runs_at_most_twenty_subscriptions_at_once() {
         "payload": { "query": CONVERSATIONS, "variables": { "w": ws } } }),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Live once it receives: probes on its channel until one reaches it
+    // (the other feeds keep the channel subscribed, so Redis's count
+    // cannot tell).
+    let channel = app.state.kv.channel(
+        Topic::Conversations,
+        rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap(),
+    );
+    let probe =
+        json!({ "workspaceId": ws, "conversationId": "probe", "event": "probe" }).to_string();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    'probing: loop {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(&probe)
+            .query_async(&mut app.state.kv.conn())
+            .await
+            .unwrap();
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+        while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(until, sock.next()).await
+        {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["id"] == "22" {
+                break 'probing;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscription 22 never live"
+        );
+    }
     app.import_events(&s, &ws, json!([{ "id": "e1", "text": "cold latte", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "ana" } }]))
         .await;
     loop {
         let msg = next(&mut sock).await;
         assert_ne!(msg["type"], "error", "{msg}");
         assert!(msg["payload"]["errors"].is_null(), "{msg}");
+        if msg["payload"]["data"]["conversationUpdated"]["event"] == "probe" {
+            continue;
+        }
         if msg["id"] == "22" {
             assert_eq!(
                 msg["payload"]["data"]["conversationUpdated"]["event"],

@@ -839,8 +839,10 @@ async fn a_hanging_platform_holds_up_neither_ingestion_nor_other_replies() {
     )
     .await;
     assert_eq!(r["deliveryStatus"], "SENT", "{r}");
+    // The hanging attempt gives up at its 15 s timeout: done before that,
+    // this one did not wait behind it.
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
+        started.elapsed() < std::time::Duration::from_secs(14),
         "not behind the hanging attempt: {:?}",
         started.elapsed()
     );

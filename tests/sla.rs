@@ -1281,7 +1281,8 @@ async fn a_dead_endpoints_backlog_does_not_hold_back_other_subscriptions() {
         app.state.db.clone(),
         app.state.secrets.clone(),
         DeliveryConfig {
-            timeout: std::time::Duration::from_millis(1000),
+            // The good endpoint answers well within it on a loaded machine.
+            timeout: std::time::Duration::from_secs(3),
             allow_private: true,
             ..Default::default()
         },
@@ -1310,11 +1311,11 @@ async fn a_slow_batch_keeps_its_claims_so_two_deliverers_never_send_one_delivery
     let (url, seen) = hanging_receiver().await;
     let (_, sub) = subscribe(&app, &s, &ws, &url).await;
     pending_deliveries(&app, &sub, 5).await;
-    // Each attempt times out after 300 ms, so one tick over the five, one
-    // at a time, takes 1.5 s, past the 0.9 s lease of its first claim.
+    // Each attempt times out after 1 s, so one tick over the five, one at
+    // a time, takes 5 s, past the 3 s lease of its first claim.
     let cfg = DeliveryConfig {
         concurrency: 1,
-        timeout: std::time::Duration::from_millis(300),
+        timeout: std::time::Duration::from_secs(1),
         backoff: rapport_domain::retry::Backoff {
             base: std::time::Duration::from_secs(60),
             max: std::time::Duration::from_secs(60),
@@ -1327,10 +1328,10 @@ async fn a_slow_batch_keeps_its_claims_so_two_deliverers_never_send_one_delivery
     let b = Deliverer::new(app.state.db.clone(), app.state.secrets.clone(), cfg).unwrap();
     let first = tokio::spawn(async move { a.tick().await.unwrap() });
     // A second worker's tick while the first is still on its batch: by
-    // then the first has claimed its last delivery (at about 1.2 s) and is
-    // waiting on it; a lease counted from the start of its tick (0.9 s)
+    // then the first has claimed its last delivery (at about 4 s) and is
+    // waiting on it; a lease counted from the start of its tick (3 s)
     // would have run out already.
-    tokio::time::sleep(std::time::Duration::from_millis(1320)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4400)).await;
     let second = b.tick().await.unwrap();
     let first = first.await.unwrap();
     let mut ids = seen.lock().unwrap().clone();
