@@ -169,7 +169,7 @@ struct Common {
         long,
         env = "RAPPORT_RAW_EVENT_RETENTION_DAYS",
         default_value_t = 30,
-        value_parser = clap::value_parser!(u64).range(0..=36_500)
+        value_parser = retention_days
     )]
     raw_event_retention_days: u64,
     /// Prefix of every Redis key, so deployments can share one Redis.
@@ -185,6 +185,16 @@ struct Common {
         default_value = "https://graph.facebook.com"
     )]
     graph_api_url: String,
+}
+
+/// `RAPPORT_RAW_EVENT_RETENTION_DAYS`: 0 (keep), or a week to a century.
+/// Shorter, a platform still retrying a delivery (X and Meta retry for
+/// days) could find its raw event gone and have it taken in again.
+fn retention_days(raw: &str) -> Result<u64, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(d) if d == 0 || (7..=36_500).contains(&d) => Ok(d),
+        _ => Err(format!("{raw:?}: 0 (keep them), or 7 to 36500 days")),
+    }
 }
 
 /// `RAPPORT_TRUSTED_PROXIES`, parsed: empty entries (a trailing comma, an

@@ -220,6 +220,9 @@ fn missing_secret_or_unreachable_services_give_one_clear_line() {
         e.contains("the-balancer") && e.contains("not an IP address"),
         "{e}"
     );
+    // A retention shorter than platforms retry: refused.
+    let e = one_line_error(&["worker"], &[("RAPPORT_RAW_EVENT_RETENTION_DAYS", "3")]);
+    assert!(e.contains("7 to 36500"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1533,13 +1533,20 @@ async fn processed_raw_events_are_pruned_after_the_retention_and_nothing_else() 
         ),
         ("old-dead-letter", "FAILED", old),
         ("old-pending", "PENDING", old),
+        // An old dead letter retried lately: kept as long as a fresh one.
+        ("old-retried", "PROCESSED", old),
     ] {
         let mut am = posted.clone().into_active_model().reset_all();
         am.id = Set(uuid::Uuid::now_v7());
         am.dedup_key = Set(key.into());
         am.status = Set(status.into());
         am.created_at = Set(at);
-        am.processed_at = Set((status == "PROCESSED").then_some(at));
+        let processed = if key == "old-retried" {
+            now - chrono::Duration::days(1)
+        } else {
+            at
+        };
+        am.processed_at = Set((status == "PROCESSED").then_some(processed));
         am.insert(db).await.unwrap();
     }
     let keep = std::time::Duration::from_secs(30 * 86_400);
@@ -1557,7 +1564,15 @@ async fn processed_raw_events_are_pruned_after_the_retention_and_nothing_else() 
         .map(|r| r.dedup_key)
         .filter(|k| *k != posted.dedup_key)
         .collect();
-    assert_eq!(left, ["old-dead-letter", "old-pending", "recent-processed"]);
+    assert_eq!(
+        left,
+        [
+            "old-dead-letter",
+            "old-pending",
+            "old-retried",
+            "recent-processed"
+        ]
+    );
     assert_eq!(
         rapport_worker::reconciler::prune_once(db, keep, 1)
             .await

@@ -440,6 +440,14 @@ async fn a_socket_runs_at_most_twenty_subscriptions_at_once() {
         {
             let v: Value = serde_json::from_str(&t).unwrap();
             if v["id"] == "22" {
+                assert_eq!(
+                    (
+                        &v["type"],
+                        &v["payload"]["data"]["conversationUpdated"]["event"]
+                    ),
+                    (&json!("next"), &json!("probe")),
+                    "{v}"
+                );
                 break 'probing;
             }
         }

@@ -51,8 +51,8 @@ impl Default for ReconcilerConfig {
 /// retention is turned on) is worked off over several passes, each short.
 const PRUNE_BATCHES_PER_PASS: usize = 10;
 
-/// Deletes PROCESSED raw events received before `keep` ago, oldest first,
-/// `batch` at a time; returns how many.
+/// Deletes PROCESSED raw events received and processed before `keep` ago,
+/// oldest first, `batch` at a time; returns how many.
 pub async fn prune_once(
     db: &DatabaseConnection,
     keep: Duration,
@@ -73,6 +73,8 @@ pub async fn prune_once(
             .column(raw_event::Column::Id)
             .filter(raw_event::Column::Status.eq(PROCESSED))
             .filter(raw_event::Column::CreatedAt.lt(cutoff))
+            // A dead letter retried lately is kept as long as a fresh one.
+            .filter(raw_event::Column::ProcessedAt.lt(cutoff))
             .order_by_asc(raw_event::Column::CreatedAt)
             .limit(batch)
             .into_tuple()
