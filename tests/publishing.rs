@@ -426,7 +426,7 @@ async fn settled(app: &TestApp, s: &Session, conv: &str, id: &str) -> Value {
         let d = app
             .ok(
                 Some(&s.access),
-                "query($c: ID!) { conversation(id: $c) { messages(first: 50) { edges { node { id deliveryStatus deliveryError deliveryAttempts platformMessageId intent visibility } } } } }",
+                "query($c: ID!) { conversation(id: $c) { messages(first: 50) { edges { node { id deliveryStatus deliveryError deliveryAttempts platformMessageId intent visibility mayHavePublished } } } } }",
                 json!({ "c": conv }),
             )
             .await;
@@ -1451,6 +1451,7 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
     let text = "Sorry about the double charge: the refund is on its way today.";
     let r = reply_settled(&app, &s, &conv, text).await;
     assert_eq!(r["deliveryStatus"], "FAILED", "{r}");
+    assert_eq!(r["mayHavePublished"], false, "refused outright");
     let id = r["id"].as_str().unwrap().to_string();
     // One update when the reply was queued, one when it failed (the
     // ingestion's late "created", if it comes after the subscription, is
@@ -1599,6 +1600,7 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
     )
     .await;
     assert_eq!(lost["deliveryStatus"], "FAILED", "{lost}");
+    assert_eq!(lost["mayHavePublished"], true, "every answer lost");
     platform.answer(
         201,
         json!({ "data": { "id": "1900000000000000079", "text": "..." } }),

@@ -242,6 +242,13 @@ impl Message {
     async fn delivery_error(&self) -> Option<&str> {
         self.0.delivery_error.as_deref()
     }
+    /// A FAILED reply whose last attempt may still have published it (its
+    /// answer was lost: a timeout, a server error): check the platform;
+    /// `retryReply` looks there itself before posting again. False for a
+    /// reply refused outright, and for any other status.
+    async fn may_have_published(&self) -> bool {
+        self.0.delivery_unsure && self.0.delivery_status.as_deref() == Some("FAILED")
+    }
     /// Publishing attempts so far.
     async fn delivery_attempts(&self) -> i32 {
         self.0.delivery_attempts
