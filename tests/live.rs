@@ -13,14 +13,19 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(app: &TestApp, token: &str) -> (Ws, Value) {
+/// A WebSocket upgrade request to `/graphql` for graphql-transport-ws.
+fn ws_request(app: &TestApp) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         "graphql-transport-ws".parse().unwrap(),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+    req
+}
+
+async fn connect(app: &TestApp, token: &str) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(app))
         .await
         .expect("websocket");
     ws.send(Message::text(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }).to_string()))
@@ -497,13 +502,9 @@ async fn a_socket_that_does_not_sign_in_in_time_is_closed() {
             .await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut silent, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (mut silent, _) = tokio_tungstenite::connect_async(ws_request(&app))
+        .await
+        .unwrap();
     let (mut bad, ack) = connect(&app, "not-a-token").await;
     assert_eq!(ack["type"], "connection_ack");
     subscribe(&mut bad, CONVERSATIONS, &ws).await;
@@ -534,13 +535,9 @@ async fn a_socket_that_does_not_sign_in_in_time_is_closed() {
 /// The server's answer to a socket's `connection_init`: the ack, or the
 /// close frame's code and reason.
 async fn init_answer(app: &TestApp, token: &str) -> (Ws, Result<(), (u16, String)>) {
-    let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(app))
+        .await
+        .unwrap();
     ws.send(Message::text(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }).to_string()))
         .await
         .unwrap();

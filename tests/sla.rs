@@ -565,14 +565,7 @@ async fn breaches_are_delivered_signed_to_webhooks_with_retries() {
     )
     .await;
     import(&app, &s, &ws, "late", 10).await;
-    let c = conversation::Entity::find()
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut am = c.into_active_model();
-    am.first_response_due_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(5)));
-    am.update(&app.state.db).await.unwrap();
+    first_response_overdue(&app, chrono::Duration::seconds(5)).await;
     let engine = app.sla_engine();
     engine.rebuild().await.unwrap();
     engine.tick().await.unwrap();
