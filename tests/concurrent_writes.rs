@@ -568,3 +568,133 @@ async fn an_admin_changing_a_member_an_owner_is_promoting_sees_the_promotion() {
         .unwrap();
     assert_eq!(role, "OWNER", "the promotion stands");
 }
+
+/// A reply naming no brand, to a message being stored in a brand's
+/// workspace by keyword routing, through the worker (a webhook) or
+/// `importMessages`: it waits for its parent and follows it there, into
+/// its conversation. Routed before the parent committed, it used to land
+/// in the channel's own workspace, a conversation of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_routed_while_its_parent_is_being_stored_follows_it_to_its_brand() {
+    use rapport_domain::ingest::{ChannelKind, generic, signature::generic_sign};
+    use rapport_domain::{GlobalId, Kind};
+    use rapport_store::entities::{channel, message, workspace};
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let home = app.create_workspace(&s, "Inbox").await;
+    let brew = app
+        .ok(
+            Some(&s.access),
+            "mutation { createWorkspace(input: { name: \"Brew Co\", timezone: \"UTC\", brandKeywords: [\"brew co\"] }) { id } }",
+            json!({}),
+        )
+        .await["createWorkspace"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = app
+        .ok(
+            Some(&s.access),
+            "mutation($w: ID!) { connectChannel(input: { workspaceId: $w, kind: GENERIC, name: \"alerts\", secret: \"generic-secret\" }) { id webhookUrl } }",
+            json!({ "w": home }),
+        )
+        .await;
+    let (ch_id, url) = (
+        c["connectChannel"]["id"].as_str().unwrap().to_string(),
+        c["connectChannel"]["webhookUrl"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let db = &app.state.db;
+    let ch = channel::Entity::find_by_id(GlobalId::decode(Kind::Channel, &ch_id).unwrap())
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    let brew_id = GlobalId::decode(Kind::Workspace, &brew).unwrap();
+    let brew_ws = workspace::Entity::find_by_id(brew_id)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    let event = |id: &str, reply_to: Option<&str>, text: &str, author: &str| {
+        json!({ "id": id, "in_reply_to": reply_to, "text": text,
+                "published_at": "2026-12-05T09:00:00Z", "author": { "id": author } })
+    };
+    let in_brew = async |id: &str| {
+        message::Entity::find()
+            .all(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.external_id == id)
+            .map(|m| (m.workspace_id, m.conversation_id))
+    };
+
+    for (n, through_worker) in [(1, true), (2, false)] {
+        let (p, r) = (format!("p{n}"), format!("r{n}"));
+        // The parent, routed to Brew Co, stored but not committed.
+        let parent = generic::parse(&event(&p, None, "my brew co latte arrived cold", "ana"))
+            .unwrap()
+            .remove(0);
+        let held = rapport_store::tenancy::begin_for_agency(db, ch.agency_id)
+            .await
+            .unwrap();
+        rapport_store::ingest::store_batch(
+            &held,
+            &ch,
+            ChannelKind::Generic,
+            &[(&brew_ws, &parent)],
+        )
+        .await
+        .unwrap();
+        let reply = event(&r, Some(&p), "same here, twice this week", "bo");
+        let sent = async {
+            if through_worker {
+                let body = serde_json::to_vec(&json!({ "events": [reply] })).unwrap();
+                let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
+                let resp = app
+                    .client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-rapport-signature", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                // Accepted; stored only once the parent is.
+                app.eventually("the worker stores the reply", async || {
+                    in_brew(&r).await.map(|_| ())
+                })
+                .await;
+            } else {
+                app.ok(
+                    Some(&s.access),
+                    "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted } }",
+                    json!({ "i": { "workspaceId": home, "channelId": ch_id, "events": [reply] } }),
+                )
+                .await;
+            }
+        };
+        let mut sent = std::pin::pin!(sent);
+        tokio::select! {
+            () = &mut sent => panic!("the reply was stored without waiting for its parent"),
+            () = app.eventually("the reply waits for its parent", async || {
+                (lock_waiters(db).await > 0).then_some(())
+            }) => {}
+        }
+        held.commit().await.unwrap();
+        sent.await;
+        let (parent_at, reply_at) = (in_brew(&p).await.unwrap(), in_brew(&r).await.unwrap());
+        assert_eq!(
+            reply_at.0, brew_id,
+            "the reply follows its parent to Brew Co"
+        );
+        assert_eq!(reply_at, parent_at, "into its conversation");
+    }
+}

@@ -4,7 +4,9 @@
 
 use crate::entities::{channel, workspace};
 use crate::errors::{StoreError, StoreResult};
-use crate::ingest::{lookup_ids, routable_workspaces, route, store_batch, stored_workspaces};
+use crate::ingest::{
+    lock, lookup_ids, routable_workspaces, route, store_locked, stored_workspaces,
+};
 use crate::tenancy::begin_for_agency;
 use chrono::Utc;
 use rapport_domain::ingest::{ChannelKind, Inbound, generic};
@@ -148,8 +150,10 @@ pub async fn import_chunk(
     }
     let txn = begin_for_agency(db, ws.agency_id).await?;
     // What the channel holds already is a duplicate, in whichever
-    // workspace it was put.
+    // workspace it was put. Read after the locks: a message or the one it
+    // answers being stored meanwhile is waited for and seen.
     let msgs: Vec<&Inbound> = parsed.iter().collect();
+    lock(&txn, ch, ChannelKind::Generic, msgs.iter().copied()).await?;
     let known = stored_workspaces(&txn, ch.id, &lookup_ids(&msgs)).await?;
     let mut seen = std::collections::HashSet::new();
     summary.duplicates = parsed
@@ -167,11 +171,11 @@ pub async fn import_chunk(
     // thread's workspaces).
     let stored = if is_import_channel(ch) {
         let items: Vec<_> = parsed.iter().map(|m| (ws, m)).collect();
-        store_batch(&txn, ch, ChannelKind::Generic, &items).await?
+        store_locked(&txn, ch, ChannelKind::Generic, &items).await?
     } else {
         let workspaces = routable_workspaces(&txn, ch, ChannelKind::Generic).await?;
         let items = route(ChannelKind::Generic, ch, &workspaces, &msgs, &known);
-        store_batch(&txn, ch, ChannelKind::Generic, &items).await?
+        store_locked(&txn, ch, ChannelKind::Generic, &items).await?
     };
     txn.commit().await?;
     summary.timers = stored.timers;

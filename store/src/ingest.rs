@@ -79,56 +79,109 @@ pub async fn store_batch(
     kind: ChannelKind,
     items: &[(&workspace::Model, &Inbound)],
 ) -> Result<Stored, DbErr> {
-    // 1. Concurrent payloads may carry the same authors: serialise per
-    //    author (all locks at once, in a fixed order) before anything is
-    //    read, so that two payloads sharing an author run one after the
-    //    other: the second sees the first's messages (and stores none of
-    //    them again), its authors and conversations, and no two can
-    //    deadlock on author rows. The API takes the same lock before it
-    //    opens a conversation of the author (crate::locks::authors), so
-    //    none it opens meanwhile goes unseen. SQLite's write transactions
-    //    are serialised already.
-    //    With them, one lock per message and per message answered: a reply
-    //    and its parent in concurrent payloads would otherwise each miss
-    //    the other (neither committed) and open two conversations.
-    //    An X id is the platform's, one for all of the agency's X accounts
+    lock(txn, ch, kind, items.iter().map(|(_, m)| *m)).await?;
+    store_locked(txn, ch, kind, items).await
+}
+
+/// Routes `msgs` of a keyword-routed channel ([`route`]) and stores them,
+/// in `txn`: the locks are taken before the workspaces holding them and
+/// the messages they answer are read, so a parent being stored by another
+/// worker meanwhile is waited for and followed (read before the locks, it
+/// was missed and its reply landed in the channel's own workspace).
+/// `workspaces`: the channel's [`routable_workspaces`].
+pub async fn route_and_store(
+    txn: &DatabaseTransaction,
+    ch: &channel::Model,
+    kind: ChannelKind,
+    workspaces: &[workspace::Model],
+    msgs: &[&Inbound],
+) -> Result<Stored, DbErr> {
+    lock(txn, ch, kind, msgs.iter().copied()).await?;
+    let stored = if kind.routes_by_keywords() {
+        stored_workspaces(txn, ch.id, &lookup_ids(msgs)).await?
+    } else {
+        HashMap::new()
+    };
+    let items = route(kind, ch, workspaces, msgs, &stored);
+    store_locked(txn, ch, kind, &items).await
+}
+
+/// Takes, in `txn`, the locks storing `msgs` of `ch` needs (all at once,
+/// in a fixed order, so no two transactions deadlock on them). Callers
+/// that must read something only after them (routing) take them first and
+/// store with [`store_locked`].
+///
+/// Concurrent payloads may carry the same authors: one lock per author
+/// serialises them before anything is read, so the second sees the
+/// first's messages (and stores none of them again), its authors and
+/// conversations, and no two deadlock on author rows. The API takes the
+/// same lock before it opens a conversation of the author
+/// (crate::locks::authors), so none it opens meanwhile goes unseen.
+/// With them, one lock per message and per message answered: a reply and
+/// its parent in concurrent payloads would otherwise each miss the other
+/// (neither committed) and open two conversations. X ids are the
+/// platform's, one space for all of the agency's X accounts. SQLite's
+/// write transactions are serialised already.
+pub async fn lock<'m>(
+    txn: &DatabaseTransaction,
+    ch: &channel::Model,
+    kind: ChannelKind,
+    msgs: impl Iterator<Item = &'m Inbound>,
+) -> Result<(), DbErr> {
+    let id_space = if kind == ChannelKind::X {
+        ch.agency_id
+    } else {
+        ch.id
+    };
+    let mut keys = Vec::new();
+    for m in msgs {
+        keys.push(locks::author_key(
+            ch.agency_id,
+            kind.as_str(),
+            &m.author.external_id,
+        ));
+        keys.extend(
+            std::iter::once(&m.external_id)
+                .chain(m.in_reply_to.as_ref())
+                .map(|id| locks::message_key(id_space, id)),
+        );
+    }
+    locks::advisory(txn, keys).await
+}
+
+/// [`store_batch`] for a caller holding [`lock`] for these messages.
+pub async fn store_locked(
+    txn: &DatabaseTransaction,
+    ch: &channel::Model,
+    kind: ChannelKind,
+    items: &[(&workspace::Model, &Inbound)],
+) -> Result<Stored, DbErr> {
+    // 1. An X id is the platform's, one for all of the agency's X accounts
     //    (a tweet naming two connected accounts is delivered once for
     //    each): stored once per workspace, and a reply delivered for one
     //    account finds its parent stored for the other. Tweets of any of
     //    the agency's own accounts are the brand's, not a customer's. Other
     //    platforms' ids are looked up on the channel.
-    let (id_space, same_ids, own_accounts): (Uuid, Vec<Uuid>, HashSet<String>) =
-        if kind == ChannelKind::X {
-            let rows: Vec<(Uuid, String)> = channel::Entity::find()
-                .select_only()
-                .column(channel::Column::Id)
-                .column(channel::Column::ExternalAccountId)
-                .filter(channel::Column::AgencyId.eq(ch.agency_id))
-                .filter(channel::Column::Kind.eq(kind.as_str()))
-                .into_tuple()
-                .all(txn)
-                .await?;
-            let (ids, accounts) = rows.into_iter().unzip();
-            (ch.agency_id, ids, accounts)
-        } else {
-            (ch.id, vec![ch.id], HashSet::new())
-        };
+    let (same_ids, own_accounts): (Vec<Uuid>, HashSet<String>) = if kind == ChannelKind::X {
+        let rows: Vec<(Uuid, String)> = channel::Entity::find()
+            .select_only()
+            .column(channel::Column::Id)
+            .column(channel::Column::ExternalAccountId)
+            .filter(channel::Column::AgencyId.eq(ch.agency_id))
+            .filter(channel::Column::Kind.eq(kind.as_str()))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        rows.into_iter().unzip()
+    } else {
+        (vec![ch.id], HashSet::new())
+    };
     let customers: Vec<(&workspace::Model, &Inbound)> = items
         .iter()
         .filter(|(_, m)| !own_accounts.contains(&m.author.external_id))
         .copied()
         .collect();
     let items = customers.as_slice();
-    let mut keys: Vec<String> = items
-        .iter()
-        .map(|(_, m)| locks::author_key(ch.agency_id, kind.as_str(), &m.author.external_id))
-        .collect();
-    keys.extend(items.iter().flat_map(|(_, m)| {
-        std::iter::once(&m.external_id)
-            .chain(m.in_reply_to.as_ref())
-            .map(|id| locks::message_key(id_space, id))
-    }));
-    locks::advisory(txn, keys).await?;
 
     // 2. Deduplicate against the database and within the payload. The same
     //    lookup finds replies stored before the message they answer

@@ -12,9 +12,7 @@ use chrono::Utc;
 use rapport_domain::ingest::{self, ChannelKind, Inbound};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
-use rapport_store::ingest::{
-    announce, lookup_ids, routable_workspaces, route, store_batch, stored_workspaces,
-};
+use rapport_store::ingest::{announce, routable_workspaces, route_and_store, store_batch};
 use rapport_store::raw_events::{FAILED, PROCESSED};
 use rapport_store::tenancy::begin_rederivable_for_agency;
 use sea_orm::sea_query::Expr;
@@ -23,8 +21,8 @@ use serde_json::Value;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// Messages (per workspace they land in) stored in one transaction, at
-/// most: about three advisory locks each (author, message, parent).
+/// Messages stored in one transaction, at most: about three advisory locks
+/// each (author, message, parent).
 pub const PART: usize = 250;
 
 #[derive(Clone)]
@@ -227,14 +225,6 @@ impl Ingestor {
             .flat_map(|e| &e.inbound)
             .filter(|m| !foreign(ch, m))
             .collect();
-        // Keyword-routed messages go where they (or the messages they
-        // answer) were stored already: read before routing.
-        let stored = if kind.routes_by_keywords() {
-            stored_workspaces(&self.db, ch.id, &lookup_ids(&own)).await?
-        } else {
-            HashMap::new()
-        };
-        let items = route(kind, ch, &workspaces, &own, &stored);
         // A big batch (a GENERIC body holds up to 1,000 events, and events
         // are read 16 at a time) is stored in parts, each in its own
         // transaction: every part takes an advisory lock per author and
@@ -242,17 +232,23 @@ impl Ingestor {
         // connection by default), so one transaction for all of them could
         // run it out for everyone. Parts committed before a crash are
         // deduplicated on the retry; the last part commits with the mark.
-        // A message's copies (one per workspace it lands in) stay in one
-        // part: stored only partly before a failure, the rest would be
-        // skipped on the retry as "stored already".
-        let mut parts = split_between(&items, PART, |a, b| std::ptr::eq(a.1, b.1)).into_iter();
+        // Each part is routed in its transaction, after its locks (keyword-
+        // routed messages go where they, or the messages they answer, were
+        // stored already), so a message's copies (one per workspace it
+        // lands in) are stored together.
+        let mut parts = own.chunks(PART);
         let last = parts.next_back().unwrap_or_default();
         for part in parts {
-            self.store_part(ch, kind, part).await?;
+            let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
+            let stored = route_and_store(&txn, ch, kind, &workspaces, part).await?;
+            txn.commit()
+                .await
+                .context("committing part of the ingested events")?;
+            self.stored(&stored).await;
         }
         // Only now: SQLite lets one transaction write at a time.
         let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
-        let stored = store_batch(&txn, ch, kind, last).await?;
+        let stored = route_and_store(&txn, ch, kind, &workspaces, last).await?;
         // Conditional: of two workers racing on one event, one commits.
         let done = raw_event::Entity::update_many()
             .col_expr(raw_event::Column::Status, Expr::value(PROCESSED))
@@ -361,63 +357,5 @@ impl Ingestor {
             Ok(id) => self.mark_failed(id, &error).await,
             Err(_) => Ok(()),
         }
-    }
-}
-
-/// `items` cut into runs of at most `max`, never between two neighbours
-/// that `together` says belong together (a run of those longer than `max`
-/// stays whole).
-fn split_between<T>(items: &[T], max: usize, together: impl Fn(&T, &T) -> bool) -> Vec<&[T]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut cut = 0; // the last place a cut may go, after `start`
-    for i in 1..=items.len() {
-        if i == items.len() || !together(&items[i - 1], &items[i]) {
-            cut = i;
-        }
-        if i - start >= max && cut > start && i < items.len() {
-            out.push(&items[start..cut]);
-            start = cut;
-        }
-    }
-    if start < items.len() {
-        out.push(&items[start..]);
-    }
-    out
-}
-
-#[cfg(test)]
-mod split_tests {
-    use super::split_between;
-
-    #[test]
-    fn runs_that_belong_together_are_not_cut() {
-        let same = |a: &(u8, u8), b: &(u8, u8)| a.0 == b.0;
-        let items = [(1, 0), (1, 1), (2, 0), (3, 0), (3, 1), (3, 2), (4, 0)];
-        let parts = split_between(&items, 2, same);
-        assert_eq!(parts.concat(), items);
-        for p in &parts {
-            let first = p[0].0;
-            assert!(
-                parts
-                    .iter()
-                    .filter(|q| q.iter().any(|x| x.0 == first))
-                    .count()
-                    == 1
-            );
-        }
-        assert_eq!(
-            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-            [2, 1, 3, 1]
-        );
-        let alone: Vec<(u8, u8)> = (0..5).map(|i| (i, 0)).collect();
-        assert_eq!(
-            split_between(&alone, 2, same)
-                .iter()
-                .map(|p| p.len())
-                .collect::<Vec<_>>(),
-            [2, 2, 1]
-        );
-        assert!(split_between(&[] as &[(u8, u8)], 2, same).is_empty());
     }
 }
