@@ -357,7 +357,7 @@ impl Publisher {
         let tried_before = l.reply.delivery_attempts > 0 || l.reply.delivery_error.is_some();
         let ambiguous_before =
             tried_before && publish::may_have_published(l.reply.delivery_error.as_deref());
-        let looked = if (exhausted || ambiguous_before) && tried_before {
+        let looked = if exhausted || ambiguous_before {
             self.published_before(&outgoing, l).await?
         } else {
             Looked::CannotTell
@@ -570,7 +570,8 @@ impl Publisher {
             .filter(message::Column::Id.eq(reply.id))
             .filter(message::Column::DeliveryStatus.eq(QUEUED))
             .filter(message::Column::NextDeliveryAt.eq(lease));
-        let mut failed = false;
+        // The error a FAILED outcome ends with.
+        let mut failed_with: Option<&str> = None;
         let q = match o {
             Outcome::Sent(platform_id) => q
                 .col_expr(message::Column::DeliveryStatus, Expr::value(SENT))
@@ -597,7 +598,7 @@ impl Publisher {
                         Expr::value(now + chrono::Duration::from_std(wait)?),
                     ),
                     None => {
-                        failed = true;
+                        failed_with = Some(e);
                         // Its answer lost, it may have published.
                         let unsure = publish::may_have_published(Some(e));
                         q.col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
@@ -611,7 +612,7 @@ impl Publisher {
             }
             Outcome::Refused(e) => {
                 tracing::warn!(reply = %reply.id, error = %e, "the platform refused a reply");
-                failed = true;
+                failed_with = Some(e);
                 // Refused outright, unless nothing was ever heard back.
                 let unsure = e.starts_with(NO_ANSWER);
                 q.col_expr(message::Column::DeliveryStatus, Expr::value(FAILED))
@@ -623,7 +624,7 @@ impl Publisher {
                     )
             }
         };
-        let recorded = if failed {
+        let recorded = if let Some(error) = failed_with {
             // The notification is queued with the outcome, in one
             // transaction: both or neither.
             let txn = rapport_store::tenancy::begin_writing(&self.db).await?;
@@ -634,10 +635,7 @@ impl Publisher {
                     "workspaceId": GlobalId::encode(Kind::Workspace, reply.workspace_id),
                     "conversationId": GlobalId::encode(Kind::Conversation, reply.conversation_id),
                     "replyId": GlobalId::encode(Kind::Message, reply.id),
-                    "error": match o {
-                        Outcome::Retry(e) | Outcome::Refused(e) => Some(e.as_str()),
-                        Outcome::Sent(_) => None,
-                    },
+                    "error": error,
                     "attempts": attempts,
                     "failedAt": now.to_rfc3339(),
                 });
