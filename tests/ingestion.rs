@@ -803,6 +803,35 @@ async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
             .contains("rapport_ingest_foreign_dropped_total")
     );
 
+    // Another client's page, connected with its own app's secret: a body
+    // signed with this app's secret vouches for nothing of it, whatever
+    // page it names. Dropped; the same app's pages are served as before.
+    let cup = app.create_workspace(&s, "Cup Co").await;
+    connect(&app, &s, json!({ "workspaceId": cup, "kind": "FACEBOOK", "name": "1004", "externalAccountId": "1004", "secret": "cup-own-app-secret", "verifyToken": "verify-me-please" })).await;
+    deliver(vec![
+        entry("1004", 6, "forged into another client's inbox"),
+        entry("1002", 7, "beans late again"),
+    ])
+    .await;
+    app.eventually("the same app's page's comment, all processed", async || {
+        use sea_orm::{ColumnTrait, QueryFilter};
+        let pending = raw_event::Entity::find()
+            .filter(raw_event::Column::Status.eq("PENDING"))
+            .count(&app.state.db)
+            .await
+            .unwrap();
+        (pending == 0
+            && texts(&s, &bean)
+                .await
+                .contains(&"beans late again".to_string()))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        texts(&s, &cup).await.is_empty(),
+        "never into a page under another secret"
+    );
+
     // The page whose URL the app calls is paused: the other page's entries
     // still come in through it; the paused page's own are not taken in.
     use sea_orm::{ColumnTrait, QueryFilter};
@@ -839,6 +868,25 @@ async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
     })
     .await;
     assert_eq!(texts(&s, &brew).await, ["the latte was cold"]);
+
+    // With the app's other page paused too, the paused URL serves no page
+    // of its app (Cup Co's is another app's): refused, as any paused one.
+    let bean_channel = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { channels(workspaceId: $w) { edges { node { id } } } }",
+            json!({ "w": bean }),
+        )
+        .await["channels"]["edges"][0]["node"]["id"]
+        .clone();
+    pause_channel(&app, &s, bean_channel).await;
+    let body = serde_json::to_vec(
+        &json!({ "object": "page", "entry": [entry("1004", 8, "still not yours")] }),
+    )
+    .unwrap();
+    let sig = meta_sign(b"shared-app-secret", &body);
+    let (code, _) = post(&app, &url, &[("x-hub-signature-256", sig)], &body).await;
+    assert_eq!(code, 409);
 }
 
 /// JSON may carry `\u0000`, which PostgreSQL's text refuses: the character
@@ -983,6 +1031,113 @@ async fn generic_replies_follow_their_thread_and_stored_messages_stay_put() {
     .await;
     stored(5).await;
     assert_eq!(count(&home).await, 1);
+}
+
+/// Out of order: a reply naming no brand, stored before its parent (in the
+/// channel's own workspace: nothing else was known), is not cut off from
+/// it. The parent lands in its brand's workspace and in the reply's,
+/// where it joins the reply's conversation, whether it comes in a later
+/// delivery or later in the same one. The same event twice in one body,
+/// edited in between to name a brand, is stored once, where the first copy
+/// went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyword_routed_replies_stored_before_their_parents_keep_their_thread() {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let (home, brew, _) = brand_workspaces(&app, &s).await;
+    let (_, url) = connect(&app, &s, json!({ "workspaceId": home, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
+    let event = |id: &str, reply_to: Option<&str>, text: &str, author: &str| {
+        json!({ "id": id, "in_reply_to": reply_to, "text": text,
+                "published_at": "2026-11-20T09:00:00Z", "author": { "id": author } })
+    };
+    let settled = async |n: u64| {
+        app.eventually("all processed", async || {
+            let pending = raw_event::Entity::find()
+                .filter(raw_event::Column::Status.eq("PENDING"))
+                .count(&app.state.db)
+                .await
+                .unwrap();
+            (pending == 0).then_some(())
+        })
+        .await;
+        assert_eq!(
+            message::Entity::find().count(&app.state.db).await.unwrap(),
+            n
+        );
+    };
+    let threads = async |w: &str| -> Vec<Vec<String>> {
+        let mut t: Vec<Vec<String>> = conversations(&app, &s, w)
+            .await
+            .iter()
+            .map(|c| {
+                let mut m: Vec<String> = edges(&c["messages"])
+                    .iter()
+                    .map(|m| m["node"]["body"].as_str().unwrap().to_string())
+                    .collect();
+                m.sort();
+                m
+            })
+            .collect();
+        t.sort();
+        t
+    };
+
+    deliver_generic(
+        &app,
+        &url,
+        json!([event("r1", Some("p1"), "same here, twice this week", "bo")]),
+    )
+    .await;
+    settled(1).await;
+    deliver_generic(
+        &app,
+        &url,
+        json!([event("p1", None, "my Brew Co latte was cold", "ana")]),
+    )
+    .await;
+    settled(3).await;
+    assert_eq!(
+        threads(&home).await,
+        [["my Brew Co latte was cold", "same here, twice this week"]]
+    );
+    assert_eq!(threads(&brew).await, [["my Brew Co latte was cold"]]);
+
+    deliver_generic(
+        &app,
+        &url,
+        json!([
+            event("r2", Some("p2"), "mine leaked too", "cy"),
+            event("p2", None, "Brew Co cups leak", "dee"),
+        ]),
+    )
+    .await;
+    settled(6).await;
+    assert!(threads(&home).await.contains(&vec![
+        "Brew Co cups leak".to_string(),
+        "mine leaked too".to_string()
+    ]));
+    assert!(
+        threads(&brew)
+            .await
+            .contains(&vec!["Brew Co cups leak".to_string()])
+    );
+
+    deliver_generic(
+        &app,
+        &url,
+        json!([
+            event("e", None, "a plain complaint", "eve"),
+            event("e", None, "a plain complaint, about Brew Co now", "eve"),
+        ]),
+    )
+    .await;
+    settled(7).await;
+    assert!(
+        threads(&home)
+            .await
+            .contains(&vec!["a plain complaint".to_string()])
+    );
 }
 
 /// A resolved conversation reopened by its customer's reply is theirs
@@ -1436,6 +1591,7 @@ async fn events_read_together_share_a_transaction_and_a_failing_one_fails_alone(
     let ingestor = Ingestor {
         db: app.state.db.clone(),
         kv: app.state.kv.clone(),
+        secrets: app.state.secrets.clone(),
     };
 
     // A question, another author's answer to it, an unknown raw event: the
@@ -2544,6 +2700,7 @@ async fn big_bodies_at_once_are_stored_in_parts_and_nothing_twice() {
     let ingestor = Ingestor {
         db: app.state.db.clone(),
         kv: app.state.kv.clone(),
+        secrets: app.state.secrets.clone(),
     };
     // Each body by a worker of its own, all at once.
     let runs: Vec<_> = jobs
@@ -2629,6 +2786,7 @@ async fn events_accepted_before_a_pause_are_stored_after_it() {
     let ingestor = Ingestor {
         db: app.state.db.clone(),
         kv: app.state.kv.clone(),
+        secrets: app.state.secrets.clone(),
     };
     let results = ingestor
         .handle_many(vec![json!({ "raw_event_id": raw.id })])

@@ -89,39 +89,38 @@ async fn channel_for(
 
 /// Whether a paused channel's URL still receives: one Meta app or X
 /// environment calls one URL for all its pages or users, so while the
-/// agency has another active channel of the kind, the paused channel's
-/// deliveries are taken (the worker routes the other accounts' entries to
-/// their channels and drops the paused one's own). Pausing the channel
-/// whose URL was registered must not silence its siblings.
+/// agency has another active channel of the kind under the same secret
+/// (the same app), the paused channel's deliveries are taken (the worker
+/// routes the other accounts' entries to those channels and drops the
+/// paused one's own). Pausing the channel whose URL was registered must
+/// not silence its siblings.
 async fn serves_siblings(state: &AppState, c: &channel::Model) -> Result<bool, HttpResponse> {
-    use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+    use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
     if !matches!(c.kind.as_str(), "X" | "FACEBOOK" | "INSTAGRAM") {
         return Ok(false);
     }
-    channel::Entity::find()
+    let secrets: Vec<Option<Vec<u8>>> = channel::Entity::find()
+        .select_only()
+        .column(channel::Column::SecretCiphertext)
         .filter(channel::Column::AgencyId.eq(c.agency_id))
         .filter(channel::Column::Kind.eq(&c.kind))
         .filter(channel::Column::Status.eq("ACTIVE"))
         .filter(channel::Column::Id.ne(c.id))
-        .count(&state.db)
+        .into_tuple()
+        .all(&state.db)
         .await
-        .map(|n| n > 0)
         .map_err(|e| {
             tracing::error!(error = %e, "looking for a paused channel's siblings failed");
             answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again")
-        })
+        })?;
+    let own = open(state, &c.secret_ciphertext);
+    Ok(secrets
+        .iter()
+        .any(|s| rapport_store::secrets::same(own.as_deref(), open(state, s).as_deref())))
 }
 
-/// A channel's secret in clear; None when none is stored, it cannot be
-/// decrypted or it is empty (never a key to verify against).
 fn open(state: &AppState, sealed: &Option<Vec<u8>>) -> Option<Vec<u8>> {
-    sealed.as_ref().and_then(|s| match state.secrets.open(s) {
-        Ok(p) => Some(p).filter(|p| !p.is_empty()),
-        Err(e) => {
-            tracing::error!(error = %e, "a channel secret cannot be opened (RAPPORT_SECRET_KEY changed?)");
-            None
-        }
-    })
+    rapport_store::secrets::opened(&state.secrets, sealed)
 }
 
 /// GET: the platforms' ownership checks (X CRC, Meta hub challenge).

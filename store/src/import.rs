@@ -5,7 +5,8 @@
 use crate::entities::{channel, workspace};
 use crate::errors::{StoreError, StoreResult};
 use crate::ingest::{
-    lock, lookup_ids, routable_workspaces, route, store_locked, stored_workspaces,
+    early_reply_workspaces, lock, lookup_ids, routable_workspaces, route, store_locked,
+    stored_workspaces,
 };
 use crate::tenancy::begin_for_agency;
 use chrono::Utc;
@@ -174,7 +175,16 @@ pub async fn import_chunk(
         store_locked(&txn, ch, ChannelKind::Generic, &items).await?
     } else {
         let workspaces = routable_workspaces(&txn, ch, ChannelKind::Generic).await?;
-        let items = route(ChannelKind::Generic, ch, &workspaces, &msgs, &known);
+        let own: Vec<&str> = msgs.iter().map(|m| m.external_id.as_str()).collect();
+        let answered = early_reply_workspaces(&txn, ch.id, &own).await?;
+        let items = route(
+            ChannelKind::Generic,
+            ch,
+            &workspaces,
+            &msgs,
+            &known,
+            &answered,
+        );
         store_locked(&txn, ch, ChannelKind::Generic, &items).await?
     };
     txn.commit().await?;

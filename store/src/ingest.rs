@@ -97,12 +97,16 @@ pub async fn route_and_store(
     msgs: &[&Inbound],
 ) -> Result<Stored, DbErr> {
     lock(txn, ch, kind, msgs.iter().copied()).await?;
-    let stored = if kind.routes_by_keywords() {
-        stored_workspaces(txn, ch.id, &lookup_ids(msgs)).await?
+    let (stored, answered) = if kind.routes_by_keywords() {
+        let own: Vec<&str> = msgs.iter().map(|m| m.external_id.as_str()).collect();
+        (
+            stored_workspaces(txn, ch.id, &lookup_ids(msgs)).await?,
+            early_reply_workspaces(txn, ch.id, &own).await?,
+        )
     } else {
-        HashMap::new()
+        Default::default()
     };
-    let items = route(kind, ch, workspaces, msgs, &stored);
+    let items = route(kind, ch, workspaces, msgs, &stored, &answered);
     store_locked(txn, ch, kind, &items).await
 }
 
@@ -944,18 +948,22 @@ pub async fn routable_workspaces<C: ConnectionTrait>(
 /// Where each message lands: its channel's workspace, or for
 /// keyword-routed sources (FEED, GENERIC) every workspace whose brand
 /// keywords it mentions, together with those of the message it answers (a
-/// reply naming no brand follows its thread), or the channel's own when
-/// there are none, so nothing is lost. A message already stored
-/// (`stored`: ids on this channel and the workspaces holding them) stays
+/// reply naming no brand follows its thread) and of replies to it stored
+/// before it (platforms deliver out of order: the thread is whole where
+/// the reply went), or the channel's own when there are none, so nothing
+/// is lost. A message already stored (`stored`: ids on this channel and
+/// the workspaces holding them), or routed earlier in this call, stays
 /// where it was first put: a feed read again after a brand's keywords
 /// changed, or an edited event sent again, is not stored a second time
-/// elsewhere.
+/// elsewhere. `answered`: ids of messages not stored yet and the
+/// workspaces holding replies to them ([`early_reply_workspaces`]).
 pub fn route<'a, 'm>(
     kind: ChannelKind,
     ch: &channel::Model,
     workspaces: &'a [workspace::Model],
     msgs: &[&'m Inbound],
     stored: &HashMap<String, Vec<Uuid>>,
+    answered: &HashMap<String, Vec<Uuid>>,
 ) -> Vec<(&'a workspace::Model, &'m Inbound)> {
     let by_id = |ids: &[Uuid]| -> Vec<&'a workspace::Model> {
         workspaces.iter().filter(|w| ids.contains(&w.id)).collect()
@@ -967,13 +975,13 @@ pub fn route<'a, 'm>(
             .flat_map(|m| own.iter().map(move |w| (*w, *m)))
             .collect();
     }
-    // Where this batch put each message, for replies in the same batch.
+    // Where this call put each message, and replies to each message.
     let mut routed: HashMap<&str, Vec<Uuid>> = HashMap::new();
+    let mut replies: HashMap<&str, Vec<Uuid>> = HashMap::new();
     let mut out = Vec::with_capacity(msgs.len());
     for m in msgs {
-        let first_put = stored
-            .get(&m.external_id)
-            .or_else(|| m.alias.as_ref().and_then(|a| stored.get(a)));
+        let put = |id: &str| stored.get(id).or_else(|| routed.get(id));
+        let first_put = put(&m.external_id).or_else(|| m.alias.as_deref().and_then(put));
         let chosen: Vec<Uuid> = match first_put {
             Some(first) => first.clone(),
             None => {
@@ -987,14 +995,20 @@ pub fn route<'a, 'm>(
                     })
                     .map(|w| w.id)
                     .collect();
-                if let Some(p) = m.in_reply_to.as_deref() {
-                    let parent = routed.get(p).or_else(|| stored.get(p));
-                    // Only where it may still land (not an archived
-                    // workspace): else the fallback below.
-                    for w in parent.into_iter().flatten() {
-                        if !ids.contains(w) && workspaces.iter().any(|x| x.id == *w) {
-                            ids.push(*w);
-                        }
+                let parent = m.in_reply_to.as_deref().and_then(put);
+                let early = [
+                    answered.get(&m.external_id),
+                    replies.get(m.external_id.as_str()),
+                ];
+                // Only where it may still land (not an archived
+                // workspace): else the fallback below.
+                for w in parent
+                    .into_iter()
+                    .chain(early.into_iter().flatten())
+                    .flatten()
+                {
+                    if !ids.contains(w) && workspaces.iter().any(|x| x.id == *w) {
+                        ids.push(*w);
                     }
                 }
                 if ids.is_empty() {
@@ -1005,9 +1019,50 @@ pub fn route<'a, 'm>(
             }
         };
         out.extend(by_id(&chosen).into_iter().map(|w| (w, *m)));
+        if let Some(p) = m.in_reply_to.as_deref() {
+            let to = replies.entry(p).or_default();
+            let new: Vec<Uuid> = chosen.iter().filter(|w| !to.contains(w)).copied().collect();
+            to.extend(new);
+        }
         routed.entry(m.external_id.as_str()).or_insert(chosen);
     }
     out
+}
+
+/// For each of `ids` no message on channel `channel_id` is known by, the
+/// workspaces holding replies to it (stored before it: out of order).
+/// Replies to a message stored already are not read (however many a
+/// popular message has): it is routed as stored.
+pub async fn early_reply_workspaces<C: ConnectionTrait>(
+    conn: &C,
+    channel_id: Uuid,
+    ids: &[&str],
+) -> Result<HashMap<String, Vec<Uuid>>, DbErr> {
+    let mut out: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for chunk in unique(ids.iter().copied()).chunks(CHUNK) {
+        let rows: Vec<(Option<String>, Uuid)> = message::Entity::find()
+            .select_only()
+            .column(message::Column::InReplyToExternalId)
+            .column(message::Column::WorkspaceId)
+            .distinct()
+            .filter(message::Column::ChannelId.eq(channel_id))
+            .filter(message::Column::InReplyToExternalId.is_in(chunk.iter().copied()))
+            .filter(Expr::cust(
+                "NOT EXISTS (SELECT 1 FROM messages AS p \
+                 WHERE p.channel_id = messages.channel_id \
+                 AND p.external_id = messages.in_reply_to_external_id)",
+            ))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        for (parent, ws) in rows {
+            let list = out.entry(parent.unwrap_or_default()).or_default();
+            if !list.contains(&ws) {
+                list.push(ws);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The ids to look `msgs` up by before routing them: their own, the ones

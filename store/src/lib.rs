@@ -17,6 +17,7 @@ pub mod pages;
 pub mod raw_events;
 pub mod replies;
 pub mod reports;
+pub mod secrets;
 pub mod sla;
 pub mod teams;
 pub mod tenancy;

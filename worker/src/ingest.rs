@@ -9,6 +9,7 @@
 use crate::registry::Permanent;
 use anyhow::Context;
 use chrono::Utc;
+use rapport_domain::crypto::SecretBox;
 use rapport_domain::ingest::{self, ChannelKind, Inbound};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
@@ -19,6 +20,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Messages stored in one transaction, at most: about three advisory locks
@@ -29,6 +31,9 @@ pub const PART: usize = 250;
 pub struct Ingestor {
     pub db: DatabaseConnection,
     pub kv: Kv,
+    /// Opens channel secrets: another account's entries go to its channel
+    /// only when both channels share the secret that signed them.
+    pub secrets: Arc<SecretBox>,
 }
 
 fn raw_id(payload: &Value) -> anyhow::Result<Uuid> {
@@ -290,11 +295,12 @@ impl Ingestor {
 
     /// Messages the platform delivered for another account than the
     /// channel's: one Meta app or X environment serves several pages or
-    /// users through one callback URL. Each goes to the agency's active
-    /// channel of that account and kind (its own transaction, committed
-    /// before the raw event is marked processed: a retry stores nothing
-    /// twice, as with any redelivery); with no such channel it is dropped,
-    /// logged and counted, never stored in this channel's workspace.
+    /// users through one callback URL, signed with one secret. Each goes to
+    /// the agency's active channels of that account and kind sharing this
+    /// channel's secret (each in its own transaction, committed before the
+    /// raw event is marked processed: a retry stores nothing twice, as with
+    /// any redelivery); with none it is dropped, logged and counted, never
+    /// stored in this channel's workspace.
     async fn store_foreign(
         &self,
         ch: &channel::Model,
@@ -314,23 +320,39 @@ impl Ingestor {
             .filter(channel::Column::ExternalAccountId.is_in(by_account.keys().copied()))
             .all(&self.db)
             .await?;
+        // Only a channel whose secret is the receiving channel's: the
+        // signature checked was made with that secret, and vouches for
+        // nothing signed with another (a client holding its own page's app
+        // secret must not file messages into another client's workspace).
+        let signed_by = rapport_store::secrets::opened(&self.secrets, &ch.secret_ciphertext);
         for (account, msgs) in &by_account {
-            let Some(sib) = siblings.iter().find(|c| c.external_account_id == *account) else {
-                tracing::warn!(channel = %ch.id, account, messages = msgs.len(), "messages for an account with no active channel of the agency dropped");
+            let mut delivered = false;
+            for sib in siblings
+                .iter()
+                .filter(|c| c.external_account_id == *account)
+            {
+                let theirs = rapport_store::secrets::opened(&self.secrets, &sib.secret_ciphertext);
+                if !rapport_store::secrets::same(signed_by.as_deref(), theirs.as_deref()) {
+                    tracing::warn!(channel = %ch.id, sibling = %sib.id, account, "another account's messages not routed to its channel: it has another secret");
+                    continue;
+                }
+                let Some(ws) = workspace::Entity::find_by_id(sib.workspace_id)
+                    .one(&self.db)
+                    .await?
+                else {
+                    continue;
+                };
+                delivered = true;
+                // In parts, as in `store`.
+                for part in msgs.chunks(PART) {
+                    let items: Vec<_> = part.iter().map(|m| (&ws, *m)).collect();
+                    self.store_part(sib, kind, &items).await?;
+                }
+            }
+            if !delivered {
+                tracing::warn!(channel = %ch.id, account, messages = msgs.len(), "messages for an account with no active channel of the agency under this secret dropped");
                 metrics::counter!("rapport_ingest_foreign_dropped_total")
                     .increment(msgs.len() as u64);
-                continue;
-            };
-            let Some(ws) = workspace::Entity::find_by_id(sib.workspace_id)
-                .one(&self.db)
-                .await?
-            else {
-                continue;
-            };
-            // In parts, as in `store`.
-            for part in msgs.chunks(PART) {
-                let items: Vec<_> = part.iter().map(|m| (&ws, *m)).collect();
-                self.store_part(sib, kind, &items).await?;
             }
         }
         Ok(())

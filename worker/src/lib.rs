@@ -25,7 +25,11 @@ use std::sync::Arc;
 
 /// Every production job handler.
 pub fn handlers(db: DatabaseConnection, kv: Kv, publisher: Arc<publish::Publisher>) -> Registry {
-    let ingestor = ingest::Ingestor { db, kv };
+    let ingestor = ingest::Ingestor {
+        db,
+        kv,
+        secrets: publisher.secrets(),
+    };
     let on_dead = ingestor.clone();
     Registry::new()
         .on(DELIVER_REPLY, move |p| {

@@ -142,6 +142,11 @@ struct Loaded {
 }
 
 impl Publisher {
+    /// The key channel secrets are sealed with (shared with ingestion).
+    pub fn secrets(&self) -> Arc<SecretBox> {
+        self.secrets.clone()
+    }
+
     pub fn new(
         db: DatabaseConnection,
         kv: Kv,
