@@ -889,6 +889,67 @@ async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
     assert_eq!(code, 409);
 }
 
+/// Deliveries accepted for another page wait while the channel that
+/// received them changes: given another secret, then disconnected (its
+/// secret wiped). The other page's entries are still stored: their stored
+/// signature is checked again with that page's own secret, not compared
+/// with the receiving channel's secret of the moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_pages_entries_waiting_while_the_receiving_channel_changes_are_stored() {
+    use rapport_worker::ingest::Ingestor;
+    let app = TestApp::start().await; // no worker: the deliveries wait
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let brew = app.create_workspace(&s, "Brew Co").await;
+    let bean = app.create_workspace(&s, "Bean Bros").await;
+    let page = |ws: &str, id: &str| json!({ "workspaceId": ws, "kind": "FACEBOOK", "name": id, "externalAccountId": id, "secret": "shared-app-secret", "verifyToken": "verify-me-please" });
+    let (brew_channel, url) = connect(&app, &s, page(&brew, "1001")).await;
+    connect(&app, &s, page(&bean, "1002")).await;
+    for n in 1..=2 {
+        let body = serde_json::to_vec(&json!({ "object": "page", "entry": [{ "id": "1002", "time": 1764300000 + n,
+            "changes": [{ "field": "feed", "value": { "item": "comment", "verb": "add",
+                "comment_id": format!("1002_1_{n}"), "post_id": "1002_1", "created_time": 1764300000 + n,
+                "message": format!("beans stale, take {n}"), "from": { "id": format!("70{n}"), "name": "Fan" } } }] }] }))
+        .unwrap();
+        let sig = meta_sign(b"shared-app-secret", &body);
+        let (code, resp) = post(&app, &url, &[("x-hub-signature-256", sig)], &body).await;
+        assert_eq!(code, 200, "{resp}");
+    }
+    let mut raws = raw_event::Entity::find().all(&app.state.db).await.unwrap();
+    raws.sort_by_key(|r| r.created_at);
+    assert_eq!(raws.len(), 2);
+    let job = |r: &raw_event::Model| json!({ "raw_event_id": r.id.to_string() });
+    let ingestor = Ingestor {
+        db: app.state.db.clone(),
+        kv: app.state.kv.clone(),
+        secrets: app.state.secrets.clone(),
+    };
+    let stored = async || message::Entity::find().count(&app.state.db).await.unwrap();
+
+    app.ok(
+        Some(&s.access),
+        "mutation($i: UpdateChannelInput!) { updateChannel(input: $i) { hasSecret } }",
+        json!({ "i": { "id": brew_channel, "secret": "brew-moved-to-its-own-app" } }),
+    )
+    .await;
+    for r in ingestor.handle_many(vec![job(&raws[0])]).await {
+        r.unwrap();
+    }
+    assert_eq!(stored().await, 1, "stored after the new secret");
+
+    app.ok(
+        Some(&s.access),
+        "mutation($i: ChannelIdInput!) { disconnectChannel(input: $i) { status } }",
+        json!({ "i": { "id": brew_channel } }),
+    )
+    .await;
+    for r in ingestor.handle_many(vec![job(&raws[1])]).await {
+        r.unwrap();
+    }
+    assert_eq!(stored().await, 2, "stored after the disconnect");
+    let convs = conversations(&app, &s, &bean).await;
+    assert_eq!(convs.len(), 2, "both in Bean Bros");
+}
+
 /// JSON may carry `\u0000`, which PostgreSQL's text refuses: the character
 /// is dropped, not the payload (before, the whole delivery failed on every
 /// retry and became a dead letter that no retry could mend).

@@ -6,7 +6,8 @@
 //! Answers: 200 accepted or duplicate; 401 unsigned, mis-signed or stale
 //! (nothing stored); 404 unknown channel; 405 a polled FEED channel;
 //! 409 paused channel (nothing stored; unless the agency has another
-//! active channel of its kind, see `serves_siblings`); 410 disconnected channel;
+//! active channel of its kind under the same secret, see
+//! `serves_siblings`); 410 disconnected channel;
 //! 413 body over the limit.
 
 use crate::graphql::channels::kind_of;
@@ -113,10 +114,13 @@ async fn serves_siblings(state: &AppState, c: &channel::Model) -> Result<bool, H
             tracing::error!(error = %e, "looking for a paused channel's siblings failed");
             answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again")
         })?;
-    let own = open(state, &c.secret_ciphertext);
+    // Unreadable, it is unreadable for the signature check too: retry.
+    let Some(own) = open(state, &c.secret_ciphertext) else {
+        return Err(secret_unavailable());
+    };
     Ok(secrets
         .iter()
-        .any(|s| rapport_store::secrets::same(own.as_deref(), open(state, s).as_deref())))
+        .any(|s| rapport_store::secrets::same(Some(&own), open(state, s).as_deref())))
 }
 
 fn open(state: &AppState, sealed: &Option<Vec<u8>>) -> Option<Vec<u8>> {

@@ -5,7 +5,7 @@
 use crate::entities::{channel, workspace};
 use crate::errors::{StoreError, StoreResult};
 use crate::ingest::{
-    early_reply_workspaces, lock, lookup_ids, routable_workspaces, route, store_locked,
+    early_reply_workspaces, lock, lookup_ids, new_ids, routable_workspaces, route, store_locked,
     stored_workspaces,
 };
 use crate::tenancy::begin_for_agency;
@@ -175,8 +175,7 @@ pub async fn import_chunk(
         store_locked(&txn, ch, ChannelKind::Generic, &items).await?
     } else {
         let workspaces = routable_workspaces(&txn, ch, ChannelKind::Generic).await?;
-        let own: Vec<&str> = msgs.iter().map(|m| m.external_id.as_str()).collect();
-        let answered = early_reply_workspaces(&txn, ch.id, &own).await?;
+        let answered = early_reply_workspaces(&txn, ch.id, &new_ids(&msgs, &known)).await?;
         let items = route(
             ChannelKind::Generic,
             ch,

@@ -98,11 +98,9 @@ pub async fn route_and_store(
 ) -> Result<Stored, DbErr> {
     lock(txn, ch, kind, msgs.iter().copied()).await?;
     let (stored, answered) = if kind.routes_by_keywords() {
-        let own: Vec<&str> = msgs.iter().map(|m| m.external_id.as_str()).collect();
-        (
-            stored_workspaces(txn, ch.id, &lookup_ids(msgs)).await?,
-            early_reply_workspaces(txn, ch.id, &own).await?,
-        )
+        let stored = stored_workspaces(txn, ch.id, &lookup_ids(msgs)).await?;
+        let answered = early_reply_workspaces(txn, ch.id, &new_ids(msgs, &stored)).await?;
+        (stored, answered)
     } else {
         Default::default()
     };
@@ -144,8 +142,10 @@ pub async fn lock<'m>(
             kind.as_str(),
             &m.author.external_id,
         ));
+        // Its former id too: stored under either, it is one message.
         keys.extend(
             std::iter::once(&m.external_id)
+                .chain(m.alias.as_ref())
                 .chain(m.in_reply_to.as_ref())
                 .map(|id| locks::message_key(id_space, id)),
         );
@@ -1029,6 +1029,18 @@ pub fn route<'a, 'm>(
     out
 }
 
+/// The ids of `msgs` not stored yet (under them or their former ids): the
+/// only ones whose early replies routing reads.
+pub fn new_ids<'m>(msgs: &[&'m Inbound], stored: &HashMap<String, Vec<Uuid>>) -> Vec<&'m str> {
+    msgs.iter()
+        .filter(|m| {
+            !stored.contains_key(&m.external_id)
+                && !m.alias.as_ref().is_some_and(|a| stored.contains_key(a))
+        })
+        .map(|m| m.external_id.as_str())
+        .collect()
+}
+
 /// For each of `ids` no message on channel `channel_id` is known by, the
 /// workspaces holding replies to it (stored before it: out of order).
 /// Replies to a message stored already are not read (however many a
@@ -1039,6 +1051,9 @@ pub async fn early_reply_workspaces<C: ConnectionTrait>(
     ids: &[&str],
 ) -> Result<HashMap<String, Vec<Uuid>>, DbErr> {
     let mut out: HashMap<String, Vec<Uuid>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
     for chunk in unique(ids.iter().copied()).chunks(CHUNK) {
         let rows: Vec<(Option<String>, Uuid)> = message::Entity::find()
             .select_only()

@@ -10,7 +10,7 @@ use crate::registry::Permanent;
 use anyhow::Context;
 use chrono::Utc;
 use rapport_domain::crypto::SecretBox;
-use rapport_domain::ingest::{self, ChannelKind, Inbound};
+use rapport_domain::ingest::{self, ChannelKind, Inbound, signature};
 use rapport_store::Kv;
 use rapport_store::entities::{channel, raw_event, workspace};
 use rapport_store::ingest::{announce, routable_workspaces, route_and_store, store_batch};
@@ -63,6 +63,49 @@ struct Parsed {
     /// Received while its channel was paused, for its siblings (see the
     /// webhook receiver): its own account's entries are not taken in.
     paused: bool,
+    /// Kept when it holds entries for other accounts than its channel's.
+    signed: Option<Signed>,
+}
+
+/// A raw event's body and signature header as received. Entries for
+/// another account go only to channels whose own secret signed it: checked
+/// again here with each one's secret, not compared with the receiving
+/// channel's secret of the moment, which may have changed (or been wiped
+/// by a disconnect) while the event waited.
+struct Signed {
+    body: Vec<u8>,
+    header: Option<String>,
+}
+
+impl Signed {
+    fn of(kind: ChannelKind, raw: &raw_event::Model) -> Self {
+        let name = if kind == ChannelKind::X {
+            signature::X_HEADER
+        } else {
+            signature::META_HEADER
+        };
+        Self {
+            body: raw.body.clone(),
+            header: raw
+                .headers
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }
+    }
+
+    /// Whether `secret` made this signature (only X and Meta deliveries
+    /// name other accounts).
+    fn by(&self, kind: ChannelKind, secret: &[u8]) -> bool {
+        let header = self.header.as_deref();
+        match kind {
+            ChannelKind::X => signature::verify_x(secret, &self.body, header).is_ok(),
+            ChannelKind::Facebook | ChannelKind::Instagram => {
+                signature::verify_meta(secret, &self.body, header).is_ok()
+            }
+            ChannelKind::Generic | ChannelKind::Feed => false,
+        }
+    }
 }
 
 impl Ingestor {
@@ -172,11 +215,16 @@ impl Ingestor {
             });
             match parsed {
                 Ok(inbound) => {
+                    let signed = inbound
+                        .iter()
+                        .any(|m| foreign(ch, m))
+                        .then(|| Signed::of(kind, raw));
                     let parsed = Parsed {
                         at,
                         raw_id: raw.id,
                         inbound,
                         paused: rapport_store::raw_events::received_paused(raw),
+                        signed,
                     };
                     match groups.iter_mut().find(|(c, ..)| c.id == ch.id) {
                         Some((_, _, events)) => events.push(parsed),
@@ -202,13 +250,11 @@ impl Ingestor {
         kind: ChannelKind,
         events: &[Parsed],
     ) -> anyhow::Result<bool> {
-        let others: Vec<&Inbound> = events
-            .iter()
-            .flat_map(|e| &e.inbound)
-            .filter(|m| foreign(ch, m))
-            .collect();
-        if !others.is_empty() {
-            self.store_foreign(ch, kind, &others).await?;
+        for e in events {
+            let others: Vec<&Inbound> = e.inbound.iter().filter(|m| foreign(ch, m)).collect();
+            if let Some(signed) = e.signed.as_ref().filter(|_| !others.is_empty()) {
+                self.store_foreign(ch, kind, &others, signed).await?;
+            }
         }
         let workspaces = routable_workspaces(&self.db, ch, kind).await?;
         // A paused channel's URL is still called for its siblings' entries
@@ -296,8 +342,8 @@ impl Ingestor {
     /// Messages the platform delivered for another account than the
     /// channel's: one Meta app or X environment serves several pages or
     /// users through one callback URL, signed with one secret. Each goes to
-    /// the agency's active channels of that account and kind sharing this
-    /// channel's secret (each in its own transaction, committed before the
+    /// the agency's active channels of that account and kind whose secret
+    /// signed `signed` (each in its own transaction, committed before the
     /// raw event is marked processed: a retry stores nothing twice, as with
     /// any redelivery); with none it is dropped, logged and counted, never
     /// stored in this channel's workspace.
@@ -306,6 +352,7 @@ impl Ingestor {
         ch: &channel::Model,
         kind: ChannelKind,
         msgs: &[&Inbound],
+        signed: &Signed,
     ) -> anyhow::Result<()> {
         let mut by_account: HashMap<&str, Vec<&Inbound>> = HashMap::new();
         for m in msgs {
@@ -320,11 +367,10 @@ impl Ingestor {
             .filter(channel::Column::ExternalAccountId.is_in(by_account.keys().copied()))
             .all(&self.db)
             .await?;
-        // Only a channel whose secret is the receiving channel's: the
-        // signature checked was made with that secret, and vouches for
-        // nothing signed with another (a client holding its own page's app
-        // secret must not file messages into another client's workspace).
-        let signed_by = rapport_store::secrets::opened(&self.secrets, &ch.secret_ciphertext);
+        // Only a channel whose own secret signed the delivery: a signature
+        // made with another secret vouches for nothing of it (a client
+        // holding its own page's app secret must not file messages into
+        // another client's workspace).
         for (account, msgs) in &by_account {
             let mut delivered = false;
             for sib in siblings
@@ -332,8 +378,8 @@ impl Ingestor {
                 .filter(|c| c.external_account_id == *account)
             {
                 let theirs = rapport_store::secrets::opened(&self.secrets, &sib.secret_ciphertext);
-                if !rapport_store::secrets::same(signed_by.as_deref(), theirs.as_deref()) {
-                    tracing::warn!(channel = %ch.id, sibling = %sib.id, account, "another account's messages not routed to its channel: it has another secret");
+                if !theirs.is_some_and(|s| signed.by(kind, &s)) {
+                    tracing::warn!(channel = %ch.id, sibling = %sib.id, account, "another account's messages not routed to its channel: not signed with its secret");
                     continue;
                 }
                 let Some(ws) = workspace::Entity::find_by_id(sib.workspace_id)
