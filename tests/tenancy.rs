@@ -232,6 +232,96 @@ async fn restricted_members_see_only_their_workspaces() {
         lead["node"]["restrictedToWorkspaces"],
         json!([{ "id": w1 }])
     );
+    // Nor does the agent learn who works on the other brand only: its
+    // client viewer is not listed, not found by ID, left out of teams
+    // (the owner sees them all).
+    let (_, other_client) = app
+        .add_member(
+            &owner,
+            "jane@brandtwo.test",
+            "CLIENT_VIEWER",
+            Some(vec![w2.clone()]),
+        )
+        .await;
+    let listed = async |token: &str| -> Vec<String> {
+        let d = app
+            .ok(
+                Some(token),
+                "{ members(first: 50) { edges { node { id } } } }",
+                json!({}),
+            )
+            .await;
+        edges(&d["members"])
+            .iter()
+            .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let seen_by_agent = listed(&agent.access).await;
+    assert!(seen_by_agent.contains(&both), "shares a workspace");
+    assert_eq!(
+        seen_by_agent.len(),
+        3,
+        "the owner, the agent, the lead: {seen_by_agent:?}"
+    );
+    assert!(!seen_by_agent.contains(&other_client));
+    assert_eq!(listed(&owner.access).await.len(), 5);
+    let one = "query($id: ID!) { member(id: $id) { id } }";
+    let r = app
+        .gql(Some(&agent.access), one, json!({ "id": other_client }))
+        .await;
+    assert_eq!(code(&r), Some("NOT_FOUND"));
+    app.ok(Some(&agent.access), one, json!({ "id": both }))
+        .await;
+    app.ok(
+        Some(&owner.access),
+        "mutation($i: CreateTeamInput!) { createTeam(input: $i) { id } }",
+        json!({ "i": { "name": "Everyone", "memberIds": [both, other_client] } }),
+    )
+    .await;
+    let teams = "{ teams { members { id } } }";
+    assert_eq!(
+        app.ok(Some(&agent.access), teams, json!({})).await["teams"],
+        json!([{ "members": [{ "id": both }] }])
+    );
+    assert_eq!(
+        app.ok(Some(&owner.access), teams, json!({})).await["teams"][0]["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Assigning to a hidden member: NOT_FOUND, not why they cannot take it.
+    app.import_events(
+        &owner,
+        &w1,
+        json!([{ "id": "m1", "text": "my latte was cold", "published_at": "2026-12-05T09:00:00Z", "author": { "id": "ana" } }]),
+    )
+    .await;
+    let conv = app
+        .ok(
+            Some(&agent.access),
+            "query($w: ID!) { conversations(workspaceId: $w, first: 1) { edges { node { id } } } }",
+            json!({ "w": w1 }),
+        )
+        .await["conversations"]["edges"][0]["node"]["id"]
+        .clone();
+    let assign = "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }";
+    let r = app
+        .gql(
+            Some(&agent.access),
+            assign,
+            json!({ "i": { "conversationId": conv, "memberId": other_client } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("NOT_FOUND"), "{r}");
+    let r = app
+        .gql(
+            Some(&owner.access),
+            assign,
+            json!({ "i": { "conversationId": conv, "memberId": other_client } }),
+        )
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
 
     let list = "{ workspaces { edges { node { id } } } }";
     let ids = |d: &Value| -> Vec<String> {

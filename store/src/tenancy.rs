@@ -12,10 +12,11 @@ use crate::entities::{
 };
 use crate::errors::{StoreError, StoreResult};
 use rapport_migrations::APP_ROLE;
-use sea_orm::sea_query::IntoCondition;
+use sea_orm::sea_query::{IntoCondition, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, Select, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
+    EntityTrait, QueryFilter, Select, SqliteTransactionMode, Statement, TransactionOptions,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -136,6 +137,51 @@ impl Scope {
                 q.filter(E::workspace_column().is_in(ids.iter().copied()))
             }
         }
+    }
+
+    /// The members this scope may see: every one of the agency's for an
+    /// unrestricted scope; else those who see every workspace (the
+    /// agency's staff) and those restricted to at least one of its own. A
+    /// member restricted to one client's brands must not learn the other
+    /// clients' people (their viewers' addresses name the company).
+    pub fn select_members(&self) -> Select<membership::Entity> {
+        let q = self.select::<membership::Entity>();
+        match &self.workspaces {
+            WorkspaceAccess::All => q,
+            WorkspaceAccess::Only(ids) => q.filter(
+                Condition::any()
+                    .add(membership::Column::Restricted.eq(false))
+                    .add(
+                        membership::Column::Id.in_subquery(
+                            Query::select()
+                                .column(membership_workspace::Column::MembershipId)
+                                .from(membership_workspace::Entity)
+                                .and_where(
+                                    membership_workspace::Column::AgencyId.eq(self.agency_id),
+                                )
+                                .and_where(
+                                    membership_workspace::Column::WorkspaceId
+                                        .is_in(ids.iter().copied()),
+                                )
+                                .to_owned(),
+                        ),
+                    ),
+            ),
+        }
+    }
+
+    /// One member this scope may see ([`Self::select_members`]), or
+    /// NOT_FOUND, as for a member of another agency.
+    pub async fn member<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: Uuid,
+    ) -> StoreResult<membership::Model> {
+        self.select_members()
+            .filter(membership::Column::Id.eq(id))
+            .one(conn)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     /// One row by primary key, or NOT_FOUND when it does not exist *or*

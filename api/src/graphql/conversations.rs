@@ -472,7 +472,7 @@ impl Conversation {
         // database failure stays an error.
         use rapport_store::errors::Optional;
         Ok(v.scope
-            .find::<membership::Entity, _>(&state(ctx).db, id)
+            .member(&state(ctx).db, id)
             .await
             .optional()?
             .map(Member))
@@ -1089,7 +1089,7 @@ impl ConversationMutation {
             Some(id) => Some(
                 rapport_store::locks::for_share(
                     v.scope
-                        .select::<membership::Entity>()
+                        .select_members()
                         .filter(membership::Column::Id.eq(decode(Kind::Member, id)?)),
                 )
                 .one(&txn)

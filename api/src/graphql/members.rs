@@ -77,7 +77,9 @@ pub struct MemberQuery;
 
 #[Object]
 impl MemberQuery {
-    /// The agency's members, oldest first. Not for CLIENT_VIEWER.
+    /// The agency's members, oldest first; for a member restricted to some
+    /// workspaces, the agency's staff and the members of those workspaces.
+    /// Not for CLIENT_VIEWER.
     // A page costs its size times what each node asks for.
     #[graphql(complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
     async fn members(
@@ -92,7 +94,7 @@ impl MemberQuery {
         let txn = v.scope.begin(&state(ctx).db).await?;
         let conn = keyset(
             &txn,
-            v.scope.select::<membership::Entity>(),
+            v.scope.select_members(),
             membership::Column::Id,
             page,
             Order::OldestFirst,
@@ -104,14 +106,14 @@ impl MemberQuery {
         Ok(conn)
     }
 
-    /// One member of the agency by ID; NOT_FOUND when there is none. Not
-    /// for CLIENT_VIEWER.
+    /// One member of the agency by ID (one `members` lists); NOT_FOUND when
+    /// there is none. Not for CLIENT_VIEWER.
     async fn member(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Member> {
         let v = auth(ctx).viewer()?;
         v.require_writer()?;
         let id = decode(Kind::Member, &id)?;
         let txn = v.scope.begin(&state(ctx).db).await?;
-        let m = v.scope.find::<membership::Entity, _>(&txn, id).await?;
+        let m = v.scope.member(&txn, id).await?;
         txn.commit().await?;
         Ok(Member(m))
     }

@@ -34,7 +34,7 @@ impl Team {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    /// Oldest member first.
+    /// Oldest member first; only those the viewer may see (see `members`).
     #[graphql(complexity = "super::FEW_COST * child_complexity")]
     async fn members(&self, ctx: &Context<'_>) -> ApiResult<Vec<Member>> {
         let v = auth(ctx).viewer()?;
@@ -49,7 +49,7 @@ impl Team {
             .all(db)
             .await?;
         Ok(v.scope
-            .select::<membership::Entity>()
+            .select_members()
             .filter(membership::Column::Id.is_in(ids))
             .order_by_asc(membership::Column::CreatedAt)
             .all(db)
