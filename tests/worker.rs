@@ -290,6 +290,45 @@ async fn a_crashed_workers_jobs_are_claimed_by_another() {
     handle.await.unwrap().unwrap();
 }
 
+/// A job that runs longer than `claim_idle` (a big batch, a slow database)
+/// stays claimed by the worker running it: another worker looking for a
+/// crashed one's jobs does not take it and run it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_job_is_not_taken_for_an_orphan() {
+    let redis = TestRedis::new();
+    let kv = redis.kv().await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let registry = || {
+        let runs = runs.clone();
+        Registry::new().on("slow", move |_| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                // Three times `claim_idle`.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Ok(())
+            }
+        })
+    };
+    // Claims renewed every 333 ms, taken by another after a second idle:
+    // room for a loaded machine's stalls.
+    let config = |name: &str| WorkerConfig {
+        claim_idle: Duration::from_secs(1),
+        ..config(name)
+    };
+    let (tx, rx) = watch::channel(false);
+    let first = tokio::spawn(Worker::new(kv.clone(), registry(), config("w1")).run(rx.clone()));
+    jobs::enqueue(&kv, "slow", &json!({})).await.unwrap();
+    eventually("the job started", async || runs.load(Ordering::SeqCst) == 1).await;
+    let second = tokio::spawn(Worker::new(kv.clone(), registry(), config("w2")).run(rx));
+    eventually("the job done", async || pending(&kv).await == 0).await;
+    // The second worker had two seconds past the first's claim time.
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "run once");
+    tx.send(true).unwrap();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+}
+
 /// Redis loses the stream and its consumer group under a running worker
 /// (a flush, a restart without persistence): the worker's reads fail, and
 /// it retries with backoff on a fresh connection, creating the group again,

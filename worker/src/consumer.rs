@@ -228,16 +228,75 @@ impl Worker {
         // acknowledged on its own when done, so a crash mid-batch
         // redelivers only unfinished ones; one that could not be settled
         // stays pending and is claimed again later.
-        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(self.units(jobs))
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let work = futures_util::stream::iter(self.units(jobs))
             .map(|unit| {
                 let mut conn = conn.clone();
                 async move { self.process(&mut conn, stream, unit).await }
             })
             .buffer_unordered(self.config.concurrency.max(1))
-            .collect()
-            .await;
+            .collect::<Vec<anyhow::Result<()>>>();
+        let results = self.keeping_claims(conn, stream, &ids, work).await;
         results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
         Ok(Flow::Go)
+    }
+
+    /// Runs `work` on the jobs `ids` while claiming them for this consumer
+    /// again every third of `claim_idle` (which resets their idle time, not
+    /// their delivery count): a batch that takes longer than `claim_idle`
+    /// (big payloads, a slow database) is not taken for a crashed worker's
+    /// and run again by another, nor dead-lettered early for the deliveries
+    /// that adds up. Acknowledged jobs are no longer pending and are left
+    /// alone; one another worker did take meanwhile (this one stalled past
+    /// `claim_idle`) comes back here, and it ran twice either way, which
+    /// jobs are made to bear. Renewed for ten times `claim_idle` at most: a
+    /// handler hanging for good lets its jobs go to another worker, as a
+    /// crashed one does.
+    async fn keeping_claims<T>(
+        &self,
+        conn: &redis::aio::MultiplexedConnection,
+        stream: &str,
+        ids: &[String],
+        work: impl Future<Output = T>,
+    ) -> T {
+        let every = self.config.claim_idle / 3;
+        if ids.is_empty() || every.is_zero() {
+            return work.await;
+        }
+        // Beside the work, not between its polls: a renewal waiting on a
+        // stalled Redis must not hold the batch's transactions open.
+        let renew = async {
+            let start = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval_at(start + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            while start.elapsed() < self.config.claim_idle * 10 {
+                tick.tick().await;
+                let mut c = conn.clone();
+                let mut cmd = redis::cmd("XCLAIM");
+                cmd.arg(stream)
+                    .arg(GROUP)
+                    .arg(&self.config.consumer)
+                    .arg(0)
+                    .arg(ids)
+                    .arg("JUSTID");
+                match tokio::time::timeout(every, cmd.query_async::<Value>(&mut c)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "keeping the jobs in hand claimed failed")
+                    }
+                    Err(_) => tracing::warn!("keeping the jobs in hand claimed timed out"),
+                }
+            }
+            tracing::warn!(
+                jobs = ids.len(),
+                "a batch outlived its claim renewals; its jobs may be run again elsewhere"
+            );
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            out = work => out,
+            () = renew => unreachable!("renewal never ends"),
+        }
     }
 
     /// New jobs for this consumer, at most `count`; waits up to `block`

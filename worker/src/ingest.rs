@@ -23,9 +23,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Messages stored in one transaction, at most: about three advisory locks
-/// each (author, message, parent).
+/// Messages stored in one transaction, at most: up to four advisory locks
+/// each (author, message, its former id, parent).
 pub const PART: usize = 250;
+
+/// Advisory locks one worker process holds at once, at most (two full
+/// parts): PostgreSQL's lock table is shared by every connection and sized
+/// for 64 locks per connection (6,400 by default), and a worker storing
+/// eight big batches at once would otherwise take most of it, failing
+/// everyone's transactions with "out of shared memory".
+const LOCK_BUDGET: usize = 2 * PART * 4;
+static LOCKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOCK_BUDGET);
+
+/// Waits until this process may take the locks of storing `messages`
+/// messages; held until their transaction ends.
+async fn lock_room(messages: usize) -> anyhow::Result<tokio::sync::SemaphorePermit<'static>> {
+    let wanted = (messages * 4).clamp(1, LOCK_BUDGET) as u32;
+    Ok(LOCKS.acquire_many(wanted).await?)
+}
 
 #[derive(Clone)]
 pub struct Ingestor {
@@ -281,7 +296,8 @@ impl Ingestor {
         // transaction: every part takes an advisory lock per author and
         // message, and PostgreSQL's lock table is shared and small (64 per
         // connection by default), so one transaction for all of them could
-        // run it out for everyone. Parts committed before a crash are
+        // run it out for everyone (and parts wait for room in this
+        // process's budget, `LOCK_BUDGET`). Parts committed before a crash are
         // deduplicated on the retry; the last part commits with the mark.
         // Each part is routed in its transaction, after its locks (keyword-
         // routed messages go where they, or the messages they answer, were
@@ -290,14 +306,17 @@ impl Ingestor {
         let mut parts = own.chunks(PART);
         let last = parts.next_back().unwrap_or_default();
         for part in parts {
+            let room = lock_room(part.len()).await?;
             let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
             let stored = route_and_store(&txn, ch, kind, &workspaces, part).await?;
             txn.commit()
                 .await
                 .context("committing part of the ingested events")?;
+            drop(room);
             self.stored(&stored).await;
         }
         // Only now: SQLite lets one transaction write at a time.
+        let room = lock_room(last.len()).await?;
         let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
         let stored = route_and_store(&txn, ch, kind, &workspaces, last).await?;
         // Conditional: of two workers racing on one event, one commits.
@@ -312,6 +331,7 @@ impl Ingestor {
             return Ok(false); // dropped: rolls back
         }
         txn.commit().await.context("committing ingested events")?;
+        drop(room);
         self.stored(&stored).await;
         Ok(true)
     }
@@ -324,11 +344,13 @@ impl Ingestor {
         kind: ChannelKind,
         items: &[(&workspace::Model, &Inbound)],
     ) -> anyhow::Result<()> {
+        let room = lock_room(items.len()).await?;
         let txn = begin_rederivable_for_agency(&self.db, ch.agency_id).await?;
         let stored = store_batch(&txn, ch, kind, items).await?;
         txn.commit()
             .await
             .context("committing part of the ingested events")?;
+        drop(room);
         self.stored(&stored).await;
         Ok(())
     }
