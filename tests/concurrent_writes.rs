@@ -576,7 +576,7 @@ async fn an_admin_changing_a_member_an_owner_is_promoting_sees_the_promotion() {
 /// in the channel's own workspace, a conversation of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_routed_while_its_parent_is_being_stored_follows_it_to_its_brand() {
-    use rapport_domain::ingest::{ChannelKind, generic, signature::generic_sign};
+    use rapport_domain::ingest::{ChannelKind, generic};
     use rapport_domain::{GlobalId, Kind};
     use rapport_store::entities::{channel, message, workspace};
     if !is_postgres() {
@@ -585,16 +585,7 @@ async fn a_reply_routed_while_its_parent_is_being_stored_follows_it_to_its_brand
     let app = TestApp::start().await.with_worker().await;
     let s = app.sign_up("Acme", "owner@acme.test").await;
     let home = app.create_workspace(&s, "Inbox").await;
-    let brew = app
-        .ok(
-            Some(&s.access),
-            "mutation { createWorkspace(input: { name: \"Brew Co\", timezone: \"UTC\", brandKeywords: [\"brew co\"] }) { id } }",
-            json!({}),
-        )
-        .await["createWorkspace"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let brew = app.create_brand(&s, "Brew Co", "brew co").await;
     let c = app
         .ok(
             Some(&s.access),
@@ -655,18 +646,7 @@ async fn a_reply_routed_while_its_parent_is_being_stored_follows_it_to_its_brand
         let reply = event(&r, Some(&p), "same here, twice this week", "bo");
         let sent = async {
             if through_worker {
-                let body = serde_json::to_vec(&json!({ "events": [reply] })).unwrap();
-                let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
-                let resp = app
-                    .client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-rapport-signature", sig)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), 200);
+                app.deliver_generic(&url, json!([reply])).await;
                 // Accepted; stored only once the parent is.
                 app.eventually("the worker stores the reply", async || {
                     in_brew(&r).await.map(|_| ())

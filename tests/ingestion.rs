@@ -51,15 +51,6 @@ async fn post(app: &TestApp, url: &str, headers: &[(&str, String)], body: &[u8])
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// Posts `{"events": events}` to a GENERIC channel signed with the tests'
-/// secret; it must be accepted.
-async fn deliver_generic(app: &TestApp, url: &str, events: Value) {
-    let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
-    let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
-    let (code, reply) = post(app, url, &[("x-rapport-signature", sig)], &body).await;
-    assert_eq!(code, 200, "{reply}");
-}
-
 async fn conversations(app: &TestApp, s: &Session, ws: &str) -> Vec<Value> {
     let d = app
         .ok(
@@ -82,19 +73,8 @@ async fn conversations(app: &TestApp, s: &Session, ws: &str) -> Vec<Value> {
 /// Co", "Bean Bros"), for keyword routing.
 async fn brand_workspaces(app: &TestApp, s: &Session) -> (String, String, String) {
     let home = app.create_workspace(s, "Inbox").await;
-    let mk = async |name: &str, kw: &str| {
-        app.ok(
-            Some(&s.access),
-            "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }",
-            json!({ "i": { "name": name, "timezone": "UTC", "brandKeywords": [kw] } }),
-        )
-        .await["createWorkspace"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let brew = mk("Brew Co", "brew co").await;
-    let bean = mk("Bean Bros", "bean bros").await;
+    let brew = app.create_brand(s, "Brew Co", "brew co").await;
+    let bean = app.create_brand(s, "Bean Bros", "bean bros").await;
     (home, brew, bean)
 }
 
@@ -959,9 +939,7 @@ async fn a_nul_character_is_dropped_not_the_payload() {
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret" })).await;
-    deliver_generic(
-        &app,
-        &url,
+    app.deliver_generic(&url,
         json!([
             { "id": "n\u{0}ul", "text": "cold\u{0} latte", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "u\u{0}1", "handle": "ana\u{0}", "name": "A\u{0}na" } },
             { "id": "plain", "text": "fine coffee", "published_at": "2026-11-20T09:01:00Z", "author": { "id": "u2" } }
@@ -1009,8 +987,7 @@ async fn generic_replies_follow_their_thread_and_stored_messages_stay_put() {
         })
         .await
     };
-    deliver_generic(
-        &app,
+    app.deliver_generic(
         &url,
         json!([event("p", None, "my Brew Co latte was cold", "public")]),
     )
@@ -1018,8 +995,7 @@ async fn generic_replies_follow_their_thread_and_stored_messages_stay_put() {
     stored(1).await;
     // The reply names no brand: it joins its thread in Brew Co, not the
     // channel's own workspace.
-    deliver_generic(
-        &app,
+    app.deliver_generic(
         &url,
         json!([event(
             "r",
@@ -1044,8 +1020,7 @@ async fn generic_replies_follow_their_thread_and_stored_messages_stay_put() {
         json!({ "i": { "id": brew, "brandKeywords": [] } }),
     )
     .await;
-    deliver_generic(
-        &app,
+    app.deliver_generic(
         &url,
         json!([
             event("p", None, "my Brew Co latte was cold", "public"),
@@ -1059,8 +1034,7 @@ async fn generic_replies_follow_their_thread_and_stored_messages_stay_put() {
 
     // A private message answering the public thread: a private
     // conversation of its own, in the thread's workspace.
-    deliver_generic(
-        &app,
+    app.deliver_generic(
         &url,
         json!([event(
             "v",
@@ -1084,8 +1058,7 @@ async fn generic_replies_follow_their_thread_and_stored_messages_stay_put() {
         json!({ "i": { "id": bean } }),
     )
     .await;
-    deliver_generic(
-        &app,
+    app.deliver_generic(
         &url,
         json!([event("q2", Some("q"), "still stale a week on", "public")]),
     )
@@ -1144,15 +1117,13 @@ async fn keyword_routed_replies_stored_before_their_parents_keep_their_thread() 
         t
     };
 
-    deliver_generic(
-        &app,
+    app.deliver_generic(
         &url,
         json!([event("r1", Some("p1"), "same here, twice this week", "bo")]),
     )
     .await;
     settled(1).await;
-    deliver_generic(
-        &app,
+    app.deliver_generic(
         &url,
         json!([event("p1", None, "my Brew Co latte was cold", "ana")]),
     )
@@ -1164,8 +1135,7 @@ async fn keyword_routed_replies_stored_before_their_parents_keep_their_thread() 
     );
     assert_eq!(threads(&brew).await, [["my Brew Co latte was cold"]]);
 
-    deliver_generic(
-        &app,
+    app.deliver_generic(
         &url,
         json!([
             event("r2", Some("p2"), "mine leaked too", "cy"),
@@ -1184,8 +1154,7 @@ async fn keyword_routed_replies_stored_before_their_parents_keep_their_thread() 
             .contains(&vec!["Brew Co cups leak".to_string()])
     );
 
-    deliver_generic(
-        &app,
+    app.deliver_generic(
         &url,
         json!([
             event("e", None, "a plain complaint", "eve"),
@@ -1248,7 +1217,7 @@ async fn one_payload_updates_each_joined_conversation_and_author() {
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let (_, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
-    let deliver = async |events: Value| deliver_generic(&app, &url, events).await;
+    let deliver = async |events: Value| app.deliver_generic(&url, events).await;
     let stored = async |n: u64| {
         app.eventually("messages stored", async || {
             (message::Entity::find().count(&app.state.db).await.unwrap() == n).then_some(())
@@ -1632,7 +1601,7 @@ async fn events_read_together_share_a_transaction_and_a_failing_one_fails_alone(
         if let Some(parent) = reply_to {
             event["in_reply_to"] = json!(parent);
         }
-        deliver_generic(&app, &url, json!([event])).await;
+        app.deliver_generic(&url, json!([event])).await;
         // Ids are time-ordered (UUIDv7): the newest is this one.
         let raw = raw_event::Entity::find()
             .order_by_desc(raw_event::Column::Id)
@@ -2006,16 +1975,7 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
     use rapport_worker::feeds::{FeedConfig, FeedPoller, Fetched};
     let app = TestApp::start().await.with_worker().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
-    let ws = app
-        .ok(
-            Some(&s.access),
-            "mutation { createWorkspace(input: { name: \"Brew Co\", timezone: \"UTC\", brandKeywords: [\"brew co\"] }) { id } }",
-            json!({}),
-        )
-        .await["createWorkspace"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ws = app.create_brand(&s, "Brew Co", "brew co").await;
     let (feed, url) = FeedServer::serving_the_fixture();
     let (id, webhook) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "FEED", "name": "alerts", "feedUrl": url, "pollIntervalSeconds": 60 })).await;
     assert_eq!(webhook, "", "feeds have no webhook URL");
@@ -2202,7 +2162,7 @@ async fn an_import_through_a_generic_channel_meets_its_webhook_deliveries() {
     let (feed, _) = connect(&app, &s, json!({ "workspaceId": home, "kind": "FEED", "name": "alerts", "feedUrl": "https://alerts.example/feed.xml" })).await;
     // The webhook files the review under the brand it names.
     let review = json!({ "id": "review-9001", "text": "Brew Co: two stars, slow service", "published_at": "2026-11-20T09:00:00Z", "author": { "id": "critic" } });
-    deliver_generic(&app, &url, json!([review])).await;
+    app.deliver_generic(&url, json!([review])).await;
     app.eventually("the delivery stored", async || {
         (message::Entity::find().count(&app.state.db).await.unwrap() == 1).then_some(())
     })
@@ -2749,7 +2709,7 @@ async fn big_bodies_at_once_are_stored_in_parts_and_nothing_twice() {
             .map(|i| json!({ "id": format!("{b}-{i}"), "text": "where is my order", "published_at": "2026-11-20T09:00:00Z",
                              "author": { "id": format!("a{b}-{i}") } }))
             .collect();
-        deliver_generic(&app, &url, json!(events)).await;
+        app.deliver_generic(&url, json!(events)).await;
         let raw = raw_event::Entity::find()
             .order_by_desc(raw_event::Column::Id)
             .one(&app.state.db)
@@ -2830,9 +2790,7 @@ async fn events_accepted_before_a_pause_are_stored_after_it() {
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let (id, url) = connect(&app, &s, json!({ "workspaceId": ws, "kind": "GENERIC", "name": "alerts", "secret": "generic-secret" })).await;
-    deliver_generic(
-        &app,
-        &url,
+    app.deliver_generic(&url,
         json!([{ "id": "late-1", "text": "my order never came", "published_at": "2026-11-20T09:00:00Z",
                  "author": { "id": "u1" } }]),
     )

@@ -1071,10 +1071,7 @@ pub async fn early_reply_workspaces<C: ConnectionTrait>(
             .all(conn)
             .await?;
         for (parent, ws) in rows {
-            let list = out.entry(parent.unwrap_or_default()).or_default();
-            if !list.contains(&ws) {
-                list.push(ws);
-            }
+            add_workspace(&mut out, parent.unwrap_or_default(), ws);
         }
     }
     Ok(out)
@@ -1092,6 +1089,14 @@ pub fn lookup_ids<'m>(msgs: &[&'m Inbound]) -> Vec<&'m str> {
         .collect()
 }
 
+/// Notes that workspace `ws` holds something known by `id`, once.
+fn add_workspace(out: &mut HashMap<String, Vec<Uuid>>, id: String, ws: Uuid) {
+    let list = out.entry(id).or_default();
+    if !list.contains(&ws) {
+        list.push(ws);
+    }
+}
+
 /// The workspaces holding each of `ids` on channel `channel_id`, by
 /// external id or, for the brand's own published replies, by the id the
 /// platform gave them (a customer may answer one).
@@ -1102,10 +1107,7 @@ pub async fn stored_workspaces<C: ConnectionTrait>(
 ) -> Result<HashMap<String, Vec<Uuid>>, DbErr> {
     let mut out: HashMap<String, Vec<Uuid>> = HashMap::new();
     for (id, ws, _) in known_as(conn, &[channel_id], ids).await? {
-        let list = out.entry(id).or_default();
-        if !list.contains(&ws) {
-            list.push(ws);
-        }
+        add_workspace(&mut out, id, ws);
     }
     Ok(out)
 }

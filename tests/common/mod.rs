@@ -451,6 +451,41 @@ impl TestApp {
         d["createWorkspace"]["id"].as_str().unwrap().to_string()
     }
 
+    /// A workspace (UTC) whose brand keyword is `keyword`: keyword-routed
+    /// FEED and GENERIC messages mentioning it land there.
+    pub async fn create_brand(&self, s: &Session, name: &str, keyword: &str) -> String {
+        let d = self
+            .ok(
+                Some(&s.access),
+                "mutation($i: CreateWorkspaceInput!) { createWorkspace(input: $i) { id } }",
+                json!({ "i": { "name": name, "timezone": "UTC", "brandKeywords": [keyword] } }),
+            )
+            .await;
+        d["createWorkspace"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Posts `{"events": events}` to a GENERIC channel's webhook URL, signed
+    /// with the tests' secret (`generic-secret`); it must be accepted.
+    pub async fn deliver_generic(&self, url: &str, events: Value) {
+        let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
+        let sig = rapport_domain::ingest::signature::generic_sign(
+            b"generic-secret",
+            &body,
+            chrono::Utc::now().timestamp(),
+        );
+        let r = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-rapport-signature", sig)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert_eq!(status, 200, "{}", r.text().await.unwrap_or_default());
+    }
+
     /// Creates the workspace's default SLA policy ("Std") with the same
     /// `targets` for every priority; `extra` adds or overrides input fields
     /// (`name`, `warnAtPercent`, `businessHours`, `calendarId`). Returns its ID.
