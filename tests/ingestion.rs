@@ -1820,13 +1820,37 @@ async fn events_lost_from_redis_are_recovered_by_the_reconciler() {
         .unwrap();
     assert_eq!(n, 1);
     // Still pending (no worker yet), but re-enqueued already: the next pass
-    // does not add it again (a backlog is not piled onto every minute).
+    // does not add it again (a backlog is not piled onto every minute),
+    // nor once its mark has expired, while its job waits unread.
     assert_eq!(
         rapport_worker::reconciler::reconcile_once(&app.state.db, &app.state.kv, &cfg)
             .await
             .unwrap(),
         0
     );
+    let marks: Vec<String> = redis::cmd("KEYS")
+        .arg(app.state.kv.key("reconciler:requeued:*"))
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    assert_eq!(marks.len(), 1);
+    let _: () = redis::cmd("DEL")
+        .arg(&marks)
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    assert_eq!(
+        rapport_worker::reconciler::reconcile_once(&app.state.db, &app.state.kv, &cfg)
+            .await
+            .unwrap(),
+        0
+    );
+    let queued: usize = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    assert_eq!(queued, 1, "one job for the event");
     let app = app.with_worker().await;
     app.eventually("recovered", async || {
         (conversations(&app, &s, &ws).await.len() == 2).then_some(())
@@ -1839,6 +1863,31 @@ async fn events_lost_from_redis_are_recovered_by_the_reconciler() {
             .unwrap(),
         0
     );
+    // The workers have read every job: an event pending in the database
+    // (its job lost) is enqueued again, and stored nothing twice.
+    let _: () = redis::cmd("DEL")
+        .arg(&marks)
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    exec(&app.state.db, "UPDATE raw_events SET status = 'PENDING'").await;
+    assert_eq!(
+        rapport_worker::reconciler::reconcile_once(&app.state.db, &app.state.kv, &cfg)
+            .await
+            .unwrap(),
+        1
+    );
+    app.eventually("processed again", async || {
+        use sea_orm::{ColumnTrait, QueryFilter};
+        let pending = raw_event::Entity::find()
+            .filter(raw_event::Column::Status.eq("PENDING"))
+            .count(&app.state.db)
+            .await
+            .unwrap();
+        (pending == 0).then_some(())
+    })
+    .await;
+    assert_eq!(conversations(&app, &s, &ws).await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! Redis is the fast path, the database the truth: the reconciler
 //! re-enqueues raw events still PENDING after a grace period (lost from
 //! Redis by a flush or a crash between persisting and enqueueing), each at
-//! most once per `requeue_every`. Jobs are idempotent, so an event
+//! most once per `requeue_every`, and none received after the oldest job
+//! waiting unread in the stream (the workers are behind; their jobs are
+//! most likely there). Jobs are idempotent, so an event
 //! enqueued twice is still stored once.
 //!
 //! It also prunes raw events processed long ago (`keep_processed`): their
@@ -12,7 +14,7 @@
 
 use rapport_store::Kv;
 use rapport_store::entities::raw_event;
-use rapport_store::jobs::{self, INGEST};
+use rapport_store::jobs::{self, GROUP, INGEST, STREAM};
 use rapport_store::raw_events::{PENDING, PROCESSED};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::json;
@@ -102,13 +104,70 @@ pub async fn prune_once(
     Ok(total)
 }
 
+/// When the oldest job no worker has read yet was added to the stream:
+/// the first entry after the consumer group's last delivered one (exact
+/// whatever was deleted from the stream), or the first entry when there is
+/// no group yet; None when none waits.
+async fn oldest_unread(kv: &Kv) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let stream = kv.key(STREAM);
+    let mut conn = kv.conn();
+    // No stream at all (a flush): nothing waits in it.
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await?;
+    if !exists {
+        return Ok(None);
+    }
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await?;
+    let text =
+        |v: Option<&redis::Value>| -> Option<String> { redis::from_redis_value(v?.clone()).ok() };
+    let last = groups
+        .iter()
+        .find(|g| text(g.get("name")).as_deref() == Some(GROUP))
+        .and_then(|g| text(g.get("last-delivered-id")));
+    let start = match last {
+        Some(id) => format!("({id}"),
+        None => "-".to_string(),
+    };
+    // [[id, [field, value, ...]]]
+    let next: Vec<(String, redis::Value)> = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg(start)
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await?;
+    Ok(next.first().and_then(|(id, _)| {
+        let ms = id.split('-').next()?.parse::<i64>().ok()?;
+        chrono::DateTime::from_timestamp_millis(ms)
+    }))
+}
+
+/// Unread jobs are taken for events received this long before them, at
+/// most (persisting an event and enqueueing its job are moments apart).
+const ENQUEUE_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 /// One pass; returns how many events were re-enqueued.
 pub async fn reconcile_once(
     db: &DatabaseConnection,
     kv: &Kv,
     cfg: &ReconcilerConfig,
 ) -> anyhow::Result<usize> {
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(cfg.grace)?;
+    let mut cutoff = chrono::Utc::now() - chrono::Duration::from_std(cfg.grace)?;
+    // Jobs waiting unread in the stream: the workers are behind, and an
+    // event received after the oldest of them most likely has its job
+    // among them; enqueueing it again would only lengthen the queue (a
+    // backlog older than the grace period used to be enqueued again every
+    // `requeue_every`). Only events received before it count as lost.
+    if let Some(oldest) = oldest_unread(kv).await? {
+        cutoff = cutoff.min(oldest - ENQUEUE_SLACK);
+    }
     let mut total = 0;
     let mut after = uuid::Uuid::nil();
     loop {
