@@ -51,6 +51,16 @@ async fn post(app: &TestApp, url: &str, headers: &[(&str, String)], body: &[u8])
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Raw events the worker has not processed yet.
+async fn pending_raw_events(app: &TestApp) -> u64 {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    raw_event::Entity::find()
+        .filter(raw_event::Column::Status.eq(rapport_store::raw_events::PENDING))
+        .count(&app.state.db)
+        .await
+        .unwrap()
+}
+
 async fn conversations(app: &TestApp, s: &Session, ws: &str) -> Vec<Value> {
     let d = app
         .ok(
@@ -255,14 +265,8 @@ async fn a_tweet_delivered_for_two_connected_accounts_is_stored_once() {
         let (code, _) = post(&app, &url, &[("x-twitter-webhooks-signature", sig)], body).await;
         assert_eq!(code, 200);
     }
-    use sea_orm::{ColumnTrait, QueryFilter};
     app.eventually("both deliveries processed", async || {
-        let pending = raw_event::Entity::find()
-            .filter(raw_event::Column::Status.eq(rapport_store::raw_events::PENDING))
-            .count(&app.state.db)
-            .await
-            .unwrap();
-        (pending == 0 && raw_count(&app).await == 2).then_some(())
+        (pending_raw_events(&app).await == 0 && raw_count(&app).await == 2).then_some(())
     })
     .await;
     assert_eq!(
@@ -794,13 +798,7 @@ async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
     ])
     .await;
     app.eventually("the same app's page's comment, all processed", async || {
-        use sea_orm::{ColumnTrait, QueryFilter};
-        let pending = raw_event::Entity::find()
-            .filter(raw_event::Column::Status.eq("PENDING"))
-            .count(&app.state.db)
-            .await
-            .unwrap();
-        (pending == 0
+        (pending_raw_events(&app).await == 0
             && texts(&s, &bean)
                 .await
                 .contains(&"beans late again".to_string()))
@@ -814,7 +812,6 @@ async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
 
     // The page whose URL the app calls is paused: the other page's entries
     // still come in through it; the paused page's own are not taken in.
-    use sea_orm::{ColumnTrait, QueryFilter};
     let brew_channel = app
         .ok(
             Some(&s.access),
@@ -838,13 +835,7 @@ async fn one_app_delivering_for_several_pages_lands_each_in_its_own_channel() {
     .await;
     assert_eq!(texts(&s, &brew).await, ["the latte was cold"]);
     app.eventually("the raw event processed", async || {
-        (raw_event::Entity::find()
-            .filter(raw_event::Column::Status.eq("PENDING"))
-            .count(&app.state.db)
-            .await
-            .unwrap()
-            == 0)
-            .then_some(())
+        (pending_raw_events(&app).await == 0).then_some(())
     })
     .await;
     assert_eq!(texts(&s, &brew).await, ["the latte was cold"]);
@@ -1076,7 +1067,6 @@ async fn generic_replies_follow_their_thread_and_stored_messages_stay_put() {
 /// went.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyword_routed_replies_stored_before_their_parents_keep_their_thread() {
-    use sea_orm::{ColumnTrait, QueryFilter};
     let app = TestApp::start().await.with_worker().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let (home, brew, _) = brand_workspaces(&app, &s).await;
@@ -1087,12 +1077,7 @@ async fn keyword_routed_replies_stored_before_their_parents_keep_their_thread() 
     };
     let settled = async |n: u64| {
         app.eventually("all processed", async || {
-            let pending = raw_event::Entity::find()
-                .filter(raw_event::Column::Status.eq("PENDING"))
-                .count(&app.state.db)
-                .await
-                .unwrap();
-            (pending == 0).then_some(())
+            (pending_raw_events(&app).await == 0).then_some(())
         })
         .await;
         assert_eq!(
@@ -1878,13 +1863,7 @@ async fn events_lost_from_redis_are_recovered_by_the_reconciler() {
         1
     );
     app.eventually("processed again", async || {
-        use sea_orm::{ColumnTrait, QueryFilter};
-        let pending = raw_event::Entity::find()
-            .filter(raw_event::Column::Status.eq("PENDING"))
-            .count(&app.state.db)
-            .await
-            .unwrap();
-        (pending == 0).then_some(())
+        (pending_raw_events(&app).await == 0).then_some(())
     })
     .await;
     assert_eq!(conversations(&app, &s, &ws).await.len(), 2);
