@@ -320,8 +320,9 @@ async fn a_socket_follows_the_member_as_they_are_now_not_as_they_connected() {
     );
 }
 
-/// A client message over the size limit (here in fragments, each small)
-/// closes the socket before it is held whole; `Upgrade: WebSocket` in
+/// A client message over the size limit (in fragments, each small, or
+/// announced in one frame's header) closes the socket before it is held
+/// whole; `Upgrade: WebSocket` in
 /// another case still upgrades (RFC 6455: case-insensitive).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_socket_messages_close_the_socket_and_the_upgrade_header_is_caseless() {
@@ -378,6 +379,21 @@ async fn oversized_socket_messages_close_the_socket_and_the_upgrade_header_is_ca
     .await
     .unwrap_or(false);
     assert!(closed, "the socket is closed");
+
+    // A frame announcing more than the limit is refused on its header, with
+    // 1009 (the client has sent nothing more, so the close frame is read).
+    use tokio::io::AsyncWriteExt;
+    let (mut ws, ack) = connect(&app, &s.access).await;
+    assert_eq!(ack["type"], "connection_ack");
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(300u64 * 1024).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    match ws.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.write_all(&header).await.unwrap(),
+        _ => unreachable!("plain TCP"),
+    }
+    let (code, reason) = closed_within(&mut ws, 10).await.expect("a close frame");
+    assert_eq!(code, 1009, "{reason}");
 }
 
 /// A socket runs at most 20 subscriptions at once (each holds a Redis
@@ -480,21 +496,26 @@ async fn a_socket_runs_at_most_twenty_subscriptions_at_once() {
     }
 }
 
-/// Reads until the server closes `ws`, which must happen within `secs`.
-async fn closed_within(ws: &mut Ws, secs: u64) {
+/// Reads until the server closes `ws`, which must happen within `secs`;
+/// the close frame's code and reason (None: dropped without one).
+async fn closed_within(ws: &mut Ws, secs: u64) -> Option<(u16, String)> {
     let until = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         match tokio::time::timeout_at(until, ws.next()).await {
             Err(_) => panic!("still open after {secs} s"),
-            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Ok(Message::Close(f)))) => {
+                return f.map(|f| (f.code.into(), f.reason.to_string()));
+            }
+            Ok(None | Some(Err(_))) => return None,
             Ok(Some(Ok(_))) => {}
         }
     }
 }
 
-/// A socket that does not sign in within the deadline is closed: one that
-/// never sends `connection_init`, and one whose token is bad (its
-/// operations are refused meanwhile); a signed-in socket outlives it.
+/// A socket that does not sign in within the deadline is closed with the
+/// protocol's code: one that never sends `connection_init` (4408), and one
+/// whose token is bad (4403; its operations are refused meanwhile); a
+/// signed-in socket outlives it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_that_does_not_sign_in_in_time_is_closed() {
     let app =
@@ -512,8 +533,11 @@ async fn a_socket_that_does_not_sign_in_in_time_is_closed() {
     let (mut good, ack) = connect(&app, &s.access).await;
     assert_eq!(ack["type"], "connection_ack");
 
-    closed_within(&mut silent, 10).await;
-    closed_within(&mut bad, 10).await;
+    let (code, reason) = closed_within(&mut silent, 10).await.expect("a close frame");
+    assert_eq!(code, 4408, "{reason}");
+    assert_eq!(reason, "Connection initialisation timeout");
+    let (code, reason) = closed_within(&mut bad, 10).await.expect("a close frame");
+    assert_eq!(code, 4403, "{reason}");
     // Past the good socket's own deadline too.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     subscribe(&mut good, CONVERSATIONS, &ws).await;
@@ -583,7 +607,8 @@ async fn a_member_holds_at_most_ten_sockets_at_once() {
         .send(Message::text(r#"{"type":"connection_terminate"}"#))
         .await
         .unwrap();
-    closed_within(&mut first, 5).await;
+    let (code, _) = closed_within(&mut first, 5).await.expect("a close frame");
+    assert_eq!(code, 1000);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let (ws, answer) = init_answer(&app, &s.access).await;

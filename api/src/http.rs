@@ -274,8 +274,9 @@ async fn graphql_ws(
     let sign_in_within = st.settings.socket_sign_in_deadline;
     let life = std::sync::Arc::new(crate::ws_limit::SocketLife::default());
     let session = life.clone();
-    async_graphql_actix_web::GraphQLSubscription::new(schema.get_ref().clone())
+    let response = async_graphql_actix_web::GraphQLSubscription::new(schema.get_ref().clone())
         .on_connection_init(move |init: serde_json::Value| async move {
+            session.init_seen();
             let header = ["Authorization", "authorization"]
                 .iter()
                 .find_map(|k| init.get(*k).and_then(|v| v.as_str()))
@@ -313,8 +314,11 @@ async fn graphql_ws(
         })
         .start(
             &req,
-            crate::ws_limit::MessageLimit::new(payload, max_message, sign_in_within, life),
-        )
+            crate::ws_limit::MessageLimit::new(payload, max_message, sign_in_within, life.clone()),
+        )?;
+    Ok(response.map_body(|_, body| {
+        actix_web::body::BoxBody::new(crate::ws_limit::ClosingBody::new(body, life))
+    }))
 }
 
 /// GraphiQL's own files, embedded so the page works offline.

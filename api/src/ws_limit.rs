@@ -10,13 +10,22 @@
 //! within a deadline, or it is closed: without one, anyone could hold
 //! sockets open for good by answering pings, each costing a connection and
 //! its actor, and every operation on it would be refused anyway.
+//!
+//! The subscription library stops its actor without a close frame when its
+//! input ends with an error, so the client would see a dropped connection
+//! (1006) with no reason. [`ClosingBody`] wraps the response and sends the
+//! close frame the protocol names for the cut (graphql-transport-ws: 4408
+//! when no `connection_init` came in time, 4403 for one without a valid
+//! token; RFC 6455: 1009 for a message too big, 1000 for a session the
+//! client ended) unless the library has sent one already.
 
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::error::PayloadError;
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,6 +38,8 @@ struct Frames {
     payload_left: u64,
     /// Payload so far of the data message being received in fragments.
     message: u64,
+    /// A close frame has passed.
+    closed: bool,
 }
 
 /// Why a stream was cut.
@@ -56,6 +67,7 @@ impl Frames {
             let (fin, opcode, payload) = parse(&self.header);
             self.header.clear();
             self.payload_left = payload;
+            self.closed |= opcode == 8;
             // Control frames (close, ping, pong) may come between fragments
             // and are at most 125 bytes (the codec checks).
             if opcode >= 8 {
@@ -96,18 +108,68 @@ fn parse(h: &[u8]) -> (bool, u8, u64) {
     (fin, opcode, payload)
 }
 
+/// Why the server closes a socket, with the close frame's code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Closing {
+    /// No `connection_init` before the sign-in deadline.
+    InitTimeout = 4408,
+    /// A `connection_init` came, but no valid token before the deadline.
+    Forbidden = 4403,
+    /// A client message over the size limit.
+    TooBig = 1009,
+    /// The client ended its session (`connection_terminate`).
+    Ended = 1000,
+}
+
+impl Closing {
+    const ALL: [Closing; 4] = [
+        Closing::InitTimeout,
+        Closing::Forbidden,
+        Closing::TooBig,
+        Closing::Ended,
+    ];
+
+    fn reason(self) -> &'static str {
+        match self {
+            Closing::InitTimeout => "Connection initialisation timeout",
+            Closing::Forbidden => "Forbidden: no valid token in connection_init in time",
+            Closing::TooBig => "Message too big",
+            Closing::Ended => "Session ended",
+        }
+    }
+
+    /// The server's (unmasked) close frame.
+    fn frame(self) -> Bytes {
+        let reason = self.reason().as_bytes();
+        let mut f = vec![0x88, (2 + reason.len()) as u8];
+        f.extend_from_slice(&(self as u16).to_be_bytes());
+        f.extend_from_slice(reason);
+        Bytes::from(f)
+    }
+}
+
 /// A socket's session as the GraphQL layer sees it, told to the byte
-/// stream: signed in, or over (the client's `connection_terminate` ends the
-/// session but not the connection, which would stay open, uncounted, for as
-/// long as the client answers pings).
+/// streams: whether it sent `connection_init`, signed in, or is over (the
+/// client's `connection_terminate` ends the session but not the
+/// connection, which would stay open, uncounted, for as long as the client
+/// answers pings); and why the server cut it, once it has.
 #[derive(Default)]
 pub struct SocketLife {
+    init_seen: AtomicBool,
     signed_in: AtomicBool,
     ended: AtomicBool,
+    /// The [`Closing`] code once cut, 0 before.
+    closing: AtomicU16,
     waker: futures_util::task::AtomicWaker,
 }
 
 impl SocketLife {
+    /// A `connection_init` arrived (valid or not).
+    pub fn init_seen(&self) {
+        self.init_seen.store(true, Ordering::Release);
+    }
+
     pub fn sign_in(&self) {
         self.signed_in.store(true, Ordering::Release);
     }
@@ -116,6 +178,11 @@ impl SocketLife {
     pub fn end(&self) {
         self.ended.store(true, Ordering::Release);
         self.waker.wake();
+    }
+
+    fn closing(&self) -> Option<Closing> {
+        let code = self.closing.load(Ordering::Acquire);
+        Closing::ALL.into_iter().find(|c| *c as u16 == code)
     }
 }
 
@@ -144,9 +211,13 @@ impl<S> MessageLimit<S> {
         }
     }
 
-    fn cut(&mut self, why: &'static str) -> Poll<Option<Result<Bytes, PayloadError>>> {
+    fn cut(&mut self, why: Closing) -> Poll<Option<Result<Bytes, PayloadError>>> {
         self.cut = true;
-        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::other(why)))))
+        self.life.closing.store(why as u16, Ordering::Release);
+        Poll::Ready(Some(Err(match why {
+            Closing::TooBig => PayloadError::Overflow,
+            _ => PayloadError::Io(std::io::Error::other(why.reason())),
+        })))
     }
 }
 
@@ -163,7 +234,7 @@ where
         self.life.waker.register(cx.waker());
         if self.life.ended.load(Ordering::Acquire) {
             tracing::debug!("a WebSocket's session ended; closing");
-            return self.cut("the session ended");
+            return self.cut(Closing::Ended);
         }
         if self.life.signed_in.load(Ordering::Acquire) {
             self.sign_in_by = None;
@@ -171,18 +242,82 @@ where
             && by.as_mut().poll(cx).is_ready()
         {
             tracing::info!("a WebSocket did not sign in within its deadline; closing");
-            return self.cut("no connection_init with a valid token in time");
+            let why = if self.life.init_seen.load(Ordering::Acquire) {
+                Closing::Forbidden
+            } else {
+                Closing::InitTimeout
+            };
+            return self.cut(why);
         }
         let polled = Pin::new(&mut self.inner).poll_next(cx);
         if let Poll::Ready(Some(Ok(bytes))) = &polled {
             let max = self.max;
             if self.frames.feed(bytes, max).is_err() {
-                self.cut = true;
                 tracing::warn!(max, "a WebSocket message over the size limit; closing");
-                return Poll::Ready(Some(Err(PayloadError::Overflow)));
+                return self.cut(Closing::TooBig);
             }
         }
         polled
+    }
+}
+
+/// A WebSocket response's body (the server's frames), ended with the close
+/// frame of the server's cut when the library has not sent one.
+pub struct ClosingBody {
+    inner: BoxBody,
+    life: Arc<SocketLife>,
+    sent: Frames,
+    done: bool,
+}
+
+impl ClosingBody {
+    pub fn new(inner: BoxBody, life: Arc<SocketLife>) -> Self {
+        Self {
+            inner,
+            life,
+            sent: Frames::default(),
+            done: false,
+        }
+    }
+}
+
+impl MessageBody for ClosingBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        match polled {
+            Poll::Ready(Some(Ok(bytes))) => {
+                // Server frames are whole and never over the cap here.
+                let _ = self.sent.feed(&bytes, u64::MAX);
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) | Poll::Pending => {
+                // The cut happens while the library's actor reads its
+                // input, which this poll drives: checked after it.
+                if let Some(why) = self.life.closing()
+                    && !self.sent.closed
+                {
+                    self.done = true;
+                    return Poll::Ready(Some(Ok(why.frame())));
+                }
+                if polled.is_ready() {
+                    self.done = true;
+                }
+                polled
+            }
+        }
     }
 }
 
@@ -245,5 +380,31 @@ mod tests {
         huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
         assert_eq!(f.feed(&huge, 1000), Ok(()), "the header is not done yet");
         assert_eq!(f.feed(&[1, 2, 3, 4], 1000), Err(TooLarge));
+    }
+
+    fn cut_life(why: Closing) -> Arc<SocketLife> {
+        let life = SocketLife::default();
+        life.closing.store(why as u16, Ordering::Release);
+        Arc::new(life)
+    }
+
+    #[tokio::test]
+    async fn a_cut_socket_ends_with_its_close_frame_sent_once() {
+        // The library ended without a close frame: the cut's is added.
+        let body = ClosingBody::new(
+            BoxBody::new(Bytes::from_static(b"\x81\x02hi")),
+            cut_life(Closing::InitTimeout),
+        );
+        let got = actix_web::body::to_bytes(body).await.unwrap();
+        let mut want = b"\x81\x02hi\x88\x23\x11\x38".to_vec();
+        want.extend_from_slice(b"Connection initialisation timeout");
+        assert_eq!(&got[..], &want[..]);
+        // The library sent its own close frame (1002): no second one.
+        let own = Bytes::from_static(b"\x88\x02\x03\xea");
+        let body = ClosingBody::new(BoxBody::new(own.clone()), cut_life(Closing::Forbidden));
+        assert_eq!(actix_web::body::to_bytes(body).await.unwrap(), own);
+        // Not cut: the body passes as it is.
+        let body = ClosingBody::new(BoxBody::new(own.clone()), Arc::default());
+        assert_eq!(actix_web::body::to_bytes(body).await.unwrap(), own);
     }
 }
