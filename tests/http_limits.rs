@@ -155,7 +155,8 @@ async fn depth_and_complexity_are_limited() {
 }
 
 /// Thirty fragments, each spreading the next eight times: 2 KB of text
-/// that a walk spreading every fragment anew would take 8^29 steps over.
+/// that a walk spreading every fragment anew would take 8^29 steps over;
+/// and a chain of fragments no operation uses.
 /// Refused at once, without a login, and the server answers the next
 /// request (the timeout only turns a hang into a failure).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,6 +177,25 @@ async fn fragments_spread_within_fragments_are_refused_before_they_are_walked() 
     .await
     .expect("answered, not walked for ever");
     assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expands to more than"),
+        "{r}"
+    );
+    // Fragments no operation uses are walked by the validator all the
+    // same: a chain of them is refused too, and the server lives on.
+    let mut chain = String::from("query { __typename }");
+    for i in 0..5_000 {
+        chain.push_str(&format!(" fragment F{i} on QueryRoot {{ ...F{} }}", i + 1));
+    }
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        app.gql(None, &chain, json!({})),
+    )
+    .await
+    .expect("answered, not walked for ever");
     assert!(
         r["errors"][0]["message"]
             .as_str()

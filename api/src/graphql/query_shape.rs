@@ -3,7 +3,10 @@
 //! own checks (recursion depth, then depth and complexity) expand every
 //! spread anew: thirty fragments each spreading the next eight times are
 //! 2 KB of text and 8^29 steps, a core lost for good, without a login.
-//! Here each fragment's size is counted once.
+//! Here each fragment's size is counted once. The validator also walks
+//! every fragment definition from itself, used or not (a chain of ten
+//! thousand unused fragments each spreading the next is quadratic work
+//! and as deep a recursion), so each definition counts as a root too.
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
@@ -49,8 +52,9 @@ impl Extension for ExpansionLimit {
     }
 }
 
-/// How many selections `doc` holds with every fragment spread in place, or
-/// None when more than `max` (or its fragments spread themselves).
+/// How many selections a walk of `doc` from each operation and each
+/// fragment definition meets with every fragment spread in place, or None
+/// when more than `max` (or its fragments spread themselves).
 pub fn expanded(doc: &ExecutableDocument, max: usize) -> Option<usize> {
     let mut walk = Walk {
         doc,
@@ -58,11 +62,16 @@ pub fn expanded(doc: &ExecutableDocument, max: usize) -> Option<usize> {
         sizes: HashMap::new(),
     };
     let mut total = 0usize;
+    // Operations first, so the nesting limit counts from them.
     for (_, op) in doc.operations.iter() {
-        total = total.checked_add(walk.set(&op.node.selection_set, 0)?)?;
-        if total > max {
-            return None;
-        }
+        total = total
+            .checked_add(walk.set(&op.node.selection_set, 0)?)
+            .filter(|n| *n <= max)?;
+    }
+    for name in doc.fragments.keys() {
+        total = total
+            .checked_add(walk.fragment(name, 0)?)
+            .filter(|n| *n <= max)?;
     }
     Some(total)
 }
@@ -127,9 +136,10 @@ mod tests {
     #[test]
     fn fragments_count_where_they_are_spread() {
         assert_eq!(size("{ a b { c d } }"), Some(4));
+        // 7 from the operation, 2 from F's own definition.
         assert_eq!(
             size("{ ...F x: a ...F } fragment F on Q { b { c } }"),
-            Some(7)
+            Some(9)
         );
         assert_eq!(size("{ ... on Q { a } }"), Some(2));
     }
@@ -156,5 +166,25 @@ mod tests {
             "fragment F30 on Q { ...Nope }",
         );
         assert_eq!(size(&unknown), None);
+    }
+
+    #[test]
+    fn fragments_no_operation_uses_count_too() {
+        // A chain of unused fragments, each spreading the next.
+        let mut q = String::from("{ __typename }");
+        for i in 0..5_000 {
+            q.push_str(&format!(" fragment F{i} on Q {{ ...F{} }}", i + 1));
+        }
+        assert_eq!(size(&q), None);
+        // Unused fragments each spreading one wide fragment.
+        let wide = (0..200).map(|i| format!("a{i}: a")).collect::<Vec<_>>();
+        let mut q = format!("{{ __typename }} fragment W on Q {{ {} }}", wide.join(" "));
+        for i in 0..60 {
+            q.push_str(&format!(" fragment U{i} on Q {{ ...W }}"));
+        }
+        assert_eq!(size(&q), None);
+        // A few unused fragments within reason pass (the validator refuses
+        // them on its own, with its own message).
+        assert_eq!(size("{ a } fragment U on Q { b c }"), Some(3));
     }
 }
