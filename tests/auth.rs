@@ -317,6 +317,80 @@ async fn the_per_ip_login_limit_believes_only_trusted_proxies() {
     );
 }
 
+/// A login from `forwarded_for` (behind a trusted proxy); its error code,
+/// or "OK".
+async fn login_from(app: &TestApp, email: &str, password: &str, forwarded_for: &str) -> String {
+    let r: Value = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({
+            "query": "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+            "variables": { "i": { "email": email, "password": password } },
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    code(&r).map_or("OK".into(), str::to_string)
+}
+
+/// Wrong passwords from one client lock the account for that client only
+/// (its owner elsewhere still signs in; an IPv6 client counts by its /64),
+/// and the account as a whole stops at a higher ceiling, whatever the
+/// address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guesser_locks_out_only_their_own_client() {
+    let app = TestApp::start_with(|s| {
+        s.login_limit_per_account = 3;
+        s.login_limit_per_account_all = 5;
+        s.login_limit_per_ip = 100;
+        s.trusted_proxies = vec![rapport_domain::client_ip::Cidr::parse("127.0.0.0/8").unwrap()];
+    })
+    .await;
+    app.sign_up("Acme", "a@acme.test").await;
+    let email = "a@acme.test";
+    let wrong = "wrong password!";
+    for i in 1..=3 {
+        // Three addresses of one IPv6 /64.
+        let from = format!("2001:db8:1:2::{i}");
+        assert_eq!(
+            login_from(&app, email, wrong, &from).await,
+            "UNAUTHENTICATED"
+        );
+    }
+    assert_eq!(
+        login_from(&app, email, PASSWORD, "2001:db8:1:2::99").await,
+        "RATE_LIMITED",
+        "the guesser's network is limited, the right password too"
+    );
+    assert_eq!(
+        login_from(&app, email, PASSWORD, "198.51.100.7").await,
+        "OK",
+        "the owner elsewhere signs in"
+    );
+    // That started the account's windows over; spread guesses stop at
+    // the ceiling (5), for every address.
+    for from in [
+        "203.0.113.1",
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.2",
+        "203.0.113.3",
+    ] {
+        assert_eq!(
+            login_from(&app, email, wrong, from).await,
+            "UNAUTHENTICATED"
+        );
+    }
+    assert_eq!(
+        login_from(&app, email, PASSWORD, "198.51.100.7").await,
+        "RATE_LIMITED"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invitations_roles_and_removal() {
     let app = TestApp::start().await;

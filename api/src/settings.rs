@@ -17,8 +17,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub max_query_depth: usize,
     pub max_query_complexity: usize,
-    /// Login attempts allowed per account, and per client IP, per window.
+    /// Login attempts allowed per account from one client, per account
+    /// from all clients together, and per client IP, per window.
     pub login_limit_per_account: u64,
+    pub login_limit_per_account_all: u64,
     pub login_limit_per_ip: u64,
     pub login_window: Duration,
     /// HTTP worker threads; None: one per core.
@@ -48,6 +50,7 @@ impl Settings {
             max_query_depth: 16,
             max_query_complexity: 2_000,
             login_limit_per_account: 10,
+            login_limit_per_account_all: 100,
             login_limit_per_ip: 100,
             login_window: Duration::from_secs(15 * 60),
             http_workers: None,

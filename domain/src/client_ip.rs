@@ -96,6 +96,23 @@ pub fn client_ip<'a>(
     client
 }
 
+/// The client a per-IP limit counts: an IPv4 address, or an IPv6 address's
+/// /64 (one subscriber's network: a host chooses any address in it, so
+/// counting addresses would give it billions of limits). An IPv4 address
+/// written as IPv6 (`::ffff:a.b.c.d`) counts as itself.
+pub fn limit_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// An `X-Forwarded-For` entry's address; some balancers add the client's
 /// port (`203.0.113.9:41234`, `[2001:db8::1]:41234`).
 fn address(hop: &str) -> Option<IpAddr> {
@@ -108,6 +125,16 @@ fn address(hop: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn limits_count_ipv6_networks_not_addresses() {
+        let key = |s: &str| limit_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("::ffff:203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:1:2:3"), key("2001:db8:1:2::1"));
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

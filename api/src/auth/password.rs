@@ -1,13 +1,38 @@
 //! argon2id password hashing. Hashing is CPU-heavy, so it runs on the
-//! blocking pool instead of stalling the async workers.
+//! blocking pool instead of stalling the async workers, and memory-heavy
+//! (19 MiB each): at most one per core runs at once, or a burst of logins
+//! (a batch of ten, from a few addresses) could hold gigabytes.
 
 use crate::error::{ApiError, ApiResult};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use rapport_domain::Password;
 use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// How long a hash waits for its turn before the request is refused.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A turn to hash, or RATE_LIMITED when the server is busy with others.
+async fn turn() -> ApiResult<SemaphorePermit<'static>> {
+    static TURNS: OnceLock<Semaphore> = OnceLock::new();
+    let turns = TURNS.get_or_init(|| {
+        Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    });
+    match tokio::time::timeout(WAIT, turns.acquire()).await {
+        Ok(permit) => permit.map_err(ApiError::internal),
+        Err(_) => {
+            tracing::warn!("password hashing is saturated; refusing a sign-in");
+            Err(ApiError::RateLimited {
+                retry_after_secs: 5,
+            })
+        }
+    }
+}
 
 pub async fn hash(password: &Password) -> ApiResult<String> {
     let pw = password.expose().to_owned();
+    let _turn = turn().await?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(pw.as_bytes())
@@ -22,11 +47,12 @@ pub async fn hash(password: &Password) -> ApiResult<String> {
 /// hash (unknown account, invitation not accepted) it verifies against a
 /// dummy hash anyway, so response time does not reveal which e-mail
 /// addresses are registered.
-pub async fn verify(password: &str, stored: Option<&str>) -> bool {
+pub async fn verify(password: &str, stored: Option<&str>) -> ApiResult<bool> {
     static DUMMY: OnceLock<String> = OnceLock::new();
     let found = stored.is_some();
     let stored = stored.map(str::to_owned);
     let pw = password.to_owned();
+    let _turn = turn().await?;
     let ok = tokio::task::spawn_blocking(move || {
         let argon = Argon2::default();
         let stored = stored.unwrap_or_else(|| {
@@ -45,5 +71,5 @@ pub async fn verify(password: &str, stored: Option<&str>) -> bool {
     })
     .await
     .unwrap_or(false);
-    ok && found
+    Ok(ok && found)
 }

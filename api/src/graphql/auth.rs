@@ -1,7 +1,7 @@
 //! Sign-up, login, token refresh, logout, accepting invitations, and `me`.
 
 use super::types::{Agency, GqlRole, Member, User, decode, load_user, stored_role};
-use super::{auth, client_ip, state};
+use super::{auth, limited_client, state};
 use crate::audit::AuditEvent;
 use crate::auth::sessions::{self, Issued};
 use crate::auth::{password, tokens};
@@ -156,6 +156,37 @@ async fn limit(state: &AppState, key: String, limit: u64) -> ApiResult<()> {
     }
 }
 
+/// The password tries of one account: counted per client, so that a
+/// guesser locks out only their own address, not the account's owner; and
+/// for the account as a whole, with a higher ceiling, against guesses
+/// spread over many addresses. Only wrong passwords keep counting: a
+/// right one starts both windows over.
+struct AccountTries {
+    keys: [String; 2],
+}
+
+impl AccountTries {
+    async fn count(st: &AppState, ctx: &Context<'_>, email: &str) -> ApiResult<Self> {
+        let client = format!("rl:login:account:{email}:client:{}", limited_client(ctx));
+        limit(st, client.clone(), st.settings.login_limit_per_account).await?;
+        let all = format!("rl:login:account:{email}");
+        limit(st, all.clone(), st.settings.login_limit_per_account_all).await?;
+        Ok(Self {
+            keys: [client, all],
+        })
+    }
+
+    /// The right password: a person signing in from several devices is
+    /// not locked out by their own logins.
+    async fn clear(&self, st: &AppState) {
+        for key in &self.keys {
+            if let Err(e) = st.kv.clear_limit(key).await {
+                tracing::warn!(error = %e, "resetting a login limit failed");
+            }
+        }
+    }
+}
+
 #[Object]
 impl AuthMutation {
     /// Creates an agency and its first member, the OWNER, and signs them in.
@@ -167,7 +198,7 @@ impl AuthMutation {
         let pw = Password::parse(&input.password)?;
         limit(
             st,
-            format!("rl:signup:ip:{}", client_ip(ctx)),
+            format!("rl:signup:ip:{}", limited_client(ctx)),
             st.settings.login_limit_per_ip,
         )
         .await?;
@@ -224,25 +255,20 @@ impl AuthMutation {
         let email = Email::parse(&input.email)?;
         limit(
             st,
-            format!("rl:login:ip:{}", client_ip(ctx)),
+            format!("rl:login:ip:{}", limited_client(ctx)),
             st.settings.login_limit_per_ip,
         )
         .await?;
-        let account_key = format!("rl:login:account:{}", email.as_str());
-        limit(st, account_key.clone(), st.settings.login_limit_per_account).await?;
+        let tries = AccountTries::count(st, ctx, email.as_str()).await?;
         let found = user::Entity::find()
             .filter(user::Column::Email.eq(email.as_str()))
             .one(&st.db)
             .await?;
         let stored = found.as_ref().and_then(|u| u.password_hash.as_deref());
-        if !password::verify(&input.password, stored).await {
+        if !password::verify(&input.password, stored).await? {
             return Err(WRONG);
         }
-        // Only wrong passwords keep counting: a person signing in from
-        // several devices is not locked out by their own logins.
-        if let Err(e) = st.kv.clear_limit(&account_key).await {
-            tracing::warn!(error = %e, "resetting a login limit failed");
-        }
+        tries.clear(st).await;
         let user = found.ok_or(WRONG)?;
         let mut q = membership::Entity::find()
             .filter(membership::Column::UserId.eq(user.id))
@@ -303,15 +329,11 @@ impl AuthMutation {
         let st = state(ctx);
         let v = auth(ctx).viewer()?;
         let u = load_user(&st.db, v.user_id).await?;
-        limit(
-            st,
-            format!("rl:login:account:{}", u.email),
-            st.settings.login_limit_per_account,
-        )
-        .await?;
-        if !password::verify(&input.current_password, u.password_hash.as_deref()).await {
+        let tries = AccountTries::count(st, ctx, &u.email).await?;
+        if !password::verify(&input.current_password, u.password_hash.as_deref()).await? {
             return Err(ApiError::bad_input("currentPassword", "does not match"));
         }
+        tries.clear(st).await;
         let new = Password::parse(&input.new_password)
             .map_err(|e| ApiError::bad_input("newPassword", e.reason))?;
         let hash = password::hash(&new).await?;
@@ -351,7 +373,7 @@ impl AuthMutation {
         let st = state(ctx);
         limit(
             st,
-            format!("rl:invite:ip:{}", client_ip(ctx)),
+            format!("rl:invite:ip:{}", limited_client(ctx)),
             st.settings.login_limit_per_ip,
         )
         .await?;
@@ -382,17 +404,13 @@ impl AuthMutation {
             // e-mail, so an invitation must not be a way around the
             // account's limit on password guesses.
             Some(h) => {
-                limit(
-                    st,
-                    format!("rl:login:account:{}", u.email),
-                    st.settings.login_limit_per_account,
-                )
-                .await?;
-                if !password::verify(&input.password, Some(h)).await {
+                let tries = AccountTries::count(st, ctx, &u.email).await?;
+                if !password::verify(&input.password, Some(h)).await? {
                     return Err(ApiError::Unauthenticated(
                         "password does not match your existing account",
                     ));
                 }
+                tries.clear(st).await;
                 None
             }
             // An account without a password was made by an invitation,

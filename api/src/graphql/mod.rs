@@ -175,3 +175,11 @@ pub(crate) fn client_ip<'a>(ctx: &Context<'a>) -> &'a str {
     ctx.data_opt::<ClientIp>()
         .map_or("unknown", |ip| ip.0.as_str())
 }
+
+/// The client as per-IP limits count it (see
+/// `rapport_domain::client_ip::limit_key`).
+pub(crate) fn limited_client(ctx: &Context<'_>) -> String {
+    let ip = client_ip(ctx);
+    ip.parse()
+        .map_or_else(|_| ip.to_string(), rapport_domain::client_ip::limit_key)
+}
