@@ -162,11 +162,15 @@ async fn the_guard_refuses_canned_replies_and_replies_stop_the_clocks() {
         r["errors"][0]["extensions"]["findings"][0]["code"],
         "BANNED_PHRASE"
     );
-    let r = app
-        .gql(Some(&s.access), SEND, json!({ "i": { "conversationId": bob["id"], "text": "Bob, per our policy we replace cold drinks", "visibility": "PUBLIC", "overrideReason": "x".repeat(1001) } }))
-        .await;
-    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
-    assert_eq!(r["errors"][0]["extensions"]["field"], "overrideReason");
+    // Too long, or too short in characters (five accented letters are ten
+    // bytes).
+    for reason in ["x".repeat(1001), "ééééé".to_string()] {
+        let r = app
+            .gql(Some(&s.access), SEND, json!({ "i": { "conversationId": bob["id"], "text": "Bob, per our policy we replace cold drinks", "visibility": "PUBLIC", "overrideReason": reason } }))
+            .await;
+        assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+        assert_eq!(r["errors"][0]["extensions"]["field"], "overrideReason");
+    }
     app.ok(
         Some(&s.access),
         SEND,
@@ -472,6 +476,38 @@ async fn a_reply_committed_after_a_later_one_still_counts_as_sent() {
             json!({ "i": { "conversationId": conv("cy").await, "visibility": "PUBLIC",
                     "text": text } }),
         )
+        .await;
+    assert_eq!(code(&r), Some("CANNED_REPLY"), "{r}");
+    assert_eq!(
+        r["errors"][0]["extensions"]["findings"][0]["code"],
+        "NEAR_DUPLICATE"
+    );
+}
+
+/// Agents greet customers by first name: the same reply to "Ana Lopez"
+/// and to "Bob Smith", each greeted by first name, is a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_reply_greeting_another_customer_by_first_name_is_canned() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    for (id, handle, name) in [("m1", "ana_l", "Ana Lopez"), ("m2", "bsmith", "Bob Smith")] {
+        app.import_events(
+            &s,
+            &ws,
+            json!([{ "id": id, "text": "my latte arrived cold", "published_at": "2026-11-20T09:00:00Z",
+                     "author": { "id": handle, "handle": handle, "name": name } }]),
+        )
+        .await;
+    }
+    let ana = conversation_of(&app, &s, &ws, "ana_l").await;
+    let bob = conversation_of(&app, &s, &ws, "bsmith").await;
+    let reply =
+        |name: &str| format!("Hi {name}, so sorry your latte arrived cold, a fresh one is on us");
+    app.ok(Some(&s.access), SEND, json!({ "i": { "conversationId": ana["id"], "text": reply("Ana"), "visibility": "PUBLIC" } }))
+        .await;
+    let r = app
+        .gql(Some(&s.access), SEND, json!({ "i": { "conversationId": bob["id"], "text": reply("Bob"), "visibility": "PUBLIC" } }))
         .await;
     assert_eq!(code(&r), Some("CANNED_REPLY"), "{r}");
     assert_eq!(

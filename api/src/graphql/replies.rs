@@ -324,12 +324,7 @@ async fn draft(v: &Viewer, txn: &DatabaseTransaction, ask: &Ask<'_>) -> ApiResul
         template_id,
         template_intent,
         slots,
-        context: vec![
-            customer_name,
-            who.handle.clone(),
-            ws.name.clone(),
-            first_name,
-        ],
+        context: guard::context_values(&customer_name, &who.handle, &ws.name, &first_name),
         customer_message: last.map(|m| m.body).unwrap_or_default(),
         reply_channel: last_public.as_ref().map(|m| m.channel_id),
         in_reply_to: last_public.map(|m| m.external_id),
@@ -388,7 +383,7 @@ fn overrides(v: &Viewer, found: &[Finding], reason: Option<&str>) -> ApiResult<O
     }
     match (reason, blocking.is_empty()) {
         (_, true) => Ok(None),
-        (Some(reason), false) if v.role.is_manager() && reason.trim().len() >= 10 => {
+        (Some(reason), false) if v.role.is_manager() && reason.trim().chars().count() >= 10 => {
             Ok(Some(reason.trim().to_string()))
         }
         // Not theirs to give: refused with its reasons, as without one.

@@ -180,6 +180,21 @@ fn content_words(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The context values a reply's words are masked with: the customer's
+/// name, each word of it too (agents greet customers by first name: "Hi
+/// Ana" and "Hi Bob" must not make two replies look different), their
+/// handle, the brand and the agent's first name.
+pub fn context_values(customer_name: &str, handle: &str, brand: &str, agent: &str) -> Vec<String> {
+    let mut values = vec![
+        customer_name.to_string(),
+        handle.to_string(),
+        brand.to_string(),
+        agent.to_string(),
+    ];
+    values.extend(customer_name.split_whitespace().map(str::to_string));
+    values
+}
+
 /// Replaces context values (the customer's name and handle, the brand, the
 /// agent) with placeholders, so they do not make two replies look different.
 pub fn mask(text: &str, values: &[&str]) -> String {
@@ -548,6 +563,29 @@ mod tests {
             &["Bob"],
         );
         assert!(idx.nearest(&different, 0.8).is_none());
+    }
+
+    #[test]
+    fn replies_greeting_customers_by_first_name_are_the_same() {
+        let ana = context_values("Ana Lopez", "ana_l", "Brew Co", "Sam");
+        let bob = context_values("Bob Smith", "bsmith", "Brew Co", "Sam");
+        let ana: Vec<&str> = ana.iter().map(String::as_str).collect();
+        let bob: Vec<&str> = bob.iter().map(String::as_str).collect();
+        let mut idx = ReplyIndex::new();
+        idx.insert(
+            "r1".into(),
+            &mask(
+                "Hi Ana, so sorry your latte was cold, a fresh one is on us",
+                &ana,
+            ),
+        );
+        let same = mask(
+            "Hi Bob, so sorry your latte was cold, a fresh one is on us",
+            &bob,
+        );
+        let (id, sim) = idx.nearest(&same, 0.8).expect("the same reply");
+        assert_eq!(id, "r1");
+        assert!(sim > 0.95, "{sim}");
     }
 
     #[test]
