@@ -2119,6 +2119,47 @@ async fn feeds_are_polled_conditionally_deduplicated_and_backed_off() {
         next > chrono::Utc::now() + chrono::Duration::seconds(100),
         "backed off past the interval"
     );
+    // As the API shows it (the error only to staff who see the workspace).
+    let poll_of = async |token: &str| {
+        let d = app
+            .ok(
+                Some(token),
+                "query($w: ID!) { channels(workspaceId: $w) { edges { node { feedPoll { lastPolledAt nextPollAt consecutiveFailures lastError } } } } }",
+                json!({ "w": ws }),
+            )
+            .await;
+        d["channels"]["edges"][0]["node"]["feedPoll"].clone()
+    };
+    let shown = poll_of(&s.access).await;
+    assert_eq!(shown["consecutiveFailures"], 1);
+    assert!(
+        shown["lastError"].as_str().unwrap().contains("500"),
+        "{shown}"
+    );
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(shown["nextPollAt"].as_str().unwrap()).unwrap(),
+        next
+    );
+    assert!(shown["lastPolledAt"].is_string());
+    let (viewer, _) = app
+        .add_member(
+            &s,
+            "client@brew.test",
+            "CLIENT_VIEWER",
+            Some(vec![ws.clone()]),
+        )
+        .await;
+    // A client viewer reaches the channel through its conversations.
+    let d = app
+        .ok(
+            Some(&viewer.access),
+            "query($w: ID!) { conversations(workspaceId: $w) { edges { node { channel { feedPoll { consecutiveFailures lastError } } } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let hidden = &d["conversations"]["edges"][0]["node"]["channel"]["feedPoll"];
+    assert_eq!(hidden["consecutiveFailures"], 1);
+    assert_eq!(hidden["lastError"], Value::Null);
     assert_eq!(
         poller.poll_due().await.unwrap(),
         0,

@@ -8,7 +8,7 @@ use crate::audit::AuditEvent;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Enum, ID, InputObject, Object};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use rapport_domain::channel::{
     FeedUrl, HttpUrl, account_id, poll_interval, publishes, requirements, secret,
@@ -201,6 +201,35 @@ impl Channel {
     async fn poll_interval_seconds(&self) -> Option<i32> {
         self.0.poll_interval_seconds
     }
+    /// FEED: how its polling goes (the worker's last fetch, its error and
+    /// the backoff); null for other kinds.
+    async fn feed_poll(&self, ctx: &Context<'_>) -> ApiResult<Option<FeedPoll>> {
+        if kind_of(&self.0)? != ChannelKind::Feed {
+            return Ok(None);
+        }
+        let state = &self.0.state;
+        let at = |key: &str| {
+            state
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        Ok(Some(FeedPoll {
+            last_polled_at: at("lastPolledAt"),
+            next_poll_at: at("nextPollAt"),
+            consecutive_failures: state
+                .get("failures")
+                .and_then(serde_json::Value::as_u64)
+                .map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX)),
+            // An error may quote the address, which may carry a token.
+            last_error: state
+                .get("lastError")
+                .and_then(serde_json::Value::as_str)
+                .filter(|_| sees_addresses(ctx, &self.0))
+                .map(String::from),
+        }))
+    }
     /// Whether a signing secret is stored (it is never returned).
     async fn has_secret(&self) -> bool {
         self.0.secret_ciphertext.is_some()
@@ -228,6 +257,23 @@ impl Channel {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+}
+
+/// How a FEED channel's polling goes.
+#[derive(SimpleObject)]
+pub struct FeedPoll {
+    /// When the worker last fetched the feed (null: not yet).
+    last_polled_at: Option<DateTime<Utc>>,
+    /// When it fetches it next: the interval after a good fetch, backed
+    /// off (doubling, up to an hour, never sooner than the interval) after
+    /// failures.
+    next_poll_at: Option<DateTime<Utc>>,
+    /// Fetches that failed in a row since the last good one.
+    consecutive_failures: i32,
+    /// Why the last fetch failed (an HTTP status, a refused private
+    /// address, a page that is no feed); null after a good fetch, and for
+    /// CLIENT_VIEWER and anyone who does not see the channel's workspace.
+    last_error: Option<String>,
 }
 
 /// Whether the viewer may see a channel's addresses: CLIENT_VIEWER reaches a
