@@ -298,6 +298,20 @@ async fn warnings_and_breaches_fire_exactly_once_even_after_a_redis_flush_or_a_c
         .await
         .unwrap();
     e.rebuild().await.unwrap();
+    // Neither the recorded breach nor the warning too late to send is
+    // scheduled again (they would be locked and dropped at every rebuild).
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(app.state.kv.key(sla::TIMERS))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut app.state.kv.conn())
+        .await
+        .unwrap();
+    let of_late: Vec<&String> = members
+        .iter()
+        .filter(|m| m.starts_with(&format!("{}|FIRST_RESPONSE|", late.id)))
+        .collect();
+    assert!(of_late.is_empty(), "{of_late:?}");
     e.tick().await.unwrap();
     assert_eq!(events().await.len(), 1, "exactly once");
     let timer = sla::Timer {
@@ -323,7 +337,11 @@ async fn warnings_and_breaches_fire_exactly_once_even_after_a_redis_flush_or_a_c
     let claimed = sla::claim_due(&app.state.kv, chrono::Utc::now(), 100, 60_000)
         .await
         .unwrap();
-    assert_eq!(claimed.len(), 2, "the crashed worker took both due timers");
+    assert_eq!(
+        claimed.len(),
+        1,
+        "the crashed worker took the due breach (the warning, too late, is not scheduled)"
+    );
     assert_eq!(
         engine(200).tick().await.unwrap(),
         0,

@@ -137,12 +137,8 @@ impl SlaEngine {
             // the deadline of the cycle before it: the cycle tells them
             // apart, or the old cycle's timer would fire for the new one.
             let current = c.sla_targets.as_ref().map_or(0, |s| s.cycle(t.target));
-            // A warning caught up well after its deadline (workers were
-            // down) warns of nothing: the breach says it. (Within the
-            // grace, a warning due at the deadline itself, at 100 %, or
-            // fired a little late by a busy tick still goes out.)
-            let too_late = !t.breach && Utc::now() >= t.deadline + chrono::Duration::seconds(30);
-            if !same || done || c.status != "OPEN" || t.cycle != current || too_late {
+            if !same || done || c.status != "OPEN" || t.cycle != current || too_late(t, Utc::now())
+            {
                 continue;
             }
             out[i] = Fired::AlreadyRecorded;
@@ -297,10 +293,11 @@ impl SlaEngine {
         Ok(set == 1)
     }
 
-    /// `timers` without those already due whose event is recorded: a
-    /// breached conversation that stays open is not fired again at every
-    /// rebuild (the unique key would absorb it, at the cost of a write per
-    /// timer, and old timers would sort ahead of new ones).
+    /// `timers` without those already due whose event is recorded, nor
+    /// warnings too late to send: a breached conversation that stays open
+    /// is not fired again at every rebuild (the unique key would absorb it,
+    /// at the cost of a write per timer, a dropped warning would be locked
+    /// and dropped again, and old timers would sort ahead of new ones).
     async fn not_fired(
         &self,
         timers: Vec<(Timer, chrono::DateTime<Utc>)>,
@@ -340,12 +337,13 @@ impl SlaEngine {
                     "SLA_WARNING"
                 };
                 *at > now
-                    || !recorded.contains(&(
-                        t.conversation,
-                        t.target.as_str().to_string(),
-                        kind.to_string(),
-                        t.cycle,
-                    ))
+                    || !too_late(t, now)
+                        && !recorded.contains(&(
+                            t.conversation,
+                            t.target.as_str().to_string(),
+                            kind.to_string(),
+                            t.cycle,
+                        ))
             })
             .collect())
     }
@@ -395,4 +393,12 @@ impl SlaEngine {
             }
         }
     }
+}
+
+/// A warning caught up well after its deadline (workers were down) warns of
+/// nothing: the breach says it. (Within the grace, a warning due at the
+/// deadline itself, at 100 %, or fired a little late by a busy tick still
+/// goes out.)
+fn too_late(t: &Timer, now: chrono::DateTime<Utc>) -> bool {
+    !t.breach && now >= t.deadline + chrono::Duration::seconds(30)
 }
