@@ -678,3 +678,73 @@ async fn a_reply_routed_while_its_parent_is_being_stored_follows_it_to_its_brand
         assert_eq!(reply_at, parent_at, "into its conversation");
     }
 }
+
+/// `takeOffline` linking the customer's private thread, older than the
+/// public conversation (a lower id), locks both in id order, as the SLA
+/// engine does: while another writer holds the thread, the public
+/// conversation is still free. (Locked public first, the writer taking
+/// both in order would deadlock with it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_offline_locks_an_older_private_thread_in_id_order() {
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "d0", "text": "hello?", "visibility": "private", "published_at": "2026-12-05T08:00:00Z", "author": { "id": "ana" } }]),
+    )
+    .await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([{ "id": "m1", "text": "my latte arrived cold", "published_at": "2026-12-05T09:00:00Z", "author": { "id": "ana" } }]),
+    )
+    .await;
+    let all = conversation::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let thread = all.iter().find(|c| c.visibility == "PRIVATE").unwrap().id;
+    let public = all.iter().find(|c| c.visibility == "PUBLIC").unwrap().id;
+    assert!(thread < public, "the thread is older");
+
+    let db = &app.state.db;
+    let held = db.begin().await.unwrap();
+    held.execute_unprepared(&format!(
+        "SELECT 1 FROM conversations WHERE id = '{thread}' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, public);
+    let mut offline = std::pin::pin!(app.ok(
+        Some(&s.access),
+        "mutation($i: TakeOfflineInput!) { takeOffline(input: $i) { privateConversation { id } } }",
+        json!({ "i": { "conversationId": id,
+                       "text": "Ana, sorry your latte arrived cold. Please message us privately with your order number and we will sort it today." } }),
+    ));
+    tokio::select! {
+        out = &mut offline => panic!("takeOffline did not wait for the thread: {out:?}"),
+        () = app.eventually("takeOffline waits for the thread", async || {
+            (lock_waiters(db).await > 0).then_some(())
+        }) => {}
+    }
+    // The public conversation is not held while takeOffline waits.
+    held.execute_unprepared(&format!(
+        "SELECT 1 FROM conversations WHERE id = '{public}' FOR UPDATE NOWAIT"
+    ))
+    .await
+    .expect("the public conversation is free: locked in id order");
+    held.commit().await.unwrap();
+    let d = offline.await;
+    assert_eq!(
+        d["takeOffline"]["privateConversation"]["id"],
+        json!(rapport_domain::GlobalId::encode(
+            rapport_domain::Kind::Conversation,
+            thread
+        ))
+    );
+}

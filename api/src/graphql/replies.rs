@@ -21,8 +21,8 @@ use rapport_store::entities::{author, channel, conversation, message, reply_refu
 use rapport_store::{jobs, locks, sla};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -728,6 +728,7 @@ impl ReplyMutation {
         v.require_writer()?;
         let txn = v.scope.begin(&state(ctx).db).await?;
         lock_author_of(v, &txn, &input.conversation_id).await?;
+        lock_with_private_threads(v, &txn, &input.conversation_id).await?;
         let d = draft(
             v,
             &txn,
@@ -1024,6 +1025,36 @@ async fn requeue_failed(
         delivery_unsure: false,
         ..reply
     })
+}
+
+/// Locks the public conversation `id` together with its author's open
+/// private conversations in its workspace, in id order (`locks`): the
+/// private thread `takeOffline` links may be older than the public one, and
+/// locked after it, out of order, it would deadlock with a writer (the SLA
+/// engine) locking both in order. The caller holds the author's lock, so
+/// no private conversation opens meanwhile.
+async fn lock_with_private_threads(
+    v: &Viewer,
+    txn: &DatabaseTransaction,
+    id: &ID,
+) -> ApiResult<()> {
+    if txn.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(()); // SQLite's write transactions run one at a time
+    }
+    let public = visible(v, txn, id, Locked::No).await?;
+    let mut ids: Vec<Uuid> = conversation::Entity::find()
+        .select_only()
+        .column(conversation::Column::Id)
+        .filter(conversation::Column::WorkspaceId.eq(public.workspace_id))
+        .filter(conversation::Column::AuthorId.eq(public.author_id))
+        .filter(conversation::Column::Visibility.eq("PRIVATE"))
+        .filter(conversation::Column::Status.is_in(["OPEN", "PENDING_CUSTOMER"]))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    ids.push(public.id);
+    locks::conversations(txn, ids).await?;
+    Ok(())
 }
 
 /// The private thread `takeOffline` opens: same customer, channel and
