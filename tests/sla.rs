@@ -1792,3 +1792,53 @@ async fn closed_unanswered_after_the_first_response_was_due_reads_breached() {
         .collect();
     assert_eq!(kinds, ["SLA_BREACHED FIRST_RESPONSE"]);
 }
+
+/// A conversation resolved in time without a reply met its promise; a
+/// follow-up asked after the deadline (closing the loop) does not turn its
+/// status into BREACHED: a reply after resolving meets or breaches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_after_the_deadline_leaves_a_resolved_conversation_met() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    app.default_policy(&s, &ws, json!({ "firstResponseMinutes": 60 }), json!({}))
+        .await;
+    import(&app, &s, &ws, "m1", 10).await;
+    let c = conversation::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let id = rapport_domain::GlobalId::encode(rapport_domain::Kind::Conversation, c.id);
+    app.ok(
+        Some(&s.access),
+        "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
+        json!({ "c": id }),
+    )
+    .await;
+    // As time would have it: resolved ten minutes ago, due five minutes
+    // ago.
+    let c = conversation::Entity::find_by_id(c.id)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = chrono::Utc::now();
+    let mut snap: sla::Snapshot = c.sla_targets.clone().unwrap();
+    snap.stopped_at = Some(now - chrono::Duration::minutes(10));
+    let mut am = c.into_active_model();
+    am.resolved_at = Set(Some(now - chrono::Duration::minutes(10)));
+    am.first_response_due_at = Set(Some(now - chrono::Duration::minutes(5)));
+    am.sla_targets = Set(Some(snap));
+    am.update(&app.state.db).await.unwrap();
+    let status = async || convs(&app, &s, &ws).await[0]["sla"]["status"].clone();
+    assert_eq!(status().await, "MET");
+    app.ok(
+        Some(&s.access),
+        "mutation($i: RequestFollowUpInput!) { requestFollowUp(input: $i) { id } }",
+        json!({ "i": { "conversationId": id,
+            "text": "Did the new order reach you in the end? Tell us how it went." } }),
+    )
+    .await;
+    assert_eq!(status().await, "MET", "the follow-up answered nothing late");
+}

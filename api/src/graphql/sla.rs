@@ -591,7 +591,12 @@ impl ConversationSla {
                 // Missed by then: resolution late, or the first response
                 // late or never given. (A next response answered late is
                 // in the recorded events, `slaEvents`, not here.)
-                let missed = |due: Option<DateTime<Utc>>, kept: Option<DateTime<Utc>>| matches!((due, kept.or(stopped)), (Some(d), Some(t)) if t > d);
+                // Kept by whichever came first: a reply after the clocks
+                // stopped (a follow-up once resolved) answered nothing.
+                let missed = |due: Option<DateTime<Utc>>, kept: Option<DateTime<Utc>>| {
+                    let by = kept.into_iter().chain(stopped).min();
+                    matches!((due, by), (Some(d), Some(t)) if t > d)
+                };
                 let late = missed(c.resolution_due_at, None)
                     || missed(c.first_response_due_at, c.first_responded_at);
                 Some(if late {
