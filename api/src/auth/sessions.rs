@@ -77,12 +77,20 @@ pub async fn start(
     })
 }
 
-/// Exchanges a refresh token for a new pair; the old one stops working.
-/// Returns the session and the member's current membership row.
-pub async fn rotate(
-    state: &AppState,
-    refresh_token: &str,
-) -> ApiResult<(session::Model, membership::Model, Issued)> {
+/// A refresh token exchanged, not yet committed: the caller records and
+/// answers within `txn`, then commits, so a refresh that fails after the
+/// exchange (an audit write, loading the answer) leaves the old token
+/// working, and the client's retry is not taken for a replay.
+pub struct Rotated {
+    pub session: session::Model,
+    pub member: membership::Model,
+    pub issued: Issued,
+    pub txn: sea_orm::DatabaseTransaction,
+}
+
+/// Exchanges a refresh token for a new pair; the old one stops working
+/// once `Rotated::txn` commits.
+pub async fn rotate(state: &AppState, refresh_token: &str) -> ApiResult<Rotated> {
     let old_hash = token_hash(refresh_token.trim());
     let Some(sess) = session::Entity::find()
         .filter(session::Column::RefreshHash.eq(&old_hash))
@@ -99,8 +107,7 @@ pub async fn rotate(
                 .map(|s| s.id),
         };
         if let Some(sid) = replayed {
-            tracing::warn!(session = %sid, "refresh token replayed; revoking session");
-            revoke(state, sid).await?;
+            replay(state, sid).await?;
         }
         return Err(BAD_REFRESH);
     };
@@ -120,8 +127,10 @@ pub async fn rotate(
         .ok_or(BAD_REFRESH)?;
 
     let refresh = state.jwt.mint_refresh(sess.id)?;
+    let txn = rapport_store::tenancy::begin_for_agency(&state.db, sess.agency_id).await?;
     // Conditional on the old hash: of two concurrent refreshes with the same
-    // token, exactly one wins.
+    // token, exactly one wins (the other waits for its commit, then finds
+    // the hash changed).
     let updated = session::Entity::update_many()
         .col_expr(
             session::Column::RefreshHash,
@@ -136,9 +145,13 @@ pub async fn rotate(
         .filter(session::Column::Id.eq(sess.id))
         .filter(session::Column::RefreshHash.eq(old_hash))
         .filter(session::Column::RevokedAt.is_null())
-        .exec(&state.db)
+        .exec(&txn)
         .await?;
     if updated.rows_affected != 1 {
+        // The same token spent by another refresh meanwhile: a replay
+        // like any other (only one holder should have it).
+        drop(txn);
+        replay(state, sess.id).await?;
         return Err(BAD_REFRESH);
     }
     let (access, exp) = state.jwt.issue(
@@ -154,7 +167,18 @@ pub async fn rotate(
         refresh_token: refresh,
         session_id: sess.id,
     };
-    Ok((sess, member, issued))
+    Ok(Rotated {
+        session: sess,
+        member,
+        issued,
+        txn,
+    })
+}
+
+/// A spent refresh token came back: only a thief would hold it.
+async fn replay(state: &AppState, session_id: Uuid) -> ApiResult<()> {
+    tracing::warn!(session = %session_id, "refresh token replayed; revoking session");
+    revoke(state, session_id).await
 }
 
 pub async fn revoke(state: &AppState, session_id: Uuid) -> ApiResult<()> {
@@ -185,13 +209,17 @@ pub async fn revoke_all<C: sea_orm::ConnectionTrait>(
 
 /// Ends every session of a user, in every agency, except `keep` (a
 /// password changed, "sign out everywhere else"); returns how many ended.
-pub async fn revoke_others(state: &AppState, user_id: Uuid, keep: Uuid) -> ApiResult<u64> {
+pub async fn revoke_others<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    user_id: Uuid,
+    keep: Uuid,
+) -> ApiResult<u64> {
     Ok(session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
         .filter(session::Column::UserId.eq(user_id))
         .filter(session::Column::Id.ne(keep))
         .filter(session::Column::RevokedAt.is_null())
-        .exec(&state.db)
+        .exec(conn)
         .await?
         .rows_affected)
 }

@@ -37,19 +37,19 @@ pub struct AuthPayload {
     role: GqlRole,
 }
 
-async fn payload(
-    state: &AppState,
+async fn payload<C: sea_orm::ConnectionTrait>(
+    conn: &C,
     issued: Issued,
     user_id: Uuid,
     agency_id: Uuid,
     role: &str,
 ) -> ApiResult<AuthPayload> {
     let user = user::Entity::find_by_id(user_id)
-        .one(&state.db)
+        .one(conn)
         .await?
         .ok_or(ApiError::NotFound)?;
     let agency = agency::Entity::find_by_id(agency_id)
-        .one(&state.db)
+        .one(conn)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(AuthPayload {
@@ -244,7 +244,7 @@ impl AuthMutation {
         txn.commit().await?;
 
         let issued = sessions::start(st, agency_id, user_id, Role::Owner.as_str()).await?;
-        payload(st, issued, user_id, agency_id, Role::Owner.as_str()).await
+        payload(&st.db, issued, user_id, agency_id, Role::Owner.as_str()).await
     }
 
     /// Signs in with e-mail and password. Attempts are rate limited per
@@ -290,20 +290,21 @@ impl AuthMutation {
             .await?;
         txn.commit().await?;
         let issued = sessions::start(st, m.agency_id, user.id, &m.role).await?;
-        payload(st, issued, user.id, m.agency_id, &m.role).await
+        payload(&st.db, issued, user.id, m.agency_id, &m.role).await
     }
 
     /// Exchanges a refresh token for a new access and refresh token. Each
     /// refresh token works once; replaying a used one ends the session.
     async fn refresh_token(&self, ctx: &Context<'_>, token: String) -> ApiResult<AuthPayload> {
         let st = state(ctx);
-        let (sess, m, issued) = sessions::rotate(st, &token).await?;
-        let txn = begin_for_agency(&st.db, sess.agency_id).await?;
+        let r = sessions::rotate(st, &token).await?;
+        let (sess, txn) = (&r.session, &r.txn);
         AuditEvent::new("refreshToken")
-            .record(&txn, sess.agency_id, Some(sess.user_id))
+            .record(txn, sess.agency_id, Some(sess.user_id))
             .await?;
-        txn.commit().await?;
-        payload(st, issued, sess.user_id, sess.agency_id, &m.role).await
+        let answer = payload(txn, r.issued, sess.user_id, sess.agency_id, &r.member.role).await?;
+        r.txn.commit().await?;
+        Ok(answer)
     }
 
     /// Ends the current session: its refresh token and every access token
@@ -341,9 +342,11 @@ impl AuthMutation {
         let mut am = u.into_active_model();
         am.password_hash = Set(Some(hash));
         am.update(&txn).await?;
+        // With the new password, never without it: a password changed
+        // because it leaked must end the sessions it opened.
+        sessions::revoke_others(&txn, v.user_id, v.session_id).await?;
         AuditEvent::new("changePassword").by(&txn, v).await?;
         txn.commit().await?;
-        sessions::revoke_others(st, v.user_id, v.session_id).await?;
         Ok(true)
     }
 
@@ -353,8 +356,8 @@ impl AuthMutation {
     async fn logout_other_sessions(&self, ctx: &Context<'_>) -> ApiResult<i32> {
         let st = state(ctx);
         let v = auth(ctx).viewer()?;
-        let ended = sessions::revoke_others(st, v.user_id, v.session_id).await?;
         let txn = v.scope.begin(&st.db).await?;
+        let ended = sessions::revoke_others(&txn, v.user_id, v.session_id).await?;
         AuditEvent::new("logoutOtherSessions")
             .details(serde_json::json!({ "ended": ended }))
             .by(&txn, v)
@@ -486,7 +489,7 @@ impl AuthMutation {
             .await?;
         txn.commit().await?;
         let issued = sessions::start(st, m.agency_id, u.id, &m.role).await?;
-        payload(st, issued, u.id, m.agency_id, &m.role).await
+        payload(&st.db, issued, u.id, m.agency_id, &m.role).await
     }
 }
 
