@@ -1312,6 +1312,75 @@ async fn a_dead_endpoints_backlog_does_not_hold_back_other_subscriptions() {
     assert_eq!(dead_seen.lock().unwrap().len(), PER_SUBSCRIPTION as usize);
 }
 
+/// An agency whose backlog spreads over more subscriptions than a pass
+/// takes (each failing) holds back no other agency: agencies take turns
+/// before their subscriptions do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_with_many_failing_subscriptions_does_not_hold_back_another() {
+    use rapport_store::entities::{webhook_delivery, webhook_subscription};
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let app = TestApp::start().await;
+    // Nothing listens there: each attempt fails at once.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hook", l.local_addr().unwrap())
+    };
+    let s = app.sign_up("Busy", "owner@busy.test").await;
+    let ws = app.create_workspace(&s, "Brand").await;
+    let (_, first) = subscribe(&app, &s, &ws, &closed).await;
+    let mut busy = vec![first.clone()];
+    for _ in 1..60 {
+        let mut am: webhook_subscription::ActiveModel = first.clone().into();
+        am.id = Set(uuid::Uuid::now_v7());
+        busy.push(
+            sea_orm::ActiveModelTrait::insert(am, &app.state.db)
+                .await
+                .unwrap(),
+        );
+    }
+    for sub in &busy {
+        pending_deliveries(&app, sub, 2).await;
+    }
+    // Listening, answering 200 at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let good_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let g = app.sign_up("Good", "owner@good.test").await;
+    let gws = app.create_workspace(&g, "Brand").await;
+    let (_, good) = subscribe(&app, &g, &gws, &good_url).await;
+    // Newer than the whole backlog.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    pending_deliveries(&app, &good, 1).await;
+    let deliverer = rapport_worker::deliveries::Deliverer::new(
+        app.state.db.clone(),
+        app.state.secrets.clone(),
+        rapport_worker::deliveries::DeliveryConfig {
+            allow_private: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(deliverer.tick().await.unwrap(), 50, "a full pass");
+    let delivered = webhook_delivery::Entity::find()
+        .filter(webhook_delivery::Column::SubscriptionId.eq(good.id))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivered.status, "DELIVERED", "{delivered:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_batch_keeps_its_claims_so_two_deliverers_never_send_one_delivery_at_once() {
     use rapport_store::entities::webhook_delivery;

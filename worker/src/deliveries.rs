@@ -26,7 +26,8 @@ pub struct DeliveryConfig {
     pub backoff: Backoff,
     pub timeout: Duration,
     /// Deliveries attempted per pass, at most [`PER_SUBSCRIPTION`] of any
-    /// one subscription, the subscriptions taking turns.
+    /// one subscription, the agencies taking turns, and within each its
+    /// subscriptions.
     pub batch: u64,
     /// Deliveries sent at once: an endpoint that never answers holds one
     /// for `timeout`, not the pass.
@@ -89,10 +90,11 @@ impl Deliverer {
     }
 
     /// Sends due deliveries once each; returns how many were attempted.
-    /// The subscriptions waiting longest come first, each with at most
-    /// [`PER_SUBSCRIPTION`] of its deliveries, taking turns and sent
-    /// `concurrency` at a time: one agency's backlog to a dead endpoint
-    /// does not hold back everyone else's.
+    /// The agencies waiting longest come first and take turns, and within
+    /// each its subscriptions waiting longest, taking turns, each with at
+    /// most [`PER_SUBSCRIPTION`] of its deliveries; sent `concurrency` at a
+    /// time: one agency's backlog to a dead endpoint, however many
+    /// subscriptions it spreads over, does not hold back everyone else's.
     pub async fn tick(&self) -> anyhow::Result<usize> {
         use futures_util::StreamExt;
         use sea_orm::sea_query::Func;
@@ -102,19 +104,36 @@ impl Deliverer {
                 .filter(webhook_delivery::Column::Status.eq(PENDING))
                 .filter(webhook_delivery::Column::NextAttemptAt.lte(now))
         };
-        let subscriptions: Vec<uuid::Uuid> = due_now()
+        let oldest_first = || Func::min(Expr::col(webhook_delivery::Column::NextAttemptAt));
+        let agencies: Vec<uuid::Uuid> = due_now()
             .select_only()
-            .column(webhook_delivery::Column::SubscriptionId)
-            .group_by(webhook_delivery::Column::SubscriptionId)
-            .order_by_asc(Func::min(Expr::col(
-                webhook_delivery::Column::NextAttemptAt,
-            )))
+            .column(webhook_delivery::Column::AgencyId)
+            .group_by(webhook_delivery::Column::AgencyId)
+            .order_by_asc(oldest_first())
             .limit(self.cfg.batch)
             .into_tuple()
             .all(&self.db)
             .await?;
+        if agencies.is_empty() {
+            return Ok(0);
+        }
+        // Enough for every agency's share of a pass.
+        let subscriptions: Vec<(uuid::Uuid, uuid::Uuid)> = due_now()
+            .filter(webhook_delivery::Column::AgencyId.is_in(agencies))
+            .select_only()
+            .column(webhook_delivery::Column::AgencyId)
+            .column(webhook_delivery::Column::SubscriptionId)
+            .group_by(webhook_delivery::Column::AgencyId)
+            .group_by(webhook_delivery::Column::SubscriptionId)
+            .order_by_asc(oldest_first())
+            .limit(self.cfg.batch * self.cfg.batch)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut subscriptions = crate::fair::in_turn(subscriptions, |(agency, _)| *agency);
+        subscriptions.truncate(self.cfg.batch as usize);
         let mut due = Vec::new();
-        for sub in subscriptions {
+        for (_, sub) in subscriptions {
             due.extend(
                 due_now()
                     .filter(webhook_delivery::Column::SubscriptionId.eq(sub))
@@ -124,7 +143,9 @@ impl Deliverer {
                     .await?,
             );
         }
-        let mut due = crate::fair::in_turn(due, |d| d.subscription_id);
+        // Subscriptions take turns within each agency, agencies in turn.
+        let due = crate::fair::in_turn(due, |d| d.subscription_id);
+        let mut due = crate::fair::in_turn(due, |d| d.agency_id);
         due.truncate(self.cfg.batch as usize);
         let attempts: Vec<anyhow::Result<bool>> = futures_util::stream::iter(due)
             .map(|d| self.attempt(d))
