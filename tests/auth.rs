@@ -70,7 +70,8 @@ async fn sign_up_login_and_me() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_tokens_rotate_are_single_use_and_replay_revokes() {
-    let app = TestApp::start().await;
+    // No grace: the token just spent ends the session at once.
+    let app = TestApp::start_with(|s| s.refresh_reuse_grace = std::time::Duration::ZERO).await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let refresh = "mutation($t: String!) { refreshToken(token: $t) { accessToken refreshToken } }";
 
@@ -97,6 +98,34 @@ async fn refresh_tokens_rotate_are_single_use_and_replay_revokes() {
 
     let garbage = app.gql(None, refresh, json!({ "t": "nope" })).await;
     assert_eq!(code(&garbage), Some("UNAUTHENTICATED"));
+}
+
+/// The token spent last, back within seconds (two tabs refreshing at once,
+/// a retry after a lost answer), is refused without ending the session;
+/// after the grace it ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_refresh_token_back_within_the_grace_is_refused_without_ending_the_session() {
+    let app =
+        TestApp::start_with(|s| s.refresh_reuse_grace = std::time::Duration::from_secs(2)).await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { accessToken refreshToken } }";
+    let r1 = app.ok(None, refresh, json!({ "t": s.refresh })).await;
+    let new_refresh = r1["refreshToken"]["refreshToken"].clone();
+    let again = app.gql(None, refresh, json!({ "t": s.refresh })).await;
+    assert_eq!(code(&again), Some("UNAUTHENTICATED"), "spent: {again}");
+    let r2 = app.ok(None, refresh, json!({ "t": new_refresh })).await;
+    // Past the grace, the token spent last is a thief's.
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    let late = app.gql(None, refresh, json!({ "t": new_refresh })).await;
+    assert_eq!(code(&late), Some("UNAUTHENTICATED"));
+    let newest = app
+        .gql(
+            None,
+            refresh,
+            json!({ "t": r2["refreshToken"]["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(code(&newest), Some("UNAUTHENTICATED"), "the session ended");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

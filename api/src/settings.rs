@@ -13,6 +13,10 @@ pub struct Settings {
     pub max_webhook_bytes: usize,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// How long after a rotation the token just spent is refused without
+    /// ending its session (two tabs refreshing at once); older spent
+    /// tokens, or this one later, end it.
+    pub refresh_reuse_grace: Duration,
     /// Largest accepted request body on /graphql, in bytes.
     pub max_body_bytes: usize,
     pub max_query_depth: usize,
@@ -46,6 +50,7 @@ impl Settings {
             max_webhook_bytes: 1024 * 1024,
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(10),
             max_body_bytes: 256 * 1024,
             max_query_depth: 16,
             max_query_complexity: 2_000,

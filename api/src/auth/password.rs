@@ -6,20 +6,29 @@
 use crate::error::{ApiError, ApiResult};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use rapport_domain::Password;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long a hash waits for its turn before the request is refused.
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A turn to hash, or RATE_LIMITED when the server is busy with others.
-async fn turn() -> ApiResult<SemaphorePermit<'static>> {
-    static TURNS: OnceLock<Semaphore> = OnceLock::new();
+/// Owned, so it moves into the blocking task: a request cancelled midway
+/// (the client hung up) leaves its hash running, and the turn with it.
+async fn turn() -> ApiResult<OwnedSemaphorePermit> {
+    static TURNS: OnceLock<Arc<Semaphore>> = OnceLock::new();
     let turns = TURNS.get_or_init(|| {
-        Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        Arc::new(Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ))
     });
-    match tokio::time::timeout(WAIT, turns.acquire()).await {
+    turn_of(turns, WAIT).await
+}
+
+async fn turn_of(turns: &Arc<Semaphore>, wait: Duration) -> ApiResult<OwnedSemaphorePermit> {
+    match tokio::time::timeout(wait, turns.clone().acquire_owned()).await {
         Ok(permit) => permit.map_err(ApiError::internal),
         Err(_) => {
             tracing::warn!("password hashing is saturated; refusing a sign-in");
@@ -32,8 +41,9 @@ async fn turn() -> ApiResult<SemaphorePermit<'static>> {
 
 pub async fn hash(password: &Password) -> ApiResult<String> {
     let pw = password.expose().to_owned();
-    let _turn = turn().await?;
+    let turn = turn().await?;
     tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         Argon2::default()
             .hash_password(pw.as_bytes())
             .map(|h| h.to_string())
@@ -52,8 +62,9 @@ pub async fn verify(password: &str, stored: Option<&str>) -> ApiResult<bool> {
     let found = stored.is_some();
     let stored = stored.map(str::to_owned);
     let pw = password.to_owned();
-    let _turn = turn().await?;
+    let turn = turn().await?;
     let ok = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         let argon = Argon2::default();
         let stored = stored.unwrap_or_else(|| {
             DUMMY
@@ -72,4 +83,24 @@ pub async fn verify(password: &str, stored: Option<&str>) -> ApiResult<bool> {
     .await
     .unwrap_or(false);
     Ok(ok && found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_wait_for_a_turn_and_give_up_with_rate_limited() {
+        let turns = Arc::new(Semaphore::new(2));
+        let wait = Duration::from_millis(50);
+        let a = turn_of(&turns, wait).await.unwrap();
+        let _b = turn_of(&turns, wait).await.unwrap();
+        assert!(matches!(
+            turn_of(&turns, wait).await,
+            Err(ApiError::RateLimited { .. })
+        ));
+        // A turn held by a blocking task is given back when it ends.
+        tokio::task::spawn_blocking(move || drop(a)).await.unwrap();
+        assert!(turn_of(&turns, wait).await.is_ok());
+    }
 }

@@ -107,7 +107,7 @@ pub async fn rotate(state: &AppState, refresh_token: &str) -> ApiResult<Rotated>
                 .map(|s| s.id),
         };
         if let Some(sid) = replayed {
-            replay(state, sid).await?;
+            replay(state, sid, &old_hash).await?;
         }
         return Err(BAD_REFRESH);
     };
@@ -143,15 +143,15 @@ pub async fn rotate(state: &AppState, refresh_token: &str) -> ApiResult<Rotated>
             Expr::value(refresh_expiry(state, sess.created_at)?),
         )
         .filter(session::Column::Id.eq(sess.id))
-        .filter(session::Column::RefreshHash.eq(old_hash))
+        .filter(session::Column::RefreshHash.eq(old_hash.clone()))
         .filter(session::Column::RevokedAt.is_null())
         .exec(&txn)
         .await?;
     if updated.rows_affected != 1 {
-        // The same token spent by another refresh meanwhile: a replay
-        // like any other (only one holder should have it).
+        // The same token spent by another refresh meanwhile (two tabs of
+        // one client): refused, within the grace of a replay.
         drop(txn);
-        replay(state, sess.id).await?;
+        replay(state, sess.id, &old_hash).await?;
         return Err(BAD_REFRESH);
     }
     let (access, exp) = state.jwt.issue(
@@ -175,8 +175,24 @@ pub async fn rotate(state: &AppState, refresh_token: &str) -> ApiResult<Rotated>
     })
 }
 
-/// A spent refresh token came back: only a thief would hold it.
-async fn replay(state: &AppState, session_id: Uuid) -> ApiResult<()> {
+/// A spent refresh token came back: only a thief would hold it, so the
+/// session ends. Except the token spent last, within
+/// `Settings::refresh_reuse_grace` of its rotation: two tabs of one client
+/// refreshing at once, or a retry after a lost answer, is refused without
+/// ending the session (the thief's token is refused all the same).
+async fn replay(state: &AppState, session_id: Uuid, spent_hash: &str) -> ApiResult<()> {
+    let grace = chrono::Duration::from_std(state.settings.refresh_reuse_grace)
+        .map_err(ApiError::internal)?;
+    let recent = session::Entity::find_by_id(session_id)
+        .one(&state.db)
+        .await?
+        .is_some_and(|s| {
+            s.previous_hash.as_deref() == Some(spent_hash) && s.last_used_at + grace > Utc::now()
+        });
+    if recent {
+        tracing::info!(session = %session_id, "the last refresh token came back within the grace; refused");
+        return Ok(());
+    }
     tracing::warn!(session = %session_id, "refresh token replayed; revoking session");
     revoke(state, session_id).await
 }

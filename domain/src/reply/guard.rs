@@ -181,8 +181,9 @@ fn content_words(text: &str) -> Vec<String> {
 }
 
 /// The context values a reply's words are masked with: the customer's
-/// name, each word of it too (agents greet customers by first name: "Hi
-/// Ana" and "Hi Bob" must not make two replies look different), their
+/// name, and its first word too (agents greet customers by first name: "Hi
+/// Ana" and "Hi Bob" must not make two replies look different; not every
+/// word, as display names are often common words, "Coffee Lover"), their
 /// handle, the brand and the agent's first name.
 pub fn context_values(customer_name: &str, handle: &str, brand: &str, agent: &str) -> Vec<String> {
     let mut values = vec![
@@ -191,7 +192,7 @@ pub fn context_values(customer_name: &str, handle: &str, brand: &str, agent: &st
         brand.to_string(),
         agent.to_string(),
     ];
-    values.extend(customer_name.split_whitespace().map(str::to_string));
+    values.extend(customer_name.split_whitespace().next().map(str::to_string));
     values
 }
 
