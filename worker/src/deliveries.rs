@@ -117,19 +117,24 @@ impl Deliverer {
         if agencies.is_empty() {
             return Ok(0);
         }
-        // Enough for every agency's share of a pass.
-        let subscriptions: Vec<(uuid::Uuid, uuid::Uuid)> = due_now()
-            .filter(webhook_delivery::Column::AgencyId.is_in(agencies))
-            .select_only()
-            .column(webhook_delivery::Column::AgencyId)
-            .column(webhook_delivery::Column::SubscriptionId)
-            .group_by(webhook_delivery::Column::AgencyId)
-            .group_by(webhook_delivery::Column::SubscriptionId)
-            .order_by_asc(oldest_first())
-            .limit(self.cfg.batch * self.cfg.batch)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
+        // Each agency's share of a pass at most, whatever another's
+        // backlog (one query for all would let an agency with thousands of
+        // due subscriptions fill it).
+        let share = self.cfg.batch.div_ceil(agencies.len() as u64);
+        let mut subscriptions: Vec<(uuid::Uuid, uuid::Uuid)> = Vec::new();
+        for agency in agencies {
+            let subs: Vec<uuid::Uuid> = due_now()
+                .filter(webhook_delivery::Column::AgencyId.eq(agency))
+                .select_only()
+                .column(webhook_delivery::Column::SubscriptionId)
+                .group_by(webhook_delivery::Column::SubscriptionId)
+                .order_by_asc(oldest_first())
+                .limit(share)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            subscriptions.extend(subs.into_iter().map(|s| (agency, s)));
+        }
         let mut subscriptions = crate::fair::in_turn(subscriptions, |(agency, _)| *agency);
         subscriptions.truncate(self.cfg.batch as usize);
         let mut due = Vec::new();
