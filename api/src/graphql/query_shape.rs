@@ -79,46 +79,71 @@ pub fn expanded(doc: &ExecutableDocument, max: usize) -> Option<usize> {
 struct Walk<'a> {
     doc: &'a ExecutableDocument,
     max: usize,
-    /// Fragment sizes known; None while one is being counted (a cycle).
-    sizes: HashMap<&'a Name, Option<usize>>,
+    /// Fragment sizes and depths known; None while one is being counted
+    /// (a cycle).
+    sizes: HashMap<&'a Name, Option<Shape>>,
+}
+
+/// A selection set's size (selections, fragments spread in place) and
+/// depth (nesting below it, through fragments too).
+#[derive(Clone, Copy)]
+struct Shape {
+    size: usize,
+    depth: usize,
 }
 
 impl<'a> Walk<'a> {
+    /// `set`'s shape, or None past the limits. `nesting` bounds the walk's
+    /// own recursion; the depth, counted from the leaves and kept with
+    /// each fragment, bounds every fragment's nesting whatever order the
+    /// fragments are met in.
     fn set(&mut self, set: &'a Positioned<SelectionSet>, nesting: usize) -> Option<usize> {
+        self.shape(set, nesting).map(|s| s.size)
+    }
+
+    fn shape(&mut self, set: &'a Positioned<SelectionSet>, nesting: usize) -> Option<Shape> {
         if nesting > MAX_NESTING {
             return None;
         }
-        let mut n = 0usize;
+        let mut out = Shape { size: 0, depth: 0 };
         for item in &set.node.items {
             // Every selection counts one, a spread and an inline fragment
             // too: the count bounds the steps of any walk that spreads
             // fragments anew, even of fragments that are empty or unknown.
-            let add = 1 + match &item.node {
-                Selection::Field(f) => self.set(&f.node.selection_set, nesting + 1)?,
-                Selection::InlineFragment(f) => self.set(&f.node.selection_set, nesting + 1)?,
+            let below = match &item.node {
+                Selection::Field(f) => self.shape(&f.node.selection_set, nesting + 1)?,
+                Selection::InlineFragment(f) => self.shape(&f.node.selection_set, nesting + 1)?,
                 Selection::FragmentSpread(s) => {
-                    self.fragment(&s.node.fragment_name.node, nesting)?
+                    self.fragment_shape(&s.node.fragment_name.node, nesting + 1)?
                 }
             };
-            n = n.checked_add(add).filter(|n| *n <= self.max)?;
+            out.size = out
+                .size
+                .checked_add(1 + below.size)
+                .filter(|n| *n <= self.max)?;
+            out.depth = out.depth.max(1 + below.depth);
         }
-        Some(n)
+        (out.depth <= MAX_NESTING).then_some(out)
     }
 
     fn fragment(&mut self, name: &'a Name, nesting: usize) -> Option<usize> {
+        self.fragment_shape(name, nesting).map(|s| s.size)
+    }
+
+    fn fragment_shape(&mut self, name: &'a Name, nesting: usize) -> Option<Shape> {
         match self.sizes.get(name) {
-            Some(Some(n)) => return Some(*n),
+            Some(Some(s)) => return Some(*s),
             Some(None) => return None, // spreads itself
             None => {}
         }
         // An unknown fragment is the validator's to refuse.
         let Some(f) = self.doc.fragments.get(name) else {
-            return Some(0);
+            return Some(Shape { size: 0, depth: 0 });
         };
         self.sizes.insert(name, None);
-        let n = self.set(&f.node.selection_set, nesting + 1)?;
-        self.sizes.insert(name, Some(n));
-        Some(n)
+        let s = self.shape(&f.node.selection_set, nesting)?;
+        self.sizes.insert(name, Some(s));
+        Some(s)
     }
 }
 
@@ -186,5 +211,25 @@ mod tests {
         // A few unused fragments within reason pass (the validator refuses
         // them on its own, with its own message).
         assert_eq!(size("{ a } fragment U on Q { b c }"), Some(3));
+    }
+
+    #[test]
+    fn a_chain_of_unused_fragments_is_refused_whatever_order_it_is_met_in() {
+        // 100 fragments, each spreading the next: 100 deep, ~5,000 in all.
+        // Refused every time, though the fragments' order in the document's
+        // map changes from one parse to the next.
+        let mut q = String::from("{ __typename }");
+        for i in 0..100 {
+            q.push_str(&format!(" fragment F{i} on Q {{ ...F{} }}", i + 1));
+        }
+        for _ in 0..20 {
+            assert_eq!(size(&q), None);
+        }
+        // Shallow enough, it passes.
+        let mut q = String::from("{ __typename }");
+        for i in 0..20 {
+            q.push_str(&format!(" fragment F{i} on Q {{ ...F{} }}", i + 1));
+        }
+        assert!(size(&q).is_some());
     }
 }
