@@ -693,6 +693,20 @@ async fn generic_events_land_in_every_workspace_whose_brand_they_mention() {
         1,
         "unmatched events stay in the channel's workspace"
     );
+    // The brand's report counts them by the kind of channel they came
+    // through, a channel of another workspace.
+    let now = chrono::Utc::now();
+    let report = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!, $from: DateTime!, $to: DateTime!) { workspaceReport(workspaceId: $w, from: $from, to: $to) { total { inboundByChannel { key count } } } }",
+            json!({ "w": bean, "from": (now - chrono::Duration::hours(1)).to_rfc3339(), "to": (now + chrono::Duration::hours(1)).to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(
+        report["workspaceReport"]["total"]["inboundByChannel"],
+        json!([{ "key": "GENERIC", "count": 2 }])
+    );
 
     // The routed conversations name the channel of `home`: an agent
     // restricted to `bean` sees what it is, not its addresses.

@@ -1570,6 +1570,19 @@ async fn a_failed_reply_is_shown_live_and_sent_again_with_retry_reply() {
         actions.contains(&"retryReplyOverride".to_string()),
         "{audit}"
     );
+    // The client's report counts it as an override.
+    let now = chrono::Utc::now();
+    let report = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!, $from: DateTime!, $to: DateTime!) { workspaceReport(workspaceId: $w, from: $from, to: $to) { total { overrides } } }",
+            json!({ "w": ws, "from": (now - chrono::Duration::hours(1)).to_rfc3339(), "to": (now + chrono::Duration::hours(1)).to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(
+        report["workspaceReport"]["total"]["overrides"], 1,
+        "{report}"
+    );
     let r = settled(&app, &s, &conv, &id).await;
     assert_eq!(r["deliveryStatus"], "SENT", "{r}");
     assert_eq!(r["platformMessageId"], "1900000000000000077");

@@ -373,9 +373,18 @@ pub async fn build<C: ConnectionTrait>(
     let running = reports::running(conn, agency, id, period.from, period.to, now).await?;
     lap("running deadlines");
 
+    // By the channels the messages came through: a FEED or GENERIC
+    // message filed here by its brand keywords came through a channel of
+    // another workspace of the agency.
+    let through: Vec<Uuid> = inbound
+        .iter()
+        .map(|r| r.channel_id)
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
     let channels: HashMap<Uuid, String> = channel::Entity::find()
         .filter(channel::Column::AgencyId.eq(agency))
-        .filter(channel::Column::WorkspaceId.eq(id))
+        .filter(channel::Column::Id.is_in(through))
         .all(conn)
         .await?
         .into_iter()

@@ -343,7 +343,8 @@ pub async fn overrides<C: ConnectionTrait>(
         format!(
             "SELECT {idx}, ms.id, COUNT(*) FROM audit_log l \
              LEFT JOIN memberships ms ON ms.user_id = l.actor_user_id AND ms.agency_id = {a2} \
-             WHERE l.agency_id = {a} AND l.workspace_id = {w} AND l.action = 'sendReplyOverride' \
+             WHERE l.agency_id = {a} AND l.workspace_id = {w} \
+             AND l.action IN ('sendReplyOverride', 'retryReplyOverride') \
              AND l.created_at >= {lo} AND l.created_at < {hi} \
              GROUP BY ms.id"
         )

@@ -93,7 +93,17 @@ impl Period {
         // Hours are real hours: the local hour boundary at or before
         // `from`, then every hour after it (across a DST change the local
         // clock repeats or skips an hour; a bucket never spans two).
-        let mut hour = earliest(&timezone, start);
+        // (The boundary as an instant: `from` less its minutes past the
+        // local hour, in the offset in force at `from`; the local time
+        // would be ambiguous in the hour the clock repeats.)
+        let mut hour = match granularity {
+            Granularity::Hour => {
+                from - Duration::minutes(i64::from(local.minute()))
+                    - Duration::seconds(i64::from(local.second()))
+                    - Duration::nanoseconds(i64::from(local.nanosecond()))
+            }
+            _ => earliest(&timezone, start),
+        };
         loop {
             let next_local = step(start);
             let mut hi = match granularity {
@@ -361,6 +371,37 @@ mod tests {
         .unwrap();
         assert_eq!(p.buckets.len(), 4);
         assert!(p.buckets.iter().all(|(a, b)| *b - *a == Duration::hours(1)));
+        // Starting inside the repeated hour (01:30 EST, the second 01:30):
+        // buckets still end on the hour.
+        let p = Period::parse(
+            at("2026-11-01T06:30:00Z"),
+            at("2026-11-01T09:00:00Z"),
+            Granularity::Hour,
+            ny,
+        )
+        .unwrap();
+        assert_eq!(
+            p.buckets,
+            vec![
+                (at("2026-11-01T06:30:00Z"), at("2026-11-01T07:00:00Z")),
+                (at("2026-11-01T07:00:00Z"), at("2026-11-01T08:00:00Z")),
+                (at("2026-11-01T08:00:00Z"), at("2026-11-01T09:00:00Z")),
+            ]
+        );
+        // A half-hour zone: local hours fall on the half hour in UTC.
+        let delhi = TimeZone::parse("Asia/Kolkata").unwrap();
+        let p = Period::parse(
+            at("2026-11-01T06:45:00Z"),
+            at("2026-11-01T08:30:00Z"),
+            Granularity::Hour,
+            delhi,
+        )
+        .unwrap();
+        assert_eq!(
+            p.buckets[0],
+            (at("2026-11-01T06:45:00Z"), at("2026-11-01T07:30:00Z"))
+        );
+        assert_eq!(p.buckets.len(), 2);
     }
 
     #[test]
