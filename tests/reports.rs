@@ -1156,3 +1156,130 @@ async fn a_thread_opened_by_take_offline_is_no_conversation_opened() {
         .unwrap();
     check().await;
 }
+
+/// Recovery counts the customer's own turn: another person's happy reply
+/// in their thread recovers nothing; the customer's happy words do, in
+/// public or in the private thread `takeOffline` opened (the playbook's
+/// usual end), where it is the public conversation that recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_is_the_customers_own_turn_in_public_or_in_private() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let event = |id: &str, who: &str, text: &str, reply_to: Option<&str>, private: bool| {
+        let mut e = json!({ "id": id, "text": text, "published_at": chrono::Utc::now().to_rfc3339(),
+                            "author": { "id": who, "handle": who } });
+        if let Some(p) = reply_to {
+            e["in_reply_to"] = json!(p);
+        }
+        if private {
+            e["visibility"] = json!("private");
+        }
+        e
+    };
+    let figures = async || {
+        let now = Utc::now();
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($w: ID!, $from: DateTime!, $to: DateTime!) { workspaceReport(workspaceId: $w, from: $from, to: $to) { total { negativeConversations recovered } } }",
+                json!({ "w": ws, "from": (now - chrono::Duration::hours(1)).to_rfc3339(), "to": (now + chrono::Duration::hours(1)).to_rfc3339() }),
+            )
+            .await;
+        let t = &d["workspaceReport"]["total"];
+        (
+            t["negativeConversations"].as_i64().unwrap(),
+            t["recovered"].as_i64().unwrap(),
+        )
+    };
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "a1",
+            "ana",
+            "my machine broke after a week, awful",
+            None,
+            false
+        )]),
+    )
+    .await;
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "b1",
+            "bob",
+            "love mine, works great!",
+            Some("a1"),
+            false
+        )]),
+    )
+    .await;
+    assert_eq!(
+        figures().await,
+        (1, 0),
+        "a bystander's joy recovers nothing"
+    );
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "a2",
+            "ana",
+            "fixed now, great support, thank you!",
+            Some("a1"),
+            false
+        )]),
+    )
+    .await;
+    assert_eq!(figures().await, (1, 1), "the customer's own words do");
+
+    // In private: the public complaint, taken offline, recovers when the
+    // customer's happy message arrives in the private thread.
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "c1",
+            "cem",
+            "terrible service, my order is lost",
+            None,
+            false
+        )]),
+    )
+    .await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id author { handle } } } } }",
+            json!({ "w": ws }),
+        )
+        .await;
+    let cem = edges(&d["conversations"])
+        .into_iter()
+        .find(|e| e["node"]["author"]["handle"] == "cem")
+        .unwrap()["node"]["id"]
+        .clone();
+    app.ok(
+        Some(&s.access),
+        "mutation($i: TakeOfflineInput!) { takeOffline(input: $i) { privateConversation { id } } }",
+        json!({ "i": { "conversationId": cem,
+            "text": "Cem, so sorry your order is lost. Please message us privately with the order number and we will trace it today." } }),
+    )
+    .await;
+    assert_eq!(figures().await, (2, 1));
+    app.import_events(
+        &s,
+        &ws,
+        json!([event(
+            "c2",
+            "cem",
+            "found it, thank you so much, great help!",
+            None,
+            true
+        )]),
+    )
+    .await;
+    assert_eq!(figures().await, (2, 2), "the public conversation recovered");
+}

@@ -304,6 +304,29 @@ pub async fn store_locked(
             candidates.extend(ids);
         }
     }
+    //    A private thread `takeOffline` opened carries its public
+    //    conversation's recovery (the customer's "sorted, thanks!" comes
+    //    in private): its parent is locked with it, in the same id order.
+    //    The link cannot change meanwhile: it is written under the
+    //    author's lock, which this payload holds.
+    if todo
+        .iter()
+        .any(|(_, m)| m.visibility == Visibility::Private)
+    {
+        let mut parents = Vec::new();
+        for chunk in candidates.chunks(CHUNK) {
+            let ids: Vec<Option<Uuid>> = conversation::Entity::find()
+                .select_only()
+                .column(conversation::Column::ParentConversationId)
+                .filter(conversation::Column::Id.is_in(chunk.iter().copied()))
+                .filter(conversation::Column::ParentConversationId.is_not_null())
+                .into_tuple()
+                .all(txn)
+                .await?;
+            parents.extend(ids.into_iter().flatten());
+        }
+        candidates.extend(parents);
+    }
     let mut convs: HashMap<Uuid, Conv> = HashMap::new();
     let mut open: HashMap<OpenKey, Uuid> = HashMap::new();
     let authors_here: HashSet<Uuid> = author_ids.iter().copied().collect();
@@ -335,6 +358,7 @@ pub async fn store_locked(
     let mut here: HashMap<(String, Uuid), Uuid> = HashMap::new();
     let mut early_here: HashMap<(String, Uuid), Uuid> = HashMap::new();
     let mut new_order = Vec::new();
+    let mut recovered_threads: Vec<Uuid> = Vec::new();
     let mut messages = Vec::with_capacity(todo.len());
     let mut touched = Vec::with_capacity(todo.len());
     for (ws, m) in &todo {
@@ -413,10 +437,14 @@ pub async fn store_locked(
                     c.dirty = true;
                     timers.extend(sla::timers_of(&c.model));
                 }
+                let was_recovered = c.model.recovered;
                 if late {
                     c.join_earlier(m, &breakdown, now);
                 } else {
-                    c.join(m, score, &breakdown, now);
+                    c.join(m, score, &breakdown, now, c.model.author_id == author_id);
+                }
+                if c.model.recovered && !was_recovered {
+                    recovered_threads.extend(c.model.parent_conversation_id);
                 }
                 // Open again: its author's next message in this payload
                 // joins it, as it would arriving alone.
@@ -452,6 +480,19 @@ pub async fn store_locked(
                 (id, true)
             }
         };
+        for p in recovered_threads.drain(..) {
+            if let Some(parent) = convs.get_mut(&p)
+                && parent
+                    .model
+                    .opening_sentiment
+                    .is_some_and(|s| s <= NEGATIVE)
+                && !parent.model.recovered
+            {
+                parent.model.recovered = true;
+                parent.model.updated_at = now;
+                parent.dirty = true;
+            }
+        }
         here.insert((m.external_id.clone(), ws.id), conversation_id);
         if let Some(p) = &m.in_reply_to {
             early_here
@@ -572,6 +613,11 @@ impl OpenKey {
 }
 
 /// A conversation being changed by this payload.
+/// Compound sentiment at or below which a conversation opened unhappy, and
+/// at or above which a message is positive (VADER's usual cut-offs).
+const NEGATIVE: f64 = -0.05;
+const POSITIVE: f64 = 0.05;
+
 struct Conv {
     model: conversation::Model,
     dirty: bool,
@@ -642,25 +688,27 @@ impl Conv {
     }
 
     /// Another customer message in this conversation: rank by its most
-    /// urgent message, follow the sentiment of the latest by publish time,
-    /// and reopen it (the customer spoke, the ball is in the agency's court
-    /// again).
+    /// urgent message, follow the sentiment of the latest by publish time
+    /// (`by_author`: written by the customer whose conversation it is, not
+    /// another person answering them), and reopen it (the customer spoke,
+    /// the ball is in the agency's court again).
     fn join(
         &mut self,
         m: &Inbound,
         sentiment: f64,
         breakdown: &Breakdown,
         now: chrono::DateTime<Utc>,
+        by_author: bool,
     ) {
         // Platforms deliver out of order: an older message than the latest
         // does not speak for the customer's current mood.
         let newest = m.published_at >= self.model.last_customer_message_at;
         self.join_earlier(m, breakdown, now);
         let c = &mut self.model;
-        if newest {
+        if newest && by_author {
             c.sentiment = Some(sentiment);
             // Recovery: a conversation that began unhappy, now positive.
-            if c.opening_sentiment.is_some_and(|s| s <= -0.05) && sentiment >= 0.05 {
+            if c.opening_sentiment.is_some_and(|s| s <= NEGATIVE) && sentiment >= POSITIVE {
                 c.recovered = true;
             }
         }
