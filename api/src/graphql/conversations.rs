@@ -861,7 +861,8 @@ async fn list_page(
     if let Some(a) = &f.assignee_id {
         q = q.filter(conversation::Column::AssigneeMembershipId.eq(decode(Kind::Member, a)?));
     }
-    if let Some(term) = f.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    // Taken literally, spaces too; an empty term is no filter.
+    if let Some(term) = f.search.as_deref().filter(|t| !t.is_empty()) {
         if term.chars().count() > 200 || term.contains(char::is_control) {
             return Err(ApiError::bad_input(
                 "search",
@@ -877,13 +878,18 @@ async fn list_page(
                 [format!("(?i){}", regex_literal(term))],
             )
         } else {
+            // Both sides lowered by PostgreSQL, so they fold alike (Rust's
+            // rules differ: a final sigma, a dotted capital I); the escape
+            // characters are ASCII, which lower() leaves alone. LIKE's
+            // escape character is a backslash by default.
             let escaped = term
-                .to_lowercase()
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_");
-            Expr::expr(Func::lower(Expr::col(message::Column::Body)))
-                .like(sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('\\'))
+            Expr::expr(Func::lower(Expr::col(message::Column::Body))).binary(
+                sea_orm::sea_query::BinOper::Like,
+                Func::lower(Expr::val(format!("%{escaped}%"))),
+            )
         };
         q = q.filter(
             conversation::Column::Id.in_subquery(
