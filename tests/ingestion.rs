@@ -2287,6 +2287,85 @@ async fn an_import_through_a_generic_channel_meets_its_webhook_deliveries() {
     }
 }
 
+/// A source echoing the brand's own published reply back (a review site
+/// listing the answer under the id it gave it) sends no customer message:
+/// by webhook it is not stored, and an import counts it as a duplicate and
+/// stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brands_own_reply_echoed_back_is_no_customer_message() {
+    use rapport_store::entities::message;
+    use sea_orm::{ActiveModelTrait, ColumnTrait, IntoActiveModel, QueryFilter, Set};
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    // The callback goes nowhere: the reply's id is recorded by hand below.
+    let (ch, url) = connect(
+        &app,
+        &s,
+        json!({ "workspaceId": ws, "kind": "GENERIC", "name": "reviews", "secret": "generic-secret",
+        "callbackUrl": "http://127.0.0.1:9/replies" }),
+    )
+    .await;
+    app.deliver_generic(
+        &url,
+        json!([{ "id": "rv-1", "text": "two stars, the grinder broke in a week", "published_at": "2026-11-20T09:00:00Z",
+                 "author": { "id": "critic", "handle": "critic" } }]),
+    )
+    .await;
+    app.eventually("stored", async || {
+        (conversations(&app, &s, &ws).await.len() == 1).then_some(())
+    })
+    .await;
+    let conv = conversations(&app, &s, &ws).await[0]["id"].clone();
+    let sent = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+            json!({ "i": { "conversationId": conv, "visibility": "PUBLIC",
+                "text": "So sorry the grinder broke within a week; a replacement ships today, tracking to follow." } }),
+        )
+        .await;
+    // As publishing records it: the id the source gave the reply.
+    let reply_id = rapport_domain::GlobalId::decode(
+        rapport_domain::Kind::Message,
+        sent["sendReply"]["id"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut reply = message::Entity::find_by_id(reply_id)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_active_model();
+    reply.platform_message_id = Set(Some("rv-55".into()));
+    reply.update(&app.state.db).await.unwrap();
+    let inbound = async || {
+        message::Entity::find()
+            .filter(message::Column::Direction.eq("INBOUND"))
+            .count(&app.state.db)
+            .await
+            .unwrap()
+    };
+    let echo = json!({ "id": "rv-55", "text": "So sorry the grinder broke within a week; a replacement ships today, tracking to follow.",
+                       "published_at": "2026-11-20T10:00:00Z", "author": { "id": "brewco", "handle": "brewco" } });
+    app.deliver_generic(&url, json!([echo.clone()])).await;
+    app.eventually("the echo processed", async || {
+        (pending_raw_events(&app).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(inbound().await, 1, "the echo is not a customer message");
+    let d = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted duplicates } }",
+            json!({ "i": { "workspaceId": ws, "channelId": ch, "events": [echo] } }),
+        )
+        .await;
+    assert_eq!(d["importMessages"]["duplicates"], 1, "{d}");
+    assert_eq!(d["importMessages"]["accepted"], 0, "{d}");
+    assert_eq!(inbound().await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
     let app = TestApp::start().await;

@@ -230,6 +230,21 @@ pub async fn store_locked(
                 ))
                 .into_query(),
         );
+        // The brand's own replies, published through this channel, known
+        // by the id the platform gave them: a source echoing one back
+        // (a review site listing the answer) sends no customer message.
+        q.union(
+            UnionType::All,
+            message::Entity::find()
+                .select_only()
+                .column(message::Column::PlatformMessageId)
+                .column(message::Column::WorkspaceId)
+                .column(message::Column::InReplyToExternalId)
+                .column(message::Column::ConversationId)
+                .filter(message::Column::ChannelId.is_in(same_ids.iter().copied()))
+                .filter(message::Column::PlatformMessageId.is_in(chunk.iter().copied()))
+                .into_query(),
+        );
         let rows = txn
             .query_all_raw(txn.get_database_backend().build(&q))
             .await?
