@@ -2366,6 +2366,52 @@ async fn the_brands_own_reply_echoed_back_is_no_customer_message() {
     assert_eq!(inbound().await, 1);
 }
 
+/// An import of more than one chunk (250 events) records each chunk in
+/// the audit log as it commits, in its transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_chunk_of_an_import_is_audited_with_its_commit() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let good = |id: &str, author: &str| json!({ "id": id, "text": "old complaint, still angry", "published_at": "2025-01-02T03:04:05Z", "author": { "id": author, "followers": 10 } });
+    let q = "mutation($i: ImportMessagesInput!) { importMessages(input: $i) { accepted duplicates rejected { index reason } } }";
+    let many: Vec<Value> = (0..300)
+        .map(|i| good(&format!("bulk-{i}"), &format!("b{i}")))
+        .collect();
+    let d = app
+        .ok(
+            Some(&s.access),
+            q,
+            json!({ "i": { "workspaceId": ws, "events": many } }),
+        )
+        .await;
+    assert_eq!(d["importMessages"]["accepted"], 300);
+    let audit = app
+        .ok(
+            Some(&s.access),
+            "{ auditLog(first: 2) { edges { node { action details } } } }",
+            json!({}),
+        )
+        .await;
+    let parts: Vec<(Value, Value)> = edges(&audit["auditLog"])
+        .iter()
+        .map(|e| (e["node"]["action"].clone(), e["node"]["details"].clone()))
+        .collect();
+    assert!(
+        parts.iter().all(|(a, _)| a == "importMessages"),
+        "{parts:?}"
+    );
+    let mut accepted: Vec<i64> = parts
+        .iter()
+        .map(|(_, d)| {
+            assert_eq!(d["parts"], 2, "{d}");
+            d["accepted"].as_i64().unwrap()
+        })
+        .collect();
+    accepted.sort();
+    assert_eq!(accepted, [50, 250]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_mutation_and_cli_backfill_once_and_report_rejections() {
     let app = TestApp::start().await;

@@ -12,7 +12,9 @@ use crate::tenancy::begin_for_agency;
 use chrono::Utc;
 use rapport_domain::ingest::{ChannelKind, Inbound, generic};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, Set,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -134,6 +136,22 @@ pub async fn import_chunk(
     events: &[Value],
     first_index: usize,
 ) -> StoreResult<ImportSummary> {
+    let txn = begin_for_agency(db, ws.agency_id).await?;
+    let summary = import_chunk_in(&txn, ws, ch, events, first_index).await?;
+    txn.commit().await?;
+    Ok(summary)
+}
+
+/// [`import_chunk`] within the caller's transaction (of `ws`'s agency),
+/// for a caller that records more in it before it commits (the audit
+/// entry of an import through the API).
+pub async fn import_chunk_in(
+    txn: &DatabaseTransaction,
+    ws: &workspace::Model,
+    ch: &channel::Model,
+    events: &[Value],
+    first_index: usize,
+) -> StoreResult<ImportSummary> {
     let mut summary = ImportSummary::default();
     let mut parsed = Vec::with_capacity(events.len());
     let now = chrono::Utc::now();
@@ -149,13 +167,12 @@ pub async fn import_chunk(
             )),
         }
     }
-    let txn = begin_for_agency(db, ws.agency_id).await?;
     // What the channel holds already is a duplicate, in whichever
     // workspace it was put. Read after the locks: a message or the one it
     // answers being stored meanwhile is waited for and seen.
     let msgs: Vec<&Inbound> = parsed.iter().collect();
-    lock(&txn, ch, ChannelKind::Generic, msgs.iter().copied()).await?;
-    let known = stored_workspaces(&txn, ch.id, &lookup_ids(&msgs)).await?;
+    lock(txn, ch, ChannelKind::Generic, msgs.iter().copied()).await?;
+    let known = stored_workspaces(txn, ch.id, &lookup_ids(&msgs)).await?;
     let mut seen = std::collections::HashSet::new();
     summary.duplicates = parsed
         .iter()
@@ -172,10 +189,10 @@ pub async fn import_chunk(
     // thread's workspaces).
     let stored = if is_import_channel(ch) {
         let items: Vec<_> = parsed.iter().map(|m| (ws, m)).collect();
-        store_locked(&txn, ch, ChannelKind::Generic, &items).await?
+        store_locked(txn, ch, ChannelKind::Generic, &items).await?
     } else {
-        let workspaces = routable_workspaces(&txn, ch, ChannelKind::Generic).await?;
-        let answered = early_reply_workspaces(&txn, ch.id, &new_ids(&msgs, &known)).await?;
+        let workspaces = routable_workspaces(txn, ch, ChannelKind::Generic).await?;
+        let answered = early_reply_workspaces(txn, ch.id, &new_ids(&msgs, &known)).await?;
         let items = route(
             ChannelKind::Generic,
             ch,
@@ -184,9 +201,8 @@ pub async fn import_chunk(
             &known,
             &answered,
         );
-        store_locked(&txn, ch, ChannelKind::Generic, &items).await?
+        store_locked(txn, ch, ChannelKind::Generic, &items).await?
     };
-    txn.commit().await?;
     summary.timers = stored.timers;
     summary.touched = stored.touched;
     Ok(summary)

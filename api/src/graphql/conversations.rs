@@ -1263,7 +1263,7 @@ impl ImportMutation {
         ctx: &Context<'_>,
         input: ImportMessagesInput,
     ) -> ApiResult<ImportMessagesPayload> {
-        use rapport_store::import::{CHUNK, ImportSummary, import_chunk, import_target};
+        use rapport_store::import::{CHUNK, ImportSummary, import_chunk_in, import_target};
         let v = auth(ctx).viewer()?;
         v.require_manager()?;
         if input.events.len() > MAX_IMPORT {
@@ -1285,23 +1285,26 @@ impl ImportMutation {
         let events: Vec<serde_json::Value> = input.events.into_iter().map(|j| j.0).collect();
         let mut summary = ImportSummary::default();
         for (n, chunk) in events.chunks(CHUNK).enumerate() {
-            let part = import_chunk(&st.db, &ws, &ch, chunk, n * CHUNK).await?;
-            // Each chunk commits on its own: its timers and live updates
-            // go out now, whatever a later chunk does.
+            // Each chunk commits on its own, with its audit entry: what it
+            // stored is recorded whatever a later chunk does.
+            let txn = v.scope.begin(&st.db).await?;
+            let part = import_chunk_in(&txn, &ws, &ch, chunk, n * CHUNK).await?;
+            AuditEvent::new("importMessages")
+                .workspace(ws.id)
+                .details(json!({
+                    "part": n + 1,
+                    "parts": events.len().div_ceil(CHUNK),
+                    "accepted": part.accepted,
+                    "duplicates": part.duplicates,
+                    "rejected": part.rejected.len(),
+                }))
+                .by(&txn, v)
+                .await?;
+            txn.commit().await?;
+            // Its timers and live updates go out now.
             rapport_store::ingest::announce(&st.kv, &part.timers, &part.touched).await;
             summary.add(part);
         }
-        let txn = v.scope.begin(&st.db).await?;
-        AuditEvent::new("importMessages")
-            .workspace(ws.id)
-            .details(json!({
-                "accepted": summary.accepted,
-                "duplicates": summary.duplicates,
-                "rejected": summary.rejected.len(),
-            }))
-            .by(&txn, v)
-            .await?;
-        txn.commit().await?;
         Ok(ImportMessagesPayload {
             accepted: summary.accepted as i32,
             duplicates: summary.duplicates as i32,
