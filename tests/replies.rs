@@ -75,6 +75,18 @@ async fn the_guard_refuses_canned_replies_and_replies_stop_the_clocks() {
             .contains("line 2"),
         "{r}"
     );
+    // A filter that does not exist fails only when rendered: tried at save.
+    let r = app
+        .gql(Some(&s.access), create, json!({ "i": { "workspaceId": ws, "name": "Typo", "body": "Hi {{ slot.e|capitalise }}", "slots": [{ "name": "e", "guidance": "g" }], "intent": "ACKNOWLEDGE" } }))
+        .await;
+    assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be rendered"),
+        "{r}"
+    );
     let tpl = app
         .ok(
             Some(&s.access),

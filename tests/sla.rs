@@ -1108,6 +1108,25 @@ async fn a_breach_is_not_assigned_to_a_member_restricted_away_since_the_policy_w
     );
 }
 
+/// A webhook receiver that answers every request 200 at once; its URL.
+async fn answering_receiver() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    url
+}
+
 /// A webhook receiver that reads each request and never answers: every
 /// attempt runs into the deliverer's timeout. Records the delivery ids.
 async fn hanging_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
@@ -1268,21 +1287,7 @@ async fn a_dead_endpoints_backlog_does_not_hold_back_other_subscriptions() {
         subscribe(&app, &s, &ws, url).await.1
     };
     let (dead_url, dead_seen) = hanging_receiver().await;
-    // A receiver that answers 200 at once.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let good_url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 8192];
-                let _ = sock.read(&mut buf).await;
-                let _ = sock
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .await;
-            });
-        }
-    });
+    let good_url = answering_receiver().await;
     let dead = subscriber("dead", &dead_url).await;
     let good = subscriber("good", &good_url).await;
     // The dead endpoint's backlog is older and larger than a whole pass.
@@ -1341,21 +1346,7 @@ async fn an_agency_with_many_failing_subscriptions_does_not_hold_back_another() 
     for sub in &busy {
         pending_deliveries(&app, sub, 2).await;
     }
-    // Listening, answering 200 at once.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let good_url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 8192];
-                let _ = sock.read(&mut buf).await;
-                let _ = sock
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .await;
-            });
-        }
-    });
+    let good_url = answering_receiver().await;
     let g = app.sign_up("Good", "owner@good.test").await;
     let gws = app.create_workspace(&g, "Brand").await;
     let (_, good) = subscribe(&app, &g, &gws, &good_url).await;

@@ -264,7 +264,9 @@ fn checked(body: &str, slots: &[TemplateSlot]) -> ApiResult<Vec<SlotSpec>> {
             min_length: s.min_length as u32,
         });
     }
-    Template::parse(body, specs.clone()).map_err(|e| ApiError::bad_input("body", e.to_string()))?;
+    Template::parse(body, specs.clone())
+        .and_then(|t| t.trial())
+        .map_err(|e| ApiError::bad_input("body", e.to_string()))?;
     Ok(specs)
 }
 

@@ -47,6 +47,8 @@ pub enum TemplateError {
     BadSlotName(String),
     #[error("the body is longer than {MAX_BODY} characters")]
     TooLong,
+    #[error("the template cannot be rendered: {0}")]
+    Unrenderable(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -166,6 +168,27 @@ impl Template {
                 Some(j) => rest = &rest[i + 2 + j + 2..],
                 None => return out,
             }
+        }
+    }
+
+    /// Renders once with every context variable and slot given a sample
+    /// value: a filter or test that does not exist fails only when
+    /// rendered, and would then fail every reply written with the
+    /// template, blamed on the agent's slots.
+    pub fn trial(&self) -> Result<(), TemplateError> {
+        let context: HashMap<&str, String> = CONTEXT_VARS
+            .iter()
+            .map(|v| (*v, "Sample".to_string()))
+            .collect();
+        let slots: HashMap<String, String> = self
+            .slots
+            .iter()
+            .map(|s| (s.name.clone(), "sample words".to_string()))
+            .collect();
+        match self.render(&context, &slots) {
+            Err(RenderError::Failed(reason)) => Err(TemplateError::Unrenderable(reason)),
+            // Too long with sample words: the agent's own decide.
+            Ok(_) | Err(RenderError::TooLong) => Ok(()),
         }
     }
 
@@ -306,5 +329,25 @@ mod tests {
             };
             assert!(refused, "{body}");
         }
+    }
+
+    #[test]
+    fn templates_that_fail_only_when_rendered_are_refused_by_their_trial() {
+        for body in [
+            "Hi {{ author.name }}, {{ slot.empathy|capitalise }}",
+            "{% if slot.empathy is shouting %}!{% endif %}{{ slot.empathy }}",
+        ] {
+            let t = Template::parse(body, vec![slot("empathy", 0)]).expect(body);
+            assert!(
+                matches!(t.trial(), Err(TemplateError::Unrenderable(_))),
+                "{body}"
+            );
+        }
+        let t = Template::parse(
+            "Hi {{ author.name }}, {{ slot.empathy|capitalize }}",
+            vec![slot("empathy", 0)],
+        )
+        .unwrap();
+        assert_eq!(t.trial(), Ok(()));
     }
 }
