@@ -476,3 +476,85 @@ async fn assignments_follow_what_a_member_can_still_answer() {
         .await;
     assert_eq!(code(&r), Some("BAD_USER_INPUT"), "{r}");
 }
+
+/// A conversation resolved while assigned keeps its assignee (reports
+/// count who handled it); when it reopens, by the customer writing again
+/// or by an agent, an assignee who can no longer reach its workspace
+/// (restricted away since) is taken off it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_conversation_loses_an_assignee_who_can_no_longer_reach_it() {
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let w1 = app.create_workspace(&s, "Brew Co").await;
+    let w2 = app.create_workspace(&s, "Bean Bros").await;
+    let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
+    let say = |id: &str, who: &str, text: &str| {
+        json!([{ "id": id, "text": text, "published_at": chrono::Utc::now().to_rfc3339(),
+                 "author": { "id": who, "handle": who } }])
+    };
+    app.import_events(&s, &w1, say("a1", "ana", "my latte arrived cold"))
+        .await;
+    app.import_events(&s, &w1, say("b1", "bob", "my order is late"))
+        .await;
+    let listed = async || {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id status author { handle } assignee { id } } } } }",
+                json!({ "w": w1 }),
+            )
+            .await;
+        edges(&d["conversations"])
+            .into_iter()
+            .map(|e| {
+                (
+                    e["node"]["author"]["handle"].as_str().unwrap().to_string(),
+                    e["node"].clone(),
+                )
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let before = listed().await;
+    for who in ["ana", "bob"] {
+        let id = before[who]["id"].clone();
+        app.ok(
+            Some(&s.access),
+            "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }",
+            json!({ "i": { "conversationId": id, "memberId": agent } }),
+        )
+        .await;
+        app.ok(
+            Some(&s.access),
+            "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
+            json!({ "c": id }),
+        )
+        .await;
+    }
+    app.ok(
+        Some(&s.access),
+        "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { role } }",
+        json!({ "i": { "memberId": agent, "role": "AGENT", "workspaceIds": [w2] } }),
+    )
+    .await;
+    let resolved = listed().await;
+    assert_eq!(
+        resolved["ana"]["assignee"]["id"],
+        json!(agent),
+        "kept while resolved"
+    );
+    // The customer answers again; an agent reopens the other.
+    let mut again = say("a2", "ana", "still cold, still waiting");
+    again[0]["in_reply_to"] = json!("a1");
+    app.import_events(&s, &w1, again).await;
+    app.ok(
+        Some(&s.access),
+        "mutation($i: SetConversationStatusInput!) { setConversationStatus(input: $i) { status } }",
+        json!({ "i": { "conversationId": before["bob"]["id"], "status": "OPEN" } }),
+    )
+    .await;
+    let after = listed().await;
+    for who in ["ana", "bob"] {
+        assert_eq!(after[who]["status"], "OPEN", "{who}");
+        assert_eq!(after[who]["assignee"], Value::Null, "{who}");
+    }
+}

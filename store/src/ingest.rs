@@ -441,8 +441,20 @@ pub async fn store_locked(
         {
             e.insert(sla::load(txn, ws.id).await?);
         }
+        // Its assignee may no longer reach it (see tenancy::may_hold).
+        let out_of_reach = match joined.and_then(|id| convs.get(&id)) {
+            Some(c) if reopening => match c.model.assignee_membership_id {
+                Some(a) => !crate::tenancy::may_hold(txn, a, c.model.workspace_id).await?,
+                None => false,
+            },
+            _ => false,
+        };
         let (conversation_id, created) = match joined.and_then(|id| convs.get_mut(&id)) {
             Some(c) => {
+                if out_of_reach {
+                    c.model.assignee_membership_id = None;
+                    c.dirty = true;
+                }
                 if let Some(snap) = sla::Snapshot::of(&c.model).filter(|_| reopening || answered) {
                     let clock = slas[&ws.id].clock_of(&snap);
                     if reopening {
@@ -771,6 +783,7 @@ const CONVERSATION_CHANGES: &[(&str, &str)] = &[
     ("resolution_due_at", "timestamptz"),
     ("due_at", "timestamptz"),
     ("sla_targets", "jsonb"),
+    ("assignee_membership_id", "uuid"),
     ("updated_at", "timestamptz"),
 ];
 
@@ -822,6 +835,10 @@ async fn save_conversations(
             "sla_targets".into(),
             json(serde_json::to_value(&c.sla_targets))?,
         );
+        r.insert(
+            "assignee_membership_id".into(),
+            c.assignee_membership_id.map(|a| a.to_string()).into(),
+        );
         r.insert("updated_at".into(), batch::timestamp(c.updated_at));
         rows.push((c.id, r));
     }
@@ -848,6 +865,7 @@ async fn save_one(txn: &DatabaseTransaction, c: conversation::Model) -> Result<(
     am.resolution_due_at = Set(c.resolution_due_at);
     am.due_at = Set(c.due_at);
     am.sla_targets = Set(c.sla_targets);
+    am.assignee_membership_id = Set(c.assignee_membership_id);
     am.updated_at = Set(c.updated_at);
     am.update(txn).await.map(|_| ())
 }

@@ -236,6 +236,37 @@ pub async fn member_sees_workspace<C: ConnectionTrait>(
         .is_some())
 }
 
+/// Whether member `membership_id` may hold a conversation of workspace
+/// `workspace_id` as its assignee: accepted, not a CLIENT_VIEWER, and
+/// seeing the workspace. A conversation reopening is checked again: its
+/// assignee may have been restricted away, or made a viewer, while it was
+/// resolved (a role change unassigns only open conversations, keeping who
+/// handled the others for reports).
+pub async fn may_hold<C: ConnectionTrait>(
+    conn: &C,
+    membership_id: Uuid,
+    workspace_id: Uuid,
+) -> Result<bool, sea_orm::DbErr> {
+    let Some(m) = membership::Entity::find_by_id(membership_id)
+        .one(conn)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if m.invitation_hash.is_some() || m.role == "CLIENT_VIEWER" {
+        return Ok(false);
+    }
+    if !m.restricted {
+        return Ok(true);
+    }
+    Ok(membership_workspace::Entity::find()
+        .filter(membership_workspace::Column::MembershipId.eq(m.id))
+        .filter(membership_workspace::Column::WorkspaceId.eq(workspace_id))
+        .one(conn)
+        .await?
+        .is_some())
+}
+
 pub async fn begin_for_agency(
     db: &DatabaseConnection,
     agency_id: Uuid,

@@ -1042,6 +1042,13 @@ async fn change_status(
     let mut next = current.clone();
     let met = sla::apply_status(&mut next, &clock, input.status.as_str(), now);
     let mut am = current.clone().into_active_model();
+    let reopening = matches!(current.status.as_str(), "RESOLVED" | "CLOSED")
+        && matches!(next.status.as_str(), "OPEN" | "PENDING_CUSTOMER");
+    if let Some(a) = current.assignee_membership_id.filter(|_| reopening)
+        && !rapport_store::tenancy::may_hold(&txn, a, current.workspace_id).await?
+    {
+        am.assignee_membership_id = Set(None);
+    }
     am.status = Set(next.status.clone());
     am.resolved_at = Set(next.resolved_at);
     am.resolution_business_s = Set(next.resolution_business_s);
