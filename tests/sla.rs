@@ -859,6 +859,50 @@ async fn a_breach_escalates_priority_and_assignment_per_policy() {
     assert_eq!(node["assignee"]["id"], agent.as_str());
 }
 
+/// A policy's escalation is read at the breach: a policy deleted while its
+/// conversations run escalates nothing (their deadlines still run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_policy_escalates_nothing() {
+    use rapport_store::entities::sla_policy;
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "a@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
+    let t = json!({ "firstResponseMinutes": 60 });
+    let targets = json!({ "urgent": t, "high": t, "normal": t, "low": t });
+    app.ok(
+        Some(&s.access),
+        POLICY,
+        json!({ "i": { "workspaceId": ws, "name": "Esc", "isDefault": true, "targets": targets,
+                 "escalation": { "raisePriorityTo": "URGENT", "assignToMemberId": agent } } }),
+    )
+    .await;
+    import(&app, &s, &ws, "calm", 0).await;
+    let c = first_response_overdue(&app, chrono::Duration::seconds(1)).await;
+    // Deleted as `deleteSlaPolicy` marks it (a default cannot be, through
+    // the API, while it is the default).
+    let mut p: sla_policy::ActiveModel = sla_policy::Entity::find_by_id(c.sla_policy_id.unwrap())
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .into();
+    p.deleted_at = Set(Some(chrono::Utc::now()));
+    p.update(&app.state.db).await.unwrap();
+    let engine = app.sla_engine();
+    engine.rebuild().await.unwrap();
+    engine.tick().await.unwrap();
+    let evs = sla_event::Entity::find().all(&app.state.db).await.unwrap();
+    assert!(evs.iter().any(|e| e.kind == "SLA_BREACHED"), "{evs:?}");
+    let after = conversation::Entity::find_by_id(c.id)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.assignee_membership_id, None);
+    assert_ne!(after.priority, "URGENT");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breach_goes_to_the_least_loaded_member_of_the_team() {
     let app = TestApp::start().await;

@@ -937,8 +937,16 @@ pub async fn escalate<C: ConnectionTrait>(
         // the escalation stands.)
         return Ok(false);
     }
+    // The policy as it is now: its escalation is who to call, and a
+    // policy deleted since calls nobody (the deadlines copied when the
+    // conversation opened still run).
     let Some(policy) = (match c.sla_policy_id {
-        Some(id) => sla_policy::Entity::find_by_id(id).one(conn).await?,
+        Some(id) => {
+            sla_policy::Entity::find_by_id(id)
+                .filter(sla_policy::Column::DeletedAt.is_null())
+                .one(conn)
+                .await?
+        }
         None => None,
     }) else {
         return Ok(false);

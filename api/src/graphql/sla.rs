@@ -1061,7 +1061,8 @@ impl SlaMutation {
         Ok(SlaPolicy(p))
     }
 
-    /// Changes a policy for conversations opened from now on. OWNER or ADMIN.
+    /// Changes a policy: its targets for conversations opened from now on,
+    /// its escalation at every breach from now on. OWNER or ADMIN.
     async fn update_sla_policy(
         &self,
         ctx: &Context<'_>,
