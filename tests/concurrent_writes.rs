@@ -789,3 +789,56 @@ async fn two_refreshes_with_one_token_at_once() {
         }
     }
 }
+
+/// A policy update waiting while another member deletes the policy reads
+/// it again once it holds the workspace's policies: NOT_FOUND, not the
+/// deleted policy made the default (and the real default cleared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_update_racing_its_deletion_finds_it_gone() {
+    use rapport_store::entities::sla_policy;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let t = json!({ "firstResponseMinutes": 60 });
+    app.default_policy(&s, &ws, t.clone(), json!({})).await;
+    let targets = json!({ "urgent": t, "high": t, "normal": t, "low": t });
+    let other = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: CreateSlaPolicyInput!) { createSlaPolicy(input: $i) { id } }",
+            json!({ "i": { "workspaceId": ws, "name": "VIP", "targets": targets } }),
+        )
+        .await["createSlaPolicy"]["id"]
+        .clone();
+    let other_id =
+        rapport_domain::GlobalId::decode(rapport_domain::Kind::SlaPolicy, other.as_str().unwrap())
+            .unwrap();
+    let ws_id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &ws).unwrap();
+    // Another member's deletion, holding the workspace's policies.
+    let delete = format!(
+        "SELECT 1 FROM workspaces WHERE id = '{ws_id}' FOR UPDATE; \
+         UPDATE sla_policies SET deleted_at = now(), is_default = false WHERE id = '{other_id}'"
+    );
+    let r = while_uncommitted(
+        &app,
+        &delete,
+        app.gql(
+            Some(&s.access),
+            "mutation($i: UpdateSlaPolicyInput!) { updateSlaPolicy(input: $i) { id } }",
+            json!({ "i": { "id": other, "isDefault": true } }),
+        ),
+    )
+    .await;
+    assert_eq!(code(&r), Some("NOT_FOUND"), "{r}");
+    let defaults = sla_policy::Entity::find()
+        .filter(sla_policy::Column::IsDefault.eq(true))
+        .filter(sla_policy::Column::DeletedAt.is_null())
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(defaults.len(), 1, "the real default stays: {defaults:?}");
+}

@@ -1072,9 +1072,8 @@ impl SlaMutation {
         v.require_manager()?;
         let st = state(ctx);
         let txn = v.scope.begin(&st.db).await?;
-        let current = policy_in(v, &txn, &input.id).await?;
+        let current = locked_policy(v, &txn, &input.id).await?;
         let ws = current.workspace_id;
-        lock_policies(&txn, ws).await?;
         let mut am = current.clone().into_active_model();
         if let Some(n) = &input.name {
             am.name = Set(Name::parse("name", n)?.into_string());
@@ -1191,7 +1190,7 @@ impl SlaMutation {
         v.require_manager()?;
         let st = state(ctx);
         let txn = v.scope.begin(&st.db).await?;
-        let p = policy_in(v, &txn, &input.id).await?;
+        let p = locked_policy(v, &txn, &input.id).await?;
         let ws = p.workspace_id;
         let mut am = p.into_active_model();
         am.deleted_at = Set(Some(Utc::now()));
@@ -1206,6 +1205,20 @@ impl SlaMutation {
             deleted_policy_id: input.id,
         })
     }
+}
+
+/// Policy `id`, read again once its workspace's policies are locked
+/// ([`lock_policies`]): one deleted or changed meanwhile by another member
+/// is seen as it now is (an update read before a deletion would otherwise
+/// make the deleted policy the default, and clear the real one).
+async fn locked_policy(
+    v: &Viewer,
+    txn: &DatabaseTransaction,
+    id: &ID,
+) -> ApiResult<sla_policy::Model> {
+    let ws = policy_in(v, txn, id).await?.workspace_id;
+    lock_policies(txn, ws).await?;
+    policy_in(v, txn, id).await
 }
 
 /// Serialises changes to a workspace's policy order (positions and the
