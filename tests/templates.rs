@@ -457,3 +457,66 @@ async fn a_workspace_sees_its_agency_templates_past_the_first_page_of_the_agency
     assert_eq!(listed.len(), 500, "one list holds 500");
     assert_eq!((listed[0].as_str(), listed[499].as_str()), ("b000", "b499"));
 }
+
+/// A member restricted to one workspace sees the agency templates enabled
+/// there even when more than a listing's worth (500) of others, enabled
+/// elsewhere, come first by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_member_finds_their_agency_templates_past_the_first_500() {
+    use rapport_store::entities::reply_template;
+    use sea_orm::{EntityTrait, Set};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let a = app.create_workspace(&s, "Brew Co").await;
+    let b = app.create_workspace(&s, "Bean Bros").await;
+    let (agent, _) = app
+        .add_member(&s, "agent@acme.test", "AGENT", Some(vec![a.clone()]))
+        .await;
+    let body = "Hi {{ author.name }}, {{ slot.empathy }}";
+    let slots = json!([{ "name": "empathy", "guidance": "show you understood", "minLength": 10 }]);
+    app.ok(
+        Some(&s.access),
+        CREATE,
+        json!({ "i": { "name": "zz Brew ack", "body": body, "slots": slots, "intent": "ACKNOWLEDGE", "enabledWorkspaceIds": [a] } }),
+    )
+    .await;
+    let agency =
+        rapport_domain::GlobalId::decode(rapport_domain::Kind::Agency, &s.agency_id).unwrap();
+    let b_id = rapport_domain::GlobalId::decode(rapport_domain::Kind::Workspace, &b).unwrap();
+    let now = chrono::Utc::now();
+    let others: Vec<reply_template::ActiveModel> = (0..520)
+        .map(|i| reply_template::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            agency_id: Set(agency),
+            workspace_id: Set(None),
+            name: Set(format!("a{i:04} Bean ack")),
+            body: Set(body.into()),
+            slots: Set(slots.clone()),
+            channel_kinds: Set(json!([])),
+            enabled_workspace_ids: Set(json!([b_id.to_string()])),
+            intent: Set("ACKNOWLEDGE".into()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            archived_at: Set(None),
+        })
+        .collect();
+    for chunk in others.chunks(100) {
+        reply_template::Entity::insert_many(chunk.to_vec())
+            .exec(&app.state.db)
+            .await
+            .unwrap();
+    }
+    let listed = app
+        .ok(
+            Some(&agent.access),
+            "{ agencyReplyTemplates { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        listed["agencyReplyTemplates"],
+        json!([{ "name": "zz Brew ack" }])
+    );
+    let listed = app.ok(Some(&agent.access), LIST, json!({ "w": a })).await;
+    assert_eq!(names(&listed), vec!["zz Brew ack"]);
+}

@@ -390,52 +390,20 @@ impl TemplateQuery {
             .scope
             .workspace(db, decode(Kind::Workspace, &workspace_id)?)
             .await?;
-        // Agency templates are enabled per workspace in a JSON list that is
-        // filtered here, so the rows are read in pages until the list is
-        // full: a limit in SQL would count templates of other workspaces.
-        let mut all: Vec<ReplyTemplate> = Vec::new();
-        let mut after: Option<(String, Uuid)> = None;
-        loop {
-            let mut q = v
-                .scope
-                .select::<reply_template::Entity>()
-                .filter(
-                    Condition::any()
-                        .add(reply_template::Column::WorkspaceId.eq(ws.id))
-                        .add(reply_template::Column::WorkspaceId.is_null()),
-                )
-                .filter(reply_template::Column::ArchivedAt.is_null());
-            if let Some((name, id)) = &after {
-                q = q.filter(
-                    Condition::any()
-                        .add(reply_template::Column::Name.gt(name.as_str()))
-                        .add(
-                            Condition::all()
-                                .add(reply_template::Column::Name.eq(name.as_str()))
-                                .add(reply_template::Column::Id.gt(*id)),
-                        ),
-                );
-            }
-            let rows = q
-                .order_by_asc(reply_template::Column::Name)
-                .order_by_asc(reply_template::Column::Id)
-                .limit(MAX_LISTED)
-                .all(db)
-                .await?;
-            let exhausted = (rows.len() as u64) < MAX_LISTED;
-            after = rows.last().map(|t| (t.name.clone(), t.id));
-            all.extend(
-                rows.into_iter()
-                    .filter(|t| usable_in(t, ws.id))
-                    .map(ReplyTemplate),
-            );
-            if exhausted || all.len() as u64 >= MAX_LISTED {
-                break;
-            }
-        }
-        all.truncate(MAX_LISTED as usize);
-        all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        Ok(all)
+        let base = v
+            .scope
+            .select::<reply_template::Entity>()
+            .filter(
+                Condition::any()
+                    .add(reply_template::Column::WorkspaceId.eq(ws.id))
+                    .add(reply_template::Column::WorkspaceId.is_null()),
+            )
+            .filter(reply_template::Column::ArchivedAt.is_null());
+        Ok(visible_by_name(db, base, |t| usable_in(t, ws.id))
+            .await?
+            .into_iter()
+            .map(ReplyTemplate)
+            .collect())
     }
 
     /// The agency's own templates (enabled per workspace), by name. A
@@ -456,18 +424,57 @@ impl TemplateQuery {
         if !include_archived {
             q = q.filter(reply_template::Column::ArchivedAt.is_null());
         }
-        Ok(q.order_by_asc(reply_template::Column::Name)
-            .limit(MAX_LISTED)
-            .all(&state(ctx).db)
+        let visible = |t: &reply_template::Model| {
+            v.scope.sees_every_workspace()
+                || enabled_in(t).into_iter().any(|w| v.scope.sees_workspace(w))
+        };
+        Ok(visible_by_name(&state(ctx).db, q, visible)
             .await?
             .into_iter()
-            .filter(|t| {
-                v.scope.sees_every_workspace()
-                    || enabled_in(t).into_iter().any(|w| v.scope.sees_workspace(w))
-            })
             .map(ReplyTemplate)
             .collect())
     }
+}
+
+/// Up to [`MAX_LISTED`] of `q`'s templates that `keep` lets through, by
+/// name. Templates are enabled per workspace in a JSON list filtered here,
+/// so the rows are read in pages until the list is full: a limit in SQL
+/// would count templates the viewer or the workspace cannot use.
+async fn visible_by_name(
+    db: &sea_orm::DatabaseConnection,
+    q: sea_orm::Select<reply_template::Entity>,
+    keep: impl Fn(&reply_template::Model) -> bool,
+) -> ApiResult<Vec<reply_template::Model>> {
+    let mut out = Vec::new();
+    let mut after: Option<(String, Uuid)> = None;
+    loop {
+        let mut page = q.clone();
+        if let Some((name, id)) = &after {
+            page = page.filter(
+                Condition::any()
+                    .add(reply_template::Column::Name.gt(name.as_str()))
+                    .add(
+                        Condition::all()
+                            .add(reply_template::Column::Name.eq(name.as_str()))
+                            .add(reply_template::Column::Id.gt(*id)),
+                    ),
+            );
+        }
+        let rows = page
+            .order_by_asc(reply_template::Column::Name)
+            .order_by_asc(reply_template::Column::Id)
+            .limit(MAX_LISTED)
+            .all(db)
+            .await?;
+        let exhausted = (rows.len() as u64) < MAX_LISTED;
+        after = rows.last().map(|t| (t.name.clone(), t.id));
+        out.extend(rows.into_iter().filter(|t| keep(t)));
+        if exhausted || out.len() as u64 >= MAX_LISTED {
+            break;
+        }
+    }
+    out.truncate(MAX_LISTED as usize);
+    Ok(out)
 }
 
 #[derive(Default)]
