@@ -670,6 +670,27 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_repeating_words_the_template_writes_as_a_literal_is_flagged() {
+        let t = Template::parse(
+            "{{ \"Sorry for the trouble with your latte\" }} {{ slot.note }}",
+            vec![SlotSpec {
+                name: "note".into(),
+                guidance: "g".into(),
+                min_length: 0,
+            }],
+        )
+        .unwrap();
+        let slots = HashMap::from([("note".to_string(), "trouble with latte".to_string())]);
+        let found = rendered_and_checked(&t, &slots);
+        assert!(
+            found
+                .iter()
+                .any(|f| matches!(f, Finding::SlotRepeatsTemplate { .. })),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn a_template_that_hides_its_slot_sends_template_text_only() {
         let slots = HashMap::from([(
             "x".to_string(),

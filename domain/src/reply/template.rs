@@ -80,6 +80,30 @@ fn line_of(body: &str, needle: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
+/// The quoted strings of an expression (`'…'` or `"…"`, a backslash
+/// escaping the next character).
+fn string_literals(expr: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut chars = expr.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c != '"' && c != '\'' {
+            continue;
+        }
+        let mut escaped = false;
+        for (j, d) in chars.by_ref() {
+            if escaped {
+                escaped = false;
+            } else if d == '\\' {
+                escaped = true;
+            } else if d == c {
+                out.push(&expr[i + 1..j]);
+                break;
+            }
+        }
+    }
+    out
+}
+
 impl Template {
     pub fn parse(body: &str, slots: Vec<SlotSpec>) -> Result<Self, TemplateError> {
         if body.chars().count() > MAX_BODY {
@@ -143,8 +167,10 @@ impl Template {
         &self.slots
     }
 
-    /// The fixed text of the template (without its expressions), for the
-    /// "a slot merely repeats the template" check.
+    /// The fixed text of the template: its text outside expressions, and
+    /// the string literals inside them (`{{ "Sorry for the trouble" }}` is
+    /// the template's wording all the same), for the "a slot merely
+    /// repeats the template" check.
     pub fn fixed_text(&self) -> String {
         let mut out = String::new();
         let mut rest = self.body.as_str();
@@ -164,10 +190,16 @@ impl Template {
                 "{%" => "%}",
                 _ => "#}",
             };
-            match rest[i + 2..].find(close) {
-                Some(j) => rest = &rest[i + 2 + j + 2..],
-                None => return out,
+            let Some(j) = rest[i + 2..].find(close) else {
+                return out;
+            };
+            if close != "#}" {
+                for literal in string_literals(&rest[i + 2..i + 2 + j]) {
+                    out.push_str(literal);
+                    out.push(' ');
+                }
             }
+            rest = &rest[i + 2 + j + 2..];
         }
     }
 
@@ -349,5 +381,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.trial(), Ok(()));
+    }
+
+    #[test]
+    fn words_the_template_writes_as_literals_are_its_fixed_text() {
+        let t = Template::parse(
+            "{{ \"Sorry for the trouble with your order\" }} {{ slot.note }} {% if slot.note %}{{ 'thanks, it\\'s noted' }}{% endif %}{# not 'this' #}",
+            vec![slot("note", 0)],
+        )
+        .unwrap();
+        let fixed = t.fixed_text();
+        assert!(
+            fixed.contains("Sorry for the trouble with your order"),
+            "{fixed}"
+        );
+        assert!(fixed.contains("thanks, it\\'s noted"), "{fixed}");
+        assert!(!fixed.contains("this"), "comments are no text: {fixed}");
     }
 }
