@@ -859,6 +859,20 @@ async fn a_breach_escalates_priority_and_assignment_per_policy() {
     assert_eq!(node["assignee"]["id"], agent.as_str());
 }
 
+/// The workspace's default policy (first response in 60 minutes), its
+/// breaches raised to URGENT and assigned to `member`.
+async fn escalating_policy(app: &TestApp, s: &Session, ws: &str, member: &str) {
+    let t = json!({ "firstResponseMinutes": 60 });
+    let targets = json!({ "urgent": t, "high": t, "normal": t, "low": t });
+    app.ok(
+        Some(&s.access),
+        POLICY,
+        json!({ "i": { "workspaceId": ws, "name": "Esc", "isDefault": true, "targets": targets,
+                 "escalation": { "raisePriorityTo": "URGENT", "assignToMemberId": member } } }),
+    )
+    .await;
+}
+
 /// A policy's escalation is read at the breach: a policy deleted while its
 /// conversations run escalates nothing (their deadlines still run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -868,15 +882,7 @@ async fn a_deleted_policy_escalates_nothing() {
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
-    let t = json!({ "firstResponseMinutes": 60 });
-    let targets = json!({ "urgent": t, "high": t, "normal": t, "low": t });
-    app.ok(
-        Some(&s.access),
-        POLICY,
-        json!({ "i": { "workspaceId": ws, "name": "Esc", "isDefault": true, "targets": targets,
-                 "escalation": { "raisePriorityTo": "URGENT", "assignToMemberId": agent } } }),
-    )
-    .await;
+    escalating_policy(&app, &s, &ws, &agent).await;
     import(&app, &s, &ws, "calm", 0).await;
     let c = first_response_overdue(&app, chrono::Duration::seconds(1)).await;
     // Deleted as `deleteSlaPolicy` marks it (a default cannot be, through
@@ -1112,15 +1118,7 @@ async fn a_breach_is_not_assigned_to_a_member_restricted_away_since_the_policy_w
     let ws = app.create_workspace(&s, "Brew Co").await;
     let other_ws = app.create_workspace(&s, "Tea Co").await;
     let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
-    let t = json!({ "firstResponseMinutes": 60 });
-    let targets = json!({ "urgent": t, "high": t, "normal": t, "low": t });
-    app.ok(
-        Some(&s.access),
-        POLICY,
-        json!({ "i": { "workspaceId": ws, "name": "Esc", "isDefault": true, "targets": targets,
-                 "escalation": { "raisePriorityTo": "URGENT", "assignToMemberId": agent } } }),
-    )
-    .await;
+    escalating_policy(&app, &s, &ws, &agent).await;
     // Later the agent is moved to the other workspace only.
     app.ok(
         Some(&s.access),

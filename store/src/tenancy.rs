@@ -225,6 +225,16 @@ pub async fn member_sees_workspace<C: ConnectionTrait>(
     m: &membership::Model,
     workspace_id: Uuid,
 ) -> StoreResult<bool> {
+    Ok(sees(conn, m, workspace_id).await?)
+}
+
+/// [`member_sees_workspace`] with the database's own error, for callers
+/// inside ingestion's transaction.
+async fn sees<C: ConnectionTrait>(
+    conn: &C,
+    m: &membership::Model,
+    workspace_id: Uuid,
+) -> Result<bool, sea_orm::DbErr> {
     if !m.restricted {
         return Ok(true);
     }
@@ -256,15 +266,7 @@ pub async fn may_hold<C: ConnectionTrait>(
     if m.invitation_hash.is_some() || m.role == "CLIENT_VIEWER" {
         return Ok(false);
     }
-    if !m.restricted {
-        return Ok(true);
-    }
-    Ok(membership_workspace::Entity::find()
-        .filter(membership_workspace::Column::MembershipId.eq(m.id))
-        .filter(membership_workspace::Column::WorkspaceId.eq(workspace_id))
-        .one(conn)
-        .await?
-        .is_some())
+    sees(conn, &m, workspace_id).await
 }
 
 pub async fn begin_for_agency(
