@@ -162,6 +162,15 @@ struct Common {
         value_parser = trusted_proxies
     )]
     trusted_proxies: TrustedProxies,
+    /// API on PostgreSQL: milliseconds a session's query answer may be
+    /// served again from memory while nothing of its agency changes (every
+    /// change is seen at once; fields derived from the clock, such as an
+    /// SLA's remaining minutes, are at most this old). 0 turns it off.
+    #[arg(long, env = "RAPPORT_RESPONSE_CACHE_MS", default_value_t = 500)]
+    response_cache_ms: u64,
+    /// API on PostgreSQL: memory the kept answers may take, in MiB.
+    #[arg(long, env = "RAPPORT_RESPONSE_CACHE_MB", default_value_t = 64)]
+    response_cache_mb: usize,
     /// Worker: days a processed raw inbound event (the payload exactly as
     /// received) is kept; 0 keeps them for good. Dead letters and pending
     /// events are always kept.
@@ -525,6 +534,8 @@ async fn serve(
     });
     let mut settings = Settings::new(secret, key, public_url);
     settings.trusted_proxies = c.trusted_proxies.0.clone();
+    settings.response_cache_ttl = std::time::Duration::from_millis(c.response_cache_ms);
+    settings.response_cache_bytes = c.response_cache_mb.saturating_mul(1024 * 1024);
     let state = AppState::new(db, kv, settings)?;
     rapport_api::http::server(state, listener)?.await?;
     Ok(())

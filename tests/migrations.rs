@@ -42,6 +42,22 @@ async fn unsure_exists(db: &DatabaseConnection) -> bool {
         .is_ok()
 }
 
+/// Change-feed triggers (migration 13; PostgreSQL only).
+async fn change_triggers(db: &DatabaseConnection) -> i64 {
+    if !is_postgres() {
+        return 0;
+    }
+    db.query_one_raw(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT count(*)::bigint AS n FROM pg_trigger WHERE tgname LIKE 'rapport_changes_%'",
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "n")
+    .unwrap()
+}
+
 #[tokio::test]
 async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     let tdb = TestDb::new().await;
@@ -56,7 +72,13 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
 
     assert!(column_exists(&db).await);
     assert!(unsure_exists(&db).await);
-    Migrator::down(&db, Some(5)).await.unwrap();
+    let triggers = change_triggers(&db).await;
+    assert!(
+        !is_postgres() || triggers > 60,
+        "{triggers} change triggers"
+    );
+    Migrator::down(&db, Some(6)).await.unwrap();
+    assert_eq!(change_triggers(&db).await, 0, "change feed dropped");
     assert!(!unsure_exists(&db).await, "delivery_unsure dropped");
     assert_eq!(index(&db, "ix_messages_sent_by").await, None);
     assert_eq!(index(&db, "ix_conversations_running").await, None);
@@ -81,6 +103,7 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     Migrator::up(&db, None).await.unwrap();
     assert!(column_exists(&db).await, "opened_by_agent back");
     assert!(unsure_exists(&db).await, "delivery_unsure back");
+    assert_eq!(change_triggers(&db).await, triggers, "change feed back");
     assert_eq!(index(&db, "ix_messages_platform_id").await, Some(true));
     assert_eq!(index(&db, "ix_messages_thread").await, Some(true));
     assert_eq!(index(&db, "ix_messages_replies").await, Some(true));

@@ -3,6 +3,7 @@
 
 use crate::auth::viewer::{Auth, authenticate};
 use crate::graphql::{self, ClientIp, RapportSchema};
+use crate::response_cache::{self, Lookup};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
@@ -136,9 +137,57 @@ async fn graphql_post(
         );
     }
     let body = match read_body(payload, limit, state.settings.body_deadline).await {
-        Ok(b) => b,
+        Ok(b) => web::Bytes::from(b),
         Err(resp) => return resp,
     };
+    let auth_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let auth = match authenticate(&state, auth_header).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = ?e, "authenticating a request failed");
+            return error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            );
+        }
+    };
+    let cached = match (&state.response_cache, &auth) {
+        (Some(cache), Auth::Member(viewer)) => Some((
+            cache,
+            viewer.agency_id,
+            response_cache::Key {
+                session: viewer.session_id,
+                graphql_response,
+                body: body.clone(),
+            },
+        )),
+        _ => None,
+    };
+    let mut ticket = None;
+    if let Some((cache, agency, key)) = &cached {
+        if cache.answers.holds(*agency, key) && cache.barrier.wait().await {
+            match cache.answers.lookup(*agency, key) {
+                Lookup::Hit(answer) => {
+                    metrics::counter!("rapport_response_cache_total", "outcome" => "hit")
+                        .increment(1);
+                    metrics::counter!("rapport_graphql_requests_total", "ok" => "true")
+                        .increment(1);
+                    metrics::histogram!("rapport_graphql_request_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    return HttpResponse::Ok()
+                        .content_type(answer.content_type)
+                        .body(answer.body);
+                }
+                Lookup::Miss(t) => ticket = t,
+            }
+        } else {
+            ticket = cache.answers.ticket(*agency);
+        }
+    }
     let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -156,20 +205,10 @@ async fn graphql_post(
             &format!("at most {MAX_BATCH} operations per batch"),
         );
     }
-    let auth_header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let auth = match authenticate(&state, auth_header).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = ?e, "authenticating a request failed");
-            return error_body(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "internal error",
-            );
-        }
+    // The document, for deciding afterwards whether the answer may be kept.
+    let query = match (&ticket, &batch) {
+        (Some(_), async_graphql::BatchRequest::Single(r)) => Some(r.query.clone()),
+        _ => None,
     };
     let ip = peer_ip(&req, &state.settings);
     let mut response = schema
@@ -186,8 +225,32 @@ async fn graphql_post(
     metrics::counter!("rapport_graphql_requests_total", "ok" => response.is_ok().to_string())
         .increment(1);
     metrics::histogram!("rapport_graphql_request_seconds").record(started.elapsed().as_secs_f64());
+    let keep = |content_type: &'static str, body: web::Bytes| {
+        if let (Some((cache, _, key)), Some(ticket), Some(query)) = (&cached, ticket, &query)
+            && matches!(&response, BatchResponse::Single(r) if r.errors.is_empty())
+            && only_queries(query)
+        {
+            let answer = response_cache::Answer { content_type, body };
+            cache.answers.keep(ticket, key.clone(), answer);
+            metrics::counter!("rapport_response_cache_total", "outcome" => "miss").increment(1);
+        }
+    };
     if !graphql_response {
-        return HttpResponse::Ok().json(response);
+        return match serde_json::to_vec(&response) {
+            Ok(body) => {
+                let body = web::Bytes::from(body);
+                keep(JSON, body.clone());
+                HttpResponse::Ok().content_type(JSON).body(body)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "serializing a GraphQL response failed");
+                error_body(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "internal error",
+                )
+            }
+        };
     }
     // `application/graphql-response+json`: a request that never executed
     // (unparsable, invalid, variables not coercible) is a 400 without
@@ -212,12 +275,27 @@ async fn graphql_post(
         }
         _ => StatusCode::OK,
     };
+    let body = web::Bytes::from(body.to_string());
+    if status == StatusCode::OK {
+        keep(GRAPHQL_RESPONSE, body.clone());
+    }
     HttpResponse::build(status)
         .content_type(GRAPHQL_RESPONSE)
-        .body(body.to_string())
+        .body(body)
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// Whether every operation of `query` is a query (an answer to a document
+/// holding a mutation is never kept, whichever operation ran).
+fn only_queries(query: &str) -> bool {
+    async_graphql::parser::parse_query(query).is_ok_and(|doc| {
+        doc.operations
+            .iter()
+            .all(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Query)
+    })
+}
 
 /// Whether the client asked for `application/graphql-response+json`.
 fn accepts_graphql_response(req: &HttpRequest) -> bool {
@@ -419,6 +497,9 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<actix_w
         state.settings.max_query_complexity,
     );
     let workers = state.settings.http_workers;
+    if let Some(cache) = &state.response_cache {
+        cache.start(state.db.get_postgres_connection_pool().clone());
+    }
     let state = web::Data::new(state);
     let schema = web::Data::new(schema);
     let mut server = HttpServer::new(move || {

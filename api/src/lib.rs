@@ -8,6 +8,7 @@ pub mod export;
 pub mod graphql;
 pub mod http;
 pub mod reports;
+pub mod response_cache;
 pub mod settings;
 pub mod share;
 pub mod state;

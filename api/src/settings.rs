@@ -39,6 +39,12 @@ pub struct Settings {
     /// Reverse proxies whose `X-Forwarded-For` names the client for per-IP
     /// limits; none: the TCP peer is the client.
     pub trusted_proxies: Vec<rapport_domain::client_ip::Cidr>,
+    /// How long a query's answer may be served again to the same session
+    /// while nothing of its agency changes (PostgreSQL only; zero: never).
+    /// Fields derived from the clock are at most this old.
+    pub response_cache_ttl: Duration,
+    /// Memory the kept answers may take, in bytes.
+    pub response_cache_bytes: usize,
 }
 
 impl Settings {
@@ -62,6 +68,8 @@ impl Settings {
             body_deadline: Duration::from_secs(30),
             socket_sign_in_deadline: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            response_cache_ttl: Duration::from_millis(500),
+            response_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct AppState {
     pub replies: Arc<rapport_store::replies::ReplyIndexes>,
     /// Open signed-in WebSockets per member, on this process.
     pub sockets: Arc<crate::graphql::socket_auth::SocketCounts>,
+    /// Answers to queries kept until their agency changes; PostgreSQL only.
+    pub response_cache: Option<Arc<crate::response_cache::feed::ResponseCache>>,
 }
 
 impl AppState {
@@ -26,6 +28,14 @@ impl AppState {
     pub fn new(db: DatabaseConnection, kv: Kv, settings: Settings) -> Result<Self, SealError> {
         let jwt = Arc::new(JwtKeys::new(&settings.jwt_secret));
         let secrets = Arc::new(SecretBox::from_base64(&settings.secret_key)?);
+        let response_cache = (db.get_database_backend() == sea_orm::DbBackend::Postgres
+            && !settings.response_cache_ttl.is_zero())
+        .then(|| {
+            Arc::new(crate::response_cache::feed::ResponseCache::new(
+                settings.response_cache_ttl,
+                settings.response_cache_bytes,
+            ))
+        });
         Ok(Self {
             db,
             kv,
@@ -35,6 +45,7 @@ impl AppState {
             secrets,
             replies: Arc::default(),
             sockets: Arc::default(),
+            response_cache,
         })
     }
 }

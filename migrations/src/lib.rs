@@ -15,6 +15,9 @@ mod m20261205_000009_published_reply_lookup;
 mod m20261206_000010_agent_opened_threads;
 mod m20261206_000011_hot_paths;
 mod m20261206_000012_reply_delivery_unsure;
+mod m20261207_000013_change_feed;
+
+pub use m20261207_000013_change_feed::CHANGE_CHANNEL;
 
 pub struct Migrator;
 
@@ -34,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_agent_opened_threads::Migration),
             Box::new(m20261206_000011_hot_paths::Migration),
             Box::new(m20261206_000012_reply_delivery_unsure::Migration),
+            Box::new(m20261207_000013_change_feed::Migration),
         ]
     }
 }

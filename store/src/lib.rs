@@ -24,4 +24,7 @@ pub mod tenancy;
 
 pub use errors::StoreError;
 pub use kv::Kv;
+/// The PostgreSQL channel every committed change to an agency's rows is
+/// notified on (migration 13).
+pub use rapport_migrations::CHANGE_CHANNEL;
 pub use tenancy::{Scope, WorkspaceAccess};

@@ -1,0 +1,174 @@
+//! Keeps [`Answers`] current from PostgreSQL's `rapport_changes`
+//! notifications, and the barrier a request waits on before a kept answer
+//! is served.
+
+use super::Answers;
+use rapport_store::CHANGE_CHANNEL;
+use sea_orm::sqlx::postgres::{PgListener, PgPool};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+/// How long a request waits for the barrier before computing its answer
+/// afresh (the listener may be reconnecting).
+const BARRIER_WAIT: Duration = Duration::from_secs(1);
+
+/// "Every change committed before now has been applied": a marker
+/// `sync:<process>:<n>` notified on the change channel comes back after
+/// every notification committed before it was sent. One marker is in flight
+/// at a time; every request that arrived before it was sent shares it.
+pub struct Barrier {
+    process: Uuid,
+    /// Markers sent so far (the number of the last one).
+    sent: AtomicU64,
+    /// The last marker of ours that came back.
+    back: watch::Sender<u64>,
+    wanted: Notify,
+}
+
+impl Barrier {
+    fn new() -> Self {
+        Self {
+            process: Uuid::new_v4(),
+            sent: AtomicU64::new(0),
+            back: watch::channel(0).0,
+            wanted: Notify::new(),
+        }
+    }
+
+    /// Waits until every change committed before this call is applied;
+    /// false after [`BARRIER_WAIT`] (then the kept answer is not trusted).
+    pub async fn wait(&self) -> bool {
+        // A marker numbered above those already sent leaves after now.
+        let target = self.sent.load(Ordering::SeqCst) + 1;
+        let mut back = self.back.subscribe();
+        self.wanted.notify_one();
+        matches!(
+            tokio::time::timeout(BARRIER_WAIT, back.wait_for(|n| *n >= target)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    fn marker(&self, n: u64) -> String {
+        format!("sync:{}:{n}", self.process)
+    }
+
+    /// `payload` is one of this process's markers: note it came back.
+    fn came_back(&self, payload: &str) -> bool {
+        let Some(rest) = payload.strip_prefix("sync:") else {
+            return false;
+        };
+        let Some((process, n)) = rest.split_once(':') else {
+            return true;
+        };
+        if process == self.process.to_string()
+            && let Ok(n) = n.parse::<u64>()
+        {
+            self.back.send_if_modified(|b| {
+                let newer = n > *b;
+                if newer {
+                    *b = n;
+                }
+                newer
+            });
+        }
+        true
+    }
+}
+
+/// The cache and what keeps it current.
+pub struct ResponseCache {
+    pub answers: Answers,
+    pub barrier: Barrier,
+    started: AtomicBool,
+}
+
+impl ResponseCache {
+    pub fn new(ttl: Duration, budget: usize) -> Self {
+        Self {
+            answers: Answers::new(ttl, budget),
+            barrier: Barrier::new(),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts listening (once per cache; later calls do nothing). Must run
+    /// inside a Tokio runtime.
+    pub fn start(self: &Arc<Self>, pool: PgPool) {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tokio::spawn(self.clone().listen(pool.clone()));
+        tokio::spawn(self.clone().send_markers(pool));
+    }
+
+    /// Sends one barrier marker whenever a request waits, one at a time.
+    async fn send_markers(self: Arc<Self>, pool: PgPool) {
+        let b = &self.barrier;
+        loop {
+            b.wanted.notified().await;
+            let n = b.sent.fetch_add(1, Ordering::SeqCst) + 1;
+            let sent = sea_orm::sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGE_CHANNEL)
+                .bind(b.marker(n))
+                .execute(&pool)
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "response cache: sending a barrier marker failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    fn apply(&self, payload: &str) {
+        if self.barrier.came_back(payload) {
+            return;
+        }
+        match Uuid::parse_str(payload) {
+            Ok(agency) => self.answers.changed(agency),
+            // Unknown payloads: forget everything rather than guess.
+            Err(_) => self.answers.forget_all(),
+        }
+    }
+
+    async fn listen(self: Arc<Self>, pool: PgPool) {
+        loop {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "response cache: cannot connect its listener; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(CHANGE_CHANNEL).await {
+                tracing::warn!(error = %e, "response cache: LISTEN failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            self.answers.set_live(true);
+            tracing::debug!("response cache: listening for changes");
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => self.apply(n.payload()),
+                    Ok(None) => {
+                        // Lost and reconnected (re-subscribed): what was
+                        // committed in between is unknown.
+                        tracing::warn!(
+                            "response cache: listener reconnected; forgetting all answers"
+                        );
+                        self.answers.forget_all();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "response cache: listener failed; serving nothing kept until it is back");
+                        self.answers.set_live(false);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The change feed (PostgreSQL only): every committed write to an agency's
+//! rows sends `NOTIFY rapport_changes, '<agency id>'`, whatever wrote it
+//! (API, worker, a migration, an operator's psql). The API's response
+//! cache listens and forgets that agency's answers. A notification is sent
+//! only when its transaction commits, and listeners receive them in commit
+//! order, so a cache that has seen a marker of its own sent after a request
+//! arrived has seen every change committed before it (see
+//! `api/src/response_cache`).
+//!
+//! Statement-level triggers with transition tables: one notification per
+//! agency and statement (PostgreSQL folds repeats within a transaction), not
+//! one function call per row, so a 160-message ingestion batch pays a few
+//! calls. `users` rows belong to no agency: a change notifies the agencies
+//! the user is a member of. Sessions are not watched: authentication reads
+//! them on every request before the cache is consulted.
+//!
+//! A table added later must get [`watch`] in its own migration; a test
+//! (`tests/response_cache.rs`) fails when a tenant table has no trigger.
+
+use crate::{LATER_TENANT_TABLES, TENANT_TABLES};
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m20261207_000013_change_feed"
+    }
+}
+
+/// The channel the API listens on.
+pub const CHANGE_CHANNEL: &str = "rapport_changes";
+
+const FUNCTIONS: &str = "
+CREATE OR REPLACE FUNCTION rapport_notify_agency_rows() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE a uuid;
+BEGIN
+  FOR a IN SELECT DISTINCT agency_id FROM changed LOOP
+    PERFORM pg_notify('rapport_changes', a::text);
+  END LOOP;
+  RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION rapport_notify_agencies() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE a uuid;
+BEGIN
+  FOR a IN SELECT DISTINCT id FROM changed LOOP
+    PERFORM pg_notify('rapport_changes', a::text);
+  END LOOP;
+  RETURN NULL;
+END $$;
+
+-- SECURITY DEFINER: under the application role row-level security would
+-- hide the memberships of other agencies, whose answers show this user too.
+CREATE OR REPLACE FUNCTION rapport_notify_user_agencies() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE a uuid;
+BEGIN
+  FOR a IN SELECT DISTINCT m.agency_id FROM memberships m
+           WHERE m.user_id IN (SELECT id FROM changed) LOOP
+    PERFORM pg_notify('rapport_changes', a::text);
+  END LOOP;
+  RETURN NULL;
+END $$;
+";
+
+/// Three statement triggers on `table` calling `function`, which reads the
+/// rows changed as `changed`.
+pub async fn watch(m: &SchemaManager<'_>, table: &str, function: &str) -> Result<(), DbErr> {
+    if m.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let mut sql = String::new();
+    for (event, rows) in [("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")] {
+        let name = format!("rapport_changes_{}", event.to_ascii_lowercase());
+        sql.push_str(&format!(
+            "DROP TRIGGER IF EXISTS {name} ON {table};
+             CREATE TRIGGER {name} AFTER {event} ON {table}
+               REFERENCING {rows} TABLE AS changed
+               FOR EACH STATEMENT EXECUTE FUNCTION {function}();"
+        ));
+    }
+    m.get_connection()
+        .execute_unprepared(&sql)
+        .await
+        .map(|_| ())
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        m.get_connection().execute_unprepared(FUNCTIONS).await?;
+        for table in TENANT_TABLES.iter().chain(LATER_TENANT_TABLES) {
+            let function = if *table == "agencies" {
+                "rapport_notify_agencies"
+            } else {
+                "rapport_notify_agency_rows"
+            };
+            watch(m, table, function).await?;
+        }
+        watch(m, "users", "rapport_notify_user_agencies").await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        // Dropping the functions drops their triggers with them.
+        m.get_connection()
+            .execute_unprepared(
+                "DROP FUNCTION IF EXISTS rapport_notify_agency_rows() CASCADE;
+                 DROP FUNCTION IF EXISTS rapport_notify_agencies() CASCADE;
+                 DROP FUNCTION IF EXISTS rapport_notify_user_agencies() CASCADE;",
+            )
+            .await
+            .map(|_| ())
+    }
+}

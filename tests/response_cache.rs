@@ -1,0 +1,240 @@
+//! The response cache (PostgreSQL only): a session's query answered again
+//! from memory until anything of its agency changes, whoever changed it.
+//! On SQLite there is no cache, and these tests check that answers follow
+//! the rows all the same.
+
+mod common;
+
+use common::*;
+use rapport_domain::{GlobalId, Kind};
+use serde_json::{Value, json};
+
+const LIST: &str = "{ workspaces(first: 10) { nodes { id name } } }";
+
+fn names(d: &Value) -> Vec<String> {
+    d["workspaces"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn hits(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("rapport_response_cache_total{outcome=\"hit\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn rename_in_sql(app: &TestApp, ws: &str, name: &str) {
+    let id = GlobalId::decode(Kind::Workspace, ws).unwrap();
+    exec(
+        &app.state.db,
+        &format!("UPDATE workspaces SET name = '{name}' WHERE id = '{id}'"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_answer_is_served_until_the_agency_changes_whoever_writes() {
+    let app = TestApp::start().await;
+    let a = app.sign_up("A", "a@cache.test").await;
+    let ws = app.create_workspace(&a, "First").await;
+    assert_eq!(
+        names(&app.ok(Some(&a.access), LIST, json!({})).await),
+        ["First"]
+    );
+
+    // A mutation through the API is seen by the very next request.
+    app.create_workspace(&a, "Second").await;
+    assert_eq!(
+        names(&app.ok(Some(&a.access), LIST, json!({})).await),
+        ["First", "Second"]
+    );
+    if !is_postgres() {
+        return;
+    }
+    // And a write outside the API (here plain SQL, as the worker or an
+    // operator would).
+    rename_in_sql(&app, &ws, "Renamed").await;
+    assert_eq!(
+        names(&app.ok(Some(&a.access), LIST, json!({})).await),
+        ["Renamed", "Second"]
+    );
+    // The answer is really kept: with the change feed's trigger off, a
+    // change goes unseen until the answer expires. (Settings' TTL: 500 ms.)
+    let before = hits(&app.metrics().await);
+    app.ok(Some(&a.access), LIST, json!({})).await;
+    exec(
+        &app.state.db,
+        "ALTER TABLE workspaces DISABLE TRIGGER rapport_changes_update",
+    )
+    .await;
+    rename_in_sql(&app, &ws, "Unseen").await;
+    let served = names(&app.ok(Some(&a.access), LIST, json!({})).await);
+    exec(
+        &app.state.db,
+        "ALTER TABLE workspaces ENABLE TRIGGER rapport_changes_update",
+    )
+    .await;
+    assert_eq!(served, ["Renamed", "Second"], "served from memory");
+    assert!(hits(&app.metrics().await) > before, "counted as a hit");
+    // After the TTL the rows are read again.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(
+        names(&app.ok(Some(&a.access), LIST, json!({})).await),
+        ["Unseen", "Second"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_never_shared_between_sessions_or_agencies() {
+    let app = TestApp::start().await;
+    let a = app.sign_up("A", "a@share.test").await;
+    let b = app.sign_up("B", "b@share.test").await;
+    let a1 = app.create_workspace(&a, "A1").await;
+    app.create_workspace(&a, "A2").await;
+    app.create_workspace(&b, "B1").await;
+    let (viewer, _) = app
+        .add_member(&a, "v@share.test", "CLIENT_VIEWER", Some(vec![a1]))
+        .await;
+    for _ in 0..2 {
+        assert_eq!(
+            names(&app.ok(Some(&a.access), LIST, json!({})).await),
+            ["A1", "A2"]
+        );
+        assert_eq!(
+            names(&app.ok(Some(&b.access), LIST, json!({})).await),
+            ["B1"]
+        );
+        assert_eq!(
+            names(&app.ok(Some(&viewer.access), LIST, json!({})).await),
+            ["A1"]
+        );
+    }
+    // The same body asking for the other media type gets its own answer.
+    let resp = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .header("content-type", "application/json")
+        .header("accept", "application/graphql-response+json")
+        .bearer_auth(&a.access)
+        .body(serde_json::to_vec(&json!({ "query": LIST, "variables": {} })).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/graphql-response+json")
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(names(&body["data"]), ["A1", "A2"]);
+
+    // A revoked session is refused, not answered from memory.
+    app.ok(Some(&b.access), "mutation { logout }", json!({}))
+        .await;
+    let r = app.gql(Some(&b.access), LIST, json!({})).await;
+    assert_eq!(code(&r), Some("UNAUTHENTICATED"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_and_errors_are_never_answered_from_memory() {
+    let app = TestApp::start().await;
+    let a = app.sign_up("A", "a@mut.test").await;
+    let create = "mutation { createWorkspace(input: {name: \"Same\", timezone: \"UTC\"}) { id } }";
+    app.ok(Some(&a.access), create, json!({})).await;
+    // Run again, not answered from memory: the name is taken now.
+    let again = app.gql(Some(&a.access), create, json!({})).await;
+    assert_eq!(code(&again), Some("BAD_USER_INPUT"), "{again}");
+    // A document with a query and a mutation, running the query: the
+    // answer is not kept (the next run could pick the mutation).
+    let both = "query Q { workspaces(first: 5) { nodes { name } } } \
+                mutation M { createWorkspace(input: {name: \"Other\", timezone: \"UTC\"}) { id } }";
+    let body = json!({ "query": both, "operationName": "Q" });
+    for _ in 0..2 {
+        let r: Value = app
+            .post_raw(Some(&a.access), serde_json::to_vec(&body).unwrap())
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(names(&r["data"]), ["Same"]);
+    }
+    let body = json!({ "query": both, "operationName": "M" });
+    app.post_raw(Some(&a.access), serde_json::to_vec(&body).unwrap())
+        .await;
+    let body = json!({ "query": both, "operationName": "Q" });
+    let r: Value = app
+        .post_raw(Some(&a.access), serde_json::to_vec(&body).unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names(&r["data"]), ["Same", "Other"]);
+
+    // An error is never kept.
+    let missing = "query($id: ID!) { workspace(id: $id) { name } }";
+    let id = GlobalId::encode(Kind::Workspace, uuid::Uuid::new_v4());
+    for _ in 0..2 {
+        let r = app.gql(Some(&a.access), missing, json!({ "id": id })).await;
+        assert_eq!(code(&r), Some("NOT_FOUND"), "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tenant_table_and_users_notify_their_changes() {
+    if !is_postgres() {
+        return;
+    }
+    let app = TestApp::start().await;
+    use sea_orm::{ConnectionTrait, Statement};
+    for table in rapport_migrations::TENANT_TABLES
+        .iter()
+        .chain(rapport_migrations::LATER_TENANT_TABLES)
+        .chain(&["users"])
+    {
+        let row = app
+            .state
+            .db
+            .query_one_raw(Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!(
+                    "SELECT count(*)::bigint AS n FROM pg_trigger \
+                     WHERE tgrelid = '{table}'::regclass AND tgname LIKE 'rapport_changes_%'"
+                ),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let n: i64 = row.try_get("", "n").unwrap();
+        assert_eq!(n, 3, "{table}: insert, update and delete notify");
+    }
+    // Every table with an agency_id is a listed tenant table (a new one
+    // must be watched too).
+    let rows = app
+        .state
+        .db
+        .query_all_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT c.table_name AS t FROM information_schema.columns c \
+             JOIN information_schema.tables t USING (table_schema, table_name) \
+             WHERE c.table_schema = current_schema() AND c.column_name = 'agency_id' \
+             AND t.table_type = 'BASE TABLE'",
+        ))
+        .await
+        .unwrap();
+    for r in rows {
+        let t: String = r.try_get("", "t").unwrap();
+        assert!(
+            t == "sessions"
+                || rapport_migrations::TENANT_TABLES.contains(&t.as_str())
+                || rapport_migrations::LATER_TENANT_TABLES.contains(&t.as_str()),
+            "{t} holds agency rows but its changes are not notified"
+        );
+    }
+}
