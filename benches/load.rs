@@ -13,7 +13,12 @@
 //! Knobs (environment): BENCH_AGENCIES (100), BENCH_WORKSPACES_PER_AGENCY
 //! (10), BENCH_MESSAGES (1,000,000), BENCH_SECONDS (20 per load),
 //! BENCH_CONNECTIONS (16; a comma list such as `16,4` measures each in
-//! turn on the same seeded data).
+//! turn on the same seeded data), BENCH_CHURN (writes per second to the
+//! measured agency during a further inbox load, comma-separated; default
+//! `100`; empty for none): one conversation of the agency updated by SQL
+//! at that rate, so the API's response cache (on by default on
+//! PostgreSQL; `RAPPORT_RESPONSE_CACHE_MS=0` turns it off for the served
+//! process) drops the agency's answers each time.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -102,6 +107,41 @@ fn wrk(url: &str, token: &str, body: &Value, secs: usize, conns: usize, serve_pi
         api_ms: per_request(cpu_ticks(serve_pid) - api0),
         pg_ms: postgres_cpu_since(pg0).map(per_request),
     }
+}
+
+/// The served process's response-cache counters (hits, misses).
+async fn cache_counts(client: &reqwest::Client, bind: &str) -> (u64, u64) {
+    let text = client
+        .get(format!("http://{bind}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "rapport_response_cache_total{{outcome=\"{outcome}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (count("hit"), count("miss"))
+}
+
+fn hit_share(before: (u64, u64), after: (u64, u64)) -> String {
+    let (h, m) = (after.0 - before.0, after.1 - before.1);
+    if h + m == 0 {
+        return "cache off or unused".into();
+    }
+    format!(
+        "{:.1} % answered from memory",
+        100.0 * h as f64 / (h + m) as f64
+    )
 }
 
 async fn run() {
@@ -220,7 +260,36 @@ async fn run() {
         .map(|e| e.len())
         .unwrap_or_else(|| panic!("{check}"));
     println!("  inbox answers {n} conversations; loading {secs} s each");
+    let churn: Vec<u64> = std::env::var("BENCH_CHURN")
+        .unwrap_or_else(|_| "100".into())
+        .split(',')
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| {
+            c.trim()
+                .parse()
+                .expect("BENCH_CHURN: numbers, comma-separated")
+        })
+        .collect();
+    // A conversation of the measured agency, for the churn loads.
+    let churned: String = {
+        use sea_orm::{ConnectionTrait, Statement};
+        app.state
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT c.id::text AS id FROM conversations c \
+                 JOIN memberships m ON m.agency_id = c.agency_id \
+                 JOIN users u ON u.id = m.user_id WHERE u.email = $1 LIMIT 1",
+                [email.clone().into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "id")
+            .unwrap()
+    };
     let mut results = Vec::new();
+    let mut churned_results = Vec::new();
     let pid = serve.id();
     for &conns in &conn_list {
         let floor = json!({ "query": "{ __typename }" });
@@ -229,14 +298,45 @@ async fn run() {
             .await
             .unwrap();
         let (u, tk, body) = (url.clone(), token.clone(), inbox.clone());
+        let before = cache_counts(&app.client, &bind).await;
         let i = tokio::task::spawn_blocking(move || wrk(&u, &tk, &body, secs, conns, pid))
             .await
             .unwrap();
-        results.push((conns, f, i));
+        let share = hit_share(before, cache_counts(&app.client, &bind).await);
+        results.push((conns, f, i, share));
+        for &rate in &churn {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let writer = {
+                let (db, stop, id) = (app.state.db.clone(), stop.clone(), churned.clone());
+                tokio::spawn(async move {
+                    let sql = format!(
+                        "UPDATE conversations SET priority_score = priority_score WHERE id = '{id}'"
+                    );
+                    let every = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+                    let mut tick = tokio::time::interval(every);
+                    let mut writes = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        tick.tick().await;
+                        exec(&db, &sql).await;
+                        writes += 1;
+                    }
+                    writes
+                })
+            };
+            let (u, tk, body) = (url.clone(), token.clone(), inbox.clone());
+            let before = cache_counts(&app.client, &bind).await;
+            let i = tokio::task::spawn_blocking(move || wrk(&u, &tk, &body, secs, conns, pid))
+                .await
+                .unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let writes = writer.await.unwrap();
+            let share = hit_share(before, cache_counts(&app.client, &bind).await);
+            churned_results.push((conns, rate, writes, i, share));
+        }
     }
     let _ = serve.kill();
     let _ = serve.wait();
-    for (conns, f, i) in &results {
+    for (conns, f, i, share) in &results {
         println!(
             "results (PostgreSQL, {agencies}×{per_agency} workspaces, {messages} messages, {conns} connections):"
         );
@@ -257,6 +357,26 @@ async fn run() {
                 );
             }
         }
-        println!("  inbox / floor throughput: {:.1} %", 100.0 * i.rps / f.rps);
+        println!(
+            "  inbox / floor throughput: {:.1} % (inbox: {share})",
+            100.0 * i.rps / f.rps
+        );
+        for (_, rate, writes, l, share) in churned_results.iter().filter(|r| r.0 == *conns) {
+            println!(
+                "  inbox, agency written {rate}/s ({writes} writes): {:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms  ({} good, {} bad); {:.1} % of the floor; {share}",
+                l.rps,
+                l.p50,
+                l.p99,
+                l.good,
+                l.bad,
+                100.0 * l.rps / f.rps
+            );
+            if let Some(pg) = l.pg_ms {
+                println!(
+                    "  {:24} CPU per request: rapport {:.3} ms, PostgreSQL {pg:.3} ms",
+                    "", l.api_ms
+                );
+            }
+        }
     }
 }

@@ -238,3 +238,51 @@ async fn every_tenant_table_and_users_notify_their_changes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_raw_event_notifies_nothing_and_a_dead_letter_does() {
+    if !is_postgres() {
+        return;
+    }
+    use sea_orm::sqlx::postgres::PgListener;
+    let app = TestApp::start().await;
+    let s = app.sign_up("A", "a@raw.test").await;
+    let ws = app.create_workspace(&s, "W").await;
+    let d = app
+        .ok(
+            Some(&s.access),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { webhookUrl } }",
+            json!({ "i": { "workspaceId": ws, "kind": "GENERIC", "name": "g", "secret": "generic-secret" } }),
+        )
+        .await;
+    let url = d["connectChannel"]["webhookUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut listener = PgListener::connect_with(app.state.db.get_postgres_connection_pool())
+        .await
+        .unwrap();
+    listener
+        .listen(rapport_store::CHANGE_CHANNEL)
+        .await
+        .unwrap();
+
+    // No worker runs: the delivery leaves one PENDING raw event, and the
+    // receiver's commit notifies nothing (no notification lock taken).
+    app.deliver_generic(
+        &url,
+        json!([{ "id": "e1", "text": "hi", "author": { "id": "a" } }]),
+    )
+    .await;
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await;
+    assert!(quiet.is_err(), "a PENDING raw event notified: {quiet:?}");
+
+    // Turning it into a dead letter (which `deadLetters` shows) notifies.
+    exec(&app.state.db, "UPDATE raw_events SET status = 'FAILED'").await;
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    let agency = GlobalId::decode(Kind::Agency, &s.agency_id).unwrap();
+    assert_eq!(n.payload(), agency.to_string());
+}

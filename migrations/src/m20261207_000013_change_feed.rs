@@ -53,6 +53,13 @@ BEGIN
   RETURN NULL;
 END $$;
 
+CREATE OR REPLACE FUNCTION rapport_notify_agency_row() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('rapport_changes', NEW.agency_id::text);
+  RETURN NULL;
+END $$;
+
 -- SECURITY DEFINER: under the application role row-level security would
 -- hide the memberships of other agencies, whose answers show this user too.
 CREATE OR REPLACE FUNCTION rapport_notify_user_agencies() RETURNS trigger
@@ -104,6 +111,18 @@ impl MigrationTrait for Migration {
             };
             watch(m, table, function).await?;
         }
+        // The webhook's raw event arrives PENDING, which no query shows
+        // (dead letters are FAILED): its insert notifies nothing, so the
+        // receiver's commit does not take the notification lock. A row-level
+        // trigger whose WHEN is false costs no function call.
+        m.get_connection()
+            .execute_unprepared(
+                "DROP TRIGGER rapport_changes_insert ON raw_events;
+                 CREATE TRIGGER rapport_changes_insert AFTER INSERT ON raw_events
+                   FOR EACH ROW WHEN (NEW.status <> 'PENDING')
+                   EXECUTE FUNCTION rapport_notify_agency_row();",
+            )
+            .await?;
         watch(m, "users", "rapport_notify_user_agencies").await
     }
 
@@ -116,6 +135,7 @@ impl MigrationTrait for Migration {
             .execute_unprepared(
                 "DROP FUNCTION IF EXISTS rapport_notify_agency_rows() CASCADE;
                  DROP FUNCTION IF EXISTS rapport_notify_agencies() CASCADE;
+                 DROP FUNCTION IF EXISTS rapport_notify_agency_row() CASCADE;
                  DROP FUNCTION IF EXISTS rapport_notify_user_agencies() CASCADE;",
             )
             .await
