@@ -193,11 +193,24 @@ async fn every_tenant_table_and_users_notify_their_changes() {
     }
     let app = TestApp::start().await;
     use sea_orm::{ConnectionTrait, Statement};
-    for table in rapport_migrations::TENANT_TABLES
-        .iter()
-        .chain(rapport_migrations::LATER_TENANT_TABLES)
-        .chain(&["users"])
-    {
+    // Every table holding agency rows (sessions aside: authentication reads
+    // them before the cache), the agencies and the users.
+    let rows = app
+        .state
+        .db
+        .query_all_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT c.table_name::text AS t FROM information_schema.columns c \
+             JOIN information_schema.tables t USING (table_schema, table_name) \
+             WHERE c.table_schema = current_schema() AND c.column_name = 'agency_id' \
+             AND t.table_type = 'BASE TABLE' AND c.table_name <> 'sessions' \
+             UNION SELECT 'agencies' UNION SELECT 'users'",
+        ))
+        .await
+        .unwrap();
+    assert!(rows.len() > 20, "{} tables", rows.len());
+    for r in rows {
+        let table: String = r.try_get("", "t").unwrap();
         let row = app
             .state
             .db
@@ -212,31 +225,32 @@ async fn every_tenant_table_and_users_notify_their_changes() {
             .unwrap()
             .unwrap();
         let n: i64 = row.try_get("", "n").unwrap();
-        assert_eq!(n, 3, "{table}: insert, update and delete notify");
+        assert_eq!(n, 4, "{table}: insert, update, delete and truncate notify");
     }
-    // Every table with an agency_id is a listed tenant table (a new one
-    // must be watched too).
-    let rows = app
-        .state
-        .db
-        .query_all_raw(Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            "SELECT c.table_name AS t FROM information_schema.columns c \
-             JOIN information_schema.tables t USING (table_schema, table_name) \
-             WHERE c.table_schema = current_schema() AND c.column_name = 'agency_id' \
-             AND t.table_type = 'BASE TABLE'",
-        ))
-        .await
-        .unwrap();
-    for r in rows {
-        let t: String = r.try_get("", "t").unwrap();
-        assert!(
-            t == "sessions"
-                || rapport_migrations::TENANT_TABLES.contains(&t.as_str())
-                || rapport_migrations::LATER_TENANT_TABLES.contains(&t.as_str()),
-            "{t} holds agency rows but its changes are not notified"
-        );
-    }
+    // TRUNCATE forgets every agency's answers.
+    let a = app.sign_up("A", "a@trunc.test").await;
+    app.create_workspace(&a, "Kept").await;
+    assert_eq!(
+        names(&app.ok(Some(&a.access), LIST, json!({})).await),
+        ["Kept"]
+    );
+    exec(&app.state.db, "TRUNCATE membership_workspaces").await;
+    exec(
+        &app.state.db,
+        "ALTER TABLE workspaces DISABLE TRIGGER rapport_changes_update",
+    )
+    .await;
+    exec(&app.state.db, "UPDATE workspaces SET name = 'Seen'").await;
+    exec(
+        &app.state.db,
+        "ALTER TABLE workspaces ENABLE TRIGGER rapport_changes_update",
+    )
+    .await;
+    // The rename alone notified nothing; the TRUNCATE before it did.
+    assert_eq!(
+        names(&app.ok(Some(&a.access), LIST, json!({})).await),
+        ["Seen"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,9 @@
 //! HTTP routes: GraphQL (POST executes, GET serves GraphiQL), health,
 //! readiness and Prometheus metrics.
 
-use crate::auth::viewer::{Auth, authenticate};
+use crate::auth::viewer::{Auth, Bearer, authenticate, authenticate_bearer, bearer};
 use crate::graphql::{self, ClientIp, RapportSchema};
-use crate::response_cache::{self, Lookup};
+use crate::response_cache;
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
@@ -140,54 +140,6 @@ async fn graphql_post(
         Ok(b) => web::Bytes::from(b),
         Err(resp) => return resp,
     };
-    let auth_header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let auth = match authenticate(&state, auth_header).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = ?e, "authenticating a request failed");
-            return error_body(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "internal error",
-            );
-        }
-    };
-    let cached = match (&state.response_cache, &auth) {
-        (Some(cache), Auth::Member(viewer)) => Some((
-            cache,
-            viewer.agency_id,
-            response_cache::Key {
-                session: viewer.session_id,
-                graphql_response,
-                body: body.clone(),
-            },
-        )),
-        _ => None,
-    };
-    let mut ticket = None;
-    if let Some((cache, agency, key)) = &cached {
-        if cache.answers.holds(*agency, key) && cache.barrier.wait().await {
-            match cache.answers.lookup(*agency, key) {
-                Lookup::Hit(answer) => {
-                    metrics::counter!("rapport_response_cache_total", "outcome" => "hit")
-                        .increment(1);
-                    metrics::counter!("rapport_graphql_requests_total", "ok" => "true")
-                        .increment(1);
-                    metrics::histogram!("rapport_graphql_request_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    return HttpResponse::Ok()
-                        .content_type(answer.content_type)
-                        .body(answer.body);
-                }
-                Lookup::Miss(t) => ticket = t,
-            }
-        } else {
-            ticket = cache.answers.ticket(*agency);
-        }
-    }
     let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -205,8 +157,61 @@ async fn graphql_post(
             &format!("at most {MAX_BATCH} operations per batch"),
         );
     }
+    let auth_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let bearer = bearer(&state, auth_header);
+    // The ticket comes before authentication reads the member's role and
+    // scope: a change to them committed meanwhile refuses this answer.
+    let ticket = match (&state.response_cache, &bearer, &batch) {
+        (Some(cache), Bearer::Signed(claims), async_graphql::BatchRequest::Single(_)) => {
+            cache.answers.ticket(claims.agency)
+        }
+        _ => None,
+    };
+    let auth = match authenticate_bearer(&state, bearer).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = ?e, "authenticating a request failed");
+            return error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            );
+        }
+    };
+    let cached = match (&state.response_cache, &auth, ticket) {
+        (Some(cache), Auth::Member(viewer), Some(ticket))
+            if ticket.agency() == viewer.agency_id =>
+        {
+            Some((
+                cache,
+                ticket,
+                response_cache::Key {
+                    session: viewer.session_id,
+                    graphql_response,
+                    body: body.clone(),
+                },
+            ))
+        }
+        _ => None,
+    };
+    if let Some((cache, ticket, key)) = &cached
+        && cache.answers.holds(ticket.agency(), key)
+        && cache.confirmed().await
+        && let Some(answer) = cache.answers.lookup(ticket.agency(), key)
+    {
+        metrics::counter!("rapport_response_cache_total", "outcome" => "hit").increment(1);
+        metrics::counter!("rapport_graphql_requests_total", "ok" => "true").increment(1);
+        metrics::histogram!("rapport_graphql_request_seconds")
+            .record(started.elapsed().as_secs_f64());
+        return HttpResponse::Ok()
+            .content_type(answer.content_type)
+            .body(answer.body);
+    }
     // The document, for deciding afterwards whether the answer may be kept.
-    let query = match (&ticket, &batch) {
+    let query = match (&cached, &batch) {
         (Some(_), async_graphql::BatchRequest::Single(r)) => Some(r.query.clone()),
         _ => None,
     };
@@ -226,13 +231,16 @@ async fn graphql_post(
         .increment(1);
     metrics::histogram!("rapport_graphql_request_seconds").record(started.elapsed().as_secs_f64());
     let keep = |content_type: &'static str, body: web::Bytes| {
-        if let (Some((cache, _, key)), Some(ticket), Some(query)) = (&cached, ticket, &query)
+        let Some((cache, ticket, key)) = &cached else {
+            return;
+        };
+        metrics::counter!("rapport_response_cache_total", "outcome" => "miss").increment(1);
+        if let Some(query) = &query
             && matches!(&response, BatchResponse::Single(r) if r.errors.is_empty())
             && only_queries(query)
         {
             let answer = response_cache::Answer { content_type, body };
-            cache.answers.keep(ticket, key.clone(), answer);
-            metrics::counter!("rapport_response_cache_total", "outcome" => "miss").increment(1);
+            cache.answers.keep(*ticket, key.clone(), answer);
         }
     };
     if !graphql_response {

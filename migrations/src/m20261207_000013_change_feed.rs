@@ -14,10 +14,14 @@
 //! the user is a member of. Sessions are not watched: authentication reads
 //! them on every request before the cache is consulted.
 //!
+//! TRUNCATE notifies `*`: every agency's answers are dropped.
+//!
 //! A table added later must get [`watch`] in its own migration; a test
-//! (`tests/response_cache.rs`) fails when a tenant table has no trigger.
+//! (`tests/response_cache.rs`) fails when a table with `agency_id` has no
+//! trigger. Tables whose rows never change agency (none does) are watched
+//! through their new rows on UPDATE. Missing a change would at worst serve
+//! an answer until it expires (`RAPPORT_RESPONSE_CACHE_MS`).
 
-use crate::{LATER_TENANT_TABLES, TENANT_TABLES};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
@@ -31,6 +35,35 @@ impl MigrationName for Migration {
 
 /// The channel the API listens on.
 pub const CHANGE_CHANNEL: &str = "rapport_changes";
+
+/// The tables holding agency rows when this migration was written (frozen
+/// here: a later table does not exist yet when this runs on a fresh
+/// database, and is watched by its own migration).
+const AGENCY_TABLES: &[&str] = &[
+    "memberships",
+    "membership_workspaces",
+    "workspaces",
+    "channels",
+    "authors",
+    "conversations",
+    "messages",
+    "reply_templates",
+    "sla_policies",
+    "business_calendars",
+    "sla_events",
+    "webhook_subscriptions",
+    "webhook_deliveries",
+    "raw_events",
+    "audit_log",
+    "teams",
+    "team_members",
+    "reply_refusals",
+    "report_share_links",
+    "report_message_slots",
+    "report_sla_slots",
+    "report_conversation_slots",
+    "report_dirty_slots",
+];
 
 const FUNCTIONS: &str = "
 CREATE OR REPLACE FUNCTION rapport_notify_agency_rows() RETURNS trigger
@@ -60,10 +93,18 @@ BEGIN
   RETURN NULL;
 END $$;
 
+CREATE OR REPLACE FUNCTION rapport_notify_everyone() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('rapport_changes', '*');
+  RETURN NULL;
+END $$;
+
 -- SECURITY DEFINER: under the application role row-level security would
 -- hide the memberships of other agencies, whose answers show this user too.
+-- The search path is the migration's own (the schema the tables are in).
 CREATE OR REPLACE FUNCTION rapport_notify_user_agencies() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE a uuid;
 BEGIN
   FOR a IN SELECT DISTINCT m.agency_id FROM memberships m
@@ -75,7 +116,7 @@ END $$;
 ";
 
 /// Three statement triggers on `table` calling `function`, which reads the
-/// rows changed as `changed`.
+/// rows changed as `changed`, and one on TRUNCATE notifying everyone.
 pub async fn watch(m: &SchemaManager<'_>, table: &str, function: &str) -> Result<(), DbErr> {
     if m.get_database_backend() != DbBackend::Postgres {
         return Ok(());
@@ -90,6 +131,11 @@ pub async fn watch(m: &SchemaManager<'_>, table: &str, function: &str) -> Result
                FOR EACH STATEMENT EXECUTE FUNCTION {function}();"
         ));
     }
+    sql.push_str(&format!(
+        "DROP TRIGGER IF EXISTS rapport_changes_truncate ON {table};
+         CREATE TRIGGER rapport_changes_truncate AFTER TRUNCATE ON {table}
+           FOR EACH STATEMENT EXECUTE FUNCTION rapport_notify_everyone();"
+    ));
     m.get_connection()
         .execute_unprepared(&sql)
         .await
@@ -103,13 +149,9 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         m.get_connection().execute_unprepared(FUNCTIONS).await?;
-        for table in TENANT_TABLES.iter().chain(LATER_TENANT_TABLES) {
-            let function = if *table == "agencies" {
-                "rapport_notify_agencies"
-            } else {
-                "rapport_notify_agency_rows"
-            };
-            watch(m, table, function).await?;
+        watch(m, "agencies", "rapport_notify_agencies").await?;
+        for table in AGENCY_TABLES {
+            watch(m, table, "rapport_notify_agency_rows").await?;
         }
         // The webhook's raw event arrives PENDING, which no query shows
         // (dead letters are FAILED): its insert notifies nothing, so the
@@ -136,6 +178,7 @@ impl MigrationTrait for Migration {
                 "DROP FUNCTION IF EXISTS rapport_notify_agency_rows() CASCADE;
                  DROP FUNCTION IF EXISTS rapport_notify_agencies() CASCADE;
                  DROP FUNCTION IF EXISTS rapport_notify_agency_row() CASCADE;
+                 DROP FUNCTION IF EXISTS rapport_notify_everyone() CASCADE;
                  DROP FUNCTION IF EXISTS rapport_notify_user_agencies() CASCADE;",
             )
             .await

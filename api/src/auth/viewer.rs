@@ -3,6 +3,7 @@
 //! and logouts take effect on the next request, not when the token expires.
 
 use super::sessions;
+use super::tokens::Claims;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use chrono::Utc;
@@ -63,16 +64,35 @@ impl Viewer {
 }
 
 pub async fn authenticate(state: &AppState, header: Option<&str>) -> ApiResult<Auth> {
+    authenticate_bearer(state, bearer(state, header)).await
+}
+
+/// The Authorization header, its token's signature and expiry checked
+/// (no database read yet).
+pub enum Bearer {
+    Missing,
+    Bad,
+    Signed(Claims),
+}
+
+pub fn bearer(state: &AppState, header: Option<&str>) -> Bearer {
     let Some(header) = header else {
-        return Ok(Auth::Anonymous);
+        return Bearer::Missing;
     };
     let token = header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .unwrap_or("")
         .trim();
-    let Some(claims) = state.jwt.verify(token) else {
-        return Ok(Auth::Invalid);
+    state.jwt.verify(token).map_or(Bearer::Bad, Bearer::Signed)
+}
+
+/// [`authenticate`] from a header already read with [`bearer`].
+pub async fn authenticate_bearer(state: &AppState, bearer: Bearer) -> ApiResult<Auth> {
+    let claims = match bearer {
+        Bearer::Missing => return Ok(Auth::Anonymous),
+        Bearer::Bad => return Ok(Auth::Invalid),
+        Bearer::Signed(c) => c,
     };
     Ok(load(state, claims.sub, claims.agency, claims.sid)
         .await?

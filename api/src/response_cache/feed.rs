@@ -40,7 +40,7 @@ impl Barrier {
 
     /// Waits until every change committed before this call is applied;
     /// false after [`BARRIER_WAIT`] (then the kept answer is not trusted).
-    pub async fn wait(&self) -> bool {
+    async fn wait(&self) -> bool {
         // A marker numbered above those already sent leaves after now.
         let target = self.sent.load(Ordering::SeqCst) + 1;
         let mut back = self.back.subscribe();
@@ -81,8 +81,11 @@ impl Barrier {
 /// The cache and what keeps it current.
 pub struct ResponseCache {
     pub answers: Answers,
-    pub barrier: Barrier,
+    barrier: Barrier,
     started: AtomicBool,
+    /// A marker did not come back in time: the listener may be stuck on a
+    /// connection that died silently, so it starts over.
+    restart: Notify,
 }
 
 impl ResponseCache {
@@ -91,7 +94,23 @@ impl ResponseCache {
             answers: Answers::new(ttl, budget),
             barrier: Barrier::new(),
             started: AtomicBool::new(false),
+            restart: Notify::new(),
         }
+    }
+
+    /// Waits until every change committed before this call is applied.
+    /// False if that could not be confirmed in time: then nothing is
+    /// served or kept until the listener has connected again.
+    pub async fn confirmed(&self) -> bool {
+        if self.barrier.wait().await {
+            return true;
+        }
+        tracing::warn!(
+            "response cache: a barrier marker did not come back; reconnecting its listener"
+        );
+        self.answers.set_live(false);
+        self.restart.notify_one();
+        false
     }
 
     /// Starts listening (once per cache; later calls do nothing). Must run
@@ -151,7 +170,11 @@ impl ResponseCache {
             self.answers.set_live(true);
             tracing::debug!("response cache: listening for changes");
             loop {
-                match listener.try_recv().await {
+                let received = tokio::select! {
+                    r = listener.try_recv() => r,
+                    () = self.restart.notified() => break,
+                };
+                match received {
                     Ok(Some(n)) => self.apply(n.payload()),
                     Ok(None) => {
                         // Lost and reconnected (re-subscribed): what was

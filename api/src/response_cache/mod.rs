@@ -68,20 +68,22 @@ struct Inner {
     bytes: usize,
 }
 
-/// Taken before computing an answer; the answer is kept only if nothing
-/// of the agency changed meanwhile.
+/// Taken before a request reads anything (before authentication, which
+/// reads the member's role and scope); its answer is kept only if nothing
+/// of the agency changed since.
 #[derive(Clone, Copy, Debug)]
 pub struct Ticket {
     agency: Uuid,
     epoch: u64,
     generation: u64,
+    /// When the answer's reading began: its age counts from here.
+    at: Instant,
 }
 
-pub enum Lookup {
-    Hit(Answer),
-    /// Not kept (or too old); compute it, and keep it with the ticket if
-    /// the cache is live.
-    Miss(Option<Ticket>),
+impl Ticket {
+    pub fn agency(&self) -> Uuid {
+        self.agency
+    }
 }
 
 /// The answers themselves; [`feed`] keeps them current.
@@ -108,19 +110,8 @@ impl Answers {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether an answer for `key` is kept (maybe stale: confirm with the
-    /// barrier, then [`Self::lookup`]).
-    pub fn holds(&self, agency: Uuid, key: &Key) -> bool {
-        let inner = self.inner();
-        inner.live
-            && inner
-                .agencies
-                .get(&agency)
-                .is_some_and(|a| a.answers.contains_key(key))
-    }
-
-    /// A ticket for computing an answer without looking for a kept one
-    /// (none is kept for this key, or the barrier could not confirm it).
+    /// A ticket for computing an answer for `agency`; None while the
+    /// listener is not live.
     pub fn ticket(&self, agency: Uuid) -> Option<Ticket> {
         let mut inner = self.inner();
         if !inner.live {
@@ -132,34 +123,39 @@ impl Answers {
             agency,
             epoch,
             generation,
+            at: Instant::now(),
         })
+    }
+
+    /// Whether a young enough answer for `key` is kept (maybe stale:
+    /// confirm with the barrier, then [`Self::lookup`]).
+    pub fn holds(&self, agency: Uuid, key: &Key) -> bool {
+        let inner = self.inner();
+        inner.live
+            && inner
+                .agencies
+                .get(&agency)
+                .and_then(|a| a.answers.get(key))
+                .is_some_and(|k| k.at.elapsed() < self.ttl)
     }
 
     /// The kept answer for `key`, to be called only once the barrier has
     /// passed: an answer kept by a request that started earlier may miss a
     /// change whose notification had not arrived yet.
-    pub fn lookup(&self, agency: Uuid, key: &Key) -> Lookup {
+    pub fn lookup(&self, agency: Uuid, key: &Key) -> Option<Answer> {
         let mut inner = self.inner();
         if !inner.live {
-            return Lookup::Miss(None);
+            return None;
         }
-        let epoch = inner.epoch;
-        let entry = inner.agencies.entry(agency).or_default();
-        let generation = entry.generation;
-        let mut freed = 0;
-        if let Some(kept) = entry.answers.get(key) {
-            if kept.at.elapsed() < self.ttl {
-                return Lookup::Hit(kept.answer.clone());
-            }
-            freed = kept.size;
-            entry.answers.remove(key);
+        let entry = inner.agencies.get_mut(&agency)?;
+        let kept = entry.answers.get(key)?;
+        if kept.at.elapsed() < self.ttl {
+            return Some(kept.answer.clone());
         }
+        let freed = kept.size;
+        entry.answers.remove(key);
         inner.bytes -= freed;
-        Lookup::Miss(Some(Ticket {
-            agency,
-            epoch,
-            generation,
-        }))
+        None
     }
 
     /// Keeps `answer` unless the agency changed since `ticket` was taken.
@@ -168,6 +164,16 @@ impl Answers {
         if size > MAX_ANSWER || size > self.budget {
             return false;
         }
+        // Copies of exactly their length: the buffers they come from grew
+        // by doubling and may hold up to twice what is counted.
+        let key = Key {
+            body: Bytes::copy_from_slice(&key.body),
+            ..key
+        };
+        let answer = Answer {
+            body: Bytes::copy_from_slice(&answer.body),
+            ..answer
+        };
         let mut inner = self.inner();
         if !inner.live || inner.epoch != ticket.epoch {
             return false;
@@ -182,14 +188,18 @@ impl Answers {
         if inner.bytes + size > self.budget {
             // Simple and bounded: start over rather than track recency.
             for a in inner.agencies.values_mut() {
-                a.answers.clear();
+                a.answers = HashMap::new();
             }
             inner.bytes = 0;
         }
         inner.bytes += size;
         let entry = inner.agencies.entry(ticket.agency).or_default();
-        let at = Instant::now();
-        if let Some(old) = entry.answers.insert(key, Kept { answer, at, size }) {
+        let kept = Kept {
+            answer,
+            at: ticket.at,
+            size,
+        };
+        if let Some(old) = entry.answers.insert(key, kept) {
             inner.bytes -= old.size;
         }
         true
@@ -201,7 +211,10 @@ impl Answers {
         let mut inner = self.inner();
         let entry = inner.agencies.entry(agency).or_default();
         entry.generation += 1;
-        let freed: usize = entry.answers.drain().map(|(_, k)| k.size).sum();
+        let freed: usize = std::mem::take(&mut entry.answers)
+            .values()
+            .map(|k| k.size)
+            .sum();
         inner.bytes -= freed;
     }
 
@@ -246,18 +259,17 @@ mod tests {
     }
 
     fn ticket(a: &Answers, agency: Uuid, k: &Key) -> Ticket {
-        match a.lookup(agency, k) {
-            Lookup::Miss(Some(t)) => t,
-            Lookup::Miss(None) => panic!("not live"),
-            Lookup::Hit(_) => panic!("unexpected hit"),
-        }
+        assert!(a.lookup(agency, k).is_none(), "unexpected hit");
+        a.ticket(agency).expect("live")
     }
 
     fn hit(a: &Answers, agency: Uuid, k: &Key) -> Option<String> {
-        match a.lookup(agency, k) {
-            Lookup::Hit(x) => Some(String::from_utf8(x.body.to_vec()).unwrap()),
-            Lookup::Miss(_) => None,
-        }
+        let holds = a.holds(agency, k);
+        let found = a
+            .lookup(agency, k)
+            .map(|x| String::from_utf8(x.body.to_vec()).unwrap());
+        assert_eq!(found.is_some(), holds, "holds agrees");
+        found
     }
 
     fn live() -> Answers {
@@ -270,13 +282,13 @@ mod tests {
     fn nothing_is_kept_or_served_until_the_listener_is_live() {
         let a = Answers::new(Duration::from_secs(60), 1 << 20);
         let (agency, k) = (Uuid::new_v4(), key(Uuid::new_v4(), "{a}"));
-        assert!(matches!(a.lookup(agency, &k), Lookup::Miss(None)));
+        assert!(a.lookup(agency, &k).is_none() && a.ticket(agency).is_none());
         a.set_live(true);
         let t = ticket(&a, agency, &k);
         assert!(a.keep(t, k.clone(), answer("1")));
         assert_eq!(hit(&a, agency, &k).as_deref(), Some("1"));
         a.set_live(false);
-        assert!(matches!(a.lookup(agency, &k), Lookup::Miss(None)));
+        assert!(a.lookup(agency, &k).is_none() && a.ticket(agency).is_none());
         assert!(!a.keep(t, k, answer("1")));
     }
 
@@ -334,6 +346,12 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(hit(&a, agency, &k), None);
         assert_eq!(a.bytes(), 0);
+        // The age counts from the ticket (when reading began), not from
+        // when the answer was kept.
+        let t = ticket(&a, agency, &k);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(a.keep(t, k.clone(), answer("x")));
+        assert_eq!(hit(&a, agency, &k), None);
     }
 
     #[test]
