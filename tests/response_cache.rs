@@ -57,6 +57,13 @@ async fn a_kept_answer_is_served_until_the_agency_changes_whoever_writes() {
     if !is_postgres() {
         return;
     }
+    // Until its listener has connected the cache keeps nothing (a fresh
+    // connection takes a while in a debug build).
+    let cache = app.state.response_cache.clone().expect("on PostgreSQL");
+    app.eventually("the response cache listening", async || {
+        (cache.answers.is_live() && cache.confirmed().await).then_some(())
+    })
+    .await;
     // And a write outside the API (here plain SQL, as the worker or an
     // operator would).
     rename_in_sql(&app, &ws, "Renamed").await;
@@ -228,6 +235,11 @@ async fn every_tenant_table_and_users_notify_their_changes() {
         assert_eq!(n, 4, "{table}: insert, update, delete and truncate notify");
     }
     // TRUNCATE forgets every agency's answers.
+    let cache = app.state.response_cache.clone().expect("on PostgreSQL");
+    app.eventually("the response cache listening", async || {
+        (cache.answers.is_live() && cache.confirmed().await).then_some(())
+    })
+    .await;
     let a = app.sign_up("A", "a@trunc.test").await;
     app.create_workspace(&a, "Kept").await;
     assert_eq!(

@@ -102,9 +102,10 @@ END $$;
 
 -- SECURITY DEFINER: under the application role row-level security would
 -- hide the memberships of other agencies, whose answers show this user too.
--- The search path is the migration's own (the schema the tables are in).
+-- The search path is the schema the tables are in, then pg_temp (last, so
+-- a temporary table cannot stand in for memberships).
 CREATE OR REPLACE FUNCTION rapport_notify_user_agencies() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
 DECLARE a uuid;
 BEGIN
   FOR a IN SELECT DISTINCT m.agency_id FROM memberships m
@@ -148,7 +149,17 @@ impl MigrationTrait for Migration {
         if m.get_database_backend() != DbBackend::Postgres {
             return Ok(());
         }
-        m.get_connection().execute_unprepared(FUNCTIONS).await?;
+        let db = m.get_connection();
+        let schema: String = db
+            .query_one_raw(sea_orm_migration::sea_orm::Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT quote_ident(current_schema()) AS s",
+            ))
+            .await?
+            .ok_or_else(|| DbErr::Custom("no current schema".into()))?
+            .try_get("", "s")?;
+        db.execute_unprepared(&FUNCTIONS.replace("{schema}", &schema))
+            .await?;
         watch(m, "agencies", "rapport_notify_agencies").await?;
         for table in AGENCY_TABLES {
             watch(m, table, "rapport_notify_agency_rows").await?;

@@ -4,7 +4,7 @@
 
 use super::Answers;
 use rapport_store::CHANGE_CHANNEL;
-use sea_orm::sqlx::postgres::{PgListener, PgPool};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,6 +23,8 @@ pub struct Barrier {
     process: Uuid,
     /// Markers sent so far (the number of the last one).
     sent: AtomicU64,
+    /// The last marker PostgreSQL accepted (sent and committed).
+    accepted: AtomicU64,
     /// The last marker of ours that came back.
     back: watch::Sender<u64>,
     wanted: Notify,
@@ -33,22 +35,26 @@ impl Barrier {
         Self {
             process: Uuid::new_v4(),
             sent: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
             back: watch::channel(0).0,
             wanted: Notify::new(),
         }
     }
 
-    /// Waits until every change committed before this call is applied;
-    /// false after [`BARRIER_WAIT`] (then the kept answer is not trusted).
-    async fn wait(&self) -> bool {
+    /// Waits until every change committed before this call is applied.
+    async fn wait(&self) -> Waited {
         // A marker numbered above those already sent leaves after now.
         let target = self.sent.load(Ordering::SeqCst) + 1;
         let mut back = self.back.subscribe();
         self.wanted.notify_one();
-        matches!(
-            tokio::time::timeout(BARRIER_WAIT, back.wait_for(|n| *n >= target)).await,
-            Ok(Ok(_))
-        )
+        match tokio::time::timeout(BARRIER_WAIT, back.wait_for(|n| *n >= target)).await {
+            Ok(Ok(_)) => Waited::Confirmed,
+            // Sent and committed, yet not back: the listener is not
+            // hearing its channel.
+            _ if self.accepted.load(Ordering::SeqCst) >= target => Waited::Deaf,
+            // Not even sent in time (the database is slow or unreachable).
+            _ => Waited::Unsent,
+        }
     }
 
     fn marker(&self, n: u64) -> String {
@@ -78,6 +84,25 @@ impl Barrier {
     }
 }
 
+enum Waited {
+    Confirmed,
+    Deaf,
+    Unsent,
+}
+
+/// A pool of one connection of its own, with `pool`'s settings: the
+/// listener and the markers never wait behind requests for a connection,
+/// and a connection stuck on a dead socket holds none of the requests'.
+fn own_pool(pool: &PgPool) -> PgPool {
+    let options: PgConnectOptions = (*pool.connect_options()).clone();
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_lazy_with(options)
+}
+
 /// The cache and what keeps it current.
 pub struct ResponseCache {
     pub answers: Answers,
@@ -102,15 +127,18 @@ impl ResponseCache {
     /// False if that could not be confirmed in time: then nothing is
     /// served or kept until the listener has connected again.
     pub async fn confirmed(&self) -> bool {
-        if self.barrier.wait().await {
-            return true;
+        match self.barrier.wait().await {
+            Waited::Confirmed => true,
+            Waited::Unsent => false,
+            Waited::Deaf => {
+                tracing::warn!(
+                    "response cache: a barrier marker did not come back; reconnecting its listener"
+                );
+                self.answers.set_live(false);
+                self.restart.notify_one();
+                false
+            }
         }
-        tracing::warn!(
-            "response cache: a barrier marker did not come back; reconnecting its listener"
-        );
-        self.answers.set_live(false);
-        self.restart.notify_one();
-        false
     }
 
     /// Starts listening (once per cache; later calls do nothing). Must run
@@ -120,12 +148,16 @@ impl ResponseCache {
             return;
         }
         tokio::spawn(self.clone().listen(pool.clone()));
-        tokio::spawn(self.clone().send_markers(pool));
+        tokio::spawn(self.clone().send_markers(own_pool(&pool)));
     }
 
     /// Sends one barrier marker whenever a request waits, one at a time.
     async fn send_markers(self: Arc<Self>, pool: PgPool) {
         let b = &self.barrier;
+        // Connect now, not when the first request waits on a marker.
+        if let Err(e) = pool.acquire().await {
+            tracing::warn!(error = %e, "response cache: cannot connect for barrier markers yet");
+        }
         loop {
             b.wanted.notified().await;
             let n = b.sent.fetch_add(1, Ordering::SeqCst) + 1;
@@ -134,9 +166,14 @@ impl ResponseCache {
                 .bind(b.marker(n))
                 .execute(&pool)
                 .await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, "response cache: sending a barrier marker failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            match sent {
+                Ok(_) => {
+                    b.accepted.fetch_max(n, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "response cache: sending a barrier marker failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
     }
@@ -154,7 +191,9 @@ impl ResponseCache {
 
     async fn listen(self: Arc<Self>, pool: PgPool) {
         loop {
-            let mut listener = match PgListener::connect_with(&pool).await {
+            // A pool of its own per attempt: dropping a listener whose
+            // socket died silently may hang on its UNLISTEN for minutes.
+            let mut listener = match PgListener::connect_with(&own_pool(&pool)).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "response cache: cannot connect its listener; retrying");

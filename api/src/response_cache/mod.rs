@@ -110,6 +110,11 @@ impl Answers {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the listener is connected (answers are kept and served).
+    pub fn is_live(&self) -> bool {
+        self.inner().live
+    }
+
     /// A ticket for computing an answer for `agency`; None while the
     /// listener is not live.
     pub fn ticket(&self, agency: Uuid) -> Option<Ticket> {
