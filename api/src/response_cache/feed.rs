@@ -84,6 +84,35 @@ impl Barrier {
     }
 }
 
+const PROBE: &str = "probe:";
+
+/// Sends a notification on the listener's own connection and waits for it
+/// to arrive there (what arrives meanwhile is dropped: nothing is live yet).
+async fn heard_itself(listener: &mut PgListener) -> bool {
+    let probe = format!("{PROBE}{}", Uuid::new_v4());
+    let sent = sea_orm::sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGE_CHANNEL)
+        .bind(&probe)
+        .execute(&mut *listener)
+        .await;
+    if sent.is_err() {
+        return false;
+    }
+    let heard = async {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) if n.payload() == probe => return true,
+                Ok(Some(_)) => {}
+                _ => return false,
+            }
+        }
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), heard).await,
+        Ok(true)
+    )
+}
+
 enum Waited {
     Confirmed,
     Deaf,
@@ -179,7 +208,7 @@ impl ResponseCache {
     }
 
     fn apply(&self, payload: &str) {
-        if self.barrier.came_back(payload) {
+        if payload.starts_with(PROBE) || self.barrier.came_back(payload) {
             return;
         }
         match Uuid::parse_str(payload) {
@@ -204,6 +233,18 @@ impl ResponseCache {
             if let Err(e) = listener.listen(CHANGE_CHANNEL).await {
                 tracing::warn!(error = %e, "response cache: LISTEN failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            // Live only once a notification of its own has come back: behind
+            // a proxy that pools transactions (PgBouncer's transaction mode)
+            // LISTEN succeeds but nothing arrives, and every request would
+            // wait out the barrier.
+            if !heard_itself(&mut listener).await {
+                tracing::warn!(
+                    "response cache: its own test notification did not come back (a transaction-pooling \
+                     proxy between the API and PostgreSQL?); answering nothing from memory, trying again in 30 s"
+                );
+                tokio::time::sleep(Duration::from_secs(30)).await;
                 continue;
             }
             self.answers.set_live(true);
