@@ -120,15 +120,10 @@ async fn cache_counts(client: &reqwest::Client, bind: &str) -> (u64, u64) {
         .await
         .unwrap();
     let count = |outcome: &str| {
-        text.lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "rapport_response_cache_total{{outcome=\"{outcome}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        metric_value(
+            &text,
+            &format!("rapport_response_cache_total{{outcome=\"{outcome}\"}}"),
+        )
     };
     (count("hit"), count("miss"))
 }

@@ -109,22 +109,6 @@ async fn event(app: &TestApp, conv: Uuid, kind: &str, deadline: &str, fired: &st
     .unwrap();
 }
 
-/// The id of the workspace's conversation with `handle`.
-async fn conversation_of(app: &TestApp, s: &Session, ws: &str, handle: &str) -> Value {
-    let d = app
-        .ok(
-            Some(&s.access),
-            "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id author { handle } } } } }",
-            json!({ "w": ws }),
-        )
-        .await;
-    edges(&d["conversations"])
-        .into_iter()
-        .find(|e| e["node"]["author"]["handle"] == handle)
-        .unwrap()["node"]["id"]
-        .clone()
-}
-
 const REPORT: &str = "query($w: ID!, $from: DateTime!, $to: DateTime!, $g: ReportGranularity, $tz: String) {
   workspaceReport(workspaceId: $w, from: $from, to: $to, granularity: $g, timezone: $tz) {
     timezone
@@ -1108,7 +1092,7 @@ async fn a_thread_opened_by_take_offline_is_no_conversation_opened() {
     let ws = app.create_workspace(&s, "Brew Co").await;
     import(&app, &s, &ws, "ana", "my parcel is lost and nobody answers").await;
     import(&app, &s, &ws, "bob", "where is my order").await;
-    let ana = conversation_of(&app, &s, &ws, "ana").await;
+    let ana = app.conversation_of(&s, &ws, "ana").await;
     let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
     app.ok(
         Some(&s.access),
@@ -1254,7 +1238,7 @@ async fn recovery_is_the_customers_own_turn_in_public_or_in_private() {
         )]),
     )
     .await;
-    let cem = conversation_of(&app, &s, &ws, "cem").await;
+    let cem = app.conversation_of(&s, &ws, "cem").await;
     app.ok(
         Some(&s.access),
         "mutation($i: TakeOfflineInput!) { takeOffline(input: $i) { privateConversation { id } } }",

@@ -21,12 +21,7 @@ fn names(d: &Value) -> Vec<String> {
 }
 
 fn hits(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("rapport_response_cache_total{outcome=\"hit\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    metric_value(metrics, "rapport_response_cache_total{outcome=\"hit\"}")
 }
 
 /// Waits until the cache's listener has connected: until then it keeps

@@ -16,21 +16,6 @@ async fn import(app: &TestApp, s: &Session, ws: &str, id: &str, author: &str, te
     .await;
 }
 
-async fn conversation_of(app: &TestApp, s: &Session, ws: &str, handle: &str) -> String {
-    let d = app
-        .ok(
-            Some(&s.access),
-            "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id author { handle } } } } }",
-            json!({ "w": ws }),
-        )
-        .await;
-    edges(&d["conversations"])
-        .into_iter()
-        .find(|e| e["node"]["author"]["handle"] == handle)
-        .map(|e| e["node"]["id"].as_str().unwrap().to_string())
-        .unwrap()
-}
-
 const CREATE: &str = "mutation($i: CreateReplyTemplateInput!) { createReplyTemplate(input: $i) { id workspace { id } enabledWorkspaces { id } channelKinds intent } }";
 const UPDATE: &str = "mutation($i: UpdateReplyTemplateInput!) { updateReplyTemplate(input: $i) { id name body enabledWorkspaces { id } } }";
 const LIST: &str = "query($w: ID!) { replyTemplates(workspaceId: $w) { id name } }";
@@ -56,8 +41,8 @@ async fn agency_templates_are_enabled_per_workspace_and_stay_inside_their_tenant
     let (agent, _) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
     import(&app, &s, &a, "a1", "ana", "my latte arrived cold").await;
     import(&app, &s, &b, "b1", "bob", "my beans arrived stale").await;
-    let ana = conversation_of(&app, &s, &a, "ana").await;
-    let bob = conversation_of(&app, &s, &b, "bob").await;
+    let ana = app.conversation_of(&s, &a, "ana").await;
+    let bob = app.conversation_of(&s, &b, "bob").await;
 
     let body = "Hi {{ author.name }}, this is {{ brand.name }}. {{ slot.empathy }}";
     let slots = json!([{ "name": "empathy", "guidance": "show you understood", "minLength": 10 }]);
@@ -272,7 +257,7 @@ async fn agency_templates_are_enabled_per_workspace_and_stay_inside_their_tenant
     let other = app.sign_up("Rival", "owner@rival.test").await;
     let rw = app.create_workspace(&other, "Rival brand").await;
     import(&app, &other, &rw, "r1", "rita", "my order is late").await;
-    let rita = conversation_of(&app, &other, &rw, "rita").await;
+    let rita = app.conversation_of(&other, &rw, "rita").await;
     for (q, vars) in [
         (UPDATE, json!({ "i": { "id": tid, "name": "stolen" } })),
         (
@@ -337,9 +322,9 @@ async fn the_guard_follows_the_workspace_settings_and_closed_conversations_take_
         )
         .await;
     }
-    let ana = conversation_of(&app, &s, &ws, "ana").await;
-    let bob = conversation_of(&app, &s, &ws, "bob").await;
-    let cem = conversation_of(&app, &s, &ws, "cem").await;
+    let ana = app.conversation_of(&s, &ws, "ana").await;
+    let bob = app.conversation_of(&s, &ws, "bob").await;
+    let cem = app.conversation_of(&s, &ws, "cem").await;
 
     let first = "We are sorry the latte arrived cold and late this morning, a fresh one and a refund are waiting at the counter for you today";
     let close = "We are sorry the latte arrived cold and late this morning, a fresh one and a refund are waiting at the counter for you tomorrow";

@@ -140,7 +140,7 @@ async fn graphql_post(
         Ok(b) => web::Bytes::from(b),
         Err(resp) => return resp,
     };
-    let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
+    let mut batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return error_body(
@@ -203,17 +203,18 @@ async fn graphql_post(
         && let Some(answer) = cache.answers.lookup(ticket.agency(), key)
     {
         metrics::counter!("rapport_response_cache_total", "outcome" => "hit").increment(1);
-        metrics::counter!("rapport_graphql_requests_total", "ok" => "true").increment(1);
-        metrics::histogram!("rapport_graphql_request_seconds")
-            .record(started.elapsed().as_secs_f64());
+        count_request(true, started);
         return HttpResponse::Ok()
             .content_type(answer.content_type)
             .body(answer.body);
     }
-    // The document, for deciding afterwards whether the answer may be kept.
-    let query = match (&cached, &batch) {
-        (Some(_), async_graphql::BatchRequest::Single(r)) => Some(r.query.clone()),
-        _ => None,
+    // Whether the answer may be kept: a document of queries only. Parsed
+    // here, the engine (and the expansion limit) reuse the parse.
+    let only_queries = match (&cached, &mut batch) {
+        (Some(_), async_graphql::BatchRequest::Single(r)) => {
+            r.parsed_query().is_ok_and(holds_only_queries)
+        }
+        _ => false,
     };
     let ip = peer_ip(&req, &state.settings);
     let mut response = schema
@@ -227,18 +228,13 @@ async fn graphql_post(
         )
         .await;
     tag_engine_errors(&mut response);
-    metrics::counter!("rapport_graphql_requests_total", "ok" => response.is_ok().to_string())
-        .increment(1);
-    metrics::histogram!("rapport_graphql_request_seconds").record(started.elapsed().as_secs_f64());
+    count_request(response.is_ok(), started);
     let keep = |content_type: &'static str, body: web::Bytes| {
         let Some((cache, ticket, key)) = &cached else {
             return;
         };
         metrics::counter!("rapport_response_cache_total", "outcome" => "miss").increment(1);
-        if let Some(query) = &query
-            && matches!(&response, BatchResponse::Single(r) if r.errors.is_empty())
-            && only_queries(query)
-        {
+        if only_queries && matches!(&response, BatchResponse::Single(r) if r.errors.is_empty()) {
             let answer = response_cache::Answer { content_type, body };
             cache.answers.keep(*ticket, key.clone(), answer);
         }
@@ -295,14 +291,17 @@ async fn graphql_post(
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json; charset=utf-8";
 const JSON: &str = "application/json";
 
-/// Whether every operation of `query` is a query (an answer to a document
-/// holding a mutation is never kept, whichever operation ran).
-fn only_queries(query: &str) -> bool {
-    async_graphql::parser::parse_query(query).is_ok_and(|doc| {
-        doc.operations
-            .iter()
-            .all(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Query)
-    })
+/// Whether every operation of the document is a query (an answer to a
+/// document holding a mutation is never kept, whichever operation ran).
+fn holds_only_queries(doc: &async_graphql::parser::types::ExecutableDocument) -> bool {
+    doc.operations
+        .iter()
+        .all(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Query)
+}
+
+fn count_request(ok: bool, started: Instant) {
+    metrics::counter!("rapport_graphql_requests_total", "ok" => ok.to_string()).increment(1);
+    metrics::histogram!("rapport_graphql_request_seconds").record(started.elapsed().as_secs_f64());
 }
 
 /// Whether the client asked for `application/graphql-response+json`.

@@ -554,6 +554,22 @@ impl TestApp {
         .await;
     }
 
+    /// The ID of the workspace's conversation with the author `handle`.
+    pub async fn conversation_of(&self, s: &Session, ws: &str, handle: &str) -> String {
+        let d = self
+            .ok(
+                Some(&s.access),
+                "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id author { handle } } } } }",
+                json!({ "w": ws }),
+            )
+            .await;
+        edges(&d["conversations"])
+            .into_iter()
+            .find(|e| e["node"]["author"]["handle"] == handle)
+            .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no conversation with {handle}"))
+    }
+
     /// Invites someone and accepts the invitation; returns their session
     /// and member ID.
     pub async fn add_member(
@@ -604,6 +620,17 @@ impl From<&Value> for Session {
             agency_id: v["agency"]["id"].as_str().unwrap().into(),
         }
     }
+}
+
+/// The value of one series (`name{labels}`, as Prometheus prints it) in
+/// a `/metrics` text; 0 when it has not been counted yet.
+pub fn metric_value(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The `extensions.code` of the first error, if any.

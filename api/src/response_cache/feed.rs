@@ -84,18 +84,26 @@ impl Barrier {
     }
 }
 
+/// Sends `payload` on the change channel (committed at once).
+async fn notify<'e, E>(on: E, payload: &str) -> Result<(), sea_orm::sqlx::Error>
+where
+    E: sea_orm::sqlx::Executor<'e, Database = sea_orm::sqlx::Postgres>,
+{
+    sea_orm::sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGE_CHANNEL)
+        .bind(payload)
+        .execute(on)
+        .await
+        .map(|_| ())
+}
+
 const PROBE: &str = "probe:";
 
 /// Sends a notification on the listener's own connection and waits for it
 /// to arrive there (what arrives meanwhile is dropped: nothing is live yet).
 async fn heard_itself(listener: &mut PgListener) -> bool {
     let probe = format!("{PROBE}{}", Uuid::new_v4());
-    let sent = sea_orm::sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANGE_CHANNEL)
-        .bind(&probe)
-        .execute(&mut *listener)
-        .await;
-    if sent.is_err() {
+    if notify(&mut *listener, &probe).await.is_err() {
         return false;
     }
     let heard = async {
@@ -190,12 +198,7 @@ impl ResponseCache {
         loop {
             b.wanted.notified().await;
             let n = b.sent.fetch_add(1, Ordering::SeqCst) + 1;
-            let sent = sea_orm::sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANGE_CHANNEL)
-                .bind(b.marker(n))
-                .execute(&pool)
-                .await;
-            match sent {
+            match notify(&pool, &b.marker(n)).await {
                 Ok(_) => {
                     b.accepted.fetch_max(n, Ordering::SeqCst);
                 }
