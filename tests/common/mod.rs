@@ -262,7 +262,14 @@ impl TestApp {
         tokio::spawn(server);
         TestApp {
             base,
-            client: reqwest::Client::new(),
+            // The API closes a connection idle for 5 s (actix's keep-alive).
+            // A request sent on one just as it closes fails with
+            // IncompleteMessage, so the pool drops its own idle connections
+            // well before that.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
+                .build()
+                .unwrap(),
             state,
             db: test_db,
             redis,
