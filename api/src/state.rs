@@ -21,6 +21,8 @@ pub struct AppState {
     pub sockets: Arc<crate::graphql::socket_auth::SocketCounts>,
     /// Answers to queries kept until their agency changes; PostgreSQL only.
     pub response_cache: Option<Arc<crate::response_cache::feed::ResponseCache>>,
+    /// Channels this process took webhooks for (see `webhooks::known`).
+    pub known_channels: Arc<crate::webhooks::known::KnownChannels>,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
             replies: Arc::default(),
             sockets: Arc::default(),
             response_cache,
+            known_channels: Arc::default(),
         })
     }
 }

@@ -1,10 +1,10 @@
 //! Raw inbound events: persisted first, processed later, never lost.
 
-use crate::entities::raw_event;
+use crate::entities::{channel, raw_event};
 use crate::errors::StoreResult;
 use chrono::Utc;
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
 pub const PENDING: &str = "PENDING";
@@ -73,4 +73,74 @@ pub async fn persist(db: &DatabaseConnection, e: NewRawEvent) -> StoreResult<(Uu
         .await?
         .map_or(id, |r| r.id);
     Ok((existing, false))
+}
+
+/// The channel row a webhook's signature was checked against, as the
+/// receiver last read it.
+pub struct CheckedChannel<'a> {
+    pub id: Uuid,
+    pub kind: &'a str,
+    pub secret_ciphertext: &'a [u8],
+}
+
+/// Stores a webhook's event in one statement that reads the channel again:
+/// the row goes in only while the channel is still active, of the same
+/// kind and under the same sealed secret, and takes its agency and
+/// workspace from the channel row itself. This lets the receiver check
+/// signatures against a channel it remembers without asking the database
+/// first: a pause, a disconnection or a new secret committed since then
+/// stores nothing.
+///
+/// Returns the new event's id, or `None` when nothing was stored: the
+/// channel changed, or the channel already has this event. The receiver
+/// then reads the channel and goes the usual way (`persist`), which tells
+/// the two apart.
+pub async fn persist_if_unchanged(
+    db: &DatabaseConnection,
+    checked: CheckedChannel<'_>,
+    dedup_key: String,
+    headers: serde_json::Value,
+    body: &[u8],
+) -> StoreResult<Option<Uuid>> {
+    use raw_event::Column as R;
+    let id = Uuid::now_v7();
+    let from_channel = Query::select()
+        .expr(Expr::val(id))
+        .column(channel::Column::AgencyId)
+        .column(channel::Column::Id)
+        .column(channel::Column::WorkspaceId)
+        .expr(Expr::val(dedup_key))
+        .expr(Expr::val(headers))
+        .expr(Expr::val(body.to_vec()))
+        .expr(Expr::val(PENDING))
+        .expr(Expr::val(Utc::now()))
+        .from(channel::Entity)
+        .and_where(channel::Column::Id.eq(checked.id))
+        .and_where(channel::Column::Status.eq("ACTIVE"))
+        .and_where(channel::Column::Kind.eq(checked.kind))
+        .and_where(channel::Column::SecretCiphertext.eq(checked.secret_ciphertext.to_vec()))
+        .to_owned();
+    let insert = Query::insert()
+        .into_table(raw_event::Entity)
+        .columns([
+            R::Id,
+            R::AgencyId,
+            R::ChannelId,
+            R::WorkspaceId,
+            R::DedupKey,
+            R::Headers,
+            R::Body,
+            R::Status,
+            R::CreatedAt,
+        ])
+        .select_from(from_channel)
+        .expect("one value per column")
+        .on_conflict(
+            OnConflict::columns([R::ChannelId, R::DedupKey])
+                .do_nothing()
+                .to_owned(),
+        )
+        .to_owned();
+    let stored = db.execute(&insert).await?.rows_affected();
+    Ok((stored == 1).then_some(id))
 }

@@ -6,8 +6,8 @@ use rapport_domain::crypto::{SecretBox, same_secret};
 
 /// A channel's secret in clear; None when none is stored, it cannot be
 /// decrypted or it is empty (never a key to verify against).
-pub fn opened(secrets: &SecretBox, sealed: &Option<Vec<u8>>) -> Option<Vec<u8>> {
-    sealed.as_ref().and_then(|s| match secrets.open(s) {
+pub fn opened(secrets: &SecretBox, sealed: Option<&[u8]>) -> Option<Vec<u8>> {
+    sealed.and_then(|s| match secrets.open(s) {
         Ok(p) => Some(p).filter(|p| !p.is_empty()),
         Err(e) => {
             tracing::error!(error = %e, "a channel secret cannot be opened (RAPPORT_SECRET_KEY changed?)");
@@ -34,7 +34,7 @@ mod tests {
         let s2 = Some(sb.seal(b"app-secret-2"));
         let empty = Some(sb.seal(b""));
         let garbled = Some(vec![1, 2, 3]);
-        let o = |s: &Option<Vec<u8>>| opened(&sb, s);
+        let o = |s: &Option<Vec<u8>>| opened(&sb, s.as_deref());
         assert!(same(o(&s1).as_deref(), o(&s1_again).as_deref()));
         assert!(!same(o(&s1).as_deref(), o(&s2).as_deref()));
         for unusable in [&None, &empty, &garbled] {

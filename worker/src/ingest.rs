@@ -399,7 +399,8 @@ impl Ingestor {
                 .iter()
                 .filter(|c| c.external_account_id == *account)
             {
-                let theirs = rapport_store::secrets::opened(&self.secrets, &sib.secret_ciphertext);
+                let theirs =
+                    rapport_store::secrets::opened(&self.secrets, sib.secret_ciphertext.as_deref());
                 if !theirs.is_some_and(|s| signed.by(kind, &s)) {
                     tracing::warn!(channel = %ch.id, sibling = %sib.id, account, "another account's messages not routed to its channel: not signed with its secret");
                     continue;

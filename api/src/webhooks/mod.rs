@@ -29,6 +29,12 @@ use std::collections::HashMap;
 use std::time::Instant;
 use uuid::Uuid;
 
+pub mod known;
+
+use known::KnownChannel;
+
+const ACTIVE: &str = "ACTIVE";
+
 fn answer(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "status": code, "message": message }))
 }
@@ -50,7 +56,49 @@ fn secret_unavailable() -> HttpResponse {
     )
 }
 
-/// The channel a webhook path names, if it may receive.
+fn unknown_channel() -> HttpResponse {
+    reject("unknown_channel", StatusCode::NOT_FOUND, "no such channel")
+}
+
+/// The channel a delivery is checked against.
+enum Receiving {
+    /// Remembered from an earlier delivery: the insert reads it again.
+    Known(KnownChannel),
+    /// Read from the database for this delivery, with its parsed kind.
+    Read(Box<channel::Model>, ChannelKind),
+}
+
+impl Receiving {
+    fn kind(&self) -> ChannelKind {
+        match self {
+            Receiving::Known(k) => k.kind,
+            Receiving::Read(_, kind) => *kind,
+        }
+    }
+
+    fn sealed(&self) -> Option<&[u8]> {
+        match self {
+            Receiving::Known(k) => Some(&k.sealed),
+            Receiving::Read(c, _) => c.secret_ciphertext.as_deref(),
+        }
+    }
+}
+
+/// The channel a delivery names, read from the database and refused when
+/// it may not take deliveries (`channel_for`) or its kind is unknown.
+async fn read_channel(state: &AppState, raw_id: &str) -> Result<Receiving, HttpResponse> {
+    metrics::counter!("rapport_webhook_channel_lookups_total", "from" => "database").increment(1);
+    let c = channel_for(state, raw_id, false).await?;
+    let Ok(kind) = kind_of(&c) else {
+        return Err(answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        ));
+    };
+    Ok(Receiving::Read(Box::new(c), kind))
+}
+
 /// The channel a webhook URL names, refused when it may not take
 /// deliveries. A `verifying` request (CRC, hub challenge) stores nothing and
 /// is answered for a paused channel too: X repeats its CRC check about
@@ -61,8 +109,7 @@ async fn channel_for(
     raw_id: &str,
     verifying: bool,
 ) -> Result<channel::Model, HttpResponse> {
-    let not_found = || reject("unknown_channel", StatusCode::NOT_FOUND, "no such channel");
-    let id = Uuid::parse_str(raw_id).map_err(|_| not_found())?;
+    let id = Uuid::parse_str(raw_id).map_err(|_| unknown_channel())?;
     let c = channel::Entity::find_by_id(id)
         .one(&state.db)
         .await
@@ -70,7 +117,7 @@ async fn channel_for(
             tracing::error!(error = %e, "loading a webhook channel failed");
             answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again")
         })?
-        .ok_or_else(not_found)?;
+        .ok_or_else(unknown_channel)?;
     match c.status.as_str() {
         "PAUSED" if verifying => Ok(c),
         "PAUSED" if serves_siblings(state, &c).await? => Ok(c),
@@ -105,7 +152,7 @@ async fn serves_siblings(state: &AppState, c: &channel::Model) -> Result<bool, H
         .column(channel::Column::SecretCiphertext)
         .filter(channel::Column::AgencyId.eq(c.agency_id))
         .filter(channel::Column::Kind.eq(&c.kind))
-        .filter(channel::Column::Status.eq("ACTIVE"))
+        .filter(channel::Column::Status.eq(ACTIVE))
         .filter(channel::Column::Id.ne(c.id))
         .into_tuple()
         .all(&state.db)
@@ -115,15 +162,15 @@ async fn serves_siblings(state: &AppState, c: &channel::Model) -> Result<bool, H
             answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again")
         })?;
     // Unreadable, it is unreadable for the signature check too: retry.
-    let Some(own) = open(state, &c.secret_ciphertext) else {
+    let Some(own) = open(state, c.secret_ciphertext.as_deref()) else {
         return Err(secret_unavailable());
     };
     Ok(secrets
         .iter()
-        .any(|s| rapport_store::secrets::same(Some(&own), open(state, s).as_deref())))
+        .any(|s| rapport_store::secrets::same(Some(&own), open(state, s.as_deref()).as_deref())))
 }
 
-fn open(state: &AppState, sealed: &Option<Vec<u8>>) -> Option<Vec<u8>> {
+fn open(state: &AppState, sealed: Option<&[u8]>) -> Option<Vec<u8>> {
     rapport_store::secrets::opened(&state.secrets, sealed)
 }
 
@@ -160,14 +207,14 @@ pub async fn verify(
                     "crc_token must be 1 to 256 letters, digits or +/=_-.~",
                 );
             };
-            let Some(secret) = open(&state, &c.secret_ciphertext) else {
+            let Some(secret) = open(&state, c.secret_ciphertext.as_deref()) else {
                 return secret_unavailable();
             };
             HttpResponse::Ok()
                 .json(json!({ "response_token": signature::x_crc_response(&secret, &token) }))
         }
         ChannelKind::Facebook | ChannelKind::Instagram => {
-            let expected = open(&state, &c.verify_token_ciphertext).unwrap_or_default();
+            let expected = open(&state, c.verify_token_ciphertext.as_deref()).unwrap_or_default();
             let given = query
                 .get("hub.verify_token")
                 .map(String::as_bytes)
@@ -218,19 +265,22 @@ pub async fn receive(
     if declared.is_some_and(|n| n > limit) {
         return too_large();
     }
-    let c = match channel_for(&state, &path, false).await {
-        Ok(c) => c,
-        Err(resp) => return resp,
+    let Ok(id) = Uuid::parse_str(&path) else {
+        return unknown_channel();
+    };
+    let mut channel = match state.known_channels.get(&id) {
+        Some(known) => {
+            metrics::counter!("rapport_webhook_channel_lookups_total", "from" => "memory")
+                .increment(1);
+            Receiving::Known(known)
+        }
+        None => match read_channel(&state, &path).await {
+            Ok(read) => read,
+            Err(resp) => return resp,
+        },
     };
     // Before the body is read: a FEED channel takes none.
-    let Ok(kind) = kind_of(&c) else {
-        return answer(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        );
-    };
-    if kind == ChannelKind::Feed {
+    if channel.kind() == ChannelKind::Feed {
         return answer(
             StatusCode::METHOD_NOT_ALLOWED,
             "not_webhook",
@@ -268,74 +318,132 @@ pub async fn receive(
         }
     }
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let Some(secret) = open(&state, &c.secret_ciphertext) else {
-        return secret_unavailable();
+    let kept = |paused: bool| -> serde_json::Value {
+        [
+            "content-type",
+            "user-agent",
+            X_HEADER,
+            META_HEADER,
+            GENERIC_HEADER,
+        ]
+        .iter()
+        .filter_map(|h| header(h).map(|v| (h.to_string(), json!(v))))
+        .chain(paused.then(|| (raw_events::RECEIVED_PAUSED.to_string(), json!(true))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
     };
-    let checked: Result<(), SignatureError> = match kind {
-        ChannelKind::X => signature::verify_x(&secret, &body, header(X_HEADER)),
-        ChannelKind::Facebook | ChannelKind::Instagram => {
-            signature::verify_meta(&secret, &body, header(META_HEADER))
-        }
-        ChannelKind::Generic => signature::verify_generic(
-            &secret,
-            &body,
-            header(GENERIC_HEADER),
-            chrono::Utc::now().timestamp(),
-        ),
-        ChannelKind::Feed => unreachable!("FEED is answered before the secret is opened"),
+    let unavailable = |e: rapport_store::StoreError| {
+        tracing::error!(error = %e, "persisting a webhook failed");
+        // 503 so the platform retries: nothing was stored.
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "not stored; retry",
+        )
     };
-    if let Err(e) = checked {
-        return reject(
-            match e {
-                SignatureError::Missing => "signature_missing",
-                SignatureError::Malformed => "signature_malformed",
-                SignatureError::Mismatch => "signature_mismatch",
-                SignatureError::Stale => "signature_stale",
-            },
-            StatusCode::UNAUTHORIZED,
-            &e.to_string(),
-        );
-    }
-    let kept: serde_json::Map<String, serde_json::Value> = [
-        "content-type",
-        "user-agent",
-        X_HEADER,
-        META_HEADER,
-        GENERIC_HEADER,
-    ]
-    .iter()
-    .filter_map(|h| header(h).map(|v| (h.to_string(), json!(v))))
-    .chain((c.status == "PAUSED").then(|| (raw_events::RECEIVED_PAUSED.to_string(), json!(true))))
-    .collect();
-    let persisted = raw_events::persist(
-        &state.db,
-        NewRawEvent {
-            agency_id: c.agency_id,
-            channel_id: c.id,
-            workspace_id: c.workspace_id,
-            dedup_key: sha256_hex(&body),
-            headers: serde_json::Value::Object(kept),
-            body,
-        },
-    )
-    .await;
-    let (id, fresh) = match persisted {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "persisting a webhook failed");
-            // 503 so the platform retries: nothing was stored.
-            return answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "not stored; retry",
-            );
+    // At most twice: a remembered channel that no longer matches (a new
+    // secret, paused, disconnected) is read again and checked as usual.
+    let (kind, raw_id, fresh) = loop {
+        let kind = channel.kind();
+        let Some(secret) = open(&state, channel.sealed()) else {
+            return secret_unavailable();
+        };
+        let checked: Result<(), SignatureError> = match kind {
+            ChannelKind::X => signature::verify_x(&secret, &body, header(X_HEADER)),
+            ChannelKind::Facebook | ChannelKind::Instagram => {
+                signature::verify_meta(&secret, &body, header(META_HEADER))
+            }
+            ChannelKind::Generic => signature::verify_generic(
+                &secret,
+                &body,
+                header(GENERIC_HEADER),
+                chrono::Utc::now().timestamp(),
+            ),
+            ChannelKind::Feed => Err(SignatureError::Missing),
+        };
+        match (&channel, checked) {
+            (Receiving::Known(_), Err(_)) => {
+                state.known_channels.forget(&id);
+                channel = match read_channel(&state, &path).await {
+                    Ok(read) => read,
+                    Err(resp) => return resp,
+                };
+            }
+            (Receiving::Read(..), Err(e)) => {
+                return reject(
+                    match e {
+                        SignatureError::Missing => "signature_missing",
+                        SignatureError::Malformed => "signature_malformed",
+                        SignatureError::Mismatch => "signature_mismatch",
+                        SignatureError::Stale => "signature_stale",
+                    },
+                    StatusCode::UNAUTHORIZED,
+                    &e.to_string(),
+                );
+            }
+            (Receiving::Known(known), Ok(())) => {
+                let checked = raw_events::CheckedChannel {
+                    id,
+                    kind: kind.as_str(),
+                    secret_ciphertext: &known.sealed,
+                };
+                match raw_events::persist_if_unchanged(
+                    &state.db,
+                    checked,
+                    sha256_hex(&body),
+                    kept(false),
+                    &body,
+                )
+                .await
+                {
+                    Ok(Some(raw_id)) => break (kind, raw_id, true),
+                    // Changed since, or a retry of a stored event.
+                    Ok(None) => {
+                        state.known_channels.forget(&id);
+                        channel = match read_channel(&state, &path).await {
+                            Ok(read) => read,
+                            Err(resp) => return resp,
+                        };
+                    }
+                    Err(e) => return unavailable(e),
+                }
+            }
+            (Receiving::Read(c, _), Ok(())) => {
+                let persisted = raw_events::persist(
+                    &state.db,
+                    NewRawEvent {
+                        agency_id: c.agency_id,
+                        channel_id: c.id,
+                        workspace_id: c.workspace_id,
+                        dedup_key: sha256_hex(&body),
+                        headers: kept(c.status == "PAUSED"),
+                        body,
+                    },
+                )
+                .await;
+                let (raw_id, fresh) = match persisted {
+                    Ok(r) => r,
+                    Err(e) => return unavailable(e),
+                };
+                if let (ACTIVE, Some(sealed)) = (c.status.as_str(), &c.secret_ciphertext) {
+                    state.known_channels.remember(
+                        id,
+                        KnownChannel {
+                            kind,
+                            sealed: sealed.clone(),
+                        },
+                    );
+                }
+                break (kind, raw_id, fresh);
+            }
         }
     };
     if fresh {
         // Stored durably already: if Redis is down, the reconciler enqueues it later.
-        if let Err(e) = jobs::enqueue(&state.kv, jobs::INGEST, &json!({ "raw_event_id": id })).await
+        if let Err(e) =
+            jobs::enqueue(&state.kv, jobs::INGEST, &json!({ "raw_event_id": raw_id })).await
         {
-            tracing::warn!(error = %e, raw_event = %id, "enqueue failed; the reconciler will pick it up");
+            tracing::warn!(error = %e, raw_event = %raw_id, "enqueue failed; the reconciler will pick it up");
         }
     }
     metrics::counter!("rapport_webhook_accepted_total", "kind" => kind.as_str(), "duplicate" => (!fresh).to_string())
