@@ -130,11 +130,17 @@ async fn a_remembered_channel_is_checked_again_by_the_insert() {
         json!({ "i": { "id": gid, "secret": "new-secret" } }),
     )
     .await;
+    let before = lookups(&app).await;
     assert_eq!(deliver(&app, &url, "old-secret", "e3").await.0, 401);
     assert_eq!(stored(&app).await, 2, "nothing stored under the old secret");
     assert_eq!(
         deliver(&app, &url, "new-secret", "e3").await,
         (200, "accepted".into())
+    );
+    assert_eq!(
+        lookups(&app).await,
+        (before.0 + 2, before.1 + 1),
+        "the channel read for the refused request is remembered with its new secret"
     );
     assert_eq!(
         deliver(&app, &url, "new-secret", "e4").await,

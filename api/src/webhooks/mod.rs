@@ -2,7 +2,10 @@
 //! verify the signature on the raw bytes, persist the raw event durably,
 //! enqueue it, answer 200. Platforms retry; a retry of the same body is
 //! recognised by its hash and stored once. A channel that took a delivery
-//! is remembered, so the next one costs a single statement (`known`).
+//! is remembered, so the next one costs a single statement (`known`); for
+//! a remembered channel the body is read before its status is known, so
+//! one paused since may answer 413 or 400 where it would otherwise
+//! answer 409 first.
 //!
 //! Answers: 200 accepted or duplicate; 401 unsigned, mis-signed or stale
 //! (nothing stored); 404 unknown channel; 405 a polled FEED channel;
@@ -105,6 +108,20 @@ async fn read_channel(state: &AppState, raw_id: &str) -> Result<Receiving, HttpR
 async fn read_again(state: &AppState, id: Uuid, raw_id: &str) -> Result<Receiving, HttpResponse> {
     state.known_channels.forget(&id);
     read_channel(state, raw_id).await
+}
+
+/// Remembers a channel read from the database if it takes deliveries
+/// under a secret of its own (see `known`).
+fn remember_if_active(state: &AppState, c: &channel::Model, kind: ChannelKind) {
+    if let (ACTIVE, Some(sealed)) = (c.status.as_str(), &c.secret_ciphertext) {
+        state.known_channels.remember(
+            c.id,
+            KnownChannel {
+                kind,
+                sealed: sealed.clone(),
+            },
+        );
+    }
 }
 
 /// The channel a webhook URL names, refused when it may not take
@@ -376,7 +393,10 @@ pub async fn receive(
                     Err(resp) => return resp,
                 };
             }
-            (Receiving::Read(..), Err(e)) => {
+            (Receiving::Read(c, _), Err(e)) => {
+                // Still remembered: mis-signed requests to a known URL
+                // must not make every good delivery read the channel.
+                remember_if_active(&state, c, kind);
                 return reject(
                     match e {
                         SignatureError::Missing => "signature_missing",
@@ -431,15 +451,7 @@ pub async fn receive(
                     Ok(r) => r,
                     Err(e) => return unavailable(e),
                 };
-                if let (ACTIVE, Some(sealed)) = (c.status.as_str(), &c.secret_ciphertext) {
-                    state.known_channels.remember(
-                        id,
-                        KnownChannel {
-                            kind,
-                            sealed: sealed.clone(),
-                        },
-                    );
-                }
+                remember_if_active(&state, c, kind);
                 break (kind, raw_id, fresh);
             }
         }
