@@ -70,6 +70,9 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     assert_eq!(index(&db, "ix_messages_sent_by").await, Some(true));
     assert_eq!(index(&db, "ix_conversations_running").await, Some(true));
 
+    assert_eq!(index(&db, "ix_messages_outbound_due").await, Some(true));
+    assert_eq!(index(&db, "ix_messages_delivery_due").await, None);
+
     assert!(column_exists(&db).await);
     assert!(unsure_exists(&db).await);
     let triggers = change_triggers(&db).await;
@@ -77,7 +80,9 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
         !is_postgres() || triggers > 60,
         "{triggers} change triggers"
     );
-    Migrator::down(&db, Some(6)).await.unwrap();
+    Migrator::down(&db, Some(7)).await.unwrap();
+    assert_eq!(index(&db, "ix_messages_outbound_due").await, None);
+    assert_eq!(index(&db, "ix_messages_delivery_due").await, Some(true));
     assert_eq!(change_triggers(&db).await, 0, "change feed dropped");
     assert!(!unsure_exists(&db).await, "delivery_unsure dropped");
     assert_eq!(index(&db, "ix_messages_sent_by").await, None);
@@ -101,6 +106,8 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
         assert_eq!(index(&db, "ix_messages_platform_id").await, Some(false));
     }
     Migrator::up(&db, None).await.unwrap();
+    assert_eq!(index(&db, "ix_messages_outbound_due").await, Some(true));
+    assert_eq!(index(&db, "ix_messages_delivery_due").await, None);
     assert!(column_exists(&db).await, "opened_by_agent back");
     assert!(unsure_exists(&db).await, "delivery_unsure back");
     assert_eq!(change_triggers(&db).await, triggers, "change feed back");

@@ -16,6 +16,7 @@ mod m20261206_000010_agent_opened_threads;
 mod m20261206_000011_hot_paths;
 mod m20261206_000012_reply_delivery_unsure;
 mod m20261207_000013_change_feed;
+mod m20261207_000014_outbound_due_index;
 
 pub use m20261207_000013_change_feed::CHANGE_CHANNEL;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000011_hot_paths::Migration),
             Box::new(m20261206_000012_reply_delivery_unsure::Migration),
             Box::new(m20261207_000013_change_feed::Migration),
+            Box::new(m20261207_000014_outbound_due_index::Migration),
         ]
     }
 }
