@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use uuid::Uuid;
 
-/// More channels than one agency fleet sends to; past it the map starts
-/// over rather than grow with every URL ever called.
+/// More channels than one agency fleet sends to; past it a new channel
+/// takes the place of an arbitrary one (which is read again when its next
+/// delivery comes) rather than the map growing with every URL called.
 const CAPACITY: usize = 10_000;
 
 #[derive(Clone)]
@@ -34,8 +35,11 @@ impl KnownChannels {
 
     pub fn remember(&self, id: Uuid, channel: KnownChannel) {
         let mut map = self.lock();
-        if map.len() >= CAPACITY && !map.contains_key(&id) {
-            map.clear();
+        if map.len() >= CAPACITY
+            && !map.contains_key(&id)
+            && let Some(evicted) = map.keys().next().copied()
+        {
+            map.remove(&evicted);
         }
         map.insert(id, channel);
     }
@@ -63,7 +67,7 @@ mod tests {
     }
 
     #[test]
-    fn remembers_forgets_and_starts_over_when_full() {
+    fn remembers_forgets_and_makes_room_when_full() {
         let channels = KnownChannels::default();
         let first = Uuid::now_v7();
         channels.remember(first, known());
@@ -76,12 +80,13 @@ mod tests {
             channels.remember(Uuid::now_v7(), known());
         }
         assert_eq!(channels.lock().len(), CAPACITY);
-        // Full: a known channel is updated in place, a new one starts over.
+        // Full: a known channel is updated in place, a new one takes the
+        // place of another.
         channels.remember(first, known());
         assert_eq!(channels.lock().len(), CAPACITY);
         let last = Uuid::now_v7();
         channels.remember(last, known());
-        assert_eq!(channels.lock().len(), 1);
+        assert_eq!(channels.lock().len(), CAPACITY);
         assert!(channels.get(&last).is_some());
     }
 }
