@@ -77,19 +77,8 @@ async fn run() {
     }
     let s = app.sign_up("Bench", "bench@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let d = app
-        .ok(
-            Some(&s.access),
-            "mutation($w: ID!) { connectChannel(input: { workspaceId: $w, kind: GENERIC, name: \"load\", secret: \"generic-secret\" }) { webhookUrl } }",
-            json!({ "w": ws }),
-        )
-        .await;
-    let url = Arc::new(
-        d["connectChannel"]["webhookUrl"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    );
+    let (_, url) = app.connect_generic(&s, &ws, "load", "generic-secret").await;
+    let url = Arc::new(url);
 
     let mut children: Vec<Child> = Vec::new();
 

@@ -586,20 +586,9 @@ async fn a_reply_routed_while_its_parent_is_being_stored_follows_it_to_its_brand
     let s = app.sign_up("Acme", "owner@acme.test").await;
     let home = app.create_workspace(&s, "Inbox").await;
     let brew = app.create_brand(&s, "Brew Co", "brew co").await;
-    let c = app
-        .ok(
-            Some(&s.access),
-            "mutation($w: ID!) { connectChannel(input: { workspaceId: $w, kind: GENERIC, name: \"alerts\", secret: \"generic-secret\" }) { id webhookUrl } }",
-            json!({ "w": home }),
-        )
+    let (ch_id, url) = app
+        .connect_generic(&s, &home, "alerts", "generic-secret")
         .await;
-    let (ch_id, url) = (
-        c["connectChannel"]["id"].as_str().unwrap().to_string(),
-        c["connectChannel"]["webhookUrl"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    );
     let db = &app.state.db;
     let ch = channel::Entity::find_by_id(GlobalId::decode(Kind::Channel, &ch_id).unwrap())
         .one(db)

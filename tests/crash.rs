@@ -41,17 +41,7 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let d = app
-        .ok(
-            Some(&s.access),
-            "mutation($w: ID!) { connectChannel(input: { workspaceId: $w, kind: GENERIC, name: \"load\", secret: \"generic-secret\" }) { webhookUrl } }",
-            json!({ "w": ws }),
-        )
-        .await;
-    let url = d["connectChannel"]["webhookUrl"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, url) = app.connect_generic(&s, &ws, "load", "generic-secret").await;
     for r in 0..REQUESTS {
         let events: Vec<_> = (0..PER_REQUEST)
             .map(|i| {

@@ -48,19 +48,8 @@ async fn two_apis_and_three_workers_lose_and_duplicate_nothing_when_a_worker_die
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let channel = app
-        .ok(
-            Some(&s.access),
-            "mutation($w: ID!) { connectChannel(input: { workspaceId: $w, kind: GENERIC, name: \"load\", secret: \"generic-secret\" }) { id webhookUrl } }",
-            json!({ "w": ws }),
-        )
-        .await["connectChannel"]
-        .clone();
-    let path = channel["webhookUrl"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches(&app.base)
-        .to_string();
+    let (_, url) = app.connect_generic(&s, &ws, "load", "generic-secret").await;
+    let path = url.trim_start_matches(&app.base).to_string();
     let apis = [free_port(), free_port()];
     let mut procs = Procs(vec![
         rapport(&app, "serve", Some(&apis[0])),

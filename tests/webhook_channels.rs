@@ -69,16 +69,7 @@ async fn a_remembered_channel_is_checked_again_by_the_insert() {
     let app = TestApp::start().await;
     let s = app.sign_up("Acme", "a@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
-    let c = app
-        .ok(
-            Some(&s.access),
-            "mutation($w: ID!) { connectChannel(input: { workspaceId: $w, kind: GENERIC, name: \"own\", secret: \"old-secret\" }) { id webhookUrl } }",
-            json!({ "w": ws }),
-        )
-        .await["connectChannel"]
-        .clone();
-    let url = c["webhookUrl"].as_str().unwrap().to_string();
-    let gid = c["id"].clone();
+    let (gid, url) = app.connect_generic(&s, &ws, "own", "old-secret").await;
     // The webhook URL ends with the channel's row id.
     let id: uuid::Uuid = url.rsplit('/').next().unwrap().parse().unwrap();
 

@@ -561,6 +561,28 @@ impl TestApp {
         .await;
     }
 
+    /// Connects a GENERIC channel to `ws`; returns its ID and webhook URL.
+    pub async fn connect_generic(
+        &self,
+        s: &Session,
+        ws: &str,
+        name: &str,
+        secret: &str,
+    ) -> (String, String) {
+        let d = self
+            .ok(
+                Some(&s.access),
+                "mutation($w: ID!, $n: String!, $s: String!) { connectChannel(input: { workspaceId: $w, kind: GENERIC, name: $n, secret: $s }) { id webhookUrl } }",
+                json!({ "w": ws, "n": name, "s": secret }),
+            )
+            .await;
+        let c = &d["connectChannel"];
+        (
+            c["id"].as_str().unwrap().to_string(),
+            c["webhookUrl"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// The ID of the workspace's conversation with the author `handle`.
     pub async fn conversation_of(&self, s: &Session, ws: &str, handle: &str) -> String {
         let d = self

@@ -60,6 +60,15 @@ fn secret_unavailable() -> HttpResponse {
     )
 }
 
+/// 500: a stored channel kind this build does not know (a data error).
+fn internal() -> HttpResponse {
+    answer(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
 fn unknown_channel() -> HttpResponse {
     reject("unknown_channel", StatusCode::NOT_FOUND, "no such channel")
 }
@@ -94,11 +103,7 @@ async fn read_channel(state: &AppState, raw_id: &str) -> Result<Receiving, HttpR
     metrics::counter!("rapport_webhook_channel_lookups_total", "from" => "database").increment(1);
     let c = channel_for(state, raw_id, false).await?;
     let Ok(kind) = kind_of(&c) else {
-        return Err(answer(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        ));
+        return Err(internal());
     };
     Ok(Receiving::Read(Box::new(c), kind))
 }
@@ -210,11 +215,7 @@ pub async fn verify(
         Err(resp) => return resp,
     };
     let Ok(kind) = kind_of(&c) else {
-        return answer(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        );
+        return internal();
     };
     match kind {
         ChannelKind::X => {
@@ -366,6 +367,7 @@ pub async fn receive(
             "not stored; retry",
         )
     };
+    let dedup_key = sha256_hex(&body);
     // At most twice: a remembered channel that no longer matches (a new
     // secret, paused, disconnected) is read again and checked as usual.
     let (kind, raw_id, fresh) = loop {
@@ -417,7 +419,7 @@ pub async fn receive(
                 match raw_events::persist_if_unchanged(
                     &state.db,
                     checked,
-                    sha256_hex(&body),
+                    dedup_key.clone(),
                     kept(false),
                     &body,
                 )
@@ -441,7 +443,7 @@ pub async fn receive(
                         agency_id: c.agency_id,
                         channel_id: c.id,
                         workspace_id: c.workspace_id,
-                        dedup_key: sha256_hex(&body),
+                        dedup_key,
                         headers: kept(c.status == "PAUSED"),
                         body,
                     },
