@@ -140,6 +140,11 @@ struct Common {
     /// larger transactions (0: handle each read at once).
     #[arg(long, env = "RAPPORT_WORKER_LINGER_MS", default_value_t = 10)]
     worker_linger_ms: u64,
+    /// Worker: units of one read (a group of ingest jobs, or one job of
+    /// another kind) handled at the same time, each on its own database
+    /// connection.
+    #[arg(long, env = "RAPPORT_WORKER_CONCURRENCY", default_value_t = 8)]
+    worker_concurrency: usize,
     /// Worker: let feed, webhook-subscription and GENERIC callback URLs
     /// reach private, loopback and link-local addresses (on-premises
     /// set-ups; off by default, so a tenant cannot reach internal hosts).
@@ -493,6 +498,7 @@ async fn run_worker(
         claim_idle: std::time::Duration::from_secs(c.claim_idle_secs.max(1)),
         group: c.ingest_group.max(1),
         linger: std::time::Duration::from_millis(c.worker_linger_ms),
+        concurrency: c.worker_concurrency.max(1),
         ..WorkerConfig::default()
     };
     let consumed = Worker::new(kv.clone(), handlers(db, kv, publisher), config)

@@ -238,6 +238,60 @@ async fn a_trickle_of_jobs_waits_the_linger_time_to_be_handled_together() {
     assert_eq!(*groups.lock().unwrap(), [vec![1, 2]], "handled together");
 }
 
+/// Handles every job `kind` in 100 ms and returns the most handled at the
+/// same time, once all `n` queued before the worker started are done.
+async fn most_at_once(concurrency: usize, n: usize) -> usize {
+    let redis = TestRedis::new();
+    let kv = redis.kv().await;
+    for i in 0..n {
+        jobs::enqueue(&kv, "slow", &json!({ "i": i }))
+            .await
+            .unwrap();
+    }
+    let (now, most, done) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let registry = {
+        let (now, most, done) = (now.clone(), most.clone(), done.clone());
+        Registry::new().on("slow", move |_| {
+            let (now, most, done) = (now.clone(), most.clone(), done.clone());
+            async move {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(running, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+    };
+    let cfg = WorkerConfig {
+        concurrency,
+        claim_idle: Duration::from_secs(20),
+        ..config("w-concurrency")
+    };
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::spawn(Worker::new(kv.clone(), registry, cfg).run(rx));
+    eventually("every job handled", async || {
+        done.load(Ordering::SeqCst) == n && pending(&kv).await == 0
+    })
+    .await;
+    tx.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+    most.load(Ordering::SeqCst)
+}
+
+/// `RAPPORT_WORKER_CONCURRENCY`: the jobs of one read run this many at a
+/// time, no more (each holds a database connection in production).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reads_jobs_run_at_most_concurrency_at_a_time() {
+    // Twelve jobs fit one read (batch 16).
+    assert_eq!(most_at_once(1, 12).await, 1, "one at a time");
+    assert_eq!(most_at_once(3, 12).await, 3, "three at a time");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_workers_jobs_are_claimed_by_another() {
     let redis = TestRedis::new();
