@@ -831,3 +831,96 @@ async fn a_policy_update_racing_its_deletion_finds_it_gone() {
         .unwrap();
     assert_eq!(defaults.len(), 1, "the real default stays: {defaults:?}");
 }
+
+/// A conversation reopening (the customer writing again through
+/// `importMessages`, or an agent's `setConversationStatus`) while its
+/// assignee's membership is being changed (held as `updateMemberRole` and
+/// `removeMember` hold it) neither waits for the change (which may want
+/// this conversation next: a deadlock) nor keeps an assignee the change
+/// may take out of reach: it reopens unassigned. Read unlocked, the
+/// membership looked unchanged and the assignee stayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_reopening_while_its_assignee_is_being_changed_is_unassigned() {
+    if !is_postgres() {
+        return;
+    }
+    use rapport_domain::{GlobalId, Kind};
+    let app = TestApp::start().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let ws = app.create_workspace(&s, "Brew Co").await;
+    let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
+    let agent_uuid = GlobalId::decode(Kind::Member, &agent).unwrap();
+    let say = |id: &str, who: &str, text: &str| {
+        json!([{ "id": id, "text": text, "published_at": chrono::Utc::now().to_rfc3339(),
+                 "author": { "id": who, "handle": who } }])
+    };
+    app.import_events(&s, &ws, say("a1", "ana", "my latte arrived cold"))
+        .await;
+    app.import_events(&s, &ws, say("b1", "bob", "my order is late"))
+        .await;
+    let ids: Vec<(String, String)> = {
+        let d = app
+            .ok(
+                Some(&s.access),
+                "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id author { handle } } } } }",
+                json!({ "w": ws }),
+            )
+            .await;
+        edges(&d["conversations"])
+            .into_iter()
+            .map(|e| {
+                (
+                    e["node"]["author"]["handle"].as_str().unwrap().to_string(),
+                    e["node"]["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let id = |who: &str| ids.iter().find(|(h, _)| h == who).unwrap().1.clone();
+    for who in ["ana", "bob"] {
+        app.ok(
+            Some(&s.access),
+            "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }",
+            json!({ "i": { "conversationId": id(who), "memberId": agent } }),
+        )
+        .await;
+        app.ok(
+            Some(&s.access),
+            "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
+            json!({ "c": id(who) }),
+        )
+        .await;
+    }
+    let held = app.state.db.begin().await.unwrap();
+    held.execute_unprepared(&format!(
+        "SELECT 1 FROM memberships WHERE id = '{agent_uuid}' FOR NO KEY UPDATE"
+    ))
+    .await
+    .unwrap();
+    let mut again = say("a2", "ana", "still cold, still waiting");
+    again[0]["in_reply_to"] = json!("a1");
+    let reopen = async {
+        app.import_events(&s, &ws, again).await;
+        app.ok(
+            Some(&s.access),
+            "mutation($i: SetConversationStatusInput!) { setConversationStatus(input: $i) { status } }",
+            json!({ "i": { "conversationId": id("bob"), "status": "OPEN" } }),
+        )
+        .await
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), reopen)
+        .await
+        .expect("the reopenings wait for the membership being changed");
+    for who in ["ana", "bob"] {
+        let c = conversation::Entity::find_by_id(
+            GlobalId::decode(Kind::Conversation, &id(who)).unwrap(),
+        )
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.status, "OPEN", "{who}");
+        assert_eq!(c.assignee_membership_id, None, "{who}");
+    }
+    held.rollback().await.unwrap();
+}

@@ -24,7 +24,7 @@
 //! arriving at once are threaded together.
 
 use crate::entities::conversation;
-use sea_orm::sea_query::LockType;
+use sea_orm::sea_query::{LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Select, Statement,
@@ -40,6 +40,14 @@ pub fn for_update<E: EntityTrait>(q: Select<E>) -> Select<E> {
 /// to change; a writer of them (`for_update`) waits, and waits for it.
 pub fn for_share<E: EntityTrait>(q: Select<E>) -> Select<E> {
     q.lock(LockType::Share)
+}
+
+/// `q`'s rows, shared until the transaction ends, without those another
+/// transaction holds for writing right now (they are left out, not waited
+/// for): for a decision taken while holding rows that writer may want next,
+/// where waiting could deadlock.
+pub fn for_share_unless_held<E: EntityTrait>(q: Select<E>) -> Select<E> {
+    q.lock_with_behavior(LockType::Share, LockBehavior::SkipLocked)
 }
 
 /// Rows per locking statement (bind-parameter limits of both backends).

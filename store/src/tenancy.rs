@@ -252,14 +252,23 @@ async fn sees<C: ConnectionTrait>(
 /// assignee may have been restricted away, or made a viewer, while it was
 /// resolved (a role change unassigns only open conversations, keeping who
 /// handled the others for reports).
+///
+/// The membership is read shared until commit, so a role change or a
+/// removal cannot commit in between and miss the reopened conversation
+/// (it unassigns only open ones). One being changed right now (its row
+/// held by `updateMemberRole` or `removeMember`) is not waited for: that
+/// change may next want the conversations this caller holds, a deadlock.
+/// Its outcome is unknown, so the answer is no: the conversation reopens
+/// unassigned, visible to the workspace, and can be assigned again.
 pub async fn may_hold<C: ConnectionTrait>(
     conn: &C,
     membership_id: Uuid,
     workspace_id: Uuid,
 ) -> Result<bool, sea_orm::DbErr> {
-    let Some(m) = membership::Entity::find_by_id(membership_id)
-        .one(conn)
-        .await?
+    let Some(m) =
+        crate::locks::for_share_unless_held(membership::Entity::find_by_id(membership_id))
+            .one(conn)
+            .await?
     else {
         return Ok(false);
     };
