@@ -858,25 +858,17 @@ async fn a_conversation_reopening_while_its_assignee_is_being_changed_is_unassig
         .await;
     app.import_events(&s, &ws, say("b1", "bob", "my order is late"))
         .await;
-    let ids: Vec<(String, String)> = {
-        let d = app
-            .ok(
-                Some(&s.access),
-                "query($w: ID!) { conversations(workspaceId: $w) { edges { node { id author { handle } } } } }",
-                json!({ "w": ws }),
-            )
-            .await;
-        edges(&d["conversations"])
-            .into_iter()
-            .map(|e| {
-                (
-                    e["node"]["author"]["handle"].as_str().unwrap().to_string(),
-                    e["node"]["id"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
+    let (ana, bob) = (
+        app.conversation_of(&s, &ws, "ana").await,
+        app.conversation_of(&s, &ws, "bob").await,
+    );
+    let id = |who: &str| {
+        if who == "ana" {
+            ana.clone()
+        } else {
+            bob.clone()
+        }
     };
-    let id = |who: &str| ids.iter().find(|(h, _)| h == who).unwrap().1.clone();
     for who in ["ana", "bob"] {
         app.ok(
             Some(&s.access),
