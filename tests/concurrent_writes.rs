@@ -850,67 +850,33 @@ async fn a_conversation_reopening_while_its_assignee_is_being_changed_is_unassig
     let ws = app.create_workspace(&s, "Brew Co").await;
     let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
     let agent_uuid = GlobalId::decode(Kind::Member, &agent).unwrap();
-    let say = |id: &str, who: &str, text: &str| {
-        json!([{ "id": id, "text": text, "published_at": chrono::Utc::now().to_rfc3339(),
-                 "author": { "id": who, "handle": who } }])
-    };
-    app.import_events(&s, &ws, say("a1", "ana", "my latte arrived cold"))
-        .await;
-    app.import_events(&s, &ws, say("b1", "bob", "my order is late"))
-        .await;
-    let (ana, bob) = (
-        app.conversation_of(&s, &ws, "ana").await,
-        app.conversation_of(&s, &ws, "bob").await,
-    );
-    let id = |who: &str| {
-        if who == "ana" {
-            ana.clone()
-        } else {
-            bob.clone()
-        }
-    };
-    for who in ["ana", "bob"] {
-        app.ok(
-            Some(&s.access),
-            "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }",
-            json!({ "i": { "conversationId": id(who), "memberId": agent } }),
-        )
-        .await;
-        app.ok(
-            Some(&s.access),
-            "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
-            json!({ "c": id(who) }),
-        )
-        .await;
-    }
+    let (ana, bob) = app.resolved_while_assigned(&s, &ws, &agent).await;
     let held = app.state.db.begin().await.unwrap();
     held.execute_unprepared(&format!(
         "SELECT 1 FROM memberships WHERE id = '{agent_uuid}' FOR NO KEY UPDATE"
     ))
     .await
     .unwrap();
-    let mut again = say("a2", "ana", "still cold, still waiting");
+    let mut again = mention("a2", "ana", "still cold, still waiting");
     again[0]["in_reply_to"] = json!("a1");
     let reopen = async {
         app.import_events(&s, &ws, again).await;
         app.ok(
             Some(&s.access),
             "mutation($i: SetConversationStatusInput!) { setConversationStatus(input: $i) { status } }",
-            json!({ "i": { "conversationId": id("bob"), "status": "OPEN" } }),
+            json!({ "i": { "conversationId": bob, "status": "OPEN" } }),
         )
         .await
     };
     tokio::time::timeout(std::time::Duration::from_secs(20), reopen)
         .await
         .expect("the reopenings wait for the membership being changed");
-    for who in ["ana", "bob"] {
-        let c = conversation::Entity::find_by_id(
-            GlobalId::decode(Kind::Conversation, &id(who)).unwrap(),
-        )
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .unwrap();
+    for (who, id) in [("ana", &ana), ("bob", &bob)] {
+        let c = conversation::Entity::find_by_id(GlobalId::decode(Kind::Conversation, id).unwrap())
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(c.status, "OPEN", "{who}");
         assert_eq!(c.assignee_membership_id, None, "{who}");
     }

@@ -488,14 +488,7 @@ async fn a_reopened_conversation_loses_an_assignee_who_can_no_longer_reach_it() 
     let w1 = app.create_workspace(&s, "Brew Co").await;
     let w2 = app.create_workspace(&s, "Bean Bros").await;
     let (_, agent) = app.add_member(&s, "agent@acme.test", "AGENT", None).await;
-    let say = |id: &str, who: &str, text: &str| {
-        json!([{ "id": id, "text": text, "published_at": chrono::Utc::now().to_rfc3339(),
-                 "author": { "id": who, "handle": who } }])
-    };
-    app.import_events(&s, &w1, say("a1", "ana", "my latte arrived cold"))
-        .await;
-    app.import_events(&s, &w1, say("b1", "bob", "my order is late"))
-        .await;
+    let (_, bob) = app.resolved_while_assigned(&s, &w1, &agent).await;
     let listed = async || {
         let d = app
             .ok(
@@ -514,22 +507,6 @@ async fn a_reopened_conversation_loses_an_assignee_who_can_no_longer_reach_it() 
             })
             .collect::<std::collections::HashMap<_, _>>()
     };
-    let before = listed().await;
-    for who in ["ana", "bob"] {
-        let id = before[who]["id"].clone();
-        app.ok(
-            Some(&s.access),
-            "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }",
-            json!({ "i": { "conversationId": id, "memberId": agent } }),
-        )
-        .await;
-        app.ok(
-            Some(&s.access),
-            "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
-            json!({ "c": id }),
-        )
-        .await;
-    }
     app.ok(
         Some(&s.access),
         "mutation($i: UpdateMemberRoleInput!) { updateMemberRole(input: $i) { role } }",
@@ -543,13 +520,13 @@ async fn a_reopened_conversation_loses_an_assignee_who_can_no_longer_reach_it() 
         "kept while resolved"
     );
     // The customer answers again; an agent reopens the other.
-    let mut again = say("a2", "ana", "still cold, still waiting");
+    let mut again = mention("a2", "ana", "still cold, still waiting");
     again[0]["in_reply_to"] = json!("a1");
     app.import_events(&s, &w1, again).await;
     app.ok(
         Some(&s.access),
         "mutation($i: SetConversationStatusInput!) { setConversationStatus(input: $i) { status } }",
-        json!({ "i": { "conversationId": before["bob"]["id"], "status": "OPEN" } }),
+        json!({ "i": { "conversationId": bob, "status": "OPEN" } }),
     )
     .await;
     let after = listed().await;

@@ -583,6 +583,38 @@ impl TestApp {
         )
     }
 
+    /// Ana's and Bob's conversations in `ws` (one mention each, imported),
+    /// each assigned to `member` and then resolved: they keep their
+    /// assignee until they reopen. Their IDs, Ana's first.
+    pub async fn resolved_while_assigned(
+        &self,
+        s: &Session,
+        ws: &str,
+        member: &str,
+    ) -> (String, String) {
+        self.import_events(s, ws, mention("a1", "ana", "my latte arrived cold"))
+            .await;
+        self.import_events(s, ws, mention("b1", "bob", "my order is late"))
+            .await;
+        let ana = self.conversation_of(s, ws, "ana").await;
+        let bob = self.conversation_of(s, ws, "bob").await;
+        for id in [&ana, &bob] {
+            self.ok(
+                Some(&s.access),
+                "mutation($i: AssignConversationInput!) { assignConversation(input: $i) { id } }",
+                json!({ "i": { "conversationId": id, "memberId": member } }),
+            )
+            .await;
+            self.ok(
+                Some(&s.access),
+                "mutation($c: ID!) { resolveConversation(conversationId: $c) { status } }",
+                json!({ "c": id }),
+            )
+            .await;
+        }
+        (ana, bob)
+    }
+
     /// The ID of the workspace's conversation with the author `handle`.
     pub async fn conversation_of(&self, s: &Session, ws: &str, handle: &str) -> String {
         let d = self
@@ -663,6 +695,13 @@ pub fn metric_value(metrics: &str, series: &str) -> u64 {
 }
 
 /// The `extensions.code` of the first error, if any.
+/// One GENERIC event for `importMessages`: `text` by author `who`
+/// (also their handle), published now.
+pub fn mention(id: &str, who: &str, text: &str) -> Value {
+    json!([{ "id": id, "text": text, "published_at": chrono::Utc::now().to_rfc3339(),
+             "author": { "id": who, "handle": who } }])
+}
+
 pub fn code(resp: &Value) -> Option<&str> {
     resp["errors"][0]["extensions"]["code"].as_str()
 }
