@@ -358,7 +358,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (db, kv) = connect_all(&c).await?;
             db::migrate(&db).await.context("applying migrations")?;
             if demo {
-                use sea_orm::{EntityTrait, PaginatorTrait};
+                use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
                 let agencies = rapport_store::entities::agency::Entity::find()
                     .count(&db)
                     .await?;
@@ -383,6 +383,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         },
                     )
                     .await?;
+                } else if let Some(unfinished) = rapport_store::entities::agency::Entity::find()
+                    .filter(
+                        rapport_store::entities::agency::Column::Name.ends_with(seed::SEEDING_MARK),
+                    )
+                    .one(&db)
+                    .await?
+                {
+                    anyhow::bail!(
+                        "the database holds an unfinished demo (\"{}\": an earlier seeding was stopped). \
+                         Start from an empty database (delete rapport.db, or point DATABASE_URL at a new one) \
+                         and run `rapport dev --demo` again, or run `rapport dev` to serve it as it is",
+                        unfinished.name
+                    );
                 } else {
                     eprintln!("note: --demo skipped: the database already has agencies");
                 }

@@ -16,12 +16,12 @@ use futures_util::StreamExt;
 use rapport_api::auth::viewer::{Auth, authenticate};
 use rapport_api::{AppState, graphql};
 use rapport_domain::calendar::Clock;
-use rapport_store::entities::{conversation, message, workspace};
+use rapport_store::entities::{agency, conversation, message, workspace};
 use rapport_store::import::{CHUNK, import_channel, import_chunk};
 use rapport_store::tenancy::begin_for_agency;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    QueryOrder, QuerySelect, Set, sea_query::Expr,
 };
 use serde_json::{Value, json};
 use std::io::Write;
@@ -45,6 +45,11 @@ const SEED_CONCURRENCY: usize = 4;
 
 /// The password every seeded owner gets (printed at the end).
 pub const DEMO_PASSWORD: &str = "rapport-demo-password";
+
+/// Ends the name of a demo agency until its seeding has finished: an
+/// interrupted run leaves agencies that say so (in the app too), and
+/// `dev --demo` refuses to serve them as a demo.
+pub const SEEDING_MARK: &str = " (seeding)";
 
 /// A small deterministic generator: the same seed gives the same data.
 struct Rng(u64);
@@ -203,6 +208,7 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
     // xorshift never leaves zero: mix the seed and keep a bit set.
     let mut rng = Rng((0x9e37_79b9_7f4a_7c15 ^ seed) | 1);
     let mut owners = Vec::new();
+    let mut agencies = Vec::new();
     // Workspaces are created first (in order, through GraphQL), then
     // filled several at a time: PostgreSQL works one connection per core,
     // so one writer leaves the other core idle.
@@ -213,7 +219,7 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
             &schema,
             None,
             "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }",
-            json!({ "i": { "agencyName": format!("Demo Agency {}", a + 1), "name": format!("Owner {}", a + 1),
+            json!({ "i": { "agencyName": format!("Demo Agency {}{SEEDING_MARK}", a + 1), "name": format!("Owner {}", a + 1),
                            "email": email, "password": DEMO_PASSWORD } }),
         )
         .await
@@ -223,6 +229,12 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         owners.push(email);
+        agencies.push((
+            auth.viewer()
+                .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+                .agency_id,
+            format!("Demo Agency {}", a + 1),
+        ));
         for w in 0..args.workspaces_per_agency {
             let brand = format!("Brand {}-{}", a + 1, w + 1);
             let d = gql(
@@ -304,6 +316,17 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
         db.execute_unprepared("VACUUM (ANALYZE) conversations, authors, messages")
             .await
             .context("vacuum after seeding")?;
+    }
+    // Last: only now is each agency a whole demo.
+    for (id, name) in agencies {
+        let txn = begin_for_agency(&db, id).await?;
+        agency::Entity::update_many()
+            .col_expr(agency::Column::Name, Expr::value(name))
+            .filter(agency::Column::Id.eq(id))
+            .exec(&txn)
+            .await
+            .context("naming a seeded agency")?;
+        txn.commit().await?;
     }
     println!(
         "seeded {} agencies, {workspaces} workspaces, {done} messages ({replied} conversations answered) in {:.1} s (--seed {seed})",

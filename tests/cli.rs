@@ -35,6 +35,39 @@ impl Drop for Child {
     }
 }
 
+/// Runs `cmd` until it exits, with its stderr; None if it is still
+/// running after `limit` (it is killed then).
+async fn exit_within(
+    mut cmd: Command,
+    limit: Duration,
+) -> Option<(std::process::ExitStatus, String)> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    tokio::task::spawn_blocking(move || {
+        let mut child = Child(cmd.spawn().unwrap());
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                child
+                    .0
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return Some((status, err));
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapport_dev_runs_the_newcomer_session() {
     install_crypto();
@@ -279,6 +312,16 @@ async fn rapport_seed_fills_a_database_with_realistic_data() {
     assert_eq!(used.len(), 2, "one window per sign-up: {used:?}");
     assert!(stdout.contains("rapport-demo-password"));
     let db = &app.state.db;
+    // Named as finished only at the end (an interrupted run says so).
+    let mut names: Vec<String> = rapport_store::entities::agency::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Demo Agency 1", "Demo Agency 2"]);
     assert_eq!(workspace::Entity::find().count(db).await.unwrap(), 4);
     assert_eq!(sla_policy::Entity::find().count(db).await.unwrap(), 4);
     assert_eq!(reply_template::Entity::find().count(db).await.unwrap(), 4);
@@ -349,42 +392,44 @@ async fn rapport_dev_ends_when_its_worker_cannot_run() {
         .query_async(&mut kv.conn())
         .await
         .unwrap();
-    let out = tokio::task::spawn_blocking({
-        let (dir, prefix) = (dir.0.clone(), redis.prefix.clone());
-        move || {
-            let mut cmd = rapport();
-            cmd.arg("dev")
-                .current_dir(&dir)
-                .env("RAPPORT_BIND", format!("127.0.0.1:{}", free_port()))
-                .env("RAPPORT_REDIS_PREFIX", &prefix)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            let child = Child(cmd.spawn().unwrap());
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            let mut child = child;
-            loop {
-                if let Some(status) = child.0.try_wait().unwrap() {
-                    let mut err = String::new();
-                    use std::io::Read;
-                    child
-                        .0
-                        .stderr
-                        .take()
-                        .unwrap()
-                        .read_to_string(&mut err)
-                        .unwrap();
-                    return Some((status, err));
-                }
-                if std::time::Instant::now() > deadline {
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let mut cmd = rapport();
+    cmd.arg("dev")
+        .current_dir(&dir.0)
+        .env("RAPPORT_BIND", format!("127.0.0.1:{}", free_port()))
+        .env("RAPPORT_REDIS_PREFIX", &redis.prefix);
+    let out = exit_within(cmd, Duration::from_secs(30)).await;
     let (status, err) = out.expect("rapport dev ended");
     assert!(!status.success(), "{err}");
     assert!(err.contains("error:") && err.contains("WRONGTYPE"), "{err}");
+}
+
+/// `rapport dev --demo` on a database whose demo seeding was stopped
+/// half-way (its agencies still named "… (seeding)") refuses to serve it
+/// as a demo and says how to start again, instead of skipping the seeding
+/// in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapport_dev_demo_refuses_an_unfinished_demo() {
+    let app = TestApp::start().await;
+    app.sign_up(
+        "Demo Agency 1 (seeding)",
+        "owner+abc123-0@demo.rapport.test",
+    )
+    .await;
+    let mut cmd = rapport();
+    cmd.args(["dev", "--demo"])
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", redis_url())
+        .env("RAPPORT_REDIS_PREFIX", &app.redis.prefix)
+        .env("RAPPORT_BIND", format!("127.0.0.1:{}", free_port()))
+        .env("RAPPORT_JWT_SECRET", JWT_SECRET)
+        .env("RAPPORT_SECRET_KEY", SECRET_KEY);
+    let (status, err) = exit_within(cmd, Duration::from_secs(60))
+        .await
+        .expect("rapport dev --demo ended");
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("unfinished demo (\"Demo Agency 1 (seeding)\"")
+            && err.contains("rapport dev --demo"),
+        "{err}"
+    );
 }
