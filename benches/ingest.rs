@@ -247,6 +247,18 @@ async fn run() {
     println!(
         "ingest benchmark: {requests} webhook requests x {per_request} events = {total} messages per phase, {concurrency} concurrent clients, {http_workers} HTTP worker thread(s), {workers} worker process(es), PostgreSQL, 2 cores shared by all"
     );
+    // The webhook's tail depends on how the host writes dirty pages back
+    // (BENCHMARKS.md, twelfth sitting): print it with the figures.
+    let vm = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+            .map_or_else(|_| "?".to_string(), |v| v.trim().to_string())
+    };
+    println!(
+        "  host writeback: vm.dirty_background_bytes {}, vm.dirty_background_ratio {}, vm.dirty_expire_centisecs {}",
+        vm("dirty_background_bytes"),
+        vm("dirty_background_ratio"),
+        vm("dirty_expire_centisecs")
+    );
     println!(
         "  0. warm-up, fresh tables without statistics: {:.0} messages/s end to end",
         total as f64 / cold.as_secs_f64()
