@@ -215,11 +215,12 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
     let mut plans = Vec::new();
     for a in 0..args.agencies {
         let email = format!("owner+{run_id}-{a}@demo.rapport.test");
+        let agency_name = format!("Demo Agency {}", a + 1);
         let d = gql(
             &schema,
             None,
             "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }",
-            json!({ "i": { "agencyName": format!("Demo Agency {}{SEEDING_MARK}", a + 1), "name": format!("Owner {}", a + 1),
+            json!({ "i": { "agencyName": format!("{agency_name}{SEEDING_MARK}"), "name": format!("Owner {}", a + 1),
                            "email": email, "password": DEMO_PASSWORD } }),
         )
         .await
@@ -233,7 +234,7 @@ pub async fn run(state: AppState, args: SeedArgs) -> anyhow::Result<()> {
             auth.viewer()
                 .map_err(|e| anyhow::anyhow!("{}", e.message()))?
                 .agency_id,
-            format!("Demo Agency {}", a + 1),
+            agency_name,
         ));
         for w in 0..args.workspaces_per_agency {
             let brand = format!("Brand {}-{}", a + 1, w + 1);

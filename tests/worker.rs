@@ -238,7 +238,7 @@ async fn a_trickle_of_jobs_waits_the_linger_time_to_be_handled_together() {
     assert_eq!(*groups.lock().unwrap(), [vec![1, 2]], "handled together");
 }
 
-/// Handles every job `kind` in 100 ms and returns the most handled at the
+/// Handles each of `n` `slow` jobs in 100 ms and returns the most handled at the
 /// same time, once all `n` queued before the worker started are done.
 async fn most_at_once(concurrency: usize, n: usize) -> usize {
     let redis = TestRedis::new();

@@ -694,7 +694,6 @@ pub fn metric_value(metrics: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The `extensions.code` of the first error, if any.
 /// One GENERIC event for `importMessages`: `text` by author `who`
 /// (also their handle), published now.
 pub fn mention(id: &str, who: &str, text: &str) -> Value {
@@ -702,6 +701,7 @@ pub fn mention(id: &str, who: &str, text: &str) -> Value {
              "author": { "id": who, "handle": who } }])
 }
 
+/// The `extensions.code` of the first error, if any.
 pub fn code(resp: &Value) -> Option<&str> {
     resp["errors"][0]["extensions"]["code"].as_str()
 }
