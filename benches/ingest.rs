@@ -15,7 +15,8 @@
 //! at least this long, to line up with a sample of PostgreSQL's waits),
 //! BENCH_HTTP_WORKERS (the API's HTTP worker threads, 1; `rapport serve`
 //! starts one per core), BENCH_WORKER_NICE (start the worker processes
-//! under `nice -n N`). The worker processes take RAPPORT_* settings from
+//! under `nice -n N`), BENCH_GENERATOR_PRIORITY=normal (the paced phase's
+//! load generator without real-time scheduling, see `Generator`). The worker processes take RAPPORT_* settings from
 //! the environment (RAPPORT_WORKER_LINGER_MS, RAPPORT_INGEST_GROUP).
 
 #[path = "../tests/common/mod.rs"]
@@ -39,6 +40,8 @@ use std::time::{Duration, Instant};
 struct Latencies {
     due: Vec<Duration>,
     sent: Vec<Duration>,
+    /// The paced sender's scheduling, as obtained.
+    priority: String,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -78,85 +81,21 @@ async fn run() {
     let s = app.sign_up("Bench", "bench@acme.test").await;
     let ws = app.create_workspace(&s, "Brew Co").await;
     let (_, url) = app.connect_generic(&s, &ws, "load", "generic-secret").await;
-    let url = Arc::new(url);
 
     let mut children: Vec<Child> = Vec::new();
 
-    let texts = [
-        "my order arrived cold and late, really disappointed",
-        "thanks for the quick help yesterday!",
-        "is the shop on Main Street open on Sunday?",
-        "charged twice, I want a refund asap",
-    ];
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .unwrap();
-    // Sends `n` signed requests (event ids from `offset`); returns their
-    // latencies. Without a rate, `concurrency` clients send back to back;
-    // with one (requests/s), request i is due at start + i / rate whatever
-    // the answers so far (an open loop, as platforms send), and its latency
-    // counts from when it was due, so a late sender is not hidden.
+    let generator = Arc::new(Generator {
+        url,
+        per_request,
+        concurrency,
+        slow_ms,
+        realtime: std::env::var("BENCH_GENERATOR_PRIORITY").as_deref() != Ok("normal"),
+    });
     let send = async |offset: usize, n: usize, rate: Option<f64>| {
-        let sem = Arc::new(tokio::sync::Semaphore::new(if rate.is_some() {
-            256
-        } else {
-            concurrency
-        }));
-        let start = tokio::time::Instant::now();
-        let mut tasks = Vec::with_capacity(n);
-        for r in 0..n {
-            let events: Vec<_> = (0..per_request)
-                .map(|i| {
-                    let n = offset + r * per_request + i;
-                    json!({ "id": format!("ev-{n}"), "text": texts[n % texts.len()], "published_at": "2026-11-20T09:00:00Z",
-                            "author": { "id": format!("author-{}", n % 20_000), "followers": (n * 37) % 100_000 } })
-                })
-                .collect();
-            let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
-            let due = rate.map(|rate| start + Duration::from_secs_f64(r as f64 / rate));
-            if let Some(due) = due {
-                tokio::time::sleep_until(due).await;
-            }
-            let permit = sem.clone().acquire_owned().await.unwrap();
-            let (client, url) = (client.clone(), url.clone());
-            tasks.push(tokio::spawn(async move {
-                let sig = generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
-                let t = due.map_or_else(Instant::now, |d| d.into_std());
-                let sent = Instant::now();
-                let resp = client
-                    .post(url.as_str())
-                    .header("x-rapport-signature", sig)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                let took = t.elapsed();
-                let answered = sent.elapsed();
-                assert_eq!(resp.status(), 200);
-                if slow_ms.is_some_and(|ms| took.as_millis() >= ms) {
-                    // When it started, to line up with what PostgreSQL's
-                    // backends were waiting on at that moment.
-                    let started = chrono::Utc::now() - took;
-                    eprintln!(
-                        "slow request: started {} took {:.1} ms",
-                        started.format("%H:%M:%S%.3f"),
-                        took.as_secs_f64() * 1e3
-                    );
-                }
-                drop(permit);
-                (took, answered)
-            }));
-        }
-        let mut latencies = Latencies::default();
-        for t in tasks {
-            let (took, answered) = t.await.unwrap();
-            latencies.due.push(took);
-            latencies.sent.push(answered);
-        }
-        latencies.due.sort();
-        latencies.sent.sort();
-        latencies
+        let g = generator.clone();
+        tokio::task::spawn_blocking(move || g.send(offset, n, rate))
+            .await
+            .unwrap()
     };
     let stored = async || message::Entity::find().count(&app.state.db).await.unwrap();
     // Polls the pending raw events (an index probe), and counts the
@@ -291,6 +230,7 @@ async fn run() {
         ms(percentile(&steady.due, 0.9)),
         ms(percentile(&steady.due, 0.99))
     );
+    println!("                       load generator: {}", steady.priority);
     println!(
         "                       the same requests timed from when the client sent them: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
         ms(percentile(&steady.sent, 0.5)),
@@ -337,4 +277,145 @@ fn spawn_worker(app: &TestApp) -> Child {
         cmd = niced;
     }
     cmd.spawn().expect("rapport worker")
+}
+
+/// The load generator, on threads of its own so that it does not wait for
+/// a turn among the server's tasks: a pacer thread sleeps until each
+/// request is due (to the microsecond, where tokio's timer rounds up to
+/// the next millisecond) and hands it to a single-threaded runtime that
+/// sends it and times the answer. For a paced (open-loop) phase both
+/// threads ask for real-time scheduling (SCHED_FIFO), so a request goes
+/// out when it is due and its answer is read when it arrives, as from a
+/// client on another machine; the server still pays for the generator's
+/// CPU on the shared cores. BENCH_GENERATOR_PRIORITY=normal turns that off.
+struct Generator {
+    url: String,
+    per_request: usize,
+    concurrency: usize,
+    slow_ms: Option<u128>,
+    realtime: bool,
+}
+
+const TEXTS: [&str; 4] = [
+    "my order arrived cold and late, really disappointed",
+    "thanks for the quick help yesterday!",
+    "is the shop on Main Street open on Sunday?",
+    "charged twice, I want a refund asap",
+];
+
+impl Generator {
+    /// Sends `n` signed requests (event ids from `offset`); returns their
+    /// latencies. Without a rate, `concurrency` clients send back to back;
+    /// with one (requests/s), request i is due at start + i / rate whatever
+    /// the answers so far (an open loop, as platforms send), and its latency
+    /// counts from when it was due, so a late sender is not hidden.
+    fn send(&self, offset: usize, n: usize, rate: Option<f64>) -> Latencies {
+        let realtime = self.realtime && rate.is_some();
+        let priority = if realtime {
+            match realtime_priority() {
+                Ok(()) => "real-time priority (SCHED_FIFO 1), requests paced to the microsecond"
+                    .to_string(),
+                Err(e) => format!("normal priority (real-time refused: {e})"),
+            }
+        } else {
+            "normal priority".to_string()
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<u8>, Option<Instant>)>();
+        let limit = if rate.is_some() {
+            256
+        } else {
+            self.concurrency
+        };
+        let (url, slow_ms) = (self.url.clone(), self.slow_ms);
+        let sender = std::thread::spawn(move || {
+            if realtime {
+                let _ = realtime_priority();
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(limit)
+                    .build()
+                    .unwrap();
+                let sem = Arc::new(tokio::sync::Semaphore::new(limit));
+                let url = Arc::new(url);
+                let mut tasks = Vec::new();
+                while let Some((body, due)) = rx.recv().await {
+                    let permit = sem.clone().acquire_owned().await.unwrap();
+                    let (client, url) = (client.clone(), url.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let sig =
+                            generic_sign(b"generic-secret", &body, chrono::Utc::now().timestamp());
+                        let sent = Instant::now();
+                        let resp = client
+                            .post(url.as_str())
+                            .header("x-rapport-signature", sig)
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap();
+                        let answered = sent.elapsed();
+                        let took = due.map_or(answered, |d| d.elapsed());
+                        assert_eq!(resp.status(), 200);
+                        if slow_ms.is_some_and(|ms| took.as_millis() >= ms) {
+                            // When it started, to line up with what
+                            // PostgreSQL's backends were waiting on then.
+                            let started = chrono::Utc::now() - took;
+                            eprintln!(
+                                "slow request: started {} took {:.1} ms",
+                                started.format("%H:%M:%S%.3f"),
+                                took.as_secs_f64() * 1e3
+                            );
+                        }
+                        drop(permit);
+                        (took, answered)
+                    }));
+                }
+                let mut latencies = Latencies::default();
+                for t in tasks {
+                    let (took, answered) = t.await.unwrap();
+                    latencies.due.push(took);
+                    latencies.sent.push(answered);
+                }
+                latencies
+            })
+        });
+        let start = Instant::now();
+        for r in 0..n {
+            let events: Vec<_> = (0..self.per_request)
+                .map(|i| {
+                    let n = offset + r * self.per_request + i;
+                    json!({ "id": format!("ev-{n}"), "text": TEXTS[n % TEXTS.len()], "published_at": "2026-11-20T09:00:00Z",
+                            "author": { "id": format!("author-{}", n % 20_000), "followers": (n * 37) % 100_000 } })
+                })
+                .collect();
+            let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
+            let due = rate.map(|rate| start + Duration::from_secs_f64(r as f64 / rate));
+            if let Some(due) = due {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            tx.send((body, due)).unwrap();
+        }
+        drop(tx);
+        let mut latencies = sender.join().unwrap();
+        latencies.due.sort();
+        latencies.sent.sort();
+        latencies.priority = priority;
+        latencies
+    }
+}
+
+/// Real-time scheduling for the calling thread (Linux: pid 0 is the
+/// thread). Needs root or CAP_SYS_NICE.
+fn realtime_priority() -> Result<(), std::io::Error> {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: a valid sched_param for the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -58,6 +58,24 @@ async fn change_triggers(db: &DatabaseConnection) -> i64 {
     .unwrap()
 }
 
+/// The storage options of `conversations` and `authors` (migration 15;
+/// PostgreSQL only, empty elsewhere).
+async fn fill_factors(db: &DatabaseConnection) -> Vec<String> {
+    if !is_postgres() {
+        return Vec::new();
+    }
+    db.query_all_raw(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT relname || ': ' || coalesce(array_to_string(reloptions, ','), '-') AS o \
+         FROM pg_class WHERE relname IN ('authors', 'conversations') AND relkind = 'r' ORDER BY relname",
+    ))
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| r.try_get("", "o").unwrap())
+    .collect()
+}
+
 #[tokio::test]
 async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     let tdb = TestDb::new().await;
@@ -75,12 +93,19 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
 
     assert!(column_exists(&db).await);
     assert!(unsure_exists(&db).await);
+    let filled = ["authors: fillfactor=50", "conversations: fillfactor=70"];
+    if is_postgres() {
+        assert_eq!(fill_factors(&db).await, filled);
+    }
     let triggers = change_triggers(&db).await;
     assert!(
         !is_postgres() || triggers > 60,
         "{triggers} change triggers"
     );
-    Migrator::down(&db, Some(7)).await.unwrap();
+    Migrator::down(&db, Some(8)).await.unwrap();
+    if is_postgres() {
+        assert_eq!(fill_factors(&db).await, ["authors: -", "conversations: -"]);
+    }
     assert_eq!(index(&db, "ix_messages_outbound_due").await, None);
     assert_eq!(index(&db, "ix_messages_delivery_due").await, Some(true));
     assert_eq!(change_triggers(&db).await, 0, "change feed dropped");
@@ -110,6 +135,9 @@ async fn the_last_migrations_go_back_and_forth_and_redo_an_interrupted_index() {
     assert_eq!(index(&db, "ix_messages_delivery_due").await, None);
     assert!(column_exists(&db).await, "opened_by_agent back");
     assert!(unsure_exists(&db).await, "delivery_unsure back");
+    if is_postgres() {
+        assert_eq!(fill_factors(&db).await, filled, "fill factors back");
+    }
     assert_eq!(change_triggers(&db).await, triggers, "change feed back");
     assert_eq!(index(&db, "ix_messages_platform_id").await, Some(true));
     assert_eq!(index(&db, "ix_messages_thread").await, Some(true));

@@ -17,6 +17,7 @@ mod m20261206_000011_hot_paths;
 mod m20261206_000012_reply_delivery_unsure;
 mod m20261207_000013_change_feed;
 mod m20261207_000014_outbound_due_index;
+mod m20261207_000015_room_for_updates;
 
 pub use m20261207_000013_change_feed::CHANGE_CHANNEL;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000012_reply_delivery_unsure::Migration),
             Box::new(m20261207_000013_change_feed::Migration),
             Box::new(m20261207_000014_outbound_due_index::Migration),
+            Box::new(m20261207_000015_room_for_updates::Migration),
         ]
     }
 }
