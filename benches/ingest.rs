@@ -16,8 +16,9 @@
 //! BENCH_HTTP_WORKERS (the API's HTTP worker threads, 1; `rapport serve`
 //! starts one per core), BENCH_WORKER_NICE (start the worker processes
 //! under `nice -n N`), BENCH_GENERATOR_PRIORITY=normal (the paced phase's
-//! load generator without real-time scheduling, see `Generator`). The worker processes take RAPPORT_* settings from
-//! the environment (RAPPORT_WORKER_LINGER_MS, RAPPORT_INGEST_GROUP).
+//! load generator without real-time scheduling, see `Generator`). The
+//! worker processes take RAPPORT_* settings from the environment
+//! (RAPPORT_WORKER_LINGER_MS, RAPPORT_INGEST_GROUP).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -93,9 +94,15 @@ async fn run() {
     });
     let send = async |offset: usize, n: usize, rate: Option<f64>| {
         let g = generator.clone();
-        tokio::task::spawn_blocking(move || g.send(offset, n, rate))
-            .await
-            .unwrap()
+        // A thread of its own, not one of tokio's pooled ones: the pacer's
+        // real-time priority ends with it.
+        tokio::task::spawn_blocking(move || {
+            std::thread::spawn(move || g.send(offset, n, rate))
+                .join()
+                .unwrap()
+        })
+        .await
+        .unwrap()
     };
     let stored = async || message::Entity::find().count(&app.state.db).await.unwrap();
     // Polls the pending raw events (an index probe), and counts the
