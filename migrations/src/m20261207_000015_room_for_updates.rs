@@ -10,7 +10,8 @@
 //! Measured in the ingest benchmark (BENCHMARKS.md, thirteenth sitting):
 //! heap-only updates of conversations 18 % → 71 %, of authors 34 % → 99 %,
 //! the log 25 % smaller, PostgreSQL's CPU per message 6 % lower, and the
-//! webhook's p99 under a steady 5,000 messages/s below 10 ms in every run.
+//! webhook's p99 under a steady 5,000 messages/s shorter in every
+//! interleaved run where the host's writeback was spread (1 MB).
 //! Authors are small and updated on nearly every delivery: half a page
 //! free; conversations are wider: 30 %.
 //!
