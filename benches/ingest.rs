@@ -93,16 +93,11 @@ async fn run() {
         realtime: std::env::var("BENCH_GENERATOR_PRIORITY").as_deref() != Ok("normal"),
     });
     let send = async |offset: usize, n: usize, rate: Option<f64>| {
-        let g = generator.clone();
+        let (g, (tx, rx)) = (generator.clone(), tokio::sync::oneshot::channel());
         // A thread of its own, not one of tokio's pooled ones: the pacer's
         // real-time priority ends with it.
-        tokio::task::spawn_blocking(move || {
-            std::thread::spawn(move || g.send(offset, n, rate))
-                .join()
-                .unwrap()
-        })
-        .await
-        .unwrap()
+        std::thread::spawn(move || tx.send(g.send(offset, n, rate)));
+        rx.await.unwrap()
     };
     let stored = async || message::Entity::find().count(&app.state.db).await.unwrap();
     // Polls the pending raw events (an index probe), and counts the

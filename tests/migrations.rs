@@ -59,11 +59,8 @@ async fn change_triggers(db: &DatabaseConnection) -> i64 {
 }
 
 /// The storage options of `conversations` and `authors` (migration 15;
-/// PostgreSQL only, empty elsewhere).
+/// PostgreSQL only).
 async fn fill_factors(db: &DatabaseConnection) -> Vec<String> {
-    if !is_postgres() {
-        return Vec::new();
-    }
     db.query_all_raw(Statement::from_string(
         DbBackend::Postgres,
         "SELECT relname || ': ' || coalesce(array_to_string(reloptions, ','), '-') AS o \

@@ -36,24 +36,29 @@ const FILL: &[(&str, u8)] = &[("conversations", 70), ("authors", 50)];
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if m.get_database_backend() == DbBackend::Postgres {
-            for (table, fill) in FILL {
-                m.get_connection()
-                    .execute_unprepared(&format!("ALTER TABLE {table} SET (fillfactor = {fill})"))
-                    .await?;
-            }
-        }
-        Ok(())
+        each_table(m, |table, fill| {
+            format!("ALTER TABLE {table} SET (fillfactor = {fill})")
+        })
+        .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        if m.get_database_backend() == DbBackend::Postgres {
-            for (table, _) in FILL {
-                m.get_connection()
-                    .execute_unprepared(&format!("ALTER TABLE {table} RESET (fillfactor)"))
-                    .await?;
-            }
-        }
-        Ok(())
+        each_table(m, |table, _| {
+            format!("ALTER TABLE {table} RESET (fillfactor)")
+        })
+        .await
     }
+}
+
+/// Runs `sql(table, fill)` for each table of [`FILL`], on PostgreSQL only.
+async fn each_table(m: &SchemaManager<'_>, sql: impl Fn(&str, u8) -> String) -> Result<(), DbErr> {
+    if m.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    for (table, fill) in FILL {
+        m.get_connection()
+            .execute_unprepared(&sql(table, *fill))
+            .await?;
+    }
+    Ok(())
 }
