@@ -1198,6 +1198,11 @@ pub async fn stored_workspaces<C: ConnectionTrait>(
 /// the id publishing recorded (`platform_message_id`, indexed per
 /// channel), since a customer may answer one. One (id it is known by,
 /// workspace, conversation) per name.
+///
+/// The two names are two branches of one UNION ALL, each on its own index,
+/// not one OR: no single index serves an OR of two columns, and a plan
+/// cached while the table was young read every message of the channel to
+/// test it (300-500 ms a payload in the benchmark's warm-up).
 async fn known_as<C: ConnectionTrait>(
     conn: &C,
     channels: &[Uuid],
@@ -1205,27 +1210,27 @@ async fn known_as<C: ConnectionTrait>(
 ) -> Result<Vec<(String, Uuid, Uuid)>, DbErr> {
     let mut out = Vec::new();
     for chunk in unique(ids.iter().copied()).chunks(CHUNK) {
-        let rows: Vec<(String, Option<String>, Uuid, Uuid)> = message::Entity::find()
-            .select_only()
-            .column(message::Column::ExternalId)
-            .column(message::Column::PlatformMessageId)
-            .column(message::Column::WorkspaceId)
-            .column(message::Column::ConversationId)
-            .filter(message::Column::ChannelId.is_in(channels.iter().copied()))
-            .filter(
-                Condition::any()
-                    .add(message::Column::ExternalId.is_in(chunk.iter().copied()))
-                    .add(message::Column::PlatformMessageId.is_in(chunk.iter().copied())),
-            )
-            .into_tuple()
-            .all(conn)
-            .await?;
-        for (ext, platform_id, ws, conv) in rows {
-            out.extend(
-                std::iter::once(ext)
-                    .chain(platform_id)
-                    .map(|id| (id, ws, conv)),
-            );
+        let by = |name: message::Column| {
+            message::Entity::find()
+                .select_only()
+                .column(name)
+                .column(message::Column::WorkspaceId)
+                .column(message::Column::ConversationId)
+                .filter(message::Column::ChannelId.is_in(channels.iter().copied()))
+                .filter(name.is_in(chunk.iter().copied()))
+                .into_query()
+        };
+        let mut q = by(message::Column::ExternalId);
+        q.union(UnionType::All, by(message::Column::PlatformMessageId));
+        for r in conn
+            .query_all_raw(conn.get_database_backend().build(&q))
+            .await?
+        {
+            out.push((
+                r.try_get_by_index::<String>(0)?,
+                r.try_get_by_index::<Uuid>(1)?,
+                r.try_get_by_index::<Uuid>(2)?,
+            ));
         }
     }
     Ok(out)
