@@ -3170,3 +3170,100 @@ async fn feeds_that_never_answer_are_fetched_together_not_one_after_another() {
         "fetched one after another: {spread:?}"
     );
 }
+
+/// What each table holds of agency `agency` (a UUID), and of workspace
+/// `ws` alone: (messages, conversations, raw events, authors, channels),
+/// by the rows' own tenant columns.
+async fn held(app: &TestApp, agency: uuid::Uuid, ws: Option<uuid::Uuid>) -> [u64; 5] {
+    use rapport_store::entities::{author, channel, conversation};
+    use sea_orm::{ColumnTrait, QueryFilter, QueryTrait};
+    let db = &app.state.db;
+    macro_rules! count {
+        ($e:ident) => {
+            $e::Entity::find()
+                .filter($e::Column::AgencyId.eq(agency))
+                .count(db)
+                .await
+                .unwrap()
+        };
+        ($e:ident in workspace) => {
+            $e::Entity::find()
+                .filter($e::Column::AgencyId.eq(agency))
+                .apply_if(ws, |q, w| q.filter($e::Column::WorkspaceId.eq(w)))
+                .count(db)
+                .await
+                .unwrap()
+        };
+    }
+    [
+        count!(message in workspace),
+        count!(conversation in workspace),
+        count!(raw_event in workspace),
+        count!(author),
+        count!(channel in workspace),
+    ]
+}
+
+/// Deleting a workspace, then its agency, takes everything ingested for
+/// them with it (the foreign keys cascade): a brand's conversation whose
+/// channel is another workspace's goes with its own workspace, its messages
+/// with it, the raw events with their channel. Another agency keeps all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_workspace_or_its_agency_takes_what_was_ingested_for_it() {
+    use rapport_domain::{GlobalId, Kind};
+    use rapport_store::entities::{agency, workspace};
+    let app = TestApp::start().await.with_worker().await;
+    let s = app.sign_up("Acme", "owner@acme.test").await;
+    let (home, brew, _) = brand_workspaces(&app, &s).await;
+    let (_, url) = app
+        .connect_generic(&s, &home, "alerts", "generic-secret")
+        .await;
+    let other = app.sign_up("Other", "owner@other.test").await;
+    let theirs = app.create_workspace(&other, "Theirs").await;
+    let (_, their_url) = app
+        .connect_generic(&other, &theirs, "alerts", "generic-secret")
+        .await;
+    let event = |id: &str, who: &str, text: &str| json!({ "id": id, "text": text, "published_at": "2026-11-20T09:00:00Z", "author": { "id": who } });
+    app.deliver_generic(
+        &url,
+        json!([
+            event("1", "u1", "Brew Co ignored me"),
+            event("2", "u2", "no brand named here")
+        ]),
+    )
+    .await;
+    app.deliver_generic(&their_url, json!([event("1", "u1", "hello")]))
+        .await;
+    app.eventually("all stored", async || {
+        (message::Entity::find().count(&app.state.db).await.unwrap() == 3
+            && pending_raw_events(&app).await == 0)
+            .then_some(())
+    })
+    .await;
+
+    let uuid = |kind, id: &str| GlobalId::decode(kind, id).unwrap();
+    let (acme, them) = (
+        uuid(Kind::Agency, &s.agency_id),
+        uuid(Kind::Agency, &other.agency_id),
+    );
+    let (home, brew) = (uuid(Kind::Workspace, &home), uuid(Kind::Workspace, &brew));
+    // The brand's conversation came through the channel of `home`.
+    assert_eq!(held(&app, acme, Some(brew)).await, [1, 1, 0, 2, 0]);
+    assert_eq!(held(&app, acme, Some(home)).await, [1, 1, 1, 2, 1]);
+    let theirs_before = held(&app, them, None).await;
+    assert_eq!(theirs_before, [1, 1, 1, 1, 1]);
+
+    workspace::Entity::delete_by_id(brew)
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(held(&app, acme, Some(brew)).await, [0, 0, 0, 2, 0]);
+    assert_eq!(held(&app, acme, Some(home)).await, [1, 1, 1, 2, 1]);
+
+    agency::Entity::delete_by_id(acme)
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(held(&app, acme, None).await, [0; 5]);
+    assert_eq!(held(&app, them, None).await, theirs_before);
+}

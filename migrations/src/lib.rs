@@ -18,6 +18,7 @@ mod m20261206_000012_reply_delivery_unsure;
 mod m20261207_000013_change_feed;
 mod m20261207_000014_outbound_due_index;
 mod m20261207_000015_room_for_updates;
+mod m20261207_000016_deleting_a_workspace;
 
 pub use m20261207_000013_change_feed::CHANGE_CHANNEL;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000013_change_feed::Migration),
             Box::new(m20261207_000014_outbound_due_index::Migration),
             Box::new(m20261207_000015_room_for_updates::Migration),
+            Box::new(m20261207_000016_deleting_a_workspace::Migration),
         ]
     }
 }

@@ -356,12 +356,19 @@ fn postgres_conversation_sql() -> String {
             ))
         ),
         changed = pg_when_changed(&conversation_counted),
-        deleted = pg_function(
-            "rapport_mark_conversations_deleted",
-            &mark(&format!(
-                "SELECT DISTINCT o.agency_id, o.workspace_id, {} FROM old_rows o",
-                pg_slot("o.created_at")
-            ))
+        deleted = mark_deleted_sql(""),
+    )
+}
+
+/// The function marking the slots of deleted conversations dirty, for the
+/// rows of `old_rows o` that pass `filter` (a ` WHERE …`, or nothing).
+pub(crate) fn mark_deleted_sql(filter: &str) -> String {
+    pg_function(
+        "rapport_mark_conversations_deleted",
+        &format!(
+            "INSERT INTO report_dirty_slots (agency_id, workspace_id, slot) \
+             SELECT DISTINCT o.agency_id, o.workspace_id, {} FROM old_rows o{filter};",
+            pg_slot("o.created_at")
         ),
     )
 }
