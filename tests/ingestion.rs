@@ -3207,14 +3207,15 @@ async fn held(app: &TestApp, agency: uuid::Uuid, ws: Option<uuid::Uuid>) -> [u64
 /// Deleting a workspace, then its agency, takes everything ingested for
 /// them with it (the foreign keys cascade): a brand's conversation whose
 /// channel is another workspace's goes with its own workspace, its messages
-/// with it, the raw events with their channel. Another agency keeps all.
+/// with it, the raw events with their channel. A workspace's channel takes
+/// what it routed to other brands with it. Another agency keeps all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_workspace_or_its_agency_takes_what_was_ingested_for_it() {
     use rapport_domain::{GlobalId, Kind};
     use rapport_store::entities::{agency, workspace};
     let app = TestApp::start().await.with_worker().await;
     let s = app.sign_up("Acme", "owner@acme.test").await;
-    let (home, brew, _) = brand_workspaces(&app, &s).await;
+    let (home, brew, bean) = brand_workspaces(&app, &s).await;
     let (_, url) = app
         .connect_generic(&s, &home, "alerts", "generic-secret")
         .await;
@@ -3228,14 +3229,15 @@ async fn deleting_a_workspace_or_its_agency_takes_what_was_ingested_for_it() {
         &url,
         json!([
             event("1", "u1", "Brew Co ignored me"),
-            event("2", "u2", "no brand named here")
+            event("2", "u2", "no brand named here"),
+            event("3", "u3", "Bean Bros is great")
         ]),
     )
     .await;
     app.deliver_generic(&their_url, json!([event("1", "u1", "hello")]))
         .await;
     app.eventually("all stored", async || {
-        (message::Entity::find().count(&app.state.db).await.unwrap() == 3
+        (message::Entity::find().count(&app.state.db).await.unwrap() == 4
             && pending_raw_events(&app).await == 0)
             .then_some(())
     })
@@ -3246,19 +3248,38 @@ async fn deleting_a_workspace_or_its_agency_takes_what_was_ingested_for_it() {
         uuid(Kind::Agency, &s.agency_id),
         uuid(Kind::Agency, &other.agency_id),
     );
-    let (home, brew) = (uuid(Kind::Workspace, &home), uuid(Kind::Workspace, &brew));
-    // The brand's conversation came through the channel of `home`.
-    assert_eq!(held(&app, acme, Some(brew)).await, [1, 1, 0, 2, 0]);
-    assert_eq!(held(&app, acme, Some(home)).await, [1, 1, 1, 2, 1]);
+    let [home, brew, bean] = [home, brew, bean].map(|w| uuid(Kind::Workspace, &w));
+    let ws = async |w| held(&app, acme, Some(w)).await;
+    // The brands' conversations came through the channel of `home`.
+    assert_eq!(ws(brew).await, [1, 1, 0, 3, 0]);
+    assert_eq!(ws(bean).await, [1, 1, 0, 3, 0]);
+    assert_eq!(ws(home).await, [1, 1, 1, 3, 1]);
     let theirs_before = held(&app, them, None).await;
     assert_eq!(theirs_before, [1, 1, 1, 1, 1]);
 
-    workspace::Entity::delete_by_id(brew)
-        .exec(&app.state.db)
-        .await
-        .unwrap();
-    assert_eq!(held(&app, acme, Some(brew)).await, [0, 0, 0, 2, 0]);
-    assert_eq!(held(&app, acme, Some(home)).await, [1, 1, 1, 2, 1]);
+    let delete_workspace = async |w| {
+        workspace::Entity::delete_by_id(w)
+            .exec(&app.state.db)
+            .await
+            .unwrap()
+    };
+    delete_workspace(brew).await;
+    assert_eq!(ws(brew).await, [0, 0, 0, 3, 0]);
+    assert_eq!(ws(bean).await, [1, 1, 0, 3, 0]);
+    assert_eq!(ws(home).await, [1, 1, 1, 3, 1]);
+
+    // Its channel goes with `home`, and so does what it routed to `bean`;
+    // the workspace `bean` stays.
+    delete_workspace(home).await;
+    assert_eq!(ws(home).await, [0, 0, 0, 3, 0]);
+    assert_eq!(ws(bean).await, [0, 0, 0, 3, 0]);
+    assert!(
+        workspace::Entity::find_by_id(bean)
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     agency::Entity::delete_by_id(acme)
         .exec(&app.state.db)

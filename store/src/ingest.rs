@@ -1202,7 +1202,7 @@ pub async fn stored_workspaces<C: ConnectionTrait>(
 /// The two names are two branches of one UNION ALL, each on its own index,
 /// not one OR: no single index serves an OR of two columns, and a plan
 /// cached while the table was young read every message of the channel to
-/// test it (300-500 ms a payload in the benchmark's warm-up).
+/// test it (300–530 ms a payload in the benchmark's warm-up).
 async fn known_as<C: ConnectionTrait>(
     conn: &C,
     channels: &[Uuid],
