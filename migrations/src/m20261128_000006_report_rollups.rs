@@ -301,9 +301,6 @@ fn conversation_counted(r: &str) -> String {
 /// one small insert, never a recount of the busiest slot. SQLite runs in
 /// process and reads the conversations themselves.
 fn postgres_conversation_sql() -> String {
-    let mark = |keys: &str| {
-        format!("INSERT INTO report_dirty_slots (agency_id, workspace_id, slot) {keys};")
-    };
     format!(
         "CREATE TABLE report_conversation_slots (
            agency_id uuid NOT NULL REFERENCES agencies (id) ON DELETE CASCADE,
@@ -341,14 +338,14 @@ fn postgres_conversation_sql() -> String {
         created = pg_slot("c.created_at"),
         inserted = pg_function(
             "rapport_mark_conversations_inserted",
-            &mark(&format!(
+            &mark_dirty(&format!(
                 "SELECT DISTINCT n.agency_id, n.workspace_id, {} FROM new_rows n",
                 pg_slot("n.created_at")
             ))
         ),
         updated = pg_function(
             "rapport_mark_conversation_updated",
-            &mark(&format!(
+            &mark_dirty(&format!(
                 "SELECT OLD.agency_id, OLD.workspace_id, {old} \
                  UNION SELECT NEW.agency_id, NEW.workspace_id, {new}",
                 old = pg_slot("OLD.created_at"),
@@ -360,16 +357,20 @@ fn postgres_conversation_sql() -> String {
     )
 }
 
+/// Marks the slots `keys` (a query of agency, workspace, slot) dirty.
+fn mark_dirty(keys: &str) -> String {
+    format!("INSERT INTO report_dirty_slots (agency_id, workspace_id, slot) {keys};")
+}
+
 /// The function marking the slots of deleted conversations dirty, for the
 /// rows of `old_rows o` that pass `filter` (a ` WHERE …`, or nothing).
 pub(crate) fn mark_deleted_sql(filter: &str) -> String {
     pg_function(
         "rapport_mark_conversations_deleted",
-        &format!(
-            "INSERT INTO report_dirty_slots (agency_id, workspace_id, slot) \
-             SELECT DISTINCT o.agency_id, o.workspace_id, {} FROM old_rows o{filter};",
+        &mark_dirty(&format!(
+            "SELECT DISTINCT o.agency_id, o.workspace_id, {} FROM old_rows o{filter}",
             pg_slot("o.created_at")
-        ),
+        )),
     )
 }
 
