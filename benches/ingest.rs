@@ -18,7 +18,8 @@
 //! under `nice -n N`), BENCH_GENERATOR_PRIORITY=normal (the paced phase's
 //! load generator without real-time scheduling, see `Generator`). The
 //! worker processes take RAPPORT_* settings from the environment
-//! (RAPPORT_WORKER_LINGER_MS, RAPPORT_INGEST_GROUP).
+//! (RAPPORT_WORKER_LINGER_MS, RAPPORT_INGEST_GROUP, RAPPORT_INGEST_CONCURRENCY,
+//! RAPPORT_WORKER_CONCURRENCY).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -144,8 +145,10 @@ async fn run() {
 
     // 1. The receiver alone (no worker): what platforms see.
     let t = Instant::now();
+    let pg = postgres_cpu_ticks();
     let alone = send(total as usize, requests, None).await;
     let alone_rate = requests as f64 / t.elapsed().as_secs_f64();
+    let pg_alone = postgres_cpu_since(pg);
 
     // 2. The worker alone draining that backlog.
     let t = Instant::now();
@@ -239,6 +242,15 @@ async fn run() {
         ms(percentile(&steady.sent, 0.9)),
         ms(percentile(&steady.sent, 0.99))
     );
+    // What the webhook's own statement costs PostgreSQL (phase 1 stores
+    // raw events only); phase 4's figure includes it.
+    if let Some(ticks) = pg_alone {
+        println!(
+            "  PostgreSQL CPU in phase 1: {:.1} s, {:.3} ms per webhook request (raw events only)",
+            ticks as f64 / 100.0,
+            ticks as f64 * 10.0 / requests as f64
+        );
+    }
     // PostgreSQL's own CPU per message bounds the rate: with both cores
     // and nothing else running it could not store more than this.
     for (phase, ticks, messages) in [

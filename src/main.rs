@@ -145,6 +145,12 @@ struct Common {
     /// connection.
     #[arg(long, env = "RAPPORT_WORKER_CONCURRENCY", default_value_t = 8)]
     worker_concurrency: usize,
+    /// Worker: groups of ingest jobs stored at the same time by this
+    /// process, at most (within the worker concurrency). Each is a
+    /// database transaction; in all, the workers' should not outnumber the
+    /// database's cores.
+    #[arg(long, env = "RAPPORT_INGEST_CONCURRENCY", default_value_t = 1)]
+    ingest_concurrency: usize,
     /// Worker: let feed, webhook-subscription and GENERIC callback URLs
     /// reach private, loopback and link-local addresses (on-premises
     /// set-ups; off by default, so a tenant cannot reach internal hosts).
@@ -512,6 +518,7 @@ async fn run_worker(
         group: c.ingest_group.max(1),
         linger: std::time::Duration::from_millis(c.worker_linger_ms),
         concurrency: c.worker_concurrency.max(1),
+        group_concurrency: c.ingest_concurrency.max(1),
         ..WorkerConfig::default()
     };
     let consumed = Worker::new(kv.clone(), handlers(db, kv, publisher), config)

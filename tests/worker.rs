@@ -23,6 +23,7 @@ fn config(name: &str) -> WorkerConfig {
         max_deliveries: 3,
         concurrency: 4,
         group: 4,
+        group_concurrency: 4,
         linger: Duration::ZERO,
     }
 }
@@ -238,9 +239,10 @@ async fn a_trickle_of_jobs_waits_the_linger_time_to_be_handled_together() {
     assert_eq!(*groups.lock().unwrap(), [vec![1, 2]], "handled together");
 }
 
-/// Handles each of `n` `slow` jobs in 100 ms and returns the most handled at the
-/// same time, once all `n` queued before the worker started are done.
-async fn most_at_once(concurrency: usize, n: usize) -> usize {
+/// Handles each of `n` `slow` jobs in 100 ms (in groups of 4 when
+/// `together`) and returns the most handler calls running at the same time,
+/// once all `n` queued before the worker started are done.
+async fn most_at_once(cfg: WorkerConfig, together: bool, n: usize) -> usize {
     let redis = TestRedis::new();
     let kv = redis.kv().await;
     for i in 0..n {
@@ -253,24 +255,39 @@ async fn most_at_once(concurrency: usize, n: usize) -> usize {
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
     );
-    let registry = {
+    let slow = {
         let (now, most, done) = (now.clone(), most.clone(), done.clone());
-        Registry::new().on("slow", move |_| {
+        move |jobs: usize| {
             let (now, most, done) = (now.clone(), most.clone(), done.clone());
             async move {
                 let running = now.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(running, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 now.fetch_sub(1, Ordering::SeqCst);
-                done.fetch_add(1, Ordering::SeqCst);
+                done.fetch_add(jobs, Ordering::SeqCst);
+            }
+        }
+    };
+    let registry = if together {
+        Registry::new().on_many("slow", move |payloads| {
+            let slow = slow.clone();
+            async move {
+                slow(payloads.len()).await;
+                payloads.iter().map(|_| Ok(())).collect()
+            }
+        })
+    } else {
+        Registry::new().on("slow", move |_| {
+            let slow = slow.clone();
+            async move {
+                slow(1).await;
                 Ok(())
             }
         })
     };
     let cfg = WorkerConfig {
-        concurrency,
         claim_idle: Duration::from_secs(20),
-        ..config("w-concurrency")
+        ..cfg
     };
     let (tx, rx) = watch::channel(false);
     let handle = tokio::spawn(Worker::new(kv.clone(), registry, cfg).run(rx));
@@ -284,12 +301,41 @@ async fn most_at_once(concurrency: usize, n: usize) -> usize {
 }
 
 /// `RAPPORT_WORKER_CONCURRENCY`: the jobs of one read run this many at a
-/// time, no more (each holds a database connection in production).
+/// time, no more (each holds a database connection in production); one
+/// group at a time for groups does not hold them back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reads_jobs_run_at_most_concurrency_at_a_time() {
+    let at = |concurrency| WorkerConfig {
+        concurrency,
+        group_concurrency: 1,
+        ..config("w-concurrency")
+    };
     // Twelve jobs fit one read (batch 16).
-    assert_eq!(most_at_once(1, 12).await, 1, "one at a time");
-    assert_eq!(most_at_once(3, 12).await, 3, "three at a time");
+    assert_eq!(most_at_once(at(1), false, 12).await, 1, "one at a time");
+    assert_eq!(most_at_once(at(3), false, 12).await, 3, "three at a time");
+}
+
+/// `RAPPORT_INGEST_CONCURRENCY`: groups (ingestion's transactions) run this
+/// many at a time, within the concurrency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_run_at_most_group_concurrency_at_a_time() {
+    let at = |group_concurrency| WorkerConfig {
+        concurrency: 4,
+        group_concurrency,
+        ..config("w-groups")
+    };
+    // Twelve jobs, one read, three groups of four.
+    assert_eq!(
+        most_at_once(at(1), true, 12).await,
+        1,
+        "one group at a time"
+    );
+    assert_eq!(most_at_once(at(2), true, 12).await, 2, "two at a time");
+    assert_eq!(
+        most_at_once(at(4), true, 12).await,
+        3,
+        "every group at once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

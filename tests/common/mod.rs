@@ -213,6 +213,9 @@ pub fn fast_worker_config(name: &str) -> rapport_worker::WorkerConfig {
         max_deliveries: 3,
         concurrency: 4,
         group: 8,
+        // As many as the concurrency, so tests keep running transactions
+        // side by side (races the default of one would hide).
+        group_concurrency: 4,
         linger: std::time::Duration::ZERO,
     }
 }

@@ -30,6 +30,14 @@ pub struct WorkerConfig {
     /// At most this many jobs of one kind go to a handler together (for
     /// kinds registered with `Registry::on_many`).
     pub group: usize,
+    /// Such groups (ingestion's) handled at the same time in this process,
+    /// at most, within `concurrency`. Each is a database transaction that
+    /// keeps a PostgreSQL backend busy: more of them at once than the
+    /// database has cores to spare store no faster and make the webhooks'
+    /// inserts wait longer for a CPU (BENCHMARKS.md, fifteenth sitting).
+    /// Other kinds (deliveries, which mostly wait on the network) are not
+    /// held back by it.
+    pub group_concurrency: usize,
     /// After a read that brought fewer than `group` jobs, how long to wait
     /// for more before handling them: under a steady trickle, larger groups
     /// mean fewer transactions and commits for the same messages, at the
@@ -51,6 +59,7 @@ impl Default for WorkerConfig {
             max_deliveries: 5,
             concurrency: 8,
             group: 16,
+            group_concurrency: 1,
             linger: Duration::from_millis(10),
         }
     }
@@ -60,6 +69,8 @@ pub struct Worker {
     kv: Kv,
     registry: Registry,
     config: WorkerConfig,
+    /// Permits for groups in hand (`group_concurrency`).
+    groups: tokio::sync::Semaphore,
 }
 
 /// Whether the consumer loop goes on.
@@ -107,6 +118,7 @@ impl Worker {
         Self {
             kv,
             registry,
+            groups: tokio::sync::Semaphore::new(config.group_concurrency.max(1)),
             config,
         }
     }
@@ -389,6 +401,9 @@ impl Worker {
                 self.settle(conn, stream, job, payload, outcome).await
             }
             Unit::Many(handler, jobs) => {
+                // Waits here, not in the stream of units, so jobs of other
+                // kinds in the same read go on meanwhile. Never closed.
+                let _permit = self.groups.acquire().await?;
                 let payloads: Vec<Option<serde_json::Value>> = jobs
                     .iter()
                     .map(|j| serde_json::from_str(&j.payload).ok())
