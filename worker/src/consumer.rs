@@ -35,8 +35,8 @@ pub struct WorkerConfig {
     /// keeps a PostgreSQL backend busy: more of them at once than the
     /// database has cores to spare store no faster and make the webhooks'
     /// inserts wait longer for a CPU (BENCHMARKS.md, fifteenth sitting).
-    /// Other kinds (deliveries, which mostly wait on the network) are not
-    /// held back by it.
+    /// Jobs of other kinds (reply deliveries, which hand their attempt to
+    /// the publisher and return) are not held back by it.
     pub group_concurrency: usize,
     /// After a read that brought fewer than `group` jobs, how long to wait
     /// for more before handling them: under a steady trickle, larger groups
@@ -70,7 +70,7 @@ pub struct Worker {
     registry: Registry,
     config: WorkerConfig,
     /// Permits for groups in hand (`group_concurrency`).
-    groups: tokio::sync::Semaphore,
+    group_permits: tokio::sync::Semaphore,
 }
 
 /// Whether the consumer loop goes on.
@@ -118,7 +118,11 @@ impl Worker {
         Self {
             kv,
             registry,
-            groups: tokio::sync::Semaphore::new(config.group_concurrency.max(1)),
+            group_permits: tokio::sync::Semaphore::new(
+                config
+                    .group_concurrency
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            ),
             config,
         }
     }
@@ -401,9 +405,6 @@ impl Worker {
                 self.settle(conn, stream, job, payload, outcome).await
             }
             Unit::Many(handler, jobs) => {
-                // Waits here, not in the stream of units, so jobs of other
-                // kinds in the same read go on meanwhile. Never closed.
-                let _permit = self.groups.acquire().await?;
                 let payloads: Vec<Option<serde_json::Value>> = jobs
                     .iter()
                     .map(|j| serde_json::from_str(&j.payload).ok())
@@ -413,6 +414,11 @@ impl Worker {
                 let results = if readable.is_empty() {
                     Vec::new()
                 } else {
+                    // Only the handler's transaction waits for a permit (not
+                    // the stream of units, so jobs of other kinds in the same
+                    // read go on meanwhile, nor the settling after it). The
+                    // semaphore is never closed.
+                    let _permit = self.group_permits.acquire().await?;
                     handler(readable).await
                 };
                 // Results pair with jobs by position: a handler that miscounts
