@@ -20,6 +20,10 @@
 //! worker processes take RAPPORT_* settings from the environment
 //! (RAPPORT_WORKER_LINGER_MS, RAPPORT_INGEST_GROUP, RAPPORT_INGEST_CONCURRENCY,
 //! RAPPORT_WORKER_CONCURRENCY).
+//!
+//! The figures print at the end; "phase 4 begins" and "phase 4 sent" go to
+//! stderr as they happen, for tracing that phase from outside (BENCHMARKS.md,
+//! sixteenth sitting).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -171,6 +175,9 @@ async fn run() {
     //    up, and what do the webhooks answer in meanwhile?
     let sustained_requests = (rate * sustain_secs / per_request as f64).round() as usize;
     let sustained_total = (sustained_requests * per_request) as u64;
+    // On stderr as it happens (the figures print at the end), for tools
+    // that trace the phase from outside (perf, bpftrace).
+    eprintln!("phase 4 begins");
     let t = Instant::now();
     let pg = postgres_cpu_ticks();
     let steady = send(
@@ -180,6 +187,7 @@ async fn run() {
     )
     .await;
     let sent = t.elapsed();
+    eprintln!("phase 4 sent");
     wait_for(3 * total + sustained_total, &children, &mut peak_kb).await;
     let sustained = t.elapsed();
     let pg_sustained = postgres_cpu_since(pg);
