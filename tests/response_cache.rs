@@ -322,3 +322,73 @@ async fn a_pending_raw_event_notifies_nothing_and_a_dead_letter_does() {
         Some(agency.to_string())
     );
 }
+
+/// The gauge `/metrics` shows for PostgreSQL's notification queue, read at
+/// each scrape, or None when absent.
+async fn queue_usage(app: &TestApp) -> Option<f64> {
+    let m = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    m.lines()
+        .find_map(|l| l.strip_prefix("rapport_pg_notification_queue_usage "))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_how_full_the_notification_queue_is() {
+    let app = TestApp::start().await;
+    if !is_postgres() {
+        assert_eq!(queue_usage(&app).await, None, "SQLite has no such queue");
+        return;
+    }
+    use sea_orm::sqlx::{AssertSqlSafe, raw_sql};
+    // A listener that stopped reading: a backend inside a transaction
+    // takes no notifications until it ends, so the queue keeps them.
+    let pool = app.state.db.get_postgres_connection_pool();
+    let channel = format!("stalled_{}", uuid::Uuid::new_v4().simple());
+    let mut stalled = pool.acquire().await.unwrap();
+    // Two round trips: a LISTEN takes effect when its transaction commits.
+    raw_sql(AssertSqlSafe(format!("LISTEN {channel}")))
+        .execute(&mut *stalled)
+        .await
+        .unwrap();
+    raw_sql("BEGIN").execute(&mut *stalled).await.unwrap();
+    // Other tests' listeners read theirs at once; ours holds the tail back
+    // (the queue is the server's), past a page of 8 kB.
+    for _ in 0..20 {
+        exec(
+            &app.state.db,
+            &format!("SELECT pg_notify('{channel}', repeat('x', 4000))"),
+        )
+        .await;
+    }
+    let held = app
+        .eventually("the queue's usage above zero", async || {
+            queue_usage(&app).await.filter(|u| *u > 0.0)
+        })
+        .await;
+    assert!(held < 0.01, "a few pages of the queue's million: {held}");
+
+    // Reading again (the transaction ends) frees the queue. PostgreSQL
+    // moves the queue's tail when the last listener leaves, or when later
+    // notifications fill pages: the loop sends some.
+    raw_sql("COMMIT; UNLISTEN *")
+        .execute(&mut *stalled)
+        .await
+        .unwrap();
+    app.eventually("the queue emptied", async || {
+        exec(
+            &app.state.db,
+            &format!("SELECT pg_notify('{channel}', repeat('x', 4000))"),
+        )
+        .await;
+        queue_usage(&app).await.filter(|u| *u < held)
+    })
+    .await;
+}

@@ -457,6 +457,17 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
+    // Read at scrape time; a slow or unreachable database leaves the last
+    // value rather than holding the scrape.
+    let usage = rapport_store::db::notification_queue_usage(&state.db);
+    match tokio::time::timeout(std::time::Duration::from_secs(1), usage).await {
+        Ok(Ok(Some(u))) => metrics::gauge!("rapport_pg_notification_queue_usage").set(u),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: reading the notification queue's usage failed")
+        }
+        Err(_) => tracing::warn!("metrics: reading the notification queue's usage timed out"),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

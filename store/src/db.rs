@@ -49,3 +49,20 @@ pub async fn pending_migrations(db: &DatabaseConnection) -> Result<usize, DbErr>
 pub async fn ping(db: &DatabaseConnection) -> bool {
     db.ping().await.is_ok()
 }
+
+/// The fraction (0 to 1) of PostgreSQL's notification queue in use, which
+/// the response cache's listeners keep draining: writes that notify fail
+/// once it is full. `None` on SQLite, which has no such queue.
+pub async fn notification_queue_usage(db: &DatabaseConnection) -> Result<Option<f64>, DbErr> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(None);
+    }
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_notification_queue_usage() AS usage",
+        ))
+        .await?;
+    row.map(|r| r.try_get::<f64>("", "usage")).transpose()
+}
