@@ -698,9 +698,9 @@ async fn an_invitation_is_no_way_around_the_accounts_limit_on_password_guesses()
     assert_eq!(code(&r), Some("RATE_LIMITED"), "{r}");
 }
 
-/// An invitation token expires after 14 days, and inviting an address that
-/// already has an account (in another agency) does not reveal that
-/// account's name while the invitation is pending.
+/// An invitation token expires after 14 days, and inviting an address
+/// tells nothing of whether it has an account (in another agency) while
+/// the invitation is pending: neither that account's name nor its id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invitations_expire_and_reveal_no_other_agencys_name() {
     use rapport_store::entities::membership;
@@ -708,7 +708,7 @@ async fn invitations_expire_and_reveal_no_other_agencys_name() {
     let app = TestApp::start().await;
     let acme = app.sign_up("Acme", "owner@acme.test").await;
     let rival = app.sign_up("Rival", "owner@rival.test").await;
-    const INVITE: &str = "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitationToken member { id user { name email } } } }";
+    const INVITE: &str = "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitationToken member { id user { id name email } } } }";
     // owner@rival.test signed up as "Owner" (the helper's name) in Rival.
     let d = app
         .ok(
@@ -717,23 +717,12 @@ async fn invitations_expire_and_reveal_no_other_agencys_name() {
             json!({ "i": { "email": "owner@rival.test", "name": "Somebody", "role": "AGENT" } }),
         )
         .await;
-    let user = &d["inviteMember"]["member"]["user"];
+    let existing = d["inviteMember"]["member"].clone();
+    let user = &existing["user"];
     assert_eq!(user["name"], "owner@rival.test", "{user}");
-    let listed = app
-        .ok(
-            Some(&acme.access),
-            "{ members { edges { node { invitationPending user { name } } } } }",
-            json!({}),
-        )
-        .await;
-    assert!(
-        edges(&listed["members"])
-            .iter()
-            .filter(|e| e["node"]["invitationPending"] == true)
-            .all(|e| e["node"]["user"]["name"] == "owner@rival.test"),
-        "{listed}"
-    );
-    // A new address keeps the name the inviter gave.
+    assert_ne!(user["id"].as_str(), Some(rival.user_id.as_str()), "{user}");
+    // A new address reads the same way: by its address, with an id that
+    // dates the invitation, not an account.
     let d = app
         .ok(
             Some(&acme.access),
@@ -741,7 +730,69 @@ async fn invitations_expire_and_reveal_no_other_agencys_name() {
             json!({ "i": { "email": "new@acme.test", "name": "Nina New", "role": "AGENT" } }),
         )
         .await;
-    assert_eq!(d["inviteMember"]["member"]["user"]["name"], "Nina New");
+    let fresh = d["inviteMember"]["member"].clone();
+    assert_eq!(fresh["user"]["name"], "new@acme.test", "{fresh}");
+    for m in [&existing, &fresh] {
+        let member = rapport_domain::GlobalId::decode(
+            rapport_domain::Kind::Member,
+            m["id"].as_str().unwrap(),
+        )
+        .unwrap();
+        let user = rapport_domain::GlobalId::decode(
+            rapport_domain::Kind::User,
+            m["user"]["id"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            user, member,
+            "a pending member's user id is the invitation's: {m}"
+        );
+    }
+    let listed = app
+        .ok(
+            Some(&acme.access),
+            "{ members { edges { node { invitationPending user { name } } } } }",
+            json!({}),
+        )
+        .await;
+    let pending: Vec<_> = edges(&listed["members"])
+        .iter()
+        .filter(|e| e["node"]["invitationPending"] == true)
+        .map(|e| e["node"]["user"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(pending.len(), 2, "{listed}");
+    assert!(pending.iter().all(|n| n.contains('@')), "{listed}");
+    // Once accepted, the member reads as the account: its name and id.
+    let invited = app
+        .ok(
+            Some(&acme.access),
+            INVITE,
+            json!({ "i": { "email": "lea@acme.test", "name": "Lea Later", "role": "AGENT" } }),
+        )
+        .await;
+    let accepted = app
+        .ok(
+            None,
+            "mutation($i: AcceptInvitationInput!) { acceptInvitation(input: $i) { user { id } } }",
+            json!({ "i": { "token": invited["inviteMember"]["invitationToken"], "password": PASSWORD } }),
+        )
+        .await;
+    let members = app
+        .ok(
+            Some(&acme.access),
+            "{ members { edges { node { invitationPending user { id name } } } } }",
+            json!({}),
+        )
+        .await;
+    let lea = edges(&members["members"])
+        .into_iter()
+        .find(|e| e["node"]["user"]["name"] == "Lea Later")
+        .unwrap_or_else(|| panic!("{members}"));
+    assert_eq!(lea["node"]["invitationPending"], false);
+    assert_eq!(
+        lea["node"]["user"]["id"],
+        accepted["acceptInvitation"]["user"]["id"]
+    );
     let token = d["inviteMember"]["invitationToken"]
         .as_str()
         .unwrap()

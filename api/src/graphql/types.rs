@@ -194,14 +194,17 @@ impl Member {
     async fn id(&self) -> ID {
         gid(Kind::Member, self.0.id)
     }
-    /// The person's account. While an invitation to an account that
-    /// existed before it is pending, its name reads as its e-mail address:
-    /// the name was given in another agency, and inviting an address must
-    /// not reveal it.
+    /// The person's account. While the invitation is pending it reads as
+    /// the invited address alone, whether or not the address had an
+    /// account before: its name is the e-mail address and its id is
+    /// provisional (the account's own id once accepted). Inviting an
+    /// address must not tell whether it has an account, nor reveal a name
+    /// given in another agency (an account's id dates its creation).
     async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
         let mut u = load_user(&state(ctx).db, self.0.user_id).await?;
-        if self.0.invitation_hash.is_some() && u.created_at < self.0.created_at {
+        if self.0.invitation_hash.is_some() {
             u.name = u.email.clone();
+            u.id = self.0.id;
         }
         Ok(User(u))
     }
