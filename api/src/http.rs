@@ -456,18 +456,38 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
-    // Read at scrape time; a slow or unreachable database leaves the last
-    // value rather than holding the scrape.
-    let usage = rapport_store::db::notification_queue_usage(&state.db);
-    match tokio::time::timeout(std::time::Duration::from_secs(1), usage).await {
-        Ok(Ok(Some(u))) => metrics::gauge!("rapport_pg_notification_queue_usage").set(u),
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "metrics: reading the notification queue's usage failed")
+/// Reads how full PostgreSQL's notification queue is into its gauge, at
+/// most once a second however often `/metrics` is fetched (it is public):
+/// NaN when the read fails or takes over a second, never a stale figure.
+async fn refresh_queue_usage(db: &sea_orm::DatabaseConnection) {
+    use std::sync::Mutex;
+    use std::time::Duration;
+    static LAST_READ: Mutex<Option<Instant>> = Mutex::new(None);
+    {
+        let mut last = LAST_READ.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
         }
-        Err(_) => tracing::warn!("metrics: reading the notification queue's usage timed out"),
+        *last = Some(Instant::now());
     }
+    let usage = rapport_store::db::notification_queue_usage(db);
+    let read = match tokio::time::timeout(Duration::from_secs(1), usage).await {
+        Ok(Ok(None)) => return, // SQLite: no such queue, no gauge
+        Ok(Ok(Some(u))) => u,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: reading the notification queue's usage failed");
+            f64::NAN
+        }
+        Err(_) => {
+            tracing::warn!("metrics: reading the notification queue's usage timed out");
+            f64::NAN
+        }
+    };
+    metrics::gauge!("rapport_pg_notification_queue_usage").set(read);
+}
+
+async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
+    refresh_queue_usage(&state.db).await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -197,8 +197,8 @@ impl Member {
     /// The person's account. While the invitation is pending it reads as
     /// the invited address alone, whether or not the address had an
     /// account before: its name is the e-mail address and its id is
-    /// provisional (the account's own id once accepted). Inviting an
-    /// address must not tell whether it has an account, nor reveal a name
+    /// provisional (the account's own id once accepted). The member list
+    /// must not tell whether an address has an account, nor reveal a name
     /// given in another agency (an account's id dates its creation).
     async fn user(&self, ctx: &Context<'_>) -> ApiResult<User> {
         let mut u = load_user(&state(ctx).db, self.0.user_id).await?;
