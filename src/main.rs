@@ -148,8 +148,9 @@ struct Common {
     /// Worker: groups of ingest jobs stored at the same time by this
     /// process, at most (within the worker concurrency). Each is a
     /// database transaction; in all, the workers' should not outnumber the
-    /// database's cores.
-    #[arg(long, env = "RAPPORT_INGEST_CONCURRENCY", default_value_t = 1)]
+    /// database's cores (2 suits one worker process on a 2-core database;
+    /// with several processes, fewer each).
+    #[arg(long, env = "RAPPORT_INGEST_CONCURRENCY", default_value_t = 2)]
     ingest_concurrency: usize,
     /// Worker: let feed, webhook-subscription and GENERIC callback URLs
     /// reach private, loopback and link-local addresses (on-premises

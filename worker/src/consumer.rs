@@ -34,7 +34,8 @@ pub struct WorkerConfig {
     /// at most, within `concurrency`. Each is a database transaction that
     /// keeps a PostgreSQL backend busy: more of them at once than the
     /// database has cores to spare store no faster and make the webhooks'
-    /// inserts wait longer for a CPU (BENCHMARKS.md, fifteenth sitting).
+    /// inserts wait longer for a CPU (BENCHMARKS.md, fifteenth and
+    /// sixteenth sittings: on two cores, one process at 2 is best).
     /// Jobs of other kinds (reply deliveries, which hand their attempt to
     /// the publisher and return) are not held back by it.
     pub group_concurrency: usize,
@@ -59,7 +60,7 @@ impl Default for WorkerConfig {
             max_deliveries: 5,
             concurrency: 8,
             group: 16,
-            group_concurrency: 1,
+            group_concurrency: 2,
             linger: Duration::from_millis(10),
         }
     }
