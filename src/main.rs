@@ -519,7 +519,8 @@ async fn run_worker(
         group: c.ingest_group.max(1),
         linger: std::time::Duration::from_millis(c.worker_linger_ms),
         concurrency: c.worker_concurrency.max(1),
-        group_concurrency: c.ingest_concurrency.max(1),
+        // The worker clamps it to at least one.
+        group_concurrency: c.ingest_concurrency,
         ..WorkerConfig::default()
     };
     let consumed = Worker::new(kv.clone(), handlers(db, kv, publisher), config)

@@ -323,19 +323,12 @@ async fn a_pending_raw_event_notifies_nothing_and_a_dead_letter_does() {
     );
 }
 
-/// The gauge `/metrics` shows for PostgreSQL's notification queue, read at
-/// each scrape, or None when absent.
+/// The gauge `/metrics` shows for PostgreSQL's notification queue (read
+/// at most once a second per process), or None when absent.
 async fn queue_usage(app: &TestApp) -> Option<f64> {
-    let m = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
+    app.metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    m.lines()
+        .lines()
         .find_map(|l| l.strip_prefix("rapport_pg_notification_queue_usage "))
         .map(|v| v.trim().parse().unwrap())
 }

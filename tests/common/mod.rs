@@ -417,7 +417,6 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
-    /// Runs an operation that must succeed; returns `data`.
     /// The Prometheus text of `GET /metrics` (one recorder per process:
     /// it counts every test of this binary).
     pub async fn metrics(&self) -> String {
@@ -431,6 +430,7 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Runs an operation that must succeed; returns `data`.
     pub async fn ok(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let r = self.gql(token, query, variables).await;
         assert!(r.get("errors").is_none(), "unexpected errors: {r}");
