@@ -10,7 +10,7 @@
 //! (10), BENCH_CONCURRENCY (16), BENCH_WORKERS (1 worker process), BENCH_SETUP_SQL
 //! (statements run after the migrations, separated by `;`, e.g. to disable
 //! triggers and measure what they cost), BENCH_RATE (messages/s offered in
-//! the steady phase, 5000), BENCH_SUSTAIN_SECONDS (its length, 10) and
+//! the steady phase, 5000), BENCH_SUSTAIN_SECONDS (its length, 60) and
 //! BENCH_SLOW_MS (print the start time of every webhook request that took
 //! at least this long, to line up with a sample of PostgreSQL's waits),
 //! BENCH_HTTP_WORKERS (the API's HTTP worker threads, 1; `rapport serve`
@@ -46,9 +46,15 @@ use std::time::{Duration, Instant};
 struct Latencies {
     due: Vec<Duration>,
     sent: Vec<Duration>,
+    /// A paced phase's p99 (from due) in each 10 s of arrivals, in order:
+    /// shows where in the phase the tail came from.
+    slice_p99: Vec<Duration>,
     /// The paced sender's scheduling, as obtained.
     priority: String,
 }
+
+/// Seconds of arrivals per slice in `Latencies::slice_p99`.
+const SLICE_SECS: f64 = 10.0;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -70,7 +76,11 @@ async fn run() {
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
     let workers = env_usize("BENCH_WORKERS", 1);
     let rate = env_usize("BENCH_RATE", 5000) as f64;
-    let sustain_secs = env_usize("BENCH_SUSTAIN_SECONDS", 10) as f64;
+    // 60 s: a steady state, with the host's periodic writeback of the
+    // phase's own dirty pages (every 30 s) inside it, not only the
+    // writeback that the flood phases before it leave (BENCHMARKS.md,
+    // seventeenth sitting).
+    let sustain_secs = env_usize("BENCH_SUSTAIN_SECONDS", 60) as f64;
     let total = (requests * per_request) as u64;
     let slow_ms = std::env::var("BENCH_SLOW_MS")
         .ok()
@@ -242,6 +252,15 @@ async fn run() {
         ms(percentile(&steady.due, 0.5)),
         ms(percentile(&steady.due, 0.9)),
         ms(percentile(&steady.due, 0.99))
+    );
+    println!(
+        "                       p99 in each {SLICE_SECS:.0} s of arrivals: {} ms",
+        steady
+            .slice_p99
+            .iter()
+            .map(|d| format!("{:.2}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("                       load generator: {}", steady.priority);
     println!(
@@ -423,6 +442,19 @@ impl Generator {
         }
         drop(tx);
         let mut latencies = sender.join().unwrap();
+        // Still in request order here: request r arrived r / rate s in.
+        if let Some(rate) = rate {
+            let per_slice = ((rate * SLICE_SECS).round() as usize).max(1);
+            latencies.slice_p99 = latencies
+                .due
+                .chunks(per_slice)
+                .map(|c| {
+                    let mut c = c.to_vec();
+                    c.sort();
+                    percentile(&c, 0.99)
+                })
+                .collect();
+        }
         latencies.due.sort();
         latencies.sent.sort();
         latencies.priority = priority;
