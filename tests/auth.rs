@@ -708,29 +708,25 @@ async fn invitations_expire_and_reveal_no_other_agencys_name() {
     let app = TestApp::start().await;
     let acme = app.sign_up("Acme", "owner@acme.test").await;
     let rival = app.sign_up("Rival", "owner@rival.test").await;
-    const INVITE: &str = "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitationToken member { id user { id name email } } } }";
-    // owner@rival.test signed up as "Owner" (the helper's name) in Rival.
-    let d = app
-        .ok(
+    // Acme invites an address as an agent: the `inviteMember` payload.
+    let invite = async |email: &str, name: &str| {
+        app.ok(
             Some(&acme.access),
-            INVITE,
-            json!({ "i": { "email": "owner@rival.test", "name": "Somebody", "role": "AGENT" } }),
+            "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitationToken member { id user { id name email } } } }",
+            json!({ "i": { "email": email, "name": name, "role": "AGENT" } }),
         )
-        .await;
-    let existing = d["inviteMember"]["member"].clone();
+        .await["inviteMember"]
+            .clone()
+    };
+    // owner@rival.test signed up as "Owner" (the helper's name) in Rival.
+    let existing = invite("owner@rival.test", "Somebody").await["member"].clone();
     let user = &existing["user"];
     assert_eq!(user["name"], "owner@rival.test", "{user}");
     assert_ne!(user["id"].as_str(), Some(rival.user_id.as_str()), "{user}");
     // A new address reads the same way: by its address, with an id that
     // dates the invitation, not an account.
-    let d = app
-        .ok(
-            Some(&acme.access),
-            INVITE,
-            json!({ "i": { "email": "new@acme.test", "name": "Nina New", "role": "AGENT" } }),
-        )
-        .await;
-    let fresh = d["inviteMember"]["member"].clone();
+    let d = invite("new@acme.test", "Nina New").await;
+    let fresh = d["member"].clone();
     assert_eq!(fresh["user"]["name"], "new@acme.test", "{fresh}");
     for m in [&existing, &fresh] {
         let member = rapport_domain::GlobalId::decode(
@@ -763,18 +759,12 @@ async fn invitations_expire_and_reveal_no_other_agencys_name() {
     assert_eq!(pending.len(), 2, "{listed}");
     assert!(pending.iter().all(|n| n.contains('@')), "{listed}");
     // Once accepted, the member reads as the account: its name and id.
-    let invited = app
-        .ok(
-            Some(&acme.access),
-            INVITE,
-            json!({ "i": { "email": "lea@acme.test", "name": "Lea Later", "role": "AGENT" } }),
-        )
-        .await;
+    let invited = invite("lea@acme.test", "Lea Later").await;
     let accepted = app
         .ok(
             None,
             "mutation($i: AcceptInvitationInput!) { acceptInvitation(input: $i) { user { id } } }",
-            json!({ "i": { "token": invited["inviteMember"]["invitationToken"], "password": PASSWORD } }),
+            json!({ "i": { "token": invited["invitationToken"], "password": PASSWORD } }),
         )
         .await;
     let members = app
@@ -793,13 +783,10 @@ async fn invitations_expire_and_reveal_no_other_agencys_name() {
         lea["node"]["user"]["id"],
         accepted["acceptInvitation"]["user"]["id"]
     );
-    let token = d["inviteMember"]["invitationToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = d["invitationToken"].as_str().unwrap().to_string();
     let member = rapport_domain::GlobalId::decode(
         rapport_domain::Kind::Member,
-        d["inviteMember"]["member"]["id"].as_str().unwrap(),
+        d["member"]["id"].as_str().unwrap(),
     )
     .unwrap();
     // Fifteen days later the token no longer works.
